@@ -1,0 +1,1 @@
+"""Platform adapters (console, Discord, Slack) and the process that runs them."""

@@ -1,0 +1,1 @@
+"""The platform-free heart of acechat: conversations, presets, policy, the upstream client."""

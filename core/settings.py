@@ -1,0 +1,291 @@
+"""One typed settings object, read once from the environment (and `.env`).
+
+Nothing else in acechat reads `os.environ`: adapters and the core receive a `Settings`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4", "o3-mini", "deepseek-r1", "grok-3", "glm-4.6")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it and is fit for one line on stderr."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """`count` events per `per_seconds`; `count == 0` turns the limit off."""
+
+    count: int
+    per_seconds: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.count > 0
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    token: str
+    base_url: str = "https://api.acedata.cloud"
+    connect_timeout: float = 10.0
+    # Longest silence allowed between two reads of an answer; reasoning models think for a while.
+    read_timeout: float = 120.0
+    retries: int = 2
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    token: str
+    api_base_url: str | None = None
+    gateway_url: str | None = None
+    dev_guild_id: int | None = None
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str
+    app_token: str | None = None
+    signing_secret: str | None = None
+    api_url: str | None = None
+    command: str = "/aichat"
+    port: int = 3000
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstream: UpstreamSettings
+    discord: DiscordSettings | None = None
+    slack: SlackSettings | None = None
+    models: tuple[str, ...] = DEFAULT_MODELS
+    default_model: str = "gpt-4o"
+    default_preset: str = "assistant"
+    admin_users: frozenset[str] = frozenset()
+    author_prefix: bool = True
+    max_question_chars: int = 8000
+    max_preset_chars: int = 4000
+    answer_timeout: float = 300.0
+    user_rate: RateLimit = field(default_factory=lambda: RateLimit(10, 60.0))
+    channel_rate: RateLimit = field(default_factory=lambda: RateLimit(30, 60.0))
+    thinking: str = "fold"
+    db_path: Path = Path("data/acechat.db")
+    transcript_days: int = 30
+    log_level: str = "INFO"
+    log_json: bool = False
+    health_host: str = "127.0.0.1"
+    health_port: int = 0
+    shutdown_grace: float = 20.0
+
+
+THINKING_MODES = ("hide", "fold", "show")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _Reader:
+    """Typed access to one mapping of raw strings, naming the setting in every error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def required(self, name: str, why: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise SettingsError(f"{name} is not set: {why}")
+        return value
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r} is invalid: expected {expected}") from None
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        result = self._parse(name, default, int, "a whole number")
+        if result < minimum:
+            raise SettingsError(f"{name}={result} is invalid: must be at least {minimum}")
+        return result
+
+    def optional_integer(self, name: str) -> int | None:
+        value = self.raw(name)
+        return None if value is None else self.integer(name, 0)
+
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        result = self._parse(name, default, float, "a number")
+        if not math.isfinite(result) or result < minimum:
+            raise SettingsError(f"{name}={result} is invalid: must be a number of at least {minimum}")
+        return result
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(value: str) -> bool:
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+
+        return self._parse(name, default, parse, "true or false")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in {c.lower() for c in choices}:
+            raise SettingsError(f"{name}={value!r} is invalid: expected one of {', '.join(choices)}")
+        return value
+
+    def words(self, name: str) -> tuple[str, ...]:
+        value = self.raw(name) or ""
+        return tuple(dict.fromkeys(w.strip() for w in value.replace(";", ",").split(",") if w.strip()))
+
+    def rate(self, name: str, default: RateLimit) -> RateLimit:
+        def parse(value: str) -> RateLimit:
+            count, _, seconds = value.partition("/")
+            limit = RateLimit(int(count), float(seconds or "60"))
+            if limit.count < 0 or limit.per_seconds <= 0:
+                raise ValueError(value)
+            return limit
+
+        return self._parse(name, default, parse, "COUNT/SECONDS, e.g. 10/60 (0/60 turns it off)")
+
+    def url(self, name: str, default: str | None) -> str | None:
+        value = self.raw(name) or default
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise SettingsError(f"{name}={value!r} is invalid: expected a URL starting with http(s):// or ws(s)://")
+        return value.rstrip("/")
+
+
+def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> Settings:
+    """Build the settings from `env` (the process environment by default) over a `.env` file.
+
+    Real environment variables win over the `.env` file, as operators expect.
+    """
+    if env is None:
+        import os
+
+        env = os.environ
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(env)
+    return parse_settings(merged)
+
+
+def parse_settings(env: Mapping[str, str]) -> Settings:
+    r = _Reader(env)
+    upstream = UpstreamSettings(
+        token=r.required(
+            "ACEDATACLOUD_API_TOKEN", "get a token at https://platform.acedata.cloud and put it in .env"
+        ),
+        base_url=r.url("ACEDATACLOUD_API_BASE_URL", "https://api.acedata.cloud") or "",
+        connect_timeout=r.number("ACECHAT_CONNECT_TIMEOUT", 10.0, minimum=0.1),
+        read_timeout=r.number("ACECHAT_READ_TIMEOUT", 120.0, minimum=0.1),
+        retries=r.integer("ACECHAT_UPSTREAM_RETRIES", 2),
+        max_connections=r.integer("ACECHAT_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1),
+    )
+
+    models = r.words("ACECHAT_MODELS") or DEFAULT_MODELS
+    default_model = r.text("ACECHAT_DEFAULT_MODEL", "gpt-4o")
+    if default_model not in models:
+        raise SettingsError(
+            f"ACECHAT_DEFAULT_MODEL={default_model!r} is invalid: it is not in ACECHAT_MODELS ({', '.join(models)})"
+        )
+
+    discord = None
+    if r.raw("DISCORD_BOT_TOKEN"):
+        shard_ids_raw = r.words("DISCORD_SHARD_IDS")
+        try:
+            shard_ids = tuple(int(s) for s in shard_ids_raw) or None
+        except ValueError:
+            raise SettingsError(
+                f"DISCORD_SHARD_IDS={','.join(shard_ids_raw)!r} is invalid: expected whole numbers, e.g. 0,1"
+            ) from None
+        shard_count = r.optional_integer("DISCORD_SHARD_COUNT")
+        if shard_ids is not None and shard_count is None:
+            raise SettingsError("DISCORD_SHARD_IDS is set without DISCORD_SHARD_COUNT: set both")
+        if shard_ids is not None and shard_count is not None and max(shard_ids) >= shard_count:
+            raise SettingsError(f"DISCORD_SHARD_IDS is invalid: every id must be below DISCORD_SHARD_COUNT={shard_count}")
+        discord = DiscordSettings(
+            token=r.required("DISCORD_BOT_TOKEN", ""),
+            api_base_url=r.url("DISCORD_API_BASE_URL", None),
+            gateway_url=r.url("DISCORD_GATEWAY_URL", None),
+            dev_guild_id=r.optional_integer("DISCORD_DEV_GUILD_ID"),
+            shard_count=shard_count,
+            shard_ids=shard_ids,
+        )
+
+    slack = None
+    if r.raw("SLACK_BOT_TOKEN"):
+        app_token = r.raw("SLACK_APP_TOKEN")
+        signing_secret = r.raw("SLACK_SIGNING_SECRET")
+        if app_token is None and signing_secret is None:
+            raise SettingsError(
+                "SLACK_APP_TOKEN and SLACK_SIGNING_SECRET are both unset: set SLACK_APP_TOKEN for Socket Mode, "
+                "or SLACK_SIGNING_SECRET for HTTP mode"
+            )
+        command = r.text("SLACK_COMMAND", "/aichat")
+        if not command.startswith("/") or " " in command:
+            raise SettingsError(f"SLACK_COMMAND={command!r} is invalid: expected a command like /aichat")
+        api_url = r.url("SLACK_API_URL", None)
+        slack = SlackSettings(
+            bot_token=r.required("SLACK_BOT_TOKEN", ""),
+            app_token=app_token,
+            signing_secret=signing_secret,
+            api_url=None if api_url is None else api_url + "/",
+            command=command,
+            port=r.integer("SLACK_PORT", 3000, minimum=1),
+        )
+
+    return Settings(
+        upstream=upstream,
+        discord=discord,
+        slack=slack,
+        models=models,
+        default_model=default_model,
+        default_preset=r.text("ACECHAT_DEFAULT_PRESET", "assistant").lower(),
+        admin_users=frozenset(r.words("ACECHAT_ADMIN_USERS")),
+        author_prefix=r.boolean("ACECHAT_AUTHOR_PREFIX", True),
+        max_question_chars=r.integer("ACECHAT_MAX_QUESTION_CHARS", 8000, minimum=1),
+        max_preset_chars=r.integer("ACECHAT_MAX_PRESET_CHARS", 4000, minimum=1),
+        answer_timeout=r.number("ACECHAT_ANSWER_TIMEOUT", 300.0, minimum=1.0),
+        user_rate=r.rate("ACECHAT_USER_RATE", RateLimit(10, 60.0)),
+        channel_rate=r.rate("ACECHAT_CHANNEL_RATE", RateLimit(30, 60.0)),
+        thinking=r.choice("ACECHAT_THINKING", "fold", THINKING_MODES),
+        db_path=Path(r.text("ACECHAT_DB_PATH", "data/acechat.db")),
+        transcript_days=r.integer("ACECHAT_TRANSCRIPT_DAYS", 30),
+        log_level=r.choice("ACECHAT_LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
+        log_json=r.boolean("ACECHAT_LOG_JSON", False),
+        health_host=r.text("ACECHAT_HEALTH_HOST", "127.0.0.1"),
+        health_port=r.integer("ACECHAT_HEALTH_PORT", 0),
+        shutdown_grace=r.number("ACECHAT_SHUTDOWN_GRACE", 20.0),
+    )

@@ -1,0 +1,95 @@
+"""The seam between the core and a platform adapter.
+
+An adapter describes one incoming event with plain facts (`Actor`, `Attachment`, the scope) and hands
+the core a `ReplyTarget` that knows only platform primitives. The core decides everything else:
+whether to answer, what to send upstream, how to stream, split, throttle and word errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is asking, as the platform describes them.
+
+    `is_admin` is the platform's own verdict (Discord: Manage Server / Manage Channels / Administrator;
+    Slack: workspace admin or owner). None means the adapter could not tell, which the core treats as no.
+    """
+
+    user_id: str
+    display_name: str
+    is_admin: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    url: str
+    filename: str
+    content_type: str | None = None
+    size: int | None = None
+
+
+class PlatformRateLimited(Exception):
+    """Raised by a target when the platform refused a call for being too frequent."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited for {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+
+class EditBudget(Protocol):
+    """A rate budget several answers share, e.g. Slack's per-workspace `chat.update` allowance."""
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        """Take one call if more than `reserve` remain; never waits."""
+        ...
+
+    def delay(self) -> float:
+        """Seconds until one more call is available."""
+        ...
+
+    def penalize(self, seconds: float) -> None:
+        """The platform said 429: spend nothing for `seconds`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLimits:
+    """What a platform allows one answer to do.
+
+    `edit_burst` edits per `edit_window` seconds, per message (Discord allows about 5 per 5 s per
+    channel); the streamer keeps one in reserve so the final edit never waits. `shared` is a budget
+    several messages draw from as well (Slack's per-workspace limit).
+    """
+
+    max_chars: int
+    edit_burst: int = 5
+    edit_window: float = 5.0
+    typing_interval: float | None = None
+    shared: EditBudget | None = field(default=None, compare=False)
+
+
+class ReplyTarget(Protocol):
+    """Platform primitives for one answer. Handles are the adapter's own message ids."""
+
+    @property
+    def limits(self) -> TargetLimits: ...
+
+    async def post(self, text: str) -> str:
+        """Send a new visible message; return its handle."""
+        ...
+
+    async def edit(self, handle: str, text: str) -> None:
+        """Replace the text of a message this target posted."""
+        ...
+
+    async def typing(self) -> None:
+        """Show that an answer is being written (a no-op where the platform has none)."""
+        ...
+
+    async def notify(self, text: str) -> None:
+        """Tell only the asker something short (ephemeral where the platform can; otherwise a post)."""
+        ...

@@ -1,0 +1,1 @@
+"""SQLite state for acechat, kept through sqlite-utils on one dedicated worker thread."""
