@@ -1,0 +1,363 @@
+"""A local fake of the Ace Data Cloud AI Chat API (`POST /aichat/conversations`), following
+/work/shared/aichat-api.md: bearer token check, JSON or NDJSON replies by the accept header, stateful
+conversation ids with server-side memory, and scripted misbehaviour for the next requests.
+
+Run it for a demo: `python -m tests.fakes.upstream --port 8765 --latency 0.3 --fragment-delay 0.02`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import signal
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+PATH = "/aichat/conversations"
+NDJSON = "application/x-ndjson"
+
+
+@dataclass
+class Behaviour:
+    """How the fake answers one request; the defaults give a normal, quick answer."""
+
+    answer: str | None = None  # None: the fake's `answerer` writes it; "" is an empty answer
+    status: int = 200
+    code: str | None = None
+    message: str | None = None
+    retry_after: str | None = None
+    error_body: bytes | None = None  # sent instead of the JSON error body
+    error_content_type: str = "application/json"
+    latency: float = 0.0  # before the status line
+    fragment_size: int = 16  # characters per stream line
+    fragment_delay: float = 0.0  # between stream lines
+    newline: str = "\r\n"
+    blank_lines: bool = False  # a blank line after every stream line
+    delta_only: bool = False  # stream lines carry `delta_answer` but no `answer`
+    cut_after: int | None = None  # stream: close the connection after this many lines
+    garbage_after: int | None = None  # stream: a non-JSON line after this many lines, then the end
+    error_after: int | None = None  # stream: an `error` line after this many lines, then the end
+    error_line_code: str = "chat_error"
+    malformed: bool = False  # JSON mode: a body that is not JSON
+    wrapped: bool = False  # JSON mode: the reply inside {"status": ..., "data": {...}}
+    raw: tuple[bytes, ...] | None = None  # a 200 body written as is, one write per piece
+    gate: asyncio.Event | None = None  # awaited before answering, for ordering tests
+
+    @classmethod
+    def fail(
+        cls,
+        status: int,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: str | None = None,
+    ) -> Behaviour:
+        """An error reply with the documented body `{"error": {"code", "message"}, "trace_id"}`."""
+        return cls(status=status, code=code, message=message, retry_after=retry_after)
+
+    @classmethod
+    def fail_raw(
+        cls,
+        status: int,
+        body: bytes | str,
+        content_type: str = "text/plain",
+        *,
+        retry_after: str | None = None,
+    ) -> Behaviour:
+        """An error reply with any body: HTML from a proxy, a bare-string `error`, and so on."""
+        data = body.encode() if isinstance(body, str) else body
+        return cls(status=status, error_body=data, error_content_type=content_type, retry_after=retry_after)
+
+
+def default_answer(question: str, history: list[dict[str, Any]]) -> str:
+    """Deterministic, and shows the server kept the conversation: "Answer 2 to: <question>"."""
+    return f"Answer {len(history) + 1} to: {question}"
+
+
+class FakeUpstream:
+    """The fake server: tests read `requests` and `conversations`, and steer it with `queue()`."""
+
+    def __init__(
+        self, token: str = "test-token", *, any_token: bool = False, default: Behaviour | None = None
+    ) -> None:
+        self.token = token
+        self.any_token = any_token
+        self.default = default or Behaviour()
+        self.script: list[Behaviour] = []
+        # Each: {"body": dict | None, "accept", "authorization", "content_type", "trace_id"}.
+        self.requests: list[dict[str, Any]] = []
+        # Conversation id -> turns {"question", "preset", "model", "references", "answer"}.
+        self.conversations: dict[str, list[dict[str, Any]]] = {}
+        self.answerer: Callable[[str, list[dict[str, Any]]], str] = default_answer
+        self.active = 0
+        self.peak_active = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._traces = itertools.count(1)
+        self._arrived: asyncio.Condition | None = None
+
+    def queue(self, *behaviours: Behaviour) -> None:
+        """Use these behaviours, in order, for the next requests; then `default` again."""
+        self.script.extend(behaviours)
+
+    def set_default(self, **changes: Any) -> None:
+        """Change the knobs of every unscripted request: `set_default(latency=0.2, fragment_delay=0.01)`."""
+        self.default = replace(self.default, **changes)
+
+    @property
+    def bodies(self) -> list[dict[str, Any] | None]:
+        return [r["body"] for r in self.requests]
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Wait until `count` requests have arrived in total (wrap it in `asyncio.timeout`)."""
+        assert self._arrived is not None, "start() the fake first"
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: len(self.requests) >= count)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_post(PATH, self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._no_api)
+        # Cancel handlers whose client went away (a read timeout, an abandoned stream) and do not
+        # wait for sleeping handlers at shutdown.
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=4096)
+        await site.start()
+        self._arrived = asyncio.Condition()
+        bound = self._runner.addresses[0]
+        self.url = f"http://{host}:{bound[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _no_api(self, request: web.Request) -> web.Response:
+        return self._error(404, "no_api", "No such API", self._trace())
+
+    def _trace(self) -> str:
+        return f"fake-trace-{next(self._traces)}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        trace_id = self._trace()
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        self.requests.append(
+            {
+                "body": body,
+                "accept": request.headers.get("accept", ""),
+                "authorization": request.headers.get("authorization"),
+                "content_type": request.headers.get("content-type", ""),
+                "trace_id": trace_id,
+            }
+        )
+        assert self._arrived is not None
+        async with self._arrived:
+            self._arrived.notify_all()
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            return await self._reply(request, body, trace_id)
+        finally:
+            self.active -= 1
+
+    async def _reply(self, request: web.Request, body: Any, trace_id: str) -> web.StreamResponse:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return self._error(400, "no_token", "No token provided", trace_id)
+        if not self.any_token and token != self.token:
+            return self._error(401, "invalid_token", "Invalid token", trace_id)
+        if not (
+            isinstance(body, dict)
+            and isinstance(body.get("question"), str)
+            and isinstance(body.get("model"), str)
+        ):
+            return self._error(400, "bad_request", "model and question are required", trace_id)
+
+        b = self.script.pop(0) if self.script else self.default
+        if b.gate is not None:
+            await b.gate.wait()
+        if b.latency:
+            await asyncio.sleep(b.latency)
+        if b.status != 200:
+            if b.error_body is not None:
+                return self._error(
+                    b.status, None, "", trace_id, b.retry_after, b.error_body, b.error_content_type
+                )
+            message = b.message if b.message is not None else f"fake {b.code or 'error'}"
+            return self._error(b.status, b.code, message, trace_id, b.retry_after)
+
+        conversation_id = body.get("id")
+        if conversation_id is not None:
+            if not isinstance(conversation_id, str) or conversation_id not in self.conversations:
+                return self._error(404, "not_found", "Conversation not found", trace_id)
+            history = self.conversations[conversation_id]
+        elif body.get("stateful") is True:
+            conversation_id = str(uuid.uuid4())
+            history = self.conversations[conversation_id] = []
+        else:
+            history = []
+        text = b.answer if b.answer is not None else self.answerer(body["question"], history)
+        if conversation_id is not None:
+            history.append(
+                {
+                    "question": body["question"],
+                    "preset": body.get("preset"),
+                    "model": body["model"],
+                    "references": body.get("references"),
+                    "answer": text,
+                }
+            )
+        log.debug("fake upstream: turn %d of %s, %d chars", len(history), conversation_id, len(text))
+
+        headers = {"x-trace-id": trace_id}
+        streaming = NDJSON in request.headers.get("accept", "")
+        if b.raw is not None:
+            return await self._write_raw(request, b, headers, NDJSON if streaming else "application/json")
+        if streaming:
+            return await self._stream(request, b, text, conversation_id, headers, trace_id)
+        if b.malformed:
+            return web.Response(body=b'{"answer": "cut', content_type="application/json", headers=headers)
+        reply: dict[str, Any] = {"answer": text}
+        if conversation_id is not None:
+            reply["id"] = conversation_id
+        if b.wrapped:
+            reply = {"status": "succeed", "data": reply}
+        return web.Response(body=json.dumps(reply).encode(), content_type="application/json", headers=headers)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        b: Behaviour,
+        text: str,
+        conversation_id: str | None,
+        headers: dict[str, str],
+        trace_id: str,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={**headers, "content-type": NDJSON})
+        await resp.prepare(request)
+        size = max(1, b.fragment_size)
+        fragments = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        so_far = ""
+        try:
+            for n in range(len(fragments) + 1):
+                if n == b.cut_after and request.transport is not None:
+                    request.transport.close()
+                    return resp
+                if n == b.garbage_after:
+                    await resp.write(b"this is not json" + b.newline.encode())
+                    break
+                if n == b.error_after:
+                    error = {
+                        "error": {"code": b.error_line_code, "message": "fake failure"},
+                        "trace_id": trace_id,
+                    }
+                    await resp.write((json.dumps(error) + b.newline).encode())
+                    break
+                if n == len(fragments):
+                    break
+                if n and b.fragment_delay:
+                    await asyncio.sleep(b.fragment_delay)
+                so_far += fragments[n]
+                line: dict[str, Any] = {"delta_answer": fragments[n], "id": conversation_id}
+                if not b.delta_only:
+                    line["answer"] = so_far
+                end = b.newline * 2 if b.blank_lines else b.newline
+                await resp.write((json.dumps(line) + end).encode())
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; nothing to tell it
+        return resp
+
+    async def _write_raw(
+        self, request: web.Request, b: Behaviour, headers: dict[str, str], content_type: str
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={**headers, "content-type": content_type})
+        await resp.prepare(request)
+        try:
+            for n, piece in enumerate(b.raw or ()):
+                if n and b.fragment_delay:
+                    await asyncio.sleep(b.fragment_delay)
+                await resp.write(piece)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        return resp
+
+    @staticmethod
+    def _error(
+        status: int,
+        code: str | None,
+        message: str,
+        trace_id: str,
+        retry_after: str | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> web.Response:
+        headers = {"x-trace-id": trace_id}
+        if retry_after is not None:
+            headers["retry-after"] = retry_after
+        if body is None:
+            body = json.dumps({"error": {"code": code, "message": message}, "trace_id": trace_id}).encode()
+        return web.Response(status=status, body=body, content_type=content_type, headers=headers)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    default = Behaviour(
+        latency=args.latency, fragment_delay=args.fragment_delay, fragment_size=args.fragment_size
+    )
+    fake = FakeUpstream(args.token, any_token=args.any_token, default=default)
+    url = await fake.start(args.host, args.port)
+    accepted = "any non-empty token" if args.any_token else args.token
+    print(f"Fake AI Chat API listening on {url}", flush=True)
+    print(f"  ACEDATACLOUD_API_BASE_URL={url}", flush=True)
+    print(f"  ACEDATACLOUD_API_TOKEN: {accepted}", flush=True)
+    print("Ctrl-C to stop.", flush=True)
+    stop = asyncio.Event()
+    # Scripts that start the fake in the background stop it with SIGTERM (their SIGINT may be ignored).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.upstream", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--token", default="test-token", help="the bearer token to accept")
+    parser.add_argument("--any-token", action="store_true", help="accept any non-empty token")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
+    parser.add_argument("--fragment-delay", type=float, default=0.0, help="seconds between streamed lines")
+    parser.add_argument("--fragment-size", type=int, default=16, help="characters per streamed line")
+    parser.add_argument("--verbose", action="store_true", help="log every turn")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.verbose:
+        log.setLevel(logging.DEBUG)
+    try:
+        asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        pass
+    print("Stopped.")
+
+
+if __name__ == "__main__":
+    main()
