@@ -216,7 +216,8 @@ class Store:
     ) -> str | None:
         """Set one field (None = inherit) and log it; returns the old value.
 
-        The audit row is written in the same transaction, with `old` taken from the row it replaced."""
+        The audit row is written in the same transaction, its `old` set to the value actually replaced
+        (a caller's earlier read may be stale)."""
         if field not in _SETTING_FIELDS:
             raise ValueError(f"unknown setting {field!r}")
 
@@ -260,9 +261,9 @@ class Store:
         return await self._worker.submit(count)
 
     async def put_preset(self, preset: CustomPreset, *, audit: AuditEntry) -> CustomPreset | None:
-        """Create or replace a preset and log it; returns the old one.
+        """Create or replace a preset and log `audit` with it; returns the old one.
 
-        An update keeps the original `created_at`; the audit's `old` becomes the old prompt."""
+        An update keeps the original `created_at`."""
         p = preset
 
         def put(db: Database) -> CustomPreset | None:
@@ -276,13 +277,13 @@ class Store:
                     "created_at = excluded.created_at, updated_at = excluded.updated_at",
                     (p.workspace_key, p.name, p.description, p.prompt, p.author_id, created_at, p.updated_at),
                 )
-                _insert_audit(db, dataclasses.replace(audit, old=old.prompt if old else None))
+                _insert_audit(db, audit)
             return old
 
         return await self._worker.submit(put)
 
     async def delete_preset(self, workspace_key: str, name: str, *, audit: AuditEntry) -> CustomPreset | None:
-        """Delete a preset and log it; returns the deleted one, or None (and no audit row) if absent."""
+        """Delete a preset and log `audit` with it; returns it, or None (and writes no audit) if absent."""
 
         def delete(db: Database) -> CustomPreset | None:
             with write_transaction(db):
@@ -290,7 +291,7 @@ class Store:
                 if old is None:
                     return None
                 db.execute("DELETE FROM presets WHERE workspace_key = ? AND name = ?", (workspace_key, name))
-                _insert_audit(db, dataclasses.replace(audit, old=old.prompt))
+                _insert_audit(db, audit)
             return old
 
         return await self._worker.submit(delete)

@@ -309,9 +309,9 @@ async def test_list_audit_is_newest_first_limited_and_per_workspace(store: Store
 
 
 async def test_preset_crud_is_audited(store: Store) -> None:
-    assert await store.put_preset(preset("pirate", at=NOW), audit=audit("preset.put")) is None
-    assert await store.put_preset(preset("critic", at=NOW), audit=audit("preset.put")) is None
-    old = await store.put_preset(preset("pirate", "Yo ho.", at=NOW + 9), audit=audit("preset.put", "Yo ho."))
+    assert await store.put_preset(preset("pirate", at=NOW), audit=audit("preset create", "pirate")) is None
+    assert await store.put_preset(preset("critic", at=NOW), audit=audit("preset create", "critic")) is None
+    old = await store.put_preset(preset("pirate", "Yo ho.", at=NOW + 9), audit=audit("preset edit", "Yo ho."))
     assert old == preset("pirate", at=NOW)
 
     updated = await store.get_preset(WS, "pirate")
@@ -321,14 +321,14 @@ async def test_preset_crud_is_audited(store: Store) -> None:
     assert await store.count_presets(WS) == 2
     assert await store.list_presets("discord:G1") == [] and await store.count_presets("discord:G1") == 0
 
-    assert await store.delete_preset(WS, "critic", audit=audit("preset.delete")) == preset("critic", at=NOW)
-    assert await store.delete_preset(WS, "critic", audit=audit("preset.delete")) is None
+    assert await store.delete_preset(WS, "critic", audit=audit("preset delete")) == preset("critic", at=NOW)
+    assert await store.delete_preset(WS, "critic", audit=audit("preset delete")) is None
     assert await store.get_preset(WS, "critic") is None
-    assert [(e.action, e.old) for e in await store.list_audit(WS)] == [
-        ("preset.delete", "Talk like a pirate."),
-        ("preset.put", "Talk like a pirate."),
-        ("preset.put", None),
-        ("preset.put", None),
+    assert [(e.action, e.new) for e in await store.list_audit(WS)] == [
+        ("preset delete", None),
+        ("preset edit", "Yo ho."),
+        ("preset create", "critic"),
+        ("preset create", "pirate"),
     ]
 
 
