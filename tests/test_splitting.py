@@ -1,0 +1,276 @@
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.splitting import MIN_LIMIT, Chunk, StreamSplitter, split_chunks, split_message
+
+SPACE = re.compile(r"\s*")
+
+
+def reassembles(text: str, chunks: list[Chunk]) -> bool:
+    """text == w0 + body1 + w1 + ... + bodyN + wN, every w whitespace (the documented contract)."""
+    at = 0
+    for chunk in chunks:
+        gap = SPACE.match(text, at)
+        assert gap is not None
+        gap_end = gap.end()
+        indent = len(chunk.body) - len(chunk.body.lstrip())
+        start = gap_end - indent if chunk.body.strip() else at
+        if start < at or not text.startswith(chunk.body, start):
+            return False
+        at = start + len(chunk.body)
+    return not text[at:].strip()
+
+
+def open_fence(text: str) -> tuple[str, int] | None:
+    """Which fence is open at the end of `text`, read the CommonMark way; written apart from the splitter."""
+    fence: tuple[str, int] | None = None
+    for line in text.split("\n"):
+        match = re.match(r" {0,3}(`{3,}|~{3,})(.*)$", line)
+        if match is None:
+            continue
+        run, rest = match.groups()
+        if fence is None:
+            if not (run[0] == "`" and "`" in rest):
+                fence = (run[0], len(run))
+        elif run[0] == fence[0] and len(run) >= fence[1] and not rest.strip():
+            fence = None
+    return fence
+
+
+def check_invariants(text: str, limit: int) -> list[Chunk]:
+    chunks = split_chunks(text, limit)
+    assert [c.text for c in chunks] == split_message(text, limit)
+    for i, chunk in enumerate(chunks):
+        assert 0 < len(chunk.text) <= limit
+        assert chunk.text.strip()
+        assert chunk.body
+        # A reopened fence continues exactly the fence the previous chunk closed.
+        if i == 0:
+            assert chunk.reopen == ""
+        else:
+            assert bool(chunk.reopen) == bool(chunks[i - 1].close)
+            if chunk.reopen:
+                assert re.fullmatch(r"(`{3,}|~{3,})[^\n]*\n", chunk.reopen)
+                assert chunks[i - 1].close.strip() == chunk.reopen.strip()[: len(chunks[i - 1].close.strip())]
+    if chunks:
+        assert chunks[-1].close == ""
+    assert reassembles(text, chunks)
+    return chunks
+
+
+# --- generated Markdown: prose, inline backticks, fenced blocks of both kinds -------------------------
+
+words = st.text(alphabet="abcxyz0123456789.,:!?@<>*_-`~é日🙂", min_size=1, max_size=10)
+# A prose line starts with a letter, so only code_block makes fence lines.
+prose_line = st.lists(words, min_size=1, max_size=12).map(lambda ws: "w" + " ".join(ws))
+paragraph = st.lists(prose_line, min_size=1, max_size=4).map("\n".join)
+code_line = st.tuples(
+    st.sampled_from(["", "  ", "    ", "\t", "        "]),
+    st.lists(st.text(alphabet="abc123=()[]{}:;'\"#.,+", min_size=1, max_size=8), min_size=0, max_size=6),
+).map(lambda t: t[0] + " ".join(t[1]))
+
+
+@st.composite
+def code_block(draw: st.DrawFn) -> str:
+    char = draw(st.sampled_from("`~"))
+    size = draw(st.integers(3, 4))
+    info = draw(st.sampled_from(["", "python", "js", "sql", "sh x"]))
+    lines = draw(st.lists(code_line, max_size=15))
+    if char == "~":
+        # A backtick fence line inside a tilde block is only code.
+        lines += draw(st.lists(st.just("```"), max_size=1))
+    return "\n".join([char * size + info, *lines, char * size])
+
+
+@st.composite
+def markdown(draw: st.DrawFn) -> str:
+    blocks = draw(st.lists(st.one_of(paragraph, code_block()), min_size=1, max_size=8))
+    return "".join(block + draw(st.sampled_from(["\n", "\n\n", "\n\n\n"])) for block in blocks)
+
+
+# Anything at all, weighted towards the characters the splitter cares about.
+raw = st.lists(
+    st.sampled_from([*"ab `~\n\té", "```", "~~~", "```py\n", "\n```\n", "word " * 12]), max_size=200
+).map("".join)
+limits = st.integers(MIN_LIMIT, 300)
+
+
+@given(text=st.one_of(raw, markdown()), limit=limits)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+def test_any_text_splits_within_limit_and_reassembles(text: str, limit: int) -> None:
+    check_invariants(text, limit)
+
+
+@given(text=markdown(), limit=st.integers(60, 300))
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_every_chunk_of_balanced_markdown_renders_balanced(text: str, limit: int) -> None:
+    assert open_fence(text) is None
+    for chunk in check_invariants(text, limit):
+        assert open_fence(chunk.text) is None, chunk.text
+
+
+@given(text=st.one_of(raw, markdown()), limit=limits, data=st.data())
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_streaming_in_random_pieces_gives_the_same_chunks(text: str, limit: int, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=25)))
+    holdback = data.draw(st.sampled_from([0, 3, 256]))
+    splitter = StreamSplitter(limit, holdback=holdback)
+    frozen: list[str] = []
+    for cut in [*cuts, len(text)]:
+        now, preview = splitter.feed(text[:cut])
+        assert now[: len(frozen)] == frozen, "a frozen chunk changed"
+        frozen = now
+        assert len(preview) <= limit
+        assert all(len(chunk) <= limit for chunk in frozen)
+    assert splitter.finish(text) == split_message(text, limit)
+
+
+# --- examples -------------------------------------------------------------------------------------
+
+
+def test_the_reassembly_check_catches_lost_or_repeated_text() -> None:
+    text = "alpha beta\n\ngamma"
+    assert reassembles(text, [Chunk("alpha beta"), Chunk("gamma")])
+    assert not reassembles(text, [Chunk("alpha"), Chunk("gamma")])
+    assert not reassembles(text, [Chunk("alpha beta"), Chunk("beta"), Chunk("gamma")])
+    assert not reassembles(text, [Chunk("alpha beta")])
+
+
+def test_limit_below_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="too small"):
+        split_message("hello", MIN_LIMIT - 1)
+    with pytest.raises(ValueError):
+        StreamSplitter(100, holdback=-1)
+
+
+def test_short_and_blank_texts() -> None:
+    assert split_message("  hello world \n", 100) == ["hello world"]
+    assert split_message("", 100) == []
+    assert split_message(" \n\t ", 100) == []
+    exact = "x" * 100
+    assert split_message(exact, 100) == [exact]
+
+
+def test_prefers_a_blank_line_in_the_second_half() -> None:
+    first = "alpha " * 10 + "\n" + "beta " * 5
+    text = first.strip() + "\n\n" + "gamma delta " * 5
+    chunks = split_message(text, 100)
+    assert chunks[0] == first.strip()
+    assert chunks[1].startswith("gamma")
+
+
+def test_prefers_a_line_break_over_a_space() -> None:
+    text = "one two three four five six seven eight nine ten\nel" + " zz" * 30
+    chunks = split_message(text, 60)
+    assert chunks[0] == "one two three four five six seven eight nine ten"
+
+
+def test_a_blank_line_too_early_loses_to_a_late_line_break() -> None:
+    text = "hi\n\n" + "word " * 15 + "\n" + "more " * 10
+    assert split_message(text, 90)[0] == "hi\n\n" + ("word " * 15).strip()
+
+
+def test_splits_at_spaces_then_mid_word_only_for_a_giant_word() -> None:
+    text = " ".join(["lorem"] * 40)
+    chunks = split_message(text, 50)
+    assert all(c.split() and all(w == "lorem" for w in c.split()) for c in chunks)
+    giant = "a" * 130
+    assert split_message(f"start {giant} end", 50) == ["start", "a" * 50, "a" * 50, "a" * 30 + " end"]
+
+
+def test_code_block_is_closed_and_reopened_with_its_info_string() -> None:
+    code = "\n".join(f"    value_{i} = compute({i})" for i in range(12))
+    text = f"Here you go:\n\n```python\n{code}\n```\n\nDone."
+    chunks = split_message(text, 120)
+    assert len(chunks) > 2
+    for chunk in chunks[1:-1]:
+        assert chunk.startswith("```python\n    value_")
+        assert chunk.endswith("\n```")
+    # Indentation survives the cut, and no line is lost or repeated.
+    lines = [ln for c in chunks for ln in c.split("\n") if ln.startswith("    value_")]
+    assert lines == code.split("\n")
+
+
+def test_tilde_fences_and_backtick_lines_inside_them() -> None:
+    body = "\n".join(["```", "inside tilde", *[f"line {i} of code" for i in range(10)]])
+    text = f"~~~~markdown\n{body}\n~~~~\ntail"
+    chunks = split_chunks(text, 80)
+    assert chunks[0].close == "\n~~~~"
+    assert all(c.reopen == "~~~~markdown\n" for c in chunks[1:-1])
+    assert all(open_fence(c.text) is None for c in chunks)
+
+
+def test_never_ends_a_chunk_right_after_an_opening_fence() -> None:
+    text = "x" * 40 + "\n```\n" + "a_long_identifier_without_spaces_" * 3 + "\n```"
+    chunks = split_message(text, 60)
+    assert chunks[0] == "x" * 40
+    assert chunks[1].startswith("```\na_long")
+
+
+def test_an_unclosed_block_stays_unclosed_in_the_last_chunk() -> None:
+    text = "```sh\n" + "\n".join(f"echo {i}" for i in range(30))
+    chunks = split_message(text, 80)
+    assert chunks[-1].startswith("```sh\n") and not chunks[-1].endswith("```")
+    assert all(c.endswith("\n```") for c in chunks[:-1])
+
+
+def test_inline_triple_backticks_are_not_fences() -> None:
+    text = "Wrap code in ```python``` fences, like ```this```. " * 6
+    assert all(open_fence(c) is None for c in split_message(text, 70))
+    assert all(not c.startswith("```") for c in split_message(text, 70))
+
+
+def test_a_ten_thousand_line_code_block() -> None:
+    lines = [f"    result_{i} = handler(event, context={i})" for i in range(10_000)]
+    text = "Big file:\n\n```python\n" + "\n".join(lines) + "\n```\n\nThat's all."
+    chunks = check_invariants(text, 2000)
+    assert all(c.text.startswith("```python\n") for c in chunks[1:-1])
+    assert all(c.text.endswith("\n```") for c in chunks[:-1])
+    # Every chunk holds whole code lines: the cut is always at a line break.
+    got = [ln for c in chunks for ln in c.body.split("\n") if ln.startswith("    result_")]
+    assert got == lines
+
+
+def test_one_megabyte_splits_fast() -> None:
+    prose = ("The quick brown fox jumps over the lazy dog. " * 8 + "\n") * 1400
+    code = "```js\n" + "const answer = compute(41) + 1;\n" * 4000 + "```\n"
+    text = (prose + "\n" + code) * 1
+    assert len(text) > 500_000
+    text = text + text
+    start = time.perf_counter()
+    chunks = split_message(text, 2000)
+    assert time.perf_counter() - start < 1.0
+    assert len(chunks) > 500
+
+
+def test_stream_freezes_early_and_previews_with_the_fence_closed() -> None:
+    splitter = StreamSplitter(100, holdback=0)
+    frozen, preview = splitter.feed("```py\nprint(1)\nprint(2)")
+    assert frozen == []
+    assert preview == "```py\nprint(1)\nprint(2)\n```"
+    text = "```py\n" + "\n".join(f"print({i})" for i in range(40)) + "\n```\nok"
+    frozen, preview = splitter.feed(text[:300])
+    assert len(frozen) >= 2 and all(c.endswith("\n```") for c in frozen)
+    assert preview.startswith("```py\n") and len(preview) <= 100
+    assert splitter.finish(text) == split_message(text, 100)
+
+
+def test_stream_holds_back_the_unsettled_end() -> None:
+    text = "word " * 100
+    splitter = StreamSplitter(100, holdback=200)
+    frozen, preview = splitter.feed(text[:250])
+    assert frozen == []  # only 50 settled characters
+    assert 0 < len(preview) <= 100
+    frozen, _ = splitter.feed(text)
+    assert len(frozen) == 2
+    assert splitter.finish(text) == split_message(text, 100)
+
+
+def test_preview_of_nothing_is_empty() -> None:
+    assert StreamSplitter(100).feed("  \n") == ([], "")
