@@ -90,7 +90,7 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
     health_host: str = "127.0.0.1"
-    health_port: int = 0
+    health_port: int = 9100
     shutdown_grace: float = 20.0
 
 
@@ -286,6 +286,6 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         log_level=r.choice("ACECHAT_LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
         log_json=r.boolean("ACECHAT_LOG_JSON", False),
         health_host=r.text("ACECHAT_HEALTH_HOST", "127.0.0.1"),
-        health_port=r.integer("ACECHAT_HEALTH_PORT", 0),
+        health_port=r.integer("ACECHAT_HEALTH_PORT", 9100),
         shutdown_grace=r.number("ACECHAT_SHUTDOWN_GRACE", 20.0),
     )

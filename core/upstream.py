@@ -114,6 +114,7 @@ class Chunk:
     answer: str
     delta: str
     conversation_id: str | None
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +361,7 @@ class _StreamParser:
             delta = text[len(previous) :]
         elif not isinstance(delta, str) or not delta:
             delta = text
-        return Chunk(answer=text, delta=delta, conversation_id=self.conversation_id)
+        return Chunk(answer=text, delta=delta, conversation_id=self.conversation_id, trace_id=self.trace_id)
 
     def _error(self, message: str, detail: str, *, code: str | None = None) -> UpstreamError:
         return UpstreamError(

@@ -1,0 +1,93 @@
+"""The `acechat` command: `console`, `discord`, `slack`, `run` (every configured adapter) and `check`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from core.logs import configure_logging
+from core.settings import Settings, SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acechat", description="Ace Data Cloud AI chat bots for Discord and Slack.")
+    parser.add_argument("--env-file", default=".env", help="settings file read under the environment (default: .env)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    console = commands.add_parser("console", help="chat in the terminal on the same core (try presets and models)")
+    console.add_argument("--channel", default="terminal", help="pretend channel, to try several conversations")
+    console.add_argument("--user", default=None, help="the name questions are asked under")
+    commands.add_parser("discord", help="run the Discord bot")
+    slack = commands.add_parser("slack", help="run the Slack bot")
+    slack.add_argument("--port", type=int, default=None, help="HTTP mode port (default: SLACK_PORT)")
+    commands.add_parser("run", help="run every configured adapter in one process, with /healthz and /metrics")
+    commands.add_parser("check", help="validate the configuration and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(dotenv_path=args.env_file)
+        settings = _apply_arguments(settings, args)
+    except SettingsError as error:
+        print(f"acechat: {error}", file=sys.stderr)
+        return 2
+    secrets = [settings.upstream.token]
+    if settings.discord:
+        secrets.append(settings.discord.token)
+    if settings.slack:
+        secrets += [settings.slack.bot_token, settings.slack.app_token or "", settings.slack.signing_secret or ""]
+    configure_logging(settings.log_level, json_lines=settings.log_json, secrets=secrets)
+
+    if args.command == "check":
+        adapters = [name for name, on in (("discord", settings.discord), ("slack", settings.slack)) if on]
+        print(f"acechat: configuration is valid; adapters configured: {', '.join(adapters) or 'none'}")
+        return 0
+    if args.command == "console":
+        from bots.console import run_console
+        from core.chat import ChatCore
+
+        async def console() -> None:
+            core = await ChatCore.open(settings)
+            try:
+                await run_console(core, channel=args.channel, user=args.user)
+            finally:
+                await core.aclose()
+
+        try:
+            asyncio.run(console())
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    from bots.runtime import StartupError, serve
+
+    wanted = ["discord", "slack"] if args.command == "run" else [args.command]
+    try:
+        asyncio.run(serve(settings, wanted, health=args.command == "run"))
+    except StartupError as error:
+        print(f"acechat: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _apply_arguments(settings: Settings, args: argparse.Namespace) -> Settings:
+    from dataclasses import replace
+
+    if args.command == "discord" and settings.discord is None:
+        raise SettingsError("DISCORD_BOT_TOKEN is not set: `acechat discord` needs the bot token")
+    if args.command == "slack" and settings.slack is None:
+        raise SettingsError("SLACK_BOT_TOKEN is not set: `acechat slack` needs the bot token")
+    if args.command == "run" and settings.discord is None and settings.slack is None:
+        raise SettingsError("neither DISCORD_BOT_TOKEN nor SLACK_BOT_TOKEN is set: `acechat run` has nothing to run")
+    if args.command == "slack" and args.port is not None and settings.slack is not None:
+        settings = replace(settings, slack=replace(settings.slack, port=args.port))
+    return settings
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""`acechat console`: a terminal chat on the same core, for trying presets and models before deploying.
+
+Lines starting with `/` are commands (`/help`, `/preset set coder`, ...); everything else is a question.
+The operator at the terminal is an admin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from typing import TextIO
+
+from core.chat import ChatCore, Question
+from core.commands import Action, parse_command
+from core.scope import Scope
+from core.target import Actor, TargetLimits
+
+PROMPT = "you> "
+
+
+class ConsoleTarget:
+    """Streams by writing only what is new; a rewrite (rare: folded reasoning) reprints the message."""
+
+    limits = TargetLimits(max_chars=100_000, edit_burst=50, edit_window=1.0)
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._shown: dict[str, str] = {}
+
+    async def post(self, text: str) -> str:
+        handle = str(len(self._shown))
+        self._out.write(("\n" if self._shown else "") + "bot> " + text)
+        self._out.flush()
+        self._shown[handle] = text
+        return handle
+
+    async def edit(self, handle: str, text: str) -> None:
+        shown = self._shown[handle]
+        if text.startswith(shown):
+            self._out.write(text[len(shown) :])
+        else:
+            self._out.write("\nbot> " + text)
+        self._out.flush()
+        self._shown[handle] = text
+
+    async def typing(self) -> None:
+        return None
+
+    async def notify(self, text: str) -> None:
+        self._out.write(f"(bot) {text}\n")
+        self._out.flush()
+
+
+async def run_console(core: ChatCore, *, channel: str = "terminal", user: str | None = None,
+                      stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
+    name = user or getpass.getuser()
+    actor = Actor(user_id=name, display_name=name, is_admin=True)
+    scope = Scope.of("console", "local", channel)
+    out.write(f"acechat console · channel '{channel}' · /help for commands · Ctrl-D to quit\n")
+    out.flush()
+    while True:
+        out.write(PROMPT)
+        out.flush()
+        line = await asyncio.to_thread(stdin.readline)
+        if not line:
+            out.write("\n")
+            return
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            command = parse_command(line[1:])
+            if command.action is not Action.ASK:
+                reply = await core.execute(scope, actor, command)
+                out.write(reply.text + "\n")
+                continue
+            line = command.text or ""
+        target = ConsoleTarget(out)
+        await core.ask(Question(scope=scope, actor=actor, text=line), target)
+        out.write("\n")

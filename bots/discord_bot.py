@@ -1,0 +1,259 @@
+"""The Discord adapter: discord.py events in, core calls out.
+
+Gateway intents: Guilds, Guild Messages, Direct Messages and the privileged Message Content intent
+(enable it in the Developer Portal > your application > Bot > Privileged Gateway Intents).
+
+`run_discord(core, settings, stop)` is what the CLI runs; `DiscordAdapter` is the same thing in
+pieces (`start`, `connected`, `close`) for callers that manage the lifecycle themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bots.discord_commands import build_tree
+from bots.discord_facts import actor_of, addresses, attachments_of, question_text, scope_of
+from bots.discord_targets import NO_MENTIONS, MessageTarget
+from core.chat import ChatCore, Question
+from core.settings import DiscordSettings
+
+log = logging.getLogger(__name__)
+
+# Only what answering needs: read the channel and its history (replies), write in channels and threads.
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True, send_messages=True, send_messages_in_threads=True, read_message_history=True
+)
+INVITE_SCOPES = ("bot", "applications.commands")
+PORTAL = "https://discord.com/developers/applications"
+
+
+class DiscordStartupError(RuntimeError):
+    """The bot could not start; the message is one line an operator can act on."""
+
+
+def intents() -> discord.Intents:
+    wanted = discord.Intents.none()
+    wanted.guilds = True  # channels, threads and roles, for scopes and permissions
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True  # privileged: without it mentions arrive with empty text
+    return wanted
+
+
+def configure_endpoints(settings: DiscordSettings) -> None:
+    """Point discord.py at a REST proxy and a gateway when configured.
+
+    Both are process-wide class attributes in discord.py, as is one Discord connection per process here.
+    """
+    if settings.api_base_url:
+        Route.BASE = settings.api_base_url
+    if settings.gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+def invite_url(application_id: int) -> str:
+    return discord.utils.oauth_url(application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES)
+
+
+class AceClient(discord.AutoShardedClient):
+    """An auto-sharded client whose events go to the core."""
+
+    def __init__(self, core: ChatCore, settings: DiscordSettings, **options: Any) -> None:
+        super().__init__(
+            intents=intents(),
+            allowed_mentions=NO_MENTIONS,
+            shard_count=settings.shard_count,
+            shard_ids=settings.shard_ids,
+            # Longer waits surface as discord.RateLimited, which the targets hand to the core.
+            max_ratelimit_timeout=30.0,
+            **options,
+        )
+        self.core = core
+        self.settings = settings
+        self.tree = build_tree(self, core)
+        self.accepting = True
+        self.ready = asyncio.Event()
+        self._answers: set[asyncio.Task[Any]] = set()
+
+    async def setup_hook(self) -> None:
+        if self.settings.gateway_url and self.shard_count is None:
+            # Without a shard count discord.py connects to the gateway URL Discord returns; ask only
+            # for the count so the configured gateway is used.
+            self.shard_count, _, _ = await self.http.get_bot_gateway()
+        if self.application_id is not None:
+            log.info("invite the bot with %s", invite_url(self.application_id))
+        await self._sync_commands()
+
+    async def _sync_commands(self) -> None:
+        guild_id = self.settings.dev_guild_id
+        try:
+            if guild_id is None:
+                synced = await self.tree.sync()
+                log.info(
+                    "synced %d slash commands globally (clients may take up to an hour to see changes)",
+                    len(synced),
+                )
+            else:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("synced %d slash commands to the dev guild %s", len(synced), guild_id)
+        except discord.HTTPException as error:
+            # The bot can still answer mentions; say what to fix.
+            where = "globally" if guild_id is None else f"to guild {guild_id} (is the bot in it?)"
+            log.error("could not sync slash commands %s: %s", where, error)
+
+    async def on_ready(self) -> None:
+        log.info("connected to Discord as %s in %d servers", self.user, len(self.guilds))
+        self.ready.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.user
+        if me is None or message.author.bot or not self.accepting:
+            return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        if not addresses(message, me):
+            return
+        question = Question(
+            scope_of(message.channel, message.guild.id if message.guild else None),
+            actor_of(message.author, message.channel),
+            question_text(message, me),
+            attachments_of(message),
+        )
+        # No await before ask: the core queues turns per scope in arrival order, and events arrive in order.
+        task = asyncio.current_task()
+        if task is not None:
+            self._answers.add(task)
+        try:
+            await self.core.ask(question, MessageTarget(message))
+        finally:
+            if task is not None:
+                self._answers.discard(task)
+
+    @property
+    def answering(self) -> int:
+        """Answers this client started that are still running."""
+        return sum(not t.done() for t in self._answers)
+
+    async def drain(self, grace: float) -> None:
+        """Wait (at most `grace` seconds) for the answers this client started."""
+        pending = {t for t in self._answers if not t.done()}
+        if pending:
+            log.info("waiting up to %.0fs for %d Discord answers", grace, len(pending))
+            await asyncio.wait(pending, timeout=grace)
+
+
+def _startup_error(error: BaseException) -> DiscordStartupError:
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return DiscordStartupError(
+            "Discord refused the Message Content intent: enable it in the Developer Portal "
+            f"({PORTAL}) > your application > Bot > Privileged Gateway Intents > Message Content Intent, "
+            "then start again"
+        )
+    if isinstance(error, discord.LoginFailure) or (
+        isinstance(error, discord.ConnectionClosed) and error.code == 4004
+    ):
+        return DiscordStartupError(
+            f"Discord rejected DISCORD_BOT_TOKEN: copy the bot token from the Developer Portal ({PORTAL}) "
+            "> your application > Bot > Reset Token"
+        )
+    if isinstance(error, (discord.GatewayNotFound, aiohttp.ClientError, OSError, TimeoutError)):
+        return DiscordStartupError(f"could not reach Discord ({Route.BASE}): {error!r}")
+    return DiscordStartupError(f"the Discord client stopped: {error!r}")
+
+
+class DiscordAdapter:
+    """One Discord connection (all of this process's shards) serving one `ChatCore`."""
+
+    def __init__(
+        self,
+        core: ChatCore,
+        settings: DiscordSettings,
+        *,
+        guild_ready_timeout: float = 2.0,
+        connect_timeout: float = 120.0,
+    ) -> None:
+        configure_endpoints(settings)
+        self.settings = settings
+        self.client = AceClient(core, settings, guild_ready_timeout=guild_ready_timeout)
+        self._connect_timeout = connect_timeout
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        client = self.client
+        if not client.is_ready() or client.is_closed():
+            return False
+        return all(not shard.is_closed() for shard in client.shards.values())
+
+    async def start(self) -> None:
+        """Log in, connect every shard and return once ready; raise DiscordStartupError otherwise."""
+        self._task = asyncio.create_task(self.client.start(self.settings.token), name="discord")
+        ready = asyncio.create_task(self.client.ready.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {self._task, ready}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+        if self._task in done:
+            error = self._task.exception() or RuntimeError("closed before it was ready")
+            await self.client.close()
+            raise _startup_error(error) from error
+        if not done:
+            await self.close(0)
+            raise DiscordStartupError(f"Discord did not become ready within {self._connect_timeout:.0f}s")
+
+    async def wait_stopped(self) -> None:
+        """Return when the client stops on its own; raise DiscordStartupError if it stopped on an error."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.shield(self._task)
+        except (discord.DiscordException, aiohttp.ClientError, OSError) as error:
+            raise _startup_error(error) from error
+
+    async def close(self, grace: float = 20.0) -> None:
+        """Stop taking questions, let this client's answers finish (at most `grace` s), then disconnect."""
+        self.client.accepting = False
+        await self.client.drain(grace)
+        await self.client.close()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+
+
+async def run_discord(
+    core: ChatCore,
+    settings: DiscordSettings,
+    stop: asyncio.Event,
+    *,
+    grace: float = 20.0,
+    guild_ready_timeout: float = 2.0,
+) -> None:
+    """Serve Discord until `stop` is set (SIGINT/SIGTERM in the CLI), then shut down cleanly.
+
+    The caller closes `core` afterwards (core.aclose), once every adapter has stopped.
+    """
+    adapter = DiscordAdapter(core, settings, guild_ready_timeout=guild_ready_timeout)
+    await adapter.start()
+    stopping = asyncio.create_task(stop.wait())
+    stopped = asyncio.create_task(adapter.wait_stopped())
+    try:
+        done, _ = await asyncio.wait({stopping, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        stopped.cancel()
+        await adapter.close(grace)
+    if stopped in done:
+        stopped.result()  # the client died on its own: tell the caller why

@@ -1,0 +1,113 @@
+"""Where one answer goes on Discord: a reply in the channel, or the response to a slash command.
+
+The core paces, splits and words everything; these classes only map its four primitives onto
+discord.py calls, each with mentions disabled so nothing the model writes can ping anyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import discord
+
+from core.target import PlatformRateLimited, TargetLimits
+
+NO_MENTIONS = discord.AllowedMentions.none()
+
+# Discord's message limit is 2,000 characters. Edits are limited to about 5 per 5 s per channel.
+# The typing indicator lasts 10 s, so refreshing it every 8 s keeps it on without gaps.
+MESSAGE_LIMITS = TargetLimits(max_chars=2000, edit_burst=5, edit_window=5.0, typing_interval=8.0)
+# A deferred interaction already shows "thinking…" until the first text replaces it.
+INTERACTION_LIMITS = TargetLimits(max_chars=2000, edit_burst=5, edit_window=5.0, typing_interval=None)
+
+ORIGINAL = "@original"
+
+
+@contextmanager
+def _long_limits() -> Iterator[None]:
+    """discord.py sleeps through short rate limits itself and raises only past max_ratelimit_timeout."""
+    try:
+        yield
+    except discord.RateLimited as limited:
+        raise PlatformRateLimited(limited.retry_after) from limited
+
+
+class MessageTarget:
+    """Answers a message: the first part replies to it, later parts follow in the channel."""
+
+    def __init__(self, message: discord.Message) -> None:
+        self._message = message
+        self._channel = message.channel
+        self._replied = False
+
+    @property
+    def limits(self) -> TargetLimits:
+        return MESSAGE_LIMITS
+
+    async def post(self, text: str) -> str:
+        with _long_limits():
+            if self._replied:
+                sent = await self._channel.send(text, allowed_mentions=NO_MENTIONS)
+            else:
+                sent = await self._reply(text)
+                self._replied = True
+        return str(sent.id)
+
+    async def edit(self, handle: str, text: str) -> None:
+        with _long_limits():
+            await self._channel.get_partial_message(int(handle)).edit(
+                content=text, allowed_mentions=NO_MENTIONS
+            )
+
+    async def typing(self) -> None:
+        await self._channel.typing()
+
+    async def notify(self, text: str) -> None:
+        # Plain messages have no ephemeral form: answer the asker in place.
+        await self._reply(text)
+
+    async def _reply(self, text: str) -> discord.Message:
+        # The question may be deleted while the answer is written: then post without the reply link.
+        reference = self._message.to_reference(fail_if_not_exists=False)
+        return await self._channel.send(
+            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS
+        )
+
+
+class InteractionTarget:
+    """Answers a deferred slash command: the deferred response first, then follow-ups."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self._interaction = interaction
+        self._posted = False
+
+    @property
+    def limits(self) -> TargetLimits:
+        return INTERACTION_LIMITS
+
+    async def post(self, text: str) -> str:
+        if not self._posted:
+            self._posted = True
+            await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            return ORIGINAL
+        sent = await self._interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
+        return str(sent.id)
+
+    async def edit(self, handle: str, text: str) -> None:
+        if handle == ORIGINAL:
+            await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+        else:
+            await self._interaction.followup.edit_message(
+                int(handle), content=text, allowed_mentions=NO_MENTIONS
+            )
+
+    async def typing(self) -> None:
+        """The deferral's "thinking…" already shows; nothing to refresh."""
+
+    async def notify(self, text: str) -> None:
+        if not self._posted:
+            # The public "thinking…" placeholder would otherwise stay; a notice is for the asker only.
+            self._posted = True
+            await self._interaction.delete_original_response()
+        await self._interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -1,0 +1,425 @@
+"""The Slack adapter: `/aichat`, mentions and direct messages over slack-bolt, in Socket Mode or HTTP mode.
+
+It only translates. Slack requests become `Question`s and `Command`s for the core, and the core's
+answers become Slack messages through `SlackReply`. Every listener acknowledges first and then does its
+work in a task the adapter tracks, so Slack's 3-second limit holds however long an answer takes, and
+`close()` can let answers finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.runtime import StartupError
+from bots.slack_text import escape, from_slack, render
+from core.cache import LRU
+from core.chat import ChatCore, Outcome, Question
+from core.commands import Action, parse_command
+from core.ratelimit import TokenBucket
+from core.sanitize import neutralize_mentions
+from core.scope import Scope
+from core.settings import SlackSettings
+from core.target import Actor, PlatformRateLimited, TargetLimits
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+EVENTS_PATH = "/slack/events"
+# The core splits Markdown at this length; mrkdwn conversion keeps it well under MAX_MESSAGE_CHARS.
+CHUNK_CHARS = 3500
+# Per message: about one chat.update a second.
+EDIT_BURST = 4
+EDIT_WINDOW = 4.0
+# chat.update is Tier 3, about 50 a minute per workspace, shared by every answer streaming there:
+# stay under it with a small burst, leaving room for the final edits the streamer keeps in reserve.
+UPDATE_BURST = 10
+UPDATE_PER_SECOND = 45 / 60
+# Admin status changes rarely; a few minutes of staleness spares one users.info call per question.
+PEOPLE_TTL = 300.0
+PEOPLE_CACHE = 10_000
+ECHO_CHARS = 3000
+NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived")
+BAD_TOKEN = (
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "not_allowed_token_type",
+)
+
+Notify = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Person:
+    name: str
+    is_admin: bool
+    expires: float
+
+
+def _rate_limited(error: SlackApiError) -> PlatformRateLimited | None:
+    if error.response.status_code != 429:
+        return None
+    retry_after = next((v for k, v in error.response.headers.items() if k.lower() == "retry-after"), "1")
+    try:
+        return PlatformRateLimited(max(0.0, float(retry_after)))
+    except ValueError:
+        return PlatformRateLimited(1.0)
+
+
+class SlackReply:
+    """One answer's place: a channel, or a thread in it. Text arrives as Markdown and leaves as mrkdwn."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread_ts: str | None,
+        limits: TargetLimits,
+        notify: Notify,
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._thread_ts = thread_ts
+        self._limits = limits
+        self._notify = notify
+        self.posted: list[str] = []
+
+    @property
+    def limits(self) -> TargetLimits:
+        return self._limits
+
+    async def post(self, text: str) -> str:
+        try:
+            reply = await self._client.chat_postMessage(
+                channel=self._channel,
+                thread_ts=self._thread_ts,
+                text=render(text),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as error:
+            raise (_rate_limited(error) or error) from error
+        ts = str(reply["ts"])
+        self.posted.append(ts)
+        return ts
+
+    async def edit(self, handle: str, text: str) -> None:
+        try:
+            await self._client.chat_update(channel=self._channel, ts=handle, text=render(text))
+        except SlackApiError as error:
+            raise (_rate_limited(error) or error) from error
+
+    async def typing(self) -> None:
+        """Slack has no typing indicator a bot can show in a channel."""
+
+    async def notify(self, text: str) -> None:
+        await self._notify(render(text))
+
+
+class SlackAdapter:
+    """Serves one Slack app. `start()` returns once it is connected (Socket Mode) or listening (HTTP).
+
+    Call `close()` before the core's `aclose()`: it stops taking requests and lets answers finish.
+    """
+
+    name = "slack"
+
+    def __init__(
+        self,
+        core: ChatCore,
+        settings: SlackSettings,
+        *,
+        host: str = "0.0.0.0",
+        process_before_response: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._core = core
+        self._settings = settings
+        self._host = host
+        self._process_before_response = process_before_response
+        self._clock = clock
+        self._people: LRU[tuple[str, str], _Person] = LRU(PEOPLE_CACHE)
+        self._budgets: dict[str, TokenBucket] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._closing = False
+        self.app: AsyncApp | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self._settings
+        if settings.app_token is None and not settings.signing_secret:
+            raise StartupError(
+                "SLACK_SIGNING_SECRET is not set: HTTP mode cannot tell Slack's requests from forgeries"
+            )
+        base_url = settings.api_url or AsyncWebClient.BASE_URL
+        if not base_url.endswith("/"):
+            base_url += "/"  # slack_sdk joins method names with urljoin
+        self._session = aiohttp.ClientSession()
+        # Ordinary calls ride out a 429 inside slack_sdk; the streaming client does not, because the
+        # core paces edits and must hear about a 429 to back off (PlatformRateLimited).
+        self._client = AsyncWebClient(
+            token=settings.bot_token,
+            base_url=base_url,
+            session=self._session,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        self._stream_client = AsyncWebClient(
+            token=settings.bot_token, base_url=base_url, session=self._session
+        )
+        app = AsyncApp(
+            name="acechat",
+            client=self._client,
+            signing_secret=settings.signing_secret or "",
+            process_before_response=self._process_before_response,
+        )
+        app.command(settings.command)(self._on_command)
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        self.app = app
+        await self._check_tokens()
+        if settings.app_token is not None:
+            self._socket = AsyncSocketModeHandler(app, app_token=settings.app_token)
+            await self._socket.connect_async()
+            log.info("slack: connected in Socket Mode")
+            return
+        self._runner = web.AppRunner(
+            app.web_app(path=EVENTS_PATH, port=settings.port),
+            access_log=None,
+            shutdown_timeout=self._core.settings.shutdown_grace,
+        )
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, settings.port).start()
+        self._port = int(self._runner.addresses[0][1])
+        log.info("slack: listening for HTTP requests on %s:%d%s", self._host, self._port, EVENTS_PATH)
+
+    async def _check_tokens(self) -> None:
+        """Fail at once on a rejected token; Socket Mode would otherwise retry a doomed connection forever."""
+        app_token = self._settings.app_token
+        checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("SLACK_BOT_TOKEN", self._client.auth_test)]
+        if app_token is not None:
+            checks.append(
+                ("SLACK_APP_TOKEN", lambda: self._client.apps_connections_open(app_token=app_token))
+            )
+        for name, check in checks:
+            try:
+                await check()
+            except SlackApiError as error:
+                code = error.response.get("error")
+                if code not in BAD_TOKEN:
+                    raise
+                raise StartupError(
+                    f"Slack rejected {name} ({code}): copy it again from the app's settings"
+                ) from None
+
+    @property
+    def port(self) -> int | None:
+        """The HTTP port actually bound (useful with port 0); None in Socket Mode."""
+        return self._port
+
+    @property
+    def connected(self) -> bool:
+        if self._closing:
+            return False
+        if self._socket is not None:
+            client = self._socket.client
+            session = client.current_session
+            return not client.closed and not client.stale and session is not None and not session.closed
+        return self._runner is not None and self._port is not None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def idle(self) -> None:
+        """Wait until every request taken so far has been fully handled."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._tasks:
+            log.info("slack: letting %d requests finish", len(self._tasks))
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self._core.settings.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._session is not None:
+            await self._session.close()
+
+    # --- bolt listeners: acknowledge, then work in a tracked task --------------------------------
+
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        self._spawn(self._command(body, respond))
+
+    async def _on_mention(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        event = body["event"]
+        thread_ts = event.get("thread_ts") or event["ts"]
+        self._spawn(self._question(body, context.bot_user_id, thread_ts=thread_ts, scope_thread=thread_ts))
+
+    async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        event = body["event"]
+        # Only people's new direct messages: edits, deletions and bots (this one included) are not questions.
+        if (
+            event.get("channel_type") != "im"
+            or event.get("subtype")
+            or event.get("bot_id")
+            or not event.get("user")
+        ):
+            return
+        thread_ts = event.get("thread_ts")
+        self._spawn(self._question(body, context.bot_user_id, thread_ts=thread_ts, scope_thread=thread_ts))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._closing:
+            work.close()
+            return
+        task = asyncio.create_task(self._guarded(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guarded(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("slack: a request failed")
+
+    # --- the work --------------------------------------------------------------------------------
+
+    async def _command(self, body: dict[str, Any], respond: AsyncRespond) -> None:
+        team, channel, user = body["team_id"], body["channel_id"], body["user_id"]
+        # Slack re-sends a command it thinks was lost; the trigger id is the same each time.
+        if not await self._core.store.first_sighting(
+            f"slack:command:{team}:{channel}:{user}:{body['trigger_id']}"
+        ):
+            log.info("slack: ignoring a re-delivered command")
+            return
+        command = parse_command(from_slack(body.get("text", "")))
+        scope = Scope.of(PLATFORM, team, channel)
+        actor = await self._actor(team, user, body.get("user_name"))
+
+        async def ephemeral(text: str) -> None:
+            await respond(text=text, response_type="ephemeral")
+
+        if command.action is not Action.ASK:
+            reply = await self._core.execute(scope, actor, command)
+            public = reply.public and reply.ok
+            await respond(text=render(reply.text), response_type="in_channel" if public else "ephemeral")
+            return
+
+        question = command.text or ""
+        shown = question if len(question) <= ECHO_CHARS else question[:ECHO_CHARS] + " …"
+        try:
+            echo = await self._client.chat_postMessage(
+                channel=channel,
+                text=f"*<@{user}>* asked: {escape(neutralize_mentions(shown))}",
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as error:
+            if error.response.get("error") not in NOT_IN_CHANNEL:
+                raise
+            await ephemeral(
+                "I can't post in this channel. Invite me first (`/invite @aichat`), or mention me."
+            )
+            return
+        target = SlackReply(self._stream_client, channel, None, self._limits(team), ephemeral)
+        outcome = await self._core.ask(Question(scope, actor, question), target)
+        if outcome is Outcome.REFUSED and not target.posted:
+            # The refusal went to the asker alone; leave no unanswered question in the channel.
+            await self._client.chat_delete(channel=channel, ts=echo["ts"])
+
+    async def _question(
+        self,
+        body: dict[str, Any],
+        bot_user_id: str | None,
+        *,
+        thread_ts: str | None,
+        scope_thread: str | None,
+    ) -> None:
+        event = body["event"]
+        team = body.get("team_id") or event.get("team")
+        channel, user = event["channel"], event["user"]
+        event_id = body.get("event_id") or f"{team}:{channel}:{event['ts']}"
+        if not await self._core.store.first_sighting(f"slack:event:{event_id}"):
+            log.info("slack: ignoring a re-delivered event %s", event_id)
+            return
+        actor = await self._actor(team, user, None)
+
+        async def ephemeral(text: str) -> None:
+            await self._client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+
+        target = SlackReply(self._stream_client, channel, thread_ts, self._limits(team), ephemeral)
+        text = from_slack(event.get("text", ""), bot_user_id)
+        await self._core.ask(Question(Scope.of(PLATFORM, team, channel, scope_thread), actor, text), target)
+
+    def _limits(self, team: str) -> TargetLimits:
+        budget = self._budgets.get(team)
+        if budget is None:
+            budget = self._budgets[team] = TokenBucket(UPDATE_BURST, UPDATE_PER_SECOND, clock=self._clock)
+        return TargetLimits(
+            max_chars=CHUNK_CHARS,
+            edit_burst=EDIT_BURST,
+            edit_window=EDIT_WINDOW,
+            typing_interval=None,
+            shared=budget,
+        )
+
+    async def _actor(self, team: str, user: str, fallback_name: str | None) -> Actor:
+        """Who `user` is, with the platform's admin facts (workspace admin or owner); unknown means no."""
+        now = self._clock()
+        known = self._people.get((team, user))
+        if known is not None and known.expires > now:
+            return Actor(user, known.name, known.is_admin)
+        try:
+            reply = await self._client.users_info(user=user)
+        except Exception as error:
+            log.warning("slack: users.info failed for %s: %s", user, error)
+            return Actor(user, fallback_name or user, False)
+        info: dict[str, Any] = reply["user"]
+        profile: dict[str, Any] = info.get("profile") or {}
+        name = (
+            profile.get("display_name")
+            or profile.get("real_name")
+            or info.get("real_name")
+            or info.get("name")
+            or fallback_name
+            or user
+        )
+        admin = any(bool(info.get(flag)) for flag in ("is_admin", "is_owner", "is_primary_owner"))
+        self._people.put((team, user), _Person(str(name), admin, now + PEOPLE_TTL))
+        return Actor(user, str(name), admin)

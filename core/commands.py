@@ -1,0 +1,145 @@
+"""The command vocabulary every adapter offers, and the one text grammar (Slack and the console).
+
+Discord builds `Command` values from slash-command options; Slack and the console type lines that
+`parse_command` turns into the same values. Anything that is not a command is a question.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from dataclasses import dataclass
+
+
+class Action(str, enum.Enum):
+    HELP = "help"
+    ASK = "ask"
+    RESET = "reset"
+    STATUS = "status"
+    AUDIT = "audit"
+    PRESET_LIST = "preset list"
+    PRESET_SHOW = "preset show"
+    PRESET_SET = "preset set"
+    PRESET_CLEAR = "preset clear"
+    PRESET_DEFAULT = "preset default"
+    PRESET_CREATE = "preset create"
+    PRESET_EDIT = "preset edit"
+    PRESET_DELETE = "preset delete"
+    MODEL_LIST = "model list"
+    MODEL_SHOW = "model show"
+    MODEL_SET = "model set"
+    MODEL_DEFAULT = "model default"
+
+
+# Changing shared state, or reading who changed it, is for admins only.
+ADMIN_ACTIONS = frozenset(
+    {
+        Action.AUDIT,
+        Action.PRESET_SET,
+        Action.PRESET_CLEAR,
+        Action.PRESET_DEFAULT,
+        Action.PRESET_CREATE,
+        Action.PRESET_EDIT,
+        Action.PRESET_DELETE,
+        Action.MODEL_SET,
+        Action.MODEL_DEFAULT,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    action: Action
+    name: str | None = None
+    text: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """What a command says back. `public` replies are shown to the channel, the rest to the asker only."""
+
+    text: str
+    public: bool = False
+    ok: bool = True
+
+
+HELP_TEXT = """\
+**Ask** by mentioning me or with `ask QUESTION`. Everyone in a channel shares one conversation.
+`reset` — start a new conversation here
+`status` — this channel's model, preset and conversation
+`preset list` · `preset show [NAME]`
+`model list` · `model show`
+Admins: `preset set NAME` · `preset clear` · `preset default NAME` · `preset create NAME PROMPT` · \
+`preset edit NAME PROMPT` · `preset delete NAME` · `model set NAME` · `model default NAME` · `audit`"""
+
+_TOP = ("help", "ask", "reset", "status", "audit", "preset", "model")
+_PRESET_SUBS = ("list", "show", "set", "clear", "default", "create", "edit", "delete")
+_MODEL_SUBS = ("list", "show", "set", "default")
+_NEEDS_NAME = {"set", "default", "delete"}
+
+
+def _help(reason: str) -> Command:
+    return Command(Action.HELP, text=reason)
+
+
+def parse_command(line: str) -> Command:
+    text = line.strip()
+    if not text:
+        return _help("")
+    head, _, rest = text.partition(" ")
+    keyword = head.lower()
+    rest = rest.strip()
+
+    if keyword not in _TOP:
+        close = difflib.get_close_matches(keyword, _TOP, n=1, cutoff=0.75)
+        # A lone word that looks like a mistyped command is more likely a typo than a question.
+        if close and not rest:
+            return _help(f"Unknown command `{head}`. Did you mean `{close[0]}`?")
+        return Command(Action.ASK, text=text)
+
+    if keyword == "help":
+        return _help("")
+    if keyword == "ask":
+        return Command(Action.ASK, text=rest)
+    if keyword in ("reset", "status", "audit"):
+        if rest:
+            return _help(f"`{keyword}` takes no arguments.")
+        return Command(Action(keyword))
+    subs = _PRESET_SUBS if keyword == "preset" else _MODEL_SUBS
+    return _parse_group(keyword, subs, rest)
+
+
+def _parse_group(group: str, subs: tuple[str, ...], rest: str) -> Command:
+    sub_word, _, args = rest.partition(" ")
+    sub = sub_word.lower() or "show"
+    args = args.strip()
+    if sub not in subs:
+        return _help(f"Unknown `{group}` command `{sub_word}`. Try: {', '.join(f'`{group} {s}`' for s in subs)}.")
+    action = Action(f"{group} {sub}")
+    name, _, tail = args.partition(" ")
+    tail = tail.strip()
+
+    if sub in ("list", "clear") or (group == "model" and sub == "show"):
+        if args:
+            return _help(f"`{group} {sub}` takes no arguments.")
+        return Command(action)
+    if sub == "show":
+        return Command(action, name=name or None)
+    if sub in _NEEDS_NAME:
+        if not name or tail:
+            return _help(f"Usage: `{group} {sub} NAME`.")
+        return Command(action, name=name)
+    # create / edit: NAME PROMPT, with an optional one-line description as `NAME "description" PROMPT`
+    if not name or not tail:
+        return _help(f"Usage: `{group} {sub} NAME PROMPT`.")
+    description, prompt = _split_description(tail)
+    return Command(action, name=name, text=prompt, description=description)
+
+
+def _split_description(tail: str) -> tuple[str | None, str]:
+    if tail.startswith('"'):
+        end = tail.find('"', 1)
+        if end > 1 and tail[end + 1 :].strip():
+            return tail[1:end].strip(), tail[end + 1 :].strip()
+    return None, tail

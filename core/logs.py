@@ -1,0 +1,82 @@
+"""Logging for operators: plain or JSON lines, with context fields and secrets scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+
+# Fields the core attaches with `extra=` so a log line can be traced to a channel and an upstream call.
+CONTEXT_FIELDS = ("platform", "channel", "conversation_id", "trace_id", "status", "code", "user", "chars")
+
+
+class RedactSecrets(logging.Filter):
+    """Replace every configured secret in a record's final text, whoever logged it (libraries too)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = self.scrub(record.getMessage())
+        record.msg, record.args = message, None
+        if record.exc_info:
+            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class ContextFormatter(logging.Formatter):
+    """`time level logger message key=value...` for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        context = " ".join(
+            f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if getattr(record, name, None) is not None
+        )
+        return f"{base} {context}" if context else base
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, *, json_lines: bool, secrets: Iterable[str] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets(secrets))
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # discord.py and aiohttp are chatty at DEBUG; keep them at INFO unless the operator asked for DEBUG.
+    if level != "DEBUG":
+        for noisy in ("discord", "aiohttp.access", "slack_bolt", "slack_sdk"):
+            logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))

@@ -1,0 +1,20 @@
+"""Prometheus metrics the core records; `acechat run` serves them at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+QUESTIONS = Counter("acechat_questions", "Questions handled, by platform and outcome", ["platform", "outcome"])
+UPSTREAM_SECONDS = Histogram(
+    "acechat_upstream_seconds",
+    "Time from sending a question upstream to the end of its answer",
+    buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300),
+)
+FIRST_TEXT_SECONDS = Histogram(
+    "acechat_first_text_seconds",
+    "Time from receiving a question to the first answer text shown on the platform",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60),
+)
+UPSTREAM_ERRORS = Counter("acechat_upstream_errors", "Failed upstream calls, by error code", ["code"])
+IN_FLIGHT = Gauge("acechat_in_flight", "Questions being answered now")
+RATE_LIMITED = Counter("acechat_rate_limited", "Questions refused by a rate limit, by limit", ["limit"])
