@@ -1,0 +1,973 @@
+"""A loopback fake of Discord's REST API and gateway, for driving the real discord.py offline.
+
+One `FakeDiscord` serves both on 127.0.0.1 (an ephemeral port): point discord.py at `fake.api_base`
+(`discord.http.Route.BASE`) and `fake.gateway_url` (the gateway). It holds one guild with two text
+channels, a thread of the first channel, a DM channel, and four users: the bot, an admin (a role with
+Manage Server), a plain member and another bot.
+
+What tests and benchmarks use:
+- push events: `await fake.post_message(...)` (MESSAGE_CREATE), `await fake.slash(...)` and
+  `await fake.autocomplete(...)` (INTERACTION_CREATE), or `await fake.dispatch(event, data)` for any payload;
+- inspect: `fake.calls` (every REST call), `fake.messages` / `fake.bot_messages(channel)` (what the bot
+  posted, with every edit), `fake.interactions[token]` (responses and follow-ups), `fake.typing`,
+  `fake.rate_limited` (how many 429s were answered), `fake.identifies`, `fake.resumes`;
+- fault injection: `await fake.drop_gateway()` closes every gateway connection (discord.py resumes),
+  `FakeDiscord(privileged_intents=False)` closes the gateway with 4014 like Discord does when the
+  Message Content intent is not enabled, a wrong token gets 401 on login.
+
+Message edits follow Discord's limit of 5 per 5 s per channel (interaction edits: per token): the
+sixth gets a 429 in the shape discord.py expects, and is counted. Successful replies carry no
+X-RateLimit headers on purpose, so the library cannot pace edits for the bot: any over-editing by
+the bot shows up as a 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+DISCORD_EPOCH_MS = 1420070400000
+
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+READ_MESSAGE_HISTORY = 1 << 16
+SEND_MESSAGES_IN_THREADS = 1 << 38
+MANAGE_CHANNELS = 1 << 4
+MANAGE_GUILD = 1 << 5
+ADMINISTRATOR = 1 << 3
+EVERYONE_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | SEND_MESSAGES_IN_THREADS
+
+# Gateway intents that Discord calls privileged: members, presences, message content.
+PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
+
+EPHEMERAL = 64
+
+Json = dict[str, Any]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def user_payload(user_id: int, name: str, *, bot: bool = False) -> Json:
+    return {
+        "id": str(user_id),
+        "username": name,
+        "global_name": name.title(),
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+    }
+
+
+def member_payload(user: Json | None, roles: Iterable[int] = (), *, permissions: int | None = None) -> Json:
+    """A guild member; `user` None gives the nested form used inside `mentions`."""
+    member: Json = {
+        "roles": [str(r) for r in roles],
+        "joined_at": "2024-01-01T00:00:00+00:00",
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+        "nick": None,
+        "avatar": None,
+        "pending": False,
+    }
+    if user is not None:
+        member["user"] = user
+    if permissions is not None:
+        member["permissions"] = str(permissions)
+    return member
+
+
+def attachment_payload(
+    attachment_id: int, filename: str, *, content_type: str | None = "image/png", size: int = 1024
+) -> Json:
+    url = f"https://cdn.discordapp.com/attachments/1/{attachment_id}/{filename}"
+    payload: Json = {
+        "id": str(attachment_id),
+        "filename": filename,
+        "size": size,
+        "url": url,
+        "proxy_url": url.replace("cdn.discordapp.com", "media.discordapp.net"),
+    }
+    if content_type is not None:
+        payload["content_type"] = content_type
+    return payload
+
+
+@dataclass
+class RestCall:
+    method: str
+    path: str  # without the /api/v10 prefix, e.g. "/channels/1/messages"
+    json: Any
+    query: dict[str, str]
+    time: float
+    status: int = 200
+
+
+@dataclass
+class FakeMessage:
+    """A message as the fake stores it; `versions` holds the content after the post and each edit."""
+
+    id: int
+    channel_id: int
+    author_id: int
+    payload: Json
+    versions: list[str] = field(default_factory=list)
+    bodies: list[Json] = field(default_factory=list)  # the request bodies that created and edited it
+
+    @property
+    def content(self) -> str:
+        return self.versions[-1] if self.versions else ""
+
+    @property
+    def edits(self) -> int:
+        return len(self.versions) - 1
+
+    @property
+    def reference_id(self) -> int | None:
+        ref = self.payload.get("message_reference")
+        return int(ref["message_id"]) if ref else None
+
+    @property
+    def flags(self) -> int:
+        return int(self.payload.get("flags") or 0)
+
+    def pings(self) -> set[str]:
+        """Who any version of this message notified, by Discord's allowed_mentions rules.
+
+        Entries: "everyone", "user:<id>", "role:<id>", "replied:<id>".
+        """
+        found: set[str] = set()
+        for text, body in zip(self.versions, self.bodies, strict=True):
+            allowed = body.get("allowed_mentions")
+            parse = {"everyone", "users", "roles"} if allowed is None else set(allowed.get("parse") or ())
+            users = set() if allowed is None else {str(u) for u in allowed.get("users") or ()}
+            roles = set() if allowed is None else {str(r) for r in allowed.get("roles") or ()}
+            if "everyone" in parse and re.search(r"@(everyone|here)", text):
+                found.add("everyone")
+            for uid in re.findall(r"<@!?(\d+)>", text):
+                if "users" in parse or uid in users:
+                    found.add(f"user:{uid}")
+            for rid in re.findall(r"<@&(\d+)>", text):
+                if "roles" in parse or rid in roles:
+                    found.add(f"role:{rid}")
+            replied = True if allowed is None else allowed.get("replied_user", False)
+            if self.reference_id is not None and replied:
+                found.add(f"replied:{self.reference_id}")
+        return found
+
+
+@dataclass
+class FakeInteraction:
+    """One INTERACTION_CREATE the fake pushed, and everything the bot answered to it."""
+
+    id: int
+    token: str
+    payload: Json
+    callbacks: list[Json] = field(default_factory=list)  # bodies POSTed to /callback
+    original: FakeMessage | None = None
+    followups: list[FakeMessage] = field(default_factory=list)
+    deleted_original: bool = False
+
+    @property
+    def response_type(self) -> int | None:
+        return int(self.callbacks[0]["type"]) if self.callbacks else None
+
+    @property
+    def ephemeral(self) -> bool:
+        """Whether the first response (message or deferral) was ephemeral."""
+        if not self.callbacks:
+            return False
+        return bool(int((self.callbacks[0].get("data") or {}).get("flags") or 0) & EPHEMERAL)
+
+    @property
+    def choices(self) -> list[Json]:
+        """Autocomplete choices the bot returned (callback type 8)."""
+        for body in self.callbacks:
+            if body.get("type") == 8:
+                return list(body["data"]["choices"])
+        return []
+
+    def texts(self) -> list[str]:
+        """The final text of the original response and each follow-up, in order."""
+        messages = ([self.original] if self.original and not self.deleted_original else []) + self.followups
+        return [m.content for m in messages]
+
+
+class _Connection:
+    """One gateway connection (one shard)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.seq = 0
+        self.shard = (0, 1)
+        self.ready = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def dispatch(self, event: str, data: Json) -> None:
+        async with self._lock:
+            self.seq += 1
+            await self.ws.send_str(json.dumps({"op": 0, "t": event, "s": self.seq, "d": data}))
+
+
+class FakeDiscord:
+    """Discord's REST API (under /api/v10) and gateway (/gateway) on one loopback port."""
+
+    GUILD_ID = 810000000000000001
+    CHANNEL_ID = 810000000000000010
+    OTHER_CHANNEL_ID = 810000000000000011
+    THREAD_ID = 810000000000000020
+    DM_CHANNEL_ID = 810000000000000030
+    MOD_ROLE_ID = 810000000000000040
+    BOT_ROLE_ID = 810000000000000041
+    APP_ID = 810000000000000100
+    BOT_ID = 810000000000000100
+    ADMIN_ID = 810000000000000201
+    MEMBER_ID = 810000000000000202
+    OTHER_BOT_ID = 810000000000000203
+
+    def __init__(
+        self,
+        *,
+        token: str = "fake-token",
+        privileged_intents: bool = True,
+        edit_limit: int = 5,
+        edit_window: float = 5.0,
+        recommended_shards: int = 1,
+        echo: bool = True,
+    ) -> None:
+        """`echo`: send the bot's own messages back over the gateway, as Discord does."""
+        self.token = token
+        self.privileged_intents = privileged_intents
+        self.edit_limit = edit_limit
+        self.edit_window = edit_window
+        self.recommended_shards = recommended_shards
+        self.echo = echo
+
+        self.bot = user_payload(self.BOT_ID, "acebot", bot=True)
+        self.admin = user_payload(self.ADMIN_ID, "ada")
+        self.member = user_payload(self.MEMBER_ID, "max")
+        self.other_bot = user_payload(self.OTHER_BOT_ID, "otherbot", bot=True)
+        self.roles: dict[int, list[int]] = {
+            self.BOT_ID: [self.BOT_ROLE_ID],
+            self.ADMIN_ID: [self.MOD_ROLE_ID],
+            self.MEMBER_ID: [],
+            self.OTHER_BOT_ID: [],
+        }
+        self.role_permissions = {
+            self.GUILD_ID: EVERYONE_PERMISSIONS,
+            self.MOD_ROLE_ID: MANAGE_GUILD,
+            self.BOT_ROLE_ID: 0,
+        }
+
+        self.calls: list[RestCall] = []
+        self.messages: dict[int, FakeMessage] = {}
+        self.interactions: dict[str, FakeInteraction] = {}
+        self.typing: list[tuple[int, float]] = []
+        self.commands: dict[str, list[Json]] = {}  # "global" or the guild id -> last synced commands
+        self.identifies: list[Json] = []
+        self.resumes: list[Json] = []
+        self.rate_limited = 0
+
+        self._connections: list[_Connection] = []
+        self._edits: dict[str, deque[float]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self.http = ""
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> FakeDiscord:
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.http = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in list(self._connections):
+            await conn.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> FakeDiscord:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def api_base(self) -> str:
+        """The value for `discord.http.Route.BASE` (DISCORD_API_BASE_URL)."""
+        return self.http + "/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        """The value for DISCORD_GATEWAY_URL."""
+        return self.http.replace("http://", "ws://") + "/gateway"
+
+    # -- ids, users, permissions --------------------------------------------------------------------
+
+    def snowflake(self) -> int:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return (ms << 22) | (next(self._ids) & 0x3FFFFF)
+
+    def users(self) -> dict[int, Json]:
+        return {int(u["id"]): u for u in (self.bot, self.admin, self.member, self.other_bot)}
+
+    def permissions_of(self, user_id: int) -> int:
+        perms = self.role_permissions[self.GUILD_ID]
+        for role in self.roles.get(user_id, []):
+            perms |= self.role_permissions[role]
+        return perms
+
+    def guild_member(self, user: Json, *, nested: bool = True) -> Json:
+        return member_payload(user if nested else None, self.roles.get(int(user["id"]), []))
+
+    # -- gateway ---------------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        conn = _Connection(ws)
+        self._connections.append(conn)
+        try:
+            await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 45000}}))
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                op = frame.get("op")
+                if op == 1:
+                    await ws.send_str(json.dumps({"op": 11}))
+                elif op == 2:
+                    await self._identify(conn, frame["d"])
+                elif op == 6:
+                    self.resumes.append(frame["d"])
+                    conn.seq = int(frame["d"].get("seq") or 0)
+                    await conn.dispatch("RESUMED", {})
+                    conn.ready.set()
+        finally:
+            self._connections.remove(conn)
+        return ws
+
+    async def _identify(self, conn: _Connection, data: Json) -> None:
+        self.identifies.append(data)
+        if data.get("token") != self.token:
+            await conn.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        if not self.privileged_intents and int(data.get("intents", 0)) & PRIVILEGED_INTENTS:
+            await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
+            return
+        shard = data.get("shard") or [0, 1]
+        conn.shard = (int(shard[0]), int(shard[1]))
+        guilds = [{"id": str(self.GUILD_ID), "unavailable": True}] if self._owns_guild(conn) else []
+        await conn.dispatch(
+            "READY",
+            {
+                "v": 10,
+                "user": self.bot,
+                "session_id": f"session-{len(self.identifies)}",
+                "resume_gateway_url": self.gateway_url,
+                "guilds": guilds,
+                "private_channels": [],
+                "application": {"id": str(self.APP_ID), "flags": 0},
+                "shard": list(conn.shard),
+            },
+        )
+        if guilds:
+            await conn.dispatch("GUILD_CREATE", self.guild_payload())
+        conn.ready.set()
+
+    def _owns_guild(self, conn: _Connection) -> bool:
+        shard_id, count = conn.shard
+        return (self.GUILD_ID >> 22) % count == shard_id
+
+    def guild_payload(self) -> Json:
+        def channel(channel_id: int, name: str, position: int) -> Json:
+            return {
+                "id": str(channel_id),
+                "type": 0,
+                "guild_id": str(self.GUILD_ID),
+                "name": name,
+                "position": position,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+                "topic": None,
+                "rate_limit_per_user": 0,
+                "last_message_id": None,
+            }
+
+        def role(role_id: int, name: str, position: int, managed: bool = False) -> Json:
+            return {
+                "id": str(role_id),
+                "name": name,
+                "permissions": str(self.role_permissions[role_id]),
+                "position": position,
+                "color": 0,
+                "hoist": False,
+                "managed": managed,
+                "mentionable": False,
+                "flags": 0,
+                "tags": {"bot_id": str(self.BOT_ID)} if managed else {},
+            }
+
+        return {
+            "id": str(self.GUILD_ID),
+            "name": "Fake Guild",
+            "owner_id": str(self.ADMIN_ID),
+            "unavailable": False,
+            "member_count": 4,
+            "large": False,
+            "features": [],
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "roles": [
+                role(self.GUILD_ID, "@everyone", 0),
+                role(self.MOD_ROLE_ID, "Moderators", 1),
+                role(self.BOT_ROLE_ID, "acebot", 2, managed=True),
+            ],
+            "channels": [
+                channel(self.CHANNEL_ID, "general", 0),
+                channel(self.OTHER_CHANNEL_ID, "random", 1),
+            ],
+            "threads": [self.thread_payload()],
+            "members": [self.guild_member(u) for u in self.users().values()],
+            "voice_states": [],
+            "presences": [],
+            "emojis": [],
+            "stickers": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+        }
+
+    def thread_payload(self) -> Json:
+        return {
+            "id": str(self.THREAD_ID),
+            "guild_id": str(self.GUILD_ID),
+            "parent_id": str(self.CHANNEL_ID),
+            "owner_id": str(self.MEMBER_ID),
+            "name": "a thread",
+            "type": 11,
+            "message_count": 0,
+            "member_count": 2,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": "2024-01-01T00:00:00+00:00",
+                "locked": False,
+            },
+        }
+
+    async def wait_ready(self, seconds: float = 5.0) -> None:
+        """Wait until at least one gateway connection has identified or resumed."""
+        await self.wait_for(lambda: any(c.ready.is_set() for c in self._connections), seconds)
+
+    async def dispatch(self, event: str, data: Json) -> None:
+        """Send one event to the shard that owns its guild (DMs go to shard 0)."""
+        guild_id = data.get("guild_id")
+        sent = False
+        for conn in list(self._connections):
+            if not conn.ready.is_set():
+                continue
+            shard_id, count = conn.shard
+            owner = (int(guild_id) >> 22) % count if guild_id else 0
+            if owner == shard_id:
+                await conn.dispatch(event, data)
+                sent = True
+        if not sent:
+            raise RuntimeError(f"no gateway connection to deliver {event}")
+
+    async def drop_gateway(self, code: int = 4000) -> None:
+        """Close every gateway connection with `code` (4000: unknown error, discord.py resumes)."""
+        for conn in list(self._connections):
+            conn.ready.clear()
+            await conn.ws.close(code=code, message=b"dropped by the fake")
+
+    # -- pushing events ----------------------------------------------------------------------------
+
+    def channel_guild(self, channel_id: int) -> int | None:
+        return None if channel_id == self.DM_CHANNEL_ID else self.GUILD_ID
+
+    def message_payload(
+        self,
+        content: str,
+        *,
+        author: Json | None = None,
+        channel_id: int | None = None,
+        attachments: Iterable[Json] = (),
+        reply_to: int | None = None,
+        ping_reply: bool = True,
+    ) -> Json:
+        """A MESSAGE_CREATE payload with mentions parsed out of `content` as Discord does."""
+        author = author or self.member
+        channel_id = channel_id or self.CHANNEL_ID
+        guild_id = self.channel_guild(channel_id)
+        users = self.users()
+        mentioned = [int(m) for m in dict.fromkeys(re.findall(r"<@!?(\d+)>", content)) if int(m) in users]
+        referenced = self.messages.get(reply_to) if reply_to is not None else None
+        if referenced is not None and ping_reply and referenced.author_id not in mentioned:
+            mentioned.append(referenced.author_id)
+
+        def mention(user_id: int) -> Json:
+            entry = dict(users[user_id])
+            if guild_id is not None:
+                entry["member"] = self.guild_member(users[user_id], nested=False)
+            return entry
+
+        payload: Json = {
+            "id": str(self.snowflake()),
+            "channel_id": str(channel_id),
+            "author": author,
+            "content": content,
+            "timestamp": now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": bool(re.search(r"@(everyone|here)", content)),
+            "mentions": [mention(u) for u in mentioned],
+            "mention_roles": re.findall(r"<@&(\d+)>", content),
+            "attachments": list(attachments),
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+        }
+        if guild_id is not None:
+            payload["guild_id"] = str(guild_id)
+            payload["member"] = self.guild_member(author, nested=False)
+        if reply_to is not None:
+            payload["type"] = 19
+            payload["message_reference"] = {
+                "type": 0,
+                "message_id": str(reply_to),
+                "channel_id": str(channel_id),
+                **({"guild_id": str(guild_id)} if guild_id else {}),
+            }
+            payload["referenced_message"] = referenced.payload if referenced else None
+        return payload
+
+    async def post_message(self, content: str, **kwargs: Any) -> int:
+        """A user posts `content` (see `message_payload` for options); returns the message id."""
+        payload = self.message_payload(content, **kwargs)
+        self._store(payload, {"content": content})
+        await self.dispatch("MESSAGE_CREATE", payload)
+        return int(payload["id"])
+
+    def interaction_payload(
+        self,
+        command: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        user: Json | None = None,
+        channel_id: int | None = None,
+        interaction_type: int = 2,
+        focused: str | None = None,
+        attachments: Mapping[str, Json] | None = None,
+    ) -> Json:
+        """An INTERACTION_CREATE payload for `/command [group] [sub]` with string/int/bool options.
+
+        `interaction_type` 4 with `focused` builds an autocomplete request. `attachments` maps an
+        option name to an attachment payload (option type 11, resolved as Discord does).
+        """
+        user = user or self.member
+        channel_id = channel_id or self.CHANNEL_ID
+        guild_id = self.channel_guild(channel_id)
+        name, *path = command.split()
+        leaf: list[Json] = []
+        for key, value in (options or {}).items():
+            kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
+            option: Json = {"name": key, "type": kind, "value": value}
+            if key == focused:
+                option["focused"] = True
+            leaf.append(option)
+        for key, att in (attachments or {}).items():
+            leaf.append({"name": key, "type": 11, "value": att["id"]})
+        opts = leaf
+        for depth, part in enumerate(reversed(path)):
+            # The innermost level is a subcommand (1), an outer one a subcommand group (2).
+            opts = [{"name": part, "type": 1 if depth == 0 else 2, "options": opts}]
+        data: Json = {"id": str(self.snowflake()), "name": name, "type": 1, "options": opts}
+        if attachments:
+            data["resolved"] = {"attachments": {a["id"]: a for a in attachments.values()}}
+        if guild_id is not None:
+            data["guild_id"] = str(guild_id)
+
+        channel: Json
+        if channel_id == self.THREAD_ID:
+            channel = {**self.thread_payload(), "permissions": str(self.permissions_of(int(user["id"])))}
+        elif guild_id is None:
+            channel = {"id": str(channel_id), "type": 1, "recipients": [user]}
+        else:
+            channel = {"id": str(channel_id), "type": 0, "name": "general", "guild_id": str(guild_id)}
+        interaction_id = self.snowflake()
+        payload: Json = {
+            "id": str(interaction_id),
+            "application_id": str(self.APP_ID),
+            "type": interaction_type,
+            "token": f"itoken-{interaction_id}",
+            "version": 1,
+            "channel_id": str(channel_id),
+            "channel": channel,
+            "app_permissions": str(EVERYONE_PERMISSIONS),
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(guild_id)} if guild_id else {"1": user["id"]},
+            "attachment_size_limit": 8388608,
+            "data": data,
+        }
+        if guild_id is None:
+            payload["user"] = user
+            payload["context"] = 1
+        else:
+            payload["guild_id"] = str(guild_id)
+            payload["guild_locale"] = "en-US"
+            payload["context"] = 0
+            perms = self.permissions_of(int(user["id"]))
+            payload["member"] = member_payload(user, self.roles.get(int(user["id"]), []), permissions=perms)
+        return payload
+
+    async def slash(
+        self, command: str, options: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> FakeInteraction:
+        """A user runs a slash command; returns the record that collects the bot's responses."""
+        payload = self.interaction_payload(command, options, **kwargs)
+        record = FakeInteraction(int(payload["id"]), payload["token"], payload)
+        self.interactions[record.token] = record
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return record
+
+    async def autocomplete(
+        self, command: str, options: Mapping[str, Any], focused: str, **kwargs: Any
+    ) -> FakeInteraction:
+        return await self.slash(command, options, interaction_type=4, focused=focused, **kwargs)
+
+    # -- inspecting ----------------------------------------------------------------------------------
+
+    def bot_messages(self, channel_id: int | None = None) -> list[FakeMessage]:
+        """Channel messages the bot posted (not interaction responses), oldest first."""
+        return [
+            m
+            for m in self.messages.values()
+            if m.author_id == self.BOT_ID
+            and not m.payload.get("webhook_id")
+            and (channel_id is None or m.channel_id == channel_id)
+        ]
+
+    def calls_to(self, method: str, pattern: str) -> list[RestCall]:
+        """REST calls whose method matches and whose path matches the regular expression."""
+        return [c for c in self.calls if c.method == method and re.fullmatch(pattern, c.path)]
+
+    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+        """Poll `predicate` every 10 ms until it holds; fail with TimeoutError after `seconds`."""
+        async with asyncio.timeout(seconds):
+            # Polling: the conditions tests wait on span several objects no single event covers.
+            while not predicate():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+    # -- REST --------------------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["path"]
+        body = await self._body(request)
+        call = RestCall(request.method, path, body, dict(request.query), time.monotonic())
+        self.calls.append(call)
+        # Interaction callbacks and follow-ups carry no Authorization header; everything else must.
+        auth = request.headers.get("Authorization")
+        if (auth is not None or path == "/users/@me") and auth != f"Bot {self.token}":
+            call.status = 401
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        response = await self._route(request.method, path, body, request.query)
+        call.status = response.status
+        return response
+
+    @staticmethod
+    async def _body(request: web.Request) -> Any:
+        if not request.can_read_body:
+            return None
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            raw = form.get("payload_json")
+            return json.loads(str(raw)) if raw is not None else None
+        text = await request.text()
+        return json.loads(text) if text else None
+
+    async def _route(self, method: str, path: str, body: Any, query: Mapping[str, str]) -> web.Response:
+        parts = path.strip("/").split("/")
+        route: dict[tuple[str, str], Callable[..., Awaitable[web.Response]]] = {
+            ("GET", "users/@me"): self._me,
+            ("GET", "oauth2/applications/@me"): self._application,
+            ("GET", "gateway/bot"): self._gateway_bot,
+            ("GET", "gateway"): self._gateway_bot,
+        }
+        handler = route.get((method, "/".join(parts)))
+        if handler is not None:
+            return await handler()
+        match parts:
+            case ["channels", channel, "typing"] if method == "POST":
+                self.typing.append((int(channel), time.monotonic()))
+                return web.Response(status=204)
+            case ["channels", channel, "messages"] if method == "POST":
+                return self._create(int(channel), body)
+            case ["channels", channel, "messages", message] if method == "PATCH":
+                return self._edit(f"channel:{channel}", int(message), body)
+            case ["channels", _channel, "messages", message] if method == "GET":
+                return self._get(int(message))
+            case ["channels", _channel, "messages", message] if method == "DELETE":
+                self.messages.pop(int(message), None)
+                return web.Response(status=204)
+            case ["interactions", _iid, token, "callback"] if method == "POST":
+                return self._callback(token, body)
+            case ["webhooks", _app, token] if method == "POST":
+                return self._followup(token, body)
+            case ["webhooks", _app, token, "messages", which]:
+                return self._webhook_message(method, token, which, body)
+            case ["applications", _app, "commands"] if method == "PUT":
+                return self._sync("global", body)
+            case ["applications", _app, "guilds", guild, "commands"] if method == "PUT":
+                return self._sync(guild, body)
+            case ["applications", _app, "commands"] | ["applications", _app, "guilds", _, "commands"]:
+                return _json(self.commands.get(parts[3] if len(parts) > 3 else "global", []))
+        return _json({"message": "404: Not Found", "code": 0}, status=404)
+
+    async def _me(self) -> web.Response:
+        return _json({**self.bot, "verified": True, "mfa_enabled": False, "flags": 0})
+
+    async def _application(self) -> web.Response:
+        return _json(
+            {
+                "id": str(self.APP_ID),
+                "name": "acebot",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": self.admin,
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "team": None,
+            }
+        )
+
+    async def _gateway_bot(self) -> web.Response:
+        return _json(
+            {
+                "url": self.gateway_url,
+                "shards": self.recommended_shards,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 1000,
+                    "reset_after": 0,
+                    "max_concurrency": 1,
+                },
+            }
+        )
+
+    def _store(self, payload: Json, body: Json) -> FakeMessage:
+        message = FakeMessage(
+            int(payload["id"]), int(payload["channel_id"]), int(payload["author"]["id"]), payload
+        )
+        message.versions.append(payload["content"])
+        message.bodies.append(body)
+        self.messages[message.id] = message
+        return message
+
+    def _bot_payload(self, channel_id: int, body: Json, *, webhook: bool = False) -> Json:
+        guild_id = self.channel_guild(channel_id)
+        payload: Json = {
+            "id": str(self.snowflake()),
+            "channel_id": str(channel_id),
+            "author": self.bot,
+            "content": body.get("content") or "",
+            "timestamp": now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": int(body.get("flags") or 0),
+        }
+        if guild_id is not None:
+            payload["guild_id"] = str(guild_id)
+        if webhook:
+            payload["webhook_id"] = str(self.APP_ID)
+            payload["application_id"] = str(self.APP_ID)
+        ref = body.get("message_reference")
+        if ref:
+            payload["type"] = 19
+            payload["message_reference"] = {"type": 0, "channel_id": str(channel_id), **ref}
+            referenced = self.messages.get(int(ref["message_id"]))
+            payload["referenced_message"] = referenced.payload if referenced else None
+        return payload
+
+    def _create(self, channel_id: int, body: Json) -> web.Response:
+        ref = body.get("message_reference")
+        if ref and int(ref["message_id"]) not in self.messages and ref.get("fail_if_not_exists", True):
+            return _json({"message": "Invalid Form Body", "code": 50035}, status=400)
+        payload = self._bot_payload(channel_id, body)
+        self._store(payload, body)
+        self._echo("MESSAGE_CREATE", payload)
+        return _json(payload)
+
+    def _rate_limit(self, key: str) -> web.Response | None:
+        now = time.monotonic()
+        window = self._edits.setdefault(key, deque())
+        while window and now - window[0] >= self.edit_window:
+            window.popleft()
+        if len(window) < self.edit_limit:
+            window.append(now)
+            return None
+        self.rate_limited += 1
+        retry_after = round(self.edit_window - (now - window[0]), 3)
+        headers = {
+            "Via": "1.1 google",
+            "Retry-After": str(max(1, int(retry_after + 0.999))),
+            "X-RateLimit-Limit": str(self.edit_limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
+            "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+            "X-RateLimit-Bucket": "fake-edit-bucket",
+            "X-RateLimit-Scope": "user",
+        }
+        body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+        return _json(body, status=429, headers=headers)
+
+    def _edit(self, key: str, message_id: int, body: Json) -> web.Response:
+        message = self.messages.get(message_id)
+        if message is None:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        limited = self._rate_limit(key)
+        if limited is not None:
+            return limited
+        if "content" in body:
+            message.payload["content"] = body["content"] or ""
+        message.payload["edited_timestamp"] = now_iso()
+        message.versions.append(message.payload["content"])
+        message.bodies.append(body)
+        if not message.payload.get("webhook_id"):
+            self._echo("MESSAGE_UPDATE", message.payload)
+        return _json(message.payload)
+
+    def _get(self, message_id: int) -> web.Response:
+        message = self.messages.get(message_id)
+        if message is None:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        return _json(message.payload)
+
+    def _interaction(self, token: str) -> FakeInteraction | None:
+        return self.interactions.get(token)
+
+    def _callback(self, token: str, body: Json) -> web.Response:
+        record = self._interaction(token)
+        if record is None:
+            return _json({"message": "Unknown interaction", "code": 10062}, status=404)
+        if record.callbacks:
+            return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, status=400)
+        record.callbacks.append(body)
+        channel_id = int(record.payload["channel_id"])
+        kind = int(body["type"])
+        resource: Json = {"type": kind}
+        if kind in (4, 5):
+            data = body.get("data") or {}
+            payload = self._bot_payload(channel_id, data, webhook=True)
+            payload["interaction_metadata"] = {"id": str(record.id), "type": 2, "user": self._actor(record)}
+            if kind == 5:
+                payload["flags"] = int(payload["flags"]) | 128  # LOADING
+            record.original = self._store(payload, data)
+            resource["message"] = payload
+        interaction = {
+            "id": str(record.id),
+            "type": record.payload["type"],
+            "response_message_id": str(record.original.id) if record.original else None,
+            "response_message_loading": kind == 5,
+            "response_message_ephemeral": bool(int((body.get("data") or {}).get("flags") or 0) & EPHEMERAL),
+        }
+        return _json({"interaction": interaction, "resource": resource})
+
+    def _actor(self, record: FakeInteraction) -> Json:
+        return dict(record.payload.get("member", {}).get("user") or record.payload["user"])
+
+    def _followup(self, token: str, body: Json) -> web.Response:
+        record = self._interaction(token)
+        if record is None or not record.callbacks:
+            return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        payload = self._bot_payload(int(record.payload["channel_id"]), body, webhook=True)
+        record.followups.append(self._store(payload, body))
+        return _json(payload)
+
+    def _webhook_message(self, method: str, token: str, which: str, body: Json) -> web.Response:
+        record = self._interaction(token)
+        if record is None:
+            return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        if which == "@original":
+            target = record.original
+        else:
+            target = next((m for m in record.followups if m.id == int(which)), None)
+        if target is None or (which == "@original" and record.deleted_original):
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        if method == "GET":
+            return _json(target.payload)
+        if method == "DELETE":
+            if which == "@original":
+                record.deleted_original = True
+            else:
+                record.followups.remove(target)
+            return web.Response(status=204)
+        response = self._edit(f"interaction:{token}", target.id, body)
+        if response.status == 200:
+            target.payload["flags"] = int(target.payload["flags"]) & ~128
+        return response
+
+    def _sync(self, key: str, body: list[Json]) -> web.Response:
+        synced = [
+            {**cmd, "id": str(self.snowflake()), "application_id": str(self.APP_ID), "version": "1"}
+            for cmd in body
+        ]
+        self.commands[key] = synced
+        return _json(synced)
+
+    def _echo(self, event: str, payload: Json) -> None:
+        if not self.echo or not self._connections:
+            return
+        task = asyncio.get_running_loop().create_task(self._safe_dispatch(event, dict(payload)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _safe_dispatch(self, event: str, payload: Json) -> None:
+        # The gateway may be closing (a drop test, teardown); an echo is best effort, as on Discord.
+        with contextlib.suppress(RuntimeError, ConnectionError):
+            await self.dispatch(event, payload)
+
+
+def _json(obj: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    # discord.py parses JSON only when Content-Type is exactly application/json (no charset).
+    return web.Response(
+        body=json.dumps(obj).encode(), status=status, content_type="application/json", headers=headers
+    )
