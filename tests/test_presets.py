@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.presets import (
+    BUILTIN_PRESETS,
+    DESCRIPTION_MAX,
+    Preset,
+    PresetError,
+    custom_preset,
+    resolve_preset_name,
+    validate_description,
+    validate_preset_name,
+    validate_prompt,
+)
+from core.settings import Settings, UpstreamSettings
+
+
+def test_the_catalogue_is_broad_and_well_formed() -> None:
+    assert len(BUILTIN_PRESETS) >= 8
+    assert {"assistant", "coder", "reviewer", "writer", "translator", "summarizer"} <= BUILTIN_PRESETS.keys()
+    for name, preset in BUILTIN_PRESETS.items():
+        assert preset.name == name == validate_preset_name(name)
+        assert preset.builtin
+        assert 10 < len(preset.description) <= DESCRIPTION_MAX and "\n" not in preset.description
+        assert "shared team chat" in preset.prompt
+        assert "author's name" in preset.prompt
+        assert "chat-sized" in preset.prompt
+        assert 300 < len(preset.prompt) < 1500
+    assert len({p.prompt for p in BUILTIN_PRESETS.values()}) == len(BUILTIN_PRESETS)
+
+
+def test_the_default_preset_setting_names_a_builtin() -> None:
+    assert Settings(upstream=UpstreamSettings(token="t")).default_preset in BUILTIN_PRESETS
+
+
+@pytest.mark.parametrize(("raw", "slug"), [("coder", "coder"), ("  My-Bot2 ", "my-bot2"), ("qa", "qa")])
+def test_valid_names_are_normalized(raw: str, slug: str) -> None:
+    assert validate_preset_name(raw) == slug
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "needs a name"),
+        ("a", "2 to 32 characters long; 'a' is 1"),
+        ("x" * 33, "is 33"),
+        ("2fast", "starting with a letter"),
+        ("my bot", "lowercase letters, digits and hyphens"),
+        ("café", "lowercase letters, digits and hyphens"),
+        ("no_underscores", "lowercase letters, digits and hyphens"),
+    ],
+)
+def test_invalid_names_say_why(raw: str, message: str) -> None:
+    with pytest.raises(PresetError) as caught:
+        validate_preset_name(raw)
+    assert message in caught.value.user_message
+    assert isinstance(caught.value, ValueError)
+
+
+@given(st.text(max_size=40))
+def test_any_name_is_refused_or_becomes_a_valid_slug(raw: str) -> None:
+    try:
+        slug = validate_preset_name(raw)
+    except PresetError as error:
+        assert error.user_message and "\n" not in error.user_message
+        return
+    assert re.fullmatch(r"[a-z][a-z0-9-]{1,31}", slug)
+    assert validate_preset_name(slug) == slug
+
+
+@given(st.from_regex(r"[a-z][a-z0-9-]{1,31}", fullmatch=True))
+def test_every_valid_slug_is_accepted_as_is(slug: str) -> None:
+    assert validate_preset_name(slug.upper()) == slug
+
+
+def test_prompt_rules() -> None:
+    assert validate_prompt("  Be terse.  \n", 100) == "Be terse."
+    with pytest.raises(PresetError, match="cannot be empty"):
+        validate_prompt(" \n ", 100)
+    with pytest.raises(PresetError) as caught:
+        validate_prompt("x" * 4213, 4000)
+    assert caught.value.user_message == "The prompt is 4,213 characters long; the limit is 4,000."
+    assert validate_prompt("x" * 4000, 4000) == "x" * 4000
+
+
+def test_description_rules() -> None:
+    assert validate_description(None) == ""
+    assert validate_description("  Reviews\n  code  ") == "Reviews code"
+    assert validate_description("d" * DESCRIPTION_MAX) == "d" * DESCRIPTION_MAX
+    with pytest.raises(PresetError, match="limit is 100"):
+        validate_description("d" * (DESCRIPTION_MAX + 1))
+
+
+def test_custom_presets() -> None:
+    preset = custom_preset(" Pirate ", "Talk like a pirate.", "Arr", max_prompt_chars=100)
+    assert preset == Preset("pirate", "Arr", "Talk like a pirate.", builtin=False)
+
+
+def test_custom_presets_cannot_shadow_a_builtin() -> None:
+    with pytest.raises(PresetError, match="'coder' is a built-in preset"):
+        custom_preset("Coder", "Write code.", None, max_prompt_chars=100)
+
+
+def test_a_blank_description_comes_from_the_prompt() -> None:
+    assert (
+        custom_preset("brief", "Answer\nbriefly.", " ", max_prompt_chars=100).description == "Answer briefly."
+    )
+    long = custom_preset("long", "word " * 100, None, max_prompt_chars=1000).description
+    assert len(long) <= DESCRIPTION_MAX and long.endswith("word…")
+
+
+def test_resolution_takes_the_most_specific_setting() -> None:
+    assert resolve_preset_name(["coder", "writer", "sql"], "assistant") == "coder"
+    assert resolve_preset_name([None, "writer", "sql"], "assistant") == "writer"
+    assert resolve_preset_name([None, None, "sql"], "assistant") == "sql"
+    assert resolve_preset_name([None, "", None], "assistant") == "assistant"
+    assert resolve_preset_name([], "tutor") == "tutor"
