@@ -16,10 +16,11 @@ Precisely: with `Chunk.body` being a chunk without the fence lines the splitter 
 
 Streaming: a cut is decided from `text[:start + room + 1]` alone (`room` is the limit less the reopened
 fence), and only once the text after `start` is known not to fit in one message. Appending text can
-therefore never change a decided cut, so `StreamSplitter` freezes a chunk as soon as its cut is decided
-and the streamer can finalize message N and continue in message N+1. Because the streamed text is
-formatted (see core.sanitize) and formatting may still rewrite the last few characters, the splitter
-only decides cuts from text at least `holdback` characters before the end.
+therefore never change a decided cut: `split_message(text)[:-1]` is a prefix of
+`split_message(text + more)`. `StreamSplitter` freezes a chunk as soon as its cut is decided, so the
+streamer can finalize message N and continue in message N+1. Because the streamed text is formatted
+(see core.sanitize) and formatting may still rewrite its last few characters, the splitter only decides
+cuts from text at least `holdback` characters before the end.
 """
 
 from __future__ import annotations

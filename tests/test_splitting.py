@@ -102,13 +102,13 @@ limits = st.integers(MIN_LIMIT, 300)
 
 
 @given(text=st.one_of(raw, markdown()), limit=limits)
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 def test_any_text_splits_within_limit_and_reassembles(text: str, limit: int) -> None:
     check_invariants(text, limit)
 
 
 @given(text=markdown(), limit=st.integers(60, 300))
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 def test_every_chunk_of_balanced_markdown_renders_balanced(text: str, limit: int) -> None:
     assert open_fence(text) is None
     for chunk in check_invariants(text, limit):
@@ -116,7 +116,7 @@ def test_every_chunk_of_balanced_markdown_renders_balanced(text: str, limit: int
 
 
 @given(text=st.one_of(raw, markdown()), limit=limits, data=st.data())
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 def test_streaming_in_random_pieces_gives_the_same_chunks(text: str, limit: int, data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=25)))
     holdback = data.draw(st.sampled_from([0, 3, 256]))
@@ -129,6 +129,13 @@ def test_streaming_in_random_pieces_gives_the_same_chunks(text: str, limit: int,
         assert len(preview) <= limit
         assert all(len(chunk) <= limit for chunk in frozen)
     assert splitter.finish(text) == split_message(text, limit)
+
+
+@given(text=st.one_of(raw, markdown()), more=raw, limit=limits)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+def test_appending_never_changes_any_chunk_but_the_last(text: str, more: str, limit: int) -> None:
+    before = split_message(text, limit)[:-1]
+    assert split_message(text + more, limit)[: len(before)] == before
 
 
 # --- examples -------------------------------------------------------------------------------------

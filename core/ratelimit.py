@@ -1,0 +1,109 @@
+"""Rate limits: who may ask how often, and how fast a platform may be called."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from core.settings import RateLimit
+
+# Float drift must not make a wait of exactly `delay()` come up a hair short.
+_EPSILON = 1e-9
+
+
+class SlidingWindow:
+    """At most `limit.count` hits per key in any `limit.per_seconds` window; `count == 0` allows all.
+
+    Keys with no hit inside the window are dropped as time passes, so memory follows active keys only.
+    """
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = limit
+        self._clock = clock
+        # Least recently hit first, so idle keys are found at the front.
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many keys are remembered."""
+        return len(self._hits)
+
+    def check(self, key: str, now: float | None = None) -> float:
+        """0.0 if `key` may go now (the hit is recorded), else the seconds until it may."""
+        if not self._limit.enabled:
+            return 0.0
+        now = self._clock() if now is None else now
+        horizon = now - self._limit.per_seconds
+        while self._hits:
+            oldest_key, oldest = next(iter(self._hits.items()))
+            if oldest[-1] > horizon:
+                break
+            del self._hits[oldest_key]
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = deque()
+        while hits and hits[0] <= horizon:
+            hits.popleft()
+        if len(hits) >= self._limit.count:
+            return hits[0] - horizon
+        hits.append(now)
+        self._hits.move_to_end(key)
+        return 0.0
+
+
+class TokenBucket:
+    """An `EditBudget`: `capacity` calls at once, refilled at `rate` calls per second."""
+
+    def __init__(self, capacity: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if capacity < 1 or rate <= 0:
+            raise ValueError("a token bucket needs a capacity of at least 1 and a positive rate")
+        self._capacity = capacity
+        self._rate = rate
+        self._clock = clock
+        self._tokens = float(capacity)
+        self._stamp = clock()  # when _tokens was last brought up to date
+        self._blocked_until = -math.inf
+
+    @classmethod
+    def per(cls, count: int, seconds: float, clock: Callable[[], float] = time.monotonic) -> TokenBucket:
+        """`count` calls per `seconds`, all of which may come at once."""
+        return cls(count, count / seconds, clock)
+
+    def _refill(self) -> float:
+        now = self._clock()
+        if now > self._stamp:
+            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+        return now
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        """Take one call if more than `reserve` remain; never waits."""
+        now = self._refill()
+        if now < self._blocked_until or self._tokens + _EPSILON < reserve + 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def delay(self, reserve: int = 0) -> float:
+        """Seconds until `try_acquire(reserve)` can succeed."""
+        now = self._refill()
+        if reserve + 1 > self._capacity:
+            return math.inf
+        need = max(0.0, reserve + 1 - self._tokens) / self._rate
+        return max(self._blocked_until - now, self._stamp - now + need, 0.0)
+
+    def penalize(self, seconds: float) -> None:
+        """The platform said 429: nothing for `seconds`, then one call, then the usual refill."""
+        now = self._refill()
+        self._blocked_until = max(self._blocked_until, now + seconds)
+        self._tokens = 1.0
+        self._stamp = max(self._stamp, self._blocked_until)
+
+
+def retry_in_text(seconds: float) -> str:
+    """'try again in 12 s' (rounded up, at least 1 s); minutes from two minutes on."""
+    whole = max(1, math.ceil(seconds - _EPSILON))
+    if whole < 120:
+        return f"try again in {whole} s"
+    return f"try again in {math.ceil(whole / 60)} min"

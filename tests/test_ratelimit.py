@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.ratelimit import SlidingWindow, TokenBucket, retry_in_text
+from core.settings import RateLimit
+from core.target import EditBudget
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_window_allows_count_hits_then_says_how_long_to_wait() -> None:
+    window = SlidingWindow(RateLimit(3, 60.0))
+    assert [window.check("ana", t) for t in (0.0, 10.0, 20.0)] == [0.0, 0.0, 0.0]
+    assert window.check("ana", 30.0) == pytest.approx(30.0)  # the hit at 0 leaves the window at 60
+    assert window.check("bob", 30.0) == 0.0  # keys are independent
+    assert window.check("ana", 59.9) == pytest.approx(0.1)
+    assert window.check("ana", 60.0) == 0.0
+    assert window.check("ana", 61.0) == pytest.approx(9.0)
+
+
+def test_refused_hits_do_not_count() -> None:
+    window = SlidingWindow(RateLimit(1, 10.0))
+    assert window.check("k", 0.0) == 0.0
+    for t in range(1, 10):
+        assert window.check("k", float(t)) > 0
+    assert window.check("k", 10.0) == 0.0
+
+
+def test_a_zero_count_turns_the_limit_off() -> None:
+    window = SlidingWindow(RateLimit(0, 60.0))
+    assert all(window.check("spammer", 0.0) == 0.0 for _ in range(1000))
+    assert len(window) == 0
+
+
+def test_window_uses_its_clock_when_no_time_is_given() -> None:
+    clock = FakeClock()
+    window = SlidingWindow(RateLimit(1, 5.0), clock=clock)
+    assert window.check("k") == 0.0
+    clock.now += 2
+    assert window.check("k") == pytest.approx(3.0)
+
+
+def test_idle_keys_are_forgotten() -> None:
+    window = SlidingWindow(RateLimit(2, 60.0))
+    for i in range(100_000):
+        window.check(f"user-{i}", i * 0.0001)
+    assert len(window) == 100_000
+    window.check("late", 200.0)
+    assert len(window) == 1
+    # Keys still inside their window stay, and still count.
+    window.check("late", 201.0)
+    assert window.check("late", 202.0) == pytest.approx(58.0)
+
+
+@given(
+    count=st.integers(1, 5),
+    per=st.floats(1.0, 100.0),
+    steps=st.lists(st.tuples(st.sampled_from("abc"), st.floats(0.0, 30.0)), max_size=60),
+)
+def test_window_never_allows_more_than_count_per_window(
+    count: int, per: float, steps: list[tuple[str, float]]
+) -> None:
+    window = SlidingWindow(RateLimit(count, per))
+    allowed: dict[str, list[float]] = {}
+    now = 0.0
+    for key, gap in steps:
+        now += gap
+        wait = window.check(key, now)
+        recent = [t for t in allowed.get(key, []) if t > now - per]
+        if wait == 0.0:
+            assert len(recent) < count
+            allowed.setdefault(key, []).append(now)
+        else:
+            # Refused only when full, and the wait is exactly until the oldest recent hit expires.
+            assert len(recent) == count
+            assert wait == pytest.approx(min(recent) + per - now)
+
+
+def test_bucket_is_an_edit_budget() -> None:
+    budget: EditBudget = TokenBucket(5, 1.0, clock=FakeClock())
+    assert budget.try_acquire()
+
+
+def test_bucket_spends_its_burst_then_refills() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket.per(5, 5.0, clock=clock)
+    assert [bucket.try_acquire() for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.delay() == pytest.approx(1.0)
+    clock.now += 0.5
+    assert not bucket.try_acquire()
+    assert bucket.delay() == pytest.approx(0.5)
+    clock.now += 0.5
+    assert bucket.try_acquire()
+    clock.now += 1000
+    assert [bucket.try_acquire() for _ in range(6)] == [True] * 5 + [False]  # never above capacity
+
+
+def test_reserve_keeps_calls_back_for_the_final_edit() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(3, 2.0, clock=clock)
+    assert bucket.try_acquire(reserve=1)
+    assert bucket.try_acquire(reserve=1)
+    assert not bucket.try_acquire(reserve=1)
+    assert bucket.delay(reserve=1) == pytest.approx(0.5)
+    assert bucket.delay() == 0.0
+    assert bucket.try_acquire()  # the reserved call
+    assert bucket.delay(reserve=3) == math.inf
+
+
+def test_waiting_exactly_the_delay_always_succeeds() -> None:
+    clock = FakeClock(0.1)
+    bucket = TokenBucket(2, 3.0, clock=clock)
+    for _ in range(200):
+        if not bucket.try_acquire(reserve=1):
+            wait = bucket.delay(reserve=1)
+            assert wait > 0
+            clock.now += wait
+            assert bucket.try_acquire(reserve=1)
+
+
+def test_penalty_blocks_everything_then_allows_one_call() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(10, 1.0, clock=clock)
+    bucket.penalize(3.0)
+    assert not bucket.try_acquire()
+    assert bucket.delay() == pytest.approx(3.0)
+    clock.now += 2.9
+    assert not bucket.try_acquire()
+    clock.now += 0.1
+    assert bucket.try_acquire()
+    assert not bucket.try_acquire()  # no refill was banked during the penalty
+    assert bucket.delay() == pytest.approx(1.0)
+    bucket.penalize(5.0)
+    bucket.penalize(0.5)  # a shorter penalty never shortens a longer one
+    assert bucket.delay() == pytest.approx(5.0)
+    clock.now += 5.0
+    assert bucket.try_acquire()
+
+
+def test_bucket_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        TokenBucket(0, 1.0)
+    with pytest.raises(ValueError):
+        TokenBucket(5, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "try again in 1 s"),
+        (0.2, "try again in 1 s"),
+        (11.01, "try again in 12 s"),
+        (12.0, "try again in 12 s"),
+        (12.0 + 1e-12, "try again in 12 s"),
+        (119.0, "try again in 119 s"),
+        (150.0, "try again in 3 min"),
+    ],
+)
+def test_retry_text(seconds: float, text: str) -> None:
+    assert retry_in_text(seconds) == text
