@@ -12,11 +12,19 @@ from core.settings import Settings, SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="acechat", description="Ace Data Cloud AI chat bots for Discord and Slack.")
-    parser.add_argument("--env-file", default=".env", help="settings file read under the environment (default: .env)")
+    parser = argparse.ArgumentParser(
+        prog="acechat", description="Ace Data Cloud AI chat bots for Discord and Slack."
+    )
+    parser.add_argument(
+        "--env-file", default=".env", help="settings file read under the environment (default: .env)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    console = commands.add_parser("console", help="chat in the terminal on the same core (try presets and models)")
-    console.add_argument("--channel", default="terminal", help="pretend channel, to try several conversations")
+    console = commands.add_parser(
+        "console", help="chat in the terminal on the same core (try presets and models)"
+    )
+    console.add_argument(
+        "--channel", default="terminal", help="pretend channel, to try several conversations"
+    )
     console.add_argument("--user", default=None, help="the name questions are asked under")
     commands.add_parser("discord", help="run the Discord bot")
     slack = commands.add_parser("slack", help="run the Slack bot")
@@ -38,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.discord:
         secrets.append(settings.discord.token)
     if settings.slack:
-        secrets += [settings.slack.bot_token, settings.slack.app_token or "", settings.slack.signing_secret or ""]
+        secrets += [
+            settings.slack.bot_token,
+            settings.slack.app_token or "",
+            settings.slack.signing_secret or "",
+        ]
     configure_logging(settings.log_level, json_lines=settings.log_json, secrets=secrets)
 
     if args.command == "check":
@@ -83,7 +95,9 @@ def _apply_arguments(settings: Settings, args: argparse.Namespace) -> Settings:
     if args.command == "slack" and settings.slack is None:
         raise SettingsError("SLACK_BOT_TOKEN is not set: `acechat slack` needs the bot token")
     if args.command == "run" and settings.discord is None and settings.slack is None:
-        raise SettingsError("neither DISCORD_BOT_TOKEN nor SLACK_BOT_TOKEN is set: `acechat run` has nothing to run")
+        raise SettingsError(
+            "neither DISCORD_BOT_TOKEN nor SLACK_BOT_TOKEN is set: `acechat run` has nothing to run"
+        )
     if args.command == "slack" and args.port is not None and settings.slack is not None:
         settings = replace(settings, slack=replace(settings.slack, port=args.port))
     return settings

@@ -52,8 +52,14 @@ class ConsoleTarget:
         self._out.flush()
 
 
-async def run_console(core: ChatCore, *, channel: str = "terminal", user: str | None = None,
-                      stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
+async def run_console(
+    core: ChatCore,
+    *,
+    channel: str = "terminal",
+    user: str | None = None,
+    stdin: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+) -> None:
     name = user or getpass.getuser()
     actor = Actor(user_id=name, display_name=name, is_admin=True)
     scope = Scope.of("console", "local", channel)

@@ -20,7 +20,11 @@ def health_app(store: Store, adapters: Callable[[], Mapping[str, bool]]) -> web.
         except Exception:
             writable = False
         healthy = writable and bool(connected) and all(connected.values())
-        body = {"status": "ok" if healthy else "unhealthy", "database_writable": writable, "adapters": connected}
+        body = {
+            "status": "ok" if healthy else "unhealthy",
+            "database_writable": writable,
+            "adapters": connected,
+        }
         return web.json_response(body, status=200 if healthy else 503)
 
     async def metrics(request: web.Request) -> web.Response:

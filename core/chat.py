@@ -14,11 +14,11 @@ import time
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
+from core import metrics
 from core.attachments import choose_references
 from core.cache import LRU
 from core.command_runner import CommandRunner
 from core.commands import Action, Command, CommandReply
-from core import metrics
 from core.errors import UpstreamError
 from core.permissions import is_admin, may_run
 from core.presets import BUILTIN_PRESETS, Preset, resolve_preset_name
@@ -98,7 +98,9 @@ class ChatCore:
         """Refuse new questions and wait, at most the shutdown grace, for answers in flight."""
         self._closing = True
         if self._in_flight:
-            log.info("waiting up to %.0fs for %d answers in flight", self.settings.shutdown_grace, self._in_flight)
+            log.info(
+                "waiting up to %.0fs for %d answers in flight", self.settings.shutdown_grace, self._in_flight
+            )
             try:
                 await asyncio.wait_for(self._idle.wait(), self.settings.shutdown_grace)
             except TimeoutError:
@@ -130,8 +132,10 @@ class ChatCore:
                 outcome = await self._answer(question, reply)
         except Exception:
             # A platform call failed (permissions, network): log it, keep serving everyone else.
-            log.exception("could not deliver an answer", extra={"platform": question.scope.platform,
-                                                                 "channel": question.scope.channel})
+            log.exception(
+                "could not deliver an answer",
+                extra={"platform": question.scope.platform, "channel": question.scope.channel},
+            )
             await reply.abort()
             outcome = Outcome.FAILED
         finally:
@@ -198,7 +202,12 @@ class ChatCore:
         try:
             text, conversation_id, trace_id = await self._stream(turn, reply, notes)
         except UpstreamError as error:
-            if error.status == 404 and error.code == "not_found" and turn.conversation_id and not reply.started:
+            if (
+                error.status == 404
+                and error.code == "not_found"
+                and turn.conversation_id
+                and not reply.started
+            ):
                 # The service forgot this conversation: start a new one rather than fail.
                 log.info("upstream forgot conversation %s; starting a new one", turn.conversation_id)
                 notes.insert(0, "_The previous conversation had expired, so this starts a new one._")
@@ -212,7 +221,9 @@ class ChatCore:
                 return await self._failed(question, reply, error, turn.conversation_id)
 
         now = time.time()
-        created = conversation.created_at if conversation and conversation.upstream_id == conversation_id else now
+        created = (
+            conversation.created_at if conversation and conversation.upstream_id == conversation_id else now
+        )
         turns = conversation.turns + 1 if conversation and conversation.upstream_id == conversation_id else 1
         record = ConversationRecord(
             scope_key=scope.key,
@@ -239,8 +250,13 @@ class ChatCore:
         await self.store.record_turn(record, transcript)
         log.info(
             "answered",
-            extra={"platform": scope.platform, "channel": scope.channel, "conversation_id": conversation_id,
-                   "trace_id": trace_id, "chars": len(text)},
+            extra={
+                "platform": scope.platform,
+                "channel": scope.channel,
+                "conversation_id": conversation_id,
+                "trace_id": trace_id,
+                "chars": len(text),
+            },
         )
         return Outcome.ANSWERED
 
@@ -253,7 +269,10 @@ class ChatCore:
         conversation_id = turn.conversation_id
         trace_id: str | None = None
         try:
-            async with asyncio.timeout(self.settings.answer_timeout), aclosing(self.client.stream(turn)) as chunks:
+            async with (
+                asyncio.timeout(self.settings.answer_timeout),
+                aclosing(self.client.stream(turn)) as chunks,
+            ):
                 async for chunk in chunks:
                     answer = chunk.answer
                     conversation_id = chunk.conversation_id or conversation_id
@@ -280,8 +299,14 @@ class ChatCore:
         log.warning(
             "upstream error: %s",
             error,
-            extra={"platform": scope.platform, "channel": scope.channel, "conversation_id": conversation_id,
-                   "trace_id": error.trace_id, "status": error.status, "code": error.code},
+            extra={
+                "platform": scope.platform,
+                "channel": scope.channel,
+                "conversation_id": conversation_id,
+                "trace_id": error.trace_id,
+                "status": error.status,
+                "code": error.code,
+            },
         )
         message = error.user_message
         if error.trace_id and error.status is not None and error.status >= 500:
@@ -360,7 +385,8 @@ class ChatCore:
                 extra={"platform": scope.platform, "channel": scope.channel, "user": actor.user_id},
             )
             return CommandReply(
-                f"Only admins can use `{command.action.value}` here. Ask a workspace or server admin.", ok=False
+                f"Only admins can use `{command.action.value}` here. Ask a workspace or server admin.",
+                ok=False,
             )
         return await self._commands.run(scope, actor, command)
 

@@ -8,7 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
 from core.commands import HELP_TEXT, Action, Command, CommandReply
-from core.presets import BUILTIN_PRESETS, PresetError, validate_description, validate_preset_name, validate_prompt
+from core.presets import (
+    BUILTIN_PRESETS,
+    PresetError,
+    validate_description,
+    validate_preset_name,
+    validate_prompt,
+)
 from core.scope import Scope
 from core.target import Actor
 from storage.records import AuditEntry, CustomPreset
@@ -89,7 +95,9 @@ class CommandRunner:
         existed = await self._core.forget_conversation(scope)
         if not existed:
             return CommandReply(f"There is no conversation in {_where(scope)} yet; just ask.")
-        return CommandReply(f"{actor.display_name} started a new conversation in {_where(scope)}.", public=True)
+        return CommandReply(
+            f"{actor.display_name} started a new conversation in {_where(scope)}.", public=True
+        )
 
     async def _status(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         resolved = await self._core.resolve(scope)
@@ -149,10 +157,18 @@ class CommandRunner:
 
     async def _unknown_preset(self, scope: Scope, name: str) -> CommandReply:
         names = await self._core.preset_names(scope)
-        return CommandReply(f"There is no preset `{name}`. Presets: {', '.join(f'`{n}`' for n in names)}.", ok=False)
+        return CommandReply(
+            f"There is no preset `{name}`. Presets: {', '.join(f'`{n}`' for n in names)}.", ok=False
+        )
 
     async def _set(
-        self, scope: Scope, actor: Actor, key: str, field: Literal["preset", "model"], value: str | None, label: str
+        self,
+        scope: Scope,
+        actor: Actor,
+        key: str,
+        field: Literal["preset", "model"],
+        value: str | None,
+        label: str,
     ) -> str | None:
         (current,) = await self._core.scope_settings((key,))
         old = getattr(current, field) if current is not None else None
@@ -168,7 +184,9 @@ class CommandRunner:
         if await self._core.find_preset(scope, name) is None:
             return await self._unknown_preset(scope, name)
         await self._set(scope, actor, scope.key, "preset", name, "set")
-        return CommandReply(f"{actor.display_name} set the preset for {_where(scope)} to `{name}`. {FRESH}", public=True)
+        return CommandReply(
+            f"{actor.display_name} set the preset for {_where(scope)} to `{name}`. {FRESH}", public=True
+        )
 
     async def _preset_clear(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         old = await self._set(scope, actor, scope.key, "preset", None, "clear")
@@ -196,7 +214,9 @@ class CommandRunner:
     async def _preset_edit(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         return await self._save_preset(scope, actor, command, creating=False)
 
-    async def _save_preset(self, scope: Scope, actor: Actor, command: Command, *, creating: bool) -> CommandReply:
+    async def _save_preset(
+        self, scope: Scope, actor: Actor, command: Command, *, creating: bool
+    ) -> CommandReply:
         store = self._core.store
         name = validate_preset_name(command.name or "")
         if name in BUILTIN_PRESETS:
@@ -204,17 +224,24 @@ class CommandRunner:
         prompt = validate_prompt(command.text or "", self._core.settings.max_preset_chars)
         existing = await store.get_preset(scope.workspace_key, name)
         if creating and existing is not None:
-            return CommandReply(f"A preset `{name}` already exists; use `preset edit {name} PROMPT`.", ok=False)
+            return CommandReply(
+                f"A preset `{name}` already exists; use `preset edit {name} PROMPT`.", ok=False
+            )
         if not creating and existing is None:
-            return CommandReply(f"There is no custom preset `{name}`; use `preset create {name} PROMPT`.", ok=False)
+            return CommandReply(
+                f"There is no custom preset `{name}`; use `preset create {name} PROMPT`.", ok=False
+            )
         if creating and await store.count_presets(scope.workspace_key) >= MAX_CUSTOM_PRESETS:
-            return CommandReply(f"This workspace already has {MAX_CUSTOM_PRESETS} custom presets; delete one first.", ok=False)
+            return CommandReply(
+                f"This workspace already has {MAX_CUSTOM_PRESETS} custom presets; delete one first.", ok=False
+            )
         now = time.time()
         description = validate_description(command.description) if command.description else None
         preset = CustomPreset(
             workspace_key=scope.workspace_key,
             name=name,
-            description=description or (existing.description if existing else f"custom preset by {actor.display_name}"),
+            description=description
+            or (existing.description if existing else f"custom preset by {actor.display_name}"),
             prompt=prompt,
             author_id=actor.user_id,
             created_at=existing.created_at if existing else now,
@@ -244,14 +271,18 @@ class CommandRunner:
     async def _model_list(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         resolved = await self._core.resolve(scope)
         lines = [
-            f"`{m}`" + (" ← in use" if m == resolved.model else "") + (" (default)" if m == self._core.settings.default_model else "")
+            f"`{m}`"
+            + (" ← in use" if m == resolved.model else "")
+            + (" (default)" if m == self._core.settings.default_model else "")
             for m in self._core.models
         ]
         return CommandReply("**Models**\n" + "\n".join(lines))
 
     async def _model_show(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         resolved = await self._core.resolve(scope)
-        return CommandReply(f"{_where(scope).capitalize()} uses `{resolved.model}` ({resolved.model_source}).")
+        return CommandReply(
+            f"{_where(scope).capitalize()} uses `{resolved.model}` ({resolved.model_source})."
+        )
 
     def _check_model(self, name: str | None) -> str | CommandReply:
         models = self._core.models
@@ -261,14 +292,19 @@ class CommandRunner:
         lowered = {m.lower(): m for m in models}
         if wanted.lower() in lowered:
             return lowered[wanted.lower()]
-        return CommandReply(f"`{wanted}` is not an allowed model. Choose one of: {', '.join(f'`{m}`' for m in models)}.", ok=False)
+        return CommandReply(
+            f"`{wanted}` is not an allowed model. Choose one of: {', '.join(f'`{m}`' for m in models)}.",
+            ok=False,
+        )
 
     async def _model_set(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         model = self._check_model(command.name)
         if isinstance(model, CommandReply):
             return model
         await self._set(scope, actor, scope.key, "model", model, "set")
-        return CommandReply(f"{actor.display_name} set the model for {_where(scope)} to `{model}`. {FRESH}", public=True)
+        return CommandReply(
+            f"{actor.display_name} set the model for {_where(scope)} to `{model}`. {FRESH}", public=True
+        )
 
     async def _model_default(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         model = self._check_model(command.name)

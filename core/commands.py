@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     HELP = "help"
     ASK = "ask"
     RESET = "reset"
@@ -115,7 +115,9 @@ def _parse_group(group: str, subs: tuple[str, ...], rest: str) -> Command:
     sub = sub_word.lower() or "show"
     args = args.strip()
     if sub not in subs:
-        return _help(f"Unknown `{group}` command `{sub_word}`. Try: {', '.join(f'`{group} {s}`' for s in subs)}.")
+        return _help(
+            f"Unknown `{group}` command `{sub_word}`. Try: {', '.join(f'`{group} {s}`' for s in subs)}."
+        )
     action = Action(f"{group} {sub}")
     name, _, tail = args.partition(" ")
     tail = tail.strip()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-QUESTIONS = Counter("acechat_questions", "Questions handled, by platform and outcome", ["platform", "outcome"])
+QUESTIONS = Counter(
+    "acechat_questions", "Questions handled, by platform and outcome", ["platform", "outcome"]
+)
 UPSTREAM_SECONDS = Histogram(
     "acechat_upstream_seconds",
     "Time from sending a question upstream to the end of its answer",

@@ -181,7 +181,9 @@ class _Reader:
         if value is None:
             return None
         if not value.startswith(("http://", "https://", "ws://", "wss://")):
-            raise SettingsError(f"{name}={value!r} is invalid: expected a URL starting with http(s):// or ws(s)://")
+            raise SettingsError(
+                f"{name}={value!r} is invalid: expected a URL starting with http(s):// or ws(s)://"
+            )
         return value.rstrip("/")
 
 
@@ -234,7 +236,9 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         if shard_ids is not None and shard_count is None:
             raise SettingsError("DISCORD_SHARD_IDS is set without DISCORD_SHARD_COUNT: set both")
         if shard_ids is not None and shard_count is not None and max(shard_ids) >= shard_count:
-            raise SettingsError(f"DISCORD_SHARD_IDS is invalid: every id must be below DISCORD_SHARD_COUNT={shard_count}")
+            raise SettingsError(
+                f"DISCORD_SHARD_IDS is invalid: every id must be below DISCORD_SHARD_COUNT={shard_count}"
+            )
         discord = DiscordSettings(
             token=r.required("DISCORD_BOT_TOKEN", ""),
             api_base_url=r.url("DISCORD_API_BASE_URL", None),

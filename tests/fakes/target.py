@@ -1,0 +1,72 @@
+"""A ReplyTarget that records what the core did with it, with timestamps, for core-level tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from core.target import PlatformRateLimited, TargetLimits
+
+
+@dataclass
+class Call:
+    kind: str  # post, edit, typing, notify
+    handle: str | None
+    text: str
+    at: float = field(default_factory=time.monotonic)
+
+
+class RecordingTarget:
+    def __init__(
+        self,
+        limits: TargetLimits | None = None,
+        *,
+        rate_limit_edits: int = 0,
+        retry_after: float = 0.05,
+        post_delay: float = 0.0,
+    ) -> None:
+        self.limits = limits or TargetLimits(
+            max_chars=2000, edit_burst=5, edit_window=0.5, typing_interval=0.05
+        )
+        self.calls: list[Call] = []
+        self.messages: dict[str, str] = {}
+        self._rate_limit_edits = rate_limit_edits
+        self._retry_after = retry_after
+        self._post_delay = post_delay
+        self.done = asyncio.Event()
+
+    async def post(self, text: str) -> str:
+        if self._post_delay:
+            await asyncio.sleep(self._post_delay)
+        handle = f"m{len(self.messages) + 1}"
+        self.messages[handle] = text
+        self.calls.append(Call("post", handle, text))
+        return handle
+
+    async def edit(self, handle: str, text: str) -> None:
+        if self._rate_limit_edits > 0:
+            self._rate_limit_edits -= 1
+            self.calls.append(Call("rate_limited", handle, text))
+            raise PlatformRateLimited(self._retry_after)
+        assert handle in self.messages
+        self.messages[handle] = text
+        self.calls.append(Call("edit", handle, text))
+
+    async def typing(self) -> None:
+        self.calls.append(Call("typing", None, ""))
+
+    async def notify(self, text: str) -> None:
+        self.calls.append(Call("notify", None, text))
+
+    def kinds(self, kind: str) -> list[Call]:
+        return [c for c in self.calls if c.kind == kind]
+
+    @property
+    def text(self) -> str:
+        """Everything the messages show, in order."""
+        return "\n".join(self.messages[h] for h in sorted(self.messages, key=lambda h: int(h[1:])))
+
+    @property
+    def notices(self) -> list[str]:
+        return [c.text for c in self.kinds("notify")]

@@ -1,0 +1,495 @@
+"""ChatCore end to end against the fake upstream, a real SQLite file and a recording target."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from core.chat import ChatCore, Outcome, Question
+from core.commands import Action, Command, parse_command
+from core.presets import BUILTIN_PRESETS
+from core.scope import Scope
+from core.settings import RateLimit, Settings, UpstreamSettings
+from core.target import Actor, Attachment, TargetLimits
+from tests.fakes.target import RecordingTarget
+from tests.fakes.upstream import Behaviour, FakeUpstream
+
+CHANNEL = Scope.of("test", "W1", "C1")
+THREAD = Scope.of("test", "W1", "C1", "T1")
+OTHER = Scope.of("test", "W1", "C2")
+DANA = Actor("U1", "Dana", is_admin=False)
+ADMIN = Actor("U9", "Ada", is_admin=True)
+
+
+def make_settings(upstream: UpstreamSettings, db: Path, **changes: object) -> Settings:
+    base = Settings(
+        upstream=upstream,
+        db_path=db,
+        shutdown_grace=2.0,
+        user_rate=RateLimit(0, 60),
+        channel_rate=RateLimit(0, 60),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest_asyncio.fixture
+async def core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncIterator[ChatCore]:
+    chat = await ChatCore.open(make_settings(upstream_settings, tmp_path / "acechat.db"))
+    try:
+        yield chat
+    finally:
+        await chat.aclose()
+
+
+async def ask(
+    core: ChatCore, text: str, scope: Scope = CHANNEL, actor: Actor = DANA, **kw: object
+) -> RecordingTarget:
+    target = RecordingTarget(**kw)  # type: ignore[arg-type]
+    await core.ask(Question(scope, actor, text), target)
+    return target
+
+
+async def test_first_turn_and_follow_up_share_the_upstream_conversation(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    first = await ask(core, "hello")
+    second = await ask(core, "and again", actor=Actor("U2", "Lee"))
+
+    one, two = fake_upstream.bodies
+    assert one is not None and two is not None
+    assert one["stateful"] is True and "id" not in one
+    assert one["question"] == "Dana: hello"
+    assert one["model"] == "gpt-4o"
+    assert one["preset"] == BUILTIN_PRESETS["assistant"].prompt
+    conversation_id = next(iter(fake_upstream.conversations))
+    assert two["id"] == conversation_id and two["stateful"] is True
+    assert two["preset"] == one["preset"], "the preset is sent on every turn"
+    assert first.text == "Answer 1 to: Dana: hello"
+    assert second.text == "Answer 2 to: Lee: and again"
+    status = await core.execute(CHANNEL, DANA, Command(Action.STATUS))
+    assert "2 turns" in status.text
+
+
+async def test_author_prefix_can_be_turned_off(
+    upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    chat = await ChatCore.open(make_settings(upstream_settings, tmp_path / "a.db", author_prefix=False))
+    try:
+        await ask(chat, "hello")
+    finally:
+        await chat.aclose()
+    assert fake_upstream.bodies[0]["question"] == "hello"  # type: ignore[index]
+
+
+async def test_turns_in_one_scope_run_one_at_a_time_in_arrival_order(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    gate = asyncio.Event()
+    fake_upstream.queue(Behaviour(gate=gate))
+    targets = [RecordingTarget() for _ in range(3)]
+    tasks = []
+    for index, target in enumerate(targets):
+        tasks.append(asyncio.create_task(core.ask(Question(CHANNEL, DANA, f"q{index}"), target)))
+        await asyncio.sleep(0.01)
+    await fake_upstream.wait_for_requests(1)
+    await asyncio.sleep(0.1)
+    assert len(fake_upstream.requests) == 1, "the second question waits for the first answer"
+    gate.set()
+    assert await asyncio.gather(*tasks) == [Outcome.ANSWERED] * 3
+    questions = [b["question"] for b in fake_upstream.bodies]  # type: ignore[index]
+    assert questions == ["Dana: q0", "Dana: q1", "Dana: q2"]
+    assert [t.text for t in targets] == [f"Answer {i + 1} to: Dana: q{i}" for i in range(3)]
+    assert len(core._turns) == 0, "idle scopes keep no lock"
+
+
+async def test_different_scopes_run_in_parallel(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.set_default(latency=0.4)
+    started = time.monotonic()
+    scopes = [Scope.of("test", "W1", f"C{i}") for i in range(20)]
+    outcomes = await asyncio.gather(*(core.ask(Question(s, DANA, "hi"), RecordingTarget()) for s in scopes))
+    elapsed = time.monotonic() - started
+    assert outcomes == [Outcome.ANSWERED] * 20
+    assert elapsed < 1.2, f"20 scopes took {elapsed:.2f}s; they should overlap"
+    assert fake_upstream.peak_active >= 15
+
+
+async def test_presets_resolve_thread_then_channel_then_workspace_then_default(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    reply = await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_SET, name="coder"))
+    assert reply.ok and reply.public and "new conversation" in reply.text.lower()
+    await ask(core, "in channel")
+    await ask(core, "in thread", scope=THREAD)
+    await core.execute(OTHER, ADMIN, Command(Action.PRESET_DEFAULT, name="writer"))
+    await ask(core, "elsewhere", scope=OTHER)
+    await core.execute(THREAD, ADMIN, Command(Action.PRESET_SET, name="reviewer"))
+    await ask(core, "thread again", scope=THREAD)
+    await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_CLEAR))
+    await ask(core, "channel after clear")
+
+    presets = [b["preset"] for b in fake_upstream.bodies]  # type: ignore[index]
+    assert presets == [
+        BUILTIN_PRESETS["coder"].prompt,
+        BUILTIN_PRESETS["coder"].prompt,  # the thread inherits its channel
+        BUILTIN_PRESETS["writer"].prompt,  # the workspace default
+        BUILTIN_PRESETS["reviewer"].prompt,  # the thread's own
+        BUILTIN_PRESETS["writer"].prompt,  # the channel fell back to the workspace default
+    ]
+
+
+async def test_changing_the_preset_starts_a_fresh_conversation(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await ask(core, "one")
+    await ask(core, "two")
+    await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_SET, name="coder"))
+    await ask(core, "three")
+    await ask(core, "four", scope=THREAD)
+    bodies = fake_upstream.bodies
+    assert "id" not in bodies[0] and "id" in bodies[1]  # type: ignore[operator]
+    assert "id" not in bodies[2], "a new preset means a new upstream conversation"  # type: ignore[operator]
+    assert "id" not in bodies[3], "a thread is a conversation of its own"  # type: ignore[operator]
+
+
+async def test_an_inherited_change_also_starts_fresh(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    await ask(core, "one", scope=THREAD)
+    await ask(core, "two", scope=THREAD)
+    await core.execute(CHANNEL, ADMIN, Command(Action.MODEL_SET, name="gpt-4"))
+    await ask(core, "three", scope=THREAD)
+    last = fake_upstream.bodies[-1]
+    assert last is not None and "id" not in last and last["model"] == "gpt-4"
+
+
+async def test_reset_forgets_the_conversation(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    await ask(core, "one")
+    reply = await core.execute(CHANNEL, DANA, Command(Action.RESET))
+    assert reply.ok and reply.public
+    await ask(core, "two")
+    assert "id" not in fake_upstream.bodies[1]  # type: ignore[operator]
+    again = await core.execute(Scope.of("test", "W1", "C-new"), DANA, Command(Action.RESET))
+    assert "no conversation" in again.text
+
+
+async def test_unknown_model_is_refused_with_the_list(core: ChatCore) -> None:
+    reply = await core.execute(CHANNEL, ADMIN, Command(Action.MODEL_SET, name="gpt-99"))
+    assert not reply.ok
+    assert "gpt-99" in reply.text and "gpt-4o-mini" in reply.text
+    ok = await core.execute(CHANNEL, ADMIN, Command(Action.MODEL_SET, name="GPT-4O-MINI"))
+    assert ok.ok and "gpt-4o-mini" in ok.text
+
+
+async def test_unknown_preset_is_refused(core: ChatCore) -> None:
+    reply = await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_SET, name="pirate"))
+    assert not reply.ok and "pirate" in reply.text and "coder" in reply.text
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        a
+        for a in Action
+        if a.value.split()[-1] in {"set", "clear", "default", "create", "edit", "delete", "audit"}
+    ],
+)
+async def test_non_admins_are_refused_every_admin_command_and_nothing_is_written(
+    core: ChatCore, action: Action
+) -> None:
+    for who in (DANA, Actor("U3", "Unknown", is_admin=None)):
+        command = Command(
+            action, name="gpt-4" if action.value.startswith("model") else "mine", text="Be brief."
+        )
+        reply = await core.execute(CHANNEL, who, command)
+        assert not reply.ok and not reply.public and "admin" in reply.text.lower()
+    assert await core.store.list_audit(CHANNEL.workspace_key) == []
+    assert await core.store.get_settings([CHANNEL.key, CHANNEL.workspace_key]) == {}
+    assert await core.store.list_presets(CHANNEL.workspace_key) == []
+
+
+async def test_configured_admins_and_audit_log(upstream_settings: UpstreamSettings, tmp_path: Path) -> None:
+    chat = await ChatCore.open(
+        make_settings(upstream_settings, tmp_path / "a.db", admin_users=frozenset({"test:U1"}))
+    )
+    try:
+        assert chat.is_admin(CHANNEL, DANA)
+        assert not chat.is_admin(Scope.of("other", "W1", "C1"), DANA), "qualified ids apply to their platform"
+        assert (await chat.execute(CHANNEL, DANA, Command(Action.MODEL_SET, name="gpt-4"))).ok
+        assert (await chat.execute(CHANNEL, DANA, Command(Action.MODEL_SET, name="o3-mini"))).ok
+        entries = await chat.store.list_audit(CHANNEL.workspace_key)
+        assert [(e.action, e.old, e.new, e.actor_name) for e in entries] == [
+            ("model set", "gpt-4", "o3-mini", "Dana"),
+            ("model set", None, "gpt-4", "Dana"),
+        ]
+        audit = await chat.execute(CHANNEL, DANA, Command(Action.AUDIT))
+        assert "o3-mini" in audit.text and "Dana" in audit.text
+    finally:
+        await chat.aclose()
+
+
+async def test_custom_presets_create_use_edit_delete(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    created = await core.execute(
+        CHANNEL, ADMIN, parse_command('preset create pirate "Talks like a pirate" Arr. Be a pirate.')
+    )
+    assert created.ok, created.text
+    assert "pirate" in await core.preset_names(CHANNEL)
+    assert "pirate" not in await core.preset_names(Scope.of("test", "W2", "C1")), "presets are per workspace"
+    assert (await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_SET, name="pirate"))).ok
+    await ask(core, "ahoy")
+    assert fake_upstream.bodies[-1]["preset"] == "Arr. Be a pirate."  # type: ignore[index]
+    assert (await core.execute(CHANNEL, ADMIN, parse_command("preset edit pirate Arr, briefly."))).ok
+    await ask(core, "again")
+    assert fake_upstream.bodies[-1]["preset"] == "Arr, briefly."  # type: ignore[index]
+    dup = await core.execute(CHANNEL, ADMIN, parse_command("preset create pirate Other."))
+    assert not dup.ok
+    shadow = await core.execute(CHANNEL, ADMIN, parse_command("preset create coder Other."))
+    assert not shadow.ok and "built-in" in shadow.text
+    too_long = await core.execute(
+        CHANNEL, ADMIN, Command(Action.PRESET_CREATE, name="big", text="x" * 100_000)
+    )
+    assert not too_long.ok and "4,000" in too_long.text.replace("4000", "4,000")
+    assert (await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_DELETE, name="pirate"))).ok
+    await ask(core, "after delete")
+    assert fake_upstream.bodies[-1]["preset"] == BUILTIN_PRESETS["assistant"].prompt  # type: ignore[index]
+    actions = [e.action for e in await core.store.list_audit(CHANNEL.workspace_key)]
+    assert actions[:3] == ["preset delete", "preset edit", "preset set"]
+
+
+async def test_state_survives_a_restart(
+    upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    settings = make_settings(upstream_settings, tmp_path / "acechat.db")
+    first = await ChatCore.open(settings)
+    await first.execute(CHANNEL, ADMIN, Command(Action.PRESET_SET, name="coder"))
+    await ask(first, "before restart")
+    await first.aclose()
+
+    second = await ChatCore.open(settings)
+    try:
+        target = await ask(second, "after restart")
+    finally:
+        await second.aclose()
+    _, after = fake_upstream.bodies
+    assert after["id"] == next(iter(fake_upstream.conversations))  # type: ignore[index]
+    assert after["preset"] == BUILTIN_PRESETS["coder"].prompt  # type: ignore[index]
+    assert target.text.startswith("Answer 2 to:")
+
+
+ERRORS = [
+    (Behaviour.fail(401, "invalid_token"), "rejected this bot's API token"),
+    (Behaviour.fail(403, "used_up"), "balance is used up"),
+    (Behaviour.fail(403, "disabled"), "disabled"),
+    (Behaviour.fail(400, "bad_request"), "could not accept"),
+    (Behaviour.fail(500, "api_error"), "failed to answer"),
+    (Behaviour.fail(429, "too_many_requests"), "busy"),
+    (Behaviour(garbage_after=0, answer="x"), "could not read"),
+    (Behaviour(cut_after=1, answer="a long enough answer to be cut", fragment_size=4), "cut off"),
+    (Behaviour(error_after=1, answer="partial answer here", fragment_size=4), "failed"),
+    (Behaviour(answer=""), "empty"),
+]
+
+
+@pytest.mark.parametrize(("behaviour", "expected"), ERRORS, ids=[e[1] for e in ERRORS])
+async def test_every_upstream_failure_gives_the_user_a_short_clear_message(
+    core: ChatCore, fake_upstream: FakeUpstream, behaviour: Behaviour, expected: str
+) -> None:
+    # Retries would consume the queued failure and then succeed: queue enough for every attempt.
+    fake_upstream.queue(*([behaviour] * 3))
+    target = await ask(core, "hi")
+    assert expected.lower() in target.text.lower()
+    assert "⚠️" in target.text
+    assert "Traceback" not in target.text and fake_upstream.token not in target.text
+    fake_upstream.script.clear()
+    after = await ask(core, "still there?")
+    assert "Answer" in after.text, "the core keeps serving after a failure"
+
+
+async def test_connection_refused_and_timeouts(
+    upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    dead = dataclasses.replace(upstream_settings, base_url="http://127.0.0.1:9", retries=0)
+    chat = await ChatCore.open(make_settings(dead, tmp_path / "a.db"))
+    try:
+        target = await ask(chat, "hi")
+    finally:
+        await chat.aclose()
+    assert "cannot be reached" in target.text
+
+    slow = dataclasses.replace(upstream_settings, read_timeout=0.2, retries=0)
+    chat = await ChatCore.open(make_settings(slow, tmp_path / "b.db"))
+    fake_upstream.queue(Behaviour(latency=1.0))
+    try:
+        target = await ask(chat, "hi")
+    finally:
+        await chat.aclose()
+    assert "took too long" in target.text
+
+
+async def test_an_answer_that_runs_too_long_is_stopped(
+    upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    chat = await ChatCore.open(make_settings(upstream_settings, tmp_path / "a.db", answer_timeout=1.0))
+    fake_upstream.queue(Behaviour(answer="word " * 200, fragment_size=5, fragment_delay=0.05))
+    started = time.monotonic()
+    try:
+        target = await ask(chat, "go on forever")
+    finally:
+        await chat.aclose()
+    assert time.monotonic() - started < 3
+    assert target.text.startswith("word word")
+    assert "stopped because it ran too long" in target.text
+
+
+async def test_retries_happen_before_any_text_and_succeed(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Behaviour.fail(500, "api_error", retry_after="0"), Behaviour.fail(429, retry_after="0")
+    )
+    target = await ask(core, "hi")
+    assert target.text == "Answer 1 to: Dana: hi"
+    assert len(fake_upstream.requests) == 3
+
+
+async def test_a_forgotten_conversation_starts_a_new_one(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    await ask(core, "one")
+    fake_upstream.conversations.clear()
+    target = await ask(core, "two")
+    assert target.text.startswith("Answer 1 to: Dana: two")
+    assert "expired" in target.text
+    assert "id" not in fake_upstream.bodies[-1]  # type: ignore[operator]
+    await ask(core, "three")
+    assert fake_upstream.bodies[-1]["id"] == next(iter(fake_upstream.conversations))  # type: ignore[index]
+
+
+async def test_model_output_cannot_ping_anyone(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.queue(Behaviour(answer="Hey @everyone and @here, ping <@123> <@&456> <!channel>"))
+    target = await ask(core, "hi")
+    for live in ("@everyone", "@here", "<@123>", "<@&456>", "<!channel>"):
+        assert live not in target.text
+    assert "everyone" in target.text
+
+
+async def test_reasoning_is_folded_by_default(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.queue(Behaviour(answer="<think>secret chain of thought</think>The answer is 4."))
+    target = await ask(core, "2+2?")
+    assert target.text.endswith("The answer is 4.")
+    assert "<think>" not in target.text
+
+
+async def test_long_answers_stream_into_several_messages(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    answer = "\n".join(f"Line {i}: " + "lorem ipsum " * 6 for i in range(80))
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=50))
+    target = await ask(core, "long please")
+    posts = target.kinds("post")
+    assert len(posts) >= 3
+    assert all(len(text) <= 2000 for text in target.messages.values())
+    assert target.text.split() == answer.split(), "nothing lost or repeated at the splits"
+    assert target.kinds("edit"), "the answer is edited as it streams"
+
+
+async def test_edits_are_paced_and_the_last_one_does_not_wait(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="x" * 400, fragment_size=4, fragment_delay=0.01))
+    limits = TargetLimits(max_chars=2000, edit_burst=3, edit_window=0.6)
+    target = await ask(core, "stream", limits=limits)
+    edits = [c.at for c in target.kinds("edit")]
+    assert target.text == "x" * 400
+    # No sliding window of 0.6 s ever holds more than 3 edits.
+    for i, at in enumerate(edits):
+        assert len([t for t in edits[i:] if t - at < 0.6]) <= 3
+    assert len(edits) <= 6
+
+
+async def test_platform_rate_limits_are_honoured_and_the_final_text_arrives(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="y" * 300, fragment_size=10, fragment_delay=0.01))
+    target = await ask(core, "go", rate_limit_edits=2, retry_after=0.1)
+    assert len(target.kinds("rate_limited")) == 2
+    assert target.text == "y" * 300
+
+
+async def test_typing_is_shown_while_waiting_for_the_first_text(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(latency=0.3))
+    target = await ask(core, "slow")
+    typing = target.kinds("typing")
+    first_post = target.kinds("post")[0].at
+    assert len(typing) >= 3
+    assert all(t.at <= first_post for t in typing), "typing stops once text is visible"
+
+
+async def test_bad_questions_are_refused_with_a_notice(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    empty = await ask(core, "   ")
+    huge = await ask(core, "x" * 1_000_000)
+    assert "Ask me something" in empty.notices[0]
+    assert "1,000,000 characters" in huge.notices[0] and "8,000" in huge.notices[0]
+    assert fake_upstream.requests == []
+    assert not empty.kinds("post") and not huge.kinds("post")
+
+
+async def test_rate_limits_per_user_and_channel(upstream_settings: UpstreamSettings, tmp_path: Path) -> None:
+    settings = make_settings(
+        upstream_settings, tmp_path / "a.db", user_rate=RateLimit(2, 60), channel_rate=RateLimit(3, 60)
+    )
+    chat = await ChatCore.open(settings)
+    try:
+        assert (await chat.ask(Question(CHANNEL, DANA, "1"), RecordingTarget())) is Outcome.ANSWERED
+        assert (await chat.ask(Question(CHANNEL, DANA, "2"), RecordingTarget())) is Outcome.ANSWERED
+        third = RecordingTarget()
+        assert (await chat.ask(Question(CHANNEL, DANA, "3"), third)) is Outcome.REFUSED
+        assert "try again in" in third.notices[0]
+        assert (await chat.ask(Question(CHANNEL, ADMIN, "4"), RecordingTarget())) is Outcome.ANSWERED
+        busy = RecordingTarget()
+        assert (await chat.ask(Question(CHANNEL, Actor("U7", "Kim"), "5"), busy)) is Outcome.REFUSED
+        assert "channel" in busy.notices[0]
+    finally:
+        await chat.aclose()
+
+
+async def test_attachments_become_references_and_skips_are_explained(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    files = (
+        Attachment("https://cdn.example/cat.png", "cat.png", "image/png", 1000),
+        Attachment("https://cdn.example/tool.exe", "tool.exe", "application/octet-stream", 1000),
+    )
+    target = RecordingTarget()
+    await core.ask(Question(CHANNEL, DANA, "what is this?", files), target)
+    assert fake_upstream.bodies[0]["references"] == ["https://cdn.example/cat.png"]  # type: ignore[index]
+    assert "tool.exe" in target.text and "Skipped" in target.text
+
+
+async def test_shutdown_waits_for_answers_in_flight(
+    upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    chat = await ChatCore.open(make_settings(upstream_settings, tmp_path / "a.db"))
+    fake_upstream.queue(Behaviour(latency=0.3))
+    target = RecordingTarget()
+    task = asyncio.create_task(chat.ask(Question(CHANNEL, DANA, "slow"), target))
+    await fake_upstream.wait_for_requests(1)
+    await chat.drain()
+    late = RecordingTarget()
+    assert await chat.ask(Question(CHANNEL, DANA, "late"), late) is Outcome.REFUSED
+    await chat.aclose()
+    assert await task is Outcome.ANSWERED
+    assert target.text.startswith("Answer 1")
+    assert "restarting" in late.notices[0]
+
+
+async def test_a_failing_platform_does_not_crash_the_core(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    class Broken(RecordingTarget):
+        async def post(self, text: str) -> str:
+            raise RuntimeError("missing permissions")
+
+    assert await core.ask(Question(CHANNEL, DANA, "hi"), Broken()) is Outcome.FAILED
+    assert (await ask(core, "next")).text.startswith("Answer")
