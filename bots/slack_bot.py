@@ -205,7 +205,7 @@ class SlackAdapter:
         await self._check_tokens()
         if settings.app_token is not None:
             self._socket = AsyncSocketModeHandler(app, app_token=settings.app_token)
-            await self._socket.connect_async()
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
             log.info("slack: connected in Socket Mode")
             return
         self._runner = web.AppRunner(
@@ -266,7 +266,7 @@ class SlackAdapter:
             return
         self._closing = True
         if self._socket is not None:
-            await self._socket.close_async()
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
             await self._runner.cleanup()
         if self._tasks:

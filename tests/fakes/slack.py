@@ -86,7 +86,7 @@ class Response:
 
     @property
     def ephemeral(self) -> bool:
-        return self.body.get("response_type", "ephemeral") == "ephemeral"
+        return bool(self.body.get("response_type", "ephemeral") == "ephemeral")
 
 
 @dataclass(frozen=True)

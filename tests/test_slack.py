@@ -1,0 +1,387 @@
+"""The Slack adapter end to end: real slack-bolt over loopback against FakeSlack and FakeUpstream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bots.runtime import StartupError
+from bots.slack_bot import EVENTS_PATH, SlackAdapter
+from core.chat import ChatCore
+from core.presets import BUILTIN_PRESETS
+from core.settings import Settings, SlackSettings, UpstreamSettings
+from core.upstream import USED_UP
+from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
+from tests.fakes.upstream import Behaviour, FakeUpstream
+
+ADMIN = "UADMIN"
+
+
+@dataclass
+class Bot:
+    core: ChatCore
+    adapter: SlackAdapter
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.adapter.port}{EVENTS_PATH}"
+
+
+@pytest_asyncio.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(admins={ADMIN}) as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
+    return Settings(
+        upstream=replace(upstream_settings, read_timeout=10.0),
+        slack=SlackSettings(
+            bot_token=BOT_TOKEN,
+            signing_secret=SIGNING_SECRET,
+            api_url=slack.api_url,
+            command="/aichat",
+            port=0,
+        ),
+        db_path=tmp_path / "acechat.db",
+        shutdown_grace=5.0,
+    )
+
+
+@asynccontextmanager
+async def running(settings: Settings, *, process_before_response: bool = True) -> AsyncIterator[Bot]:
+    """The core and the adapter as `acechat slack` runs them (tests may wait for the listener's work)."""
+    assert settings.slack is not None
+    core = await ChatCore.open(settings)
+    adapter = SlackAdapter(
+        core, settings.slack, host="127.0.0.1", process_before_response=process_before_response
+    )
+    await adapter.start()
+    try:
+        yield Bot(core, adapter)
+    finally:
+        await adapter.close()
+        await core.aclose()
+
+
+@pytest_asyncio.fixture
+async def bot(settings: Settings) -> AsyncIterator[Bot]:
+    # process_before_response=True: the listener has queued its work when the HTTP reply comes, so a
+    # test can `await adapter.idle()` instead of polling. The listener still only acks and queues.
+    async with running(settings) as b:
+        yield b
+
+
+async def ask(slack: FakeSlack, bot: Bot, text: str, *, user: str = "U1", channel: str = "C1") -> str:
+    """Run `/aichat TEXT` to the end; return the response_url key."""
+    payload = slack.command(text, user=user, channel=channel)
+    delivery = await slack.deliver_http(bot.url, payload)
+    assert delivery.status == 200
+    await bot.adapter.idle()
+    return payload["response_url"].rsplit("/", 1)[1]
+
+
+async def test_command_is_acked_before_a_slow_answer_which_is_then_posted_and_updated(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Behaviour(latency=2.0, answer="The answer is " + "forty-two " * 20, fragment_delay=0.05)
+    )
+    async with running(settings, process_before_response=False) as bot:
+        started = time.monotonic()
+        delivery = await slack.deliver_http(bot.url, slack.command("what is the answer?"))
+        assert delivery.status == 200
+        assert delivery.elapsed < 1.0
+        assert not slack.calls_to("chat.update")
+
+        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 2 and slack.calls_to("chat.update"), 10)
+        await bot.adapter.idle()
+    assert time.monotonic() - started >= 2.0
+    echo, answer = slack.in_channel("C1")
+    assert echo.text == "*<@U1>* asked: what is the answer?"
+    assert answer.text == ("The answer is " + "forty-two " * 20).strip()
+    assert len(answer.versions) >= 2 and answer.versions[0] != answer.text
+    assert fake_upstream.bodies[0] is not None and fake_upstream.bodies[0]["question"].endswith(
+        "what is the answer?"
+    )
+
+
+async def test_follow_ups_reuse_the_channel_conversation(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    await ask(slack, bot, "first question")
+    await ask(slack, bot, "second question", user="U2")
+    first, second = fake_upstream.bodies
+    assert first is not None and second is not None
+    assert "id" not in first or first["id"] is None
+    assert second["id"] in fake_upstream.conversations
+    assert slack.in_channel("C1")[-1].text.startswith("Answer 2 to:")
+
+
+async def test_presets_are_for_admins_and_reach_the_next_question(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    name = next(n for n in BUILTIN_PRESETS if n != bot.core.settings.default_preset)
+    refused = await ask(slack, bot, f"preset set {name}", user="U1")
+    [reply] = slack.responses_to(refused)
+    assert reply.ephemeral and "admin" in reply.text.lower()
+
+    # An admin whose users.info lookup fails is not trusted.
+    slack.admins.add("UBOSS")
+    slack.users_info_fails = True
+    failed_lookup = await ask(slack, bot, f"preset set {name}", user="UBOSS")
+    assert slack.responses_to(failed_lookup)[0].ephemeral
+
+    slack.users_info_fails = False
+    accepted = await ask(slack, bot, f"preset set {name}", user=ADMIN)
+    [reply] = slack.responses_to(accepted)
+    assert not reply.ephemeral, reply.text
+    assert not slack.in_channel("C1")
+
+    await ask(slack, bot, "hello with a preset")
+    body = fake_upstream.bodies[-1]
+    assert body is not None and body["preset"] == BUILTIN_PRESETS[name].prompt
+
+    # A thread under a mention inherits the channel's preset.
+    await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and in a thread?"))
+    await bot.adapter.idle()
+    body = fake_upstream.bodies[-1]
+    assert body is not None and body["preset"] == BUILTIN_PRESETS[name].prompt
+    # The admin's users.info was looked up once, then cached.
+    admin_lookups = [c for c in slack.calls_to("users.info") if c.params.get("user") == ADMIN]
+    assert len(admin_lookups) == 1
+
+
+async def test_a_mention_is_answered_in_a_thread_that_keeps_its_own_conversation(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    await ask(slack, bot, "a channel question")
+    mention = slack.mention(f"<@{BOT_USER_ID}> summarise   this &amp; that")
+    thread = mention["event"]["ts"]
+    await slack.deliver_http(bot.url, mention)
+    await bot.adapter.idle()
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text.startswith("Answer 1 to:")
+    body = fake_upstream.bodies[-1]
+    assert body is not None and body["question"].endswith("summarise   this & that")
+    assert "<@" not in body["question"]
+
+    await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and then?", thread_ts=thread))
+    await bot.adapter.idle()
+    assert [m.text[:8] for m in slack.in_channel("C1", thread)] == ["Answer 1", "Answer 2"]
+    follow_up = fake_upstream.bodies[-1]
+    assert follow_up is not None
+    # The thread continues the conversation its first mention started, not the channel's.
+    thread_turns = fake_upstream.conversations[follow_up["id"]]
+    assert thread_turns[0]["question"].endswith("summarise   this & that")
+    assert len(slack.in_channel("C1")) == 2  # the channel question's echo and answer, nothing more
+
+
+async def test_direct_messages_are_a_conversation_and_bot_messages_are_ignored(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    await slack.deliver_http(bot.url, slack.direct_message("hi in private"))
+    await slack.deliver_http(bot.url, slack.direct_message("edited", subtype="message_changed"))
+    await slack.deliver_http(bot.url, slack.direct_message("from a bot", user="U9", bot_id="B9"))
+    await bot.adapter.idle()
+    assert len(fake_upstream.requests) == 1
+    [answer] = slack.in_channel("D1")
+    assert answer.text.startswith("Answer 1 to:") and answer.text.endswith("hi in private")
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"secret": "wrong-secret"},
+        {"timestamp": time.time() - 600},
+        {"signed": False},
+    ],
+    ids=["forged", "stale", "unsigned"],
+)
+async def test_a_bad_signature_is_rejected_before_any_handler(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream, how: dict[str, object]
+) -> None:
+    at_startup = len(slack.calls)
+    delivery = await slack.deliver_http(bot.url, slack.command("hello"), **how)  # type: ignore[arg-type]
+    await bot.adapter.idle()
+    assert delivery.status == 401
+    assert len(slack.calls) == at_startup and slack.responses == [] and fake_upstream.requests == []
+
+
+@pytest.mark.parametrize("token", ["bot", "app", "secret"])
+async def test_a_rejected_token_or_missing_secret_stops_startup_with_a_clear_error(
+    settings: Settings, token: str
+) -> None:
+    assert settings.slack is not None
+    changes = {
+        "bot": {"bot_token": "xoxb-wrong"},
+        "app": {"app_token": "xapp-wrong"},
+        "secret": {"signing_secret": None},
+    }[token]
+    core = await ChatCore.open(settings)
+    adapter = SlackAdapter(core, replace(settings.slack, **changes), host="127.0.0.1")  # type: ignore[arg-type]
+    try:
+        with pytest.raises(StartupError, match="SLACK_") as caught:
+            await adapter.start()
+        assert "wrong" not in str(caught.value)
+    finally:
+        await adapter.close()
+        await core.aclose()
+
+
+async def test_a_redelivered_event_is_answered_once_even_after_a_restart(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    event = slack.mention(f"<@{BOT_USER_ID}> only once please")
+    command = slack.command("once as well")
+    async with running(settings) as bot:
+        for retry in (None, 1):
+            assert (await slack.deliver_http(bot.url, event, retry_num=retry)).status == 200
+            assert (await slack.deliver_http(bot.url, command, retry_num=retry)).status == 200
+            await bot.adapter.idle()
+    async with running(settings) as bot:
+        assert (await slack.deliver_http(bot.url, event, retry_num=2)).status == 200
+        assert (await slack.deliver_http(bot.url, command, retry_num=2)).status == 200
+        await bot.adapter.idle()
+    assert len(fake_upstream.requests) == 2
+    assert len(slack.calls_to("chat.postMessage")) == 3  # one answer in the thread; an echo and an answer
+
+
+async def test_an_upstream_403_gives_a_clear_message(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour.fail(403, "used_up", "balance exhausted"))
+    await ask(slack, bot, "will this work?")
+    _, answer = slack.in_channel("C1")
+    assert USED_UP in answer.text
+    assert "Traceback" not in answer.text and "403" not in answer.text
+
+
+async def test_a_long_answer_arrives_as_several_messages_under_the_limit(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    paragraphs = [f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 12 for i in range(30)]
+    text = "\n\n".join(paragraphs)
+    assert len(text) > 9000
+    fake_upstream.queue(Behaviour(answer=text, fragment_size=400))
+    await ask(slack, bot, "tell me a lot")
+    answers = slack.in_channel("C1")[1:]
+    assert len(answers) >= 3
+    assert all(len(m.text) <= 4000 for m in answers)
+    assert slack.too_long == 0
+    shown = "\n\n".join(m.text for m in answers)
+    assert all(p.strip() in shown for p in paragraphs)
+
+
+async def test_markdown_is_converted_to_mrkdwn_and_escaped(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Behaviour(answer="**Bold** and [a link](https://example.com) if a < b & c <!here> <@U2>\n\n- item")
+    )
+    await ask(slack, bot, "format please <!channel>")
+    echo, answer = slack.in_channel("C1")
+    assert answer.text.startswith("*Bold* and <https://example.com|a link> if a &lt; b &amp; c ")
+    assert answer.text.endswith("\n\n• item")
+    for text in (echo.text, answer.text):
+        assert "<!" not in text and "<@U2" not in text
+
+
+@pytest.mark.parametrize("text", ["", "help", "preset frobnicate", "reset now", "hlep"])
+async def test_help_and_unknown_subcommands_get_help(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream, text: str
+) -> None:
+    key = await ask(slack, bot, text)
+    [reply] = slack.responses_to(key)
+    assert reply.ephemeral and "preset list" in reply.text
+    assert fake_upstream.requests == [] and not slack.in_channel("C1")
+
+
+async def test_a_refused_question_leaves_nothing_in_the_channel(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    key = await ask(slack, bot, "x" * (bot.core.settings.max_question_chars + 1))
+    [reply] = slack.responses_to(key)
+    assert reply.ephemeral and "limit" in reply.text
+    assert slack.calls_to("chat.delete") and not slack.in_channel("C1")
+    assert fake_upstream.requests == []
+
+
+async def test_chat_update_429_is_honoured_and_the_final_text_still_arrives(
+    settings: Settings, fake_upstream: FakeUpstream
+) -> None:
+    full = " ".join(f"word{i}" for i in range(150))
+    fake_upstream.queue(Behaviour(answer=full, fragment_size=20, fragment_delay=0.03))
+    async with FakeSlack(update_burst=1, update_per_minute=120) as strict:
+        assert settings.slack is not None
+        tight = replace(settings, slack=replace(settings.slack, api_url=strict.api_url))
+        async with running(tight) as bot:
+            await ask(strict, bot, "stream a lot")
+        assert strict.rate_limited >= 1
+        assert strict.in_channel("C1")[-1].text == full
+
+
+async def test_close_lets_an_answer_in_flight_finish(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(latency=0.5, answer="finished anyway"))
+    async with running(settings) as bot:
+        await slack.deliver_http(bot.url, slack.command("slow one"))
+        await fake_upstream.wait_for_requests(1)
+        await bot.adapter.close()
+        assert not bot.adapter.connected
+    assert slack.in_channel("C1")[-1].text == "finished anyway"
+
+
+async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    assert settings.slack is not None
+    socket_settings = replace(
+        settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None)
+    )
+    fake_upstream.queue(Behaviour(latency=0.5, answer="over the socket"))
+    async with running(socket_settings, process_before_response=False) as bot:
+        assert bot.adapter.connected and bot.adapter.port is None
+        sent = time.monotonic()
+        envelope = await slack.deliver_socket(slack.command("via socket"))
+        ack = await slack.wait_for_ack(envelope)
+        assert ack.at - sent < 1.0 and not ack.payload
+        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 2, 5)
+
+        mention = slack.mention(f"<@{BOT_USER_ID}> retried")
+        first = await slack.deliver_socket(mention)
+        again = await slack.deliver_socket(mention, retry_attempt=1)
+        await slack.wait_for_ack(first)
+        await slack.wait_for_ack(again)
+        await slack.wait_until(lambda: len(slack.in_channel("C1", mention["event"]["ts"])) == 1, 5)
+        await bot.adapter.idle()
+        await asyncio.sleep(0.05)
+        await bot.adapter.idle()
+    assert slack.in_channel("C1")[-1].text == "over the socket"
+    assert len(fake_upstream.requests) == 2
+
+
+async def test_socket_mode_reconnects_after_slack_drops_the_connection(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    assert settings.slack is not None
+    socket_settings = replace(
+        settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None)
+    )
+    async with running(socket_settings) as bot:
+        await slack.wait_for_socket(1)
+        await slack.drop_socket()
+        await slack.wait_for_socket(2)
+        await slack.wait_for_ack(await slack.deliver_socket(slack.command("still there?")))
+        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 2)
+        assert bot.adapter.connected
+    assert slack.in_channel("C1")[-1].text.endswith("still there?")
