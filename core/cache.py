@@ -8,8 +8,6 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-_MISSING = object()
-
 
 class LRU(Generic[K, V]):
     def __init__(self, capacity: int) -> None:
@@ -25,11 +23,12 @@ class LRU(Generic[K, V]):
         return key in self._items
 
     def get(self, key: K) -> V | None:
-        value = self._items.get(key, _MISSING)
-        if value is _MISSING:
+        try:
+            value = self._items[key]
+        except KeyError:
             return None
         self._items.move_to_end(key)
-        return value  # type: ignore[return-value]
+        return value
 
     def put(self, key: K, value: V) -> None:
         self._items[key] = value

@@ -23,7 +23,7 @@ from core.errors import UpstreamError
 from core.permissions import is_admin, may_run
 from core.presets import BUILTIN_PRESETS, Preset, resolve_preset_name
 from core.ratelimit import SlidingWindow, retry_in_text
-from core.sanitize import format_answer
+from core.sanitize import format_answer, parse_thinking_mode
 from core.scope import Scope
 from core.serial import ScopeQueue
 from core.settings import Settings
@@ -73,6 +73,7 @@ class ChatCore:
         self._channel_limit = SlidingWindow(settings.channel_rate)
         self._settings_cache: LRU[str, ScopeSettings | None] = LRU(CACHE_SIZE)
         self._conversations: LRU[str, ConversationRecord | None] = LRU(CACHE_SIZE)
+        self._thinking = parse_thinking_mode(settings.thinking)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -263,7 +264,7 @@ class ChatCore:
     async def _stream(
         self, turn: Turn, reply: StreamingReply, notes: list[str]
     ) -> tuple[str, str | None, str | None]:
-        mode = self.settings.thinking
+        mode = self._thinking
         started = time.monotonic()
         answer = ""
         conversation_id = turn.conversation_id
@@ -277,7 +278,7 @@ class ChatCore:
                     answer = chunk.answer
                     conversation_id = chunk.conversation_id or conversation_id
                     trace_id = chunk.trace_id or trace_id
-                    reply.update(format_answer(answer, thinking_mode=mode, streaming=True))  # type: ignore[arg-type]
+                    reply.update(format_answer(answer, thinking_mode=mode, streaming=True))
         except TimeoutError:
             if not answer:
                 raise UpstreamError(
@@ -285,7 +286,7 @@ class ChatCore:
                 ) from None
             notes.append("_The answer was stopped because it ran too long._")
         metrics.UPSTREAM_SECONDS.observe(time.monotonic() - started)
-        final = format_answer(answer, thinking_mode=mode)  # type: ignore[arg-type]
+        final = format_answer(answer, thinking_mode=mode)
         if notes:
             final = f"{final.rstrip()}\n\n" + "\n".join(notes)
         await reply.finish(final)
