@@ -51,7 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.slack.app_token or "",
             settings.slack.signing_secret or "",
         ]
-    configure_logging(settings.log_level, json_lines=settings.log_json, secrets=secrets)
+    level = settings.log_level
+    if args.command == "console" and level == "INFO":
+        # Routine INFO lines would interleave with the chat in the terminal.
+        level = "WARNING"
+    configure_logging(level, json_lines=settings.log_json, secrets=secrets)
 
     if args.command == "check":
         adapters = [name for name, on in (("discord", settings.discord), ("slack", settings.slack)) if on]
