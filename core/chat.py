@@ -139,6 +139,10 @@ class ChatCore:
             )
             await reply.abort()
             outcome = Outcome.FAILED
+            await self._notify(
+                target,
+                "I couldn't post my answer here; an admin should check my permissions in this channel.",
+            )
         finally:
             self._in_flight -= 1
             metrics.IN_FLIGHT.dec()

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 _active: weakref.WeakKeyDictionary[EditBudget, int] = weakref.WeakKeyDictionary()
 
 EMPTY_ANSWER = "_(The model returned no text.)_"
+# Longest wait before looking at a shared budget again: other answers may finish and free their reserve.
+SHARED_RECHECK = 1.0
 
 
 class EditPacer:
@@ -167,8 +169,8 @@ class StreamingReply:
                 # Freezing an earlier message, or the last edit, may use the reserved slot.
                 final = self._done or index < len(self._handles) - 1
                 wait = self._pacer.delay(final)
-                if wait <= 0 and self._shared is not None and not self._take_shared(final):
-                    wait = max(self._shared.delay(), 0.01)
+                if wait <= 0 and self._shared is not None:
+                    wait = self._take_shared(final)
                 if wait > 0:
                     await self._sleep(wait)
                     continue
@@ -182,10 +184,14 @@ class StreamingReply:
                 else:
                     _active.pop(self._shared, None)
 
-    def _take_shared(self, final: bool) -> bool:
+    def _take_shared(self, final: bool) -> float:
+        """Take a call from the shared budget: 0.0 on success, else how long to wait before trying again."""
         assert self._shared is not None
         reserve = 0 if final else _active.get(self._shared, 1)
-        return self._shared.try_acquire(reserve)
+        if self._shared.try_acquire(reserve):
+            return 0.0
+        # With more answers streaming than the budget holds, intermediate edits wait for others to finish.
+        return min(max(self._shared.delay(reserve), 0.01), SHARED_RECHECK)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when the answer completes: the final edit may go sooner."""

@@ -47,8 +47,8 @@ class EditBudget(Protocol):
         """Take one call if more than `reserve` remain; never waits."""
         ...
 
-    def delay(self) -> float:
-        """Seconds until one more call is available."""
+    def delay(self, reserve: int = 0) -> float:
+        """Seconds until `try_acquire(reserve)` could succeed (infinite if it never can)."""
         ...
 
     def penalize(self, seconds: float) -> None:
