@@ -68,11 +68,12 @@ class AceClient(discord.AutoShardedClient):
     """An auto-sharded client whose events go to the core."""
 
     def __init__(self, core: ChatCore, settings: DiscordSettings, **options: Any) -> None:
+        if settings.shard_ids is not None:
+            options["shard_ids"] = list(settings.shard_ids)
         super().__init__(
             intents=intents(),
             allowed_mentions=NO_MENTIONS,
             shard_count=settings.shard_count,
-            shard_ids=settings.shard_ids,
             # Longer waits surface as discord.RateLimited, which the targets hand to the core.
             max_ratelimit_timeout=30.0,
             **options,

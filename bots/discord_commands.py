@@ -11,7 +11,8 @@ members still see the channel's preset and model with /status.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -29,7 +30,7 @@ ADMIN_HINT = discord.Permissions(manage_guild=True)
 MAX_CHOICES = 25  # Discord's limit for autocomplete choices
 FAILED = "Something went wrong on my side; the operator's log has the details."
 
-Complete = Callable[[discord.Interaction, str], Awaitable[list[app_commands.Choice[str]]]]
+Complete = Callable[[discord.Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]
 
 
 def interaction_scope(interaction: discord.Interaction) -> Scope:

@@ -39,7 +39,7 @@ class MessageTarget:
     def __init__(self, message: discord.Message) -> None:
         self._message = message
         self._channel = message.channel
-        self._replied = False
+        self._sent: dict[str, discord.Message] = {}
 
     @property
     def limits(self) -> TargetLimits:
@@ -47,18 +47,16 @@ class MessageTarget:
 
     async def post(self, text: str) -> str:
         with _long_limits():
-            if self._replied:
+            if self._sent:
                 sent = await self._channel.send(text, allowed_mentions=NO_MENTIONS)
             else:
                 sent = await self._reply(text)
-                self._replied = True
+        self._sent[str(sent.id)] = sent
         return str(sent.id)
 
     async def edit(self, handle: str, text: str) -> None:
         with _long_limits():
-            await self._channel.get_partial_message(int(handle)).edit(
-                content=text, allowed_mentions=NO_MENTIONS
-            )
+            await self._sent[handle].edit(content=text, allowed_mentions=NO_MENTIONS)
 
     async def typing(self) -> None:
         await self._channel.typing()

@@ -1,0 +1,464 @@
+"""The Discord adapter end to end: real discord.py over loopback against FakeDiscord and FakeUpstream."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bots.discord_bot import DiscordAdapter, DiscordStartupError, invite_url, run_discord
+from core.chat import ChatCore
+from core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
+from tests.fakes.discord import EPHEMERAL, FakeDiscord, FakeMessage, attachment_payload
+from tests.fakes.upstream import Behaviour, FakeUpstream
+
+BOT = f"<@{FakeDiscord.BOT_ID}>"
+
+
+@pytest.fixture(autouse=True)
+def restore_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapter points discord.py's process-wide endpoints at the fake; put them back afterwards."""
+    monkeypatch.setattr(Route, "BASE", Route.BASE)
+    monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", DiscordWebSocket.DEFAULT_GATEWAY)
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(tmp_path: Path, upstream_settings: UpstreamSettings) -> Settings:
+    return Settings(
+        # No retries: a scripted upstream error reaches the user at once.
+        upstream=replace(upstream_settings, retries=0),
+        db_path=tmp_path / "acechat.db",
+        user_rate=RateLimit(0, 60.0),
+        channel_rate=RateLimit(0, 60.0),
+        shutdown_grace=5.0,
+    )
+
+
+@pytest_asyncio.fixture
+async def core(settings: Settings) -> AsyncIterator[ChatCore]:
+    chat = await ChatCore.open(settings)
+    try:
+        yield chat
+    finally:
+        await chat.aclose()
+
+
+def discord_settings(fake: FakeDiscord, **changes: object) -> DiscordSettings:
+    base = DiscordSettings(token=fake.token, api_base_url=fake.api_base, gateway_url=fake.gateway_url)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest_asyncio.fixture
+async def bot(fake: FakeDiscord, core: ChatCore) -> AsyncIterator[DiscordAdapter]:
+    adapter = DiscordAdapter(core, discord_settings(fake), guild_ready_timeout=0.05, connect_timeout=10)
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.close(grace=2.0)
+
+
+async def answer_to(
+    fake: FakeDiscord, message_id: int, final: str, seconds: float = 5.0
+) -> list[FakeMessage]:
+    """The bot's messages answering `message_id` (the reply, then its continuations), once the last ends
+    with `final`."""
+
+    def thread() -> list[FakeMessage]:
+        replies = [m for m in fake.bot_messages() if m.reference_id == message_id]
+        if not replies:
+            return []
+        first = replies[0]
+        later = fake.bot_messages(first.channel_id)
+        return [first, *(m for m in later if m.id > first.id and m.reference_id is None)]
+
+    await fake.wait_for(lambda: bool(thread()) and thread()[-1].content.endswith(final), seconds)
+    return thread()
+
+
+def expected(question: str, turn: int = 1, author: str = "Max") -> str:
+    """The fake upstream's default answer to the n-th turn of a conversation."""
+    return f"Answer {turn} to: {author}: {question}"
+
+
+# --- mentions and streaming -------------------------------------------------------------------------
+
+
+async def test_mention_streams_a_reply_that_continues_past_2000_characters(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    paragraphs = [f"Paragraph {i}: " + "log rotation keeps disks from filling up. " * 8 for i in range(12)]
+    code = "```python\n" + "\n".join(f"print('line {i}')" for i in range(60)) + "\n```"
+    answer = "\n\n".join([*paragraphs[:5], code, *paragraphs[5:]])
+    assert len(answer) > 4000
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=120, fragment_delay=0.03))
+
+    asked = await fake.post_message(f"{BOT} how do I rotate a log file?")
+    messages = await answer_to(fake, asked, paragraphs[-1].strip(), seconds=15)
+
+    body = fake_upstream.bodies[0]
+    assert body is not None and body["question"] == "Max: how do I rotate a log file?"
+    assert len(messages) >= 3
+    first = messages[0]
+    assert first.reference_id == asked  # a reply to the question
+    assert first.edits >= 1 and len(first.versions[0]) < len(first.content)  # streamed, not posted whole
+    assert all(len(m.content) <= 2000 for m in messages)
+    assert all(m.content.count("```") % 2 == 0 for m in messages)  # every code block closed in its message
+
+    def words(text: str) -> list[str]:
+        return [w for line in text.splitlines() if not line.startswith("```") for w in line.split()]
+
+    assert words("\n".join(m.content for m in messages)) == words(answer)
+    assert fake.rate_limited == 0
+    assert any(channel == fake.CHANNEL_ID for channel, _ in fake.typing)
+
+
+async def test_follow_up_mentions_reuse_the_upstream_conversation(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    first = await fake.post_message(f"{BOT} hello")
+    await answer_to(fake, first, expected("hello"))
+    second = await fake.post_message(f"{BOT}   and again?")
+    await answer_to(fake, second, expected("and again?", turn=2))
+
+    one, two = fake_upstream.bodies
+    assert one is not None and two is not None
+    assert "id" not in one or one["id"] is None
+    assert two["id"] == next(iter(fake_upstream.conversations))
+
+
+async def test_a_reply_to_the_bot_counts_as_addressing_it(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    first = await fake.post_message(f"{BOT} hello")
+    [answer] = await answer_to(fake, first, expected("hello"))
+    follow = await fake.post_message("tell me more", reply_to=answer.id, ping_reply=False)
+    await answer_to(fake, follow, expected("tell me more", turn=2))
+
+
+async def test_a_mention_with_no_text_gets_a_short_help_line(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    asked = await fake.post_message(BOT)
+    await fake.wait_for(lambda: any(m.reference_id == asked for m in fake.bot_messages()))
+    [notice] = [m for m in fake.bot_messages() if m.reference_id == asked]
+    assert 0 < len(notice.content) < 300
+    assert fake_upstream.requests == []
+
+
+async def test_bots_itself_and_everyone_alone_are_ignored(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    await fake.post_message(f"{BOT} from a bot", author=fake.other_bot)
+    await fake.post_message("@everyone is anyone there?")
+    await fake.post_message("@here hello")
+    await fake.post_message("no mention at all")
+    last = await fake.post_message(f"{BOT} only this one")
+    await answer_to(fake, last, expected("only this one"))
+    await asyncio.sleep(0.2)  # the bot's own echoed messages arrive too; they must not trigger anything
+    assert [b["question"] for b in fake_upstream.bodies if b] == ["Max: only this one"]
+
+
+async def test_a_thread_is_its_own_conversation_with_the_parent_channels_preset(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    created = await fake.slash(
+        "preset create", {"name": "pirate", "prompt": "Talk like a pirate."}, user=fake.admin
+    )
+    await fake.wait_for(lambda: bool(created.callbacks))
+    chosen = await fake.slash("preset set", {"name": "pirate"}, user=fake.admin)
+    await fake.wait_for(lambda: bool(chosen.callbacks))
+
+    in_channel = await fake.post_message(f"{BOT} ahoy")
+    await answer_to(fake, in_channel, expected("ahoy"))
+    in_thread = await fake.post_message(f"{BOT} ahoy in a thread", channel_id=fake.THREAD_ID)
+    [reply] = await answer_to(fake, in_thread, expected("ahoy in a thread"))
+    assert reply.channel_id == fake.THREAD_ID
+
+    channel_body, thread_body = fake_upstream.bodies
+    assert channel_body is not None and thread_body is not None
+    assert channel_body["preset"] == thread_body["preset"] == "Talk like a pirate."
+    assert thread_body.get("id") is None  # a new conversation, not the channel's
+    assert len(fake_upstream.conversations) == 2
+
+
+async def test_direct_messages_need_no_mention(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    asked = await fake.post_message("what is a DM?", channel_id=fake.DM_CHANNEL_ID)
+    [reply] = await answer_to(fake, asked, expected("what is a DM?"))
+    assert reply.channel_id == fake.DM_CHANNEL_ID
+
+
+async def test_two_mentions_at_once_are_answered_in_order(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    gate = asyncio.Event()
+    fake_upstream.queue(Behaviour(gate=gate))
+    first = await fake.post_message(f"{BOT} first")
+    second = await fake.post_message(f"{BOT} second")
+    await fake_upstream.wait_for_requests(1)
+    await asyncio.sleep(0.2)
+    assert len(fake_upstream.requests) == 1  # the second question waits for the first answer
+    gate.set()
+    [one] = await answer_to(fake, first, expected("first"))
+    [two] = await answer_to(fake, second, expected("second", turn=2))
+    assert one.id < two.id
+    assert [b["question"] for b in fake_upstream.bodies if b] == ["Max: first", "Max: second"]
+
+
+# --- what the bot sends ---------------------------------------------------------------------------
+
+
+async def test_nothing_the_model_writes_pings_anyone(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    fake_upstream.queue(
+        Behaviour(answer=f"@everyone @here look at <@123> and <@&456> and <@{fake.ADMIN_ID}>")
+    )
+    asked = await fake.post_message(f"{BOT} ping people please")
+    [reply] = await answer_to(fake, asked, f"{fake.ADMIN_ID}>")
+    assert reply.pings() == set()
+    for body in reply.bodies:  # the post and every edit
+        allowed = body["allowed_mentions"]
+        assert allowed["parse"] == [] and not allowed.get("users") and not allowed.get("roles")
+        assert allowed.get("replied_user", False) is False
+
+
+async def test_attachments_go_upstream_as_references(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    image = attachment_payload(901, "diagram.png", content_type="image/png")
+    binary = attachment_payload(902, "tool.exe", content_type="application/octet-stream")
+    asked = await fake.post_message(f"{BOT} what is in these?", attachments=[image, binary])
+    [reply] = await answer_to(fake, asked, "._")
+    assert "tool.exe" in reply.content  # the answer says what was skipped
+
+    earlier = await fake.post_message(
+        "here is a screenshot", attachments=[attachment_payload(903, "shot.jpg")]
+    )
+    follow = await fake.post_message(f"{BOT} and this one?", reply_to=earlier, ping_reply=False)
+    await answer_to(fake, follow, expected("and this one?", turn=2))
+
+    first, second = fake_upstream.bodies
+    assert first is not None and second is not None
+    assert first["references"] == [image["url"]]
+    assert second["references"] == ["https://cdn.discordapp.com/attachments/1/903/shot.jpg"]
+
+
+async def test_upstream_403_and_429_give_clear_messages_and_the_bot_keeps_serving(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    fake_upstream.queue(Behaviour.fail(403, "used_up"), Behaviour.fail(429, "too_many_requests"))
+    used_up = await fake.post_message(f"{BOT} one")
+    await fake.wait_for(lambda: any(m.reference_id == used_up for m in fake.bot_messages()))
+    busy = await fake.post_message(f"{BOT} two")
+    await fake.wait_for(lambda: any(m.reference_id == busy for m in fake.bot_messages()))
+    fine = await fake.post_message(f"{BOT} three")
+    await answer_to(fake, fine, expected("three"))
+
+    for asked in (used_up, busy):
+        [notice] = [m for m in fake.bot_messages() if m.reference_id == asked]
+        assert "⚠️" in notice.content
+        assert "Traceback" not in notice.content and "fake-trace" not in notice.content
+    texts = [m.content for m in fake.bot_messages() if m.reference_id in (used_up, busy)]
+    assert texts[0] != texts[1]  # each failure has its own explanation
+
+
+# --- slash commands --------------------------------------------------------------------------------
+
+
+async def test_slash_commands_are_synced_on_start_with_the_admin_hint(
+    fake: FakeDiscord, bot: DiscordAdapter
+) -> None:
+    synced = {c["name"]: c for c in fake.commands["global"]}
+    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model"}
+    assert str(synced["preset"]["default_member_permissions"]) == "32"  # Manage Server
+    assert str(synced["model"]["default_member_permissions"]) == "32"
+    assert synced["ask"].get("default_member_permissions") is None
+    subcommands = {o["name"] for o in synced["preset"]["options"]}
+    assert {"list", "show", "set", "clear", "create", "edit", "delete"} <= subcommands
+    assert bot.connected
+
+
+async def test_a_dev_guild_gets_the_commands_instead(fake: FakeDiscord, core: ChatCore) -> None:
+    adapter = DiscordAdapter(
+        core, discord_settings(fake, dev_guild_id=fake.GUILD_ID), guild_ready_timeout=0.05
+    )
+    await adapter.start()
+    try:
+        assert {c["name"] for c in fake.commands[str(fake.GUILD_ID)]} >= {"ask", "preset"}
+    finally:
+        await adapter.close()
+
+
+async def test_preset_set_is_refused_to_a_member_and_works_for_an_admin(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    created = await fake.slash(
+        "preset create", {"name": "haiku", "prompt": "Answer in haiku."}, user=fake.admin
+    )
+    await fake.wait_for(lambda: bool(created.callbacks))
+    refused = await fake.slash("preset set", {"name": "haiku"}, user=fake.member)
+    await fake.wait_for(lambda: refused.original is not None)
+    assert refused.ephemeral and refused.response_type == 4
+    assert "admin" in refused.texts()[0].lower()
+
+    done = await fake.slash("preset set", {"name": "haiku"}, user=fake.admin)
+    await fake.wait_for(lambda: done.original is not None)
+    assert not done.ephemeral  # a change the channel should see
+    assert "haiku" in done.texts()[0]
+
+    asked = await fake.post_message(f"{BOT} the sea?")
+    await answer_to(fake, asked, expected("the sea?"))
+    body = fake_upstream.bodies[-1]
+    assert body is not None and body["preset"] == "Answer in haiku."
+
+
+async def test_a_model_outside_the_allow_list_is_refused(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter, settings: Settings
+) -> None:
+    refused = await fake.slash("model set", {"name": "gpt-9-ultra"}, user=fake.admin)
+    await fake.wait_for(lambda: refused.original is not None)
+    assert refused.ephemeral
+    allowed = await fake.slash("model set", {"name": "gpt-4o-mini"}, user=fake.admin)
+    await fake.wait_for(lambda: allowed.original is not None)
+    assert not allowed.ephemeral
+
+    asked = await fake.post_message(f"{BOT} which model?")
+    await answer_to(fake, asked, expected("which model?"))
+    body = fake_upstream.bodies[-1]
+    assert body is not None and body["model"] == "gpt-4o-mini"
+
+
+async def test_names_autocomplete(fake: FakeDiscord, bot: DiscordAdapter) -> None:
+    created = await fake.slash("preset create", {"name": "pirate", "prompt": "Arr."}, user=fake.admin)
+    await fake.wait_for(lambda: bool(created.callbacks))
+    presets = await fake.autocomplete("preset set", {"name": "pir"}, focused="name", user=fake.admin)
+    models = await fake.autocomplete("model set", {"name": "mini"}, focused="name", user=fake.admin)
+    await fake.wait_for(lambda: bool(presets.callbacks and models.callbacks))
+    assert [c["value"] for c in presets.choices] == ["pirate"]
+    assert {c["value"] for c in models.choices} == {"gpt-4o-mini", "o3-mini"}
+
+
+async def test_slash_ask_streams_a_public_answer(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    fake_upstream.queue(Behaviour(answer="word " * 900, fragment_size=300, fragment_delay=0.02))
+    asked = await fake.slash("ask", {"question": "say a lot"})
+    await fake.wait_for(lambda: len(asked.texts()) == 3 and asked.texts()[-1].endswith("word"))
+    assert asked.response_type == 5 and not asked.ephemeral  # deferred, public
+    assert " ".join(asked.texts()).split() == ["word"] * 900
+    assert all(m.bodies[-1]["allowed_mentions"]["parse"] == [] for m in asked.followups)
+    body = fake_upstream.bodies[0]
+    assert body is not None and body["question"] == "Max: say a lot"
+
+
+async def test_status_answers_and_a_slash_refusal_is_ephemeral(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    status = await fake.slash("status")
+    audit = await fake.slash("audit", user=fake.member)
+    await fake.wait_for(lambda: status.original is not None and audit.original is not None)
+    assert "gpt-4o" in status.texts()[0]
+    assert audit.ephemeral and "admin" in audit.texts()[0].lower()
+
+
+async def test_a_slash_ask_refused_by_the_core_is_shown_only_to_the_asker(
+    fake: FakeDiscord, core: ChatCore, bot: DiscordAdapter
+) -> None:
+    asked = await fake.slash("ask", {"question": "x" * (core.settings.max_question_chars + 1)})
+    await fake.wait_for(lambda: len(asked.followups) == 1)
+    assert asked.deleted_original  # the public "thinking…" placeholder is gone
+    assert asked.followups[0].flags & EPHEMERAL
+
+
+# --- lifecycle --------------------------------------------------------------------------------------
+
+
+async def test_a_missing_message_content_intent_is_one_clear_error(core: ChatCore) -> None:
+    async with FakeDiscord(privileged_intents=False) as fake:
+        adapter = DiscordAdapter(core, discord_settings(fake), guild_ready_timeout=0.05)
+        with pytest.raises(DiscordStartupError, match="Message Content Intent"):
+            await adapter.start()
+
+
+async def test_an_invalid_token_is_one_clear_error(core: ChatCore) -> None:
+    async with FakeDiscord(token="the-real-token") as fake:
+        adapter = DiscordAdapter(
+            core, replace(discord_settings(fake), token="wrong"), guild_ready_timeout=0.05
+        )
+        with pytest.raises(DiscordStartupError, match="DISCORD_BOT_TOKEN") as raised:
+            await adapter.start()
+        assert "wrong" not in str(raised.value)
+
+
+def test_the_invite_url_asks_only_for_what_the_bot_needs() -> None:
+    url = invite_url(42)
+    assert "client_id=42" in url
+    assert re.search(r"scope=bot(\+|%20)applications.commands", url)
+    permissions = int(re.search(r"permissions=(\d+)", url).group(1))  # type: ignore[union-attr]
+    assert permissions == (1 << 10) | (1 << 11) | (1 << 16) | (1 << 38)
+
+
+async def test_shards_follow_the_settings(fake: FakeDiscord, core: ChatCore) -> None:
+    adapter = DiscordAdapter(
+        core, discord_settings(fake, shard_count=2, shard_ids=(0, 1)), guild_ready_timeout=0.05
+    )
+
+    async def identify_at_once(shard_id: int | None, *, initial: bool = False) -> None:
+        """discord.py waits 5 s between shards' IDENTIFYs, Discord's default pace; the fake needs none."""
+
+    adapter.client.before_identify_hook = identify_at_once  # type: ignore[method-assign]
+    await adapter.start()
+    try:
+        assert sorted(tuple(i["shard"]) for i in fake.identifies) == [(0, 2), (1, 2)]
+        assert adapter.connected
+        asked = await fake.post_message(f"{BOT} sharded?")
+        await answer_to(fake, asked, expected("sharded?"))
+    finally:
+        await adapter.close()
+
+
+async def test_the_bot_resumes_after_the_gateway_drops(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    await fake.drop_gateway()
+    await fake.wait_for(lambda: len(fake.resumes) == 1)
+    await fake.wait_ready()
+    asked = await fake.post_message(f"{BOT} still there?")
+    await answer_to(fake, asked, expected("still there?"))
+    assert len(fake.identifies) == 1
+
+
+async def test_run_discord_lets_an_answer_in_flight_finish_on_stop(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, core: ChatCore
+) -> None:
+    gate = asyncio.Event()
+    fake_upstream.queue(Behaviour(gate=gate))
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        run_discord(core, discord_settings(fake), stop, grace=5.0, guild_ready_timeout=0.05)
+    )
+    await fake.wait_ready()
+    asked = await fake.post_message(f"{BOT} slow one")
+    await fake_upstream.wait_for_requests(1)
+    stop.set()
+    await asyncio.sleep(0.1)
+    assert not running.done()  # waiting for the answer
+    gate.set()
+    await asyncio.wait_for(running, 10)
+    await answer_to(fake, asked, expected("slow one"), seconds=0.1)
