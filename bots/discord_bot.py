@@ -3,8 +3,7 @@
 Gateway intents: Guilds, Guild Messages, Direct Messages and the privileged Message Content intent
 (enable it in the Developer Portal > your application > Bot > Privileged Gateway Intents).
 
-`run_discord(core, settings, stop)` is what the CLI runs; `DiscordAdapter` is the same thing in
-pieces (`start`, `connected`, `close`) for callers that manage the lifecycle themselves.
+`DiscordAdapter` is what bots.runtime starts for `acechat discord` and `acechat run`.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from discord.http import Route
 from bots.discord_commands import build_tree
 from bots.discord_facts import actor_of, addresses, attachments_of, question_text, scope_of
 from bots.discord_targets import NO_MENTIONS, MessageTarget
+from bots.runtime import StartupError
 from core.chat import ChatCore, Question
 from core.settings import DiscordSettings
 
@@ -36,7 +36,7 @@ INVITE_SCOPES = ("bot", "applications.commands")
 PORTAL = "https://discord.com/developers/applications"
 
 
-class DiscordStartupError(RuntimeError):
+class DiscordStartupError(StartupError):
     """The bot could not start; the message is one line an operator can act on."""
 
 
@@ -81,9 +81,7 @@ class AceClient(discord.AutoShardedClient):
         self.core = core
         self.settings = settings
         self.tree = build_tree(self, core)
-        self.accepting = True
-        self.ready = asyncio.Event()
-        self._answers: set[asyncio.Task[Any]] = set()
+        self.serving = asyncio.Event()  # set once the first shard is ready
 
     async def setup_hook(self) -> None:
         if self.settings.gateway_url and self.shard_count is None:
@@ -113,13 +111,18 @@ class AceClient(discord.AutoShardedClient):
             where = "globally" if guild_id is None else f"to guild {guild_id} (is the bot in it?)"
             log.error("could not sync slash commands %s: %s", where, error)
 
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.info("Discord shard %d is ready", shard_id)
+        self.serving.set()
+
     async def on_ready(self) -> None:
-        log.info("connected to Discord as %s in %d servers", self.user, len(self.guilds))
-        self.ready.set()
+        log.info(
+            "connected to Discord as %s: %d shards, %d servers", self.user, len(self.shards), len(self.guilds)
+        )
 
     async def on_message(self, message: discord.Message) -> None:
         me = self.user
-        if me is None or message.author.bot or not self.accepting:
+        if me is None or message.author.bot:
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
@@ -132,26 +135,7 @@ class AceClient(discord.AutoShardedClient):
             attachments_of(message),
         )
         # No await before ask: the core queues turns per scope in arrival order, and events arrive in order.
-        task = asyncio.current_task()
-        if task is not None:
-            self._answers.add(task)
-        try:
-            await self.core.ask(question, MessageTarget(message))
-        finally:
-            if task is not None:
-                self._answers.discard(task)
-
-    @property
-    def answering(self) -> int:
-        """Answers this client started that are still running."""
-        return sum(not t.done() for t in self._answers)
-
-    async def drain(self, grace: float) -> None:
-        """Wait (at most `grace` seconds) for the answers this client started."""
-        pending = {t for t in self._answers if not t.done()}
-        if pending:
-            log.info("waiting up to %.0fs for %d Discord answers", grace, len(pending))
-            await asyncio.wait(pending, timeout=grace)
+        await self.core.ask(question, MessageTarget(message))
 
 
 def _startup_error(error: BaseException) -> DiscordStartupError:
@@ -174,7 +158,13 @@ def _startup_error(error: BaseException) -> DiscordStartupError:
 
 
 class DiscordAdapter:
-    """One Discord connection (all of this process's shards) serving one `ChatCore`."""
+    """One Discord connection (all of this process's shards) serving one `ChatCore`.
+
+    Shutdown order (bots.runtime): `core.drain()` lets answers in flight finish over this connection,
+    then `close()` disconnects.
+    """
+
+    name = "discord"
 
     def __init__(
         self,
@@ -182,13 +172,14 @@ class DiscordAdapter:
         settings: DiscordSettings,
         *,
         guild_ready_timeout: float = 2.0,
-        connect_timeout: float = 120.0,
+        connect_timeout: float = 60.0,
     ) -> None:
         configure_endpoints(settings)
         self.settings = settings
         self.client = AceClient(core, settings, guild_ready_timeout=guild_ready_timeout)
         self._connect_timeout = connect_timeout
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -198,9 +189,13 @@ class DiscordAdapter:
         return all(not shard.is_closed() for shard in client.shards.values())
 
     async def start(self) -> None:
-        """Log in, connect every shard and return once ready; raise DiscordStartupError otherwise."""
+        """Log in and return once the first shard serves; raise DiscordStartupError if it cannot.
+
+        A bad token or a missing intent shows on the first shard. Discord paces IDENTIFY (5 s per shard
+        by default), so a big bot's other shards keep connecting; `connected` is true once all are ready.
+        """
         self._task = asyncio.create_task(self.client.start(self.settings.token), name="discord")
-        ready = asyncio.create_task(self.client.ready.wait())
+        ready = asyncio.create_task(self.client.serving.wait())
         try:
             done, _ = await asyncio.wait(
                 {self._task, ready}, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
@@ -212,49 +207,22 @@ class DiscordAdapter:
             await self.client.close()
             raise _startup_error(error) from error
         if not done:
-            await self.close(0)
-            raise DiscordStartupError(f"Discord did not become ready within {self._connect_timeout:.0f}s")
+            await self.close()
+            raise DiscordStartupError(
+                f"Discord did not answer within {self._connect_timeout:.0f}s ({Route.BASE})"
+            )
+        self._task.add_done_callback(self._ended)
 
-    async def wait_stopped(self) -> None:
-        """Return when the client stops on its own; raise DiscordStartupError if it stopped on an error."""
-        if self._task is None:
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # discord.py reconnects by itself; it gives up only on errors that need the operator.
+        if self._closing or task.cancelled():
             return
-        try:
-            await asyncio.shield(self._task)
-        except (discord.DiscordException, aiohttp.ClientError, OSError) as error:
-            raise _startup_error(error) from error
+        error = task.exception()
+        log.error("the Discord connection ended: %s", _startup_error(error) if error else "closed by Discord")
 
-    async def close(self, grace: float = 20.0) -> None:
-        """Stop taking questions, let this client's answers finish (at most `grace` s), then disconnect."""
-        self.client.accepting = False
-        await self.client.drain(grace)
+    async def close(self) -> None:
+        self._closing = True
         await self.client.close()
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
-
-
-async def run_discord(
-    core: ChatCore,
-    settings: DiscordSettings,
-    stop: asyncio.Event,
-    *,
-    grace: float = 20.0,
-    guild_ready_timeout: float = 2.0,
-) -> None:
-    """Serve Discord until `stop` is set (SIGINT/SIGTERM in the CLI), then shut down cleanly.
-
-    The caller closes `core` afterwards (core.aclose), once every adapter has stopped.
-    """
-    adapter = DiscordAdapter(core, settings, guild_ready_timeout=guild_ready_timeout)
-    await adapter.start()
-    stopping = asyncio.create_task(stop.wait())
-    stopped = asyncio.create_task(adapter.wait_stopped())
-    try:
-        done, _ = await asyncio.wait({stopping, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        stopped.cancel()
-        await adapter.close(grace)
-    if stopped in done:
-        stopped.result()  # the client died on its own: tell the caller why

@@ -13,7 +13,7 @@ import pytest_asyncio
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots.discord_bot import DiscordAdapter, DiscordStartupError, invite_url, run_discord
+from bots.discord_bot import DiscordAdapter, DiscordStartupError, invite_url
 from core.chat import ChatCore
 from core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
 from tests.fakes.discord import EPHEMERAL, FakeDiscord, FakeMessage, attachment_payload
@@ -65,10 +65,11 @@ def discord_settings(fake: FakeDiscord, **changes: object) -> DiscordSettings:
 async def bot(fake: FakeDiscord, core: ChatCore) -> AsyncIterator[DiscordAdapter]:
     adapter = DiscordAdapter(core, discord_settings(fake), guild_ready_timeout=0.05, connect_timeout=10)
     await adapter.start()
+    await fake.wait_for(lambda: adapter.connected)
     try:
         yield adapter
     finally:
-        await adapter.close(grace=2.0)
+        await adapter.close()
 
 
 async def answer_to(
@@ -425,8 +426,8 @@ async def test_shards_follow_the_settings(fake: FakeDiscord, core: ChatCore) -> 
     adapter.client.before_identify_hook = identify_at_once  # type: ignore[method-assign]
     await adapter.start()
     try:
+        await fake.wait_for(lambda: adapter.connected)
         assert sorted(tuple(i["shard"]) for i in fake.identifies) == [(0, 2), (1, 2)]
-        assert adapter.connected
         asked = await fake.post_message(f"{BOT} sharded?")
         await answer_to(fake, asked, expected("sharded?"))
     finally:
@@ -444,21 +445,22 @@ async def test_the_bot_resumes_after_the_gateway_drops(
     assert len(fake.identifies) == 1
 
 
-async def test_run_discord_lets_an_answer_in_flight_finish_on_stop(
-    fake: FakeDiscord, fake_upstream: FakeUpstream, core: ChatCore
+async def test_shutdown_lets_an_answer_in_flight_finish_then_disconnects(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, core: ChatCore, bot: DiscordAdapter
 ) -> None:
     gate = asyncio.Event()
     fake_upstream.queue(Behaviour(gate=gate))
-    stop = asyncio.Event()
-    running = asyncio.create_task(
-        run_discord(core, discord_settings(fake), stop, grace=5.0, guild_ready_timeout=0.05)
-    )
-    await fake.wait_ready()
     asked = await fake.post_message(f"{BOT} slow one")
     await fake_upstream.wait_for_requests(1)
-    stop.set()
-    await asyncio.sleep(0.1)
-    assert not running.done()  # waiting for the answer
+
+    draining = asyncio.create_task(core.drain())  # what bots.runtime does on SIGTERM, before close()
+    late = await fake.post_message(f"{BOT} too late")
+    await fake.wait_for(lambda: any(m.reference_id == late for m in fake.bot_messages()))
+    assert not draining.done()
     gate.set()
-    await asyncio.wait_for(running, 10)
-    await answer_to(fake, asked, expected("slow one"), seconds=0.1)
+    await asyncio.wait_for(draining, 5)
+    await answer_to(fake, asked, expected("slow one"), seconds=0.5)
+
+    await bot.close()
+    assert not bot.connected
+    assert len(fake_upstream.requests) == 1  # the late question was turned away, not asked
