@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "console":
         from bots.console import run_console
         from core.chat import ChatCore
+        from storage import StoreError
 
         async def console() -> None:
             core = await ChatCore.open(settings)
@@ -74,16 +75,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             asyncio.run(console())
+        except StoreError as error:
+            print(f"acechat: {error}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             pass
         return 0
 
     from bots.runtime import StartupError, serve
+    from storage import StoreError
 
     wanted = ["discord", "slack"] if args.command == "run" else [args.command]
     try:
         asyncio.run(serve(settings, wanted, health=args.command == "run"))
-    except StartupError as error:
+    except (StartupError, StoreError) as error:
         print(f"acechat: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -83,13 +83,18 @@ def _help(reason: str) -> Command:
     return Command(Action.HELP, text=reason)
 
 
+def _first_word(text: str) -> tuple[str, str]:
+    """The first word and the rest, split at any whitespace: a prompt may start on a new line."""
+    parts = text.split(None, 1)
+    return (parts[0], parts[1].strip()) if len(parts) == 2 else (text.strip(), "")
+
+
 def parse_command(line: str) -> Command:
     text = line.strip()
     if not text:
         return _help("")
-    head, _, rest = text.partition(" ")
+    head, rest = _first_word(text)
     keyword = head.lower()
-    rest = rest.strip()
 
     if keyword not in _TOP:
         close = difflib.get_close_matches(keyword, _TOP, n=1, cutoff=0.75)
@@ -111,16 +116,14 @@ def parse_command(line: str) -> Command:
 
 
 def _parse_group(group: str, subs: tuple[str, ...], rest: str) -> Command:
-    sub_word, _, args = rest.partition(" ")
+    sub_word, args = _first_word(rest)
     sub = sub_word.lower() or "show"
-    args = args.strip()
     if sub not in subs:
         return _help(
             f"Unknown `{group}` command `{sub_word}`. Try: {', '.join(f'`{group} {s}`' for s in subs)}."
         )
     action = Action(f"{group} {sub}")
-    name, _, tail = args.partition(" ")
-    tail = tail.strip()
+    name, tail = _first_word(args)
 
     if sub in ("list", "clear") or (group == "model" and sub == "show"):
         if args:

@@ -28,7 +28,13 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
-        message = self.scrub(record.getMessage())
+        try:
+            message = record.getMessage()
+        except Exception:
+            # Filters run outside logging's error handling: a malformed call must not crash its caller,
+            # and logging's own error report would print the unscrubbed arguments.
+            message = f"{record.msg} (arguments that do not fit the message: {record.args!r})"
+        message = self.scrub(message)
         record.msg, record.args = message, None
         if record.exc_info:
             record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
@@ -39,8 +45,9 @@ class RedactSecrets(logging.Filter):
 class ContextFormatter(logging.Formatter):
     """`time level logger message key=value...` for people reading a terminal."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
+    # formatMessage, not format: the fields belong on the message line, above any traceback.
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        base = super().formatMessage(record)
         context = " ".join(
             f"{name}={getattr(record, name)}"
             for name in CONTEXT_FIELDS

@@ -10,8 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from core.presets import BUILTIN_PRESETS
 
 T = TypeVar("T")
 
@@ -129,15 +132,20 @@ class _Reader:
         except ValueError:
             raise SettingsError(f"{name}={value!r} is invalid: expected {expected}") from None
 
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         result = self._parse(name, default, int, "a whole number")
         if result < minimum:
             raise SettingsError(f"{name}={result} is invalid: must be at least {minimum}")
+        if maximum is not None and result > maximum:
+            raise SettingsError(f"{name}={result} is invalid: must be at most {maximum}")
         return result
 
-    def optional_integer(self, name: str) -> int | None:
+    def port(self, name: str, default: int, minimum: int = 0) -> int:
+        return self.integer(name, default, minimum=minimum, maximum=65535)
+
+    def optional_integer(self, name: str, minimum: int = 0) -> int | None:
         value = self.raw(name)
-        return None if value is None else self.integer(name, 0)
+        return None if value is None else self.integer(name, 0, minimum=minimum)
 
     def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         result = self._parse(name, default, float, "a number")
@@ -170,7 +178,7 @@ class _Reader:
         def parse(value: str) -> RateLimit:
             count, _, seconds = value.partition("/")
             limit = RateLimit(int(count), float(seconds or "60"))
-            if limit.count < 0 or limit.per_seconds <= 0:
+            if limit.count < 0 or not 0 < limit.per_seconds < math.inf:
                 raise ValueError(value)
             return limit
 
@@ -180,7 +188,11 @@ class _Reader:
         value = self.raw(name) or default
         if value is None:
             return None
-        if not value.startswith(("http://", "https://", "ws://", "wss://")):
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
             raise SettingsError(
                 f"{name}={value!r} is invalid: expected a URL starting with http(s):// or ws(s)://"
             )
@@ -222,6 +234,13 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         raise SettingsError(
             f"ACECHAT_DEFAULT_MODEL={default_model!r} is invalid: it is not in ACECHAT_MODELS ({', '.join(models)})"
         )
+    # Custom presets belong to one workspace, so only a built-in can be the default everywhere.
+    default_preset = r.text("ACECHAT_DEFAULT_PRESET", "assistant").lower()
+    if default_preset not in BUILTIN_PRESETS:
+        raise SettingsError(
+            f"ACECHAT_DEFAULT_PRESET={default_preset!r} is invalid: expected a built-in preset "
+            f"({', '.join(BUILTIN_PRESETS)})"
+        )
 
     discord = None
     if r.raw("DISCORD_BOT_TOKEN"):
@@ -232,12 +251,12 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             raise SettingsError(
                 f"DISCORD_SHARD_IDS={','.join(shard_ids_raw)!r} is invalid: expected whole numbers, e.g. 0,1"
             ) from None
-        shard_count = r.optional_integer("DISCORD_SHARD_COUNT")
+        shard_count = r.optional_integer("DISCORD_SHARD_COUNT", minimum=1)
         if shard_ids is not None and shard_count is None:
             raise SettingsError("DISCORD_SHARD_IDS is set without DISCORD_SHARD_COUNT: set both")
-        if shard_ids is not None and shard_count is not None and max(shard_ids) >= shard_count:
+        if shard_ids is not None and not all(0 <= i < (shard_count or 0) for i in shard_ids):
             raise SettingsError(
-                f"DISCORD_SHARD_IDS is invalid: every id must be below DISCORD_SHARD_COUNT={shard_count}"
+                f"DISCORD_SHARD_IDS is invalid: every id must be from 0 to below DISCORD_SHARD_COUNT={shard_count}"
             )
         discord = DiscordSettings(
             token=r.required("DISCORD_BOT_TOKEN", ""),
@@ -258,7 +277,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
                 "or SLACK_SIGNING_SECRET for HTTP mode"
             )
         command = r.text("SLACK_COMMAND", "/aichat")
-        if not command.startswith("/") or " " in command:
+        if len(command) < 2 or not command.startswith("/") or any(c.isspace() for c in command):
             raise SettingsError(f"SLACK_COMMAND={command!r} is invalid: expected a command like /aichat")
         api_url = r.url("SLACK_API_URL", None)
         slack = SlackSettings(
@@ -267,7 +286,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             signing_secret=signing_secret,
             api_url=None if api_url is None else api_url + "/",
             command=command,
-            port=r.integer("SLACK_PORT", 3000, minimum=1),
+            port=r.port("SLACK_PORT", 3000, minimum=1),
         )
 
     return Settings(
@@ -276,7 +295,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         slack=slack,
         models=models,
         default_model=default_model,
-        default_preset=r.text("ACECHAT_DEFAULT_PRESET", "assistant").lower(),
+        default_preset=default_preset,
         admin_users=frozenset(r.words("ACECHAT_ADMIN_USERS")),
         author_prefix=r.boolean("ACECHAT_AUTHOR_PREFIX", True),
         max_question_chars=r.integer("ACECHAT_MAX_QUESTION_CHARS", 8000, minimum=1),
@@ -290,6 +309,6 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         log_level=r.choice("ACECHAT_LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
         log_json=r.boolean("ACECHAT_LOG_JSON", False),
         health_host=r.text("ACECHAT_HEALTH_HOST", "127.0.0.1"),
-        health_port=r.integer("ACECHAT_HEALTH_PORT", 9100),
+        health_port=r.port("ACECHAT_HEALTH_PORT", 9100),
         shutdown_grace=r.number("ACECHAT_SHUTDOWN_GRACE", 20.0),
     )

@@ -1,0 +1,154 @@
+"""The `acechat` command in a subprocess, with a controlled environment and no developer `.env`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.upstream import FakeUpstream
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def environment(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """Only what Python needs, plus the given settings: nothing leaks in from the developer's shell."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        "ACECHAT_DB_PATH": str(tmp_path / "acechat.db"),
+        **variables,
+    }
+
+
+def acechat(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
+    return subprocess.run(
+        command,
+        env=environment(tmp_path, **variables),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
+def one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_the_entry_point_is_the_cli_main() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["acechat"] == "bots.cli:main"
+
+
+def test_a_missing_token_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = acechat(tmp_path, "check")
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert line.startswith("acechat: ACEDATACLOUD_API_TOKEN is not set")
+    assert result.stdout == ""
+
+
+def test_an_invalid_setting_is_named_on_one_line(tmp_path: Path) -> None:
+    result = acechat(tmp_path, "console", ACEDATACLOUD_API_TOKEN="tok-123456", ACECHAT_USER_RATE="lots")
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert line.startswith("acechat: ACECHAT_USER_RATE='lots' is invalid")
+    assert "tok-123456" not in result.stderr + result.stdout
+
+
+def test_check_accepts_a_valid_configuration(tmp_path: Path) -> None:
+    result = acechat(
+        tmp_path, "check", ACEDATACLOUD_API_TOKEN="tok-123456", DISCORD_BOT_TOKEN="discord-token"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "acechat: configuration is valid; adapters configured: discord\n"
+    assert "tok-123456" not in result.stderr + result.stdout
+
+
+def test_check_reads_the_given_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "acechat.env"
+    env_file.write_text(
+        "ACEDATACLOUD_API_TOKEN=from-file\nSLACK_BOT_TOKEN=xoxb-1\nSLACK_SIGNING_SECRET=s3cret\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bots.cli", "--env-file", str(env_file), "check"],
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "adapters configured: slack" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "named"),
+    [("discord", "DISCORD_BOT_TOKEN"), ("slack", "SLACK_BOT_TOKEN"), ("run", "DISCORD_BOT_TOKEN")],
+)
+def test_an_adapter_without_its_token_says_so(tmp_path: Path, command: str, named: str) -> None:
+    result = acechat(tmp_path, command, ACEDATACLOUD_API_TOKEN="tok-123456")
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert line.startswith(f"acechat: {named} is not set") or named in line
+    assert f"`acechat {command}`" in line
+
+
+def test_an_unusable_database_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = acechat(
+        tmp_path, "console", ACEDATACLOUD_API_TOKEN="tok-123456", ACECHAT_DB_PATH=str(blocker / "acechat.db")
+    )
+    assert result.returncode == 2
+    assert one_line(result.stderr).startswith("acechat: cannot open the database")
+
+
+async def test_console_answers_through_the_upstream(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
+    variables = environment(
+        tmp_path,
+        ACEDATACLOUD_API_TOKEN=fake_upstream.token,
+        ACEDATACLOUD_API_BASE_URL=fake_upstream.url,
+        ACECHAT_LOG_LEVEL="DEBUG",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "--env-file",
+        str(tmp_path / "missing.env"),
+        "console",
+        "--user",
+        "dana",
+        "--channel",
+        "lab",
+        env=variables,
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(20):
+        stdout, stderr = await process.communicate(b"hello\n/status\n")
+    out, err = stdout.decode(), stderr.decode()
+    assert process.returncode == 0, err
+    assert "acechat console · channel 'lab'" in out
+    assert "bot> Answer 1 to: dana: hello" in out
+    assert "**Conversation:** 1 turn" in out
+    assert [b["question"] for b in fake_upstream.bodies] == ["dana: hello"]  # type: ignore[index]
+    assert fake_upstream.requests[0]["authorization"] == f"Bearer {fake_upstream.token}"
+    assert "answered" in err, "DEBUG logging goes to stderr"
+    assert fake_upstream.token not in out + err, "the token never reaches the terminal"

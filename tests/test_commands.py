@@ -1,0 +1,278 @@
+"""The text command grammar (Slack and the console), and that no line can make it or the core raise."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.chat import ChatCore
+from core.commands import ADMIN_ACTIONS, HELP_TEXT, Action, Command, CommandReply, parse_command
+from core.presets import BUILTIN_PRESETS
+from core.scope import Scope
+from core.settings import DEFAULT_MODELS, RateLimit, Settings, UpstreamSettings
+from core.target import Actor
+
+A = Action
+GRAMMAR = [
+    ("help", Command(A.HELP, text="")),
+    ("HeLp", Command(A.HELP, text="")),
+    ("ask what is 2+2?", Command(A.ASK, text="what is 2+2?")),
+    ("ASK   spaced   out ", Command(A.ASK, text="spaced   out")),
+    ("ask\nwhat is on\nthe next line?", Command(A.ASK, text="what is on\nthe next line?")),
+    ("reset", Command(A.RESET)),
+    ("  Reset  ", Command(A.RESET)),
+    ("status", Command(A.STATUS)),
+    ("STATUS", Command(A.STATUS)),
+    ("audit", Command(A.AUDIT)),
+    ("preset list", Command(A.PRESET_LIST)),
+    ("Preset LIST", Command(A.PRESET_LIST)),
+    ("preset\tlist", Command(A.PRESET_LIST)),
+    ("preset", Command(A.PRESET_SHOW)),
+    ("preset show", Command(A.PRESET_SHOW)),
+    ("preset show coder", Command(A.PRESET_SHOW, name="coder")),
+    ("preset set coder", Command(A.PRESET_SET, name="coder")),
+    ("PRESET Set  coder ", Command(A.PRESET_SET, name="coder")),
+    ("preset clear", Command(A.PRESET_CLEAR)),
+    ("preset default writer", Command(A.PRESET_DEFAULT, name="writer")),
+    ("preset create pirate Be a pirate.", Command(A.PRESET_CREATE, name="pirate", text="Be a pirate.")),
+    (
+        'preset create pirate "Talks like a pirate" Arr. Say "arr" a lot.',
+        Command(
+            A.PRESET_CREATE, name="pirate", text='Arr. Say "arr" a lot.', description="Talks like a pirate"
+        ),
+    ),
+    (
+        'preset create pirate "Arr only"',
+        Command(A.PRESET_CREATE, name="pirate", text='"Arr only"'),
+    ),
+    (
+        "preset create pirate\nYou are a pirate.\n\nSay arr.",
+        Command(A.PRESET_CREATE, name="pirate", text="You are a pirate.\n\nSay arr."),
+    ),
+    ("preset edit pirate Be brief.", Command(A.PRESET_EDIT, name="pirate", text="Be brief.")),
+    ("preset delete pirate", Command(A.PRESET_DELETE, name="pirate")),
+    ("model list", Command(A.MODEL_LIST)),
+    ("model", Command(A.MODEL_SHOW)),
+    ("model show", Command(A.MODEL_SHOW)),
+    ("model set gpt-4", Command(A.MODEL_SET, name="gpt-4")),
+    ("MODEL Default o3-mini", Command(A.MODEL_DEFAULT, name="o3-mini")),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), GRAMMAR, ids=[repr(line) for line, _ in GRAMMAR])
+def test_grammar(line: str, expected: Command) -> None:
+    assert parse_command(line) == expected
+
+
+def test_the_grammar_reaches_every_action() -> None:
+    assert {command.action for _, command in GRAMMAR} == set(Action)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "What is the capital of France?",
+        "how do I reset my password?",
+        "hello",
+        "thanks!",
+        "models are hard to choose between, which one?",
+        "presetting the table: how?",
+        "statuses of the build?",
+        "asking for a friend",
+        'He said "reset" and left.\nWhy?\n\n```python\nprint("hi")\n```',
+        "résumé tips?",
+        "🙂",
+    ],
+)
+def test_anything_else_is_a_question_passed_intact(line: str) -> None:
+    assert parse_command(line) == Command(A.ASK, text=line)
+    assert parse_command(f"  \n{line}\n  ") == Command(A.ASK, text=line), "only the ends are trimmed"
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("rset", "reset"), ("stauts", "status"), ("hepl", "help"), ("presets", "preset"), ("modle", "model")],
+)
+def test_a_lone_mistyped_keyword_suggests_the_command(typo: str, meant: str) -> None:
+    command = parse_command(typo)
+    assert command.action is A.HELP
+    assert command.text == f"Unknown command `{typo}`. Did you mean `{meant}`?"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("", ""),
+        ("   \n ", ""),
+        ("help me please", ""),
+        ("preset frobnicate", "Unknown `preset` command `frobnicate`. Try: `preset list`, "),
+        ("model frobnicate", "Unknown `model` command `frobnicate`. Try: `model list`, "),
+        ("reset now", "`reset` takes no arguments."),
+        ("status please", "`status` takes no arguments."),
+        ("audit all", "`audit` takes no arguments."),
+        ("preset list all", "`preset list` takes no arguments."),
+        ("preset clear coder", "`preset clear` takes no arguments."),
+        ("model list gpt-4", "`model list` takes no arguments."),
+        ("model show gpt-4", "`model show` takes no arguments."),
+        ("preset set", "Usage: `preset set NAME`."),
+        ("preset set coder writer", "Usage: `preset set NAME`."),
+        ("preset default", "Usage: `preset default NAME`."),
+        ("preset delete", "Usage: `preset delete NAME`."),
+        ("model set", "Usage: `model set NAME`."),
+        ("model default", "Usage: `model default NAME`."),
+        ("preset create", "Usage: `preset create NAME PROMPT`."),
+        ("preset create pirate", "Usage: `preset create NAME PROMPT`."),
+        ("preset edit pirate   ", "Usage: `preset edit NAME PROMPT`."),
+    ],
+)
+def test_malformed_commands_give_help_with_a_reason(line: str, reason: str) -> None:
+    command = parse_command(line)
+    assert command.action is A.HELP
+    assert command.text is not None and command.text.startswith(reason)
+    assert bool(command.text) == bool(reason)
+
+
+# --- no line makes the parser raise ------------------------------------------------------------------
+
+KEYWORDS = ["help", "ask", "reset", "status", "audit", "preset", "model", "Preset", "MODEL", "rset"]
+SUBS = ["list", "show", "set", "clear", "default", "create", "edit", "delete", "SET", "frob"]
+NAMES = [*list(BUILTIN_PRESETS)[:4], *DEFAULT_MODELS[:3], "pirate", "Pirate", "x", "a" * 40, "-", "<@U1>"]
+WORDS = st.one_of(
+    st.sampled_from(KEYWORDS + SUBS + NAMES),
+    st.text(max_size=12),
+    st.sampled_from(['"', '"quoted words"', "\n", "\t", "  ", "```", "@here"]),
+)
+LINES = st.one_of(
+    st.text(max_size=60),
+    st.lists(WORDS, max_size=7).map(" ".join),
+    st.lists(WORDS, max_size=7).map("".join),
+)
+# Hypothesis draws every byte of a structured line, which costs ~0.7 ms a line; ten thousand lines come
+# from a seeded fast generator instead (the failing seed is reported), the rest from shrinkable strategies.
+CODEPOINTS = [*range(0x20, 0x7F), 0x09, 0x0A, 0x0B, 0x1C, 0xA0, 0xE9, 0x2003, 0x3000, 0x1F642, 0xD800]
+FAST_VOCAB = [*KEYWORDS, *SUBS, *NAMES, '"', '"two words"', "\n", "```", "@here"]
+SEPARATORS = [" ", " ", " ", "", "  ", "\n", "\t", "\xa0"]
+
+
+def fast_line(rnd: random.Random) -> str:
+    pieces = []
+    for _ in range(rnd.randint(0, 7)):
+        if rnd.random() < 0.6:
+            pieces.append(rnd.choice(FAST_VOCAB))
+        else:
+            pieces.append("".join(chr(rnd.choice(CODEPOINTS)) for _ in range(rnd.randint(0, 8))))
+    return "".join(piece + rnd.choice(SEPARATORS) for piece in pieces)
+
+
+def check_parsed(line: str, command: Command) -> None:
+    assert isinstance(command.action, Action)
+    if command.action is A.ASK:
+        assert command.text is not None
+    if command.action is A.HELP:
+        assert isinstance(command.text, str)
+    if command.name is not None:
+        assert command.name and not any(c.isspace() for c in command.name), command
+    if command.action in (A.PRESET_CREATE, A.PRESET_EDIT):
+        assert command.name and command.text
+    if command.action is A.ASK and line.split(None, 1)[0].lower() != "ask":
+        assert command.text == line.strip(), "a question is passed on exactly as typed"
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(st.randoms(use_true_random=True))
+def test_ten_thousand_generated_lines_never_raise(rnd: random.Random) -> None:
+    for _ in range(20):
+        line = fast_line(rnd)
+        check_parsed(line, parse_command(line))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(LINES)
+def test_structured_generated_lines_never_raise(line: str) -> None:
+    check_parsed(line, parse_command(line))
+
+
+# --- and no parsed command makes the core raise ------------------------------------------------------
+
+ACTORS = [Actor("U9", "Ada", is_admin=True), Actor("U1", "Dana", is_admin=False), Actor("U3", "Sam", None)]
+SCOPES = [Scope.of("test", "W1", "C1"), Scope.of("test", "W1", "C1", "T1"), Scope.of("test", None, "D1")]
+
+
+COMMAND_LINES = st.one_of(
+    st.lists(WORDS, min_size=1, max_size=6).map(" ".join),
+    st.sampled_from(["status", "reset", "audit", "preset list", "preset clear", "model list", "model"]),
+    st.builds(
+        "{} {} {}".format, st.sampled_from(["preset", "model"]), st.sampled_from(SUBS), st.sampled_from(NAMES)
+    ),
+    st.builds(
+        "preset {} {} {}".format,
+        st.sampled_from(["create", "edit"]),
+        st.sampled_from(NAMES),
+        st.text(max_size=30),
+    ),
+)
+
+
+@pytest_asyncio.fixture
+async def core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncIterator[ChatCore]:
+    base = Settings(upstream=upstream_settings, db_path=tmp_path / "acechat.db", shutdown_grace=1.0)
+    chat = await ChatCore.open(dataclasses.replace(base, user_rate=RateLimit(0, 60)))
+    try:
+        yield chat
+    finally:
+        await chat.aclose()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(
+        st.tuples(
+            COMMAND_LINES,
+            st.sampled_from(ACTORS),
+            st.sampled_from(SCOPES),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+async def test_executing_generated_commands_never_raises(
+    core: ChatCore, calls: list[tuple[str, Actor, Scope]]
+) -> None:
+    for line, actor, scope in calls:
+        command = parse_command(line)
+        reply = await core.execute(scope, actor, command)
+        assert isinstance(reply, CommandReply) and reply.text
+        if command.action is A.ASK:
+            assert not reply.ok
+        if command.action in ADMIN_ACTIONS and not core.is_admin(scope, actor):
+            assert not reply.ok and not reply.public and "admin" in reply.text.lower()
+
+
+async def test_help_replies_carry_their_reason(core: ChatCore) -> None:
+    plain = await core.execute(SCOPES[0], ACTORS[1], parse_command("help"))
+    assert plain.ok and plain.text == HELP_TEXT and not plain.public
+    typo = await core.execute(SCOPES[0], ACTORS[1], parse_command("rset"))
+    assert not typo.ok and typo.text.startswith("Unknown command `rset`. Did you mean `reset`?\n\n")
+    assert typo.text.endswith(HELP_TEXT)
+
+
+async def test_a_multi_line_prompt_typed_after_the_name_becomes_the_preset(core: ChatCore) -> None:
+    admin, scope = ACTORS[0], SCOPES[0]
+    created = await core.execute(
+        scope, admin, parse_command("preset create pirate\nYou are a pirate.\nSay arr.")
+    )
+    assert created.ok, created.text
+    shown = await core.execute(scope, admin, parse_command("preset show pirate"))
+    assert "You are a pirate.\nSay arr." in shown.text

@@ -1,0 +1,262 @@
+"""Settings: defaults, every invalid value named in a one-line error, `.env` under the real environment."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from core.presets import BUILTIN_PRESETS
+from core.settings import (
+    DEFAULT_MODELS,
+    RateLimit,
+    Settings,
+    SettingsError,
+    UpstreamSettings,
+    load_settings,
+    parse_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = {"ACEDATACLOUD_API_TOKEN": "tok-123456"}
+DISCORD = {**TOKEN, "DISCORD_BOT_TOKEN": "discord-token"}
+SLACK = {**TOKEN, "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}
+PREFIXES = ("ACECHAT_", "ACEDATACLOUD_", "DISCORD_", "SLACK_")
+
+
+def test_defaults_with_only_the_token() -> None:
+    settings = parse_settings(TOKEN)
+    assert settings == Settings(upstream=UpstreamSettings(token="tok-123456"))
+    assert settings.upstream.base_url == "https://api.acedata.cloud"
+    assert settings.discord is None and settings.slack is None
+    assert settings.models == DEFAULT_MODELS and settings.default_model == "gpt-4o"
+    assert settings.default_preset == "assistant"
+    assert settings.user_rate == RateLimit(10, 60.0) and settings.user_rate.enabled
+    assert settings.channel_rate == RateLimit(30, 60.0)
+    assert settings.thinking == "fold" and settings.log_level == "INFO" and not settings.log_json
+    assert settings.health_host == "127.0.0.1" and settings.health_port == 9100
+
+
+def test_every_setting_is_read_and_normalised() -> None:
+    settings = parse_settings(
+        {
+            **TOKEN,
+            "ACEDATACLOUD_API_BASE_URL": " http://127.0.0.1:8765/ ",
+            "ACECHAT_CONNECT_TIMEOUT": "2.5",
+            "ACECHAT_READ_TIMEOUT": "30",
+            "ACECHAT_UPSTREAM_RETRIES": "0",
+            "ACECHAT_UPSTREAM_MAX_CONNECTIONS": "8",
+            "ACECHAT_MODELS": "gpt-4, o3-mini;gpt-4 ,,",
+            "ACECHAT_DEFAULT_MODEL": "o3-mini",
+            "ACECHAT_DEFAULT_PRESET": "Coder",
+            "ACECHAT_ADMIN_USERS": "slack:U1, discord:42",
+            "ACECHAT_AUTHOR_PREFIX": "off",
+            "ACECHAT_MAX_QUESTION_CHARS": "100",
+            "ACECHAT_MAX_PRESET_CHARS": "50",
+            "ACECHAT_ANSWER_TIMEOUT": "60",
+            "ACECHAT_USER_RATE": "0/60",
+            "ACECHAT_CHANNEL_RATE": "5",
+            "ACECHAT_THINKING": "HIDE",
+            "ACECHAT_DB_PATH": "/tmp/x.db",
+            "ACECHAT_TRANSCRIPT_DAYS": "0",
+            "ACECHAT_LOG_LEVEL": "debug",
+            "ACECHAT_LOG_JSON": "yes",
+            "ACECHAT_HEALTH_HOST": "0.0.0.0",
+            "ACECHAT_HEALTH_PORT": "0",
+            "ACECHAT_SHUTDOWN_GRACE": "1.5",
+        }
+    )
+    assert settings.upstream == UpstreamSettings("tok-123456", "http://127.0.0.1:8765", 2.5, 30.0, 0, 8)
+    assert settings.models == ("gpt-4", "o3-mini") and settings.default_model == "o3-mini"
+    assert settings.default_preset == "coder"
+    assert settings.admin_users == frozenset({"slack:U1", "discord:42"})
+    assert settings.author_prefix is False and settings.log_json is True
+    assert (settings.max_question_chars, settings.max_preset_chars) == (100, 50)
+    assert settings.answer_timeout == 60.0 and settings.shutdown_grace == 1.5
+    assert settings.user_rate == RateLimit(0, 60.0) and not settings.user_rate.enabled, "0/60 turns it off"
+    assert settings.channel_rate == RateLimit(5, 60.0), "the window defaults to 60 s"
+    assert settings.thinking == "hide" and settings.log_level == "DEBUG"
+    assert settings.db_path == Path("/tmp/x.db") and settings.transcript_days == 0
+    assert (settings.health_host, settings.health_port) == ("0.0.0.0", 0)
+
+
+def test_blank_values_mean_the_default() -> None:
+    settings = parse_settings(
+        {**TOKEN, "ACECHAT_USER_RATE": "  ", "ACECHAT_MODELS": "", "DISCORD_BOT_TOKEN": ""}
+    )
+    assert settings.user_rate == RateLimit(10, 60.0)
+    assert settings.models == DEFAULT_MODELS
+    assert settings.discord is None
+
+
+@pytest.mark.parametrize("env", [{}, {"ACEDATACLOUD_API_TOKEN": "   "}])
+def test_a_missing_token_is_named(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="ACEDATACLOUD_API_TOKEN is not set") as caught:
+        parse_settings(env)
+    assert "\n" not in str(caught.value)
+
+
+INVALID = [
+    ("ACEDATACLOUD_API_BASE_URL", "api.acedata.cloud", TOKEN),
+    ("ACEDATACLOUD_API_BASE_URL", "ftp://api.acedata.cloud", TOKEN),
+    ("ACEDATACLOUD_API_BASE_URL", "http://", TOKEN),
+    ("ACEDATACLOUD_API_BASE_URL", "http://[::1", TOKEN),
+    ("ACECHAT_CONNECT_TIMEOUT", "soon", TOKEN),
+    ("ACECHAT_CONNECT_TIMEOUT", "0", TOKEN),
+    ("ACECHAT_READ_TIMEOUT", "nan", TOKEN),
+    ("ACECHAT_READ_TIMEOUT", "inf", TOKEN),
+    ("ACECHAT_UPSTREAM_RETRIES", "two", TOKEN),
+    ("ACECHAT_UPSTREAM_RETRIES", "1.5", TOKEN),
+    ("ACECHAT_UPSTREAM_RETRIES", "-1", TOKEN),
+    ("ACECHAT_UPSTREAM_MAX_CONNECTIONS", "0", TOKEN),
+    ("ACECHAT_MAX_QUESTION_CHARS", "0", TOKEN),
+    ("ACECHAT_MAX_PRESET_CHARS", "lots", TOKEN),
+    ("ACECHAT_ANSWER_TIMEOUT", "0.5", TOKEN),
+    ("ACECHAT_AUTHOR_PREFIX", "maybe", TOKEN),
+    ("ACECHAT_LOG_JSON", "2", TOKEN),
+    ("ACECHAT_USER_RATE", "ten/60", TOKEN),
+    ("ACECHAT_USER_RATE", "10/0", TOKEN),
+    ("ACECHAT_USER_RATE", "-1/60", TOKEN),
+    ("ACECHAT_USER_RATE", "10/nan", TOKEN),
+    ("ACECHAT_USER_RATE", "10/inf", TOKEN),
+    ("ACECHAT_USER_RATE", "10/60/2", TOKEN),
+    ("ACECHAT_CHANNEL_RATE", "fast", TOKEN),
+    ("ACECHAT_THINKING", "loud", TOKEN),
+    ("ACECHAT_LOG_LEVEL", "verbose", TOKEN),
+    ("ACECHAT_TRANSCRIPT_DAYS", "-3", TOKEN),
+    ("ACECHAT_HEALTH_PORT", "70000", TOKEN),
+    ("ACECHAT_HEALTH_PORT", "port", TOKEN),
+    ("ACECHAT_SHUTDOWN_GRACE", "-1", TOKEN),
+    ("ACECHAT_DEFAULT_MODEL", "gpt-99", TOKEN),
+    ("ACECHAT_DEFAULT_MODEL", "gpt-4o", {**TOKEN, "ACECHAT_MODELS": "gpt-4,o3-mini"}),
+    ("ACECHAT_DEFAULT_PRESET", "pirate", TOKEN),
+    ("DISCORD_SHARD_IDS", "0,1", DISCORD),
+    ("DISCORD_SHARD_IDS", "0,2", {**DISCORD, "DISCORD_SHARD_COUNT": "2"}),
+    ("DISCORD_SHARD_IDS", "-1", {**DISCORD, "DISCORD_SHARD_COUNT": "2"}),
+    ("DISCORD_SHARD_IDS", "a,b", {**DISCORD, "DISCORD_SHARD_COUNT": "2"}),
+    ("DISCORD_SHARD_COUNT", "0", DISCORD),
+    ("DISCORD_SHARD_COUNT", "many", DISCORD),
+    ("DISCORD_DEV_GUILD_ID", "guild", DISCORD),
+    ("DISCORD_API_BASE_URL", "discord.com/api", DISCORD),
+    ("DISCORD_GATEWAY_URL", "gateway.discord.gg", DISCORD),
+    ("SLACK_COMMAND", "aichat", SLACK),
+    ("SLACK_COMMAND", "/ai chat", SLACK),
+    ("SLACK_COMMAND", "/", SLACK),
+    ("SLACK_PORT", "0", SLACK),
+    ("SLACK_PORT", "65536", SLACK),
+    ("SLACK_API_URL", "slack.com/api", SLACK),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "base"), INVALID, ids=[f"{n}={v}" for n, v, _ in INVALID])
+def test_every_invalid_value_names_its_variable_on_one_line(
+    name: str, value: str, base: dict[str, str]
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({**base, name: value})
+    message = str(caught.value)
+    assert re.search(rf"\b{name}\b", message), message
+    assert "\n" not in message
+    assert "tok-123456" not in message and "discord-token" not in message and "xoxb-1" not in message
+
+
+def test_the_default_model_error_lists_the_allowed_models() -> None:
+    with pytest.raises(SettingsError, match=r"ACECHAT_MODELS \(gpt-4, o3-mini\)"):
+        parse_settings({**TOKEN, "ACECHAT_MODELS": "gpt-4,o3-mini"})
+
+
+def test_every_built_in_preset_can_be_the_default() -> None:
+    for name in BUILTIN_PRESETS:
+        assert parse_settings({**TOKEN, "ACECHAT_DEFAULT_PRESET": name.upper()}).default_preset == name
+
+
+def test_discord_settings() -> None:
+    settings = parse_settings(
+        {
+            **DISCORD,
+            "DISCORD_API_BASE_URL": "http://127.0.0.1:9000/api/v10/",
+            "DISCORD_GATEWAY_URL": "ws://127.0.0.1:9001",
+            "DISCORD_DEV_GUILD_ID": "123",
+            "DISCORD_SHARD_COUNT": "4",
+            "DISCORD_SHARD_IDS": "2, 3",
+        }
+    )
+    assert settings.discord is not None
+    assert settings.discord.token == "discord-token"
+    assert settings.discord.api_base_url == "http://127.0.0.1:9000/api/v10"
+    assert settings.discord.gateway_url == "ws://127.0.0.1:9001"
+    assert settings.discord.dev_guild_id == 123
+    assert (settings.discord.shard_count, settings.discord.shard_ids) == (4, (2, 3))
+    counted = parse_settings({**DISCORD, "DISCORD_SHARD_COUNT": "3"}).discord
+    assert counted is not None and (counted.shard_count, counted.shard_ids) == (3, None)
+
+
+def test_slack_needs_an_app_token_or_a_signing_secret() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({**TOKEN, "SLACK_BOT_TOKEN": "xoxb-1"})
+    assert "SLACK_APP_TOKEN" in str(caught.value) and "SLACK_SIGNING_SECRET" in str(caught.value)
+
+    socket = parse_settings(SLACK).slack
+    assert socket is not None and socket.socket_mode and socket.command == "/aichat" and socket.port == 3000
+    http = parse_settings(
+        {**TOKEN, "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s3cret", "SLACK_PORT": "3100"}
+    ).slack
+    assert http is not None and not http.socket_mode
+    assert (http.signing_secret, http.port, http.api_url) == ("s3cret", 3100, None)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/api", "http://127.0.0.1:9/api/", "http://127.0.0.1:9/api//"]
+)
+def test_slack_api_url_gets_exactly_one_trailing_slash(url: str) -> None:
+    slack = parse_settings({**SLACK, "SLACK_API_URL": url, "SLACK_COMMAND": "/ask-ai"}).slack
+    assert slack is not None
+    assert slack.api_url == "http://127.0.0.1:9/api/"
+    assert slack.command == "/ask-ai"
+
+
+def test_load_settings_reads_the_env_file_under_the_environment(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# acechat settings\n"
+        "ACEDATACLOUD_API_TOKEN=from-file\n"
+        'ACECHAT_DEFAULT_MODEL="gpt-4"\n'
+        "ACECHAT_USER_RATE=5/30\n"
+        "ACECHAT_THINKING=show\n"
+    )
+    settings = load_settings({"ACEDATACLOUD_API_TOKEN": "from-env", "ACECHAT_THINKING": "hide"}, dotenv)
+    assert settings.upstream.token == "from-env", "a real variable wins over .env"
+    assert settings.thinking == "hide"
+    assert settings.default_model == "gpt-4" and settings.user_rate == RateLimit(5, 30.0)
+    assert load_settings({}, dotenv).upstream.token == "from-file"
+    assert load_settings(TOKEN, tmp_path / "missing.env") == parse_settings(TOKEN)
+    assert load_settings(TOKEN, None) == parse_settings(TOKEN)
+    with pytest.raises(SettingsError, match="ACEDATACLOUD_API_TOKEN"):
+        load_settings({}, tmp_path / "missing.env")
+
+
+def test_load_settings_reads_the_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(PREFIXES):
+            monkeypatch.delenv(name)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("ACEDATACLOUD_API_TOKEN=from-file\nACECHAT_DEFAULT_MODEL=gpt-4\n")
+    monkeypatch.setenv("ACEDATACLOUD_API_TOKEN", "from-process")
+    settings = load_settings(dotenv_path=dotenv)
+    assert settings.upstream.token == "from-process"
+    assert settings.default_model == "gpt-4"
+
+
+def test_nothing_but_settings_reads_the_environment() -> None:
+    offenders = []
+    for folder in ("core", "storage", "bots"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "core" / "settings.py":
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(r"os\.environ|getenv|environ\[|from os import", line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
