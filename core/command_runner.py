@@ -171,7 +171,9 @@ class CommandRunner:
         label: str,
     ) -> str | None:
         (current,) = await self._core.scope_settings((key,))
-        old = getattr(current, field) if current is not None else None
+        old: str | None = getattr(current, field) if current is not None else None
+        if old == value:
+            return old  # nothing changes: no audit entry, the conversation goes on
         await self._core.store.set_setting(
             key, field, value, audit=self._entry(scope, actor, f"{field} {label}", old, value)
         )
@@ -183,7 +185,8 @@ class CommandRunner:
         name = validate_preset_name(command.name or "")
         if await self._core.find_preset(scope, name) is None:
             return await self._unknown_preset(scope, name)
-        await self._set(scope, actor, scope.key, "preset", name, "set")
+        if await self._set(scope, actor, scope.key, "preset", name, "set") == name:
+            return CommandReply(f"{_where(scope).capitalize()} already uses the preset `{name}`.")
         return CommandReply(
             f"{actor.display_name} set the preset for {_where(scope)} to `{name}`. {FRESH}", public=True
         )
@@ -202,7 +205,8 @@ class CommandRunner:
         name = validate_preset_name(command.name or "")
         if await self._core.find_preset(scope, name) is None:
             return await self._unknown_preset(scope, name)
-        await self._set(scope, actor, scope.workspace_key, "preset", name, "default")
+        if await self._set(scope, actor, scope.workspace_key, "preset", name, "default") == name:
+            return CommandReply(f"`{name}` is already the default preset.")
         return CommandReply(
             f"{actor.display_name} made `{name}` the default preset for channels without their own. {FRESH}",
             public=True,
@@ -301,7 +305,8 @@ class CommandRunner:
         model = self._check_model(command.name)
         if isinstance(model, CommandReply):
             return model
-        await self._set(scope, actor, scope.key, "model", model, "set")
+        if await self._set(scope, actor, scope.key, "model", model, "set") == model:
+            return CommandReply(f"{_where(scope).capitalize()} already uses `{model}`.")
         return CommandReply(
             f"{actor.display_name} set the model for {_where(scope)} to `{model}`. {FRESH}", public=True
         )
@@ -310,7 +315,8 @@ class CommandRunner:
         model = self._check_model(command.name)
         if isinstance(model, CommandReply):
             return model
-        await self._set(scope, actor, scope.workspace_key, "model", model, "default")
+        if await self._set(scope, actor, scope.workspace_key, "model", model, "default") == model:
+            return CommandReply(f"`{model}` is already the default model.")
         return CommandReply(
             f"{actor.display_name} made `{model}` the default model for channels without their own. {FRESH}",
             public=True,

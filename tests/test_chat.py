@@ -493,3 +493,13 @@ async def test_a_failing_platform_does_not_crash_the_core(
 
     assert await core.ask(Question(CHANNEL, DANA, "hi"), Broken()) is Outcome.FAILED
     assert (await ask(core, "next")).text.startswith("Answer")
+
+
+async def test_a_change_that_changes_nothing_writes_nothing(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    await ask(core, "one")
+    cleared = await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_CLEAR))
+    assert "nothing to clear" in cleared.text and not cleared.public
+    assert (await core.execute(CHANNEL, ADMIN, Command(Action.MODEL_SET, name="gpt-4"))).public
+    again = await core.execute(CHANNEL, ADMIN, Command(Action.MODEL_SET, name="gpt-4"))
+    assert "already" in again.text and not again.public
+    assert len(await core.store.list_audit(CHANNEL.workspace_key)) == 1
