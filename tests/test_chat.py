@@ -495,7 +495,9 @@ async def test_a_failing_platform_does_not_crash_the_core(
     assert (await ask(core, "next")).text.startswith("Answer")
 
 
-async def test_a_change_that_changes_nothing_writes_nothing(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+async def test_a_change_that_changes_nothing_writes_nothing(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
     await ask(core, "one")
     cleared = await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_CLEAR))
     assert "nothing to clear" in cleared.text and not cleared.public
