@@ -8,6 +8,7 @@ onto the target, words every error for the user, and keeps state in the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -36,6 +37,7 @@ from storage.records import ConversationRecord, ScopeSettings, TranscriptEntry
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 10_000
+PRUNE_INTERVAL = 3600.0
 
 
 class Outcome(enum.Enum):
@@ -78,11 +80,25 @@ class ChatCore:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._maintenance: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> ChatCore:
         store = await Store.open(settings.db_path, transcript_days=settings.transcript_days)
-        return cls(settings, store, AIChatClient(settings.upstream))
+        core = cls(settings, store, AIChatClient(settings.upstream))
+        core._maintenance = asyncio.create_task(core._prune_periodically())
+        return core
+
+    async def _prune_periodically(self) -> None:
+        """Transcripts past their retention and old event ids go, at start and then every hour."""
+        while True:
+            try:
+                removed = await self.store.prune()
+                if removed:
+                    log.info("pruned %d expired rows", removed)
+            except Exception:
+                log.exception("pruning the database failed; will try again")
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -110,6 +126,10 @@ class ChatCore:
     async def aclose(self) -> None:
         """Drain, then close the upstream client and the store."""
         await self.drain()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
         await self.client.close()
         await self.store.close()
 
@@ -149,7 +169,8 @@ class ChatCore:
             if self._in_flight == 0:
                 self._idle.set()
         metrics.QUESTIONS.labels(question.scope.platform, outcome.value).inc()
-        if reply.first_text_at is not None:
+        # A warning is not answer text: like upstream latency, time to first text is for answers only.
+        if reply.first_text_at is not None and outcome is Outcome.ANSWERED:
             metrics.FIRST_TEXT_SECONDS.observe(reply.first_text_at - received)
         return outcome
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -505,3 +506,22 @@ async def test_a_change_that_changes_nothing_writes_nothing(
     again = await core.execute(CHANNEL, ADMIN, Command(Action.MODEL_SET, name="gpt-4"))
     assert "already" in again.text and not again.public
     assert len(await core.store.list_audit(CHANNEL.workspace_key)) == 1
+
+
+async def test_expired_transcripts_are_pruned_at_start(
+    upstream_settings: UpstreamSettings, tmp_path: Path
+) -> None:
+    settings = make_settings(upstream_settings, tmp_path / "a.db", transcript_days=1)
+    chat = await ChatCore.open(settings)
+    await ask(chat, "old question")
+    await chat.aclose()
+    old = time.time() - 3 * 86400
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        db.execute("UPDATE transcripts SET asked_at = ?, answered_at = ?", (old, old))
+    chat = await ChatCore.open(settings)
+    try:
+        await asyncio.sleep(0.2)
+    finally:
+        await chat.aclose()
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        assert db.execute("SELECT count(*) FROM transcripts").fetchone() == (0,)
