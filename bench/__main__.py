@@ -1,0 +1,96 @@
+"""`python -m bench [NAME ...]`: run the benchmarks and print one table.
+
+With no name every benchmark runs, each in a fresh process one after the other (so memory figures
+and global library state do not leak from one into the next). Names: core, concurrency, storage,
+discord, slack, burst. `--json` prints the rows as JSON instead (what the parent process reads);
+`--profile` prints a cProfile of the core under load instead of benchmarking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from bench.procs import REPO
+from bench.report import Row, from_json, table, to_json
+
+BENCHMARKS: dict[str, str] = {
+    "core": "bench.overhead",
+    "concurrency": "bench.concurrency",
+    "storage": "bench.storage_lookup",
+    "discord": "bench.discord_stream",
+    "slack": "bench.slack_stream",
+    "burst": "bench.burst",
+}
+CHILD_TIMEOUT = 300
+
+
+def run_here(name: str) -> list[Row]:
+    module = importlib.import_module(BENCHMARKS[name])
+    measure: Callable[[], Coroutine[Any, Any, list[Row]]] = module.measure
+    return asyncio.run(measure())
+
+
+def run_child(name: str) -> tuple[list[Row], float]:
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", name, "--json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return [Row(name, "benchmark did not finish", f"> {CHILD_TIMEOUT} s", passed=False)], CHILD_TIMEOUT
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return [Row(name, "benchmark failed", f"exit {done.returncode}", passed=False, note=tail)], elapsed
+    return from_json(done.stdout.strip().splitlines()[-1]), elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "names", nargs="*", choices=[*BENCHMARKS, []], metavar="NAME", help=", ".join(BENCHMARKS)
+    )
+    parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    parser.add_argument("--profile", action="store_true", help="profile the core under load instead")
+    args = parser.parse_args()
+    if args.profile:
+        from bench.overhead import profile
+
+        print(asyncio.run(profile()))
+        return
+    names = args.names or list(BENCHMARKS)
+    if len(names) == 1:
+        rows = run_here(names[0])
+        print(to_json(rows) if args.json else table(rows))
+        return
+    started = time.perf_counter()
+    rows = []
+    for name in names:
+        print(f"running {name} …", file=sys.stderr, flush=True)
+        found, elapsed = run_child(name)
+        print(f"  {name}: {elapsed:.0f} s", file=sys.stderr, flush=True)
+        rows.extend(found)
+    print(
+        f"acechat benchmarks · Python {platform.python_version()} · {os.cpu_count()} CPUs · "
+        f"{time.perf_counter() - started:.0f} s in all"
+    )
+    print(table(rows))
+    if any(r.passed is False for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

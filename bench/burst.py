@@ -1,0 +1,208 @@
+"""Benchmark 4, Slack under a burst: 200 `/aichat` commands and 200 mentions at once, against an
+upstream that takes 5 s to start answering, in HTTP mode and in Socket Mode.
+
+Figures: the time to the acknowledgement (HTTP: the response to Slack's POST, timed by a load
+generator in its own process; Socket Mode: the ack envelope, timed by the fake from the push), and
+the time from the first request until every answer shows in full, ÷ the upstream's 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench.overhead import bench_settings
+from bench.procs import REPO, server
+from bench.report import Row, ms, percentile
+from bench.upstream import Script
+from bots.slack_bot import EVENTS_PATH, SlackAdapter
+from core.chat import ChatCore
+from core.settings import SlackSettings
+from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
+
+NAME = "burst"
+EACH = 200
+LATENCY = 5.0
+ACK_TARGET = 0.100
+COMPLETE_TARGET = 1.2
+COMPETITOR = {"ack": "~600 ms p99", "complete": "322 s (64×)"}
+
+
+def answer_script(tag: str) -> Script:
+    """Nothing, then a short answer in one line: the burst measures concurrency, not chat.update's limit."""
+    return Script(tag=tag, latency=LATENCY, n=1, size=60)
+
+
+@asynccontextmanager
+async def slack_bot(
+    upstream_url: str, db_path: Path, socket: bool
+) -> AsyncIterator[tuple[FakeSlack, SlackAdapter]]:
+    async with FakeSlack() as fake:
+        slack = SlackSettings(
+            bot_token=BOT_TOKEN,
+            app_token=APP_TOKEN if socket else None,
+            signing_secret=None if socket else SIGNING_SECRET,
+            api_url=fake.api_url,
+            port=0,
+        )
+        core = await ChatCore.open(replace(bench_settings(upstream_url, db_path), slack=slack))
+        adapter = SlackAdapter(core, slack, host="127.0.0.1")
+        await adapter.start()
+        try:
+            if socket:
+                await fake.wait_for_socket()
+            yield fake, adapter
+        finally:
+            await core.drain()
+            await adapter.close()
+            await core.aclose()
+
+
+def payloads(fake: FakeSlack, mode: str) -> list[dict[str, Any]]:
+    commands = [
+        fake.command(
+            f"what streams? {answer_script(f'{mode}-cmd-{i}').marker()}",
+            user=f"U1{i:04d}",
+            channel=f"C1{i:04d}",
+        )
+        for i in range(EACH)
+    ]
+    mentions = [
+        fake.mention(
+            f"<@{BOT_USER_ID}> what streams? {answer_script(f'{mode}-at-{i}').marker()}",
+            user=f"U2{i:04d}",
+            channel=f"C2{i:04d}",
+            event_id=f"Ev-{mode}-{i}",
+        )
+        for i in range(EACH)
+    ]
+    return [p for pair in zip(commands, mentions, strict=True) for p in pair]
+
+
+async def warm_up(fake: FakeSlack, adapter: SlackAdapter, socket: bool) -> None:
+    """One `/aichat help` first: the burst meets a bot that has served before, as in steady state
+    (bolt checks the token with auth.test on its first request, and caches it)."""
+    help_command = fake.command("help", user="U0")
+    if socket:
+        await fake.deliver_socket(help_command)
+    else:
+        await fake.deliver_http(f"http://127.0.0.1:{adapter.port}{EVENTS_PATH}", help_command)
+    key = help_command["response_url"].rsplit("/", 1)[1]
+    await fake.wait_until(lambda: bool(fake.responses_to(key)), 10)
+
+
+async def http_acks(url: str, bodies: list[dict[str, Any]]) -> tuple[float, list[float]]:
+    """Send every request at once from a child process; (when it started, each ack's latency)."""
+    requests = [
+        {"body": urllib.parse.urlencode(p), "content_type": "application/x-www-form-urlencoded"}
+        if "command" in p
+        else {"body": json.dumps(p), "content_type": "application/json"}
+        for p in bodies
+    ]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.slack_load",
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await child.communicate(
+        json.dumps({"url": url, "secret": SIGNING_SECRET, "requests": requests}).encode()
+    )
+    found = json.loads(out)
+    bad = [status for _, _, status in found["results"] if status != 200]
+    if bad:
+        raise RuntimeError(f"{len(bad)} requests were not acknowledged with 200: {sorted(set(bad))}")
+    return found["started"], [latency for _, latency, _ in found["results"]]
+
+
+async def socket_acks(fake: FakeSlack, bodies: list[dict[str, Any]]) -> tuple[float, list[float]]:
+    pushed: dict[str, float] = {}
+    started = time.monotonic()
+    for body in bodies:
+        at = time.monotonic()
+        pushed[await fake.deliver_socket(body)] = at
+    await poll(lambda: all(e in fake.acks for e in pushed), 30)
+    return started, [fake.acks[e].at - at for e, at in pushed.items()]
+
+
+async def poll(predicate: Callable[[], bool], within: float) -> None:
+    """Check every 20 ms (FakeSlack.wait_until checks after every call it serves, which would put an
+    O(n) scan per request into the very process being measured)."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def all_answered(fake: FakeSlack, count: int, within: float) -> float:
+    """When the last of `count` answers showed in full (the time of its last post or edit)."""
+    answer = answer_script("").text
+
+    def shown() -> list[float]:
+        return [
+            c.at
+            for c in fake.calls
+            if c.method in ("chat.postMessage", "chat.update") and c.ok and c.params.get("text") == answer
+        ]
+
+    await poll(lambda: sum(m.text == answer for m in fake.messages) >= count, within)
+    return max(shown())
+
+
+async def one_mode(upstream_url: str, tmp: Path, socket: bool) -> tuple[list[float], float, int]:
+    mode = "socket" if socket else "http"
+    async with slack_bot(upstream_url, tmp / f"{mode}.db", socket) as (fake, adapter):
+        await warm_up(fake, adapter, socket)
+        bodies = payloads(fake, mode)
+        if socket:
+            started, acks = await socket_acks(fake, bodies)
+        else:
+            started, acks = await http_acks(f"http://127.0.0.1:{adapter.port}{EVENTS_PATH}", bodies)
+        done = await all_answered(fake, len(bodies), within=120)
+        return acks, (done - started) / LATENCY, fake.rate_limited
+
+
+async def measure() -> list[Row]:
+    out: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        async with server("bench.upstream") as url:
+            for socket in (False, True):
+                acks, ratio, limited = await one_mode(url, Path(tmp), socket)
+                mode = "Socket Mode" if socket else "HTTP"
+                p99 = percentile(acks, 99)
+                out += [
+                    Row(
+                        NAME,
+                        f"{mode}: time to ack, p50 / p99",
+                        f"{ms(percentile(acks, 50))} / {ms(p99)}",
+                        f"p99 < {ms(ACK_TARGET)}",
+                        p99 < ACK_TARGET,
+                        COMPETITOR["ack"],
+                        f"{len(acks)} requests ({EACH} commands + {EACH} mentions, interleaved) at once"
+                        + (
+                            "; timed by a load generator in its own process"
+                            if not socket
+                            else "; timed by the fake from each push to its ack"
+                        ),
+                    ),
+                    Row(
+                        NAME,
+                        f"{mode}: all answers complete ÷ upstream time",
+                        f"{ratio:.2f} ({ratio * LATENCY:.1f} s)",
+                        f"≤ {COMPLETE_TARGET:.1f}",
+                        ratio <= COMPLETE_TARGET,
+                        COMPETITOR["complete"],
+                        f"upstream: {LATENCY:g} s of silence, then a 60-character answer; {limited} platform 429s",
+                    ),
+                ]
+    return out
