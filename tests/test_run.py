@@ -1,0 +1,285 @@
+"""`acechat run` as operators run it: a real process with Slack (HTTP mode) and Discord against the
+fakes, `/healthz` and `/metrics` on a local port, JSON logs, and a clean stop on SIGTERM.
+
+`BotProcess` and `bot_environment` are shared with tests/test_crash.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from bots.slack_bot import EVENTS_PATH
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.slack import BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
+from tests.fakes.upstream import Behaviour, FakeUpstream
+
+pytestmark = pytest.mark.fault
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_SECONDS = 20.0
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the bot binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def bot_environment(
+    tmp_path: Path, upstream: FakeUpstream, slack: FakeSlack | None = None, **variables: str
+) -> dict[str, str]:
+    """Only what the bot needs, pointed at the fakes: nothing leaks in from the developer's shell."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        "ACEDATACLOUD_API_TOKEN": upstream.token,
+        "ACEDATACLOUD_API_BASE_URL": upstream.url,
+        "ACECHAT_DB_PATH": str(tmp_path / "acechat.db"),
+        "ACECHAT_USER_RATE": "0/60",
+        "ACECHAT_CHANNEL_RATE": "0/60",
+        "ACECHAT_SHUTDOWN_GRACE": "10",
+    }
+    if slack is not None:
+        env |= {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.url + "/api",
+            "SLACK_PORT": str(free_port()),
+        }
+    return env | variables
+
+
+@dataclass
+class BotProcess:
+    """One `python -m bots.cli ...` child; its stderr (the log) goes to a file, never a full pipe."""
+
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    @classmethod
+    async def start(cls, tmp_path: Path, command: str, env: dict[str, str], *, name: str) -> BotProcess:
+        log_path = tmp_path / f"{name}.log"
+        with log_path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bots.cli",
+                "--env-file",
+                "/nonexistent",
+                command,
+                env=env,
+                cwd=tmp_path,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        return cls(process, log_path)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> None:
+        assert self.process.returncode is None, f"the bot exited ({self.process.returncode}):\n{self.log}"
+
+    async def wait_for_port(self, port: int, within: float = STARTUP_SECONDS) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            self.alive()
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                assert time.monotonic() < deadline, f"nothing listens on {port}:\n{self.log}"
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, within: float = 20.0) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        async with asyncio.timeout(within):
+            return await self.process.wait()
+
+    async def kill_if_running(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+def slack_url(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['SLACK_PORT']}{EVENTS_PATH}"
+
+
+async def until(predicate: Any, within: float = 10.0, what: str = "condition") -> None:
+    """Poll `predicate()` every 10 ms (state spans several fakes and a child process)."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def metrics_once(url: str, ready: Callable[[dict[str, float]], bool]) -> dict[str, float]:
+    """The samples at `url`/metrics once `ready(samples)` holds: a count moves only after the answer
+    the platform shows is stored."""
+    async with asyncio.timeout(10):
+        while True:
+            status, text = await get(f"{url}/metrics")
+            assert status == 200
+            found = samples(text)
+            if ready(found):
+                return found
+            await asyncio.sleep(0.02)
+
+
+def samples(metrics: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}."""
+    found = {}
+    for line in metrics.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+@pytest_asyncio.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        yield fake
+
+
+async def test_run_serves_health_metrics_json_logs_and_stops_cleanly_after_answers_in_flight(
+    tmp_path: Path, fake_upstream: FakeUpstream, slack: FakeSlack
+) -> None:
+    health_port = free_port()
+    env = bot_environment(
+        tmp_path,
+        fake_upstream,
+        slack,
+        ACECHAT_HEALTH_PORT=str(health_port),
+        ACECHAT_LOG_JSON="true",
+        ACECHAT_USER_RATE="3/60",
+        ACECHAT_UPSTREAM_RETRIES="0",
+    )
+    bot = await BotProcess.start(tmp_path, "run", env, name="run")
+    health = f"http://127.0.0.1:{health_port}"
+    try:
+        await bot.wait_for_port(health_port)
+        status, body = await get(f"{health}/healthz")
+        assert status == 200, body
+        assert json.loads(body) == {"status": "ok", "database_writable": True, "adapters": {"slack": True}}
+
+        # One answer, one upstream error, one rate-limit refusal (the fourth question in a minute).
+        fake_upstream.queue(Behaviour(), Behaviour.fail(500, "api_error"))
+        for text in ("first question", "second question", "third question", "fourth question"):
+            delivery = await slack.deliver_http(slack_url(env), slack.command(text, user="U1", channel="C1"))
+            assert delivery.status == 200
+        await until(lambda: len(slack.responses) == 1 and len(slack.in_channel("C1")) >= 5, what="answers")
+        texts = [m.text for m in slack.in_channel("C1")]
+        assert any(t.startswith("Answer 1 to:") for t in texts), texts
+        assert any(t.startswith("⚠️") for t in texts), texts
+        assert "faster than this bot allows" in slack.responses[0].text
+
+        # An answer still streaming when SIGTERM arrives.
+        fake_upstream.queue(Behaviour(latency=1.0, answer="finished after SIGTERM"))
+        await slack.deliver_http(slack_url(env), slack.command("slow one", user="U2", channel="C2"))
+        async with asyncio.timeout(10):
+            await fake_upstream.wait_for_requests(4)
+        answered = 'acechat_questions_total{outcome="answered",platform="slack"}'
+        metrics = await metrics_once(health, lambda m: m.get(answered) == 2)
+        assert metrics['acechat_questions_total{outcome="failed",platform="slack"}'] == 1
+        assert metrics['acechat_questions_total{outcome="refused",platform="slack"}'] == 1
+        assert metrics['acechat_upstream_errors_total{code="api_error"}'] == 1
+        assert metrics['acechat_rate_limited_total{limit="user"}'] == 1
+        assert metrics["acechat_in_flight"] == 1
+        assert metrics["acechat_upstream_seconds_count"] == 2
+        assert metrics["acechat_first_text_seconds_count"] == 2
+        assert 'acechat_upstream_seconds_bucket{le="+Inf"}' in metrics
+
+        assert await bot.stop(signal.SIGTERM) == 0
+    finally:
+        await bot.kill_if_running()
+
+    assert slack.in_channel("C2")[-1].text == "finished after SIGTERM"
+    entries = [json.loads(line) for line in bot.log.splitlines()]  # every line is one JSON object
+    answers = [e for e in entries if e["message"] == "answered"]
+    assert len(answers) == 3
+    for entry in answers:
+        assert entry["platform"] == "slack" and entry["channel"] in ("C1", "C2")
+        assert entry["conversation_id"] in fake_upstream.conversations
+        assert entry["trace_id"].startswith("fake-trace-")
+    [failed] = [e for e in entries if e["message"].startswith("upstream error")]
+    assert failed["level"] == "WARNING" and failed["trace_id"].startswith("fake-trace-")
+    assert failed["status"] == 500 and failed["code"] == "api_error" and failed["channel"] == "C1"
+    assert entries[-1]["message"] == "stopped"
+    assert fake_upstream.token not in bot.log and BOT_TOKEN not in bot.log
+
+
+async def test_run_serves_discord_and_slack_together(
+    tmp_path: Path, fake_upstream: FakeUpstream, slack: FakeSlack
+) -> None:
+    health_port = free_port()
+    async with FakeDiscord(token="discord-run-token") as discord:
+        env = bot_environment(
+            tmp_path,
+            fake_upstream,
+            slack,
+            ACECHAT_HEALTH_PORT=str(health_port),
+            DISCORD_BOT_TOKEN=discord.token,
+            DISCORD_API_BASE_URL=discord.api_base,
+            DISCORD_GATEWAY_URL=discord.gateway_url,
+        )
+        bot = await BotProcess.start(tmp_path, "run", env, name="run-both")
+        health = f"http://127.0.0.1:{health_port}"
+        try:
+            await bot.wait_for_port(health_port)
+            status, body = await get(f"{health}/healthz")
+            assert status == 200, body
+            assert json.loads(body)["adapters"] == {"discord": True, "slack": True}
+
+            asked = await discord.post_message(f"<@{discord.BOT_ID}> hello from discord")
+            await slack.deliver_http(slack_url(env), slack.mention(f"<@{BOT_USER_ID}> hello from slack"))
+            answered = 'acechat_questions_total{outcome="answered",platform="%s"}'
+            await metrics_once(
+                health, lambda m: m.get(answered % "discord") == m.get(answered % "slack") == 1
+            )
+            [reply] = [m for m in discord.bot_messages() if m.reference_id == asked]
+            assert reply.content.endswith("hello from discord")
+            [threaded] = slack.messages
+            assert (
+                threaded.channel == "C1" and threaded.thread_ts and threaded.text.endswith("hello from slack")
+            )
+
+            await discord.drop_gateway()
+            await until(lambda: len(discord.resumes) == 1, what="a resume")
+            await discord.wait_ready()
+            status, body = await get(f"{health}/healthz")
+            assert status == 200, body
+
+            assert await bot.stop(signal.SIGTERM) == 0
+        finally:
+            await bot.kill_if_running()
+    assert "Traceback" not in bot.log, bot.log
+    assert discord.token not in bot.log
