@@ -70,6 +70,8 @@ class StreamingReply:
         self._handles: list[str] = []
         self._shown: list[str] = []
         self._desired = ""
+        # `_desired` as last split into messages: the loop asks for its next step after every post and edit.
+        self._split: tuple[str, list[str]] = ("", [])
         self._done = False
         self._wake = asyncio.Event()
         self._completed = asyncio.Event()
@@ -146,7 +148,10 @@ class StreamingReply:
             await asyncio.sleep(interval)
 
     def _next(self) -> tuple[int, str] | None:
-        chunks = split_message(self._desired, self._limits.max_chars)
+        text = self._desired
+        if self._split[0] is not text:
+            self._split = (text, split_message(text, self._limits.max_chars))
+        chunks = self._split[1]
         for index, chunk in enumerate(chunks):
             if index >= len(self._shown) or self._shown[index] != chunk:
                 return index, chunk
