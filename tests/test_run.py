@@ -233,6 +233,7 @@ async def test_run_serves_health_metrics_json_logs_and_stops_cleanly_after_answe
     [failed] = [e for e in entries if e["message"].startswith("upstream error")]
     assert failed["level"] == "WARNING" and failed["trace_id"].startswith("fake-trace-")
     assert failed["status"] == 500 and failed["code"] == "api_error" and failed["channel"] == "C1"
+    assert any(e["message"] == "waiting up to 10s for 1 answers in flight" for e in entries)
     assert entries[-1]["message"] == "stopped"
     assert fake_upstream.token not in bot.log and BOT_TOKEN not in bot.log
 
