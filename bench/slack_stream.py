@@ -114,7 +114,7 @@ async def measure() -> list[Row]:
     out = stream_rows(NAME, found, EDIT_INTERVAL, COMPETITOR)
     updates = sorted(r.seen.edits for r in found["long"])
     out.insert(
-        -1,
+        -2,
         Row(
             NAME,
             "chat.update calls for one 6,000-char answer",
