@@ -170,14 +170,15 @@ async def measure(rounds: int = ROUNDS, seconds: float = SECONDS) -> list[Row]:
 
 
 async def profile(concurrency: int = 32, seconds: float = 5.0) -> str:
-    """cProfile of the core side alone: where a message's CPU time goes."""
+    """cProfile of the core side alone: where a message's CPU time goes (main-thread CPU time, so
+    waiting and other processes' noise do not count)."""
     with tempfile.TemporaryDirectory() as tmp:
         async with server("bench.upstream") as url:
             core = await ChatCore.open(bench_settings(url, Path(tmp) / "bench.db"))
             try:
                 side = CoreSide(core, "profile")
                 await _rate(side.worker, concurrency, 0.3)
-                profiler = cProfile.Profile()
+                profiler = cProfile.Profile(time.thread_time)
                 profiler.enable()
                 rate, _ = await _rate(side.worker, concurrency, seconds)
                 profiler.disable()
