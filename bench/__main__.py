@@ -71,6 +71,9 @@ def main() -> None:
 
         print(asyncio.run(profile()))
         return
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
     names = args.names or list(BENCHMARKS)
     if len(names) == 1:
         rows = run_here(names[0])
