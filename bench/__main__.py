@@ -60,9 +60,7 @@ def run_child(name: str) -> tuple[list[Row], float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "names", nargs="*", choices=[*BENCHMARKS, []], metavar="NAME", help=", ".join(BENCHMARKS)
-    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
     parser.add_argument("--profile", action="store_true", help="profile the core under load instead")
     args = parser.parse_args()
