@@ -20,7 +20,7 @@ from bench.streaming import Asked, Seen, scenarios
 from bench.streaming import rows as stream_rows
 from bench.upstream import Script
 from bots.discord_bot import DiscordAdapter
-from bots.discord_targets import MESSAGE_LIMITS
+from bots.discord_targets import EDIT_WINDOW, EDITS_PER_WINDOW
 from core.chat import ChatCore
 from core.settings import DiscordSettings
 from tests.fakes.discord import FakeDiscord
@@ -28,7 +28,7 @@ from tests.fakes.discord import FakeDiscord
 NAME = "discord"
 EXTRA_CHANNELS = 256
 FIRST_EXTRA = 810000000000100000
-EDIT_INTERVAL = MESSAGE_LIMITS.edit_window / max(1, MESSAGE_LIMITS.edit_burst - 1)
+EDIT_INTERVAL = EDIT_WINDOW / max(1, EDITS_PER_WINDOW - 1)
 COMPETITOR = {
     "first1": "50 ms",
     "first10": "~400 ms",

@@ -11,15 +11,22 @@ from contextlib import contextmanager
 
 import discord
 
+from core.cache import LRU
+from core.ratelimit import WindowBudget
 from core.target import PlatformRateLimited, TargetLimits
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
-# Discord's message limit is 2,000 characters. Edits are limited to about 5 per 5 s per channel.
+# Discord's message limit is 2,000 characters. Edits are limited to 5 per 5 s per channel, whichever
+# answer makes them, so answers in one channel share a budget (`channel_budgets`).
 # The typing indicator lasts 10 s, so refreshing it every 8 s keeps it on without gaps.
-MESSAGE_LIMITS = TargetLimits(max_chars=2000, edit_burst=5, edit_window=5.0, typing_interval=8.0)
+EDITS_PER_WINDOW = 5
+EDIT_WINDOW = 5.0
+BUDGETS_KEPT = 10_000
 # A deferred interaction already shows "thinking…" until the first text replaces it.
-INTERACTION_LIMITS = TargetLimits(max_chars=2000, edit_burst=5, edit_window=5.0, typing_interval=None)
+INTERACTION_LIMITS = TargetLimits(
+    max_chars=2000, edit_burst=EDITS_PER_WINDOW, edit_window=EDIT_WINDOW, typing_interval=None
+)
 
 ORIGINAL = "@original"
 
@@ -33,17 +40,38 @@ def _long_limits() -> Iterator[None]:
         raise PlatformRateLimited(limited.retry_after) from limited
 
 
+class ChannelBudgets:
+    """One edit budget per channel, for the channels that answered recently."""
+
+    def __init__(self) -> None:
+        self._budgets: LRU[int, WindowBudget] = LRU(BUDGETS_KEPT)
+
+    def limits(self, channel_id: int) -> TargetLimits:
+        budget = self._budgets.get(channel_id)
+        if budget is None:
+            budget = WindowBudget(EDITS_PER_WINDOW, EDIT_WINDOW)
+            self._budgets.put(channel_id, budget)
+        return TargetLimits(
+            max_chars=2000,
+            edit_burst=EDITS_PER_WINDOW,
+            edit_window=EDIT_WINDOW,
+            typing_interval=8.0,
+            shared=budget,
+        )
+
+
 class MessageTarget:
     """Answers a message: the first part replies to it, later parts follow in the channel."""
 
-    def __init__(self, message: discord.Message) -> None:
+    def __init__(self, message: discord.Message, limits: TargetLimits) -> None:
         self._message = message
         self._channel = message.channel
+        self._limits = limits
         self._sent: dict[str, discord.Message] = {}
 
     @property
     def limits(self) -> TargetLimits:
-        return MESSAGE_LIMITS
+        return self._limits
 
     async def post(self, text: str) -> str:
         with _long_limits():

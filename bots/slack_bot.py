@@ -1,9 +1,11 @@
 """The Slack adapter: `/aichat`, mentions and direct messages over slack-bolt, in Socket Mode or HTTP mode.
 
 It only translates. Slack requests become `Question`s and `Command`s for the core, and the core's
-answers become Slack messages through `SlackReply`. Every listener acknowledges first and then does its
-work in a task the adapter tracks, so Slack's 3-second limit holds however long an answer takes, and
-`close()` can let answers finish.
+answers become Slack messages through `SlackReply`. The acknowledgement goes out as soon as a request
+is read (HTTP: once its signature checks out; Socket Mode: as the envelope arrives), before bolt or the
+core do any work, so a burst of requests is acknowledged at the speed they can be read. Bolt then runs
+the listeners in a task the adapter tracks; they queue the real work in further tracked tasks, so
+`idle()` can wait for it and `close()` can let answers finish.
 """
 
 from __future__ import annotations
@@ -17,15 +19,24 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.typedefs import Handler
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.runtime import StartupError
 from bots.slack_text import escape, from_slack, render
@@ -55,6 +66,8 @@ UPDATE_PER_SECOND = 45 / 60
 PEOPLE_TTL = 300.0
 PEOPLE_CACHE = 10_000
 ECHO_CHARS = 3000
+# A burst of Slack requests opens a connection each; aiohttp's default queue of 128 would drop some.
+LISTEN_BACKLOG = 1024
 NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived")
 BAD_TOKEN = (
     "invalid_auth",
@@ -85,14 +98,51 @@ def _rate_limited(error: SlackApiError) -> PlatformRateLimited | None:
         return PlatformRateLimited(1.0)
 
 
-@web.middleware
-async def _refuse_unreadable_timestamp(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """slack_sdk's signature check raises on a timestamp that is not a number: answer anyone sending one
-    401, as for any other bad signature, instead of 500 and a traceback in the operator's log."""
-    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+def _signed(verifier: SignatureVerifier, body: str, headers: Any) -> bool:
+    timestamp = headers.get("X-Slack-Request-Timestamp", "")
+    # slack_sdk raises on a timestamp that is not a number: such a request is as unsigned as any.
     if not (timestamp.isascii() and timestamp.isdecimal()):
-        return web.Response(status=401)
-    return await handler(request)
+        return False
+    return verifier.is_valid(body, timestamp, headers.get("X-Slack-Signature", ""))
+
+
+def _answered_by_bolt(body: dict[str, Any]) -> bool:
+    """Slack's endpoint checks, whose answer is the HTTP reply itself (the challenge) and runs no listener."""
+    return body.get("type") == "url_verification" or body.get("ssl_check") == "1"
+
+
+class _KnownBot(AsyncAuthorize):
+    """Bolt's authorization from the `auth.test` the adapter makes at start. Bolt's own single-workspace
+    authorization would call `auth.test` for every request until its first call returned: once per
+    request in a burst that meets a freshly started bot."""
+
+    def __init__(self, auth: AsyncSlackResponse, token: str) -> None:
+        self._auth = auth
+        self._token = token
+
+    async def __call__(
+        self,
+        *,
+        context: AsyncBoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        actor_enterprise_id: str | None = None,
+        actor_team_id: str | None = None,
+        actor_user_id: str | None = None,
+    ) -> AuthorizeResult:
+        auth = self._auth
+        return AuthorizeResult(
+            enterprise_id=auth.get("enterprise_id"),
+            team_id=auth.get("team_id"),
+            team=auth.get("team"),
+            url=auth.get("url"),
+            bot_id=auth.get("bot_id"),
+            bot_user_id=auth.get("user_id"),
+            bot_token=self._token,
+            bot_scopes=auth.headers.get("x-oauth-scopes"),
+            user_id=user_id,
+        )
 
 
 class SlackReply:
@@ -149,6 +199,9 @@ class SlackAdapter:
     """Serves one Slack app. `start()` returns once it is connected (Socket Mode) or listening (HTTP).
 
     Call `close()` before the core's `aclose()`: it stops taking requests and lets answers finish.
+    With `process_before_response`, each request is acknowledged only after bolt has run its listener
+    (which only queues the work), as bolt's option of that name does; by default the acknowledgement
+    goes out first.
     """
 
     name = "slack"
@@ -171,7 +224,8 @@ class SlackAdapter:
         self._budgets: dict[str, TokenBucket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: SocketModeClient | None = None
+        self._verifier: SignatureVerifier | None = None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._closing = False
@@ -189,66 +243,65 @@ class SlackAdapter:
         if not base_url.endswith("/"):
             base_url += "/"  # slack_sdk joins method names with urljoin
         self._session = aiohttp.ClientSession()
+        retry_handlers = [AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
         # Ordinary calls ride out a 429 inside slack_sdk; the streaming client does not, because the
         # core paces edits and must hear about a 429 to back off (PlatformRateLimited).
         self._client = AsyncWebClient(
-            token=settings.bot_token,
-            base_url=base_url,
-            session=self._session,
-            retry_handlers=[
-                AsyncConnectionErrorRetryHandler(),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-            ],
+            token=settings.bot_token, base_url=base_url, session=self._session, retry_handlers=retry_handlers
         )
         self._stream_client = AsyncWebClient(
             token=settings.bot_token, base_url=base_url, session=self._session
         )
+        auth = await self._check_tokens()
         app = AsyncApp(
             name="acechat",
-            client=self._client,
+            # No token here: bolt takes it from `authorize`, and would warn that one of the two is unused.
+            client=AsyncWebClient(base_url=base_url, session=self._session, retry_handlers=retry_handlers),
+            authorize=_KnownBot(auth, settings.bot_token),
             signing_secret=settings.signing_secret or "",
-            process_before_response=self._process_before_response,
+            # The listeners only queue work, so bolt may as well run them before it returns.
+            process_before_response=True,
         )
         app.command(settings.command)(self._on_command)
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         self.app = app
-        await self._check_tokens()
         if settings.app_token is not None:
-            self._socket = AsyncSocketModeHandler(app, app_token=settings.app_token)
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            self._socket = SocketModeClient(app_token=settings.app_token, web_client=self._client, ping_interval=10)
+            self._socket.socket_mode_request_listeners.append(self._on_envelope)
+            await self._socket.connect()  # type: ignore[no-untyped-call]
             log.info("slack: connected in Socket Mode")
             return
-        web_app = app.web_app(path=EVENTS_PATH, port=settings.port)
-        web_app.middlewares.append(_refuse_unreadable_timestamp)
+        assert settings.signing_secret is not None
+        self._verifier = SignatureVerifier(settings.signing_secret)
+        web_app = web.Application()
+        web_app.router.add_post(EVENTS_PATH, self._on_request)
         self._runner = web.AppRunner(
             web_app,
             access_log=None,
             shutdown_timeout=self._core.settings.shutdown_grace,
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, settings.port).start()
+        await web.TCPSite(self._runner, self._host, settings.port, backlog=LISTEN_BACKLOG).start()
         self._port = int(self._runner.addresses[0][1])
         log.info("slack: listening for HTTP requests on %s:%d%s", self._host, self._port, EVENTS_PATH)
 
-    async def _check_tokens(self) -> None:
-        """Fail at once on a rejected token; Socket Mode would otherwise retry a doomed connection forever."""
+    async def _check_tokens(self) -> AsyncSlackResponse:
+        """The bot's `auth.test`. Fail at once on a rejected token; Socket Mode would otherwise retry a
+        doomed connection forever."""
         app_token = self._settings.app_token
-        checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("SLACK_BOT_TOKEN", self._client.auth_test)]
-        if app_token is not None:
-            checks.append(
-                ("SLACK_APP_TOKEN", lambda: self._client.apps_connections_open(app_token=app_token))
-            )
-        for name, check in checks:
-            try:
-                await check()
-            except SlackApiError as error:
-                code = error.response.get("error")
-                if code not in BAD_TOKEN:
-                    raise
-                raise StartupError(
-                    f"Slack rejected {name} ({code}): copy it again from the app's settings"
-                ) from None
+        try:
+            name = "SLACK_BOT_TOKEN"
+            auth = await self._client.auth_test()
+            if app_token is not None:
+                name = "SLACK_APP_TOKEN"
+                await self._client.apps_connections_open(app_token=app_token)
+        except SlackApiError as error:
+            code = error.response.get("error")
+            if code not in BAD_TOKEN:
+                raise
+            raise StartupError(f"Slack rejected {name} ({code}): copy it again from the app's settings") from None
+        return auth
 
     @property
     def port(self) -> int | None:
@@ -260,7 +313,7 @@ class SlackAdapter:
         if self._closing:
             return False
         if self._socket is not None:
-            client = self._socket.client
+            client = self._socket
             session = client.current_session
             return not client.closed and not client.stale and session is not None and not session.closed
         return self._runner is not None and self._port is not None
@@ -279,7 +332,7 @@ class SlackAdapter:
             return
         self._closing = True
         if self._socket is not None:
-            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            await self._socket.close()  # type: ignore[no-untyped-call]
         if self._runner is not None:
             await self._runner.cleanup()
         if self._tasks:
@@ -291,6 +344,58 @@ class SlackAdapter:
                 await asyncio.wait(pending)
         if self._session is not None:
             await self._session.close()
+
+    # --- transport: acknowledge first, then let bolt dispatch ------------------------------------
+
+    async def _on_request(self, request: web.Request) -> web.StreamResponse:
+        """One HTTP request from Slack. Anything not signed with the app's secret gets 401 and runs nothing."""
+        assert self._verifier is not None
+        body = await request.text()
+        if not _signed(self._verifier, body, request.headers):
+            return web.Response(status=401)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=body,
+                query=request.query_string,
+                headers=dict(request.headers),
+            )
+        except ValueError:
+            return web.Response(status=400)
+        if _answered_by_bolt(bolt_request.body):
+            return self._http_reply(await self._bolt(bolt_request))
+        if self._process_before_response:
+            await self._dispatch(bolt_request)
+        else:
+            self._spawn(self._dispatch(bolt_request))
+        return web.Response()
+
+    @staticmethod
+    def _http_reply(reply: BoltResponse) -> web.Response:
+        content_type = reply.headers.get("content-type", ["text/plain"])[0].split(";")[0]
+        return web.Response(status=reply.status, text=reply.body, content_type=content_type)
+
+    async def _on_envelope(self, client: AsyncBaseSocketModeClient, envelope: SocketModeRequest) -> None:
+        """One Socket Mode envelope: acknowledged on the socket, empty, exactly once."""
+        ack = SocketModeResponse(envelope_id=envelope.envelope_id)
+        if self._process_before_response:
+            await self._dispatch(envelope)
+            await client.send_socket_mode_response(ack)
+        else:
+            await client.send_socket_mode_response(ack)
+            self._spawn(self._dispatch(envelope))
+
+    async def _bolt(self, request: AsyncBoltRequest | SocketModeRequest) -> BoltResponse:
+        assert self.app is not None
+        if isinstance(request, SocketModeRequest):
+            reply: BoltResponse = await run_async_bolt_app(self.app, request)  # type: ignore[no-untyped-call]
+            return reply
+        return await self.app.async_dispatch(request)
+
+    async def _dispatch(self, request: AsyncBoltRequest | SocketModeRequest) -> None:
+        reply = await self._bolt(request)
+        # Slack already has its acknowledgement: a refusal from bolt can only be logged.
+        if reply.status != 200:
+            log.warning("slack: bolt answered %d to a request: %s", reply.status, reply.body[:200])
 
     # --- bolt listeners: acknowledge, then work in a tracked task --------------------------------
 

@@ -12,6 +12,7 @@ import contextlib
 import enum
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
@@ -146,7 +147,7 @@ class ChatCore:
         self._in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
-        reply = StreamingReply(target)
+        reply = StreamingReply(target, render=self._render_partial)
         try:
             reply.start_typing()
             async with self._turns.turn(question.scope.key):
@@ -225,8 +226,18 @@ class ChatCore:
         )
         notes = [f"_Skipped {reason}._" for reason in choice.skipped]
         asked_at = time.time()
+
+        async def remember(upstream_id: str) -> None:
+            # Stored as soon as it is known, so a crash mid-answer cannot orphan a new conversation.
+            now = time.time()
+            early = ConversationRecord(
+                scope.key, upstream_id, resolved.model, resolved.preset.name, 0, now, now
+            )
+            self._conversations.put(scope.key, early)
+            await self.store.save_conversation(early)
+
         try:
-            text, conversation_id, trace_id = await self._stream(turn, reply, notes)
+            text, conversation_id, trace_id = await self._stream(turn, reply, notes, remember)
         except UpstreamError as error:
             if (
                 error.status == 404
@@ -239,7 +250,7 @@ class ChatCore:
                 notes.insert(0, "_The previous conversation had expired, so this starts a new one._")
                 try:
                     text, conversation_id, trace_id = await self._stream(
-                        replace(turn, conversation_id=None), reply, notes
+                        replace(turn, conversation_id=None), reply, notes, remember
                     )
                 except UpstreamError as again:
                     return await self._failed(question, reply, again, turn.conversation_id)
@@ -287,7 +298,11 @@ class ChatCore:
         return Outcome.ANSWERED
 
     async def _stream(
-        self, turn: Turn, reply: StreamingReply, notes: list[str]
+        self,
+        turn: Turn,
+        reply: StreamingReply,
+        notes: list[str],
+        remember: Callable[[str], Awaitable[None]],
     ) -> tuple[str, str | None, str | None]:
         mode = self._thinking
         started = time.monotonic()
@@ -301,9 +316,11 @@ class ChatCore:
             ):
                 async for chunk in chunks:
                     answer = chunk.answer
-                    conversation_id = chunk.conversation_id or conversation_id
                     trace_id = chunk.trace_id or trace_id
-                    reply.update(format_answer(answer, thinking_mode=mode, streaming=True))
+                    reply.update(answer)
+                    if chunk.conversation_id and chunk.conversation_id != conversation_id:
+                        conversation_id = chunk.conversation_id
+                        await remember(conversation_id)
         except TimeoutError:
             if not answer:
                 raise UpstreamError(
@@ -339,6 +356,9 @@ class ChatCore:
             message = f"{message} (trace `{error.trace_id}`)"
         await reply.fail(message)
         return Outcome.FAILED
+
+    def _render_partial(self, raw: str) -> str:
+        return format_answer(raw, thinking_mode=self._thinking, streaming=True)
 
     # --- state ----------------------------------------------------------------------------------
 

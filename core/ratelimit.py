@@ -101,6 +101,47 @@ class TokenBucket:
         self._stamp = max(self._stamp, self._blocked_until)
 
 
+class WindowBudget:
+    """An `EditBudget` of at most `count` calls in any `window` seconds.
+
+    A sliding window is never looser than a fixed one, so it stays inside limits that a platform counts
+    per window, like Discord's five message edits per five seconds per channel.
+    """
+
+    def __init__(self, count: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if count < 1 or window <= 0:
+            raise ValueError("a window budget needs a positive count and window")
+        self._count = count
+        self._window = window
+        self._clock = clock
+        self._times: deque[float] = deque()
+        self._blocked_until = 0.0
+
+    def _now(self) -> float:
+        now = self._clock()
+        while self._times and now - self._times[0] >= self._window - _EPSILON:
+            self._times.popleft()
+        return now
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        now = self._now()
+        if now < self._blocked_until or len(self._times) + reserve >= self._count:
+            return False
+        self._times.append(now)
+        return True
+
+    def delay(self, reserve: int = 0) -> float:
+        if reserve + 1 > self._count:
+            return math.inf
+        now = self._now()
+        excess = len(self._times) + reserve + 1 - self._count
+        wait = self._times[excess - 1] + self._window - now if excess > 0 else 0.0
+        return max(wait, self._blocked_until - now, 0.0)
+
+    def penalize(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
 def retry_in_text(seconds: float) -> str:
     """'try again in 12 s' (rounded up, at least 1 s); minutes from two minutes on."""
     whole = max(1, math.ceil(seconds - _EPSILON))

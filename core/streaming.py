@@ -62,8 +62,14 @@ class EditPacer:
 class StreamingReply:
     """One answer's messages on one target. Feed it with `update`, end it with `finish` or `fail`."""
 
-    def __init__(self, target: ReplyTarget, *, finish_timeout: float = 60.0) -> None:
+    def __init__(
+        self, target: ReplyTarget, *, render: Callable[[str], str] = str, finish_timeout: float = 60.0
+    ) -> None:
         self._target = target
+        # Partial text is rendered only when a post or edit is about to go out, not for every fragment.
+        self._render = render
+        self._raw = ""
+        self._rendered_raw = ""
         self._limits = target.limits
         self._pacer = EditPacer(self._limits)
         self._shared = self._limits.shared
@@ -90,11 +96,11 @@ class StreamingReply:
         if interval is not None and self._typing is None:
             self._typing = asyncio.create_task(self._keep_typing(interval))
 
-    def update(self, text: str) -> None:
-        """The answer so far (already formatted). Never blocks: a background task catches up."""
-        if self._done or not text.strip() or text == self._desired:
+    def update(self, raw: str) -> None:
+        """The raw answer so far. Never blocks: a background task renders and catches up."""
+        if self._done or not raw.strip():
             return
-        self._desired = text
+        self._raw = raw
         if self._task is None:
             if self._shared is not None:
                 _active[self._shared] = _active.get(self._shared, 0) + 1
@@ -113,15 +119,22 @@ class StreamingReply:
             self._task = asyncio.create_task(self._run())
         self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), self._finish_timeout)
+            async with asyncio.timeout(self._finish_timeout):
+                await self._task
         except TimeoutError:
             log.warning("final edit did not complete within %.0fs; giving up", self._finish_timeout)
-            self._task.cancel()
 
     async def fail(self, message: str) -> None:
-        """End the answer with a warning, after whatever text was already shown."""
+        """End the answer with a warning, after whatever text had arrived."""
         warning = f"⚠️ {message}"
-        await self.finish(f"{self._desired.rstrip()}\n\n{warning}" if self._desired.strip() else warning)
+        shown = self._current().rstrip()
+        await self.finish(f"{shown}\n\n{warning}" if shown else warning)
+
+    def _current(self) -> str:
+        if not self._done and self._raw is not self._rendered_raw:
+            self._rendered_raw = self._raw
+            self._desired = self._render(self._raw)
+        return self._desired
 
     async def abort(self) -> None:
         """Stop all background work without sending anything more (the target itself failed)."""
@@ -148,7 +161,7 @@ class StreamingReply:
             await asyncio.sleep(interval)
 
     def _next(self) -> tuple[int, str] | None:
-        text = self._desired
+        text = self._current()
         if self._split[0] is not text:
             self._split = (text, split_message(text, self._limits.max_chars))
         chunks = self._split[1]

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -206,8 +207,9 @@ async def test_every_upstream_failure_reaches_discord_as_a_clear_message_in_time
             check_fault_message(text, name, expected, shown, time.monotonic() - started, settings)
         fake_upstream.script.clear()
         asked = await fake.post_message(f"{BOT} and now?")
-        assert (await discord_answer(fake, asked, lambda t: t.endswith("and now?"))).startswith(
-            "Answer 1 to:"
+        # Turns cut off after their first text keep the conversation they started: the service holds it.
+        assert re.match(
+            r"Answer \d+ to:", await discord_answer(fake, asked, lambda t: t.endswith("and now?"))
         )
     assert fake.rate_limited == 0
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.ratelimit import SlidingWindow, TokenBucket, retry_in_text
+from core.ratelimit import SlidingWindow, TokenBucket, WindowBudget, retry_in_text
 from core.settings import RateLimit
 from core.target import EditBudget
 
@@ -169,3 +169,41 @@ def test_bucket_rejects_nonsense() -> None:
 )
 def test_retry_text(seconds: float, text: str) -> None:
     assert retry_in_text(seconds) == text
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_window_budget_never_exceeds_its_count_in_any_window() -> None:
+
+    clock = _Clock()
+    budget = WindowBudget(5, 5.0, clock=clock)
+    taken: list[float] = []
+    for _ in range(400):
+        if budget.try_acquire():
+            taken.append(clock.now)
+        clock.now += 0.13
+    assert len(taken) >= 50, "the budget is used, not just respected"
+    for i, start in enumerate(taken):
+        assert len([t for t in taken[i:] if t - start < 5.0]) <= 5
+
+
+def test_window_budget_reserve_and_delay() -> None:
+
+    clock = _Clock()
+    budget = WindowBudget(3, 1.0, clock=clock)
+    assert budget.try_acquire(reserve=1) and budget.try_acquire(reserve=1)
+    assert not budget.try_acquire(reserve=1), "one call is kept back"
+    assert budget.delay(reserve=1) == pytest.approx(1.0)
+    assert budget.try_acquire(), "the reserved call is there for whoever needs no reserve"
+    assert budget.delay() == pytest.approx(1.0)
+    assert budget.delay(reserve=3) == float("inf")
+    clock.now += 1.0
+    assert budget.try_acquire(reserve=1)
+    budget.penalize(2.0)
+    assert not budget.try_acquire() and budget.delay() == pytest.approx(2.0)
