@@ -284,7 +284,15 @@ class ChatCore:
             answered_at=now,
         )
         self._conversations.put(scope.key, record)
-        await self.store.record_turn(record, transcript)
+        # The write overlaps the final edit, and is committed before the next turn of this scope starts.
+        stored = self.store.queue_turn(record, transcript)
+        final = format_answer(text, thinking_mode=self._thinking)
+        if notes:
+            final = f"{final.rstrip()}\n\n" + "\n".join(notes)
+        try:
+            await reply.finish(final)
+        finally:
+            await stored
         log.info(
             "answered",
             extra={
@@ -304,7 +312,6 @@ class ChatCore:
         notes: list[str],
         remember: Callable[[str], Awaitable[None]],
     ) -> tuple[str, str | None, str | None]:
-        mode = self._thinking
         started = time.monotonic()
         answer = ""
         conversation_id = turn.conversation_id
@@ -328,10 +335,6 @@ class ChatCore:
                 ) from None
             notes.append("_The answer was stopped because it ran too long._")
         metrics.UPSTREAM_SECONDS.observe(time.monotonic() - started)
-        final = format_answer(answer, thinking_mode=mode)
-        if notes:
-            final = f"{final.rstrip()}\n\n" + "\n".join(notes)
-        await reply.finish(final)
         return answer, conversation_id, trace_id
 
     async def _failed(

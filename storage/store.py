@@ -181,6 +181,15 @@ class Store:
 
     async def record_turn(self, conversation: ConversationRecord, transcript: TranscriptEntry | None) -> None:
         """What a finished turn writes, in one thread hop and one transaction."""
+        await self.queue_turn(conversation, transcript)
+
+    def queue_turn(
+        self, conversation: ConversationRecord, transcript: TranscriptEntry | None
+    ) -> asyncio.Future[None]:
+        """Queue a finished turn's write and return at once; the future settles when it is committed.
+
+        Writes run in submission order, so anything submitted later (a reset, the next turn) sees it.
+        """
         conversation_row = _conversation_row(conversation)
         transcript_row = (
             _transcript_row(transcript) if transcript is not None and self._transcript_days else None
@@ -192,7 +201,7 @@ class Store:
                 if transcript_row is not None:
                     db.execute(_INSERT_TRANSCRIPT, transcript_row)
 
-        await self._worker.submit(record)
+        return self._worker.submit(record)
 
     # settings
 
