@@ -42,20 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"acechat: {error}", file=sys.stderr)
         return 2
-    secrets = [settings.upstream.token]
-    if settings.discord:
-        secrets.append(settings.discord.token)
-    if settings.slack:
-        secrets += [
-            settings.slack.bot_token,
-            settings.slack.app_token or "",
-            settings.slack.signing_secret or "",
-        ]
     level = settings.log_level
     if args.command == "console" and level == "INFO":
         # Routine INFO lines would interleave with the chat in the terminal.
         level = "WARNING"
-    configure_logging(level, json_lines=settings.log_json, secrets=secrets)
+    configure_logging(level, json_lines=settings.log_json, secrets=settings.secrets)
 
     if args.command == "check":
         adapters = [name for name, on in (("discord", settings.discord), ("slack", settings.slack)) if on]

@@ -96,6 +96,16 @@ class Settings:
     health_port: int = 9100
     shutdown_grace: float = 20.0
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential in force: what logs must never show."""
+        found = [self.upstream.token]
+        if self.discord is not None:
+            found.append(self.discord.token)
+        if self.slack is not None:
+            found += [self.slack.bot_token, self.slack.app_token or "", self.slack.signing_secret or ""]
+        return tuple(secret for secret in found if secret)
+
 
 THINKING_MODES = ("hide", "fold", "show")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -260,3 +260,15 @@ def test_nothing_but_settings_reads_the_environment() -> None:
                 if re.search(r"os\.environ|getenv|environ\[|from os import", line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_secrets_lists_every_credential_in_force() -> None:
+    settings = parse_settings(
+        {
+            "ACEDATACLOUD_API_TOKEN": "upstream-secret",
+            "DISCORD_BOT_TOKEN": "discord-secret",
+            "SLACK_BOT_TOKEN": "xoxb-secret",
+            "SLACK_SIGNING_SECRET": "signing-secret",
+        }
+    )
+    assert set(settings.secrets) == {"upstream-secret", "discord-secret", "xoxb-secret", "signing-secret"}
