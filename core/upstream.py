@@ -11,7 +11,6 @@ import logging
 import math
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +83,9 @@ CODE_STATUS: dict[str, int] = {
 }
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+
+# What json.loads calls for a str, without its per-call checks: every stream line goes through it.
+_decode_json = json.JSONDecoder().decode
 
 
 def user_message(status: int | None, code: str | None) -> str:
@@ -179,10 +181,24 @@ class AIChatClient:
         attempt = 0
         while True:
             parser = _StreamParser(self._scrub)
+            # One generator, not one per attempt inside another: every chunk passes a single layer.
             try:
-                async with aclosing(self._stream_once(body, parser)) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
+                responded = False
+                try:
+                    async with self._http().post(
+                        self._url, json=body, headers=self._headers(NDJSON), timeout=self._timeout
+                    ) as resp:
+                        await self._raise_for_status(resp)
+                        responded = True
+                        parser.trace_id = _header_trace(resp)
+                        content = resp.content
+                        while data := await content.readany():
+                            for chunk in parser.feed(data):
+                                yield chunk
+                        for chunk in parser.finish():
+                            yield chunk
+                except (aiohttp.ClientError, OSError) as exc:
+                    raise self._failure(exc, responded=responded, partial=bool(parser.text)) from exc
                 return
             except UpstreamError as exc:
                 if parser.text or not self._may_retry(exc, attempt):
@@ -215,23 +231,6 @@ class AIChatClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise self._failure(exc, responded=responded, partial=False) from exc
         return _parse_answer(raw, trace_id, self._scrub)
-
-    async def _stream_once(self, body: dict[str, Any], parser: _StreamParser) -> AsyncGenerator[Chunk, None]:
-        responded = False
-        try:
-            async with self._http().post(
-                self._url, json=body, headers=self._headers(NDJSON), timeout=self._timeout
-            ) as resp:
-                await self._raise_for_status(resp)
-                responded = True
-                parser.trace_id = _header_trace(resp)
-                async for data in resp.content.iter_any():
-                    for chunk in parser.feed(data):
-                        yield chunk
-                for chunk in parser.finish():
-                    yield chunk
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._failure(exc, responded=responded, partial=bool(parser.text)) from exc
 
     async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
         if 200 <= resp.status < 300:
@@ -308,60 +307,68 @@ class _StreamParser:
 
     def feed(self, data: bytes) -> Iterator[Chunk]:
         """Chunks of the complete lines in `data`, lazily: text before a bad line still gets out."""
-        self._buffer += data
+        buffer = self._buffer
+        buffer += data
         start = 0
-        while (end := self._buffer.find(b"\n", max(start, self._scanned))) != -1:
-            chunk = self._line(bytes(self._buffer[start:end]))
+        while (end := buffer.find(b"\n", max(start, self._scanned))) != -1:
+            chunk = self._line(buffer[start:end])
             start = end + 1
             if chunk is not None:
                 yield chunk
-        del self._buffer[:start]
-        self._scanned = len(self._buffer)
+        del buffer[:start]
+        self._scanned = len(buffer)
         if self._scanned > MAX_LINE_BYTES:
             raise self._error(UNREADABLE, "a stream line exceeded the size limit")
 
     def finish(self) -> list[Chunk]:
         """The body closed: a last line may lack its newline, and there must have been some text."""
-        chunk = self._line(bytes(self._buffer))
+        chunk = self._line(self._buffer) if self._buffer else None
         self._buffer.clear()
         if not self.text.strip():
             raise self._error(EMPTY, "the stream ended without answer text")
         return [chunk] if chunk is not None else []
 
-    def _line(self, raw: bytes) -> Chunk | None:
-        raw = raw.strip()
-        if not raw:
-            return None
+    def _line(self, raw: bytes | bytearray) -> Chunk | None:
         try:
-            obj = json.loads(raw)
+            # JSON allows whitespace (a CR, say) around the object; a blank line fails here and is skipped.
+            obj = _decode_json(raw.decode())
         except ValueError:
-            snippet = raw[:80].decode("utf-8", "replace")
-            raise self._error(UNREADABLE, "a stream line is not JSON: " + snippet) from None
-        if not isinstance(obj, dict):
+            raw = raw.strip()
+            if not raw:
+                return None
+            try:
+                obj = json.loads(raw)  # the encodings json.loads detects in bytes: a BOM, UTF-16 or 32
+            except ValueError:
+                snippet = raw[:80].decode("utf-8", "replace")
+                raise self._error(UNREADABLE, "a stream line is not JSON: " + snippet) from None
+        if type(obj) is not dict:
             raise self._error(UNREADABLE, "a stream line is not a JSON object")
-        obj = _unwrap(obj)
+        if "answer" not in obj:
+            obj = _unwrap(obj)
         if obj.get("error"):
             code, message, trace_id = _error_fields(obj)
             self.trace_id = trace_id or self.trace_id
             raise self._error(user_message(None, code), message, code=code)
         conversation_id = obj.get("id")
-        if isinstance(conversation_id, str) and conversation_id:
+        if conversation_id and isinstance(conversation_id, str):
             self.conversation_id = conversation_id
-        answer, delta = obj.get("answer"), obj.get("delta_answer")
+        answer = obj.get("answer")
+        delta = obj.get("delta_answer")
         if isinstance(answer, str):
             text = answer
         elif isinstance(delta, str):
             text = self.text + delta
         else:
             return None
-        previous, self.text = self.text, text
+        previous = self.text
         if text == previous:
             return None
+        self.text = text
         if text.startswith(previous):
             delta = text[len(previous) :]
         elif not isinstance(delta, str) or not delta:
             delta = text
-        return Chunk(answer=text, delta=delta, conversation_id=self.conversation_id, trace_id=self.trace_id)
+        return Chunk(text, delta, self.conversation_id, self.trace_id)
 
     def _error(self, message: str, detail: str, *, code: str | None = None) -> UpstreamError:
         return UpstreamError(
