@@ -6,8 +6,7 @@ A lock lives only while someone holds or awaits it, so idle scopes cost nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
 
 
 class ScopeQueue:
@@ -22,17 +21,43 @@ class ScopeQueue:
         entry = self._locks.get(key)
         return 0 if entry is None else entry[1]
 
-    @asynccontextmanager
-    async def turn(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
+    def turn(self, key: str) -> _Turn:
+        """`async with queue.turn(key):` runs the body once every earlier turn of `key` has ended."""
+        return _Turn(self._locks, key)
+
+
+class _Turn:
+    # A plain class rather than @asynccontextmanager: every question enters one, and the generator
+    # machinery costs more than the lock itself.
+    __slots__ = ("_key", "_lock", "_locks")
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], key: str) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        locks, key = self._locks, self._key
+        entry = locks.get(key)
+        lock, users = entry if entry is not None else (asyncio.Lock(), 0)
+        locks[key] = (lock, users + 1)
+        self._lock = lock
         try:
             # asyncio.Lock wakes waiters first-in first-out, which gives arrival order.
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        locks, key = self._locks, self._key
+        lock, users = locks[key]
+        if users <= 1:
+            del locks[key]
+        else:
+            locks[key] = (lock, users - 1)
