@@ -22,6 +22,8 @@ THINK_CLOSE = "</think>"
 FOLDED = "> 💭 _Thought for a while_"
 THINKING = "> 💭 _Thinking…_"
 
+_THINKING_MODES = frozenset(get_args(ThinkingMode))
+
 _SLACK_BROADCAST = re.compile(r"<!(channel|here|everyone)(?:\|[^<>\n]{0,64})?>", re.IGNORECASE)
 _SLACK_GROUP = re.compile(r"<!subteam\^[A-Za-z0-9]+(?:\|@?([^<>\n]{1,64}))?>", re.IGNORECASE)
 _AT_BROADCAST = re.compile(r"@(?=everyone|here)", re.IGNORECASE)
@@ -35,15 +37,19 @@ def neutralize_mentions(text: str) -> str:
     Slack broadcasts and user groups read as "@channel" or "@team" with a zero-width joiner; other
     mentions keep their text with a zero-width space after "<" or "@". Emails and decorators are untouched.
     """
-    text = _SLACK_BROADCAST.sub(lambda m: f"@{ZWJ}{m.group(1)}", text)
-    text = _SLACK_GROUP.sub(lambda m: f"@{ZWJ}{m.group(1) or 'group'}", text)
-    text = _AT_BROADCAST.sub("@" + ZWSP, text)
-    return _TOKEN_START.sub("<" + ZWSP, text)
+    # Each pattern needs its first character in the text; most answers have neither, and skip the scans.
+    has_token = "<" in text
+    if has_token:
+        text = _SLACK_BROADCAST.sub(lambda m: f"@{ZWJ}{m.group(1)}", text)
+        text = _SLACK_GROUP.sub(lambda m: f"@{ZWJ}{m.group(1) or 'group'}", text)
+    if "@" in text:
+        text = _AT_BROADCAST.sub("@" + ZWSP, text)
+    return _TOKEN_START.sub("<" + ZWSP, text) if has_token else text
 
 
 def parse_thinking_mode(value: str) -> ThinkingMode:
     """Check a configured mode (Settings.thinking is a plain string)."""
-    if value not in get_args(ThinkingMode):
+    if value not in _THINKING_MODES:
         raise ValueError(f"unknown thinking mode {value!r}: expected hide, fold or show")
     return cast(ThinkingMode, value)
 

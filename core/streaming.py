@@ -98,7 +98,8 @@ class StreamingReply:
 
     def update(self, raw: str) -> None:
         """The raw answer so far. Never blocks: a background task renders and catches up."""
-        if self._done or not raw.strip():
+        # isspace, not strip: no copy of the whole answer so far for every fragment.
+        if self._done or not raw or raw.isspace():
             return
         self._raw = raw
         if self._task is None:
