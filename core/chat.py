@@ -13,11 +13,10 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from core import metrics
-from core.attachments import choose_references
+from core.attachments import AttachmentChoice, choose_references
 from core.cache import LRU
 from core.command_runner import CommandRunner
 from core.commands import Action, Command, CommandReply
@@ -38,6 +37,7 @@ from storage.records import ConversationRecord, ScopeSettings, TranscriptEntry
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 10_000
+NO_ATTACHMENTS = AttachmentChoice((), ())
 PRUNE_INTERVAL = 3600.0
 
 
@@ -76,6 +76,10 @@ class ChatCore:
         self._channel_limit = SlidingWindow(settings.channel_rate)
         self._settings_cache: LRU[str, ScopeSettings | None] = LRU(CACHE_SIZE)
         self._conversations: LRU[str, ConversationRecord | None] = LRU(CACHE_SIZE)
+        # What `resolve` made of each scope's settings, while it used only built-in presets (custom
+        # ones are read afresh each time); dropped whole whenever a setting changes.
+        self._resolved: LRU[str, Resolved] = LRU(CACHE_SIZE)
+        self._settings_generation = 0
         self._thinking = parse_thinking_mode(settings.thinking)
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -142,7 +146,7 @@ class ChatCore:
         refusal = self._refusal(question)
         if refusal is not None:
             await self._notify(target, refusal)
-            metrics.QUESTIONS.labels(question.scope.platform, outcome.value).inc()
+            metrics.count_question(question.scope.platform, outcome.value)
             return outcome
         self._in_flight += 1
         self._idle.clear()
@@ -169,7 +173,7 @@ class ChatCore:
             metrics.IN_FLIGHT.dec()
             if self._in_flight == 0:
                 self._idle.set()
-        metrics.QUESTIONS.labels(question.scope.platform, outcome.value).inc()
+        metrics.count_question(question.scope.platform, outcome.value)
         # A warning is not answer text: like upstream latency, time to first text is for answers only.
         if reply.first_text_at is not None and outcome is Outcome.ANSWERED:
             metrics.FIRST_TEXT_SECONDS.observe(reply.first_text_at - received)
@@ -186,15 +190,17 @@ class ChatCore:
             return f"That question is {len(text):,} characters long; the limit is {limit:,}. Shorten it and ask again."
         now = time.monotonic()
         scope = question.scope
-        user_key = f"{scope.platform}:{scope.workspace}:{question.actor.user_id}"
-        wait = self._user_limit.check(user_key, now)
-        if wait > 0:
-            metrics.RATE_LIMITED.labels("user").inc()
-            return f"You're asking faster than this bot allows; {retry_in_text(wait)}."
-        wait = self._channel_limit.check(scope.channel_scope.key, now)
-        if wait > 0:
-            metrics.RATE_LIMITED.labels("channel").inc()
-            return f"This channel is asking faster than this bot allows; {retry_in_text(wait)}."
+        if self.settings.user_rate.enabled:
+            user_key = f"{scope.platform}:{scope.workspace}:{question.actor.user_id}"
+            wait = self._user_limit.check(user_key, now)
+            if wait > 0:
+                metrics.RATE_LIMITED.labels("user").inc()
+                return f"You're asking faster than this bot allows; {retry_in_text(wait)}."
+        if self.settings.channel_rate.enabled:
+            wait = self._channel_limit.check(scope.channel_scope.key, now)
+            if wait > 0:
+                metrics.RATE_LIMITED.labels("channel").inc()
+                return f"This channel is asking faster than this bot allows; {retry_in_text(wait)}."
         return None
 
     async def _notify(self, target: ReplyTarget, text: str) -> None:
@@ -212,7 +218,7 @@ class ChatCore:
         ):
             # The preset or model changed since this conversation began (perhaps on the parent channel).
             conversation = None
-        choice = choose_references(question.attachments)
+        choice = choose_references(question.attachments) if question.attachments else NO_ATTACHMENTS
         author = question.actor.display_name or question.actor.user_id
         upstream_text = question.text.strip() or "(see the attached files)"
         if self.settings.author_prefix:
@@ -293,16 +299,17 @@ class ChatCore:
             await reply.finish(final)
         finally:
             await stored
-        log.info(
-            "answered",
-            extra={
-                "platform": scope.platform,
-                "channel": scope.channel,
-                "conversation_id": conversation_id,
-                "trace_id": trace_id,
-                "chars": len(text),
-            },
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "answered",
+                extra={
+                    "platform": scope.platform,
+                    "channel": scope.channel,
+                    "conversation_id": conversation_id,
+                    "trace_id": trace_id,
+                    "chars": len(text),
+                },
+            )
         return Outcome.ANSWERED
 
     async def _stream(
@@ -316,18 +323,20 @@ class ChatCore:
         answer = ""
         conversation_id = turn.conversation_id
         trace_id: str | None = None
+        chunks = self.client.stream(turn)
         try:
-            async with (
-                asyncio.timeout(self.settings.answer_timeout),
-                aclosing(self.client.stream(turn)) as chunks,
-            ):
-                async for chunk in chunks:
-                    answer = chunk.answer
-                    trace_id = chunk.trace_id or trace_id
-                    reply.update(answer)
-                    if chunk.conversation_id and chunk.conversation_id != conversation_id:
-                        conversation_id = chunk.conversation_id
-                        await remember(conversation_id)
+            async with asyncio.timeout(self.settings.answer_timeout):
+                try:
+                    async for chunk in chunks:
+                        answer = chunk.answer
+                        trace_id = chunk.trace_id or trace_id
+                        reply.update(answer)
+                        if chunk.conversation_id and chunk.conversation_id != conversation_id:
+                            conversation_id = chunk.conversation_id
+                            await remember(conversation_id)
+                finally:
+                    # Closed here, not by the garbage collector: the connection goes back at once.
+                    await chunks.aclose()
         except TimeoutError:
             if not answer:
                 raise UpstreamError(
@@ -366,10 +375,11 @@ class ChatCore:
     # --- state ----------------------------------------------------------------------------------
 
     async def _conversation(self, scope: Scope) -> ConversationRecord | None:
-        if scope.key in self._conversations:
-            return self._conversations.get(scope.key)
-        record = await self.store.get_conversation(scope.key)
-        self._conversations.put(scope.key, record)
+        key = scope.key
+        if key in self._conversations:
+            return self._conversations.get(key)
+        record = await self.store.get_conversation(key)
+        self._conversations.put(key, record)
         return record
 
     async def scope_settings(self, keys: tuple[str, ...]) -> list[ScopeSettings | None]:
@@ -382,6 +392,9 @@ class ChatCore:
 
     def forget_setting_cache(self, key: str) -> None:
         self._settings_cache.pop(key)
+        # A setting reaches every scope below its key; settings change rarely, so forget them all.
+        self._resolved.clear()
+        self._settings_generation += 1
 
     async def forget_conversation(self, scope: Scope) -> bool:
         self._conversations.pop(scope.key)
@@ -397,6 +410,20 @@ class ChatCore:
         return Preset(custom.name, custom.description, custom.prompt, builtin=False)
 
     async def resolve(self, scope: Scope) -> Resolved:
+        key = scope.key
+        resolved = self._resolved.get(key)
+        if resolved is not None:
+            return resolved
+        generation = self._settings_generation
+        resolved, warned = await self._resolve(scope)
+        # Not kept if a setting changed meanwhile, nor if it needed a warning (which is logged each time).
+        if resolved.preset.builtin and not warned and generation == self._settings_generation:
+            self._resolved.put(key, resolved)
+        return resolved
+
+    async def _resolve(self, scope: Scope) -> tuple[Resolved, bool]:
+        """The resolution, and whether it had to warn about a stored choice."""
+        warned = False
         lineage = scope.lineage()
         found = await self.scope_settings(lineage)
         labels = ("thread", "channel", "workspace") if scope.is_thread else ("channel", "workspace")
@@ -408,6 +435,7 @@ class ChatCore:
                     model, model_source = setting.model, label
                     break
                 log.warning("stored model %r is no longer allowed; using the default", setting.model)
+                warned = True
 
         preset_names = [s.preset if s is not None else None for s in found]
         name = resolve_preset_name(preset_names, self.settings.default_preset)
@@ -417,7 +445,8 @@ class ChatCore:
             log.warning("preset %r no longer exists; using the default", name)
             preset = BUILTIN_PRESETS.get(self.settings.default_preset) or BUILTIN_PRESETS["assistant"]
             source = "default"
-        return Resolved(model, model_source, preset, source)
+            warned = True
+        return Resolved(model, model_source, preset, source), warned
 
     async def conversation(self, scope: Scope) -> ConversationRecord | None:
         return await self._conversation(scope)

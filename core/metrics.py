@@ -20,3 +20,13 @@ FIRST_TEXT_SECONDS = Histogram(
 UPSTREAM_ERRORS = Counter("acechat_upstream_errors", "Failed upstream calls, by error code", ["code"])
 IN_FLIGHT = Gauge("acechat_in_flight", "Questions being answered now")
 RATE_LIMITED = Counter("acechat_rate_limited", "Questions refused by a rate limit, by limit", ["limit"])
+
+# Labelled children, looked up once: `labels()` validates and locks on every call.
+_questions: dict[tuple[str, str], Counter] = {}
+
+
+def count_question(platform: str, outcome: str) -> None:
+    child = _questions.get((platform, outcome))
+    if child is None:
+        child = _questions[platform, outcome] = QUESTIONS.labels(platform, outcome)
+    child.inc()
