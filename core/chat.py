@@ -298,7 +298,11 @@ class ChatCore:
         try:
             await reply.finish(final)
         finally:
-            await stored
+            try:
+                await stored
+            except Exception:
+                # The user has the answer; only the operator can fix a database that refuses writes.
+                log.exception("could not store a finished turn", extra={"platform": scope.platform})
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "answered",

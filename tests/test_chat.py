@@ -525,3 +525,20 @@ async def test_expired_transcripts_are_pruned_at_start(
         await chat.aclose()
     with sqlite3.connect(tmp_path / "a.db") as db:
         assert db.execute("SELECT count(*) FROM transcripts").fetchone() == (0,)
+
+
+async def test_a_failing_database_write_is_logged_not_blamed_on_the_platform(
+    core: ChatCore, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    def refuse(record: object, transcript: object) -> asyncio.Future[None]:
+        failed: asyncio.Future[None] = loop.create_future()
+        failed.set_exception(OSError("disk full"))
+        return failed
+
+    core.store.queue_turn = refuse  # type: ignore[method-assign]
+    target = RecordingTarget()
+    assert await core.ask(Question(CHANNEL, DANA, "hi"), target) is Outcome.ANSWERED
+    assert target.text == "Answer 1 to: Dana: hi" and target.notices == []
+    assert "could not store a finished turn" in caplog.text
