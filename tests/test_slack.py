@@ -57,8 +57,9 @@ def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSla
 
 
 @asynccontextmanager
-async def running(settings: Settings, *, process_before_response: bool = True) -> AsyncIterator[Bot]:
-    """The core and the adapter as `acechat slack` runs them (tests may wait for the listener's work)."""
+async def running(settings: Settings, *, process_before_response: bool = False) -> AsyncIterator[Bot]:
+    """The core and the adapter as `acechat slack` runs them; `adapter.idle()` waits for all the work
+    of the requests it has acknowledged."""
     assert settings.slack is not None
     core = await ChatCore.open(settings)
     adapter = SlackAdapter(
@@ -74,8 +75,6 @@ async def running(settings: Settings, *, process_before_response: bool = True) -
 
 @pytest_asyncio.fixture
 async def bot(settings: Settings) -> AsyncIterator[Bot]:
-    # process_before_response=True: the listener has queued its work when the HTTP reply comes, so a
-    # test can `await adapter.idle()` instead of polling. The listener still only acks and queues.
     async with running(settings) as b:
         yield b
 
@@ -95,7 +94,7 @@ async def test_command_is_acked_before_a_slow_answer_which_is_then_posted_and_up
     fake_upstream.queue(
         Behaviour(latency=2.0, answer="The answer is " + "forty-two " * 20, fragment_delay=0.05)
     )
-    async with running(settings, process_before_response=False) as bot:
+    async with running(settings) as bot:
         started = time.monotonic()
         delivery = await slack.deliver_http(bot.url, slack.command("what is the answer?"))
         assert delivery.status == 200
