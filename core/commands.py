@@ -97,9 +97,9 @@ def parse_command(line: str) -> Command:
     keyword = head.lower()
 
     if keyword not in _TOP:
-        close = difflib.get_close_matches(keyword, _TOP, n=1, cutoff=0.75)
         # A lone word that looks like a mistyped command is more likely a typo than a question.
-        if close and not rest:
+        close = [] if rest else difflib.get_close_matches(keyword, _TOP, n=1, cutoff=0.75)
+        if close:
             return _help(f"Unknown command `{head}`. Did you mean `{close[0]}`?")
         return Command(Action.ASK, text=text)
 
