@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from core.settings import UpstreamSettings
+from core.chat import ChatCore
+from core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.upstream import FakeUpstream
 
 
@@ -33,3 +36,14 @@ def upstream_settings(fake_upstream: FakeUpstream) -> UpstreamSettings:
         retries=2,
         max_connections=100,
     )
+
+
+@pytest_asyncio.fixture
+async def core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncIterator[ChatCore]:
+    """A ChatCore on a fresh SQLite file and the fake upstream; per-user rate limit off."""
+    base = Settings(upstream=upstream_settings, db_path=tmp_path / "acechat.db", shutdown_grace=1.0)
+    chat = await ChatCore.open(dataclasses.replace(base, user_rate=RateLimit(0, 60)))
+    try:
+        yield chat
+    finally:
+        await chat.aclose()

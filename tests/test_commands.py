@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +12,7 @@ from core.chat import ChatCore
 from core.commands import ADMIN_ACTIONS, HELP_TEXT, Action, Command, CommandReply, parse_command
 from core.presets import BUILTIN_PRESETS
 from core.scope import Scope
-from core.settings import DEFAULT_MODELS, RateLimit, Settings, UpstreamSettings
+from core.settings import DEFAULT_MODELS
 from core.target import Actor
 
 A = Action
@@ -218,16 +214,6 @@ COMMAND_LINES = st.one_of(
         st.text(max_size=30),
     ),
 )
-
-
-@pytest_asyncio.fixture
-async def core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncIterator[ChatCore]:
-    base = Settings(upstream=upstream_settings, db_path=tmp_path / "acechat.db", shutdown_grace=1.0)
-    chat = await ChatCore.open(dataclasses.replace(base, user_rate=RateLimit(0, 60)))
-    try:
-        yield chat
-    finally:
-        await chat.aclose()
 
 
 @settings(

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest_asyncio
 
 from bots.console import PROMPT, ConsoleTarget, run_console
 from core.chat import ChatCore
 from core.commands import HELP_TEXT
 from core.presets import BUILTIN_PRESETS
-from core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.upstream import FakeUpstream
 
 
@@ -28,16 +22,6 @@ class Screen(io.StringIO):
     def write(self, text: str) -> int:
         self.writes.append(text)
         return super().write(text)
-
-
-@pytest_asyncio.fixture
-async def core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncIterator[ChatCore]:
-    base = Settings(upstream=upstream_settings, db_path=tmp_path / "acechat.db", shutdown_grace=1.0)
-    chat = await ChatCore.open(dataclasses.replace(base, user_rate=RateLimit(0, 60)))
-    try:
-        yield chat
-    finally:
-        await chat.aclose()
 
 
 async def console(core: ChatCore, *lines: str, channel: str = "terminal") -> str:
