@@ -20,7 +20,7 @@ from discord import app_commands
 from bots.discord_facts import actor_of_interaction, attachment_of, scope_of
 from bots.discord_targets import NO_MENTIONS, InteractionTarget
 from core.chat import ChatCore, Question
-from core.commands import Action, Command
+from core.commands import INTERNAL_ERROR, Action, Command
 from core.scope import Scope
 from core.splitting import split_message
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 ADMIN_HINT = discord.Permissions(manage_guild=True)
 MAX_CHOICES = 25  # Discord's limit for autocomplete choices
-FAILED = "Something went wrong on my side; the operator's log has the details."
 
 Complete = Callable[[discord.Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]
 
@@ -71,9 +70,11 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         log.error("slash command failed", exc_info=error)
         if interaction.response.is_done():
-            await interaction.followup.send(FAILED, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            await interaction.followup.send(INTERNAL_ERROR, ephemeral=True, allowed_mentions=NO_MENTIONS)
         else:
-            await interaction.response.send_message(FAILED, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            await interaction.response.send_message(
+                INTERNAL_ERROR, ephemeral=True, allowed_mentions=NO_MENTIONS
+            )
 
     @tree.command(name="ask", description="Ask the AI; everyone in this channel shares the conversation")
     @app_commands.describe(question="Your question", file="An image or document for the model to read")
