@@ -1,8 +1,9 @@
 """ChatCore: every decision between a platform event and the upstream model.
 
-Adapters call `ask` with a `Question` and a `ReplyTarget`, and `execute` with a `Command`. The core
-validates, rate-limits, orders turns per scope, resolves the preset and model, streams the answer
-onto the target, words every error for the user, and keeps state in the store.
+Adapters hand the core what happened: a line typed to the bot (`run_line`: a command or a question), a
+question (`ask`) or a structured command (`run_command`), each with a `ReplyTarget`. The core drops
+re-deliveries, checks rights and limits, orders turns per scope, resolves the preset and model,
+streams the answer onto the target, words every refusal and error, and keeps state in the store.
 """
 
 from __future__ import annotations
@@ -15,36 +16,37 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from core import metrics
+from core import metrics, notices
 from core.attachments import AttachmentChoice, choose_references
 from core.cache import LRU
 from core.command_runner import CommandRunner
-from core.commands import Action, Command, CommandReply
+from core.commands import Action, Command, CommandReply, parse_command
 from core.errors import UpstreamError
-from core.permissions import is_admin, may_run
-from core.presets import BUILTIN_PRESETS, Preset, resolve_preset_name
-from core.ratelimit import SlidingWindow, retry_in_text
-from core.sanitize import format_answer, parse_thinking_mode
+from core.permissions import privilege_of, refusal, required
+from core.sanitize import format_answer
 from core.scope import Scope
-from core.serial import ScopeQueue
 from core.settings import Settings
+from core.splitting import split_message
+from core.state import ScopeState
 from core.streaming import StreamingReply
-from core.target import Actor, Attachment, ReplyTarget
+from core.target import Actor, Attachment, Mark, PlatformError, PlatformForbidden, ReplyTarget
 from core.upstream import AIChatClient, Turn
-from storage import Store
-from storage.records import ConversationRecord, ScopeSettings, TranscriptEntry
+from storage import RateCheck, Store
+from storage.records import ConversationRecord, TranscriptEntry
 
 log = logging.getLogger(__name__)
 
-CACHE_SIZE = 10_000
 NO_ATTACHMENTS = AttachmentChoice((), ())
 PRUNE_INTERVAL = 3600.0
+# Users told "slow down" in a channel recently, on platforms where that notice is public.
+NOTICED_USERS = 10_000
 
 
 class Outcome(enum.Enum):
     ANSWERED = "answered"
     REFUSED = "refused"
     FAILED = "failed"
+    DUPLICATE = "duplicate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +55,8 @@ class Question:
     actor: Actor
     text: str
     attachments: tuple[Attachment, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """What a scope's next turn will use, and where each choice came from."""
-
-    model: str
-    model_source: str
-    preset: Preset
-    preset_source: str
+    # The platform's id for this delivery: a re-delivery of an id already seen is dropped.
+    delivery: str | None = None
 
 
 class ChatCore:
@@ -70,17 +64,11 @@ class ChatCore:
         self.settings = settings
         self.store = store
         self.client = client
-        self._commands = CommandRunner(self)
-        self._turns = ScopeQueue()
-        self._user_limit = SlidingWindow(settings.user_rate)
-        self._channel_limit = SlidingWindow(settings.channel_rate)
-        self._settings_cache: LRU[str, ScopeSettings | None] = LRU(CACHE_SIZE)
-        self._conversations: LRU[str, ConversationRecord | None] = LRU(CACHE_SIZE)
-        # What `resolve` made of each scope's settings, while it used only built-in presets (custom
-        # ones are read afresh each time); dropped whole whenever a setting changes.
-        self._resolved: LRU[str, Resolved] = LRU(CACHE_SIZE)
-        self._settings_generation = 0
-        self._thinking = parse_thinking_mode(settings.thinking)
+        self.state = ScopeState(settings, store)
+        self._commands = CommandRunner(self.state)
+        # Questions per scope that hold or wait for its turn in this process.
+        self._queued: dict[str, int] = {}
+        self._noticed: LRU[str, float] = LRU(NOTICED_USERS)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -113,9 +101,6 @@ class ChatCore:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def is_admin(self, scope: Scope, actor: Actor) -> bool:
-        return is_admin(scope.platform, actor, self.settings.admin_users)
-
     async def drain(self) -> None:
         """Refuse new questions and wait, at most the shutdown grace, for answers in flight."""
         self._closing = True
@@ -138,81 +123,198 @@ class ChatCore:
         await self.client.close()
         await self.store.close()
 
-    # --- questions -------------------------------------------------------------------------------
+    # --- what adapters call -----------------------------------------------------------------------
+
+    async def run_line(
+        self,
+        scope: Scope,
+        actor: Actor,
+        line: str,
+        target: ReplyTarget,
+        *,
+        attachments: tuple[Attachment, ...] = (),
+        delivery: str | None = None,
+    ) -> Outcome:
+        """A line typed to the bot (Slack's command, the console): a command if it has one's exact
+        shape, otherwise a question."""
+        command = parse_command(line)
+        if command.action is Action.ASK:
+            question = Question(scope, actor, command.text or "", attachments, delivery)
+            return await self.ask(question, target)
+        reply = await self.run_command(scope, actor, command, target, delivery=delivery)
+        if reply is None:
+            return Outcome.DUPLICATE
+        return Outcome.ANSWERED if reply.ok else Outcome.REFUSED
+
+    async def run_command(
+        self,
+        scope: Scope,
+        actor: Actor,
+        command: Command,
+        target: ReplyTarget,
+        *,
+        delivery: str | None = None,
+    ) -> CommandReply | None:
+        """Run a command and show its reply: to the channel when it announces a change, else to the
+        asker alone. None for a re-delivery, which is dropped."""
+        if delivery is not None and not await self._first_delivery(delivery, scope):
+            return None
+        try:
+            reply = await self.execute(scope, actor, command)
+        except Exception:
+            log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
+            reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
+        say = target.announce if reply.in_channel else target.notify
+        try:
+            for part in split_message(reply.text, target.limits.max_chars):
+                await say(part)
+        except Exception:
+            log.exception("could not show a command's reply", extra=_context(scope, actor))
+        return reply
+
+    async def execute(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
+        """A command's reply, after checking the actor holds the level the command needs."""
+        if command.action is Action.ASK:
+            return CommandReply(notices.NO_ASKING_HERE, ok=False)
+        level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
+        if level < required(command.action):
+            log.info("refused %s: not enough rights", command.action.value, extra=_context(scope, actor))
+            return CommandReply(refusal(command.action, scope.platform), ok=False)
+        return await self._commands.run(scope, actor, command)
 
     async def ask(self, question: Question, target: ReplyTarget) -> Outcome:
         received = time.monotonic()
-        outcome = Outcome.REFUSED
-        refusal = self._refusal(question)
-        if refusal is not None:
-            await self._notify(target, refusal)
-            metrics.count_question(question.scope.platform, outcome.value)
-            return outcome
+        scope = question.scope
+        if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
+            return Outcome.DUPLICATE
+        reason = await self._refusal(question)
+        if reason is not None:
+            await self._refuse(question, target, reason)
+            metrics.count_question(scope.platform, Outcome.REFUSED.value)
+            return Outcome.REFUSED
         self._in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
         reply = StreamingReply(target, render=self._render_partial)
         try:
-            reply.start_typing()
-            async with self._turns.turn(question.scope.key):
-                outcome = await self._answer(question, reply)
-        except Exception:
-            # A platform call failed (permissions, network): log it, keep serving everyone else.
-            log.exception(
-                "could not deliver an answer",
-                extra={"platform": question.scope.platform, "channel": question.scope.channel},
-            )
-            await reply.abort()
-            outcome = Outcome.FAILED
-            await self._notify(
-                target,
-                "I couldn't post my answer here; an admin should check my permissions in this channel.",
-            )
+            outcome = await self._take_turn(question, target, reply)
         finally:
             self._in_flight -= 1
             metrics.IN_FLIGHT.dec()
             if self._in_flight == 0:
                 self._idle.set()
-        metrics.count_question(question.scope.platform, outcome.value)
+        metrics.count_question(scope.platform, outcome.value)
         # A warning is not answer text: like upstream latency, time to first text is for answers only.
         if reply.first_text_at is not None and outcome is Outcome.ANSWERED:
             metrics.FIRST_TEXT_SECONDS.observe(reply.first_text_at - received)
         return outcome
 
-    def _refusal(self, question: Question) -> str | None:
+    # --- admission --------------------------------------------------------------------------------
+
+    async def _first_delivery(self, delivery: str, scope: Scope) -> bool:
+        if await self.store.first_sighting(delivery):
+            return True
+        log.info("ignoring a re-delivered event %s", delivery, extra={"platform": scope.platform})
+        return False
+
+    async def _refusal(self, question: Question) -> str | None:
         text = question.text.strip()
         if self._closing:
-            return "I'm restarting; ask again in a minute."
+            return notices.RESTARTING
         if not text and not question.attachments:
-            return "Ask me something after the mention, e.g. “how do I rotate a log file?”. Say `help` for commands."
+            return notices.EMPTY_QUESTION
         limit = self.settings.max_question_chars
         if len(text) > limit:
-            return f"That question is {len(text):,} characters long; the limit is {limit:,}. Shorten it and ask again."
-        now = time.monotonic()
+            return notices.too_long(len(text), limit)
         scope = question.scope
+        checks: list[tuple[str, RateCheck]] = []
         if self.settings.user_rate.enabled:
-            user_key = f"{scope.platform}:{scope.workspace}:{question.actor.user_id}"
-            wait = self._user_limit.check(user_key, now)
-            if wait > 0:
-                metrics.RATE_LIMITED.labels("user").inc()
-                return f"You're asking faster than this bot allows; {retry_in_text(wait)}."
+            key = f"user:{scope.platform}:{scope.workspace}:{question.actor.user_id}"
+            checks.append(
+                ("user", RateCheck(key, self.settings.user_rate.count, self.settings.user_rate.per_seconds))
+            )
         if self.settings.channel_rate.enabled:
-            wait = self._channel_limit.check(scope.channel_scope.key, now)
-            if wait > 0:
-                metrics.RATE_LIMITED.labels("channel").inc()
-                return f"This channel is asking faster than this bot allows; {retry_in_text(wait)}."
-        return None
+            rate = self.settings.channel_rate
+            checks.append(
+                ("channel", RateCheck(f"channel:{scope.channel_scope.key}", rate.count, rate.per_seconds))
+            )
+        if not checks:
+            return None
+        verdict = await self.store.take_rate([check for _, check in checks])
+        if verdict.refused is None:
+            return None
+        which = checks[verdict.refused][0]
+        metrics.RATE_LIMITED.labels(which).inc()
+        return notices.user_rate(verdict.wait) if which == "user" else notices.channel_rate(verdict.wait)
 
-    async def _notify(self, target: ReplyTarget, text: str) -> None:
+    async def _refuse(self, question: Question, target: ReplyTarget, text: str) -> None:
+        """Tell the asker; where notices are public, once per user per window, then only a mark."""
+        if not target.limits.private_notices:
+            key = f"{question.scope.channel_scope.key}:{question.actor.user_id}"
+            now = time.monotonic()
+            last = self._noticed.get(key)
+            if last is not None and now - last < self.settings.user_rate.per_seconds:
+                await self._quietly(target.mark(Mark.REFUSED))
+                return
+            self._noticed.put(key, now)
+        await self._quietly(target.notify(text))
+
+    @staticmethod
+    async def _quietly(call: Awaitable[None]) -> None:
         try:
-            await target.notify(text)
+            await call
         except Exception:
             log.exception("could not send a notice")
 
+    # --- answering --------------------------------------------------------------------------------
+
+    async def _take_turn(self, question: Question, target: ReplyTarget, reply: StreamingReply) -> Outcome:
+        """Wait for the scope's turn (bounded in number and time), then answer."""
+        scope = question.scope
+        key = scope.key
+        queued = self._queued.get(key, 0)
+        # The one being answered does not count as waiting.
+        if queued > self.settings.max_waiting:
+            await self._quietly(target.notify(notices.queue_full(queued - 1)))
+            return Outcome.REFUSED
+        self._queued[key] = queued + 1
+        try:
+            async with contextlib.AsyncExitStack() as turn:
+                try:
+                    async with asyncio.timeout(self.settings.max_wait):
+                        await turn.enter_async_context(self.store.scope_turn(key))
+                except TimeoutError:
+                    await self._quietly(target.notify(notices.queue_wait(self.settings.max_wait)))
+                    return Outcome.REFUSED
+                # Typing starts with the turn: a queued question shows nothing until it is answered.
+                reply.start_typing()
+                return await self._answer(question, reply)
+        except PlatformForbidden as error:
+            log.warning("the platform refused the bot here: %s", error, extra=_context(scope, question.actor))
+            await reply.abort()
+            await self._quietly(target.notify(notices.CANNOT_POST))
+        except PlatformError as error:
+            log.warning("could not deliver an answer: %s", error, extra=_context(scope, question.actor))
+            await reply.abort()
+            await self._quietly(target.notify(notices.NOT_DELIVERED))
+        except Exception:
+            log.exception("could not deliver an answer", extra=_context(scope, question.actor))
+            await reply.abort()
+            await self._quietly(target.notify(notices.INTERNAL_ERROR))
+        finally:
+            left = self._queued[key] - 1
+            if left:
+                self._queued[key] = left
+            else:
+                del self._queued[key]
+        return Outcome.FAILED
+
     async def _answer(self, question: Question, reply: StreamingReply) -> Outcome:
         scope = question.scope
-        resolved = await self.resolve(scope)
-        conversation = await self._conversation(scope)
+        resolved = await self.state.resolve(scope)
+        stored = await self.state.conversation(scope)
+        epoch = stored.epoch if stored is not None else 0
+        conversation = stored if stored is not None and stored.upstream_id else None
         if conversation is not None and (
             conversation.model != resolved.model or conversation.preset != resolved.preset.name
         ):
@@ -234,12 +336,12 @@ class ChatCore:
         asked_at = time.time()
 
         async def remember(upstream_id: str) -> None:
-            # Stored as soon as it is known, so a crash mid-answer cannot orphan a new conversation.
+            # Stored as soon as it is known, so a crash mid-answer cannot orphan a new conversation;
+            # a reset since the turn began wins (the epoch no longer matches).
             now = time.time()
             early = ConversationRecord(
-                scope.key, upstream_id, resolved.model, resolved.preset.name, 0, now, now
+                scope.key, upstream_id, resolved.model, resolved.preset.name, 0, now, now, epoch
             )
-            self._conversations.put(scope.key, early)
             await self.store.save_conversation(early)
 
         try:
@@ -264,18 +366,16 @@ class ChatCore:
                 return await self._failed(question, reply, error, turn.conversation_id)
 
         now = time.time()
-        created = (
-            conversation.created_at if conversation and conversation.upstream_id == conversation_id else now
-        )
-        turns = conversation.turns + 1 if conversation and conversation.upstream_id == conversation_id else 1
+        same = conversation is not None and conversation.upstream_id == conversation_id
         record = ConversationRecord(
             scope_key=scope.key,
             upstream_id=conversation_id,
             model=resolved.model,
             preset=resolved.preset.name,
-            turns=turns,
-            created_at=created,
+            turns=conversation.turns + 1 if same and conversation is not None else 1,
+            created_at=conversation.created_at if same and conversation is not None else now,
             updated_at=now,
+            epoch=epoch,
         )
         transcript = TranscriptEntry(
             scope_key=scope.key,
@@ -289,17 +389,16 @@ class ChatCore:
             asked_at=asked_at,
             answered_at=now,
         )
-        self._conversations.put(scope.key, record)
         # The write overlaps the final edit, and is committed before the next turn of this scope starts.
-        stored = self.store.queue_turn(record, transcript)
-        final = format_answer(text, thinking_mode=self._thinking)
+        written = self.store.queue_turn(record, transcript)
+        final = format_answer(text, thinking_mode=self.settings.thinking)
         if notes:
             final = f"{final.rstrip()}\n\n" + "\n".join(notes)
         try:
             await reply.finish(final)
         finally:
             try:
-                await stored
+                await written
             except Exception:
                 # The user has the answer; only the operator can fix a database that refuses writes.
                 log.exception("could not store a finished turn", extra={"platform": scope.platform})
@@ -374,104 +473,8 @@ class ChatCore:
         return Outcome.FAILED
 
     def _render_partial(self, raw: str) -> str:
-        return format_answer(raw, thinking_mode=self._thinking, streaming=True)
+        return format_answer(raw, thinking_mode=self.settings.thinking, streaming=True)
 
-    # --- state ----------------------------------------------------------------------------------
 
-    async def _conversation(self, scope: Scope) -> ConversationRecord | None:
-        key = scope.key
-        if key in self._conversations:
-            return self._conversations.get(key)
-        record = await self.store.get_conversation(key)
-        self._conversations.put(key, record)
-        return record
-
-    async def scope_settings(self, keys: tuple[str, ...]) -> list[ScopeSettings | None]:
-        missing = [key for key in keys if key not in self._settings_cache]
-        if missing:
-            found = await self.store.get_settings(missing)
-            for key in missing:
-                self._settings_cache.put(key, found.get(key))
-        return [self._settings_cache.get(key) for key in keys]
-
-    def forget_setting_cache(self, key: str) -> None:
-        self._settings_cache.pop(key)
-        # A setting reaches every scope below its key; settings change rarely, so forget them all.
-        self._resolved.clear()
-        self._settings_generation += 1
-
-    async def forget_conversation(self, scope: Scope) -> bool:
-        self._conversations.pop(scope.key)
-        return await self.store.forget_conversation(scope.key)
-
-    async def find_preset(self, scope: Scope, name: str) -> Preset | None:
-        builtin = BUILTIN_PRESETS.get(name)
-        if builtin is not None:
-            return builtin
-        custom = await self.store.get_preset(scope.workspace_key, name)
-        if custom is None:
-            return None
-        return Preset(custom.name, custom.description, custom.prompt, builtin=False)
-
-    async def resolve(self, scope: Scope) -> Resolved:
-        key = scope.key
-        resolved = self._resolved.get(key)
-        if resolved is not None:
-            return resolved
-        generation = self._settings_generation
-        resolved, warned = await self._resolve(scope)
-        # Not kept if a setting changed meanwhile, nor if it needed a warning (which is logged each time).
-        if resolved.preset.builtin and not warned and generation == self._settings_generation:
-            self._resolved.put(key, resolved)
-        return resolved
-
-    async def _resolve(self, scope: Scope) -> tuple[Resolved, bool]:
-        """The resolution, and whether it had to warn about a stored choice."""
-        warned = False
-        lineage = scope.lineage()
-        found = await self.scope_settings(lineage)
-        labels = ("thread", "channel", "workspace") if scope.is_thread else ("channel", "workspace")
-
-        model, model_source = self.settings.default_model, "default"
-        for label, setting in zip(labels, found, strict=True):
-            if setting is not None and setting.model:
-                if setting.model in self.settings.models:
-                    model, model_source = setting.model, label
-                    break
-                log.warning("stored model %r is no longer allowed; using the default", setting.model)
-                warned = True
-
-        preset_names = [s.preset if s is not None else None for s in found]
-        name = resolve_preset_name(preset_names, self.settings.default_preset)
-        source = next((lab for lab, value in zip(labels, preset_names, strict=True) if value), "default")
-        preset = await self.find_preset(scope, name)
-        if preset is None:
-            log.warning("preset %r no longer exists; using the default", name)
-            preset = BUILTIN_PRESETS.get(self.settings.default_preset) or BUILTIN_PRESETS["assistant"]
-            source = "default"
-            warned = True
-        return Resolved(model, model_source, preset, source), warned
-
-    async def conversation(self, scope: Scope) -> ConversationRecord | None:
-        return await self._conversation(scope)
-
-    # --- commands -------------------------------------------------------------------------------
-
-    async def execute(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        if command.action is Action.ASK:
-            return CommandReply("Questions need a place to answer in; mention me instead.", ok=False)
-        if not may_run(command.action, scope.platform, actor, self.settings.admin_users):
-            log.info(
-                "refused %s to a non-admin",
-                command.action.value,
-                extra={"platform": scope.platform, "channel": scope.channel, "user": actor.user_id},
-            )
-            return CommandReply(
-                f"Only admins can use `{command.action.value}` here. Ask a workspace or server admin.",
-                ok=False,
-            )
-        return await self._commands.run(scope, actor, command)
-
-    async def preset_names(self, scope: Scope) -> list[str]:
-        custom = await self.store.list_presets(scope.workspace_key)
-        return sorted({*BUILTIN_PRESETS, *(p.name for p in custom)})
+def _context(scope: Scope, actor: Actor) -> dict[str, str]:
+    return {"platform": scope.platform, "channel": scope.channel, "user": actor.user_id}

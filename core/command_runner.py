@@ -1,11 +1,11 @@
-"""What each command does and says. The admin check has already passed when `run` is called."""
+"""What each command does and says. The rights check has already passed when `run` is called."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal
 
 from core.commands import HELP_TEXT, Action, Command, CommandReply
 from core.presets import (
@@ -16,17 +16,18 @@ from core.presets import (
     validate_prompt,
 )
 from core.scope import Scope
+from core.state import Field, ScopeState
 from core.target import Actor
-from storage.records import AuditEntry, CustomPreset
-
-if TYPE_CHECKING:
-    from core.chat import ChatCore
+from storage.records import AuditAction, AuditEntry, CustomPreset
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Scope, Actor, Command], Awaitable[CommandReply]]
 
 MAX_CUSTOM_PRESETS = 50
+AUDIT_PAGE = 15
+# Audit lines quote old and new values; a whole preset prompt would drown the page.
+AUDIT_VALUE_CHARS = 60
 FRESH = "A new conversation starts with the next question."
 
 
@@ -44,9 +45,29 @@ def _where(scope: Scope) -> str:
     return "this thread" if scope.is_thread else "this channel"
 
 
+def _place(scope_key: str) -> str:
+    """Where an audited change was made, from its scope key (platform:workspace:channel:thread)."""
+    parts = scope_key.split(":")
+    if len(parts) != 4:
+        return scope_key
+    channel, thread = parts[2], parts[3]
+    return f"channel {channel}" if thread == "-" else f"thread {thread} in {channel}"
+
+
+def _quoted(value: str | None) -> str:
+    if value is None:
+        return "—"
+    text = " ".join(value.split()).replace("`", "'")
+    if len(text) > AUDIT_VALUE_CHARS:
+        text = text[: AUDIT_VALUE_CHARS - 1] + "…"
+    return f"`{text}`"
+
+
 class CommandRunner:
-    def __init__(self, core: ChatCore) -> None:
-        self._core = core
+    def __init__(self, state: ScopeState) -> None:
+        self._state = state
+        self._store = state.store
+        self._settings = state.settings
         self._handlers: dict[Action, Handler] = {
             Action.HELP: self._help,
             Action.RESET: self._reset,
@@ -75,7 +96,9 @@ class CommandRunner:
         except PresetError as error:
             return CommandReply(error.user_message, ok=False)
 
-    def _entry(self, scope: Scope, actor: Actor, action: str, old: str | None, new: str | None) -> AuditEntry:
+    def _entry(
+        self, scope: Scope, actor: Actor, action: AuditAction, old: str | None, new: str | None
+    ) -> AuditEntry:
         return AuditEntry(
             workspace_key=scope.workspace_key,
             scope_key=scope.key,
@@ -92,7 +115,7 @@ class CommandRunner:
         return CommandReply(reason + HELP_TEXT, ok=not command.text)
 
     async def _reset(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        existed = await self._core.forget_conversation(scope)
+        existed = await self._state.reset(scope)
         if not existed:
             return CommandReply(f"There is no conversation in {_where(scope)} yet; just ask.")
         return CommandReply(
@@ -100,8 +123,8 @@ class CommandRunner:
         )
 
     async def _status(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        resolved = await self._core.resolve(scope)
-        conversation = await self._core.conversation(scope)
+        resolved = await self._state.resolve(scope)
+        conversation = await self._state.conversation(scope)
         lines = [
             f"**Model:** `{resolved.model}` ({resolved.model_source})",
             f"**Preset:** `{resolved.preset.name}` ({resolved.preset_source}) — {resolved.preset.description}",
@@ -117,22 +140,31 @@ class CommandRunner:
         return CommandReply("\n".join(lines))
 
     async def _audit(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        entries = await self._core.store.list_audit(scope.workspace_key, limit=15)
-        if not entries:
+        total = await self._store.count_audit(scope.workspace_key)
+        if not total:
             return CommandReply("No admin changes yet.")
-        lines = []
+        pages = math.ceil(total / AUDIT_PAGE)
+        if command.page > pages:
+            return CommandReply(f"There are only {pages} pages of admin changes.", ok=False)
+        entries = await self._store.list_audit(
+            scope.workspace_key, limit=AUDIT_PAGE, offset=(command.page - 1) * AUDIT_PAGE
+        )
+        lines = [f"**Admin changes, newest first** (page {command.page} of {pages})"]
         for entry in entries:
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(entry.at))
-            place = entry.scope_key.split(":", 2)[-1]
-            change = f"`{entry.old or '—'}` → `{entry.new or '—'}`"
-            lines.append(f"{when} UTC · {entry.actor_name} · {entry.action} · {place} · {change}")
-        return CommandReply("**Recent admin changes**\n" + "\n".join(lines))
+            # The id beside the name: display names are anyone's to choose, ids are not.
+            who = f"{entry.actor_name} (`{entry.actor_id}`)"
+            change = f"{_quoted(entry.old)} → {_quoted(entry.new)}"
+            lines.append(f"{when} UTC · {who} · {entry.action} · {_place(entry.scope_key)} · {change}")
+        if command.page < pages:
+            lines.append(f"_Older: `audit {command.page + 1}`_")
+        return CommandReply("\n".join(lines))
 
     # --- presets ----------------------------------------------------------------------------------
 
     async def _preset_list(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        resolved = await self._core.resolve(scope)
-        custom = await self._core.store.list_presets(scope.workspace_key)
+        resolved = await self._state.resolve(scope)
+        custom = await self._store.list_presets(scope.workspace_key)
         lines = ["**Built-in presets**"]
         for preset in BUILTIN_PRESETS.values():
             marker = " ← in use" if preset.name == resolved.preset.name else ""
@@ -146,56 +178,43 @@ class CommandRunner:
 
     async def _preset_show(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         if command.name:
-            preset = await self._core.find_preset(scope, validate_preset_name(command.name))
+            preset = await self._state.find_preset(scope, validate_preset_name(command.name))
             if preset is None:
                 return await self._unknown_preset(scope, command.name)
             source = "built-in" if preset.builtin else "custom"
         else:
-            resolved = await self._core.resolve(scope)
+            resolved = await self._state.resolve(scope)
             preset, source = resolved.preset, f"in use here, from the {resolved.preset_source} setting"
         return CommandReply(f"**{preset.name}** ({source}) — {preset.description}\n```\n{preset.prompt}\n```")
 
     async def _unknown_preset(self, scope: Scope, name: str) -> CommandReply:
-        names = await self._core.preset_names(scope)
+        names = await self._state.preset_names(scope)
         return CommandReply(
             f"There is no preset `{name}`. Presets: {', '.join(f'`{n}`' for n in names)}.", ok=False
         )
 
     async def _set(
-        self,
-        scope: Scope,
-        actor: Actor,
-        key: str,
-        field: Literal["preset", "model"],
-        value: str | None,
-        label: str,
+        self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
     ) -> str | None:
-        (current,) = await self._core.scope_settings((key,))
-        old: str | None = getattr(current, field) if current is not None else None
-        if old == value:
-            return old  # nothing changes: no audit entry, the conversation goes on
-        await self._core.store.set_setting(
-            key, field, value, audit=self._entry(scope, actor, f"{field} {label}", old, value)
-        )
-        self._core.forget_setting_cache(key)
-        await self._core.forget_conversation(scope)
+        """Change one setting; returns the value it had (equal to `value` when nothing changed)."""
+        _, old = await self._state.set_setting(scope, actor, key, field, value, action)
         return old
 
     async def _preset_set(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         name = validate_preset_name(command.name or "")
-        if await self._core.find_preset(scope, name) is None:
+        if await self._state.find_preset(scope, name) is None:
             return await self._unknown_preset(scope, name)
-        if await self._set(scope, actor, scope.key, "preset", name, "set") == name:
+        if await self._set(scope, actor, scope.key, "preset", name, AuditAction.PRESET_SET) == name:
             return CommandReply(f"{_where(scope).capitalize()} already uses the preset `{name}`.")
         return CommandReply(
             f"{actor.display_name} set the preset for {_where(scope)} to `{name}`. {FRESH}", public=True
         )
 
     async def _preset_clear(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        old = await self._set(scope, actor, scope.key, "preset", None, "clear")
+        old = await self._set(scope, actor, scope.key, "preset", None, AuditAction.PRESET_CLEAR)
         if old is None:
             return CommandReply(f"{_where(scope).capitalize()} has no preset of its own; nothing to clear.")
-        resolved = await self._core.resolve(scope)
+        resolved = await self._state.resolve(scope)
         return CommandReply(
             f"{actor.display_name} cleared the preset for {_where(scope)}; it now uses `{resolved.preset.name}`. {FRESH}",
             public=True,
@@ -203,9 +222,12 @@ class CommandRunner:
 
     async def _preset_default(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         name = validate_preset_name(command.name or "")
-        if await self._core.find_preset(scope, name) is None:
+        if await self._state.find_preset(scope, name) is None:
             return await self._unknown_preset(scope, name)
-        if await self._set(scope, actor, scope.workspace_key, "preset", name, "default") == name:
+        if (
+            await self._set(scope, actor, scope.workspace_key, "preset", name, AuditAction.PRESET_DEFAULT)
+            == name
+        ):
             return CommandReply(f"`{name}` is already the default preset.")
         return CommandReply(
             f"{actor.display_name} made `{name}` the default preset for channels without their own. {FRESH}",
@@ -221,11 +243,11 @@ class CommandRunner:
     async def _save_preset(
         self, scope: Scope, actor: Actor, command: Command, *, creating: bool
     ) -> CommandReply:
-        store = self._core.store
+        store = self._store
         name = validate_preset_name(command.name or "")
         if name in BUILTIN_PRESETS:
             return CommandReply(f"`{name}` is a built-in preset; choose another name.", ok=False)
-        prompt = validate_prompt(command.text or "", self._core.settings.max_preset_chars)
+        prompt = validate_prompt(command.text or "", self._settings.max_preset_chars)
         existing = await store.get_preset(scope.workspace_key, name)
         if creating and existing is not None:
             return CommandReply(
@@ -251,7 +273,7 @@ class CommandRunner:
             created_at=existing.created_at if existing else now,
             updated_at=now,
         )
-        action = "preset create" if creating else "preset edit"
+        action = AuditAction.PRESET_CREATE if creating else AuditAction.PRESET_EDIT
         await store.put_preset(
             preset, audit=self._entry(scope, actor, action, existing.prompt if existing else None, prompt)
         )
@@ -262,8 +284,8 @@ class CommandRunner:
         name = validate_preset_name(command.name or "")
         if name in BUILTIN_PRESETS:
             return CommandReply(f"`{name}` is a built-in preset and cannot be deleted.", ok=False)
-        deleted = await self._core.store.delete_preset(
-            scope.workspace_key, name, audit=self._entry(scope, actor, "preset delete", name, None)
+        deleted = await self._store.delete_preset(
+            scope.workspace_key, name, audit=self._entry(scope, actor, AuditAction.PRESET_DELETE, name, None)
         )
         if deleted is None:
             return CommandReply(f"There is no custom preset `{name}`.", ok=False)
@@ -273,23 +295,23 @@ class CommandRunner:
     # --- models -----------------------------------------------------------------------------------
 
     async def _model_list(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        resolved = await self._core.resolve(scope)
+        resolved = await self._state.resolve(scope)
         lines = [
             f"`{m}`"
             + (" ← in use" if m == resolved.model else "")
-            + (" (default)" if m == self._core.settings.default_model else "")
-            for m in self._core.models
+            + (" (default)" if m == self._settings.default_model else "")
+            for m in self._settings.models
         ]
         return CommandReply("**Models**\n" + "\n".join(lines))
 
     async def _model_show(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        resolved = await self._core.resolve(scope)
+        resolved = await self._state.resolve(scope)
         return CommandReply(
             f"{_where(scope).capitalize()} uses `{resolved.model}` ({resolved.model_source})."
         )
 
     def _check_model(self, name: str | None) -> str | CommandReply:
-        models = self._core.models
+        models = self._settings.models
         if name in models:
             return name
         wanted = (name or "").strip()
@@ -305,7 +327,7 @@ class CommandRunner:
         model = self._check_model(command.name)
         if isinstance(model, CommandReply):
             return model
-        if await self._set(scope, actor, scope.key, "model", model, "set") == model:
+        if await self._set(scope, actor, scope.key, "model", model, AuditAction.MODEL_SET) == model:
             return CommandReply(f"{_where(scope).capitalize()} already uses `{model}`.")
         return CommandReply(
             f"{actor.display_name} set the model for {_where(scope)} to `{model}`. {FRESH}", public=True
@@ -315,7 +337,10 @@ class CommandRunner:
         model = self._check_model(command.name)
         if isinstance(model, CommandReply):
             return model
-        if await self._set(scope, actor, scope.workspace_key, "model", model, "default") == model:
+        if (
+            await self._set(scope, actor, scope.workspace_key, "model", model, AuditAction.MODEL_DEFAULT)
+            == model
+        ):
             return CommandReply(f"`{model}` is already the default model.")
         return CommandReply(
             f"{actor.display_name} made `{model}` the default model for channels without their own. {FRESH}",

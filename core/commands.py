@@ -31,37 +31,27 @@ class Action(enum.StrEnum):
     MODEL_DEFAULT = "model default"
 
 
-# Changing shared state, or reading who changed it, is for admins only.
-ADMIN_ACTIONS = frozenset(
-    {
-        Action.AUDIT,
-        Action.PRESET_SET,
-        Action.PRESET_CLEAR,
-        Action.PRESET_DEFAULT,
-        Action.PRESET_CREATE,
-        Action.PRESET_EDIT,
-        Action.PRESET_DELETE,
-        Action.MODEL_SET,
-        Action.MODEL_DEFAULT,
-    }
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Command:
     action: Action
     name: str | None = None
     text: str | None = None
     description: str | None = None
+    page: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class CommandReply:
-    """What a command says back. `public` replies are shown to the channel, the rest to the asker only."""
+    """What a command says back. `public` marks a change the channel should hear about."""
 
     text: str
     public: bool = False
     ok: bool = True
+
+    @property
+    def in_channel(self) -> bool:
+        """Shown to the whole channel; otherwise to the asker only. Failures are never broadcast."""
+        return self.public and self.ok
 
 
 # What a user is told when something unexpected failed on the bot's side (the log has the detail).
@@ -73,13 +63,15 @@ HELP_TEXT = """\
 `status` — this channel's model, preset and conversation
 `preset list` · `preset show [NAME]`
 `model list` · `model show`
-Admins: `preset set NAME` · `preset clear` · `preset default NAME` · `preset create NAME PROMPT` · \
-`preset edit NAME PROMPT` · `preset delete NAME` · `model set NAME` · `model default NAME` · `audit`"""
+Channel admins: `preset set NAME` · `preset clear` · `model set NAME`
+Workspace admins: `preset default NAME` · `preset create NAME PROMPT` · `preset edit NAME PROMPT` · \
+`preset delete NAME` · `model default NAME` · `audit [PAGE]`"""
 
 _TOP = ("help", "ask", "reset", "status", "audit", "preset", "model")
 _PRESET_SUBS = ("list", "show", "set", "clear", "default", "create", "edit", "delete")
 _MODEL_SUBS = ("list", "show", "set", "default")
 _NEEDS_NAME = {"set", "default", "delete"}
+MAX_AUDIT_PAGE = 1000
 
 
 def _help(reason: str) -> Command:
@@ -93,51 +85,64 @@ def _first_word(text: str) -> tuple[str, str]:
 
 
 def parse_command(line: str) -> Command:
+    """A command only when the line has a command's exact shape; anything else is a question.
+
+    "help", "status of the Q3 launch" or "model the churn data" are questions. A command word with a
+    required argument missing ("preset set") gets its usage, since nobody asks just that.
+    """
     text = line.strip()
     if not text:
         return _help("")
     head, rest = _first_word(text)
     keyword = head.lower()
+    question = Command(Action.ASK, text=text)
 
     if keyword not in _TOP:
         # A lone word that looks like a mistyped command is more likely a typo than a question.
         close = [] if rest else difflib.get_close_matches(keyword, _TOP, n=1, cutoff=0.75)
         if close:
             return _help(f"Unknown command `{head}`. Did you mean `{close[0]}`?")
-        return Command(Action.ASK, text=text)
-
-    if keyword == "help":
-        return _help("")
+        return question
     if keyword == "ask":
         return Command(Action.ASK, text=rest)
-    if keyword in ("reset", "status", "audit"):
-        if rest:
-            return _help(f"`{keyword}` takes no arguments.")
-        return Command(Action(keyword))
+    if keyword == "help":
+        return _help("") if not rest else question
+    if keyword in ("reset", "status"):
+        return Command(Action(keyword)) if not rest else question
+    if keyword == "audit":
+        if not rest:
+            return Command(Action.AUDIT)
+        page = _page(rest)
+        return Command(Action.AUDIT, page=page) if page is not None else question
     subs = _PRESET_SUBS if keyword == "preset" else _MODEL_SUBS
-    return _parse_group(keyword, subs, rest)
+    return _parse_group(keyword, subs, rest) or question
 
 
-def _parse_group(group: str, subs: tuple[str, ...], rest: str) -> Command:
+def _page(word: str) -> int | None:
+    # isdecimal also accepts other scripts' digits, which int() reads; the length check keeps int() cheap.
+    if not (word.isascii() and word.isdecimal()) or len(word) > 4:
+        return None
+    page = int(word)
+    return page if 1 <= page <= MAX_AUDIT_PAGE else None
+
+
+def _parse_group(group: str, subs: tuple[str, ...], rest: str) -> Command | None:
+    """The group's command for `rest`, or None when the line is not a command's shape (a question)."""
     sub_word, args = _first_word(rest)
     sub = sub_word.lower() or "show"
     if sub not in subs:
-        return _help(
-            f"Unknown `{group}` command `{sub_word}`. Try: {', '.join(f'`{group} {s}`' for s in subs)}."
-        )
+        return None
     action = Action(f"{group} {sub}")
     name, tail = _first_word(args)
 
     if sub in ("list", "clear") or (group == "model" and sub == "show"):
-        if args:
-            return _help(f"`{group} {sub}` takes no arguments.")
-        return Command(action)
+        return None if args else Command(action)
     if sub == "show":
-        return Command(action, name=name or None)
+        return None if tail else Command(action, name=name or None)
     if sub in _NEEDS_NAME:
-        if not name or tail:
+        if not name:
             return _help(f"Usage: `{group} {sub} NAME`.")
-        return Command(action, name=name)
+        return None if tail else Command(action, name=name)
     # create / edit: NAME PROMPT, with an optional one-line description as `NAME "description" PROMPT`
     if not name or not tail:
         return _help(f"Usage: `{group} {sub} NAME PROMPT`.")
@@ -151,3 +156,9 @@ def _split_description(tail: str) -> tuple[str | None, str]:
         if end > 1 and tail[end + 1 :].strip():
             return tail[1:end].strip(), tail[end + 1 :].strip()
     return None, tail
+
+
+def is_command(line: str) -> bool:
+    """Whether the line has a command's shape (`ask …` included) rather than being a plain question."""
+    words = line.split(None, 1)
+    return bool(words) and (words[0].lower() == "ask" or parse_command(line).action is not Action.ASK)

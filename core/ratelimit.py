@@ -6,8 +6,12 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
+from core.cache import LRU
 from core.settings import RateLimit
+
+B = TypeVar("B")
 
 # Float drift must not make a wait of exactly `delay()` come up a hair short.
 _EPSILON = 1e-9
@@ -148,3 +152,18 @@ def retry_in_text(seconds: float) -> str:
     if whole < 120:
         return f"try again in {whole} s"
     return f"try again in {math.ceil(whole / 60)} min"
+
+
+class KeyedBudgets(Generic[B]):
+    """One budget per key (a channel, a workspace), kept for the keys used most recently."""
+
+    def __init__(self, make: Callable[[], B], capacity: int = 10_000) -> None:
+        self._make = make
+        self._budgets: LRU[str, B] = LRU(capacity)
+
+    def get(self, key: str) -> B:
+        budget = self._budgets.get(key)
+        if budget is None:
+            budget = self._make()
+            self._budgets.put(key, budget)
+        return budget

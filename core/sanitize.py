@@ -9,10 +9,17 @@ mention still arriving, the reasoning placeholder), which is what lets the split
 
 from __future__ import annotations
 
+import enum
 import re
-from typing import Literal, cast, get_args
 
-ThinkingMode = Literal["hide", "fold", "show"]
+
+class ThinkingMode(enum.StrEnum):
+    """What to do with the <think>...</think> reasoning some models emit before their answer."""
+
+    HIDE = "hide"
+    FOLD = "fold"
+    SHOW = "show"
+
 
 ZWSP = "\u200b"  # breaks a mention without a visible change
 ZWJ = "\u200d"
@@ -22,7 +29,7 @@ THINK_CLOSE = "</think>"
 FOLDED = "> 💭 _Thought for a while_"
 THINKING = "> 💭 _Thinking…_"
 
-_THINKING_MODES = frozenset(get_args(ThinkingMode))
+_THINKING_MODES = frozenset(ThinkingMode)
 
 _SLACK_BROADCAST = re.compile(r"<!(channel|here|everyone)(?:\|[^<>\n]{0,64})?>", re.IGNORECASE)
 _SLACK_GROUP = re.compile(r"<!subteam\^[A-Za-z0-9]+(?:\|@?([^<>\n]{1,64}))?>", re.IGNORECASE)
@@ -48,10 +55,9 @@ def neutralize_mentions(text: str) -> str:
 
 
 def parse_thinking_mode(value: str) -> ThinkingMode:
-    """Check a configured mode (Settings.thinking is a plain string)."""
     if value not in _THINKING_MODES:
         raise ValueError(f"unknown thinking mode {value!r}: expected hide, fold or show")
-    return cast(ThinkingMode, value)
+    return ThinkingMode(value)
 
 
 def _quote(text: str) -> str:

@@ -15,14 +15,20 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from core.presets import BUILTIN_PRESETS
+from core.sanitize import ThinkingMode
 
 T = TypeVar("T")
 
+MAX_MODEL_CHARS = 100
 DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4", "o3-mini", "deepseek-r1", "grok-3", "glm-4.6")
 
 
 class SettingsError(ValueError):
-    """A setting is missing or invalid; the message names it and is fit for one line on stderr."""
+    """Settings are missing or invalid: one line per problem, each naming its setting."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class Settings:
     answer_timeout: float = 300.0
     user_rate: RateLimit = field(default_factory=lambda: RateLimit(10, 60.0))
     channel_rate: RateLimit = field(default_factory=lambda: RateLimit(30, 60.0))
-    thinking: str = "fold"
+    thinking: ThinkingMode = ThinkingMode.FOLD
     db_path: Path = Path("data/acechat.db")
     transcript_days: int = 30
     log_level: str = "INFO"
@@ -95,6 +101,9 @@ class Settings:
     health_host: str = "127.0.0.1"
     health_port: int = 9100
     shutdown_grace: float = 20.0
+    # Questions that may wait in one channel or thread behind the one being answered, and for how long.
+    max_waiting: int = 5
+    max_wait: float = 300.0
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -107,15 +116,23 @@ class Settings:
         return tuple(secret for secret in found if secret)
 
 
-THINKING_MODES = ("hide", "fold", "show")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class _Reader:
-    """Typed access to one mapping of raw strings, naming the setting in every error."""
+    """Typed access to one mapping of raw strings. A bad value is noted (naming its setting) and its
+    default used, so that every problem is reported at once by `check()`."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+        self.problems: list[str] = []
+
+    def fail(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    def check(self) -> None:
+        if self.problems:
+            raise SettingsError(self.problems)
 
     def raw(self, name: str) -> str | None:
         value = self._env.get(name)
@@ -130,7 +147,8 @@ class _Reader:
     def required(self, name: str, why: str) -> str:
         value = self.raw(name)
         if value is None:
-            raise SettingsError(f"{name} is not set: {why}")
+            self.fail(f"{name} is not set: {why}")
+            return ""
         return value
 
     def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
@@ -140,14 +158,20 @@ class _Reader:
         try:
             return parse(value)
         except ValueError:
-            raise SettingsError(f"{name}={value!r} is invalid: expected {expected}") from None
+            self.fail(f"{name}={value!r} is invalid: expected {expected}")
+            return default
 
     def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        known = len(self.problems)
         result = self._parse(name, default, int, "a whole number")
+        if len(self.problems) > known:
+            return result
         if result < minimum:
-            raise SettingsError(f"{name}={result} is invalid: must be at least {minimum}")
+            self.fail(f"{name}={result} is invalid: must be at least {minimum}")
+            return default
         if maximum is not None and result > maximum:
-            raise SettingsError(f"{name}={result} is invalid: must be at most {maximum}")
+            self.fail(f"{name}={result} is invalid: must be at most {maximum}")
+            return default
         return result
 
     def port(self, name: str, default: int, minimum: int = 0) -> int:
@@ -158,9 +182,13 @@ class _Reader:
         return None if value is None else self.integer(name, 0, minimum=minimum)
 
     def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        known = len(self.problems)
         result = self._parse(name, default, float, "a number")
+        if len(self.problems) > known:
+            return result
         if not math.isfinite(result) or result < minimum:
-            raise SettingsError(f"{name}={result} is invalid: must be a number of at least {minimum}")
+            self.fail(f"{name}={result} is invalid: must be a number of at least {minimum}")
+            return default
         return result
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -177,7 +205,8 @@ class _Reader:
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = (self.raw(name) or default).lower()
         if value not in {c.lower() for c in choices}:
-            raise SettingsError(f"{name}={value!r} is invalid: expected one of {', '.join(choices)}")
+            self.fail(f"{name}={value!r} is invalid: expected one of {', '.join(choices)}")
+            return default.lower()
         return value
 
     def words(self, name: str) -> tuple[str, ...]:
@@ -203,9 +232,8 @@ class _Reader:
         except ValueError:  # e.g. an unclosed IPv6 bracket
             parts = urlsplit("")
         if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
-            raise SettingsError(
-                f"{name}={value!r} is invalid: expected a URL starting with http(s):// or ws(s)://"
-            )
+            self.fail(f"{name}={value!r} is invalid: expected a URL starting with http(s):// or ws(s)://")
+            return default
         return value.rstrip("/")
 
 
@@ -229,7 +257,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     r = _Reader(env)
     upstream = UpstreamSettings(
         token=r.required(
-            "ACEDATACLOUD_API_TOKEN", "get a token at https://platform.acedata.cloud and put it in .env"
+            "ACEDATACLOUD_API_TOKEN",
+            "get a token at https://platform.acedata.cloud and put it in .env (or try `acechat demo`, which needs none)",
         ),
         base_url=r.url("ACEDATACLOUD_API_BASE_URL", "https://api.acedata.cloud") or "",
         connect_timeout=r.number("ACECHAT_CONNECT_TIMEOUT", 10.0, minimum=0.1),
@@ -239,15 +268,19 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     )
 
     models = r.words("ACECHAT_MODELS") or DEFAULT_MODELS
+    too_long = [m for m in models if len(m) > MAX_MODEL_CHARS]
+    if too_long:
+        # Discord refuses command choices longer than this, and no real model name comes near it.
+        r.fail(f"ACECHAT_MODELS has a name longer than {MAX_MODEL_CHARS} characters: {too_long[0][:40]!r}…")
     default_model = r.text("ACECHAT_DEFAULT_MODEL", "gpt-4o")
     if default_model not in models:
-        raise SettingsError(
+        r.fail(
             f"ACECHAT_DEFAULT_MODEL={default_model!r} is invalid: it is not in ACECHAT_MODELS ({', '.join(models)})"
         )
     # Custom presets belong to one workspace, so only a built-in can be the default everywhere.
     default_preset = r.text("ACECHAT_DEFAULT_PRESET", "assistant").lower()
     if default_preset not in BUILTIN_PRESETS:
-        raise SettingsError(
+        r.fail(
             f"ACECHAT_DEFAULT_PRESET={default_preset!r} is invalid: expected a built-in preset "
             f"({', '.join(BUILTIN_PRESETS)})"
         )
@@ -255,17 +288,18 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     discord = None
     if r.raw("DISCORD_BOT_TOKEN"):
         shard_ids_raw = r.words("DISCORD_SHARD_IDS")
-        try:
+        shard_ids: tuple[int, ...] | None = None
+        if all(s.isascii() and s.isdecimal() for s in shard_ids_raw):
             shard_ids = tuple(int(s) for s in shard_ids_raw) or None
-        except ValueError:
-            raise SettingsError(
+        else:
+            r.fail(
                 f"DISCORD_SHARD_IDS={','.join(shard_ids_raw)!r} is invalid: expected whole numbers, e.g. 0,1"
-            ) from None
+            )
         shard_count = r.optional_integer("DISCORD_SHARD_COUNT", minimum=1)
         if shard_ids is not None and shard_count is None:
-            raise SettingsError("DISCORD_SHARD_IDS is set without DISCORD_SHARD_COUNT: set both")
-        if shard_ids is not None and not all(0 <= i < (shard_count or 0) for i in shard_ids):
-            raise SettingsError(
+            r.fail("DISCORD_SHARD_IDS is set without DISCORD_SHARD_COUNT: set both")
+        elif shard_ids is not None and not all(0 <= i < (shard_count or 0) for i in shard_ids):
+            r.fail(
                 f"DISCORD_SHARD_IDS is invalid: every id must be from 0 to below DISCORD_SHARD_COUNT={shard_count}"
             )
         discord = DiscordSettings(
@@ -282,13 +316,13 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         app_token = r.raw("SLACK_APP_TOKEN")
         signing_secret = r.raw("SLACK_SIGNING_SECRET")
         if app_token is None and signing_secret is None:
-            raise SettingsError(
+            r.fail(
                 "SLACK_APP_TOKEN and SLACK_SIGNING_SECRET are both unset: set SLACK_APP_TOKEN for Socket Mode, "
                 "or SLACK_SIGNING_SECRET for HTTP mode"
             )
         command = r.text("SLACK_COMMAND", "/aichat")
         if len(command) < 2 or not command.startswith("/") or any(c.isspace() for c in command):
-            raise SettingsError(f"SLACK_COMMAND={command!r} is invalid: expected a command like /aichat")
+            r.fail(f"SLACK_COMMAND={command!r} is invalid: expected a command like /aichat")
         api_url = r.url("SLACK_API_URL", None)
         slack = SlackSettings(
             bot_token=r.required("SLACK_BOT_TOKEN", ""),
@@ -299,7 +333,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             port=r.port("SLACK_PORT", 3000, minimum=1),
         )
 
-    return Settings(
+    settings = Settings(
         upstream=upstream,
         discord=discord,
         slack=slack,
@@ -313,7 +347,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         answer_timeout=r.number("ACECHAT_ANSWER_TIMEOUT", 300.0, minimum=1.0),
         user_rate=r.rate("ACECHAT_USER_RATE", RateLimit(10, 60.0)),
         channel_rate=r.rate("ACECHAT_CHANNEL_RATE", RateLimit(30, 60.0)),
-        thinking=r.choice("ACECHAT_THINKING", "fold", THINKING_MODES),
+        thinking=ThinkingMode(r.choice("ACECHAT_THINKING", "fold", tuple(ThinkingMode))),
         db_path=Path(r.text("ACECHAT_DB_PATH", "data/acechat.db")),
         transcript_days=r.integer("ACECHAT_TRANSCRIPT_DAYS", 30),
         log_level=r.choice("ACECHAT_LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
@@ -321,4 +355,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         health_host=r.text("ACECHAT_HEALTH_HOST", "127.0.0.1"),
         health_port=r.port("ACECHAT_HEALTH_PORT", 9100),
         shutdown_grace=r.number("ACECHAT_SHUTDOWN_GRACE", 20.0),
+        max_waiting=r.integer("ACECHAT_MAX_WAITING", 5),
+        max_wait=r.number("ACECHAT_MAX_WAIT", 300.0, minimum=1.0),
     )
+    r.check()
+    return settings

@@ -92,9 +92,9 @@ class StreamingReply:
         return bool(self._handles)
 
     def start_typing(self) -> None:
-        interval = self._limits.typing_interval
-        if interval is not None and self._typing is None:
-            self._typing = asyncio.create_task(self._keep_typing(interval))
+        """Show the answer is coming: once, then every `typing_interval` seconds, until the first text."""
+        if self._typing is None:
+            self._typing = asyncio.create_task(self._keep_typing(self._limits.typing_interval))
 
     def update(self, raw: str) -> None:
         """The raw answer so far. Never blocks: a background task renders and catches up."""
@@ -153,12 +153,14 @@ class StreamingReply:
             self._typing.cancel()
             self._typing = None
 
-    async def _keep_typing(self, interval: float) -> None:
+    async def _keep_typing(self, interval: float | None) -> None:
         while True:
             try:
                 await self._target.typing()
             except Exception as exc:  # typing is decoration: never let it end an answer
                 log.debug("typing indicator failed: %s", exc)
+            if interval is None:
+                return
             await asyncio.sleep(interval)
 
     def _next(self) -> tuple[int, str] | None:

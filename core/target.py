@@ -7,21 +7,24 @@ whether to answer, what to send upstream, how to stream, split, throttle and wor
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from core.permissions import Privilege
 
 
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who is asking, as the platform describes them.
 
-    `is_admin` is the platform's own verdict (Discord: Manage Server / Manage Channels / Administrator;
-    Slack: workspace admin or owner). None means the adapter could not tell, which the core treats as no.
+    `privilege` is the platform's own verdict (Discord: Manage Channels here, Manage Server or
+    Administrator; Slack: workspace admin or owner); an adapter that cannot tell reports MEMBER.
     """
 
     user_id: str
     display_name: str
-    is_admin: bool | None = None
+    privilege: Privilege = Privilege.MEMBER
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +35,20 @@ class Attachment:
     size: int | None = None
 
 
-class PlatformRateLimited(Exception):
-    """Raised by a target when the platform refused a call for being too frequent."""
+class PlatformError(Exception):
+    """A platform call failed for a reason the core words for the user (targets raise subclasses)."""
+
+
+class PlatformRateLimited(PlatformError):
+    """The platform refused a call for being too frequent; it may be made again after `retry_after`."""
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"rate limited for {retry_after:.2f}s")
         self.retry_after = retry_after
+
+
+class PlatformForbidden(PlatformError):
+    """The bot lacks the rights to post here (permissions, not in the channel, archived)."""
 
 
 class EditBudget(Protocol):
@@ -56,13 +67,20 @@ class EditBudget(Protocol):
         ...
 
 
+class Mark(enum.Enum):
+    """A wordless sign left on the asker's message, where the platform has reactions."""
+
+    REFUSED = "refused"
+
+
 @dataclass(frozen=True, slots=True)
 class TargetLimits:
     """What a platform allows one answer to do.
 
     `edit_burst` edits per `edit_window` seconds, per message (Discord allows about 5 per 5 s per
     channel); the streamer keeps one in reserve so the final edit never waits. `shared` is a budget
-    several messages draw from as well (Slack's per-workspace limit).
+    several messages draw from as well (Slack's per-workspace limit). `private_notices` says whether
+    `notify` reaches the asker alone; where it is a public reply, the core sends fewer of them.
     """
 
     max_chars: int
@@ -70,6 +88,7 @@ class TargetLimits:
     edit_window: float = 5.0
     typing_interval: float | None = None
     shared: EditBudget | None = field(default=None, compare=False)
+    private_notices: bool = True
 
 
 class ReplyTarget(Protocol):
@@ -92,4 +111,12 @@ class ReplyTarget(Protocol):
 
     async def notify(self, text: str) -> None:
         """Tell only the asker something short (ephemeral where the platform can; otherwise a post)."""
+        ...
+
+    async def announce(self, text: str) -> None:
+        """Tell the whole channel something that is not an answer (a command's public reply)."""
+        ...
+
+    async def mark(self, mark: Mark) -> None:
+        """Leave `mark` on the question (a reaction where the platform has them; otherwise nothing)."""
         ...

@@ -2,6 +2,17 @@
 
 from storage.errors import SchemaVersionError, StoreClosedError, StoreError
 from storage.maintenance import integrity_check
+from storage.records import AuditAction, Change, RateCheck, RateVerdict
 from storage.store import Store
 
-__all__ = ["SchemaVersionError", "Store", "StoreClosedError", "StoreError", "integrity_check"]
+__all__ = [
+    "AuditAction",
+    "Change",
+    "RateCheck",
+    "RateVerdict",
+    "SchemaVersionError",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "integrity_check",
+]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +18,7 @@ class ConversationRecord:
     turns: int
     created_at: float
     updated_at: float
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,36 @@ class CustomPreset:
     author_id: str
     created_at: float
     updated_at: float
+
+
+class AuditAction(enum.StrEnum):
+    PRESET_SET = "preset set"
+    PRESET_CLEAR = "preset clear"
+    PRESET_DEFAULT = "preset default"
+    PRESET_CREATE = "preset create"
+    PRESET_EDIT = "preset edit"
+    PRESET_DELETE = "preset delete"
+    MODEL_SET = "model set"
+    MODEL_DEFAULT = "model default"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    kind: Literal["setting", "preset"]
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    key: str
+    count: int
+    per_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateVerdict:
+    refused: int | None
+    wait: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,25 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlite_utils import Database
 
+from core.serial import ScopeQueue
 from storage.errors import StoreError
-from storage.records import AuditEntry, ConversationRecord, CustomPreset, ScopeSettings, TranscriptEntry
+from storage.records import (
+    AuditEntry,
+    Change,
+    ConversationRecord,
+    CustomPreset,
+    RateCheck,
+    RateVerdict,
+    ScopeSettings,
+    TranscriptEntry,
+)
 from storage.schema import migrate, write_transaction
 from storage.worker import DatabaseThread
 
@@ -109,6 +120,48 @@ class Store:
         self._worker = worker
         self._transcript_days = transcript_days
         self._close_task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[Change], None]] = []
+        self._epochs: dict[str, int] = {}
+        self._turns = ScopeQueue()
+        self._hits: dict[str, deque[float]] = {}
+
+    backend = "sqlite"
+
+    def on_change(self, listener: Callable[[Change], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, kind: Literal["setting", "preset"], key: str) -> None:
+        for listener in self._listeners:
+            listener(Change(kind, key))
+
+    def scope_turn(self, scope_key: str) -> Any:
+        return self._turns.turn(scope_key)
+
+    async def take_rate(self, checks: Sequence[RateCheck]) -> RateVerdict:
+        now = time.monotonic()
+        for index, check in enumerate(checks):
+            hits = self._hits.setdefault(check.key, deque())
+            while hits and hits[0] <= now - check.per_seconds:
+                hits.popleft()
+            if len(hits) >= check.count:
+                return RateVerdict(index, hits[0] + check.per_seconds - now)
+        for check in checks:
+            self._hits[check.key].append(now)
+        return RateVerdict(None, 0.0)
+
+    async def reset_conversation(self, scope_key: str) -> bool:
+        self._epochs[scope_key] = self._epochs.get(scope_key, 0) + 1
+        return await self.forget_conversation(scope_key)
+
+    async def count_audit(self, workspace_key: str) -> int:
+        def count(db: Database) -> int:
+            return int(
+                db.execute("SELECT count(*) FROM audit WHERE workspace_key = ?", (workspace_key,)).fetchone()[
+                    0
+                ]
+            )
+
+        return await self._worker.submit(count)
 
     @classmethod
     async def open(cls, path: str | Path, *, transcript_days: int = 30) -> Store:
@@ -157,21 +210,30 @@ class Store:
     # conversations
 
     async def get_conversation(self, scope_key: str) -> ConversationRecord | None:
+        epoch = self._epochs.get(scope_key, 0)
+
         def get(db: Database) -> ConversationRecord | None:
             row = db.execute(
                 f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE scope_key = ?", (scope_key,)
             ).fetchone()
-            return ConversationRecord(*row) if row else None
+            if row:
+                return dataclasses.replace(ConversationRecord(*row), epoch=epoch)
+            if epoch:
+                return ConversationRecord(scope_key, None, "", "", 0, 0.0, 0.0, epoch)
+            return None
 
         return await self._worker.submit(get)
 
-    async def save_conversation(self, record: ConversationRecord) -> None:
+    async def save_conversation(self, record: ConversationRecord) -> bool:
+        if record.epoch != self._epochs.get(record.scope_key, 0):
+            return False
         row = _conversation_row(record)
 
         def save(db: Database) -> None:
             db.execute(_UPSERT_CONVERSATION, row)
 
         await self._worker.submit(save)
+        return True
 
     async def forget_conversation(self, scope_key: str) -> bool:
         def forget(db: Database) -> bool:
@@ -190,14 +252,19 @@ class Store:
 
         Writes run in submission order, so anything submitted later (a reset, the next turn) sees it.
         """
-        conversation_row = _conversation_row(conversation)
+        conversation_row = (
+            _conversation_row(conversation)
+            if conversation.epoch == self._epochs.get(conversation.scope_key, 0)
+            else None
+        )
         transcript_row = (
             _transcript_row(transcript) if transcript is not None and self._transcript_days else None
         )
 
         def record(db: Database) -> None:
             with write_transaction(db):
-                db.execute(_UPSERT_CONVERSATION, conversation_row)
+                if conversation_row is not None:
+                    db.execute(_UPSERT_CONVERSATION, conversation_row)
                 if transcript_row is not None:
                     db.execute(_INSERT_TRANSCRIPT, transcript_row)
 
@@ -243,7 +310,9 @@ class Store:
                 _insert_audit(db, dataclasses.replace(audit, old=old))
             return old
 
-        return await self._worker.submit(setting)
+        old = await self._worker.submit(setting)
+        self._changed("setting", key)
+        return old
 
     # custom presets
 
@@ -289,7 +358,9 @@ class Store:
                 _insert_audit(db, audit)
             return old
 
-        return await self._worker.submit(put)
+        old = await self._worker.submit(put)
+        self._changed("preset", preset.workspace_key)
+        return old
 
     async def delete_preset(self, workspace_key: str, name: str, *, audit: AuditEntry) -> CustomPreset | None:
         """Delete a preset and log `audit` with it; returns it, or None (and writes no audit) if absent."""
@@ -303,20 +374,22 @@ class Store:
                 _insert_audit(db, audit)
             return old
 
-        return await self._worker.submit(delete)
+        old = await self._worker.submit(delete)
+        self._changed("preset", workspace_key)
+        return old
 
     # audit
 
     async def add_audit(self, entry: AuditEntry) -> None:
         await self._worker.submit(lambda db: _insert_audit(db, entry))
 
-    async def list_audit(self, workspace_key: str, limit: int = 20) -> list[AuditEntry]:
+    async def list_audit(self, workspace_key: str, limit: int = 20, offset: int = 0) -> list[AuditEntry]:
         """The workspace's latest entries, newest first."""
 
         def listing(db: Database) -> list[AuditEntry]:
             rows = db.execute(
-                f"SELECT {_AUDIT_COLUMNS}, id FROM audit WHERE workspace_key = ? ORDER BY id DESC LIMIT ?",
-                (workspace_key, max(limit, 0)),
+                f"SELECT {_AUDIT_COLUMNS}, id FROM audit WHERE workspace_key = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+                (workspace_key, max(limit, 0), max(offset, 0)),
             ).fetchall()
             return [AuditEntry(*row) for row in rows]
 

@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from core.chat import ChatCore, Outcome, Question
 from core.commands import Action, Command, parse_command
+from core.permissions import Privilege, privilege_of
 from core.presets import BUILTIN_PRESETS
 from core.scope import Scope
 from core.settings import RateLimit, Settings, UpstreamSettings
@@ -24,8 +25,11 @@ from tests.fakes.upstream import Behaviour, FakeUpstream
 CHANNEL = Scope.of("test", "W1", "C1")
 THREAD = Scope.of("test", "W1", "C1", "T1")
 OTHER = Scope.of("test", "W1", "C2")
-DANA = Actor("U1", "Dana", is_admin=False)
-ADMIN = Actor("U9", "Ada", is_admin=True)
+DANA = Actor(
+    "U1",
+    "Dana",
+)
+ADMIN = Actor("U9", "Ada", privilege=Privilege.WORKSPACE_ADMIN)
 
 
 def make_settings(upstream: UpstreamSettings, db: Path, **changes: object) -> Settings:
@@ -106,7 +110,7 @@ async def test_turns_in_one_scope_run_one_at_a_time_in_arrival_order(
     questions = [b["question"] for b in fake_upstream.bodies]  # type: ignore[index]
     assert questions == ["Dana: q0", "Dana: q1", "Dana: q2"]
     assert [t.text for t in targets] == [f"Answer {i + 1} to: Dana: q{i}" for i in range(3)]
-    assert len(core._turns) == 0, "idle scopes keep no lock"
+    assert not core._queued, "idle scopes keep no queue"
 
 
 async def test_different_scopes_run_in_parallel(core: ChatCore, fake_upstream: FakeUpstream) -> None:
@@ -201,7 +205,7 @@ async def test_unknown_preset_is_refused(core: ChatCore) -> None:
 async def test_non_admins_are_refused_every_admin_command_and_nothing_is_written(
     core: ChatCore, action: Action
 ) -> None:
-    for who in (DANA, Actor("U3", "Unknown", is_admin=None)):
+    for who in (DANA, Actor("U3", "Unknown")):
         command = Command(
             action, name="gpt-4" if action.value.startswith("model") else "mine", text="Be brief."
         )
@@ -217,8 +221,11 @@ async def test_configured_admins_and_audit_log(upstream_settings: UpstreamSettin
         make_settings(upstream_settings, tmp_path / "a.db", admin_users=frozenset({"test:U1"}))
     )
     try:
-        assert chat.is_admin(CHANNEL, DANA)
-        assert not chat.is_admin(Scope.of("other", "W1", "C1"), DANA), "qualified ids apply to their platform"
+        admins = chat.settings.admin_users
+        assert privilege_of("test", DANA.user_id, DANA.privilege, admins) is Privilege.WORKSPACE_ADMIN
+        assert privilege_of("other", DANA.user_id, DANA.privilege, admins) is Privilege.MEMBER, (
+            "qualified ids apply to their platform"
+        )
         assert (await chat.execute(CHANNEL, DANA, Command(Action.MODEL_SET, name="gpt-4"))).ok
         assert (await chat.execute(CHANNEL, DANA, Command(Action.MODEL_SET, name="o3-mini"))).ok
         entries = await chat.store.list_audit(CHANNEL.workspace_key)
@@ -237,8 +244,10 @@ async def test_custom_presets_create_use_edit_delete(core: ChatCore, fake_upstre
         CHANNEL, ADMIN, parse_command('preset create pirate "Talks like a pirate" Arr. Be a pirate.')
     )
     assert created.ok, created.text
-    assert "pirate" in await core.preset_names(CHANNEL)
-    assert "pirate" not in await core.preset_names(Scope.of("test", "W2", "C1")), "presets are per workspace"
+    assert "pirate" in await core.state.preset_names(CHANNEL)
+    assert "pirate" not in await core.state.preset_names(Scope.of("test", "W2", "C1")), (
+        "presets are per workspace"
+    )
     assert (await core.execute(CHANNEL, ADMIN, Command(Action.PRESET_SET, name="pirate"))).ok
     await ask(core, "ahoy")
     assert fake_upstream.bodies[-1]["preset"] == "Arr. Be a pirate."  # type: ignore[index]

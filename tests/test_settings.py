@@ -155,7 +155,7 @@ def test_every_invalid_value_names_its_variable_on_one_line(
 ) -> None:
     with pytest.raises(SettingsError) as caught:
         parse_settings({**base, name: value})
-    message = str(caught.value)
+    [message] = caught.value.problems
     assert re.search(rf"\b{name}\b", message), message
     assert "\n" not in message
     assert "tok-123456" not in message and "discord-token" not in message and "xoxb-1" not in message

@@ -6,12 +6,12 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from core.target import PlatformRateLimited, TargetLimits
+from core.target import Mark, PlatformRateLimited, TargetLimits
 
 
 @dataclass
 class Call:
-    kind: str  # post, edit, typing, notify
+    kind: str  # post, edit, typing, notify, announce, mark
     handle: str | None
     text: str
     at: float = field(default_factory=time.monotonic)
@@ -58,6 +58,12 @@ class RecordingTarget:
 
     async def notify(self, text: str) -> None:
         self.calls.append(Call("notify", None, text))
+
+    async def announce(self, text: str) -> None:
+        self.calls.append(Call("announce", None, text))
+
+    async def mark(self, mark: Mark) -> None:
+        self.calls.append(Call("mark", None, mark.value))
 
     def kinds(self, kind: str) -> list[Call]:
         return [c for c in self.calls if c.kind == kind]
