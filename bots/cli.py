@@ -1,4 +1,4 @@
-"""The `acechat` command: `console`, `discord`, `slack`, `run` (every configured adapter) and `check`."""
+"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console` and `check`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from bots.adapter import ADAPTERS, adapter, configured
 from core.logs import configure_logging
 from core.settings import Settings, SettingsError, load_settings
 
@@ -18,30 +19,37 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--env-file", default=".env", help="settings file read under the environment (default: .env)"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    console = commands.add_parser(
-        "console", help="chat in the terminal on the same core (try presets and models)"
-    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary[:1].upper() + summary[1:] + ".")
+
+    run = command("run", "run every configured adapter in one process, with /healthz and /metrics")
+    run.set_defaults(adapters=None)
+    for spec in ADAPTERS:
+        command(spec.name, spec.summary).set_defaults(adapters=[spec.name])
+    console = command("console", "chat in the terminal on the same core (try presets and models)")
     console.add_argument(
         "--channel", default="terminal", help="pretend channel, to try several conversations"
     )
     console.add_argument("--user", default=None, help="the name questions are asked under")
-    commands.add_parser("discord", help="run the Discord bot")
-    slack = commands.add_parser("slack", help="run the Slack bot")
-    slack.add_argument("--port", type=int, default=None, help="HTTP mode port (default: SLACK_PORT)")
-    commands.add_parser("run", help="run every configured adapter in one process, with /healthz and /metrics")
-    commands.add_parser("check", help="validate the configuration and exit")
+    command("check", "validate the configuration, report every problem, and exit")
     return parser
+
+
+def _fail(error: Exception | str) -> int:
+    lines = error.problems if isinstance(error, SettingsError) else str(error).splitlines() or [""]
+    for line in lines:
+        print(f"acechat: {line}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(dotenv_path=args.env_file)
-        settings = _apply_arguments(settings, args)
     except SettingsError as error:
-        print(f"acechat: {error}", file=sys.stderr)
-        return 2
+        return _fail(error)
     level = settings.log_level
     if args.command == "console" and level == "INFO":
         # Routine INFO lines would interleave with the chat in the terminal.
@@ -49,58 +57,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level, json_lines=settings.log_json, secrets=settings.secrets)
 
     if args.command == "check":
-        adapters = [name for name, on in (("discord", settings.discord), ("slack", settings.slack)) if on]
-        print(f"acechat: configuration is valid; adapters configured: {', '.join(adapters) or 'none'}")
-        return 0
+        return _check(settings)
     if args.command == "console":
-        from bots.console import run_console
-        from core.chat import ChatCore
-        from storage import StoreError
+        return _console(settings, args)
+    return _serve(settings, args.adapters, health=args.command == "run")
 
-        async def console() -> None:
-            core = await ChatCore.open(settings)
-            try:
-                await run_console(core, channel=args.channel, user=args.user)
-            finally:
-                await core.aclose()
 
-        try:
-            asyncio.run(console())
-        except StoreError as error:
-            print(f"acechat: {error}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            pass
+def _check(settings: Settings) -> int:
+    names = [spec.name for spec in configured(settings)]
+    if not names:
+        wanted = " or ".join(spec.missing for spec in ADAPTERS)
+        print(
+            f"acechat: configuration is valid, but no adapter is configured: set {wanted} "
+            "(`acechat console` runs without one)"
+        )
         return 0
+    print(f"acechat: configuration is valid; adapters configured: {', '.join(names)}")
+    return 0
 
-    from bots.runtime import StartupError, serve
+
+def _console(settings: Settings, args: argparse.Namespace) -> int:
+    from bots.console import run_console
+    from core.chat import ChatCore
     from storage import StoreError
 
-    wanted = ["discord", "slack"] if args.command == "run" else [args.command]
+    async def console() -> None:
+        core = await ChatCore.open(settings)
+        try:
+            await run_console(core, channel=args.channel, user=args.user)
+        finally:
+            await core.aclose()
+
     try:
-        asyncio.run(serve(settings, wanted, health=args.command == "run"))
-    except (StartupError, StoreError) as error:
-        print(f"acechat: {error}", file=sys.stderr)
-        return 2
+        asyncio.run(console())
+    except StoreError as error:
+        return _fail(error)
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def _apply_arguments(settings: Settings, args: argparse.Namespace) -> Settings:
-    from dataclasses import replace
+def _serve(settings: Settings, wanted: list[str] | None, *, health: bool) -> int:
+    from bots.adapter import StartupError
+    from bots.runtime import serve
+    from storage import StoreError
 
-    if args.command == "discord" and settings.discord is None:
-        raise SettingsError("DISCORD_BOT_TOKEN is not set: `acechat discord` needs the bot token")
-    if args.command == "slack" and settings.slack is None:
-        raise SettingsError("SLACK_BOT_TOKEN is not set: `acechat slack` needs the bot token")
-    if args.command == "run" and settings.discord is None and settings.slack is None:
-        raise SettingsError(
-            "neither DISCORD_BOT_TOKEN nor SLACK_BOT_TOKEN is set: `acechat run` has nothing to run"
-        )
-    if args.command == "slack" and args.port is not None and settings.slack is not None:
-        settings = replace(settings, slack=replace(settings.slack, port=args.port))
-    return settings
+    if wanted is None:
+        specs = configured(settings)
+        if not specs:
+            missing = " nor ".join(spec.missing for spec in ADAPTERS)
+            return _fail(f"neither {missing} is set: `acechat run` has nothing to run")
+    else:
+        specs = [adapter(name) for name in wanted]
+        unset = [spec for spec in specs if not spec.configured(settings)]
+        if unset:
+            return _fail(f"{unset[0].missing} is not set: `acechat {unset[0].name}` needs it")
+    try:
+        asyncio.run(serve(settings, specs, health=health))
+    except (StartupError, StoreError) as error:
+        return _fail(error)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`acechat console`: a terminal chat on the same core, for trying presets and models before deploying.
 
 Lines starting with `/` are commands (`/help`, `/preset set coder`, ...); everything else is a question.
-The operator at the terminal is an admin.
+The operator at the terminal is a workspace admin.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import sys
 from typing import TextIO
 
 from core.chat import ChatCore, Question
-from core.commands import Action, parse_command
+from core.commands import is_command
+from core.permissions import Privilege
 from core.scope import Scope
-from core.target import Actor, TargetLimits
+from core.target import Actor, Mark, TargetLimits
 
 PROMPT = "you> "
 
@@ -28,28 +29,32 @@ class ConsoleTarget:
         self._out = out
         self._shown: dict[str, str] = {}
 
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
     async def post(self, text: str) -> str:
         handle = str(len(self._shown))
-        self._out.write(("\n" if self._shown else "") + "bot> " + text)
-        self._out.flush()
+        self._write(("\n" if self._shown else "") + "bot> " + text)
         self._shown[handle] = text
         return handle
 
     async def edit(self, handle: str, text: str) -> None:
         shown = self._shown[handle]
-        if text.startswith(shown):
-            self._out.write(text[len(shown) :])
-        else:
-            self._out.write("\nbot> " + text)
-        self._out.flush()
+        self._write(text[len(shown) :] if text.startswith(shown) else "\nbot> " + text)
         self._shown[handle] = text
 
     async def typing(self) -> None:
         return None
 
     async def notify(self, text: str) -> None:
-        self._out.write(f"(bot) {text}\n")
-        self._out.flush()
+        self._write(f"(bot) {text}\n")
+
+    async def announce(self, text: str) -> None:
+        self._write(f"{text}\n")
+
+    async def mark(self, mark: Mark) -> None:
+        return None
 
 
 async def run_console(
@@ -61,7 +66,7 @@ async def run_console(
     out: TextIO = sys.stdout,
 ) -> None:
     name = user or getpass.getuser()
-    actor = Actor(user_id=name, display_name=name, is_admin=True)
+    actor = Actor(user_id=name, display_name=name, privilege=Privilege.WORKSPACE_ADMIN)
     scope = Scope.of("console", "local", channel)
     out.write(f"acechat console · channel '{channel}' · /help for commands · Ctrl-D to quit\n")
     out.flush()
@@ -75,13 +80,15 @@ async def run_console(
         line = line.strip()
         if not line:
             continue
-        if line.startswith("/"):
-            command = parse_command(line[1:])
-            if command.action is not Action.ASK:
-                reply = await core.execute(scope, actor, command)
-                out.write(reply.text + "\n")
-                continue
-            line = command.text or ""
         target = ConsoleTarget(out)
-        await core.ask(Question(scope=scope, actor=actor, text=line), target)
+        if line.startswith("/"):
+            if not is_command(line[1:]):
+                word = line.split(None, 1)[0]
+                out.write(
+                    f"Unknown command `{word}`: type /help for the commands; lines without / are questions.\n"
+                )
+                continue
+            await core.run_line(scope, actor, line[1:], target)
+        else:
+            await core.ask(Question(scope=scope, actor=actor, text=line), target)
         out.write("\n")

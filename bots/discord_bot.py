@@ -1,9 +1,12 @@
 """The Discord adapter: discord.py events in, core calls out.
 
-Gateway intents: Guilds, Guild Messages, Direct Messages and the privileged Message Content intent
-(enable it in the Developer Portal > your application > Bot > Privileged Gateway Intents).
+Gateway intents: Guilds, Guild Messages and Direct Messages. Discord sends the text of messages that
+mention the bot, DMs and replies that ping it without the privileged Message Content intent; with it
+(Developer Portal > your application > Bot > Privileged Gateway Intents) the bot also reads replies
+that do not ping it and the attachments of the message a question replies to. The adapter asks for it
+and, if Discord refuses, carries on without it.
 
-`DiscordAdapter` is what bots.runtime starts for `acechat discord` and `acechat run`.
+`create()` is what bots.adapter's registry calls for `acechat discord` and `acechat run`.
 """
 
 from __future__ import annotations
@@ -19,18 +22,23 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bots.adapter import StartupError
 from bots.discord_commands import build_tree
 from bots.discord_facts import actor_of, addresses, attachments_of, question_text, scope_of
 from bots.discord_targets import NO_MENTIONS, ChannelBudgets, MessageTarget
-from bots.runtime import StartupError
 from core.chat import ChatCore, Question
-from core.settings import DiscordSettings
+from core.settings import DiscordSettings, Settings
 
 log = logging.getLogger(__name__)
 
 # Only what answering needs: read the channel and its history (replies), write in channels and threads.
+# Reactions: a repeated refusal is a reaction rather than another public reply.
 INVITE_PERMISSIONS = discord.Permissions(
-    view_channel=True, send_messages=True, send_messages_in_threads=True, read_message_history=True
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    read_message_history=True,
+    add_reactions=True,
 )
 INVITE_SCOPES = ("bot", "applications.commands")
 PORTAL = "https://discord.com/developers/applications"
@@ -40,12 +48,12 @@ class DiscordStartupError(StartupError):
     """The bot could not start; the message is one line an operator can act on."""
 
 
-def intents() -> discord.Intents:
+def intents(*, message_content: bool) -> discord.Intents:
     wanted = discord.Intents.none()
     wanted.guilds = True  # channels, threads and roles, for scopes and permissions
     wanted.guild_messages = True
     wanted.dm_messages = True
-    wanted.message_content = True  # privileged: without it mentions arrive with empty text
+    wanted.message_content = message_content  # privileged: replies without a ping, replied-to files
     return wanted
 
 
@@ -67,11 +75,13 @@ def invite_url(application_id: int) -> str:
 class AceClient(discord.AutoShardedClient):
     """An auto-sharded client whose events go to the core."""
 
-    def __init__(self, core: ChatCore, settings: DiscordSettings, **options: Any) -> None:
+    def __init__(
+        self, core: ChatCore, settings: DiscordSettings, *, message_content: bool, **options: Any
+    ) -> None:
         if settings.shard_ids is not None:
             options["shard_ids"] = list(settings.shard_ids)
         super().__init__(
-            intents=intents(),
+            intents=intents(message_content=message_content),
             allowed_mentions=NO_MENTIONS,
             shard_count=settings.shard_count,
             # Longer waits surface as discord.RateLimited, which the targets hand to the core.
@@ -129,8 +139,15 @@ class AceClient(discord.AutoShardedClient):
             return
         if not addresses(message, me):
             return
+        if not message.content and not message.attachments:
+            # Without the Message Content intent a reply that does not ping the bot arrives empty.
+            return
+        scope = scope_of(message.channel, message.guild.id if message.guild else None)
+        if scope is None:
+            log.warning("a message from a channel Discord did not identify", extra={"platform": "discord"})
+            return
         question = Question(
-            scope_of(message.channel, message.guild.id if message.guild else None),
+            scope,
             actor_of(message.author, message.channel),
             question_text(message, me),
             attachments_of(message),
@@ -140,12 +157,6 @@ class AceClient(discord.AutoShardedClient):
 
 
 def _startup_error(error: BaseException) -> DiscordStartupError:
-    if isinstance(error, discord.PrivilegedIntentsRequired):
-        return DiscordStartupError(
-            "Discord refused the Message Content intent: enable it in the Developer Portal "
-            f"({PORTAL}) > your application > Bot > Privileged Gateway Intents > Message Content Intent, "
-            "then start again"
-        )
     if isinstance(error, discord.LoginFailure) or (
         isinstance(error, discord.ConnectionClosed) and error.code == 4004
     ):
@@ -154,8 +165,8 @@ def _startup_error(error: BaseException) -> DiscordStartupError:
             "> your application > Bot > Reset Token"
         )
     if isinstance(error, (discord.GatewayNotFound, aiohttp.ClientError, OSError, TimeoutError)):
-        return DiscordStartupError(f"could not reach Discord ({Route.BASE}): {error!r}")
-    return DiscordStartupError(f"the Discord client stopped: {error!r}")
+        return DiscordStartupError(f"could not reach Discord ({Route.BASE}): {error or type(error).__name__}")
+    return DiscordStartupError(f"the Discord client stopped: {error or type(error).__name__}")
 
 
 class DiscordAdapter:
@@ -176,11 +187,21 @@ class DiscordAdapter:
         connect_timeout: float = 60.0,
     ) -> None:
         configure_endpoints(settings)
+        self.core = core
         self.settings = settings
-        self.client = AceClient(core, settings, guild_ready_timeout=guild_ready_timeout)
+        self._guild_ready_timeout = guild_ready_timeout
+        self.client = self._client(message_content=True)
         self._connect_timeout = connect_timeout
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+
+    def _client(self, *, message_content: bool) -> AceClient:
+        return AceClient(
+            self.core,
+            self.settings,
+            message_content=message_content,
+            guild_ready_timeout=self._guild_ready_timeout,
+        )
 
     @property
     def connected(self) -> bool:
@@ -192,9 +213,23 @@ class DiscordAdapter:
     async def start(self) -> None:
         """Log in and return once the first shard serves; raise DiscordStartupError if it cannot.
 
-        A bad token or a missing intent shows on the first shard. Discord paces IDENTIFY (5 s per shard
+        A bad token or a refused intent shows on the first shard. Discord paces IDENTIFY (5 s per shard
         by default), so a big bot's other shards keep connecting; `connected` is true once all are ready.
         """
+        try:
+            await self._start()
+        except DiscordStartupError as error:
+            if not isinstance(error.__cause__, discord.PrivilegedIntentsRequired):
+                raise
+            log.warning(
+                "Discord refused the Message Content intent; answering mentions, DMs and replies that ping "
+                "the bot without it. Enable it (Developer Portal > Bot > Privileged Gateway Intents) to "
+                "also answer replies that do not ping the bot and read the files of replied-to messages"
+            )
+            self.client = self._client(message_content=False)
+            await self._start()
+
+    async def _start(self) -> None:
         self._task = asyncio.create_task(self.client.start(self.settings.token), name="discord")
         ready = asyncio.create_task(self.client.serving.wait())
         try:
@@ -227,3 +262,8 @@ class DiscordAdapter:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+
+
+def create(core: ChatCore, settings: Settings) -> DiscordAdapter:
+    assert settings.discord is not None, "the registry creates only configured adapters"
+    return DiscordAdapter(core, settings.discord)

@@ -10,45 +10,62 @@ import re
 
 import discord
 
+from core.permissions import Privilege
 from core.scope import Scope
 from core.target import Actor, Attachment
 
 PLATFORM = "discord"
 
 
-def scope_of(channel: object, guild_id: int | None) -> Scope:
-    """A thread is its own conversation under its parent channel, so it inherits the channel's settings."""
-    channel_id = str(getattr(channel, "id", ""))
+def scope_of(channel: object, guild_id: int | None) -> Scope | None:
+    """A thread is its own conversation under its parent channel, so it inherits the channel's settings.
+
+    None when the channel is unknown: such an event must not land on a scope shared with others.
+    """
+    channel_id = getattr(channel, "id", None)
+    if not isinstance(channel_id, int) or channel_id <= 0:
+        return None
     if guild_id is None:
-        return Scope.of(PLATFORM, None, channel_id)
+        return Scope.of(PLATFORM, None, str(channel_id))
     if isinstance(channel, discord.Thread):
-        return Scope.of(PLATFORM, str(guild_id), str(channel.parent_id), channel_id)
-    return Scope.of(PLATFORM, str(guild_id), channel_id)
+        if not channel.parent_id:
+            return None
+        return Scope.of(PLATFORM, str(guild_id), str(channel.parent_id), str(channel_id))
+    return Scope.of(PLATFORM, str(guild_id), str(channel_id))
 
 
-def _is_admin(server: discord.Permissions, channel: discord.Permissions) -> bool:
-    return server.administrator or server.manage_guild or channel.manage_channels
+def privilege(server: discord.Permissions, here: discord.Permissions) -> Privilege:
+    """Manage Server or Administrator rule the server; Manage Channels only the channel it is held on."""
+    if server.administrator or server.manage_guild:
+        return Privilege.WORKSPACE_ADMIN
+    if here.manage_channels:
+        return Privilege.CHANNEL_ADMIN
+    return Privilege.MEMBER
 
 
 def actor_of(user: discord.User | discord.Member, channel: object) -> Actor:
-    """The author of a message: Administrator or Manage Server, or Manage Channels on this channel."""
-    is_admin = False
+    """The author of a message, with their rights in this channel."""
+    level = Privilege.MEMBER
     if isinstance(user, discord.Member):
         server = user.guild_permissions
         permissions_for = getattr(channel, "permissions_for", None)
         # An uncached channel (PartialMessageable) has no overwrites to apply: use the server-wide ones.
         here = permissions_for(user) if permissions_for is not None else server
-        is_admin = _is_admin(server, here)
-    return Actor(str(user.id), user.display_name, is_admin)
+        level = privilege(server, here)
+    return Actor(str(user.id), user.display_name, level)
 
 
 def actor_of_interaction(interaction: discord.Interaction) -> Actor:
-    """The invoker of a command; Discord sends their permissions in that channel with the interaction."""
-    is_admin = False
+    """The invoker of a command, with their rights in that channel.
+
+    Discord sends the member's permissions resolved for the channel. Manage Server and Administrator
+    are server-wide rights that channel overwrites cannot grant, so they still tell the server level.
+    """
+    level = Privilege.MEMBER
     if interaction.guild_id is not None:
         here = interaction.permissions
-        is_admin = _is_admin(here, here)
-    return Actor(str(interaction.user.id), interaction.user.display_name, is_admin)
+        level = privilege(here, here)
+    return Actor(str(interaction.user.id), interaction.user.display_name, level)
 
 
 def attachment_of(attachment: discord.Attachment) -> Attachment:

@@ -1,62 +1,81 @@
-"""Where one answer goes on Discord: a reply in the channel, or the response to a slash command.
+"""Where one answer or command reply goes on Discord: a reply in the channel, or an interaction's response.
 
-The core paces, splits and words everything; these classes only map its four primitives onto
-discord.py calls, each with mentions disabled so nothing the model writes can ping anyone.
+The core paces, splits and words everything; these classes only map its primitives onto discord.py
+calls, each with mentions disabled so nothing the model writes can ping anyone, and translate
+Discord's refusals into the core's `PlatformError`s.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import discord
 
-from core.cache import LRU
-from core.ratelimit import WindowBudget
-from core.target import PlatformRateLimited, TargetLimits
+from core.ratelimit import KeyedBudgets, WindowBudget
+from core.target import Mark, PlatformForbidden, PlatformRateLimited, TargetLimits
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
 # Discord's message limit is 2,000 characters. Edits are limited to 5 per 5 s per channel, whichever
-# answer makes them, so answers in one channel share a budget (`channel_budgets`).
+# answer makes them, so answers in one channel share a budget.
 # The typing indicator lasts 10 s, so refreshing it every 8 s keeps it on without gaps.
+MAX_CHARS = 2000
 EDITS_PER_WINDOW = 5
 EDIT_WINDOW = 5.0
-BUDGETS_KEPT = 10_000
+TYPING_INTERVAL = 8.0
 # A deferred interaction already shows "thinking…" until the first text replaces it.
 INTERACTION_LIMITS = TargetLimits(
-    max_chars=2000, edit_burst=EDITS_PER_WINDOW, edit_window=EDIT_WINDOW, typing_interval=None
+    max_chars=MAX_CHARS, edit_burst=EDITS_PER_WINDOW, edit_window=EDIT_WINDOW, typing_interval=None
 )
+MARKS = {Mark.REFUSED: "⏳"}
 
 ORIGINAL = "@original"
 
 
+def _retry_after(error: discord.HTTPException) -> float:
+    header = error.response.headers.get("Retry-After") if error.response is not None else None
+    try:
+        seconds = float(header) if header is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return seconds if math.isfinite(seconds) and seconds >= 0 else 1.0
+
+
 @contextmanager
-def _long_limits() -> Iterator[None]:
-    """discord.py sleeps through short rate limits itself and raises only past max_ratelimit_timeout."""
+def platform_errors() -> Iterator[None]:
+    """Discord's refusals in the core's terms; anything else propagates as it is."""
     try:
         yield
     except discord.RateLimited as limited:
+        # discord.py sleeps through short limits itself and raises this only past max_ratelimit_timeout.
         raise PlatformRateLimited(limited.retry_after) from limited
+    except discord.Forbidden as forbidden:
+        raise PlatformForbidden(f"Discord refused: {forbidden.text or forbidden.status}") from forbidden
+    except discord.HTTPException as error:
+        if error.status == 429:
+            raise PlatformRateLimited(_retry_after(error)) from error
+        raise
 
 
 class ChannelBudgets:
     """One edit budget per channel, for the channels that answered recently."""
 
     def __init__(self) -> None:
-        self._budgets: LRU[int, WindowBudget] = LRU(BUDGETS_KEPT)
+        self._budgets: KeyedBudgets[WindowBudget] = KeyedBudgets(
+            lambda: WindowBudget(EDITS_PER_WINDOW, EDIT_WINDOW)
+        )
 
     def limits(self, channel_id: int) -> TargetLimits:
-        budget = self._budgets.get(channel_id)
-        if budget is None:
-            budget = WindowBudget(EDITS_PER_WINDOW, EDIT_WINDOW)
-            self._budgets.put(channel_id, budget)
         return TargetLimits(
-            max_chars=2000,
+            max_chars=MAX_CHARS,
             edit_burst=EDITS_PER_WINDOW,
             edit_window=EDIT_WINDOW,
-            typing_interval=8.0,
-            shared=budget,
+            typing_interval=TYPING_INTERVAL,
+            shared=self._budgets.get(str(channel_id)),
+            # A plain message has no ephemeral form: a notice is a public reply.
+            private_notices=False,
         )
 
 
@@ -74,7 +93,7 @@ class MessageTarget:
         return self._limits
 
     async def post(self, text: str) -> str:
-        with _long_limits():
+        with platform_errors():
             if self._sent:
                 sent = await self._channel.send(text, allowed_mentions=NO_MENTIONS)
             else:
@@ -83,15 +102,24 @@ class MessageTarget:
         return str(sent.id)
 
     async def edit(self, handle: str, text: str) -> None:
-        with _long_limits():
+        with platform_errors():
             await self._sent[handle].edit(content=text, allowed_mentions=NO_MENTIONS)
 
     async def typing(self) -> None:
-        await self._channel.typing()
+        with platform_errors():
+            await self._channel.typing()
 
     async def notify(self, text: str) -> None:
-        # Plain messages have no ephemeral form: answer the asker in place.
-        await self._reply(text)
+        with platform_errors():
+            await self._reply(text)
+
+    async def announce(self, text: str) -> None:
+        with platform_errors():
+            await self._channel.send(text, allowed_mentions=NO_MENTIONS)
+
+    async def mark(self, mark: Mark) -> None:
+        with platform_errors():
+            await self._message.add_reaction(MARKS[mark])
 
     async def _reply(self, text: str) -> discord.Message:
         # The question may be deleted while the answer is written: then post without the reply link.
@@ -102,7 +130,8 @@ class MessageTarget:
 
 
 class InteractionTarget:
-    """Answers a deferred slash command: the deferred response first, then follow-ups."""
+    """Answers a slash command: its response first (the deferred "thinking…" one, if deferred), then
+    follow-ups. Notices are ephemeral."""
 
     def __init__(self, interaction: discord.Interaction) -> None:
         self._interaction = interaction
@@ -113,27 +142,54 @@ class InteractionTarget:
         return INTERACTION_LIMITS
 
     async def post(self, text: str) -> str:
-        if not self._posted:
-            self._posted = True
-            await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-            return ORIGINAL
-        sent = await self._interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
+        interaction = self._interaction
+        with platform_errors():
+            if not self._posted:
+                self._posted = True
+                if interaction.response.is_done():
+                    await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+                else:
+                    await interaction.response.send_message(text, allowed_mentions=NO_MENTIONS)
+                return ORIGINAL
+            sent = await interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
         return str(sent.id)
 
     async def edit(self, handle: str, text: str) -> None:
-        if handle == ORIGINAL:
-            await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-        else:
-            await self._interaction.followup.edit_message(
-                int(handle), content=text, allowed_mentions=NO_MENTIONS
-            )
+        with platform_errors():
+            if handle == ORIGINAL:
+                await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            else:
+                await self._interaction.followup.edit_message(
+                    int(handle), content=text, allowed_mentions=NO_MENTIONS
+                )
 
     async def typing(self) -> None:
-        """The deferral's "thinking…" already shows; nothing to refresh."""
+        """A deferral's "thinking…" already shows; nothing to refresh."""
 
     async def notify(self, text: str) -> None:
-        if not self._posted:
-            # The public "thinking…" placeholder would otherwise stay; a notice is for the asker only.
-            self._posted = True
-            await self._interaction.delete_original_response()
-        await self._interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        await self._send(text, ephemeral=True)
+
+    async def announce(self, text: str) -> None:
+        await self._send(text, ephemeral=False)
+
+    async def mark(self, mark: Mark) -> None:
+        """An interaction has no message of the asker's to react to."""
+
+    async def _send(self, text: str, *, ephemeral: bool) -> None:
+        interaction = self._interaction
+        with platform_errors():
+            if not interaction.response.is_done():
+                self._posted = True
+                await interaction.response.send_message(
+                    text, ephemeral=ephemeral, allowed_mentions=NO_MENTIONS
+                )
+                return
+            if not self._posted:
+                # The public "thinking…" placeholder is replaced by a public text, and removed for a notice,
+                # which is for the asker only.
+                self._posted = True
+                if not ephemeral:
+                    await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+                    return
+                await interaction.delete_original_response()
+            await interaction.followup.send(text, ephemeral=ephemeral, allowed_mentions=NO_MENTIONS)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Protocol
 
 from aiohttp import web
 
+from bots.adapter import Adapter, AdapterSpec
 from bots.health import health_app
 from core.chat import ChatCore
 from core.settings import Settings
@@ -16,45 +16,19 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class StartupError(Exception):
-    """An adapter cannot start for a reason the operator must fix; the message says how."""
-
-
-class Adapter(Protocol):
-    name: str
-
-    @property
-    def connected(self) -> bool: ...
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-def build_adapters(core: ChatCore, settings: Settings, wanted: list[str]) -> list[Adapter]:
-    adapters: list[Adapter] = []
-    if "discord" in wanted and settings.discord is not None:
-        from bots.discord_bot import DiscordAdapter
-
-        adapters.append(DiscordAdapter(core, settings.discord))
-    if "slack" in wanted and settings.slack is not None:
-        from bots.slack_bot import SlackAdapter
-
-        adapters.append(SlackAdapter(core, settings.slack))
-    return adapters
-
-
-async def serve(settings: Settings, wanted: list[str], *, health: bool) -> None:
+async def serve(settings: Settings, specs: list[AdapterSpec], *, health: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
     core = await ChatCore.open(settings)
-    adapters = build_adapters(core, settings, wanted)
+    adapters: list[Adapter] = []
     runner: web.AppRunner | None = None
     try:
-        for adapter in adapters:
+        for spec in specs:
+            adapter = spec.create(core, settings)
+            adapters.append(adapter)
             await adapter.start()
             log.info("%s adapter started", adapter.name)
         if health and settings.health_port:

@@ -80,18 +80,21 @@ async def test_model_set_status_reset_and_audit(core: ChatCore, fake_upstream: F
     assert first is not None and second is not None
     assert first["model"] == second["model"] == "gpt-4"
     assert "id" not in second
-    assert "**Recent admin changes**" in out and "model set" in out and "`—` → `gpt-4`" in out
+    assert "**Admin changes, newest first** (page 1 of 1)" in out
+    assert "dana (`dana`) · model set · channel terminal · — → `gpt-4`" in out
 
 
 async def test_help_typos_slash_questions_and_blank_lines(
     core: ChatCore, fake_upstream: FakeUpstream
 ) -> None:
-    out = await console(core, "", "/help", "/rset", "   ", "/what is a monad?", "/ask")
+    out = await console(core, "", "/help", "/rset", "   ", "/what is a monad?", "what is a monad?", "/ask")
     assert HELP_TEXT in out
     assert "Unknown command `rset`. Did you mean `reset`?" in out
+    # A slash line that is not a command gets a hint; only lines without a slash are questions.
+    assert "Unknown command `/what`: type /help for the commands; lines without / are questions." in out
     assert [b["question"] for b in fake_upstream.bodies] == ["dana: what is a monad?"]  # type: ignore[index]
-    assert "(bot) " in out, "an empty question is refused with a notice, not sent"
-    assert out.count(PROMPT) == 7, "one prompt per line read, and one more that meets end of input"
+    assert "(bot) Ask me something" in out, "an empty question is refused with a notice, not sent"
+    assert out.count(PROMPT) == 8, "one prompt per line read, and one more that meets end of input"
 
 
 async def test_channels_hold_separate_conversations(core: ChatCore, fake_upstream: FakeUpstream) -> None:

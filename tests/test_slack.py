@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bots.runtime import StartupError
+from bots.adapter import StartupError
 from bots.slack_bot import EVENTS_PATH, SlackAdapter
 from core.chat import ChatCore
 from core.presets import BUILTIN_PRESETS
@@ -57,14 +57,12 @@ def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSla
 
 
 @asynccontextmanager
-async def running(settings: Settings, *, process_before_response: bool = False) -> AsyncIterator[Bot]:
+async def running(settings: Settings) -> AsyncIterator[Bot]:
     """The core and the adapter as `acechat slack` runs them; `adapter.idle()` waits for all the work
     of the requests it has acknowledged."""
     assert settings.slack is not None
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(
-        core, settings.slack, host="127.0.0.1", process_before_response=process_before_response
-    )
+    adapter = SlackAdapter(core, settings.slack, host="127.0.0.1")
     await adapter.start()
     try:
         yield Bot(core, adapter)
@@ -101,13 +99,19 @@ async def test_command_is_acked_before_a_slow_answer_which_is_then_posted_and_up
         assert delivery.elapsed < 1.0
         assert not slack.calls_to("chat.update")
 
-        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 2 and slack.calls_to("chat.update"), 10)
+        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 1 and slack.calls_to("chat.update"), 10)
         await bot.adapter.idle()
     assert time.monotonic() - started >= 2.0
-    echo, answer = slack.in_channel("C1")
-    assert echo.text == "*<@U1>* asked: what is the answer?"
-    assert answer.text == ("The answer is " + "forty-two " * 20).strip()
+    # One message: who asked what (by name: the asker is not pinged), then the answer as it streamed.
+    [answer] = slack.in_channel("C1")
+    assert (
+        answer.text
+        == "*u1-display* asked: what is the answer?\n\n" + ("The answer is " + "forty-two " * 20).strip()
+    )
     assert len(answer.versions) >= 2 and answer.versions[0] != answer.text
+    # The asker alone was told at once that an answer is on its way.
+    [thinking] = slack.responses
+    assert thinking.ephemeral and thinking.text == "_Thinking…_"
     assert fake_upstream.bodies[0] is not None and fake_upstream.bodies[0]["question"].endswith(
         "what is the answer?"
     )
@@ -122,7 +126,7 @@ async def test_follow_ups_reuse_the_channel_conversation(
     assert first is not None and second is not None
     assert "id" not in first or first["id"] is None
     assert second["id"] in fake_upstream.conversations
-    assert slack.in_channel("C1")[-1].text.startswith("Answer 2 to:")
+    assert slack.in_channel("C1")[-1].text.startswith("*u2-display* asked: second question\n\nAnswer 2 to:")
 
 
 async def test_presets_are_for_admins_and_reach_the_next_question(
@@ -131,7 +135,7 @@ async def test_presets_are_for_admins_and_reach_the_next_question(
     name = next(n for n in BUILTIN_PRESETS if n != bot.core.settings.default_preset)
     refused = await ask(slack, bot, f"preset set {name}", user="U1")
     [reply] = slack.responses_to(refused)
-    assert reply.ephemeral and "admin" in reply.text.lower()
+    assert reply.ephemeral and "needs a workspace admin or owner" in reply.text
 
     # An admin whose users.info lookup fails is not trusted.
     slack.admins.add("UBOSS")
@@ -181,7 +185,7 @@ async def test_a_mention_is_answered_in_a_thread_that_keeps_its_own_conversation
     # The thread continues the conversation its first mention started, not the channel's.
     thread_turns = fake_upstream.conversations[follow_up["id"]]
     assert thread_turns[0]["question"].endswith("summarise   this & that")
-    assert len(slack.in_channel("C1")) == 2  # the channel question's echo and answer, nothing more
+    assert len(slack.in_channel("C1")) == 1  # the channel question's answer, nothing more
 
 
 async def test_direct_messages_are_a_conversation_and_bot_messages_are_ignored(
@@ -251,7 +255,7 @@ async def test_a_redelivered_event_is_answered_once_even_after_a_restart(
         assert (await slack.deliver_http(bot.url, command, retry_num=2)).status == 200
         await bot.adapter.idle()
     assert len(fake_upstream.requests) == 2
-    assert len(slack.calls_to("chat.postMessage")) == 3  # one answer in the thread; an echo and an answer
+    assert len(slack.calls_to("chat.postMessage")) == 2  # one answer in the thread, one in the channel
 
 
 async def test_an_upstream_403_gives_a_clear_message(
@@ -259,7 +263,7 @@ async def test_an_upstream_403_gives_a_clear_message(
 ) -> None:
     fake_upstream.queue(Behaviour.fail(403, "used_up", "balance exhausted"))
     await ask(slack, bot, "will this work?")
-    _, answer = slack.in_channel("C1")
+    [answer] = slack.in_channel("C1")
     assert USED_UP in answer.text
     assert "Traceback" not in answer.text and "403" not in answer.text
 
@@ -272,7 +276,7 @@ async def test_a_long_answer_arrives_as_several_messages_under_the_limit(
     assert len(text) > 9000
     fake_upstream.queue(Behaviour(answer=text, fragment_size=400))
     await ask(slack, bot, "tell me a lot")
-    answers = slack.in_channel("C1")[1:]
+    answers = slack.in_channel("C1")
     assert len(answers) >= 3
     assert all(len(m.text) <= 4000 for m in answers)
     assert slack.too_long == 0
@@ -287,14 +291,15 @@ async def test_markdown_is_converted_to_mrkdwn_and_escaped(
         Behaviour(answer="**Bold** and [a link](https://example.com) if a < b & c <!here> <@U2>\n\n- item")
     )
     await ask(slack, bot, "format please <!channel>")
-    echo, answer = slack.in_channel("C1")
-    assert answer.text.startswith("*Bold* and <https://example.com|a link> if a &lt; b &amp; c ")
-    assert answer.text.endswith("\n\n• item")
-    for text in (echo.text, answer.text):
-        assert "<!" not in text and "<@U2" not in text
+    [answer] = slack.in_channel("C1")
+    header, body = answer.text.split("\n\n", 1)
+    assert header.startswith("*u1-display* asked: format please")
+    assert body.startswith("*Bold* and <https://example.com|a link> if a &lt; b &amp; c ")
+    assert body.endswith("\n\n• item")
+    assert "<!" not in answer.text and "<@U2" not in answer.text
 
 
-@pytest.mark.parametrize("text", ["", "help", "preset frobnicate", "reset now", "hlep"])
+@pytest.mark.parametrize("text", ["", "help", "preset set", "hlep"])
 async def test_help_and_unknown_subcommands_get_help(
     bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream, text: str
 ) -> None:
@@ -310,7 +315,7 @@ async def test_a_refused_question_leaves_nothing_in_the_channel(
     key = await ask(slack, bot, "x" * (bot.core.settings.max_question_chars + 1))
     [reply] = slack.responses_to(key)
     assert reply.ephemeral and "limit" in reply.text
-    assert slack.calls_to("chat.delete") and not slack.in_channel("C1")
+    assert not slack.calls_to("chat.postMessage") and not slack.calls_to("chat.delete")
     assert fake_upstream.requests == []
 
 
@@ -325,7 +330,7 @@ async def test_chat_update_429_is_honoured_and_the_final_text_still_arrives(
         async with running(tight) as bot:
             await ask(strict, bot, "stream a lot")
         assert strict.rate_limited >= 1
-        assert strict.in_channel("C1")[-1].text == full
+        assert strict.in_channel("C1")[-1].text == "*u1-display* asked: stream a lot\n\n" + full
 
 
 async def test_close_lets_an_answer_in_flight_finish(
@@ -337,7 +342,7 @@ async def test_close_lets_an_answer_in_flight_finish(
         await fake_upstream.wait_for_requests(1)
         await bot.adapter.close()
         assert not bot.adapter.connected
-    assert slack.in_channel("C1")[-1].text == "finished anyway"
+    assert slack.in_channel("C1")[-1].text.endswith("\n\nfinished anyway")
 
 
 async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
@@ -348,13 +353,13 @@ async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
         settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None)
     )
     fake_upstream.queue(Behaviour(latency=0.5, answer="over the socket"))
-    async with running(socket_settings, process_before_response=False) as bot:
+    async with running(socket_settings) as bot:
         assert bot.adapter.connected and bot.adapter.port is None
         sent = time.monotonic()
         envelope = await slack.deliver_socket(slack.command("via socket"))
         ack = await slack.wait_for_ack(envelope)
         assert ack.at - sent < 1.0 and not ack.payload
-        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 2, 5)
+        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 1, 5)
 
         mention = slack.mention(f"<@{BOT_USER_ID}> retried")
         first = await slack.deliver_socket(mention)
@@ -365,7 +370,7 @@ async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
         await bot.adapter.idle()
         await asyncio.sleep(0.05)
         await bot.adapter.idle()
-    assert slack.in_channel("C1")[-1].text == "over the socket"
+    assert slack.in_channel("C1")[-1].text.endswith("\n\nover the socket")
     assert len(fake_upstream.requests) == 2
 
 
@@ -381,6 +386,6 @@ async def test_socket_mode_reconnects_after_slack_drops_the_connection(
         await slack.drop_socket()
         await slack.wait_for_socket(2)
         await slack.wait_for_ack(await slack.deliver_socket(slack.command("still there?")))
-        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 2)
+        await slack.wait_until(lambda: len(slack.in_channel("C1")) == 1)
         assert bot.adapter.connected
     assert slack.in_channel("C1")[-1].text.endswith("still there?")
