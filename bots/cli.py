@@ -1,4 +1,4 @@
-"""The `acechat` command: `console`, `discord`, `slack`, `run` (every configured adapter) and `check`."""
+"""The `acechat` command: `console`, `demo`, `discord`, `slack`, `run` (every configured adapter) and `check`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
         "--channel", default="terminal", help="pretend channel, to try several conversations"
     )
     console.add_argument("--user", default=None, help="the name questions are asked under")
+    commands.add_parser(
+        "demo",
+        help="chat in the terminal against a built-in local stand-in of the AI Chat API (no token needed)",
+        description="The console on a local stand-in of the AI Chat API: canned, streamed answers that show"
+        " the preset, model and turn; no token, no network, and a throwaway database.",
+    )
     commands.add_parser("discord", help="run the Discord bot")
     slack = commands.add_parser("slack", help="run the Slack bot")
     slack.add_argument("--port", type=int, default=None, help="HTTP mode port (default: SLACK_PORT)")
@@ -36,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from demo.run import run_demo
+
+        return run_demo(args.env_file)
     try:
         settings = load_settings(dotenv_path=args.env_file)
         settings = _apply_arguments(settings, args)
