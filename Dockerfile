@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY core ./core
 COPY storage ./storage
 COPY bots ./bots
+COPY demo ./demo
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin acechat \
     && mkdir -p /data && chown acechat /data

@@ -1,4 +1,4 @@
-"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console` and `check`."""
+"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console`, `demo` and `check`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         "--channel", default="terminal", help="pretend channel, to try several conversations"
     )
     console.add_argument("--user", default=None, help="the name questions are asked under")
+    commands.add_parser(
+        "demo",
+        help="chat in the terminal against a built-in local stand-in of the AI Chat API (no token needed)",
+        description="The console on a local stand-in of the AI Chat API: canned, streamed answers that show"
+        " the preset, model and turn; no token, no network, and a throwaway database.",
+    )
     command("check", "validate the configuration, report every problem, and exit")
     return parser
 
@@ -46,6 +52,10 @@ def _fail(error: Exception | str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from demo.run import run_demo
+
+        return run_demo(args.env_file)
     try:
         settings = load_settings(dotenv_path=args.env_file)
     except SettingsError as error:

@@ -237,10 +237,16 @@ class _Reader:
         return value.rstrip("/")
 
 
-def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> Settings:
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    dotenv_path: str | Path | None = ".env",
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
     """Build the settings from `env` (the process environment by default) over a `.env` file.
 
-    Real environment variables win over the `.env` file, as operators expect.
+    Real environment variables win over the `.env` file, as operators expect; `overrides` win over both
+    (`acechat demo` puts its stand-in's address and a placeholder token there).
     """
     if env is None:
         import os
@@ -250,6 +256,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
     if dotenv_path is not None and Path(dotenv_path).is_file():
         merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     merged.update(env)
+    merged.update(overrides or {})
     return parse_settings(merged)
 
 

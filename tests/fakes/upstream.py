@@ -1,8 +1,9 @@
 """A local fake of the Ace Data Cloud AI Chat API (`POST /aichat/conversations`), following
 /work/shared/aichat-api.md: bearer token check, JSON or NDJSON replies by the accept header, stateful
-conversation ids with server-side memory, and scripted misbehaviour for the next requests.
+conversation ids with server-side memory, and scripted misbehaviour for the next requests. The protocol
+pieces it shares with the product's stand-in (`demo.standin`, what `acechat demo` talks to) come from there.
 
-Run it for a demo: `python -m tests.fakes.upstream --port 8765 --latency 0.3 --fragment-delay 0.02`.
+Run it on its own: `python -m tests.fakes.upstream --port 8765 --latency 0.3 --fragment-delay 0.02`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+from demo.standin import NDJSON, PATH, bearer_token, error_body, fragments
 
-PATH = "/aichat/conversations"
-NDJSON = "application/x-ndjson"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -176,8 +176,8 @@ class FakeUpstream:
             self.active -= 1
 
     async def _reply(self, request: web.Request, body: Any, trace_id: str) -> web.StreamResponse:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
             return self._error(400, "no_token", "No token provided", trace_id)
         if not self.any_token and token != self.token:
             return self._error(401, "invalid_token", "Invalid token", trace_id)
@@ -250,11 +250,10 @@ class FakeUpstream:
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={**headers, "content-type": NDJSON})
         await resp.prepare(request)
-        size = max(1, b.fragment_size)
-        fragments = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        pieces = fragments(text, b.fragment_size)
         so_far = ""
         try:
-            for n in range(len(fragments) + 1):
+            for n in range(len(pieces) + 1):
                 if n == b.cut_after and request.transport is not None:
                     request.transport.close()
                     return resp
@@ -262,18 +261,16 @@ class FakeUpstream:
                     await resp.write(b"this is not json" + b.newline.encode())
                     break
                 if n == b.error_after:
-                    error = {
-                        "error": {"code": b.error_line_code, "message": "fake failure"},
-                        "trace_id": trace_id,
-                    }
-                    await resp.write((json.dumps(error) + b.newline).encode())
+                    await resp.write(
+                        error_body(b.error_line_code, "fake failure", trace_id) + b.newline.encode()
+                    )
                     break
-                if n == len(fragments):
+                if n == len(pieces):
                     break
                 if n and b.fragment_delay:
                     await asyncio.sleep(b.fragment_delay)
-                so_far += fragments[n]
-                line: dict[str, Any] = {"delta_answer": fragments[n], "id": conversation_id}
+                so_far += pieces[n]
+                line: dict[str, Any] = {"delta_answer": pieces[n], "id": conversation_id}
                 if not b.delta_only:
                     line["answer"] = so_far
                 end = b.newline * 2 if b.blank_lines else b.newline
@@ -312,7 +309,7 @@ class FakeUpstream:
         if retry_after is not None:
             headers["retry-after"] = retry_after
         if body is None:
-            body = json.dumps({"error": {"code": code, "message": message}, "trace_id": trace_id}).encode()
+            body = error_body(code, message, trace_id)
         return web.Response(status=status, body=body, content_type=content_type, headers=headers)
 
 
