@@ -26,11 +26,11 @@ from core.permissions import privilege_of, refusal, required
 from core.sanitize import format_answer
 from core.scope import Scope
 from core.settings import Settings
-from core.splitting import split_message
+from core.splitting import closing_fence, split_message
 from core.state import ScopeState
 from core.streaming import StreamingReply
 from core.target import Actor, Attachment, Mark, PlatformError, PlatformForbidden, ReplyTarget
-from core.upstream import AIChatClient, Turn
+from core.upstream import AIChatClient, AnswerText, Turn
 from storage import RateCheck, Store
 from storage.records import ConversationRecord, TranscriptEntry
 
@@ -423,7 +423,9 @@ class ChatCore:
         remember: Callable[[str], Awaitable[None]],
     ) -> tuple[str, str | None, str | None]:
         started = time.monotonic()
-        answer = ""
+        answer: AnswerText | None = None
+        cut = False
+        cap = self.settings.max_answer_chars
         conversation_id = turn.conversation_id
         trace_id: str | None = None
         chunks = self.client.stream(turn)
@@ -431,23 +433,31 @@ class ChatCore:
             async with asyncio.timeout(self.settings.answer_timeout):
                 try:
                     async for chunk in chunks:
-                        answer = chunk.answer
+                        answer = chunk.text
                         trace_id = chunk.trace_id or trace_id
-                        reply.update(answer)
                         if chunk.conversation_id and chunk.conversation_id != conversation_id:
                             conversation_id = chunk.conversation_id
                             await remember(conversation_id)
+                        if len(answer) > cap:
+                            cut = True
+                            break
+                        reply.update(answer)
                 finally:
                     # Closed here, not by the garbage collector: the connection goes back at once.
                     await chunks.aclose()
         except TimeoutError:
-            if not answer:
+            if answer is None or not len(answer):
                 raise UpstreamError(
                     "The AI service took too long to answer.", detail="answer timeout", retryable=False
                 ) from None
             notes.append("_The answer was stopped because it ran too long._")
         metrics.UPSTREAM_SECONDS.observe(time.monotonic() - started)
-        return answer, conversation_id, trace_id
+        text = str(answer) if answer is not None else ""
+        if cut:
+            text = text[:cap]
+            text += closing_fence(text)
+            notes.append(f"_The answer was cut here: it reached this bot's limit of {cap:,} characters._")
+        return text, conversation_id, trace_id
 
     async def _failed(
         self, question: Question, reply: StreamingReply, error: UpstreamError, conversation_id: str | None

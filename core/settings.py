@@ -89,6 +89,8 @@ class Settings:
     admin_users: frozenset[str] = frozenset()
     author_prefix: bool = True
     max_question_chars: int = 8000
+    # Longer answers are cut (and say so): a model made to repeat itself must not flood a channel.
+    max_answer_chars: int = 12_000
     max_preset_chars: int = 4000
     answer_timeout: float = 300.0
     user_rate: RateLimit = field(default_factory=lambda: RateLimit(10, 60.0))
@@ -350,6 +352,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         admin_users=frozenset(r.words("ACECHAT_ADMIN_USERS")),
         author_prefix=r.boolean("ACECHAT_AUTHOR_PREFIX", True),
         max_question_chars=r.integer("ACECHAT_MAX_QUESTION_CHARS", 8000, minimum=1),
+        max_answer_chars=r.integer("ACECHAT_MAX_ANSWER_CHARS", 12_000, minimum=100),
         max_preset_chars=r.integer("ACECHAT_MAX_PRESET_CHARS", 4000, minimum=1),
         answer_timeout=r.number("ACECHAT_ANSWER_TIMEOUT", 300.0, minimum=1.0),
         user_rate=r.rate("ACECHAT_USER_RATE", RateLimit(10, 60.0)),

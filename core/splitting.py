@@ -255,3 +255,11 @@ def split_chunks(text: str, limit: int) -> list[Chunk]:
 def split_message(text: str, limit: int) -> list[str]:
     """Split `text` into messages of at most `limit` characters; a blank text gives no messages."""
     return [chunk.text for chunk in split_chunks(text, limit)]
+
+
+def closing_fence(text: str) -> str:
+    """The line that closes a fenced code block still open at the end of `text` ("" if none is open),
+    so that text cut short can be followed by prose."""
+    lines = _fence_lines(text, 0, len(text), None, sys.maxsize, last_line=True)
+    fence = lines[-1].fence if lines else None
+    return "\n" + fence.char * fence.size if fence is not None else ""

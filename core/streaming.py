@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from core.splitting import split_message
 from core.target import EditBudget, PlatformRateLimited, ReplyTarget, TargetLimits
+from core.upstream import AnswerText
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ class StreamingReply:
         self._target = target
         # Partial text is rendered only when a post or edit is about to go out, not for every fragment.
         self._render = render
-        self._raw = ""
-        self._rendered_raw = ""
+        self._raw: str | AnswerText = ""
+        self._rendered_raw: str | AnswerText = ""
+        self._rendered_version = -1
         self._limits = target.limits
         self._pacer = EditPacer(self._limits)
         self._shared = self._limits.shared
@@ -96,10 +98,13 @@ class StreamingReply:
         if self._typing is None:
             self._typing = asyncio.create_task(self._keep_typing(self._limits.typing_interval))
 
-    def update(self, raw: str) -> None:
-        """The raw answer so far. Never blocks: a background task renders and catches up."""
+    def update(self, raw: str | AnswerText) -> None:
+        """The raw answer so far. Never blocks: a background task renders and catches up.
+
+        An `AnswerText` is read only when a post or edit goes out, so fragments cost nothing here.
+        """
         # isspace, not strip: no copy of the whole answer so far for every fragment.
-        if self._done or not raw or raw.isspace():
+        if self._done or not len(raw) or (isinstance(raw, str) and raw.isspace()):
             return
         self._raw = raw
         if self._task is None:
@@ -132,9 +137,13 @@ class StreamingReply:
         await self.finish(f"{shown}\n\n{warning}" if shown else warning)
 
     def _current(self) -> str:
-        if not self._done and self._raw is not self._rendered_raw:
-            self._rendered_raw = self._raw
-            self._desired = self._render(self._raw)
+        if self._done:
+            return self._desired
+        raw = self._raw
+        version = raw.version if isinstance(raw, AnswerText) else 0
+        if raw is not self._rendered_raw or version != self._rendered_version:
+            self._rendered_raw, self._rendered_version = raw, version
+            self._desired = self._render(str(raw))
         return self._desired
 
     async def abort(self) -> None:

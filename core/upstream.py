@@ -1,6 +1,8 @@
-"""Client for the Ace Data Cloud AI Chat API: one question per call, as a whole answer or a stream.
+"""Client for the Ace Data Cloud AI Chat API: one question per call, its answer streamed (NDJSON).
 
 Every failure leaves this module as `UpstreamError`, with a short message fit for a chat channel.
+Every turn is stateful, so a request the service may have received is never sent again: only a 429
+or a connection that never opened is retried, and never once answer text has arrived.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from core.settings import UpstreamSettings
 log = logging.getLogger(__name__)
 
 PATH = "/aichat/conversations"
-JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
 BASE_DELAY = 0.5
@@ -42,7 +43,7 @@ BUSY = "The AI service is busy right now; try again in a moment."
 FAILED = "The AI service failed to answer; try again in a moment."
 UNREACHABLE = "The AI service cannot be reached right now."
 TOO_SLOW = "The AI service took too long to answer."
-UNREADABLE = "The AI service sent a reply this bot could not read."
+UNREADABLE = "The AI service sent a malformed reply."
 EMPTY = "The AI service sent an empty answer."
 CUT_OFF = "The answer was cut off."
 
@@ -53,6 +54,8 @@ USER_MESSAGES: dict[tuple[int, str | None], str] = {
     (300, None): MISCONFIGURED,
     (400, None): REJECTED,
     (400, "no_token"): BAD_TOKEN,
+    # The OpenAPI spec lists this one under 400; the service's framework answers it with 401.
+    (400, "token_mismatched"): BAD_TOKEN,
     (400, "api_not_implemented"): MISCONFIGURED,
     (401, None): BAD_TOKEN,
     (403, None): DISABLED,
@@ -82,7 +85,8 @@ CODE_STATUS: dict[str, int] = {
     "chat_error": 500,
 }
 
-RETRY_STATUSES = frozenset({408, 409, 429})
+# A 408, 409 or 5xx may come after the service appended the question to the conversation.
+RETRY_STATUSES = frozenset({429})
 
 # What json.loads calls for a str, without its per-call checks: every stream line goes through it.
 _decode_json = json.JSONDecoder().decode
@@ -109,21 +113,51 @@ class Turn:
     references: tuple[str, ...] = ()
 
 
+class AnswerText:
+    """An answer growing fragment by fragment, joined only when read.
+
+    Appending stays linear however many fragments arrive; `str()` joins what came since it was last
+    read. `version` changes with every change, so a reader can tell whether to read again.
+    """
+
+    __slots__ = ("_joined", "_length", "_parts", "version")
+
+    def __init__(self) -> None:
+        self._joined = ""
+        self._parts: list[str] = []
+        self._length = 0
+        self.version = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __str__(self) -> str:
+        if self._parts:
+            self._joined += "".join(self._parts)
+            self._parts.clear()
+        return self._joined
+
+    def append(self, delta: str) -> None:
+        self._parts.append(delta)
+        self._length += len(delta)
+        self.version += 1
+
+    def replace(self, text: str) -> None:
+        self._joined = text
+        self._parts.clear()
+        self._length = len(text)
+        self.version += 1
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One streamed line that brought new text: `answer` is all the text so far."""
+    """One streamed line that brought new text. `text` is the whole answer so far: the same object for
+    every chunk of a stream, growing with it."""
 
-    answer: str
+    text: AnswerText
     delta: str
     conversation_id: str | None
     trace_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    text: str
-    conversation_id: str | None
-    trace_id: str | None
 
 
 class AIChatClient:
@@ -162,19 +196,6 @@ class AIChatClient:
             await self._session.close()
             self._session = None
 
-    async def ask(self, turn: Turn) -> Answer:
-        """The whole answer in one JSON reply."""
-        body = _request_body(turn)
-        attempt = 0
-        while True:
-            try:
-                return await self._ask_once(body)
-            except UpstreamError as exc:
-                if not self._may_retry(exc, attempt):
-                    raise
-                await self._back_off(exc, attempt)
-                attempt += 1
-
     async def stream(self, turn: Turn) -> AsyncGenerator[Chunk, None]:
         """The answer as it is written; once a chunk was yielded, a failure is never retried."""
         body = _request_body(turn)
@@ -198,10 +219,10 @@ class AIChatClient:
                         for chunk in parser.finish():
                             yield chunk
                 except (aiohttp.ClientError, OSError) as exc:
-                    raise self._failure(exc, responded=responded, partial=bool(parser.text)) from exc
+                    raise self._failure(exc, responded=responded, partial=bool(len(parser.text))) from exc
                 return
             except UpstreamError as exc:
-                if parser.text or not self._may_retry(exc, attempt):
+                if len(parser.text) or not self._may_retry(exc, attempt):
                     raise
                 await self._back_off(exc, attempt)
                 attempt += 1
@@ -218,20 +239,6 @@ class AIChatClient:
     def _headers(self, accept: str) -> dict[str, str]:
         return {"authorization": f"Bearer {self._settings.token}", "accept": accept}
 
-    async def _ask_once(self, body: dict[str, Any]) -> Answer:
-        responded = False
-        try:
-            async with self._http().post(
-                self._url, json=body, headers=self._headers(JSON), timeout=self._timeout
-            ) as resp:
-                await self._raise_for_status(resp)
-                responded = True
-                trace_id = _header_trace(resp)
-                raw = await resp.read()
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._failure(exc, responded=responded, partial=False) from exc
-        return _parse_answer(raw, trace_id, self._scrub)
-
     async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
         if 200 <= resp.status < 300:
             return
@@ -246,7 +253,7 @@ class AIChatClient:
             code=code,
             trace_id=trace_id or _header_trace(resp),
             detail=self._scrub(message or resp.reason or ""),
-            retryable=resp.status in RETRY_STATUSES or resp.status >= 500,
+            retryable=resp.status in RETRY_STATUSES,
             retry_after=_retry_after(resp.headers.get("retry-after")),
         )
 
@@ -256,14 +263,14 @@ class AIChatClient:
         if isinstance(exc, aiohttp.InvalidURL):
             return UpstreamError(MISCONFIGURED, detail=detail)
         if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+            # No connection, so no request: the one failure safe to try again.
             return UpstreamError(UNREACHABLE, detail=detail, retryable=True)
         if isinstance(exc, TimeoutError):
             # The question reached the server: asking again would append it twice to the conversation.
             return UpstreamError(TOO_SLOW, detail=detail, partial=partial)
         if responded:
             return UpstreamError(CUT_OFF, detail=detail, partial=partial)
-        if isinstance(exc, aiohttp.ClientConnectionError | OSError):
-            return UpstreamError(FAILED, detail=detail, retryable=True)
+        # The connection broke after the request may have been sent: the service may have it already.
         return UpstreamError(FAILED, detail=detail)
 
     def _scrub(self, text: str) -> str:
@@ -301,7 +308,7 @@ class _StreamParser:
         self._scrub = scrub
         self._buffer = bytearray()
         self._scanned = 0
-        self.text = ""
+        self.text = AnswerText()
         self.conversation_id: str | None = None
         self.trace_id: str | None = None
 
@@ -324,7 +331,7 @@ class _StreamParser:
         """The body closed: a last line may lack its newline, and there must have been some text."""
         chunk = self._line(self._buffer) if self._buffer else None
         self._buffer.clear()
-        if not self.text.strip():
+        if not str(self.text).strip():
             raise self._error(EMPTY, "the stream ended without answer text")
         return [chunk] if chunk is not None else []
 
@@ -332,13 +339,14 @@ class _StreamParser:
         try:
             # JSON allows whitespace (a CR, say) around the object; a blank line fails here and is skipped.
             obj = _decode_json(raw.decode())
-        except ValueError:
+        except (ValueError, RecursionError):
             raw = raw.strip()
             if not raw:
                 return None
             try:
                 obj = json.loads(raw)  # the encodings json.loads detects in bytes: a BOM, UTF-16 or 32
-            except ValueError:
+            except (ValueError, RecursionError):
+                # RecursionError: a line of thousands of nested brackets.
                 snippet = raw[:80].decode("utf-8", "replace")
                 raise self._error(UNREADABLE, "a stream line is not JSON: " + snippet) from None
         if type(obj) is not dict:
@@ -354,20 +362,24 @@ class _StreamParser:
             self.conversation_id = conversation_id
         answer = obj.get("answer")
         delta = obj.get("delta_answer")
+        text = self.text
         if isinstance(answer, str):
-            text = answer
+            # The whole answer so far: what is new is its tail, unless the service rewrote earlier text.
+            # Comparing costs as much as the line itself, so the work stays linear in what arrives.
+            known = len(text)
+            if len(answer) >= known and answer.startswith(str(text)):
+                delta = answer[known:]
+                if not delta:
+                    return None
+            else:
+                delta = answer
+            text.replace(answer)
         elif isinstance(delta, str):
-            text = self.text + delta
+            if not delta:
+                return None
+            text.append(delta)
         else:
             return None
-        previous = self.text
-        if text == previous:
-            return None
-        self.text = text
-        if text.startswith(previous):
-            delta = text[len(previous) :]
-        elif not isinstance(delta, str) or not delta:
-            delta = text
         return Chunk(text, delta, self.conversation_id, self.trace_id)
 
     def _error(self, message: str, detail: str, *, code: str | None = None) -> UpstreamError:
@@ -377,7 +389,7 @@ class _StreamParser:
             code=code,
             trace_id=self.trace_id,
             detail=self._scrub(detail),
-            partial=bool(self.text),
+            partial=bool(len(self.text)),
         )
 
 
@@ -392,37 +404,6 @@ def _request_body(turn: Turn) -> dict[str, Any]:
     return body
 
 
-def _parse_answer(raw: bytes, trace_id: str | None, scrub: Callable[[str], str]) -> Answer:
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        obj = None
-    if not isinstance(obj, dict):
-        snippet = raw[:80].decode("utf-8", "replace")
-        raise UpstreamError(
-            UNREADABLE, status=200, trace_id=trace_id, detail=scrub("not a JSON object: " + snippet)
-        )
-    obj = _unwrap(obj)
-    if obj.get("error"):
-        code, message, body_trace = _error_fields(obj)
-        raise UpstreamError(
-            user_message(None, code),
-            status=200,
-            code=code,
-            trace_id=body_trace or trace_id,
-            detail=scrub(message),
-        )
-    answer = obj.get("answer")
-    if not isinstance(answer, str) or not answer.strip():
-        raise UpstreamError(EMPTY, status=200, trace_id=trace_id, detail="the reply had no answer text")
-    conversation_id = obj.get("id")
-    return Answer(
-        text=answer,
-        conversation_id=conversation_id if isinstance(conversation_id, str) and conversation_id else None,
-        trace_id=trace_id,
-    )
-
-
 def _unwrap(obj: dict[str, Any]) -> dict[str, Any]:
     """Some documentation pages show the reply inside `{"status": ..., "data": {...}}`."""
     data = obj.get("data")
@@ -435,7 +416,7 @@ def _parse_error_body(raw: bytes) -> tuple[str | None, str, str | None]:
     """(code, message, trace_id) from an error body, whatever its shape."""
     try:
         obj = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, raw[:DETAIL_CHARS].decode("utf-8", "replace"), None
     if not isinstance(obj, dict):
         return None, str(obj), None

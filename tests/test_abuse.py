@@ -332,7 +332,8 @@ def check_split_code(texts: list[str], limit: int) -> None:
 async def test_a_10000_line_code_block_is_split_correctly_on_slack_and_discord(
     tmp_path: Path, fake_upstream: FakeUpstream, upstream_settings: UpstreamSettings
 ) -> None:
-    settings = settings_for(tmp_path, upstream_settings)
+    # The answer cap (a test of its own) would cut this long before the end.
+    settings = settings_for(tmp_path, upstream_settings, max_answer_chars=200_000)
     fake_upstream.set_default(answer=CODE_ANSWER, fragment_size=10_000)
     async with FakeSlack() as slack, slack_bot(settings, slack) as (_, adapter, url):
         await slack.deliver_http(url, slack.command("the whole file please"))
@@ -406,7 +407,7 @@ async def session(tmp_path: Path, upstream: FakeUpstream, discord_token: str) ->
             upstream.queue(Behaviour.fail(401, "invalid_token", rejected))
             await slack.deliver_http(url, slack.command("this one fails"))
             upstream.queue(
-                Behaviour.fail_raw(500, f"proxy: Authorization: Bearer {upstream.token}"), Behaviour()
+                Behaviour.fail_raw(429, f"proxy: Authorization: Bearer {upstream.token}"), Behaviour()
             )
             await slack.deliver_http(url, slack.mention(f"<@{BOT_USER_ID}> retried"))
             await slack.deliver_http(url, slack.command("forged"), secret="wrong")

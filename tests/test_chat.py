@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from core import notices
 from core.chat import ChatCore, Outcome, Question
 from core.commands import Action, Command, parse_command
 from core.permissions import Privilege, privilege_of
 from core.presets import BUILTIN_PRESETS
 from core.scope import Scope
 from core.settings import RateLimit, Settings, UpstreamSettings
-from core.target import Actor, Attachment, TargetLimits
+from core.target import Actor, Attachment, PlatformError, PlatformForbidden, TargetLimits
 from tests.fakes.target import RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
@@ -296,7 +297,7 @@ ERRORS = [
     (Behaviour.fail(400, "bad_request"), "could not accept"),
     (Behaviour.fail(500, "api_error"), "failed to answer"),
     (Behaviour.fail(429, "too_many_requests"), "busy"),
-    (Behaviour(garbage_after=0, answer="x"), "could not read"),
+    (Behaviour(garbage_after=0, answer="x"), "malformed reply"),
     (Behaviour(cut_after=1, answer="a long enough answer to be cut", fragment_size=4), "cut off"),
     (Behaviour(error_after=1, answer="partial answer here", fragment_size=4), "failed"),
     (Behaviour(answer=""), "empty"),
@@ -358,7 +359,7 @@ async def test_retries_happen_before_any_text_and_succeed(
     core: ChatCore, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.queue(
-        Behaviour.fail(500, "api_error", retry_after="0"), Behaviour.fail(429, retry_after="0")
+        Behaviour.fail(429, "too_many_requests", retry_after="0"), Behaviour.fail(429, retry_after="0")
     )
     target = await ask(core, "hi")
     assert target.text == "Answer 1 to: Dana: hi"
@@ -499,9 +500,24 @@ async def test_a_failing_platform_does_not_crash_the_core(
 ) -> None:
     class Broken(RecordingTarget):
         async def post(self, text: str) -> str:
-            raise RuntimeError("missing permissions")
+            raise RuntimeError("something unexpected")
 
-    assert await core.ask(Question(CHANNEL, DANA, "hi"), Broken()) is Outcome.FAILED
+    class Forbidden(RecordingTarget):
+        async def post(self, text: str) -> str:
+            raise PlatformForbidden("the bot may not post here")
+
+    class Refusing(RecordingTarget):
+        async def post(self, text: str) -> str:
+            raise PlatformError("the platform said no")
+
+    broken, forbidden, refusing = Broken(), Forbidden(), Refusing()
+    assert await core.ask(Question(CHANNEL, DANA, "hi"), broken) is Outcome.FAILED
+    assert await core.ask(Question(CHANNEL, DANA, "hi"), forbidden) is Outcome.FAILED
+    assert await core.ask(Question(CHANNEL, DANA, "hi"), refusing) is Outcome.FAILED
+    # Only the platform saying "not allowed" is blamed on permissions.
+    assert broken.notices == [notices.INTERNAL_ERROR]
+    assert forbidden.notices == [notices.CANNOT_POST] and "permissions" in notices.CANNOT_POST
+    assert refusing.notices == [notices.NOT_DELIVERED] and "permissions" not in notices.NOT_DELIVERED
     assert (await ask(core, "next")).text.startswith("Answer")
 
 
@@ -551,3 +567,156 @@ async def test_a_failing_database_write_is_logged_not_blamed_on_the_platform(
     assert await core.ask(Question(CHANNEL, DANA, "hi"), target) is Outcome.ANSWERED
     assert target.text == "Answer 1 to: Dana: hi" and target.notices == []
     assert "could not store a finished turn" in caplog.text
+
+
+# --- hostile use (issue: nothing a user or the model writes can act past the asker's rights) -----------
+
+CHANNEL_ADMIN = Actor("U5", "Cam", privilege=Privilege.CHANNEL_ADMIN)
+
+
+@pytest.mark.parametrize(
+    ("command", "allowed"),
+    [
+        (Command(Action.PRESET_SET, name="coder"), True),
+        (Command(Action.PRESET_CLEAR), True),
+        (Command(Action.MODEL_SET, name="gpt-4"), True),
+        (Command(Action.PRESET_DEFAULT, name="coder"), False),
+        (Command(Action.MODEL_DEFAULT, name="gpt-4"), False),
+        (Command(Action.PRESET_CREATE, name="mine", text="Be brief."), False),
+        (Command(Action.PRESET_EDIT, name="mine", text="Be brief."), False),
+        (Command(Action.PRESET_DELETE, name="mine"), False),
+        (Command(Action.AUDIT), False),
+    ],
+    ids=lambda c: c.action.value if isinstance(c, Command) else str(c),
+)
+async def test_a_channel_admin_changes_the_channel_but_not_the_workspace(
+    core: ChatCore, command: Command, allowed: bool
+) -> None:
+    reply = await core.execute(CHANNEL, CHANNEL_ADMIN, command)
+    if allowed:
+        assert "needs" not in reply.text, reply.text
+    else:
+        assert not reply.ok and "needs workspace admin rights" in reply.text, reply.text
+    assert (await core.execute(CHANNEL, ADMIN, command)).text != reply.text or allowed
+
+
+async def test_a_reset_during_a_streaming_answer_is_not_undone(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await ask(core, "start a conversation")
+    gate = asyncio.Event()
+    fake_upstream.queue(Behaviour(answer="still answering " * 20, fragment_size=8, gate=gate))
+    target = RecordingTarget()
+    answering = asyncio.create_task(core.ask(Question(CHANNEL, DANA, "a long one"), target))
+    await fake_upstream.wait_for_requests(2)
+    reset = await core.execute(CHANNEL, DANA, Command(Action.RESET))
+    assert reset.ok and reset.public
+    gate.set()
+    assert await answering is Outcome.ANSWERED
+    assert target.text.startswith("still answering")
+    # The answer in flight did not write the old conversation back: the next question starts anew.
+    await ask(core, "after the reset")
+    assert "id" not in fake_upstream.bodies[-1]  # type: ignore[operator]
+    status = await core.execute(CHANNEL, DANA, Command(Action.STATUS))
+    assert "1 turn," in status.text
+
+
+async def test_a_reset_before_a_new_conversation_id_arrives_also_wins(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    gate = asyncio.Event()
+    fake_upstream.queue(Behaviour(latency=0.0, gate=gate))
+    answering = asyncio.create_task(core.ask(Question(CHANNEL, DANA, "first ever"), RecordingTarget()))
+    await fake_upstream.wait_for_requests(1)
+    await core.execute(CHANNEL, DANA, Command(Action.RESET))
+    gate.set()
+    await answering
+    await ask(core, "next")
+    assert "id" not in fake_upstream.bodies[-1]  # type: ignore[operator]
+
+
+async def test_refusals_where_notices_are_public_are_one_reply_then_a_mark(
+    upstream_settings: UpstreamSettings, tmp_path: Path
+) -> None:
+    public = TargetLimits(max_chars=2000, typing_interval=None, private_notices=False)
+    chat = await ChatCore.open(
+        make_settings(upstream_settings, tmp_path / "a.db", user_rate=RateLimit(1, 60))
+    )
+    try:
+        assert await chat.ask(Question(CHANNEL, DANA, "one"), RecordingTarget(public)) is Outcome.ANSWERED
+        refused = [RecordingTarget(public) for _ in range(4)]
+        for target in refused:
+            assert await chat.ask(Question(CHANNEL, DANA, "again"), target) is Outcome.REFUSED
+        assert [len(t.notices) for t in refused] == [1, 0, 0, 0]
+        assert [len(t.kinds("mark")) for t in refused] == [0, 1, 1, 1]
+        assert not any(t.kinds("post") or t.kinds("typing") for t in refused), "nothing posted for a refusal"
+        # Where notices reach the asker alone, every refusal says why.
+        private = [RecordingTarget() for _ in range(2)]
+        for target in private:
+            await chat.ask(Question(CHANNEL, DANA, "again"), target)
+        assert [len(t.notices) for t in private] == [1, 1]
+    finally:
+        await chat.aclose()
+
+
+async def test_a_channel_queue_is_bounded_and_queued_questions_show_no_typing(
+    upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    chat = await ChatCore.open(make_settings(upstream_settings, tmp_path / "a.db", max_waiting=2))
+    gate = asyncio.Event()
+    fake_upstream.queue(Behaviour(gate=gate))
+    try:
+        targets = [RecordingTarget() for _ in range(5)]
+        tasks = [
+            asyncio.create_task(chat.ask(Question(CHANNEL, DANA, f"q{i}"), t)) for i, t in enumerate(targets)
+        ]
+        await fake_upstream.wait_for_requests(1)
+        # The first is answered, two wait: the rest are turned away at once, saying why.
+        await asyncio.wait(tasks[3:], timeout=5)
+        assert [t.result() for t in tasks[3:]] == [Outcome.REFUSED, Outcome.REFUSED]
+        assert all("2 questions here are already waiting" in t.notices[0] for t in targets[3:])
+        # Queued questions show nothing until their turn: no typing loop each.
+        assert not targets[1].kinds("typing") and not targets[2].kinds("typing")
+        gate.set()
+        assert await asyncio.gather(*tasks[:3]) == [Outcome.ANSWERED] * 3
+        assert all(t.kinds("typing") for t in targets[:3])
+    finally:
+        await chat.aclose()
+
+
+async def test_a_question_waits_at_most_the_configured_time_for_its_turn(
+    upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    chat = await ChatCore.open(make_settings(upstream_settings, tmp_path / "a.db", max_wait=1.0))
+    gate = asyncio.Event()
+    fake_upstream.queue(Behaviour(gate=gate))
+    try:
+        first = asyncio.create_task(chat.ask(Question(CHANNEL, DANA, "slow"), RecordingTarget()))
+        await fake_upstream.wait_for_requests(1)
+        waiting = RecordingTarget()
+        assert await chat.ask(Question(CHANNEL, DANA, "behind it"), waiting) is Outcome.REFUSED
+        assert "waited 1 s" in waiting.notices[0]
+        gate.set()
+        assert await first is Outcome.ANSWERED
+        assert len(fake_upstream.requests) == 1
+    finally:
+        await chat.aclose()
+
+
+async def test_an_answer_past_the_cap_is_cut_closed_and_says_so(
+    upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    code = "Here:\n\n```python\n" + "\n".join(f"print({i})" for i in range(20_000)) + "\n```\n"
+    fake_upstream.queue(Behaviour(answer=code, fragment_size=500))
+    chat = await ChatCore.open(make_settings(upstream_settings, tmp_path / "a.db", max_answer_chars=5000))
+    try:
+        target = await ask(chat, "the whole thing")
+    finally:
+        await chat.aclose()
+    shown = target.text
+    assert len(target.messages) <= 4, "a flood of messages is cut short"
+    assert shown.rstrip().endswith("it reached this bot's limit of 5,000 characters._")
+    # The open code block is closed before the note, so the note is prose, not code.
+    before_note = shown.rsplit("\n\n", 1)[0]
+    assert before_note.rstrip().endswith("```")
+    assert before_note.count("```") % 2 == 0

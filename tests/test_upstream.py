@@ -9,7 +9,7 @@ import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import aiohttp
 import pytest
@@ -18,7 +18,7 @@ import pytest_asyncio
 from core import upstream as up
 from core.errors import UpstreamError
 from core.settings import UpstreamSettings
-from core.upstream import AIChatClient, Chunk, Turn
+from core.upstream import AIChatClient, Turn
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
 
@@ -54,24 +54,34 @@ def turn(
     return Turn(question, model, preset, conversation_id, references)
 
 
-async def collect(client: AIChatClient, t: Turn) -> list[Chunk]:
-    return [chunk async for chunk in client.stream(t)]
+@dataclass(frozen=True)
+class Seen:
+    """A chunk as it was when it arrived (its text keeps growing with the stream)."""
+
+    answer: str
+    delta: str
+    conversation_id: str | None
 
 
-async def collect_until_error(client: AIChatClient, t: Turn) -> tuple[list[Chunk], UpstreamError]:
-    chunks: list[Chunk] = []
+async def collect(client: AIChatClient, t: Turn) -> list[Seen]:
+    return [Seen(str(c.text), c.delta, c.conversation_id) async for c in client.stream(t)]
+
+
+async def collect_until_error(client: AIChatClient, t: Turn) -> tuple[list[Seen], UpstreamError]:
+    chunks: list[Seen] = []
     with pytest.raises(UpstreamError) as info:
-        async for chunk in client.stream(t):
-            chunks.append(chunk)
+        async for c in client.stream(t):
+            chunks.append(Seen(str(c.text), c.delta, c.conversation_id))
     return chunks, info.value
 
 
-async def fail(client: AIChatClient, t: Turn, mode: str) -> UpstreamError:
+async def answer(client: AIChatClient, t: Turn) -> Seen:
+    return (await collect(client, t))[-1]
+
+
+async def fail(client: AIChatClient, t: Turn) -> UpstreamError:
     with pytest.raises(UpstreamError) as info:
-        if mode == "ask":
-            await client.ask(t)
-        else:
-            await collect(client, t)
+        await collect(client, t)
     return info.value
 
 
@@ -85,14 +95,19 @@ def closed_port() -> int:
 # --- happy paths -------------------------------------------------------------------------------
 
 
-async def test_ask_sends_the_documented_body_and_reads_the_answer(
+async def test_stream_sends_the_documented_body_and_reads_the_answer(
     client: AIChatClient, fake_upstream: FakeUpstream
 ) -> None:
-    answer = await client.ask(turn("Hi there", preset="Be brief.", references=("https://x.test/a.png",)))
+    chunks = [
+        c
+        async for c in client.stream(
+            turn("Hi there", preset="Be brief.", references=("https://x.test/a.png",))
+        )
+    ]
 
-    assert answer.text == "Answer 1 to: Hi there"
-    assert answer.conversation_id in fake_upstream.conversations
-    assert answer.trace_id == fake_upstream.requests[0]["trace_id"]
+    assert str(chunks[-1].text) == "Answer 1 to: Hi there"
+    assert chunks[-1].conversation_id in fake_upstream.conversations
+    assert chunks[-1].trace_id == fake_upstream.requests[0]["trace_id"]
     request = fake_upstream.requests[0]
     assert request["body"] == {
         "model": "gpt-4o",
@@ -101,7 +116,7 @@ async def test_ask_sends_the_documented_body_and_reads_the_answer(
         "preset": "Be brief.",
         "references": ["https://x.test/a.png"],
     }
-    assert request["accept"] == "application/json"
+    assert request["accept"] == "application/x-ndjson"
     assert request["authorization"] == "Bearer test-token"
     assert request["content_type"].startswith("application/json")
 
@@ -109,13 +124,15 @@ async def test_ask_sends_the_documented_body_and_reads_the_answer(
 async def test_follow_ups_reuse_the_id_and_resend_the_preset(
     client: AIChatClient, fake_upstream: FakeUpstream
 ) -> None:
-    first = await client.ask(turn("one", preset="P"))
+    first = await answer(client, turn("one", preset="P"))
     chunks = await collect(client, turn("two", preset="P", conversation_id=first.conversation_id))
-    third = await client.ask(turn("three", model="deepseek-r1", conversation_id=chunks[-1].conversation_id))
+    third = await answer(
+        client, turn("three", model="deepseek-r1", conversation_id=chunks[-1].conversation_id)
+    )
 
     assert chunks[-1].conversation_id == third.conversation_id == first.conversation_id
     assert chunks[-1].answer == "Answer 2 to: two"
-    assert third.text == "Answer 3 to: three"
+    assert third.answer == "Answer 3 to: three"
     first_body, second_body, third_body = fake_upstream.bodies
     assert first_body is not None and "id" not in first_body and "references" not in first_body
     assert second_body == {
@@ -185,15 +202,6 @@ async def test_stream_variants_give_the_whole_answer(
     assert "".join(c.delta for c in chunks) == "Answer 1 to: abc"
 
 
-async def test_json_reply_inside_a_status_data_wrapper(
-    client: AIChatClient, fake_upstream: FakeUpstream
-) -> None:
-    fake_upstream.queue(Behaviour(wrapped=True))
-    answer = await client.ask(turn("wrapped"))
-    assert answer.text == "Answer 1 to: wrapped"
-    assert answer.conversation_id in fake_upstream.conversations
-
-
 # --- broken replies ----------------------------------------------------------------------------
 
 
@@ -236,19 +244,49 @@ async def test_error_line_mid_stream(client: AIChatClient, fake_upstream: FakeUp
     assert exc.trace_id == fake_upstream.requests[0]["trace_id"]
 
 
-@pytest.mark.parametrize("mode", ["ask", "stream"])
-async def test_empty_answer(client: AIChatClient, fake_upstream: FakeUpstream, mode: str) -> None:
+async def test_empty_answer(client: AIChatClient, fake_upstream: FakeUpstream) -> None:
     fake_upstream.queue(Behaviour(answer=""))
-    exc = await fail(client, turn(), mode)
+    exc = await fail(client, turn())
     assert exc.user_message == up.EMPTY
     assert len(fake_upstream.requests) == 1
 
 
-async def test_malformed_json_reply(client: AIChatClient, fake_upstream: FakeUpstream) -> None:
-    fake_upstream.queue(Behaviour(malformed=True))
-    exc = await fail(client, turn(), "ask")
-    assert (exc.user_message, exc.status) == (up.UNREADABLE, 200)
-    assert exc.trace_id == fake_upstream.requests[0]["trace_id"]
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # json raises RecursionError here, not ValueError
+        b'{"answer": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b'{"answer": "unterminated',
+        b"\xff\xfe not text",
+    ],
+    ids=["nested-array", "nested-in-object", "unterminated", "not-utf8"],
+)
+async def test_every_malformed_stream_line_is_a_malformed_reply(
+    client: AIChatClient, fake_upstream: FakeUpstream, line: bytes
+) -> None:
+    good = b'{"answer": "So far", "delta_answer": "So far", "id": "c-1"}\n'
+    fake_upstream.queue(Behaviour(raw=(good, line + b"\n"), fragment_delay=0.001))
+    chunks, exc = await collect_until_error(client, turn())
+    assert [c.answer for c in chunks] == ["So far"]
+    assert (exc.user_message, exc.partial) == (up.UNREADABLE, True)
+    assert up.UNREADABLE == "The AI service sent a malformed reply."
+
+
+async def test_a_million_characters_of_small_deltas_cost_linear_time(
+    client: AIChatClient, fake_upstream: FakeUpstream
+) -> None:
+    """Appending each fragment to the whole text so far was quadratic: about 11 s for this stream."""
+    lines = [b'{"delta_answer": "abcd", "id": "c-1"}\n'] * 250_000
+    fake_upstream.queue(Behaviour(raw=(b"".join(lines),)))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    count = 0
+    async for chunk in client.stream(turn()):
+        count += 1
+        last = chunk
+    assert count == 250_000 and len(last.text) == 1_000_000
+    assert str(last.text) == "abcd" * 250_000
+    assert loop.time() - started < 5.0
 
 
 # --- error replies -----------------------------------------------------------------------------
@@ -260,6 +298,7 @@ ERRORS = [
     (401, "invalid_token", up.BAD_TOKEN),
     (401, "token_expired", up.BAD_TOKEN),
     (401, "token_mismatched", up.BAD_TOKEN),
+    (400, "token_mismatched", up.BAD_TOKEN),  # where the OpenAPI spec lists it
     (403, "used_up", up.USED_UP),
     (403, "disabled", up.DISABLED),
     (404, "not_found", up.CONVERSATION_LOST),
@@ -271,38 +310,46 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["ask", "stream"])
 @pytest.mark.parametrize(("status", "code", "message"), ERRORS)
 async def test_documented_errors(
     fake_upstream: FakeUpstream,
     upstream_settings: UpstreamSettings,
-    mode: str,
     status: int,
     code: str | None,
     message: str,
 ) -> None:
     fake_upstream.queue(Behaviour.fail(status, code, "upstream says no"))
     async with AIChatClient(replace(upstream_settings, retries=0)) as c:
-        exc = await fail(c, turn(), mode)
+        exc = await fail(c, turn())
     assert (exc.user_message, exc.status, exc.code) == (message, status, code)
     assert exc.trace_id == fake_upstream.requests[0]["trace_id"]
     assert exc.detail == "upstream says no"
-    assert exc.retryable is (status >= 429)
+    # A stateful turn the service may have appended is never sent twice: only a 429 is retried.
+    assert exc.retryable is (status == 429)
+
+
+@pytest.mark.parametrize("code", ["token_mismatched", "invalid_token"])
+async def test_a_bad_token_error_line_inside_a_stream_reads_as_a_bad_token(
+    client: AIChatClient, fake_upstream: FakeUpstream, code: str
+) -> None:
+    fake_upstream.queue(Behaviour(error_after=0, error_line_code=code))
+    _, exc = await collect_until_error(client, turn())
+    assert exc.user_message == up.BAD_TOKEN
 
 
 async def test_real_token_and_id_checks(
     fake_upstream: FakeUpstream, upstream_settings: UpstreamSettings
 ) -> None:
     async with AIChatClient(replace(upstream_settings, token="wrong")) as c:
-        exc = await fail(c, turn(), "ask")
+        exc = await fail(c, turn())
     assert (exc.status, exc.code, exc.user_message) == (401, "invalid_token", up.BAD_TOKEN)
 
     async with AIChatClient(upstream_settings) as c:
-        exc = await fail(c, turn(conversation_id="00000000-0000-0000-0000-000000000000"), "stream")
+        exc = await fail(c, turn(conversation_id="00000000-0000-0000-0000-000000000000"))
     assert (exc.status, exc.code, exc.user_message) == (404, "not_found", up.CONVERSATION_LOST)
 
     async with AIChatClient(replace(upstream_settings, base_url=fake_upstream.url + "/wrong/")) as c:
-        exc = await fail(c, turn(), "ask")
+        exc = await fail(c, turn())
     assert (exc.status, exc.code, exc.user_message) == (404, "no_api", up.MISCONFIGURED)
     assert len(fake_upstream.requests) == 2  # the wrong path never reached the API handler
 
@@ -337,7 +384,7 @@ async def test_odd_error_bodies(
 ) -> None:
     fake_upstream.queue(behaviour)
     async with AIChatClient(replace(upstream_settings, retries=0)) as c:
-        exc = await fail(c, turn(), "ask")
+        exc = await fail(c, turn())
     assert (exc.user_message, exc.status, exc.code) == (message, behaviour.status, code)
     assert detail in exc.detail
     assert exc.trace_id == fake_upstream.requests[0]["trace_id"]  # from the x-trace-id header
@@ -348,7 +395,7 @@ async def test_bare_string_error_keeps_the_body_trace_id(
 ) -> None:
     body = json.dumps({"error": "Please slow down", "trace_id": "t-body"})
     fake_upstream.queue(*[Behaviour.fail_raw(429, body, "application/json")] * 3)
-    exc = await fail(client, turn(), "ask")
+    exc = await fail(client, turn())
     assert (exc.user_message, exc.code, exc.trace_id, exc.detail) == (
         up.BUSY,
         None,
@@ -370,11 +417,10 @@ def test_user_message_fallbacks() -> None:
 # --- transport failures ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["ask", "stream"])
-async def test_connection_refused_is_retried_then_reported(sleeps: Sleeps, mode: str) -> None:
+async def test_connection_refused_is_retried_then_reported(sleeps: Sleeps) -> None:
     settings = UpstreamSettings(token="t", base_url=f"http://127.0.0.1:{closed_port()}", retries=2)
     async with AIChatClient(settings, sleep=sleeps, rng=random.Random(1)) as c:
-        exc = await fail(c, turn(), mode)
+        exc = await fail(c, turn())
     assert (exc.user_message, exc.status, exc.retryable) == (up.UNREACHABLE, None, True)
     assert len(sleeps.calls) == 2
     assert isinstance(exc.__cause__, aiohttp.ClientConnectorError)
@@ -382,18 +428,17 @@ async def test_connection_refused_is_retried_then_reported(sleeps: Sleeps, mode:
 
 async def test_invalid_base_url(sleeps: Sleeps) -> None:
     async with AIChatClient(UpstreamSettings(token="t", base_url="not a url"), sleep=sleeps) as c:
-        exc = await fail(c, turn(), "ask")
+        exc = await fail(c, turn())
     assert exc.user_message == up.MISCONFIGURED
     assert sleeps.calls == []
 
 
-@pytest.mark.parametrize("mode", ["ask", "stream"])
 async def test_read_timeout_before_the_reply_is_not_retried(
-    fake_upstream: FakeUpstream, upstream_settings: UpstreamSettings, sleeps: Sleeps, mode: str
+    fake_upstream: FakeUpstream, upstream_settings: UpstreamSettings, sleeps: Sleeps
 ) -> None:
     fake_upstream.set_default(latency=1.0)
     async with AIChatClient(replace(upstream_settings, read_timeout=0.1), sleep=sleeps) as c:
-        exc = await fail(c, turn(), mode)
+        exc = await fail(c, turn())
     assert (exc.user_message, exc.status, exc.partial) == (up.TOO_SLOW, None, False)
     assert len(fake_upstream.requests) == 1 and sleeps.calls == []
 
@@ -412,20 +457,15 @@ async def test_read_timeout_mid_stream_is_partial(
 # --- retries -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["ask", "stream"])
-async def test_429_and_500_are_retried_then_succeed(
+async def test_429s_are_retried_then_succeed(
     client: AIChatClient,
     fake_upstream: FakeUpstream,
     sleeps: Sleeps,
     caplog: pytest.LogCaptureFixture,
-    mode: str,
 ) -> None:
-    fake_upstream.queue(Behaviour.fail(429, "too_many_requests"), Behaviour.fail(500, "api_error"))
+    fake_upstream.queue(Behaviour.fail(429, "too_many_requests"), Behaviour.fail(429, "too_many_requests"))
     caplog.set_level(logging.WARNING, logger="core.upstream")
-    if mode == "ask":
-        text = (await client.ask(turn("again?"))).text
-    else:
-        text = (await collect(client, turn("again?")))[-1].answer
+    text = (await collect(client, turn("again?")))[-1].answer
 
     assert text == "Answer 1 to: again?"
     assert fake_upstream.bodies == [fake_upstream.bodies[0]] * 3
@@ -435,7 +475,17 @@ async def test_429_and_500_are_retried_then_succeed(
     assert len(warnings) == 2
     assert "status=429 code=too_many_requests" in warnings[0]
     assert fake_upstream.requests[0]["trace_id"] in warnings[0]
-    assert "status=500 code=api_error" in warnings[1]
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "api_error"), (503, None), (408, None), (409, None)])
+async def test_a_stateful_turn_is_not_sent_again_after_a_5xx_408_or_409(
+    client: AIChatClient, fake_upstream: FakeUpstream, sleeps: Sleeps, status: int, code: str | None
+) -> None:
+    """The service may have appended the question before failing: a retry could append it twice."""
+    fake_upstream.queue(Behaviour.fail(status, code))
+    exc = await fail(client, turn())
+    assert exc.status == status and not exc.retryable
+    assert len(fake_upstream.requests) == 1 and sleeps.calls == []
 
 
 async def test_back_off_doubles_up_to_the_cap() -> None:
@@ -455,16 +505,16 @@ async def test_retry_after_is_honoured_and_capped(
     client: AIChatClient, fake_upstream: FakeUpstream, sleeps: Sleeps, header: str, expected: float
 ) -> None:
     fake_upstream.queue(Behaviour.fail(429, "too_many_requests", retry_after=header))
-    assert (await client.ask(turn())).text == "Answer 1 to: What is NDJSON?"
+    assert (await answer(client, turn())).answer == "Answer 1 to: What is NDJSON?"
     assert sleeps.calls == [expected]
 
 
 async def test_attempts_are_bounded(
     client: AIChatClient, fake_upstream: FakeUpstream, sleeps: Sleeps
 ) -> None:
-    fake_upstream.queue(*[Behaviour.fail(503, "api_error", retry_after="1")] * 3)
-    exc = await fail(client, turn(), "stream")
-    assert (exc.status, exc.user_message) == (503, up.FAILED)
+    fake_upstream.queue(*[Behaviour.fail(429, "too_many_requests", retry_after="1")] * 3)
+    exc = await fail(client, turn())
+    assert (exc.status, exc.user_message) == (429, up.BUSY)
     assert len(fake_upstream.requests) == 3  # retries=2: the default answer that follows is never asked for
     assert sleeps.calls == [1.0, 1.0]
 
@@ -474,7 +524,7 @@ async def test_client_errors_are_not_retried(
     client: AIChatClient, fake_upstream: FakeUpstream, sleeps: Sleeps, status: int, code: str
 ) -> None:
     fake_upstream.queue(Behaviour.fail(status, code))
-    exc = await fail(client, turn(), "ask")
+    exc = await fail(client, turn())
     assert exc.status == status
     assert len(fake_upstream.requests) == 1 and sleeps.calls == []
 
@@ -499,17 +549,17 @@ async def test_token_and_question_never_leak(sleeps: Sleeps, caplog: pytest.LogC
     caplog.set_level(logging.DEBUG)
     errors: list[UpstreamError] = []
     try:
-        fake.queue(*[Behaviour.fail(500, "api_error", f"bad token {token} for {question}")] * 3)
+        fake.queue(*[Behaviour.fail(429, "too_many_requests", f"bad token {token} for {question}")] * 3)
         async with AIChatClient(UpstreamSettings(token=token, base_url=fake.url), sleep=sleeps) as c:
-            errors.append(await fail(c, turn(question), "ask"))
+            errors.append(await fail(c, turn(question)))
         fake.queue(Behaviour.fail_raw(401, f"<p>{token}</p>", "text/html"))
         async with AIChatClient(UpstreamSettings(token=token, base_url=fake.url), sleep=sleeps) as c:
-            errors.append(await fail(c, turn(question), "stream"))
+            errors.append(await fail(c, turn(question)))
     finally:
         await fake.stop()
     refused = UpstreamSettings(token=token, base_url=f"http://127.0.0.1:{closed_port()}")
     async with AIChatClient(refused, sleep=sleeps) as c:
-        errors.append(await fail(c, turn(question), "ask"))
+        errors.append(await fail(c, turn(question)))
 
     assert "[token]" in errors[0].detail and "[token]" in errors[1].detail
     for exc in errors:
@@ -528,7 +578,7 @@ def test_construction_outside_a_loop_creates_no_session() -> None:
 async def test_an_injected_session_is_left_open(upstream_settings: UpstreamSettings) -> None:
     async with aiohttp.ClientSession() as session:
         async with AIChatClient(upstream_settings, session=session) as c:
-            assert (await c.ask(turn())).text
+            assert (await answer(c, turn())).answer
         assert not session.closed
 
 
