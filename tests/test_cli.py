@@ -77,6 +77,41 @@ def test_check_accepts_a_valid_configuration(tmp_path: Path) -> None:
     assert "tok-123456" not in result.stderr + result.stdout
 
 
+def test_check_reports_every_problem_at_once_and_points_at_the_demo(tmp_path: Path) -> None:
+    result = acechat(
+        tmp_path, "check", ACECHAT_USER_RATE="lots", ACECHAT_THINKING="loud", ACECHAT_MODELS="m" * 101
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 5, lines
+    assert lines[0].startswith("acechat: ACEDATACLOUD_API_TOKEN is not set") and "acechat demo" in lines[0]
+    for name in ("ACECHAT_USER_RATE", "ACECHAT_THINKING", "ACECHAT_MODELS", "ACECHAT_DEFAULT_MODEL"):
+        assert sum(name in line for line in lines) >= 1, name
+    assert all(line.startswith("acechat: ") for line in lines)
+
+
+def test_check_says_when_no_adapter_is_configured(tmp_path: Path) -> None:
+    result = acechat(tmp_path, "check", ACEDATACLOUD_API_TOKEN="tok-123456")
+    assert result.returncode == 0, result.stderr
+    assert "no adapter is configured: set DISCORD_BOT_TOKEN or SLACK_BOT_TOKEN" in result.stdout
+
+
+def test_every_subcommand_describes_itself(tmp_path: Path) -> None:
+    for command in ("run", "discord", "slack", "console", "demo", "check"):
+        result = subprocess.run(
+            [sys.executable, "-m", "bots.cli", command, "--help"],
+            env=environment(tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        description = result.stdout.split("\n\n")[1]
+        assert len(description.split()) >= 4 and not description.startswith("options"), (command, description)
+
+
 def test_check_reads_the_given_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / "acechat.env"
     env_file.write_text(

@@ -7,16 +7,26 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
+import discord
 import pytest
 import pytest_asyncio
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bots.discord_bot import DiscordAdapter, DiscordStartupError, invite_url
+from bots.discord_commands import _choices, build_tree
 from core.chat import ChatCore
 from core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
-from tests.fakes.discord import EPHEMERAL, FakeDiscord, FakeMessage, attachment_payload
+from tests.fakes.discord import (
+    EPHEMERAL,
+    MANAGE_CHANNELS,
+    FakeDiscord,
+    FakeInteraction,
+    FakeMessage,
+    attachment_payload,
+)
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
 BOT = f"<@{FakeDiscord.BOT_ID}>"
@@ -474,3 +484,95 @@ async def test_shutdown_lets_an_answer_in_flight_finish_then_disconnects(
     await bot.close()
     assert not bot.connected
     assert len(fake_upstream.requests) == 1  # the late question was turned away, not asked
+
+
+# --- hostile use ------------------------------------------------------------------------------------
+
+CHANNEL_MANAGER_ROLE = 810000000000000042
+
+
+async def test_manage_channels_changes_a_channel_but_never_the_server(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    """Manage Channels used to count as server admin: anyone trusted with one channel ran every command."""
+    fake.role_permissions[CHANNEL_MANAGER_ROLE] = MANAGE_CHANNELS
+    fake.roles[fake.MEMBER_ID] = [CHANNEL_MANAGER_ROLE]
+    allowed = [
+        ("preset set", {"name": "coder"}),
+        ("model set", {"name": "gpt-4"}),
+        ("preset clear", {}),
+    ]
+    refused = [
+        ("preset default", {"name": "coder"}),
+        ("model default", {"name": "gpt-4"}),
+        ("preset create", {"name": "mine", "prompt": "Be brief."}),
+        ("preset delete", {"name": "mine"}),
+        ("audit", {}),
+    ]
+    runs = [(c, o, await fake.slash(c, o, user=fake.member)) for c, o in allowed + refused]
+    await fake.wait_for(lambda: all(i.original is not None for _, _, i in runs))
+    for command, _, interaction in runs[: len(allowed)]:
+        assert "needs" not in interaction.texts()[0], (command, interaction.texts())
+    for command, _, interaction in runs[len(allowed) :]:
+        assert interaction.ephemeral, command
+        assert "needs Manage Server or Administrator" in interaction.texts()[0], interaction.texts()
+
+
+async def test_an_interaction_from_a_channel_discord_did_not_name_is_refused(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    """Without a channel id such a command used to land on a scope "0" shared by every such event."""
+    payload = fake.interaction_payload("ask", {"question": "which channel?"}, user=fake.admin)
+    payload["channel_id"] = "0"
+    payload.pop("channel")
+    record = FakeInteraction(int(payload["id"]), payload["token"], payload)
+    fake.interactions[record.token] = record
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    await fake.wait_for(lambda: record.original is not None)
+    assert record.ephemeral and "can't tell which channel" in record.texts()[0]
+    assert fake_upstream.requests == []
+
+
+async def test_repeated_refusals_in_a_channel_become_a_reaction(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, settings: Settings
+) -> None:
+    """A refusal is a public reply on Discord: one per user per window, then only a reaction."""
+    chat = await ChatCore.open(replace(settings, user_rate=RateLimit(1, 60.0)))
+    adapter = DiscordAdapter(chat, discord_settings(fake), guild_ready_timeout=0.05)
+    await adapter.start()
+    try:
+        first = await fake.post_message(f"{BOT} one")
+        await answer_to(fake, first, expected("one"))
+        asked = [await fake.post_message(f"{BOT} again {i}") for i in range(4)]
+        await fake.wait_for(lambda: len(fake.reactions) == 3)
+        replies = [m for m in fake.bot_messages() if m.reference_id in asked]
+        assert len(replies) == 1 and "faster than this bot allows" in replies[0].content
+        assert [message for _, message, _ in fake.reactions] == asked[1:]
+        assert {emoji for _, _, emoji in fake.reactions} == {"⏳"}
+        assert len(fake_upstream.requests) == 1
+    finally:
+        await adapter.close()
+        await chat.aclose()
+
+
+def test_every_slash_command_option_is_described() -> None:
+    tree = build_tree(discord.Client(intents=discord.Intents.none()), cast(ChatCore, None))
+    commands = [
+        c for top in tree.get_commands() for c in (top.commands if hasattr(top, "commands") else [top])
+    ]
+    assert len(commands) >= 16
+    for command in commands:
+        assert command.description and command.description != "…", command.qualified_name
+        for parameter in command.parameters:
+            # discord.py shows "…" where an option has no description of its own.
+            assert parameter.description and parameter.description != "…", (
+                command.qualified_name,
+                parameter.name,
+            )
+
+
+def test_autocomplete_choices_fit_discords_limits() -> None:
+    names = [f"preset-{i}" for i in range(40)] + ["x" * 150]
+    choices = _choices(names, "")
+    assert len(choices) == 25
+    assert all(len(c.name) <= 100 and len(c.value) <= 100 for c in choices)

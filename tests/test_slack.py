@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from bots.adapter import StartupError
 from bots.slack_bot import EVENTS_PATH, SlackAdapter
 from core.chat import ChatCore
 from core.presets import BUILTIN_PRESETS
-from core.settings import Settings, SlackSettings, UpstreamSettings
+from core.settings import RateLimit, Settings, SlackSettings, UpstreamSettings
 from core.upstream import USED_UP
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
 from tests.fakes.upstream import Behaviour, FakeUpstream
@@ -389,3 +390,128 @@ async def test_socket_mode_reconnects_after_slack_drops_the_connection(
         await slack.wait_until(lambda: len(slack.in_channel("C1")) == 1)
         assert bot.adapter.connected
     assert slack.in_channel("C1")[-1].text.endswith("still there?")
+
+
+# --- hostile use ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"edited": {"user": "U1", "ts": "1700000000.000009"}},
+        {"subtype": "bot_message"},
+        {"bot_id": "B0999"},
+    ],
+    ids=["edited", "subtype", "another-bot"],
+)
+async def test_edited_mentions_and_other_bots_are_not_answered(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream, extra: dict[str, object]
+) -> None:
+    """Answering an edited mention again, or another bot's, lets two bots talk to each other forever."""
+    payload = slack.mention(f"<@{BOT_USER_ID}> say hi to the other bot")
+    payload["event"].update(extra)
+    assert (await slack.deliver_http(bot.url, payload)).status == 200
+    await bot.adapter.idle()
+    assert fake_upstream.requests == [] and not slack.calls_to("chat.postMessage")
+
+
+async def test_refused_commands_post_nothing_in_the_channel(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    """Six questions past the rate limit used to cost seven posts and five deletes."""
+    limited = replace(settings, user_rate=RateLimit(1, 60))
+    async with running(limited) as bot:
+        keys = [await ask(slack, bot, f"question {i}") for i in range(6)]
+    assert len(slack.calls_to("chat.postMessage")) == 1 and not slack.calls_to("chat.delete")
+    for key in keys[1:]:
+        [refusal] = slack.responses_to(key)
+        assert refusal.ephemeral and "faster than this bot allows" in refusal.text
+    assert len(fake_upstream.requests) == 1
+
+
+async def test_a_demoted_admin_loses_the_rights_when_slack_says_so(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    assert not slack.responses_to(await ask(slack, bot, "preset set coder", user=ADMIN))[0].ephemeral
+    slack.admins.discard(ADMIN)
+    demoted = {
+        "id": ADMIN,
+        "team_id": slack.team_id,
+        "name": "uadmin",
+        "profile": {"display_name": "uadmin-display"},
+        "is_admin": False,
+        "is_owner": False,
+    }
+    await slack.deliver_http(bot.url, slack.event({"type": "user_change", "user": demoted}))
+    await bot.adapter.idle()
+    [refused] = slack.responses_to(await ask(slack, bot, "preset set writer", user=ADMIN))
+    assert refused.ephemeral and "needs a workspace admin or owner" in refused.text
+    assert len([c for c in slack.calls_to("users.info") if c.params.get("user") == ADMIN]) == 1
+
+
+async def test_an_admin_is_looked_up_again_within_a_minute(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    now = [1000.0]
+    assert settings.slack is not None
+    core = await ChatCore.open(settings)
+    adapter = SlackAdapter(core, settings.slack, host="127.0.0.1", clock=lambda: now[0])
+    await adapter.start()
+    bot = Bot(core, adapter)
+    try:
+        assert not slack.responses_to(await ask(slack, bot, "preset set coder", user=ADMIN))[0].ephemeral
+        slack.admins.discard(ADMIN)  # demoted, and Slack's user_change event never arrives
+        now[0] += 30
+        assert not slack.responses_to(await ask(slack, bot, "preset set writer", user=ADMIN))[0].ephemeral
+        now[0] += 31
+        [refused] = slack.responses_to(await ask(slack, bot, "preset set tutor", user=ADMIN))
+        assert refused.ephemeral and "needs a workspace admin or owner" in refused.text
+    finally:
+        await adapter.close()
+        await core.aclose()
+
+
+async def test_an_admin_of_another_organisation_is_not_an_admin_here(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    """In a Slack Connect channel, users.info says `is_admin` of a guest's own workspace."""
+    slack.admins.add("UGUEST")
+    slack.home_teams["UGUEST"] = "TOTHERORG"
+    [refused] = slack.responses_to(await ask(slack, bot, "preset set coder", user="UGUEST"))
+    assert refused.ephemeral and "needs a workspace admin or owner" in refused.text
+    slack.admins.add("UHOST")
+    [accepted] = slack.responses_to(await ask(slack, bot, "preset set coder", user="UHOST"))
+    assert not accepted.ephemeral, "an admin of this workspace is one"
+
+
+async def test_questions_that_start_with_a_command_word_are_answered(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    for question in ("help me write a polite email", "status of the Q3 launch", "reset my password how?"):
+        await ask(slack, bot, question)
+    asked = [b["question"] for b in fake_upstream.bodies]  # type: ignore[index]
+    assert asked == [
+        "u1-display: help me write a polite email",
+        "u1-display: status of the Q3 launch",
+        "u1-display: reset my password how?",
+    ]
+
+
+async def test_an_unreachable_slack_is_one_line(settings: Settings) -> None:
+    assert settings.slack is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    core = await ChatCore.open(settings)
+    adapter = SlackAdapter(
+        core, replace(settings.slack, api_url=f"http://127.0.0.1:{closed}/api/"), host="127.0.0.1"
+    )
+    try:
+        with pytest.raises(StartupError) as caught:
+            await adapter.start()
+        message = str(caught.value)
+        assert message.startswith(f"could not reach Slack (http://127.0.0.1:{closed}/api/)")
+        assert "\n" not in message and "Traceback" not in message
+    finally:
+        await adapter.close()
+        await core.aclose()

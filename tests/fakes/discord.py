@@ -29,6 +29,7 @@ import itertools
 import json
 import re
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -278,6 +279,7 @@ class FakeDiscord:
         self.messages: dict[int, FakeMessage] = {}
         self.interactions: dict[str, FakeInteraction] = {}
         self.typing: list[tuple[int, float]] = []
+        self.reactions: list[tuple[int, int, str]] = []  # (channel, message, emoji) the bot added
         self.commands: dict[str, list[Json]] = {}  # "global" or the guild id -> last synced commands
         self.identifies: list[Json] = []
         self.resumes: list[Json] = []
@@ -736,6 +738,9 @@ class FakeDiscord:
                 return self._edit(f"channel:{channel}", int(message), body)
             case ["channels", _channel, "messages", message] if method == "GET":
                 return self._get(int(message))
+            case ["channels", channel, "messages", message, "reactions", emoji, "@me"] if method == "PUT":
+                self.reactions.append((int(channel), int(message), urllib.parse.unquote(emoji)))
+                return web.Response(status=204)
             case ["channels", _channel, "messages", message] if method == "DELETE":
                 self.messages.pop(int(message), None)
                 return web.Response(status=204)

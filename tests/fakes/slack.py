@@ -132,6 +132,8 @@ class FakeSlack:
         self.admins = set(admins)
         self.owners = set(owners)
         self.users_info_fails = False
+        # Users of other organisations (Slack Connect): their own team id, as users.info reports it.
+        self.home_teams: dict[str, str] = {}
         self.calls: list[ApiCall] = []
         self.messages: list[Message] = []
         self.ephemerals: list[dict[str, Any]] = []
@@ -310,7 +312,7 @@ class FakeSlack:
         return self._ok(
             user={
                 "id": user,
-                "team_id": self.team_id,
+                "team_id": self.home_teams.get(user, self.team_id),
                 "name": user.lower(),
                 "real_name": f"Real {user}",
                 "profile": {"display_name": f"{user.lower()}-display", "real_name": f"Real {user}"},
