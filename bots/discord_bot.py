@@ -25,7 +25,7 @@ from discord.http import Route
 from bots.adapter import StartupError
 from bots.discord_commands import build_tree
 from bots.discord_facts import actor_of, addresses, attachments_of, question_text, scope_of
-from bots.discord_targets import NO_MENTIONS, ChannelBudgets, MessageTarget
+from bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget
 from core.chat import ChatCore, Question
 from core.settings import DiscordSettings, Settings
 
@@ -91,7 +91,7 @@ class AceClient(discord.AutoShardedClient):
         self.core = core
         self.settings = settings
         self.tree = build_tree(self, core)
-        self.edit_budgets = ChannelBudgets()
+        self.limits = DiscordLimits()
         self.serving = asyncio.Event()  # set once the first shard is ready
 
     async def setup_hook(self) -> None:
@@ -153,7 +153,7 @@ class AceClient(discord.AutoShardedClient):
             attachments_of(message),
         )
         # No await before ask: the core queues turns per scope in arrival order, and events arrive in order.
-        await self.core.ask(question, MessageTarget(message, self.edit_budgets.limits(message.channel.id)))
+        await self.core.ask(question, MessageTarget(message, self.limits.limits(message.channel.id)))
 
 
 def _startup_error(error: BaseException) -> DiscordStartupError:

@@ -13,17 +13,22 @@ from contextlib import contextmanager
 
 import discord
 
+from core.pacing import Scheduler
 from core.ratelimit import KeyedBudgets, WindowBudget
-from core.target import Mark, PlatformForbidden, PlatformRateLimited, TargetLimits
+from core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
-# Discord's message limit is 2,000 characters. Edits are limited to 5 per 5 s per channel, whichever
-# answer makes them, so answers in one channel share a budget.
+# Discord's message limit is 2,000 characters. Posts and edits are each limited to 5 per 5 s per
+# channel, whichever answer makes them, and every call but an interaction's counts against the bot's
+# global limit of 50 a second: a few under it, since requests can arrive closer together than sent.
 # The typing indicator lasts 10 s, so refreshing it every 8 s keeps it on without gaps.
 MAX_CHARS = 2000
 EDITS_PER_WINDOW = 5
 EDIT_WINDOW = 5.0
+POSTS_PER_WINDOW = 5
+POST_WINDOW = 5.0
+GLOBAL_PER_SECOND = 45
 TYPING_INTERVAL = 8.0
 # A deferred interaction already shows "thinking…" until the first text replaces it.
 INTERACTION_LIMITS = TargetLimits(
@@ -53,27 +58,38 @@ def platform_errors() -> Iterator[None]:
         raise PlatformRateLimited(limited.retry_after) from limited
     except discord.Forbidden as forbidden:
         raise PlatformForbidden(f"Discord refused: {forbidden.text or forbidden.status}") from forbidden
+    except discord.NotFound as gone:
+        raise MessageGone(f"Discord: {gone.text or gone.status}") from gone
     except discord.HTTPException as error:
         if error.status == 429:
             raise PlatformRateLimited(_retry_after(error)) from error
         raise
 
 
-class ChannelBudgets:
-    """One edit budget per channel, for the channels that answered recently."""
+class DiscordLimits:
+    """Discord's allowances every answer of this connection shares: the global one, and per channel."""
 
     def __init__(self) -> None:
-        self._budgets: KeyedBudgets[WindowBudget] = KeyedBudgets(
+        self._scheduler = Scheduler()
+        self._global = WindowBudget(GLOBAL_PER_SECOND, 1.0)
+        self._posts: KeyedBudgets[WindowBudget] = KeyedBudgets(
+            lambda: WindowBudget(POSTS_PER_WINDOW, POST_WINDOW)
+        )
+        self._edits: KeyedBudgets[WindowBudget] = KeyedBudgets(
             lambda: WindowBudget(EDITS_PER_WINDOW, EDIT_WINDOW)
         )
 
     def limits(self, channel_id: int) -> TargetLimits:
+        channel = str(channel_id)
         return TargetLimits(
             max_chars=MAX_CHARS,
             edit_burst=EDITS_PER_WINDOW,
             edit_window=EDIT_WINDOW,
             typing_interval=TYPING_INTERVAL,
-            shared=self._budgets.get(str(channel_id)),
+            posts=(self._global, self._posts.get(channel)),
+            edits=(self._global, self._edits.get(channel)),
+            typing_limits=(self._global,),
+            scheduler=self._scheduler,
             # A plain message has no ephemeral form: a notice is a public reply.
             private_notices=False,
         )

@@ -27,7 +27,7 @@ from bots.slack_facts import (
     event_scope,
     is_new_question,
 )
-from bots.slack_targets import STATUS_INTERVAL, CommandAnswer, ThreadReply, WorkspaceBudgets
+from bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from bots.slack_text import from_slack
 from bots.slack_transport import EVENTS_PATH, KnownBot, SlackTransport, check_tokens
 from core.chat import ChatCore, Question
@@ -58,7 +58,7 @@ class SlackAdapter:
         self._settings = settings
         self._host = host
         self._clock = clock
-        self._budgets = WorkspaceBudgets(clock)
+        self._limits = SlackLimits(clock)
         self._session: aiohttp.ClientSession | None = None
         self._transport: SlackTransport | None = None
 
@@ -162,7 +162,7 @@ class SlackAdapter:
 
         target = CommandAnswer(
             self._answers,
-            self._budgets.limits(team, typing_interval=None),
+            self._limits.limits(team, channel, typing_interval=None),
             say,
             channel=channel,
             asker=actor.display_name,
@@ -178,7 +178,7 @@ class SlackAdapter:
         actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
         target = ThreadReply(
             self._answers,
-            self._budgets.limits(team, typing_interval=STATUS_INTERVAL),
+            self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL),
             channel=channel,
             thread_ts=thread_ts,
             user=user,

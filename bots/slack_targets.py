@@ -16,9 +16,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack_text import MAX_MESSAGE_CHARS, escape, render
+from core.pacing import Scheduler
 from core.ratelimit import KeyedBudgets, TokenBucket
 from core.sanitize import neutralize_mentions
-from core.target import Mark, PlatformForbidden, PlatformRateLimited, TargetLimits
+from core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,12 @@ CHUNK_CHARS = 3500
 EDIT_BURST = 4
 EDIT_WINDOW = 4.0
 # chat.update is Tier 3, about 50 a minute per workspace, shared by every answer streaming there:
-# stay under it with a small burst, leaving room for the final edits the streamer keeps in reserve.
+# stay under it with a small burst; the core pledges a call to each streaming answer's final edit.
 UPDATE_BURST = 10
 UPDATE_PER_SECOND = 45 / 60
+# chat.postMessage allows about one message a second per channel, with short bursts: a little under.
+POST_BURST = 3
+POST_PER_SECOND = 0.9
 # Slack clears an assistant thread status after two minutes without a message.
 STATUS_INTERVAL = 90.0
 STATUS = "is thinking…"
@@ -54,6 +58,8 @@ FORBIDDEN = frozenset(
     }
 )
 
+GONE = frozenset({"message_not_found", "cant_update_message"})
+
 Respond = Callable[[str, bool], Awaitable[None]]
 
 
@@ -76,24 +82,32 @@ def platform_errors() -> Iterator[None]:
         code = error.response.get("error")
         if code in FORBIDDEN:
             raise PlatformForbidden(f"Slack refused: {code}") from error
+        if code in GONE:
+            raise MessageGone(f"Slack: {code}") from error
         raise
 
 
-class WorkspaceBudgets:
-    """One `chat.update` budget per workspace, for the workspaces that answered recently."""
+class SlackLimits:
+    """Slack's allowances answers share: `chat.update` per workspace, posts per channel."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._budgets: KeyedBudgets[TokenBucket] = KeyedBudgets(
+        self._scheduler = Scheduler(clock)
+        self._updates: KeyedBudgets[TokenBucket] = KeyedBudgets(
             lambda: TokenBucket(UPDATE_BURST, UPDATE_PER_SECOND, clock=clock)
         )
+        self._posts: KeyedBudgets[TokenBucket] = KeyedBudgets(
+            lambda: TokenBucket(POST_BURST, POST_PER_SECOND, clock=clock)
+        )
 
-    def limits(self, team: str, *, typing_interval: float | None) -> TargetLimits:
+    def limits(self, team: str, channel: str, *, typing_interval: float | None) -> TargetLimits:
         return TargetLimits(
             max_chars=CHUNK_CHARS,
             edit_burst=EDIT_BURST,
             edit_window=EDIT_WINDOW,
             typing_interval=typing_interval,
-            shared=self._budgets.get(team),
+            posts=(self._posts.get(f"{team}:{channel}"),),
+            edits=(self._updates.get(team),),
+            scheduler=self._scheduler,
         )
 
 

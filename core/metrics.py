@@ -19,6 +19,10 @@ FIRST_TEXT_SECONDS = Histogram(
 )
 UPSTREAM_ERRORS = Counter("acechat_upstream_errors", "Failed upstream calls, by error code", ["code"])
 IN_FLIGHT = Gauge("acechat_in_flight", "Questions being answered now")
+ANSWERS_HELD = Counter(
+    "acechat_answers_held",
+    "Answers posted once complete instead of streamed, because the platform's edit allowance was spoken for",
+)
 RATE_LIMITED = Counter("acechat_rate_limited", "Questions refused by a rate limit, by limit", ["limit"])
 
 # Labelled children, looked up once: `labels()` validates and locks on every call.

@@ -57,7 +57,7 @@ class SlidingWindow:
 
 
 class TokenBucket:
-    """An `EditBudget`: `capacity` calls at once, refilled at `rate` calls per second."""
+    """A `core.pacing.Limit`: `capacity` calls at once, refilled at `rate` calls per second."""
 
     def __init__(self, capacity: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1 or rate <= 0:
@@ -80,6 +80,14 @@ class TokenBucket:
             self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
             self._stamp = now
         return now
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def available(self) -> float:
+        now = self._refill()
+        return 0.0 if now < self._blocked_until else math.floor(self._tokens + _EPSILON)
 
     def try_acquire(self, reserve: int = 0) -> bool:
         """Take one call if more than `reserve` remain; never waits."""
@@ -106,7 +114,7 @@ class TokenBucket:
 
 
 class WindowBudget:
-    """An `EditBudget` of at most `count` calls in any `window` seconds.
+    """A `core.pacing.Limit` of at most `count` calls in any `window` seconds.
 
     A sliding window is never looser than a fixed one, so it stays inside limits that a platform counts
     per window, like Discord's five message edits per five seconds per channel.
@@ -126,6 +134,14 @@ class WindowBudget:
         while self._times and now - self._times[0] >= self._window - _EPSILON:
             self._times.popleft()
         return now
+
+    @property
+    def rate(self) -> float:
+        return self._count / self._window
+
+    def available(self) -> float:
+        now = self._now()
+        return 0.0 if now < self._blocked_until else float(self._count - len(self._times))
 
     def try_acquire(self, reserve: int = 0) -> bool:
         now = self._now()

@@ -1,32 +1,50 @@
-"""Drive one answer onto a platform: first text at once, paced edits, splitting, typing, the final text.
+"""Drive one answer onto a platform: a sign of life, the first text at once, paced edits, the final text.
 
-The first fragment is posted as soon as it exists. After that each message is edited no more often
-than the platform allows (`TargetLimits.edit_burst` per `edit_window`), always keeping one edit in
-reserve, so the final edit goes out the moment the answer is complete instead of waiting for the next
-tick of a clock. Text past `max_chars` continues in further messages.
+The first fragment is posted as soon as it exists. After that each message is edited no more often than
+the platform allows (`TargetLimits.edit_burst` per `edit_window`), always keeping one edit in reserve, so
+the final edit goes out the moment the answer is complete. Text past `max_chars` continues in further
+messages.
+
+Under load the platform's shared allowances (core.pacing) decide. When the first text is ready, an
+answer streams by edits only if the allowance its final edit draws on can still promise that edit
+within a second; otherwise it is held back and posted once, complete, which costs no edit at all. A held
+answer keeps its sign of life (typing, Slack's thinking status) until then. Finals go before first
+posts, first posts before intermediate edits, and those before typing, which is dropped first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 
+from core import metrics
+from core.pacing import Call, Limits, Scheduler
 from core.splitting import split_message
-from core.target import EditBudget, PlatformRateLimited, ReplyTarget, TargetLimits
+from core.target import MessageGone, PlatformRateLimited, ReplyTarget, TargetLimits
 from core.upstream import AnswerText
 
 log = logging.getLogger(__name__)
 
-# Streams currently drawing on each shared budget: each keeps one call back for its final edit.
-_active: weakref.WeakKeyDictionary[EditBudget, int] = weakref.WeakKeyDictionary()
-
 EMPTY_ANSWER = "_(The model returned no text.)_"
-# Longest wait before looking at a shared budget again: other answers may finish and free their reserve.
-SHARED_RECHECK = 1.0
+RESCUED = "_(My message above stopped updating, so the answer continues here from that point.)_"
+# An answer streams only if the limits its final edit draws on could serve it within this long.
+ADMISSION_WINDOW = 1.0
+# Longest wait before looking at a shared limit again: other answers may finish and free their pledges.
+RECHECK = 1.0
+# A sign of life that found no room is tried again this often, until the first text.
+TYPING_RETRY = 1.0
+# How long a rescue (posting what could not be edited) may take before the asker is told.
+RESCUE_TIMEOUT = 20.0
+
+
+class Mode(enum.Enum):
+    UNDECIDED = "undecided"
+    STREAM = "stream"  # post the first text at once, then edit
+    HOLD = "hold"  # post once, complete
 
 
 class EditPacer:
@@ -74,7 +92,10 @@ class StreamingReply:
         self._rendered_version = -1
         self._limits = target.limits
         self._pacer = EditPacer(self._limits)
-        self._shared = self._limits.shared
+        # Without a platform scheduler an answer has its limits to itself; the code path is the same.
+        self._scheduler = self._limits.scheduler or Scheduler()
+        self._mode = Mode.UNDECIDED
+        self._pledge: Limits = ()
         self._handles: list[str] = []
         self._shown: list[str] = []
         self._desired = ""
@@ -93,10 +114,15 @@ class StreamingReply:
     def started(self) -> bool:
         return bool(self._handles)
 
+    @property
+    def held(self) -> bool:
+        """Whether the answer was held back to be posted once, complete."""
+        return self._mode is Mode.HOLD
+
     def start_typing(self) -> None:
         """Show the answer is coming: once, then every `typing_interval` seconds, until the first text."""
         if self._typing is None:
-            self._typing = asyncio.create_task(self._keep_typing(self._limits.typing_interval))
+            self._typing = asyncio.create_task(self._keep_typing())
 
     def update(self, raw: str | AnswerText) -> None:
         """The raw answer so far. Never blocks: a background task renders and catches up.
@@ -108,8 +134,6 @@ class StreamingReply:
             return
         self._raw = raw
         if self._task is None:
-            if self._shared is not None:
-                _active[self._shared] = _active.get(self._shared, 0) + 1
             self._task = asyncio.create_task(self._run())
         self._wake.set()
 
@@ -118,33 +142,21 @@ class StreamingReply:
         self._desired = text if text.strip() else EMPTY_ANSWER
         self._done = True
         self._completed.set()
-        self._stop_typing()
         if self._task is None:
-            if self._shared is not None:
-                _active[self._shared] = _active.get(self._shared, 0) + 1
             self._task = asyncio.create_task(self._run())
         self._wake.set()
         try:
             async with asyncio.timeout(self._finish_timeout):
                 await self._task
         except TimeoutError:
-            log.warning("final edit did not complete within %.0fs; giving up", self._finish_timeout)
+            log.warning("the final text did not go out within %.0fs; posting it anew", self._finish_timeout)
+            await self._rescue()
 
     async def fail(self, message: str) -> None:
         """End the answer with a warning, after whatever text had arrived."""
         warning = f"⚠️ {message}"
         shown = self._current().rstrip()
         await self.finish(f"{shown}\n\n{warning}" if shown else warning)
-
-    def _current(self) -> str:
-        if self._done:
-            return self._desired
-        raw = self._raw
-        version = raw.version if isinstance(raw, AnswerText) else 0
-        if raw is not self._rendered_raw or version != self._rendered_version:
-            self._rendered_raw, self._rendered_version = raw, version
-            self._desired = self._render(str(raw))
-        return self._desired
 
     async def abort(self) -> None:
         """Stop all background work without sending anything more (the target itself failed)."""
@@ -156,31 +168,34 @@ class StreamingReply:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        self._release()
 
-    def _stop_typing(self) -> None:
-        if self._typing is not None:
-            self._typing.cancel()
-            self._typing = None
+    # --- text ------------------------------------------------------------------------------------
 
-    async def _keep_typing(self, interval: float | None) -> None:
-        while True:
-            try:
-                await self._target.typing()
-            except Exception as exc:  # typing is decoration: never let it end an answer
-                log.debug("typing indicator failed: %s", exc)
-            if interval is None:
-                return
-            await asyncio.sleep(interval)
+    def _current(self) -> str:
+        if self._done:
+            return self._desired
+        raw = self._raw
+        version = raw.version if isinstance(raw, AnswerText) else 0
+        if raw is not self._rendered_raw or version != self._rendered_version:
+            self._rendered_raw, self._rendered_version = raw, version
+            self._desired = self._render(str(raw))
+        return self._desired
 
-    def _next(self) -> tuple[int, str] | None:
+    def _chunks(self) -> list[str]:
         text = self._current()
         if self._split[0] is not text:
             self._split = (text, split_message(text, self._limits.max_chars))
-        chunks = self._split[1]
-        for index, chunk in enumerate(chunks):
+        return self._split[1]
+
+    def _next(self) -> tuple[int, str] | None:
+        """The first message that must change: (its index, its text); an index past the last is a post."""
+        for index, chunk in enumerate(self._chunks()):
             if index >= len(self._shown) or self._shown[index] != chunk:
                 return index, chunk
         return None
+
+    # --- the loop --------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         try:
@@ -192,36 +207,98 @@ class StreamingReply:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                index, chunk = step
+                index, _ = step
                 if index >= len(self._handles):
-                    await self._post(chunk)
-                    continue
-                # Freezing an earlier message, or the last edit, may use the reserved slot.
-                final = self._done or index < len(self._handles) - 1
-                wait = self._pacer.delay(final)
-                if wait <= 0 and self._shared is not None:
-                    wait = self._take_shared(final)
-                if wait > 0:
-                    await self._sleep(wait)
-                    continue
-                await self._edit(index, chunk)
+                    if self._mode is Mode.UNDECIDED and not self._done:
+                        self._decide()
+                    if self._mode is Mode.HOLD and not self._done:
+                        await self._completed.wait()
+                        continue
+                    await self._post()
+                elif self._done or index < len(self._handles) - 1:
+                    # Freezing an earlier message, or the last edit, may use the reserved slot.
+                    await self._final_edit()
+                else:
+                    await self._intermediate_edit()
         finally:
             self._stop_typing()
-            if self._shared is not None:
-                remaining = _active.get(self._shared, 1) - 1
-                if remaining > 0:
-                    _active[self._shared] = remaining
-                else:
-                    _active.pop(self._shared, None)
+            self._release()
 
-    def _take_shared(self, final: bool) -> float:
-        """Take a call from the shared budget: 0.0 on success, else how long to wait before trying again."""
-        assert self._shared is not None
-        reserve = 0 if final else _active.get(self._shared, 1)
-        if self._shared.try_acquire(reserve):
-            return 0.0
-        # With more answers streaming than the budget holds, intermediate edits wait for others to finish.
-        return min(max(self._shared.delay(reserve), 0.01), SHARED_RECHECK)
+    def _decide(self) -> None:
+        """Stream by edits if the final edit can be promised; otherwise hold the answer back."""
+        edits = self._limits.edits
+        if self._scheduler.admits(edits, ADMISSION_WINDOW):
+            self._mode, self._pledge = Mode.STREAM, edits
+        else:
+            self._mode, self._pledge = Mode.HOLD, self._limits.posts
+            metrics.ANSWERS_HELD.inc()
+        self._scheduler.pledge(self._pledge)
+
+    def _release(self) -> None:
+        if self._pledge:
+            self._scheduler.release(self._pledge)
+            self._pledge = ()
+
+    def _urgency(self) -> Call:
+        return Call.FINAL if self._done else Call.POST
+
+    async def _post(self) -> None:
+        posts = self._limits.posts
+        # A post still queued when the answer completes goes out as the final text, first in line.
+        await self._scheduler.call(self._urgency, posts)
+        step = self._next()  # the text may have grown, or completed, while the post waited
+        if step is None or step[0] < len(self._handles):
+            return
+        _, chunk = step
+        try:
+            handle = await self._target.post(chunk)
+        except PlatformRateLimited as limited:
+            self._scheduler.penalize(posts, limited.retry_after)
+            await asyncio.sleep(limited.retry_after)
+            return
+        if self.first_text_at is None:
+            self.first_text_at = time.monotonic()
+            self._stop_typing()
+        self._handles.append(handle)
+        self._shown.append(chunk)
+
+    async def _final_edit(self) -> None:
+        wait = self._pacer.delay(final=True)
+        if wait > 0:
+            await asyncio.sleep(wait)
+            return
+        await self._scheduler.call(Call.FINAL, self._limits.edits)
+        step = self._next()
+        if step is not None and step[0] < len(self._handles):
+            await self._edit(*step)
+
+    async def _intermediate_edit(self) -> None:
+        wait = self._pacer.delay(final=False)
+        if wait <= 0:
+            edits = self._limits.edits
+            if self._scheduler.try_call(Call.EDIT, edits):
+                step = self._next()
+                if step is not None and step[0] < len(self._handles):
+                    await self._edit(*step)
+                return
+            # With more answers streaming than the limit holds, intermediate edits wait for others to finish.
+            wait = min(max(self._scheduler.delay(Call.EDIT, edits), 0.01), RECHECK)
+        await self._sleep(wait)
+
+    async def _edit(self, index: int, chunk: str) -> None:
+        self._pacer.record()
+        try:
+            await self._target.edit(self._handles[index], chunk)
+        except PlatformRateLimited as limited:
+            log.info("platform rate limit on edit; retrying in %.2fs", limited.retry_after)
+            self._pacer.penalize(limited.retry_after)
+            self._scheduler.penalize(self._limits.edits, limited.retry_after)
+            return
+        except MessageGone:
+            # Someone removed the message (a moderator, say): that is their call, not a failure to repeat.
+            log.info("a message of an answer was deleted; leaving it out")
+        self.edits += 1
+        self._shown[index] = chunk
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when the answer completes: the final edit may go sooner."""
@@ -233,27 +310,42 @@ class StreamingReply:
         except TimeoutError:
             pass
 
-    async def _post(self, chunk: str) -> None:
+    async def _rescue(self) -> None:
+        """Post as new messages whatever of the final text the old ones do not show; if even that fails,
+        tell the asker the answer could not be shown whole. An answer is never left silently partial."""
+        await self.abort()
+        limit = self._limits.max_chars - len(RESCUED) - 2
+        chunks = split_message(self._desired, limit)
+        missing = [c for i, c in enumerate(chunks) if i >= len(self._shown) or self._shown[i] != c]
         try:
-            handle = await self._target.post(chunk)
-        except PlatformRateLimited as limited:
-            await asyncio.sleep(limited.retry_after)
-            return
-        if self.first_text_at is None:
-            self.first_text_at = time.monotonic()
-            self._stop_typing()
-        self._handles.append(handle)
-        self._shown.append(chunk)
+            async with asyncio.timeout(RESCUE_TIMEOUT):
+                for n, chunk in enumerate(missing):
+                    await self._target.post(f"{RESCUED}\n\n{chunk}" if n == 0 and self._handles else chunk)
+        except Exception as error:
+            log.warning("could not post the rest of an answer either: %s", error)
+            try:
+                await self._target.notify("My answer could not be shown in full here; ask again in a moment.")
+            except Exception:
+                log.exception("could not send a notice")
 
-    async def _edit(self, index: int, chunk: str) -> None:
-        self._pacer.record()
-        try:
-            await self._target.edit(self._handles[index], chunk)
-        except PlatformRateLimited as limited:
-            log.info("platform rate limit on edit; retrying in %.2fs", limited.retry_after)
-            self._pacer.penalize(limited.retry_after)
-            if self._shared is not None:
-                self._shared.penalize(limited.retry_after)
-            return
-        self.edits += 1
-        self._shown[index] = chunk
+    # --- sign of life ----------------------------------------------------------------------------
+
+    def _stop_typing(self) -> None:
+        if self._typing is not None:
+            self._typing.cancel()
+            self._typing = None
+
+    async def _keep_typing(self) -> None:
+        interval = self._limits.typing_interval
+        while True:
+            if not self._scheduler.try_call(Call.TYPING, self._limits.typing_limits):
+                # Busy with answers: a sign of life is the first thing to give way.
+                await asyncio.sleep(TYPING_RETRY)
+                continue
+            try:
+                await self._target.typing()
+            except Exception as exc:  # typing is decoration: never let it end an answer
+                log.debug("typing indicator failed: %s", exc)
+            if interval is None:
+                return
+            await asyncio.sleep(interval)

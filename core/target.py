@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from core.pacing import Limits, Scheduler
 from core.permissions import Privilege
 
 
@@ -51,20 +52,8 @@ class PlatformForbidden(PlatformError):
     """The bot lacks the rights to post here (permissions, not in the channel, archived)."""
 
 
-class EditBudget(Protocol):
-    """A rate budget several answers share, e.g. Slack's per-workspace `chat.update` allowance."""
-
-    def try_acquire(self, reserve: int = 0) -> bool:
-        """Take one call if more than `reserve` remain; never waits."""
-        ...
-
-    def delay(self, reserve: int = 0) -> float:
-        """Seconds until `try_acquire(reserve)` could succeed (infinite if it never can)."""
-        ...
-
-    def penalize(self, seconds: float) -> None:
-        """The platform said 429: spend nothing for `seconds`."""
-        ...
+class MessageGone(PlatformError):
+    """The message to edit no longer exists (someone deleted it)."""
 
 
 class Mark(enum.Enum):
@@ -77,17 +66,22 @@ class Mark(enum.Enum):
 class TargetLimits:
     """What a platform allows one answer to do.
 
-    `edit_burst` edits per `edit_window` seconds, per message (Discord allows about 5 per 5 s per
-    channel); the streamer keeps one in reserve so the final edit never waits. `shared` is a budget
-    several messages draw from as well (Slack's per-workspace limit). `private_notices` says whether
-    `notify` reaches the asker alone; where it is a public reply, the core sends fewer of them.
+    `edit_burst` edits per `edit_window` seconds, per message; the streamer keeps one in reserve so the
+    final edit never waits. `posts`, `edits` and `typing_limits` are allowances shared with other answers
+    (Discord's global and per-channel limits, Slack's per-workspace `chat.update` and per-channel posts):
+    every call of that kind takes one call from each, through `scheduler`, most urgent first.
+    `private_notices` says whether `notify` reaches the asker alone; where it is a public reply, the
+    core sends fewer of them.
     """
 
     max_chars: int
     edit_burst: int = 5
     edit_window: float = 5.0
     typing_interval: float | None = None
-    shared: EditBudget | None = field(default=None, compare=False)
+    posts: Limits = field(default=(), compare=False)
+    edits: Limits = field(default=(), compare=False)
+    typing_limits: Limits = field(default=(), compare=False)
+    scheduler: Scheduler | None = field(default=None, compare=False)
     private_notices: bool = True
 
 

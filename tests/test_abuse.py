@@ -316,31 +316,39 @@ CODE_LINES = [f"print({i})" for i in range(10_000)]
 CODE_ANSWER = "Here is the file:\n\n```python\n" + "\n".join(CODE_LINES) + "\n```\n\nThat is all."
 
 
+CUT_NOTE = "_The answer was cut here: it reached this bot's limit of 12,000 characters._"
+
+
 def check_split_code(texts: list[str], limit: int) -> None:
-    """Every message within `limit`, each code fence closed in its message, every line there once, in order."""
+    """Every message within `limit`, each code fence closed in its message, the lines in order from the
+    first until the answer cap cut them, then the note saying so, outside the code block."""
     assert all(len(t) <= limit for t in texts), max(len(t) for t in texts)
     fence = re.compile(r"^```\w*$")
     for text in texts:
         assert sum(bool(fence.match(line)) for line in text.splitlines()) % 2 == 0, text[:80]
     lines = [line for t in texts for line in t.splitlines() if line.strip() and not fence.match(line)]
-    assert lines == ["Here is the file:", *CODE_LINES, "That is all."]
+    assert lines[0] == "Here is the file:" and lines[-1] == CUT_NOTE
+    shown = lines[1:-1]
+    assert 1000 < len(shown) < len(CODE_LINES)
+    # The last line may have been cut mid-way; every other is whole and in order.
+    assert shown[:-1] == CODE_LINES[: len(shown) - 1] and CODE_LINES[len(shown) - 1].startswith(shown[-1])
     assert all(texts[i].startswith("```python") for i in range(1, len(texts) - 1)), (
         "each part reopens the block"
     )
 
 
-async def test_a_10000_line_code_block_is_split_correctly_on_slack_and_discord(
+async def test_a_10000_line_code_block_is_cut_at_the_cap_and_split_correctly_on_slack_and_discord(
     tmp_path: Path, fake_upstream: FakeUpstream, upstream_settings: UpstreamSettings
 ) -> None:
-    # The answer cap (a test of its own) would cut this long before the end.
-    settings = settings_for(tmp_path, upstream_settings, max_answer_chars=200_000)
+    """100,000 characters of code: the answer cap stops it at 12,000, in a few messages per platform."""
+    settings = settings_for(tmp_path, upstream_settings)
     fake_upstream.set_default(answer=CODE_ANSWER, fragment_size=10_000)
     async with FakeSlack() as slack, slack_bot(settings, slack) as (_, adapter, url):
         await slack.deliver_http(url, slack.command("the whole file please"))
         await adapter.idle()
         answer = [m.text for m in slack.in_channel("C1")]
         assert slack.too_long == 0 and slack.rate_limited == 0
-        assert all(len(t) <= 4000 for t in answer)
+        assert len(answer) <= 4
         header, first = answer[0].split("\n\n", 1)
         assert header == "*u1-display* asked: the whole file please"
         check_split_code([first, *answer[1:]], 4000)
@@ -349,8 +357,10 @@ async def test_a_10000_line_code_block_is_split_correctly_on_slack_and_discord(
         await discord_answer(fake, asked, lambda t: True)
         first = reply_to(fake, asked)
         assert first is not None
-        await fake.wait_for(lambda: fake.bot_messages()[-1].content.endswith("That is all."), 20)
-        check_split_code([m.content for m in fake.bot_messages() if m.id >= first.id], 2000)
+        await fake.wait_for(lambda: fake.bot_messages()[-1].content.endswith(CUT_NOTE), 20)
+        texts = [m.content for m in fake.bot_messages() if m.id >= first.id]
+        assert len(texts) <= 8
+        check_split_code(texts, 2000)
         assert fake.rate_limited == 0
 
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.pacing import Limit
 from core.ratelimit import SlidingWindow, TokenBucket, WindowBudget, retry_in_text
 from core.settings import RateLimit
-from core.target import EditBudget
 
 
 class FakeClock:
@@ -88,7 +88,7 @@ def test_window_never_allows_more_than_count_per_window(
 
 
 def test_bucket_is_an_edit_budget() -> None:
-    budget: EditBudget = TokenBucket(5, 1.0, clock=FakeClock())
+    budget: Limit = TokenBucket(5, 1.0, clock=FakeClock())
     assert budget.try_acquire()
 
 

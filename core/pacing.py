@@ -1,0 +1,209 @@
+"""Platform calls under limits that many answers share, the most urgent first.
+
+A platform allows so many calls per window: Discord about 50 a second in all and 5 edits per 5 s per
+channel, Slack about 50 `chat.update` a minute per workspace and a post a second per channel. Each such
+allowance is a `Limit`. Every call an answer makes names the limits it draws on and how urgent it is
+(`Call`); the `Scheduler` hands out calls in order of urgency:
+
+- an answer's final text (`FINAL`) before any first post (`POST`), before an intermediate edit (`EDIT`),
+  before a typing indicator (`TYPING`). The two last are dropped, not queued, when they would delay the
+  others;
+- an answer that streams by edits *pledges* the call its final edit will need, so intermediate edits
+  never spend it; a new answer streams only if its final can be pledged (`admits`), and otherwise is
+  posted once, complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Call(enum.IntEnum):
+    """How urgent a platform call is; lower goes first."""
+
+    FINAL = 0
+    POST = 1
+    EDIT = 2
+    TYPING = 3
+
+
+class Limit(Protocol):
+    """One platform allowance (e.g. `core.ratelimit.TokenBucket`, `WindowBudget`)."""
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        """Take one call if more than `reserve` remain; never waits."""
+        ...
+
+    def delay(self, reserve: int = 0) -> float:
+        """Seconds until `try_acquire(reserve)` could succeed (infinite if it never can)."""
+        ...
+
+    def available(self) -> float:
+        """Calls that could be made right now."""
+        ...
+
+    @property
+    def rate(self) -> float:
+        """Calls per second the allowance refills at, once spent."""
+        ...
+
+    def penalize(self, seconds: float) -> None:
+        """The platform said 429: spend nothing for `seconds`."""
+        ...
+
+
+Limits = tuple[Limit, ...]
+Urgency = Call | Callable[[], Call]
+
+
+@dataclass(eq=False)
+class _Ticket:
+    urgency: Urgency
+    limits: Limits
+    seq: int
+    future: asyncio.Future[None] = field(repr=False)
+
+    @property
+    def call(self) -> Call:
+        return self.urgency if isinstance(self.urgency, Call) else self.urgency()
+
+
+class Scheduler:
+    """Hands out calls on shared limits by urgency. One serves a whole platform connection."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._waiting: list[_Ticket] = []
+        # Per limit (by identity): tickets queued on it, and finals pledged on it.
+        self._queued: dict[int, int] = {}
+        self._pledged: dict[int, int] = {}
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- pledges ---------------------------------------------------------------------------------
+
+    def pledged(self, limit: Limit) -> int:
+        return self._pledged.get(id(limit), 0)
+
+    def admits(self, limits: Limits, within: float) -> bool:
+        """Whether one more final could be served on every limit within `within` seconds, on top of
+        the finals already pledged there."""
+        return all(self.pledged(limit) + 1 <= limit.available() + limit.rate * within for limit in limits)
+
+    def pledge(self, limits: Limits) -> None:
+        for limit in limits:
+            self._pledged[id(limit)] = self.pledged(limit) + 1
+
+    def release(self, limits: Limits) -> None:
+        for limit in limits:
+            left = self.pledged(limit) - 1
+            if left > 0:
+                self._pledged[id(limit)] = left
+            else:
+                self._pledged.pop(id(limit), None)
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    def try_call(self, call: Call, limits: Limits) -> bool:
+        """A call that may be dropped (an intermediate edit, typing): made now only if nothing is queued
+        on its limits and each keeps what it owes to pledged finals."""
+        if any(self._queued.get(id(limit)) for limit in limits):
+            return False
+        reserves = [self._reserve(call, limit) for limit in limits]
+        if any(limit.delay(reserve) > 0 for limit, reserve in zip(limits, reserves, strict=True)):
+            return False
+        for limit, reserve in zip(limits, reserves, strict=True):
+            limit.try_acquire(reserve)
+        return True
+
+    def delay(self, call: Call, limits: Limits) -> float:
+        """Seconds until `try_call(call, limits)` might succeed (infinite while others hold the limits)."""
+        if any(self._queued.get(id(limit)) for limit in limits):
+            return math.inf
+        return max((limit.delay(self._reserve(call, limit)) for limit in limits), default=0.0)
+
+    def _reserve(self, call: Call, limit: Limit) -> int:
+        # A final owes nothing to anyone; droppable calls leave every pledged final its call.
+        return 0 if call <= Call.POST else self.pledged(limit)
+
+    async def call(self, urgency: Urgency, limits: Limits) -> None:
+        """Wait for a call that must be made (a post, a final edit), in order of urgency.
+
+        `urgency` may be a function: a queued first post becomes final when its answer completes."""
+        if not limits:
+            return
+        if not any(self._queued.get(id(limit)) for limit in limits) and all(
+            limit.delay() <= 0 for limit in limits
+        ):
+            for limit in limits:
+                limit.try_acquire()
+            return
+        ticket = _Ticket(urgency, limits, next(self._seq), asyncio.get_running_loop().create_future())
+        self._waiting.append(ticket)
+        for limit in limits:
+            self._queued[id(limit)] = self._queued.get(id(limit), 0) + 1
+        self._wake_soon(0.0)
+        try:
+            await ticket.future
+        finally:
+            if not ticket.future.done() or ticket.future.cancelled():
+                self._drop(ticket)
+
+    def penalize(self, limits: Limits, seconds: float) -> None:
+        for limit in limits:
+            limit.penalize(seconds)
+        if self._waiting:
+            self._wake_soon(0.0)
+
+    def _drop(self, ticket: _Ticket) -> None:
+        if ticket in self._waiting:
+            self._waiting.remove(ticket)
+            self._unqueue(ticket)
+        if self._waiting:
+            self._wake_soon(0.0)
+
+    def _unqueue(self, ticket: _Ticket) -> None:
+        for limit in ticket.limits:
+            left = self._queued.get(id(limit), 0) - 1
+            if left > 0:
+                self._queued[id(limit)] = left
+            else:
+                self._queued.pop(id(limit), None)
+
+    def _wake_soon(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        at = loop.time() + seconds
+        if self._timer is not None:
+            if self._timer.when() <= at:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(at, self._grant)
+
+    def _grant(self) -> None:
+        """Serve every waiting call whose limits are free now, most urgent first; then sleep until the
+        earliest of the rest could go."""
+        self._timer = None
+        waiting = sorted(self._waiting, key=lambda t: (t.call, t.seq))
+        later = math.inf
+        for ticket in waiting:
+            if ticket.future.done():
+                continue
+            wait = max(limit.delay() for limit in ticket.limits)
+            if wait > 0:
+                later = min(later, wait)
+                continue
+            for limit in ticket.limits:
+                limit.try_acquire()
+            self._waiting.remove(ticket)
+            self._unqueue(ticket)
+            ticket.future.set_result(None)
+        if self._waiting:
+            # A limit that can never serve a call (none should) is looked at again every second.
+            self._wake_soon(min(later, 1.0))
