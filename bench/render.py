@@ -1,13 +1,15 @@
-"""Benchmark 7, render: Markdown to Slack mrkdwn, on hostile and realistic answers at the answer cap.
+"""Render (issue 8): Markdown to Slack mrkdwn, on hostile and realistic answers at the answer cap.
 
 Every text is 12,000 characters. Each is rendered REPEATS times by `bots.slack_text.render`, the call
 the Slack adapter makes on every post and edit (with its default limit: Markdown that cannot show is
 not read, and the rest is cut), timed one call at a time with `time.perf_counter`. Figures: the median
 and the worst call per text, the worst against issue 8's 50 ms; then, for reference, the slowest text
-rendered whole (a limit above its length), which is the parser's own cost for 12,000 characters. The hostile texts are the shapes that make Markdown parsers backtrack
-or rescan: unclosed links and images, nested brackets, long runs of one delimiter, delimiters that
-alternate, CommonMark's own pathological cases, and random soup of every character that means
-something. `from_slack` (Slack's markup in) is timed on hostile markup as well.
+rendered whole (a limit above its length), which is the parser's own cost for 12,000 characters.
+
+The hostile texts are the shapes that make Markdown parsers backtrack or rescan: unclosed links and
+images, nested brackets, long runs of one delimiter, delimiters that alternate, CommonMark's own
+pathological cases, and random soup of every character that means something. `from_slack` (Slack's
+markup in) is timed on hostile markup as well.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def realistic() -> str:
             f"Edit `/etc/service-{i}.conf` as [the _manual_](https://example.com/docs/{i}) says "
             f"(see [Foo (bar)](https://en.wikipedia.org/wiki/Foo_(bar)) and <https://example.com/{i}>); "
             f"if a < b && c > d, ~~restart~~ reload it.\n\n"
-            f"1. Stop the *old* one\n2. Keep:\n   - `rotate 7`\n   - `compress`\n     - only on **Sundays**\n\n"
+            f"1. Stop the *old* one\n2. Keep:\n   - `rotate 7`\n   - `compress`\n"
+            f"     - only on **Sundays**\n\n"
             f"```bash\necho '<@U{i}> <!channel>' > /tmp/x && systemctl reload service-{i}\n```\n\n"
             f"> **Note:** ask <@U2> or mail <ops@example.com>.\n\n"
             f"| key | value |\n|---|---|\n| rotate | {i} |\n| user | <!here> |\n\n---\n"

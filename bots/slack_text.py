@@ -46,7 +46,7 @@ DESTINATION_PARENS = 4
 
 _MARKUP = re.compile(r"<([^<>\n]++)>")
 _DESTINATION_STOP = re.compile(r"[\x00-\x20\x7f()\\]")
-# The only targets written as Slack link tokens: web pages and mail addresses, with something after the scheme.
+# The only targets written as Slack link tokens: web pages and mail addresses, something after the scheme.
 _LINK_TARGET = re.compile(r"https?://[^/?#]|mailto:.", re.IGNORECASE)
 _IMAGE_TARGET = re.compile(r"https?://[^/?#]", re.IGNORECASE)
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f<>|]")
@@ -416,7 +416,7 @@ def render(markdown: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     except _Full:
         pass
     else:
-        if source is markdown:
+        if len(source) == len(markdown):
             return "".join(p.text for p in writer.pieces)
     log.warning("Markdown of %d characters does not fit %d of mrkdwn; cutting it", len(markdown), limit)
     return _cut(writer.pieces, limit)

@@ -207,6 +207,24 @@ def test_a_cut_keeps_link_tokens_whole_and_closes_what_it_opened(caplog: pytest.
     assert render("x" * 10, limit=1) == "…"
 
 
+def test_reference_links_cannot_multiply_a_long_target() -> None:
+    url = "https://example.com/" + "a" * 1000
+    links = render(f"[r]: {url}\n\n" + "[r] " * 1000)
+    assert len(links) <= MAX_MESSAGE_CHARS and links.endswith(" …")
+    assert links.count(f"<{url}|r>") == 3
+    assert_safe(links)
+    texts = render("[r]: docs/" + "a" * 1000 + "\n\n" + "[r] " * 1000)
+    assert len(texts) <= MAX_MESSAGE_CHARS and texts.startswith("r (docs/aaa")
+
+
+def test_markdown_past_what_a_message_can_show_is_not_read() -> None:
+    answer = "A line of the answer, with **bold** in it.\n" * 300  # 12,900 characters
+    shown = render(answer)
+    assert len(shown) <= MAX_MESSAGE_CHARS and shown.endswith(" …")
+    assert shown.startswith("A line of the answer, with *bold* in it.\n")
+    assert render("[r]: https://example.com\n" * 1000) == "…"
+
+
 @pytest.mark.parametrize("limit", [5, 6, 7, 8, 9, 10, 11, 40])
 def test_a_cut_never_splits_an_entity(limit: int) -> None:
     cut = render("<<<<<<<<<<<<<<<<<<<<", limit=limit)
@@ -252,9 +270,13 @@ ANSWERS = st.lists(
 
 
 @settings(derandomize=True, max_examples=1500, deadline=None, database=None)
-@given(ANSWERS, st.one_of(st.just(MAX_MESSAGE_CHARS), st.integers(min_value=1, max_value=300)))
-def test_no_answer_renders_a_ping_or_a_token_we_did_not_make(answer: str, limit: int) -> None:
-    mrkdwn = render(answer, limit)
+@given(
+    ANSWERS,
+    st.sampled_from([1, 1, 1, 50]),
+    st.one_of(st.just(MAX_MESSAGE_CHARS), st.integers(min_value=1, max_value=300)),
+)
+def test_no_answer_renders_a_ping_or_a_token_we_did_not_make(answer: str, times: int, limit: int) -> None:
+    mrkdwn = render(answer * times, limit)
     assert len(mrkdwn) <= limit
     assert_safe(mrkdwn)
 
