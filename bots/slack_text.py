@@ -235,7 +235,7 @@ class _Writer:
                 self._quotes -= 1
             elif kind in ("fence", "code_block"):
                 self._block(token.map)
-                self._code(token.content)
+                self._code(token.content, token.info.split(maxsplit=1)[0] if token.info.strip() else "")
             elif kind == "hr":
                 self._block(token.map)
                 self._put(RULE, _Kind.ATOM)
@@ -268,8 +268,9 @@ class _Writer:
     def _newline(self) -> None:
         self._put("\n" + self._prefix(), _Kind.BREAK)
 
-    def _code(self, content: str) -> None:
-        self._open("```", "\n```")
+    def _code(self, content: str, language: str) -> None:
+        # Slack highlights nothing, but the core's splitter reopens a block with its language: keep it.
+        self._open("```" + escape(language), "\n```")
         for line in content.removesuffix("\n").split("\n") if content else ():
             self._newline()
             self._put(escape(line), _Kind.TEXT)

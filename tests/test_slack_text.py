@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 
 import pytest
@@ -100,7 +101,7 @@ def test_a_real_looking_answer() -> None:
         "    • keep _seven_ copies\n"
         "        ◦ compressed\n"
         "\n"
-        "```\n"
+        "```bash\n"
         "echo '&lt;@U1&gt; &lt;!channel&gt;' &gt; /tmp/x &amp;&amp; cat a | b\n"
         "\n"
         "tail -f /var/log/syslog\n"
@@ -343,11 +344,15 @@ async def test_an_adversarial_answer_streams_without_stalling_the_event_loop(
             gaps.append(now - last)
             last = now
 
+    # Collecting what the tests before this one left behind is not this answer's work: keep it out.
+    gc.collect()
+    gc.freeze()
     beat = asyncio.create_task(heartbeat())
     try:
         outcome = await core.ask(Question(SCOPE, ASKER, "go"), target)
     finally:
         beat.cancel()
+        gc.unfreeze()
     assert gaps and max(gaps) < 0.1, f"the event loop stalled for {max(gaps) * 1000:.0f} ms"
     assert outcome is Outcome.ANSWERED
     assert len(target.messages) >= 4 and target.kinds("edit")
