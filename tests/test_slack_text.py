@@ -184,7 +184,7 @@ def test_emphasis_is_never_doubled_inside_itself() -> None:
 def test_text_that_grows_past_the_limit_is_cut_not_refused() -> None:
     grown = render("a & b " * 700)  # 4,200 characters once every "&" is "&amp;"
     assert len(grown) <= MAX_MESSAGE_CHARS
-    # Cut in the source, so no entity is left half written.
+    # Cut outside entities, so none is left half written.
     assert grown.endswith(" …") and grown[:-2].rstrip().endswith(("a", "b", "&amp;"))
     assert render("short") == "short"
 
