@@ -1,8 +1,8 @@
 """Render (issue 8): Markdown to Slack mrkdwn, on hostile and realistic answers at the answer cap.
 
 Every text is 12,000 characters. Each is rendered REPEATS times by `bots.slack_text.render`, the call
-the Slack adapter makes on every post and edit (with its default limit: Markdown that cannot show is
-not read, and the rest is cut), timed one call at a time with `time.perf_counter`. Figures: the median
+the Slack adapter makes on every post and edit (with its default limit: Markdown past the limit is not
+read, and the mrkdwn is cut to it), timed one call at a time with `time.perf_counter`. Figures: the median
 and the worst call per text, the worst against issue 8's 50 ms; then, for reference, the slowest text
 rendered whole (a limit above its length), which is the parser's own cost for 12,000 characters.
 
@@ -143,7 +143,7 @@ async def measure() -> list[Row]:
                 note=""
                 if rows
                 else f"{SIZE:,} characters each, rendered {REPEATS} times as the Slack adapter calls it "
-                "(default limit: what cannot show is not read, the rest is cut)",
+                "(default limit 3,900: Markdown past it is not read, the mrkdwn is cut to it)",
             )
         )
     slowest = max(whole, key=whole.__getitem__)

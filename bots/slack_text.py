@@ -37,9 +37,6 @@ LABEL_BAR = "¦"
 # Inline nesting (brackets inside a link label, links inside links) deeper than this is read as text.
 # markdown-it's label scan costs time in proportion to it on bracket soup; real answers nest 1 or 2 deep.
 INLINE_NESTING = 3
-# Markdown is read only this far past the limit (mrkdwn is rarely much shorter than its Markdown):
-# text that could not show costs no parsing, however long the answer.
-READ_AHEAD = 1.25
 # CommonMark lets a parser cap nested parentheses in a link destination (at least 3 must work): each
 # unclosed `(` otherwise makes every earlier `[a](` scan on, 32 deep in markdown-it.
 DESTINATION_PARENS = 4
@@ -407,8 +404,8 @@ def render(markdown: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """Markdown as mrkdwn no longer than `limit`.
 
     Conversion rarely grows text, but every escaped `&`, `<` or `>` does. Past the limit the tail is cut
-    between pieces (never inside an entity or a link token), open marks are closed and " …" ends it;
-    Markdown too long to show at all is not read (see READ_AHEAD).
+    between pieces (never inside an entity or a link token), open marks are closed and " …" ends it.
+    Markdown past `limit` characters is not read at all.
     """
     source = _head(markdown, limit)
     writer = _Writer(limit)
@@ -424,13 +421,12 @@ def render(markdown: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def _head(markdown: str, limit: int) -> str:
-    """As much of `markdown` as can show in `limit` characters of mrkdwn, ending at a line's end if one
-    is near."""
-    end = int(limit * READ_AHEAD)
-    if len(markdown) <= end:
+    """The first `limit` characters of `markdown`, ending at a line's end if one is near: mrkdwn is
+    rarely shorter than its Markdown, and text that could not show should cost no parsing."""
+    if len(markdown) <= limit:
         return markdown
-    line_end = markdown.rfind("\n", end // 2, end)
-    return markdown[: line_end if line_end != -1 else end]
+    line_end = markdown.rfind("\n", limit // 2, limit)
+    return markdown[: line_end if line_end != -1 else limit]
 
 
 def _cut(pieces: list[_Piece], limit: int) -> str:
