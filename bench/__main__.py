@@ -2,8 +2,8 @@
 
 With no name every benchmark runs, each in a fresh process one after the other (so memory figures
 and global library state do not leak from one into the next). Names: core, concurrency, storage,
-discord, slack, burst. `--json` prints the rows as JSON instead (what the parent process reads);
-`--profile` prints a cProfile of the core under load instead of benchmarking.
+discord, slack, burst, render. `--json` prints the rows as JSON instead (what the parent process
+reads); `--profile` prints a cProfile of the core under load instead of benchmarking.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "discord": "bench.discord_stream",
     "slack": "bench.slack_stream",
     "burst": "bench.burst",
+    "render": "bench.render",
 }
 CHILD_TIMEOUT = 300
 
