@@ -9,7 +9,7 @@ import pytest
 from core.pacing import Call, Scheduler
 from core.ratelimit import TokenBucket, WindowBudget
 from core.streaming import RESCUED, StreamingReply
-from core.target import PlatformRateLimited, TargetLimits
+from core.target import TargetLimits
 from tests.fakes.target import RecordingTarget
 
 
