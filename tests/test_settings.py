@@ -272,3 +272,16 @@ def test_secrets_lists_every_credential_in_force() -> None:
         }
     )
     assert set(settings.secrets) == {"upstream-secret", "discord-secret", "xoxb-secret", "signing-secret"}
+
+
+def test_env_example_documents_every_setting() -> None:
+    root = Path(__file__).resolve().parents[1]
+    read = set(
+        re.findall(
+            r'"((?:ACECHAT|ACEDATACLOUD|DISCORD|SLACK)_[A-Z_]+)"', (root / "core/settings.py").read_text()
+        )
+    )
+    documented = (root / ".env.example").read_text()
+    assert read and not sorted(name for name in read if name not in documented)
+    # Docker passes .env into the container: a database path there would miss the image's volume.
+    assert not re.search(r"^ACECHAT_DB_PATH=", documented, re.MULTILINE)
