@@ -1,17 +1,25 @@
-"""Fixtures shared across the suite."""
+"""Fixtures shared across the suite; a module overrides `settings` to change what `core` is made with."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import settings as hypothesis_settings
 
 from core.chat import ChatCore
 from core.settings import RateLimit, Settings, UpstreamSettings
+from tests.fakes.slack import FakeSlack
 from tests.fakes.upstream import FakeUpstream
+
+# Property tests draw the same examples on every run and machine, and keep nothing between runs, so a
+# failure in CI is a failure on the developer's machine too.
+hypothesis_settings.register_profile("acechat", derandomize=True, database=None, deadline=None)
+hypothesis_settings.load_profile("acechat")
+
+SLACK_ADMIN = "UADMIN"
 
 
 @pytest_asyncio.fixture
@@ -38,12 +46,29 @@ def upstream_settings(fake_upstream: FakeUpstream) -> UpstreamSettings:
     )
 
 
+@pytest.fixture
+def settings(upstream_settings: UpstreamSettings, tmp_path: Path) -> Settings:
+    """The fake upstream, a fresh SQLite file, no rate limits (tests of limits set their own)."""
+    return Settings(
+        upstream=upstream_settings,
+        db_path=tmp_path / "acechat.db",
+        user_rate=RateLimit(0, 60),
+        channel_rate=RateLimit(0, 60),
+        shutdown_grace=2.0,
+    )
+
+
 @pytest_asyncio.fixture
-async def core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncIterator[ChatCore]:
-    """A ChatCore on a fresh SQLite file and the fake upstream; per-user rate limit off."""
-    base = Settings(upstream=upstream_settings, db_path=tmp_path / "acechat.db", shutdown_grace=1.0)
-    chat = await ChatCore.open(dataclasses.replace(base, user_rate=RateLimit(0, 60)))
+async def core(settings: Settings) -> AsyncIterator[ChatCore]:
+    chat = await ChatCore.open(settings)
     try:
         yield chat
     finally:
         await chat.aclose()
+
+
+@pytest_asyncio.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """A started fake of Slack's Web API and Socket Mode, with one workspace admin."""
+    async with FakeSlack(admins={SLACK_ADMIN}) as fake:
+        yield fake

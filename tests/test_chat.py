@@ -6,11 +6,9 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from core import notices
 from core.chat import ChatCore, Outcome, Question
@@ -42,15 +40,6 @@ def make_settings(upstream: UpstreamSettings, db: Path, **changes: object) -> Se
         channel_rate=RateLimit(0, 60),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-@pytest_asyncio.fixture
-async def core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncIterator[ChatCore]:
-    chat = await ChatCore.open(make_settings(upstream_settings, tmp_path / "acechat.db"))
-    try:
-        yield chat
-    finally:
-        await chat.aclose()
 
 
 async def ask(

@@ -57,15 +57,6 @@ def settings(tmp_path: Path, upstream_settings: UpstreamSettings) -> Settings:
     )
 
 
-@pytest_asyncio.fixture
-async def core(settings: Settings) -> AsyncIterator[ChatCore]:
-    chat = await ChatCore.open(settings)
-    try:
-        yield chat
-    finally:
-        await chat.aclose()
-
-
 def discord_settings(fake: FakeDiscord, **changes: object) -> DiscordSettings:
     base = DiscordSettings(token=fake.token, api_base_url=fake.api_base, gateway_url=fake.gateway_url)
     return replace(base, **changes)  # type: ignore[arg-type]

@@ -13,14 +13,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from bots.slack_bot import EVENTS_PATH
 from tests.fakes.discord import FakeDiscord
@@ -162,12 +161,6 @@ def samples(metrics: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             found[name] = float(value)
     return found
-
-
-@pytest_asyncio.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
 
 
 async def test_run_serves_health_metrics_json_logs_and_stops_cleanly_after_answers_in_flight(

@@ -19,10 +19,9 @@ from core.chat import ChatCore
 from core.presets import BUILTIN_PRESETS
 from core.settings import RateLimit, Settings, SlackSettings, UpstreamSettings
 from core.upstream import USED_UP
+from tests.conftest import SLACK_ADMIN as ADMIN
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
 from tests.fakes.upstream import Behaviour, FakeUpstream
-
-ADMIN = "UADMIN"
 
 
 @dataclass
@@ -33,12 +32,6 @@ class Bot:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.adapter.port}{EVENTS_PATH}"
-
-
-@pytest_asyncio.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(admins={ADMIN}) as fake:
-        yield fake
 
 
 @pytest.fixture

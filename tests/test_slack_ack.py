@@ -18,9 +18,9 @@ import pytest
 from core.settings import Settings
 from tests.fakes.slack import APP_TOKEN, BOT_USER_ID, Ack, FakeSlack, sign
 from tests.fakes.upstream import Behaviour, FakeUpstream
-from tests.test_slack import Bot, bot, running, settings, slack
+from tests.test_slack import Bot, bot, running, settings
 
-__all__ = ["bot", "settings", "slack"]  # fixtures shared with test_slack.py
+__all__ = ["bot", "settings"]  # fixtures shared with test_slack.py
 
 
 class CountedAcks(dict[str, Ack]):
