@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,13 @@ def make_settings(upstream: UpstreamSettings, db: Path, **changes: object) -> Se
         channel_rate=RateLimit(0, 60),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait for a state the test cannot be told about, checking every few milliseconds."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
 
 
 async def ask(
@@ -91,9 +99,9 @@ async def test_turns_in_one_scope_run_one_at_a_time_in_arrival_order(
     tasks = []
     for index, target in enumerate(targets):
         tasks.append(asyncio.create_task(core.ask(Question(CHANNEL, DANA, f"q{index}"), target)))
-        await asyncio.sleep(0.01)
+        await until(lambda n=index: core._queued.get(CHANNEL.key) == n + 1)
     await fake_upstream.wait_for_requests(1)
-    await asyncio.sleep(0.1)
+    # All three hold or wait for the channel's turn, and the first holds it: nothing else can be asked.
     assert len(fake_upstream.requests) == 1, "the second question waits for the first answer"
     gate.set()
     assert await asyncio.gather(*tasks) == [Outcome.ANSWERED] * 3
@@ -532,13 +540,16 @@ async def test_expired_transcripts_are_pruned_at_start(
     old = time.time() - 3 * 86400
     with sqlite3.connect(tmp_path / "a.db") as db:
         db.execute("UPDATE transcripts SET asked_at = ?, answered_at = ?", (old, old))
+
+    def remaining() -> int:
+        with sqlite3.connect(tmp_path / "a.db") as db:
+            return int(db.execute("SELECT count(*) FROM transcripts").fetchone()[0])
+
     chat = await ChatCore.open(settings)
     try:
-        await asyncio.sleep(0.2)
+        await until(lambda: remaining() == 0)
     finally:
         await chat.aclose()
-    with sqlite3.connect(tmp_path / "a.db") as db:
-        assert db.execute("SELECT count(*) FROM transcripts").fetchone() == (0,)
 
 
 async def test_a_failing_database_write_is_logged_not_blamed_on_the_platform(

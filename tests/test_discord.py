@@ -170,8 +170,10 @@ async def test_bots_itself_and_everyone_alone_are_ignored(
     await fake.post_message("no mention at all")
     last = await fake.post_message(f"{BOT} only this one")
     await answer_to(fake, last, expected("only this one"))
-    await asyncio.sleep(0.2)  # the bot's own echoed messages arrive too; they must not trigger anything
-    assert [b["question"] for b in fake_upstream.bodies if b] == ["Max: only this one"]
+    # The bot's own answer comes back over the gateway too, before this: it must trigger nothing.
+    after = await fake.post_message(f"{BOT} and this")
+    await answer_to(fake, after, expected("and this", turn=2))
+    assert [b["question"] for b in fake_upstream.bodies if b] == ["Max: only this one", "Max: and this"]
 
 
 async def test_a_thread_is_its_own_conversation_with_the_parent_channels_preset(
@@ -213,7 +215,8 @@ async def test_two_mentions_at_once_are_answered_in_order(
     first = await fake.post_message(f"{BOT} first")
     second = await fake.post_message(f"{BOT} second")
     await fake_upstream.wait_for_requests(1)
-    await asyncio.sleep(0.2)
+    scope = f"discord:{fake.GUILD_ID}:{fake.CHANNEL_ID}:-"
+    await fake.wait_for(lambda: bot.client.core._queued.get(scope) == 2)
     assert len(fake_upstream.requests) == 1  # the second question waits for the first answer
     gate.set()
     [one] = await answer_to(fake, first, expected("first"))

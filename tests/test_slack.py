@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -361,8 +360,6 @@ async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
         await slack.wait_for_ack(first)
         await slack.wait_for_ack(again)
         await slack.wait_until(lambda: len(slack.in_channel("C1", mention["event"]["ts"])) == 1, 5)
-        await bot.adapter.idle()
-        await asyncio.sleep(0.05)
         await bot.adapter.idle()
     assert slack.in_channel("C1")[-1].text.endswith("\n\nover the socket")
     assert len(fake_upstream.requests) == 2
