@@ -16,7 +16,7 @@ from typing import Any
 from bench.overhead import bench_settings
 from bench.procs import server
 from bench.report import Row
-from bench.streaming import Asked, Seen, scenarios
+from bench.streaming import Asked, Seen, follow, scenarios
 from bench.streaming import rows as stream_rows
 from bench.upstream import Script
 from bots.discord_bot import DiscordAdapter
@@ -69,32 +69,15 @@ class DiscordPlatform:
         return Asked(script.tag, script, event_at, (channel, question))
 
     def seen(self, asked: Asked) -> Seen:
-        channel, question = asked.where
-        calls = [
-            c
-            for c in self.fake.calls
-            if c.status == 200
-            and c.method in ("POST", "PATCH")
-            and c.path.startswith(f"/channels/{channel}/messages")
-        ]
-        messages = self.fake.bot_messages(channel)
-        first = next((c.time for c in calls if c.method == "POST" and _reference(c.json) == question), None)
-        return Seen(
-            first_at=first,
-            final_at=max((c.time for c in calls), default=None),
-            texts=[m.content for m in messages],
-            edits=sum(c.method == "PATCH" for c in calls),
-        )
-
-
-def _reference(body: Any) -> int | None:
-    ref = body.get("message_reference") if isinstance(body, dict) else None
-    return int(ref["message_id"]) if ref else None
+        channel, _question = asked.where
+        changes = [(c.at, c.id, c.text) for c in self.fake.changes_in(channel)]
+        typing = [at for typed, at in self.fake.typing if typed == channel]
+        return follow(changes, asked.script.text, typing)
 
 
 @asynccontextmanager
 async def discord_bot(upstream_url: str, db_path: Path) -> AsyncIterator[DiscordPlatform]:
-    async with ManyChannels() as fake:
+    async with ManyChannels(route_headers=True) as fake:
         core = await ChatCore.open(bench_settings(upstream_url, db_path))
         settings = DiscordSettings(token=fake.token, api_base_url=fake.api_base, gateway_url=fake.gateway_url)
         adapter = DiscordAdapter(core, settings, guild_ready_timeout=0.05, connect_timeout=10)

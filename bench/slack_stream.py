@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.overhead import bench_settings
 from bench.procs import server
 from bench.report import Row
-from bench.streaming import Asked, Seen, scenarios
+from bench.streaming import Asked, Seen, follow, scenarios
 from bench.streaming import rows as stream_rows
 from bench.upstream import Script
 from bots.slack_bot import EDIT_BURST, EDIT_WINDOW, SlackAdapter
@@ -63,29 +63,9 @@ class SlackPlatform:
 
     def seen(self, asked: Asked) -> Seen:
         channel, thread = asked.where
-        posts = [
-            c
-            for c in self.fake.calls
-            if c.method == "chat.postMessage"
-            and c.ok
-            and c.params.get("channel") == channel
-            and c.params.get("thread_ts") == thread
-        ]
-        answer = {str(c.reply["ts"]) for c in posts}
-        updates = [
-            c
-            for c in self.fake.calls
-            if c.method == "chat.update"
-            and c.ok
-            and c.params.get("channel") == channel
-            and c.params.get("ts") in answer
-        ]
-        return Seen(
-            first_at=posts[0].at if posts else None,
-            final_at=max((c.at for c in posts + updates), default=None),
-            texts=[m.text for m in self.fake.in_channel(channel, thread)],
-            edits=len(updates),
-        )
+        changes = [(c.at, c.ts, c.text) for c in self.fake.changes_in(channel, thread)]
+        statuses = [s.at for s in self.fake.statuses_in(channel, thread)]
+        return follow(changes, asked.script.text, statuses)
 
 
 @asynccontextmanager
@@ -117,7 +97,7 @@ async def measure() -> list[Row]:
         -2,
         Row(
             NAME,
-            "chat.update calls for one 6,000-char answer",
+            "edit calls (chat.update, appendStream) for one 6,000-char answer",
             f"{updates[len(updates) // 2]} (median)",
             "< 76, no 429",
             updates[len(updates) // 2] < 76 and found["429"] == 0,

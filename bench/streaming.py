@@ -5,8 +5,8 @@ The upstream (`bench.upstream`, own process) sends its first fragment 300 ms aft
 pause halfway), so no lucky phase of an edit clock can hide a lag. Measured on the platform fake:
 
 - first-text overhead: platform event → first answer text on the fake, minus the 300 ms;
-- completion lag: the upstream's last fragment written → the last post/edit, after which the
-  platform shows the whole answer;
+- completion lag: the upstream's last fragment written → the moment from which the platform shows
+  the whole answer, word for word (replayed from the fake's record of every text each message showed);
 - every message's size, edit calls, and the fake's 429 count (it answers 429 past the platform's limits).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,10 +51,45 @@ class Asked:
 class Seen:
     """An answer as the platform fake shows it."""
 
-    first_at: float | None = None
-    final_at: float | None = None
-    texts: list[str] = field(default_factory=list)
-    edits: int = 0
+    first_at: float | None = None  # the first fragment of the answer showed
+    final_at: float | None = None  # from then on the whole answer showed, word for word
+    texts: list[str] = field(default_factory=list)  # what the messages show now, oldest first
+    edits: int = 0  # changes to a message's text after it was posted
+    life_at: float | None = None  # the first sign the answer is coming: a message, a status, typing
+    held_back: bool = False  # the first answer text shown was already the whole answer
+
+
+# What one place (a thread, a channel) showed: (when, which message, its text from then on; None: deleted).
+Shown = tuple[float, Hashable, str | None]
+
+
+def follow(changes: Iterable[Shown], answer: str, signs: Iterable[float] = ()) -> Seen:
+    """Replay every text the bot's messages in one place showed, in time order, against `answer`."""
+    words = answer.split()
+    start = answer[:SIZE]
+    shown: dict[Hashable, str] = {}  # in posting order
+    seen = Seen()
+    whole = False
+    for at, key, text in sorted(changes, key=lambda c: c[0]):
+        if seen.life_at is None:
+            seen.life_at = at
+        if text is None:
+            shown.pop(key, None)
+        else:
+            seen.edits += key in shown
+            shown[key] = text
+        now_whole = " ".join(shown.values()).split() == words
+        if seen.first_at is None and any(t.lstrip().startswith(start) for t in shown.values()):
+            seen.first_at = at
+            seen.held_back = now_whole
+        if now_whole and not whole:
+            seen.final_at = at
+        whole = now_whole
+    if not whole:
+        seen.final_at = None
+    seen.texts = list(shown.values())
+    seen.life_at = min([*signs, *([seen.life_at] if seen.life_at is not None else [])], default=None)
+    return seen
 
 
 class Platform(Protocol):
@@ -92,7 +127,7 @@ class Result:
 
 
 def complete(asked: Asked, seen: Seen) -> bool:
-    return " ".join(seen.texts).split() == asked.script.text.split()
+    return seen.final_at is not None
 
 
 async def timings(upstream_url: str) -> dict[str, dict[str, float]]:

@@ -28,6 +28,8 @@ EDITS_PER_WINDOW = 5
 EDIT_WINDOW = 5.0
 POSTS_PER_WINDOW = 5
 POST_WINDOW = 5.0
+TYPINGS_PER_WINDOW = 5
+TYPING_WINDOW = 5.0
 GLOBAL_PER_SECOND = 45
 TYPING_INTERVAL = 8.0
 # A deferred interaction already shows "thinking…" until the first text replaces it.
@@ -78,6 +80,9 @@ class DiscordLimits:
         self._edits: KeyedBudgets[WindowBudget] = KeyedBudgets(
             lambda: WindowBudget(EDITS_PER_WINDOW, EDIT_WINDOW)
         )
+        self._typing: KeyedBudgets[WindowBudget] = KeyedBudgets(
+            lambda: WindowBudget(TYPINGS_PER_WINDOW, TYPING_WINDOW)
+        )
 
     def limits(self, channel_id: int) -> TargetLimits:
         channel = str(channel_id)
@@ -88,7 +93,7 @@ class DiscordLimits:
             typing_interval=TYPING_INTERVAL,
             posts=(self._global, self._posts.get(channel)),
             edits=(self._global, self._edits.get(channel)),
-            typing_limits=(self._global,),
+            typing_limits=(self._global, self._typing.get(channel)),
             scheduler=self._scheduler,
             # A plain message has no ephemeral form: a notice is a public reply.
             private_notices=False,

@@ -391,7 +391,8 @@ async def test_reasoning_is_folded_by_default(core: ChatCore, fake_upstream: Fak
 
 async def test_long_answers_stream_into_several_messages(core: ChatCore, fake_upstream: FakeUpstream) -> None:
     answer = "\n".join(f"Line {i}: " + "lorem ipsum " * 6 for i in range(80))
-    fake_upstream.queue(Behaviour(answer=answer, fragment_size=50))
+    # Fragments spread over about a second, so the answer is seen growing however busy the machine is.
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=50, fragment_delay=0.01))
     target = await ask(core, "long please")
     posts = target.kinds("post")
     assert len(posts) >= 3

@@ -10,15 +10,35 @@ What tests and benchmarks use:
   `await fake.autocomplete(...)` (INTERACTION_CREATE), or `await fake.dispatch(event, data)` for any payload;
 - inspect: `fake.calls` (every REST call), `fake.messages` / `fake.bot_messages(channel)` (what the bot
   posted, with every edit), `fake.interactions[token]` (responses and follow-ups), `fake.typing`,
-  `fake.rate_limited` (how many 429s were answered), `fake.identifies`, `fake.resumes`;
+  `fake.rate_limited` (how many 429s were answered; `fake.limited` by kind), `fake.identifies`,
+  `fake.resumes`, `fake.changes_in(channel)` (what the bot's messages there showed, and when);
 - fault injection: `await fake.drop_gateway()` closes every gateway connection (discord.py resumes),
   `FakeDiscord(privileged_intents=False)` closes the gateway with 4014 like Discord does when the
   Message Content intent is not enabled, a wrong token gets 401 on login.
 
-Message edits follow Discord's limit of 5 per 5 s per channel (interaction edits: per token): the
-sixth gets a 429 in the shape discord.py expects, and is counted. Successful replies carry no
-X-RateLimit headers on purpose, so the library cannot pace edits for the bot: any over-editing by
-the bot shows up as a 429.
+Discord's rate limits (https://discord.com/developers/docs/topics/rate-limits) are enforced first,
+before a request does anything, each refusal a 429 in the shape discord.py parses (JSON body with
+`retry_after` in seconds and `global`, a `Via` header, without which discord.py takes a 429 for a
+Cloudflare ban), counted in `limited` by kind and marked on its `RestCall`:
+
+- the global limit: `global_limit` (50) requests per `global_window` (1 s) for the bot, over all
+  routes; interaction callbacks and the webhook routes of interaction tokens are exempt, as Discord
+  documents. Modelled as a sliding window (never more than 50 in any 1 s, stricter than a fixed
+  window, so a bot that stays under it stays under Discord's). Past it: 429 with `"global": true`,
+  `X-RateLimit-Global: true`, `X-RateLimit-Scope: global` and a whole-second `Retry-After`. A request
+  refused by the global limit does not count against it; one refused by its route does.
+- per-route buckets, per channel (interaction edits: per token), as fixed windows that reset whole,
+  the way Discord's `X-RateLimit-Reset-After` describes a bucket: message create, message edit and
+  typing, 5 per 5 s each (`ROUTE_LIMITS`; Discord publishes these only through its headers).
+  Past one: 429 with `"global": false`, `X-RateLimit-Scope: user` and the bucket's headers.
+
+With `route_headers=True` successful replies on those routes carry `X-RateLimit-Limit`, `-Remaining`,
+`-Reset`, `-Reset-After` and `-Bucket` as Discord sends them, and discord.py paces itself on them (it
+waits out an exhausted bucket before the next request, instead of meeting a 429). The default is
+False so that tests see any over-use by the bot as a 429 rather than as a wait inside the library;
+the benchmarks turn it on. discord.py retries a 429 after `retry_after`, five tries in all, then
+raises `HTTPException` (status 429); only a wait longer than `max_ratelimit_timeout` raises
+`RateLimited`.
 """
 
 from __future__ import annotations
@@ -27,10 +47,11 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import time
 import urllib.parse
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +75,24 @@ EVERYONE_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | SEN
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
 
 EPHEMERAL = 64
+
+# Discord: "All bots can make up to 50 requests per second to our API."
+GLOBAL_LIMIT = 50
+GLOBAL_WINDOW = 1.0
+
+
+@dataclass(frozen=True)
+class RouteLimit:
+    limit: int
+    window: float
+    bucket: str  # the X-RateLimit-Bucket hash, one per route: discord.py keys its buckets on it
+
+
+ROUTE_LIMITS: dict[str, RouteLimit] = {
+    "create": RouteLimit(5, 5.0, "fake0create0bucket"),
+    "edit": RouteLimit(5, 5.0, "fake0edit0bucket"),
+    "typing": RouteLimit(5, 5.0, "fake0typing0bucket"),
+}
 
 Json = dict[str, Any]
 
@@ -117,6 +156,17 @@ class RestCall:
     query: dict[str, str]
     time: float
     status: int = 200
+    counted: bool = False  # counted against the global limit
+    limit: str | None = None  # which limit refused it with a 429: "global" or a route's name
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a channel showed from `at` on: bot message `id` now reads `text` (None: it was deleted)."""
+
+    at: float
+    id: int
+    text: str | None
 
 
 @dataclass
@@ -129,6 +179,8 @@ class FakeMessage:
     payload: Json
     versions: list[str] = field(default_factory=list)
     bodies: list[Json] = field(default_factory=list)  # the request bodies that created and edited it
+    at: list[float] = field(default_factory=list)  # when each version started to show
+    deleted_at: float | None = None
 
     @property
     def content(self) -> str:
@@ -209,6 +261,26 @@ class FakeInteraction:
         return [m.content for m in messages]
 
 
+class _RouteBucket:
+    """A fixed window: `limit` requests, then none until `window` seconds after the first one."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.used = 0
+        self.reset_at = -math.inf
+
+    def take(self, now: float) -> float:
+        """Spend one request; 0 on success, otherwise the seconds until the bucket resets."""
+        if now >= self.reset_at:
+            self.reset_at = now + self.window
+            self.used = 0
+        if self.used < self.limit:
+            self.used += 1
+            return 0.0
+        return self.reset_at - now
+
+
 class _Connection:
     """One gateway connection (one shard)."""
 
@@ -246,16 +318,32 @@ class FakeDiscord:
         *,
         token: str = "fake-token",
         privileged_intents: bool = True,
-        edit_limit: int = 5,
-        edit_window: float = 5.0,
+        edit_limit: int = ROUTE_LIMITS["edit"].limit,
+        edit_window: float = ROUTE_LIMITS["edit"].window,
+        create_limit: int = ROUTE_LIMITS["create"].limit,
+        create_window: float = ROUTE_LIMITS["create"].window,
+        typing_limit: int = ROUTE_LIMITS["typing"].limit,
+        typing_window: float = ROUTE_LIMITS["typing"].window,
+        global_limit: int = GLOBAL_LIMIT,
+        global_window: float = GLOBAL_WINDOW,
+        route_headers: bool = False,
         recommended_shards: int = 1,
         echo: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`echo`: send the bot's own messages back over the gateway, as Discord does."""
+        """`echo`: send the bot's own messages back over the gateway, as Discord does. `clock` times
+        the limits and every record."""
         self.token = token
         self.privileged_intents = privileged_intents
-        self.edit_limit = edit_limit
-        self.edit_window = edit_window
+        self.route_limits = {
+            "create": RouteLimit(create_limit, create_window, ROUTE_LIMITS["create"].bucket),
+            "edit": RouteLimit(edit_limit, edit_window, ROUTE_LIMITS["edit"].bucket),
+            "typing": RouteLimit(typing_limit, typing_window, ROUTE_LIMITS["typing"].bucket),
+        }
+        self.global_limit = global_limit
+        self.global_window = global_window
+        self.route_headers = route_headers
+        self._clock = clock
         self.recommended_shards = recommended_shards
         self.echo = echo
 
@@ -283,10 +371,12 @@ class FakeDiscord:
         self.commands: dict[str, list[Json]] = {}  # "global" or the guild id -> last synced commands
         self.identifies: list[Json] = []
         self.resumes: list[Json] = []
-        self.rate_limited = 0
+        self.limited: Counter[str] = Counter()  # 429s answered, by kind: "global" or the route's name
+        self.deleted: list[FakeMessage] = []
 
         self._connections: list[_Connection] = []
-        self._edits: dict[str, deque[float]] = {}
+        self._buckets: dict[tuple[str, str], _RouteBucket] = {}
+        self._global: deque[float] = deque()  # when each request in the current window arrived
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -679,6 +769,20 @@ class FakeDiscord:
             and (channel_id is None or m.channel_id == channel_id)
         ]
 
+    @property
+    def rate_limited(self) -> int:
+        """429s answered, all kinds together."""
+        return sum(self.limited.values())
+
+    def changes_in(self, channel_id: int) -> list[Change]:
+        """Everything the bot's channel messages there have shown, deleted ones included, in time order."""
+        found: list[Change] = []
+        for m in self.bot_messages(channel_id) + [d for d in self.deleted if d.channel_id == channel_id]:
+            found += [Change(at, m.id, text) for at, text in zip(m.at, m.versions, strict=True)]
+            if m.deleted_at is not None:
+                found.append(Change(m.deleted_at, m.id, None))
+        return sorted(found, key=lambda c: c.at)
+
     def calls_to(self, method: str, pattern: str) -> list[RestCall]:
         """REST calls whose method matches and whose path matches the regular expression."""
         return [c for c in self.calls if c.method == method and re.fullmatch(pattern, c.path)]
@@ -695,16 +799,81 @@ class FakeDiscord:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["path"]
         body = await self._body(request)
-        call = RestCall(request.method, path, body, dict(request.query), time.monotonic())
+        call = RestCall(request.method, path, body, dict(request.query), self._clock())
         self.calls.append(call)
         # Interaction callbacks and follow-ups carry no Authorization header; everything else must.
         auth = request.headers.get("Authorization")
         if (auth is not None or path == "/users/@me") and auth != f"Bot {self.token}":
             call.status = 401
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
-        response = await self._route(request.method, path, body, request.query)
+        parts = path.strip("/").split("/")
+        # Interaction endpoints are not bound to the global limit: callbacks, and the webhook routes
+        # an interaction token opens (edits of the response, follow-ups).
+        call.counted = parts[0] not in ("interactions", "webhooks")
+        refused = self._take_global(call) if call.counted else None
+        headers: dict[str, str] = {}
+        if refused is None:
+            limit = _route_limit(request.method, parts)
+            if limit is not None:
+                refused, headers = self._take_route(call, *limit)
+        response = refused or await self._route(request.method, path, body, request.query)
+        if response.status < 300 and self.route_headers:
+            response.headers.update(headers)
         call.status = response.status
         return response
+
+    def _take_global(self, call: RestCall) -> web.Response | None:
+        now = call.time
+        window = self._global
+        while window and now - window[0] >= self.global_window:
+            window.popleft()
+        if len(window) < self.global_limit:
+            window.append(now)
+            return None
+        retry_after = _ms(window[0] + self.global_window - now if window else self.global_window)
+        call.limit = "global"
+        self.limited["global"] += 1
+        headers = {
+            "Via": "1.1 google",
+            "Retry-After": str(max(1, math.ceil(retry_after))),
+            "X-RateLimit-Global": "true",
+            "X-RateLimit-Scope": "global",
+        }
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": retry_after,
+            "global": True,
+        }
+        return _json(body, status=429, headers=headers)
+
+    def _take_route(
+        self, call: RestCall, name: str, major: str
+    ) -> tuple[web.Response | None, dict[str, str]]:
+        """Take one request from the route's bucket: (a 429 if it is empty, the bucket's headers)."""
+        limit = self.route_limits[name]
+        bucket = self._buckets.get((name, major))
+        if bucket is None:
+            bucket = self._buckets[(name, major)] = _RouteBucket(limit.limit, limit.window)
+        wait = _ms(bucket.take(call.time))
+        reset_after = _ms(bucket.reset_at - call.time)
+        headers = {
+            "X-RateLimit-Limit": str(limit.limit),
+            "X-RateLimit-Remaining": str(limit.limit - bucket.used),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": limit.bucket,
+        }
+        if wait <= 0:
+            return None, headers
+        call.limit = name
+        self.limited[name] += 1
+        headers |= {
+            "Via": "1.1 google",
+            "Retry-After": str(max(1, math.ceil(wait))),
+            "X-RateLimit-Scope": "user",
+        }
+        body = {"message": "You are being rate limited.", "retry_after": wait, "global": False}
+        return _json(body, status=429, headers=headers), headers
 
     @staticmethod
     async def _body(request: web.Request) -> Any:
@@ -730,19 +899,22 @@ class FakeDiscord:
             return await handler()
         match parts:
             case ["channels", channel, "typing"] if method == "POST":
-                self.typing.append((int(channel), time.monotonic()))
+                self.typing.append((int(channel), self._clock()))
                 return web.Response(status=204)
             case ["channels", channel, "messages"] if method == "POST":
                 return self._create(int(channel), body)
-            case ["channels", channel, "messages", message] if method == "PATCH":
-                return self._edit(f"channel:{channel}", int(message), body)
+            case ["channels", _channel, "messages", message] if method == "PATCH":
+                return self._edit(int(message), body)
             case ["channels", _channel, "messages", message] if method == "GET":
                 return self._get(int(message))
             case ["channels", channel, "messages", message, "reactions", emoji, "@me"] if method == "PUT":
                 self.reactions.append((int(channel), int(message), urllib.parse.unquote(emoji)))
                 return web.Response(status=204)
             case ["channels", _channel, "messages", message] if method == "DELETE":
-                self.messages.pop(int(message), None)
+                deleted = self.messages.pop(int(message), None)
+                if deleted is not None:
+                    deleted.deleted_at = self._clock()
+                    self.deleted.append(deleted)
                 return web.Response(status=204)
             case ["interactions", _iid, token, "callback"] if method == "POST":
                 return self._callback(token, body)
@@ -797,6 +969,7 @@ class FakeDiscord:
         )
         message.versions.append(payload["content"])
         message.bodies.append(body)
+        message.at.append(self._clock())
         self.messages[message.id] = message
         return message
 
@@ -841,41 +1014,16 @@ class FakeDiscord:
         self._echo("MESSAGE_CREATE", payload)
         return _json(payload)
 
-    def _rate_limit(self, key: str) -> web.Response | None:
-        now = time.monotonic()
-        window = self._edits.setdefault(key, deque())
-        while window and now - window[0] >= self.edit_window:
-            window.popleft()
-        if len(window) < self.edit_limit:
-            window.append(now)
-            return None
-        self.rate_limited += 1
-        retry_after = round(self.edit_window - (now - window[0]), 3)
-        headers = {
-            "Via": "1.1 google",
-            "Retry-After": str(max(1, int(retry_after + 0.999))),
-            "X-RateLimit-Limit": str(self.edit_limit),
-            "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
-            "X-RateLimit-Reset-After": f"{retry_after:.3f}",
-            "X-RateLimit-Bucket": "fake-edit-bucket",
-            "X-RateLimit-Scope": "user",
-        }
-        body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
-        return _json(body, status=429, headers=headers)
-
-    def _edit(self, key: str, message_id: int, body: Json) -> web.Response:
+    def _edit(self, message_id: int, body: Json) -> web.Response:
         message = self.messages.get(message_id)
         if message is None:
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
-        limited = self._rate_limit(key)
-        if limited is not None:
-            return limited
         if "content" in body:
             message.payload["content"] = body["content"] or ""
         message.payload["edited_timestamp"] = now_iso()
         message.versions.append(message.payload["content"])
         message.bodies.append(body)
+        message.at.append(self._clock())
         if not message.payload.get("webhook_id"):
             self._echo("MESSAGE_UPDATE", message.payload)
         return _json(message.payload)
@@ -945,7 +1093,7 @@ class FakeDiscord:
             else:
                 record.followups.remove(target)
             return web.Response(status=204)
-        response = self._edit(f"interaction:{token}", target.id, body)
+        response = self._edit(target.id, body)
         if response.status == 200:
             target.payload["flags"] = int(target.payload["flags"]) & ~128
         return response
@@ -969,6 +1117,25 @@ class FakeDiscord:
         # The gateway may be closing (a drop test, teardown); an echo is best effort, as on Discord.
         with contextlib.suppress(RuntimeError, ConnectionError):
             await self.dispatch(event, payload)
+
+
+def _ms(seconds: float) -> float:
+    """Seconds in whole milliseconds as Discord sends them, rounded up so a client never comes back early."""
+    return math.ceil(round(seconds * 1000, 6)) / 1000
+
+
+def _route_limit(method: str, parts: list[str]) -> tuple[str, str] | None:
+    """The rate-limited route a request takes, and its major parameter: (name, channel or token)."""
+    match parts:
+        case ["channels", channel, "messages"] if method == "POST":
+            return "create", channel
+        case ["channels", channel, "messages", _message] if method == "PATCH":
+            return "edit", f"channel:{channel}"
+        case ["channels", channel, "typing"] if method == "POST":
+            return "typing", channel
+        case ["webhooks", _app, token, "messages", _which] if method == "PATCH":
+            return "edit", f"interaction:{token}"
+    return None
 
 
 def _json(obj: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -1,17 +1,35 @@
 """A local stand-in for Slack: the Web API, Socket Mode's WebSocket and `response_url`, on one port.
 
-Slack's limits that matter to a streaming bot are enforced, so tests and benchmarks catch abuse:
+Slack's limits that matter to a streaming bot are enforced first, before a call does anything, so
+tests and benchmarks catch abuse. One `FakeSlack` is one workspace; a call past a limit gets HTTP 429,
+`{"ok": false, "error": "ratelimited"}` and a whole-second `Retry-After`, as Slack sends it.
 
-- `chat.update` is a Tier 3 method ("50+ per minute", with occasional bursts tolerated) counted per
-  workspace. The fake models it as a token bucket holding `update_burst` calls (20) that refills at
-  `update_per_minute` (50) a minute; a call with no token left gets HTTP 429, `{"ok": false,
-  "error": "ratelimited"}` and a whole-second `Retry-After`, as Slack sends it.
+- Tiered methods (https://docs.slack.dev/apis/web-api/rate-limits: Tier 2 "20+ per minute", Tier 3
+  "50+", Tier 4 "100+", each tolerating bursts) are token buckets per method per workspace, holding a
+  burst and refilling at the tier's rate a minute. `TIERS` and `METHOD_TIERS` below are the one place
+  these numbers live: `chat.update`, `chat.delete` and `reactions.add` are Tier 3; `chat.postEphemeral`
+  and `chat.appendStream` Tier 4; `chat.startStream` and `chat.stopStream` Tier 2.
+- `chat.postMessage` is "special": "generally one message per second per channel", with short bursts.
+  The fake models it as a token bucket per channel (threads included) holding `post_burst` (3) and
+  refilling at `post_per_second` (1). Slack's unstated workspace-wide cap on posts is not modelled.
+- `assistant.threads.setStatus` ("special") is accepted freely and recorded (`statuses`); a thread's
+  status (`status_of`) clears when the app posts in that thread, when it is set to "", or two minutes
+  after it was set, as the method's reference says.
+- `chat.startStream` / `appendStream` / `stopStream` build one message like `chat.postMessage` and
+  `chat.update` do, so a streamed message's text is visible to the same helpers (`in_channel`, ...).
+  Outside a DM a stream needs `recipient_user_id` and `recipient_team_id` ("required when streaming to
+  channels"); appending to a stopped stream gets `message_not_in_streaming_state`; one call's
+  `markdown_text` may hold 12,000 characters.
 - A message text longer than 4,000 characters gets `{"ok": false, "error": "msg_too_long"}`: that is
   where Slack really starts refusing, well below the documented 40,000.
+- Not limited: `auth.test`, `apps.connections.open`, `conversations.info` and `users.info` (Tier 4; a
+  burst of hundreds of distinct askers would meet it on real Slack).
 
-Every Web API call is recorded with its arrival time (`calls`), as are Socket Mode acks (`acks`) and
-`respond()` posts (`responses`). The helpers at the bottom build signed slash-command and event
-requests the way Slack sends them, for HTTP mode (`deliver_http`) or Socket Mode (`deliver_socket`).
+Every Web API call is recorded with its arrival time (`calls`), 429s by method (`limited`, and their
+total `rate_limited`), every text a message has shown with its time (`Message.versions` / `Message.at`,
+deleted messages in `deleted`), as are Socket Mode acks (`acks`) and `respond()` posts (`responses`).
+The helpers at the bottom build signed slash-command and event requests the way Slack sends them,
+for HTTP mode (`deliver_http`) or Socket Mode (`deliver_socket`).
 """
 
 from __future__ import annotations
@@ -24,7 +42,8 @@ import json
 import math
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +58,38 @@ APP_ID = "A0001"
 BOT_USER_ID = "UBOT"
 BOT_ID = "B0001"
 MAX_TEXT_CHARS = 4000
+MAX_STREAM_CHUNK_CHARS = 12000
+STATUS_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A rate tier as the fake enforces it: a bucket of `burst` calls refilled at `per_minute`."""
+
+    per_minute: float
+    burst: int
+
+
+# Slack documents each tier's rate as a floor ("20+ per minute") and its bursts only in words, so
+# the fake takes the floor and a burst of 40% of it (Tier 3: 20 calls, then 50 a minute).
+TIERS: dict[str, Tier] = {
+    "t2": Tier(per_minute=20, burst=8),
+    "t3": Tier(per_minute=50, burst=20),
+    "t4": Tier(per_minute=100, burst=40),
+}
+# Each method's tier, as its reference page on docs.slack.dev gives it.
+METHOD_TIERS: dict[str, str] = {
+    "chat.update": "t3",
+    "chat.delete": "t3",
+    "reactions.add": "t3",
+    "chat.postEphemeral": "t4",
+    "chat.startStream": "t2",
+    "chat.appendStream": "t4",
+    "chat.stopStream": "t2",
+}
+# chat.postMessage, per channel: "1 per second", "short bursts >1 allowed".
+POST_BURST = 3
+POST_PER_SECOND = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +114,34 @@ class Message:
     text: str
     thread_ts: str | None
     versions: list[str] = field(default_factory=list)  # every text it has shown, oldest first
+    at: list[float] = field(default_factory=list)  # when it started showing each of them
+    streaming: bool = False  # a chat.startStream message not stopped yet
+    deleted_at: float | None = None
+
+    def show(self, text: str, at: float) -> None:
+        self.text = text
+        self.versions.append(text)
+        self.at.append(at)
+
+
+@dataclass(frozen=True)
+class Status:
+    """One `assistant.threads.setStatus` call ("is thinking…" under a thread)."""
+
+    channel: str
+    thread_ts: str
+    status: str
+    loading_messages: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a thread showed from `at` on: message `ts` now reads `text` (None: it was deleted)."""
+
+    at: float
+    ts: str
+    text: str | None
 
 
 @dataclass(frozen=True)
@@ -118,14 +197,21 @@ class _Bucket:
 
 
 class FakeSlack:
+    """One workspace. `update_burst`/`update_per_minute` override chat.update's Tier 3 bucket,
+    `tiers` any method's (by method name), `post_burst`/`post_per_second` chat.postMessage's
+    per-channel bucket."""
+
     def __init__(
         self,
         *,
         team_id: str = TEAM_ID,
         admins: Iterable[str] = (),
         owners: Iterable[str] = (),
-        update_burst: int = 20,
-        update_per_minute: float = 50,
+        update_burst: int = TIERS["t3"].burst,
+        update_per_minute: float = TIERS["t3"].per_minute,
+        post_burst: int = POST_BURST,
+        post_per_second: float = POST_PER_SECOND,
+        tiers: Mapping[str, Tier] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.team_id = team_id
@@ -136,15 +222,25 @@ class FakeSlack:
         self.home_teams: dict[str, str] = {}
         self.calls: list[ApiCall] = []
         self.messages: list[Message] = []
+        self.deleted: list[Message] = []
         self.ephemerals: list[dict[str, Any]] = []
+        self.reactions: list[tuple[str, str, str, float]] = []  # channel, message ts, name, when
+        self.statuses: list[Status] = []
         self.responses: list[Response] = []
         self.acks: dict[str, Ack] = {}
-        self.rate_limited = 0
+        self.limited: Counter[str] = Counter()  # 429s answered, by method
         self.too_long = 0
         self.socket_connections = 0
         self.url = ""
         self._clock = clock
-        self._updates = _Bucket(update_burst, update_per_minute / 60.0, clock)
+        methods = {m: TIERS[t] for m, t in METHOD_TIERS.items()}
+        methods["chat.update"] = Tier(update_per_minute, update_burst)
+        methods.update(tiers or {})
+        self._buckets = {m: _Bucket(t.burst, t.per_minute / 60.0, clock) for m, t in methods.items()}
+        self._post_burst = post_burst
+        self._post_rate = post_per_second
+        self._posts: dict[str, _Bucket] = {}
+        self._status: dict[tuple[str, str], Status] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -186,12 +282,37 @@ class FakeSlack:
 
     # --- what happened ---------------------------------------------------------------------------
 
+    @property
+    def rate_limited(self) -> int:
+        """429s answered, all methods together."""
+        return sum(self.limited.values())
+
     def calls_to(self, method: str) -> list[ApiCall]:
         return [c for c in self.calls if c.method == method]
 
     def in_channel(self, channel: str, thread_ts: str | None = None) -> list[Message]:
         """Bot messages in a channel (top level when `thread_ts` is None) or in one thread."""
         return [m for m in self.messages if m.channel == channel and m.thread_ts == thread_ts]
+
+    def changes_in(self, channel: str, thread_ts: str | None = None) -> list[Change]:
+        """Everything the bot's messages there have shown, deleted ones included, in time order."""
+        found: list[Change] = []
+        for m in self.messages + self.deleted:
+            if m.channel == channel and m.thread_ts == thread_ts:
+                found += [Change(at, m.ts, text) for at, text in zip(m.at, m.versions, strict=True)]
+                if m.deleted_at is not None:
+                    found.append(Change(m.deleted_at, m.ts, None))
+        return sorted(found, key=lambda c: c.at)
+
+    def statuses_in(self, channel: str, thread_ts: str) -> list[Status]:
+        return [s for s in self.statuses if s.channel == channel and s.thread_ts == thread_ts]
+
+    def status_of(self, channel: str, thread_ts: str) -> str:
+        """The status a thread shows now ("" for none)."""
+        status = self._status.get((channel, thread_ts))
+        if status is None or self._clock() - status.at >= STATUS_TIMEOUT:
+            return ""
+        return status.status
 
     def responses_to(self, key: str) -> list[Response]:
         return [r for r in self.responses if r.key == key]
@@ -231,8 +352,25 @@ class FakeSlack:
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
+        bucket = self._bucket(method, params)
+        if bucket is not None:
+            wait = bucket.take()
+            if wait > 0:
+                self.limited[method] += 1
+                # Whole seconds, rounded up; the rounding first keeps float noise from adding a second.
+                retry_after = math.ceil(round(wait, 6))
+                return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
         result: tuple[int, dict[str, Any], dict[str, str]] = handler(params)
         return result
+
+    def _bucket(self, method: str, params: dict[str, Any]) -> _Bucket | None:
+        if method != "chat.postMessage":
+            return self._buckets.get(method)
+        channel = str(params.get("channel", ""))
+        bucket = self._posts.get(channel)
+        if bucket is None:
+            bucket = self._posts[channel] = _Bucket(self._post_burst, self._post_rate, self._clock)
+        return bucket
 
     def _ok(self, **fields: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
         return 200, {"ok": True, **fields}, {}
@@ -240,14 +378,29 @@ class FakeSlack:
     def _error(self, error: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         return 200, {"ok": False, "error": error}, {}
 
-    def _too_long(self, text: str) -> bool:
-        if len(text) > MAX_TEXT_CHARS:
+    def _too_long(self, text: str, limit: int = MAX_TEXT_CHARS) -> bool:
+        if len(text) > limit:
             self.too_long += 1
             return True
         return False
 
     def next_ts(self) -> str:
         return f"1700000000.{next(self._ts):06d}"
+
+    def _find(self, params: dict[str, Any]) -> Message | None:
+        channel, ts = params.get("channel"), params.get("ts")
+        return next((m for m in self.messages if m.channel == channel and m.ts == ts), None)
+
+    def _new_message(self, params: dict[str, Any], text: str, *, streaming: bool = False) -> Message:
+        message = Message(
+            str(params["channel"]), self.next_ts(), "", params.get("thread_ts") or None, streaming=streaming
+        )
+        message.show(text, self._clock())
+        self.messages.append(message)
+        if message.thread_ts is not None:
+            # The app answered in the thread: Slack clears its "is thinking…" status there.
+            self._status.pop((message.channel, message.thread_ts), None)
+        return message
 
     def _api_auth_test(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         return self._ok(
@@ -269,39 +422,110 @@ class FakeSlack:
         text = str(params.get("text", ""))
         if self._too_long(text):
             return self._error("msg_too_long")
-        message = Message(
-            str(params["channel"]), self.next_ts(), text, params.get("thread_ts") or None, [text]
-        )
-        self.messages.append(message)
+        message = self._new_message(params, text)
         return self._ok(channel=message.channel, ts=message.ts, message={"text": text, "user": BOT_USER_ID})
 
     def _api_chat_update(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        wait = self._updates.take()
-        if wait > 0:
-            self.rate_limited += 1
-            return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(math.ceil(wait))}
         text = str(params.get("text", ""))
         if self._too_long(text):
             return self._error("msg_too_long")
-        found = [m for m in self.messages if m.channel == params.get("channel") and m.ts == params.get("ts")]
-        if not found:
+        found = self._find(params)
+        if found is None:
             return self._error("message_not_found")
-        found[0].text = text
-        found[0].versions.append(text)
-        return self._ok(channel=found[0].channel, ts=found[0].ts, text=text)
+        found.show(text, self._clock())
+        return self._ok(channel=found.channel, ts=found.ts, text=text)
 
     def _api_chat_delete(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        found = [m for m in self.messages if m.channel == params.get("channel") and m.ts == params.get("ts")]
-        if not found:
+        found = self._find(params)
+        if found is None:
             return self._error("message_not_found")
-        self.messages.remove(found[0])
-        return self._ok(channel=found[0].channel, ts=found[0].ts)
+        self.messages.remove(found)
+        found.deleted_at = self._clock()
+        self.deleted.append(found)
+        return self._ok(channel=found.channel, ts=found.ts)
 
     def _api_chat_postEphemeral(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self._too_long(str(params.get("text", ""))):
             return self._error("msg_too_long")
         self.ephemerals.append(params)
         return self._ok(message_ts=self.next_ts())
+
+    def _api_reactions_add(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        channel, ts, name = (str(params.get(k, "")) for k in ("channel", "timestamp", "name"))
+        if not (channel and ts and name):
+            return self._error("invalid_arguments")
+        if any(r[:3] == (channel, ts, name) for r in self.reactions):
+            return self._error("already_reacted")
+        self.reactions.append((channel, ts, name, self._clock()))
+        return self._ok()
+
+    def _api_assistant_threads_setStatus(
+        self, params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        channel, thread_ts = str(params.get("channel_id", "")), str(params.get("thread_ts", ""))
+        if not channel or not thread_ts or "status" not in params:
+            return self._error("invalid_arguments")
+        loading = params.get("loading_messages") or ()
+        if isinstance(loading, str):  # a form-encoded call sends the array as JSON text
+            loading = json.loads(loading)
+        status = Status(channel, thread_ts, str(params["status"]), tuple(map(str, loading)), self._clock())
+        self.statuses.append(status)
+        if status.status:
+            self._status[(channel, thread_ts)] = status
+        else:
+            self._status.pop((channel, thread_ts), None)
+        return self._ok()
+
+    @staticmethod
+    def _stream_text(params: dict[str, Any]) -> str:
+        """A stream call's text: `markdown_text`, or the markdown chunks of `chunks`."""
+        text = str(params.get("markdown_text") or "")
+        chunks = params.get("chunks") or []
+        if isinstance(chunks, str):
+            chunks = json.loads(chunks)
+        return text + "".join(
+            str(c.get("text", "")) for c in chunks if isinstance(c, dict) and c.get("type") == "markdown_text"
+        )
+
+    def _api_chat_startStream(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        channel = str(params.get("channel", ""))
+        if not channel:
+            return self._error("channel_not_found")
+        if not channel.startswith("D"):
+            for needed in ("recipient_user_id", "recipient_team_id"):
+                if not params.get(needed):
+                    return self._error(f"missing_{needed}")
+        text = self._stream_text(params)
+        if self._too_long(text, MAX_STREAM_CHUNK_CHARS):
+            return self._error("msg_too_long")
+        message = self._new_message(params, text, streaming=True)
+        return self._ok(channel=message.channel, ts=message.ts)
+
+    def _append(self, params: dict[str, Any], stop: bool) -> tuple[int, dict[str, Any], dict[str, str]]:
+        found = self._find(params)
+        if found is None:
+            return self._error("message_not_found")
+        if not found.streaming:
+            return self._error("message_not_in_streaming_state")
+        text = self._stream_text(params)
+        if self._too_long(text, MAX_STREAM_CHUNK_CHARS):
+            return self._error("msg_too_long")
+        if text:
+            found.show(found.text + text, self._clock())
+        if stop:
+            found.streaming = False
+            return self._ok(
+                channel=found.channel, ts=found.ts, message={"text": found.text, "user": BOT_USER_ID}
+            )
+        return self._ok(channel=found.channel, ts=found.ts)
+
+    def _api_chat_appendStream(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if not self._stream_text(params):
+            return self._error("no_text")
+        return self._append(params, stop=False)
+
+    def _api_chat_stopStream(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return self._append(params, stop=True)
 
     def _api_users_info(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.users_info_fails:

@@ -1,0 +1,161 @@
+"""Issue 10 on Discord: 200 mentions at once, each in a channel of its own, against a FakeDiscord that
+enforces Discord's global limit (50 requests in any 1 s for the bot, over all routes) and its
+per-channel buckets (message create, edit and typing, 5 per 5 s each), and sends the buckets'
+X-RateLimit headers as Discord does, so discord.py paces each bucket itself (see tests/fakes/discord.py).
+
+The real DiscordAdapter (discord.py) answers; the upstream sends its first fragment after 5 s, then
+150 fragments over 3 s. See bench/flood.py for what is measured per answer. Also measured: the bot's
+requests against the global budget: the most it made in any 1 s (accepted, and offered: accepted
+plus those refused with a global 429) and the mean over the busy period, from the first request
+after the flood began to the last one before the bench stopped waiting.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from bench.discord_stream import FIRST_EXTRA, ManyChannels
+from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows
+from bench.procs import server
+from bench.report import Row
+from bench.streaming import Asked, Seen, follow
+from bench.upstream import Script
+from bots.discord_bot import DiscordAdapter
+from core.chat import ChatCore
+from core.settings import DiscordSettings
+from tests.fakes.discord import GLOBAL_LIMIT, FakeDiscord, RestCall
+
+NAME = "discord-flood"
+FLOOD = 200
+LAG = (2.5, 5.0)
+RATIO_TARGET = 1.6
+HANDFUL = 5
+
+
+class Channels:
+    def __init__(self, fake: FakeDiscord) -> None:
+        self.fake = fake
+
+    async def ask(self, slot: int, script: Script) -> Asked:
+        channel = FIRST_EXTRA + slot
+        content = f"<@{FakeDiscord.BOT_ID}> what streams? {script.marker()}"
+        event_at = time.monotonic()
+        question = await self.fake.post_message(content, channel_id=channel)
+        return Asked(script.tag, script, event_at, (channel, question))
+
+    def seen(self, asked: Asked) -> Seen:
+        channel, _question = asked.where
+        changes = [(c.at, c.id, c.text) for c in self.fake.changes_in(channel)]
+        typing = [at for typed, at in self.fake.typing if typed == channel]
+        return follow(changes, asked.script.text, typing)
+
+    def whole_now(self, asked: Sequence[Asked]) -> int:
+        shown: dict[int, list[str]] = {}
+        for m in self.fake.bot_messages():
+            shown.setdefault(m.channel_id, []).append(m.content)
+        return sum(" ".join(shown.get(a.where[0], [])).split() == a.script.text.split() for a in asked)
+
+
+@asynccontextmanager
+async def discord_bot(upstream_url: str, db_path: Path) -> AsyncIterator[tuple[ChatCore, FakeDiscord]]:
+    async with AsyncExitStack() as stack:
+        stack.enter_context(counted_logs())  # teardown cuts off what is left: expected, not news
+        fake = await stack.enter_async_context(ManyChannels(route_headers=True))
+        core = await ChatCore.open(flood_settings(upstream_url, db_path))
+        stack.push_async_callback(core.aclose)
+        settings = DiscordSettings(token=fake.token, api_base_url=fake.api_base, gateway_url=fake.gateway_url)
+        adapter = DiscordAdapter(core, settings, guild_ready_timeout=0.05, connect_timeout=10)
+        await adapter.start()
+        stack.push_async_callback(adapter.close)
+        stack.push_async_callback(core.drain)
+        await fake.wait_for(lambda: adapter.connected)
+        yield core, fake
+
+
+def peak(times: Sequence[float], window: float = 1.0) -> int:
+    """The most of `times` (sorted) in any `window` seconds."""
+    most, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def budget_row(calls: Sequence[RestCall], since: float, until: float) -> Row:
+    counted = [c for c in calls if c.counted and since <= c.time <= until]
+    accepted = sorted(c.time for c in counted if c.limit != "global")
+    offered = sorted(c.time for c in counted)
+    busy = (accepted[-1] - accepted[0]) if len(accepted) > 1 else 0.0
+    mean = len(accepted) / busy if busy else float(len(accepted))
+    return Row(
+        NAME,
+        f"{FLOOD} channels at once: requests against the global budget",
+        f"peak {peak(accepted)} in any 1 s ({peak(offered)} offered); mean {mean:.1f}/s over {busy:.1f} s",
+        note=f"Discord allows {GLOBAL_LIMIT} a second; offered counts the requests refused with a global 429 too",
+    )
+
+
+async def measure() -> list[Row]:
+    questions = [(0.0, [(i, late_script(f"df-{i}")) for i in range(FLOOD)])]
+    with tempfile.TemporaryDirectory() as tmp:
+        async with (
+            server("bench.upstream") as url,
+            discord_bot(url, Path(tmp) / "discord.db") as (core, fake),
+        ):
+            before = len(fake.calls)
+            result = await flood(url, Channels(fake), questions, lambda: core.in_flight)
+            calls = fake.calls[before:]
+            limited = Counter(c.limit for c in calls if c.limit is not None)
+    return rows(result, calls, limited)
+
+
+def rows(result: Flood, calls: Sequence[RestCall], limited: Counter[str]) -> list[Row]:
+    label = f"{FLOOD} channels at once"
+    whole = len(result.answers) - result.partial
+    after = result.all_final_after
+    upstream = late_script("").duration
+    ratio = None if after is None else after / upstream
+    refusals = sum(limited.values())
+    per_route = refusals - limited["global"]
+    ends = [c.time for c in calls]
+    return [
+        Row(
+            NAME,
+            f"{label}: answers delivered whole",
+            f"{whole} of {len(result.answers)}",
+            f"{len(result.answers)} of {len(result.answers)}",
+            result.partial == 0,
+            "llmcord 74-100 of 200",
+            "word for word; each mention in a channel of its own",
+        ),
+        Row(
+            NAME,
+            f"{label}: platform 429s",
+            f"{limited['global']} global, {per_route} per-route",
+            f"≤ {HANDFUL}, none lost",
+            refusals <= HANDFUL and result.partial == 0,
+            note=(
+                "by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(limited.items(), key=str))
+                if limited
+                else "none"
+            ),
+        ),
+        Row(
+            NAME,
+            f"{label}: all final ÷ upstream time",
+            "never (answers left partial)" if ratio is None else f"{ratio:.2f} ({after:.1f} s)",
+            f"≤ {RATIO_TARGET:.1f}",
+            ratio is not None and ratio <= RATIO_TARGET,
+            note=f"first event → last answer whole, ÷ the upstream's {upstream:.2f} s "
+            "(first fragment after 5 s, then 150 over 3 s)",
+        ),
+        lag_row(NAME, f"{label}: completion lag", result, LAG, "model end → whole answer visible"),
+        *life_rows(NAME, label, result),
+        budget_row(calls, result.started, max(ends, default=result.started)),
+    ]
