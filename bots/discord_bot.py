@@ -92,6 +92,7 @@ class AceClient(discord.AutoShardedClient):
         self.settings = settings
         self.tree = build_tree(self, core)
         self.limits = DiscordLimits()
+        self.limits.pace(self.http)
         self.serving = asyncio.Event()  # set once the first shard is ready
 
     async def setup_hook(self) -> None:

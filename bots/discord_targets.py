@@ -8,20 +8,24 @@ Discord's refusals into the core's `PlatformError`s.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import discord
+from discord.http import HTTPClient, Route
 
-from core.pacing import Scheduler
-from core.ratelimit import KeyedBudgets, WindowBudget
+from core.pacing import Call, Scheduler
+from core.ratelimit import InFlightWindow, KeyedBudgets
 from core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
 # Discord's message limit is 2,000 characters. Posts and edits are each limited to 5 per 5 s per
 # channel, whichever answer makes them, and every call but an interaction's counts against the bot's
-# global limit of 50 a second: a few under it, since requests can arrive closer together than sent.
+# global limit of 50 a second. Each is counted until a window after its response (InFlightWindow), so
+# requests bunched up on the way still arrive within the limit; one under it for clock granularity.
 # The typing indicator lasts 10 s, so refreshing it every 8 s keeps it on without gaps.
 MAX_CHARS = 2000
 EDITS_PER_WINDOW = 5
@@ -30,7 +34,7 @@ POSTS_PER_WINDOW = 5
 POST_WINDOW = 5.0
 TYPINGS_PER_WINDOW = 5
 TYPING_WINDOW = 5.0
-GLOBAL_PER_SECOND = 45
+GLOBAL_PER_SECOND = 49
 TYPING_INTERVAL = 8.0
 # A deferred interaction already shows "thinking…" until the first text replaces it.
 INTERACTION_LIMITS = TargetLimits(
@@ -39,6 +43,11 @@ INTERACTION_LIMITS = TargetLimits(
 MARKS = {Mark.REFUSED: "⏳"}
 
 ORIGINAL = "@original"
+# Interactions answer through these routes, which Discord leaves out of the global limit.
+EXEMPT = ("/interactions/", "/webhooks/")
+
+# Set while the adapter makes a call the core was granted under the limits: not to be counted twice.
+_granted: ContextVar[bool] = ContextVar("acechat_discord_granted", default=False)
 
 
 def _retry_after(error: discord.HTTPException) -> float:
@@ -51,8 +60,10 @@ def _retry_after(error: discord.HTTPException) -> float:
 
 
 @contextmanager
-def platform_errors() -> Iterator[None]:
-    """Discord's refusals in the core's terms; anything else propagates as it is."""
+def platform_errors(*, granted: bool = False) -> Iterator[None]:
+    """Discord's refusals in the core's terms; anything else propagates as it is. `granted`: the core
+    already took this call from the limits."""
+    token = _granted.set(granted)
     try:
         yield
     except discord.RateLimited as limited:
@@ -66,6 +77,8 @@ def platform_errors() -> Iterator[None]:
         if error.status == 429:
             raise PlatformRateLimited(_retry_after(error)) from error
         raise
+    finally:
+        _granted.reset(token)
 
 
 class DiscordLimits:
@@ -73,16 +86,33 @@ class DiscordLimits:
 
     def __init__(self) -> None:
         self._scheduler = Scheduler()
-        self._global = WindowBudget(GLOBAL_PER_SECOND, 1.0)
-        self._posts: KeyedBudgets[WindowBudget] = KeyedBudgets(
-            lambda: WindowBudget(POSTS_PER_WINDOW, POST_WINDOW)
+        self._global = InFlightWindow(GLOBAL_PER_SECOND, 1.0)
+        self._posts: KeyedBudgets[InFlightWindow] = KeyedBudgets(
+            lambda: InFlightWindow(POSTS_PER_WINDOW, POST_WINDOW)
         )
-        self._edits: KeyedBudgets[WindowBudget] = KeyedBudgets(
-            lambda: WindowBudget(EDITS_PER_WINDOW, EDIT_WINDOW)
+        self._edits: KeyedBudgets[InFlightWindow] = KeyedBudgets(
+            lambda: InFlightWindow(EDITS_PER_WINDOW, EDIT_WINDOW)
         )
-        self._typing: KeyedBudgets[WindowBudget] = KeyedBudgets(
-            lambda: WindowBudget(TYPINGS_PER_WINDOW, TYPING_WINDOW)
+        self._typing: KeyedBudgets[InFlightWindow] = KeyedBudgets(
+            lambda: InFlightWindow(TYPINGS_PER_WINDOW, TYPING_WINDOW)
         )
+
+    def pace(self, http: HTTPClient) -> None:
+        """Count every other request of `http` against the global limit too (logging in, syncing commands,
+        notices, reactions): answers are paced by the core, but the limit is the whole bot's."""
+        send: Callable[..., Awaitable[Any]] = http.request
+        limits = (self._global,)
+
+        async def request(route: Route, **kwargs: Any) -> Any:
+            if _granted.get() or route.path.startswith(EXEMPT):
+                return await send(route, **kwargs)
+            await self._scheduler.call(Call.POST, limits)
+            try:
+                return await send(route, **kwargs)
+            finally:
+                self._scheduler.done(limits)
+
+        http.request = request  # type: ignore[method-assign]
 
     def limits(self, channel_id: int) -> TargetLimits:
         channel = str(channel_id)
@@ -114,7 +144,7 @@ class MessageTarget:
         return self._limits
 
     async def post(self, text: str) -> str:
-        with platform_errors():
+        with platform_errors(granted=True):
             if self._sent:
                 sent = await self._channel.send(text, allowed_mentions=NO_MENTIONS)
             else:
@@ -123,11 +153,11 @@ class MessageTarget:
         return str(sent.id)
 
     async def edit(self, handle: str, text: str) -> None:
-        with platform_errors():
+        with platform_errors(granted=True):
             await self._sent[handle].edit(content=text, allowed_mentions=NO_MENTIONS)
 
     async def typing(self) -> None:
-        with platform_errors():
+        with platform_errors(granted=True):
             await self._channel.typing()
 
     async def notify(self, text: str) -> None:

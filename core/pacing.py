@@ -1,5 +1,7 @@
 """Platform calls under limits that many answers share, the most urgent first.
 
+Every call granted by `call` or `try_call` is ended with `done`, whatever happened to it.
+
 A platform allows so many calls per window: Discord about 50 a second in all and 5 edits per 5 s per
 channel, Slack about 50 `chat.update` a minute per workspace and a post a second per channel. Each such
 allowance is a `Limit`. Every call an answer makes names the limits it draws on and how urgent it is
@@ -56,6 +58,10 @@ class Limit(Protocol):
 
     def penalize(self, seconds: float) -> None:
         """The platform said 429: spend nothing for `seconds`."""
+        ...
+
+    def finished(self) -> None:
+        """A call taken from this limit has ended (its response arrived, or it failed)."""
         ...
 
 
@@ -155,6 +161,13 @@ class Scheduler:
         finally:
             if not ticket.future.done() or ticket.future.cancelled():
                 self._drop(ticket)
+
+    def done(self, limits: Limits) -> None:
+        """A call made through `call` or `try_call` has ended: limits that count until then may free."""
+        for limit in limits:
+            limit.finished()
+        if self._waiting:
+            self._wake_soon(0.0)
 
     def penalize(self, limits: Limits, seconds: float) -> None:
         for limit in limits:

@@ -112,6 +112,9 @@ class TokenBucket:
         self._tokens = 1.0
         self._stamp = max(self._stamp, self._blocked_until)
 
+    def finished(self) -> None:
+        """A call counts from when it was taken: nothing changes when it ends."""
+
 
 class WindowBudget:
     """A `core.pacing.Limit` of at most `count` calls in any `window` seconds.
@@ -156,6 +159,72 @@ class WindowBudget:
         now = self._now()
         excess = len(self._times) + reserve + 1 - self._count
         wait = self._times[excess - 1] + self._window - now if excess > 0 else 0.0
+        return max(wait, self._blocked_until - now, 0.0)
+
+    def penalize(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def finished(self) -> None:
+        """A call counts from when it was taken: nothing changes when it ends."""
+
+
+class InFlightWindow:
+    """A `core.pacing.Limit` of at most `count` calls in any `window` seconds as the platform sees them.
+
+    A call is counted from the moment it is taken until `window` seconds after it `finished`: it reached
+    the platform somewhere in between. However the event loop or the network bunches requests up on the
+    way (a busy loop sends late, a connection pool releases several at once), no window of the
+    platform's can then see more than `count` of them, which a window of taking times cannot promise.
+    """
+
+    def __init__(self, count: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if count < 1 or window <= 0:
+            raise ValueError("a window budget needs a positive count and window")
+        self._count = count
+        self._window = window
+        self._clock = clock
+        self._ended: deque[float] = deque()  # when counted calls finished, oldest first
+        self._in_flight = 0
+        self._blocked_until = 0.0
+
+    def _used(self) -> tuple[float, int]:
+        now = self._clock()
+        while self._ended and now - self._ended[0] >= self._window - _EPSILON:
+            self._ended.popleft()
+        return now, self._in_flight + len(self._ended)
+
+    @property
+    def rate(self) -> float:
+        return self._count / self._window
+
+    def available(self) -> float:
+        now, used = self._used()
+        return 0.0 if now < self._blocked_until else float(self._count - used)
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        now, used = self._used()
+        if now < self._blocked_until or used + reserve >= self._count:
+            return False
+        self._in_flight += 1
+        return True
+
+    def finished(self) -> None:
+        if self._in_flight:
+            self._in_flight -= 1
+            self._ended.append(self._clock())
+
+    def delay(self, reserve: int = 0) -> float:
+        if reserve + 1 > self._count:
+            return math.inf
+        now, used = self._used()
+        excess = used + reserve + 1 - self._count
+        if excess <= 0:
+            wait = 0.0
+        elif excess <= len(self._ended):
+            wait = self._ended[excess - 1] + self._window - now
+        else:
+            # Only calls still in flight could make room; their ends are not known yet.
+            wait = self._window
         return max(wait, self._blocked_until - now, 0.0)
 
     def penalize(self, seconds: float) -> None:

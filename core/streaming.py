@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +36,8 @@ RESCUED = "_(My message above stopped updating, so the answer continues here fro
 ADMISSION_WINDOW = 1.0
 # Longest wait before looking at a shared limit again: other answers may finish and free their pledges.
 RECHECK = 1.0
-# A sign of life that found no room is tried again this often, until the first text.
+# A sign of life that found no room is tried again when there might be room, between these bounds.
+TYPING_SOONEST = 0.02
 TYPING_RETRY = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
@@ -246,16 +248,18 @@ class StreamingReply:
         posts = self._limits.posts
         # A post still queued when the answer completes goes out as the final text, first in line.
         await self._scheduler.call(self._urgency, posts)
-        step = self._next()  # the text may have grown, or completed, while the post waited
-        if step is None or step[0] < len(self._handles):
-            return
-        _, chunk = step
         try:
+            step = self._next()  # the text may have grown, or completed, while the post waited
+            if step is None or step[0] < len(self._handles):
+                return
+            _, chunk = step
             handle = await self._target.post(chunk)
         except PlatformRateLimited as limited:
             self._scheduler.penalize(posts, limited.retry_after)
             await asyncio.sleep(limited.retry_after)
             return
+        finally:
+            self._scheduler.done(posts)
         if self.first_text_at is None:
             self.first_text_at = time.monotonic()
             self._stop_typing()
@@ -268,18 +272,24 @@ class StreamingReply:
             await asyncio.sleep(wait)
             return
         await self._scheduler.call(Call.FINAL, self._limits.edits)
-        step = self._next()
-        if step is not None and step[0] < len(self._handles):
-            await self._edit(*step)
+        try:
+            step = self._next()
+            if step is not None and step[0] < len(self._handles):
+                await self._edit(*step)
+        finally:
+            self._scheduler.done(self._limits.edits)
 
     async def _intermediate_edit(self) -> None:
         wait = self._pacer.delay(final=False)
         if wait <= 0:
             edits = self._limits.edits
             if self._scheduler.try_call(Call.EDIT, edits):
-                step = self._next()
-                if step is not None and step[0] < len(self._handles):
-                    await self._edit(*step)
+                try:
+                    step = self._next()
+                    if step is not None and step[0] < len(self._handles):
+                        await self._edit(*step)
+                finally:
+                    self._scheduler.done(edits)
                 return
             # With more answers streaming than the limit holds, intermediate edits wait for others to finish.
             wait = min(max(self._scheduler.delay(Call.EDIT, edits), 0.01), RECHECK)
@@ -337,15 +347,20 @@ class StreamingReply:
 
     async def _keep_typing(self) -> None:
         interval = self._limits.typing_interval
+        limits = self._limits.typing_limits
         while True:
-            if not self._scheduler.try_call(Call.TYPING, self._limits.typing_limits):
-                # Busy with answers: a sign of life is the first thing to give way.
-                await asyncio.sleep(TYPING_RETRY)
+            if not self._scheduler.try_call(Call.TYPING, limits):
+                # Busy with answers: a sign of life is the first thing to give way, and tries again as
+                # soon as it might go (a moment's jitter keeps many waiting answers from waking together).
+                wait = self._scheduler.delay(Call.TYPING, limits)
+                await asyncio.sleep(min(TYPING_RETRY, max(wait, TYPING_SOONEST) * (1 + random.random())))
                 continue
             try:
                 await self._target.typing()
             except Exception as exc:  # typing is decoration: never let it end an answer
                 log.debug("typing indicator failed: %s", exc)
+            finally:
+                self._scheduler.done(limits)
             if interval is None:
                 return
             await asyncio.sleep(interval)
