@@ -150,8 +150,15 @@ async def poll(predicate: Callable[[], bool], within: float) -> None:
 async def all_answered(fake: FakeSlack, count: int, within: float) -> float:
     """When the last of `count` answers showed in full (however it got there: a post, an edit, a stream)."""
     answer = answer_script("").text
-    await poll(lambda: sum(m.text == answer for m in fake.messages) >= count, within)
-    return max(m.at[m.versions.index(answer)] for m in fake.messages if m.text == answer)
+
+    def whole(text: str) -> bool:
+        # A command's answer opens with who asked what.
+        return text == answer or text.endswith("\n\n" + answer)
+
+    await poll(lambda: sum(whole(m.text) for m in fake.messages) >= count, within)
+    return max(
+        m.at[next(i for i, v in enumerate(m.versions) if whole(v))] for m in fake.messages if whole(m.text)
+    )
 
 
 async def one_mode(upstream_url: str, tmp: Path, socket: bool) -> tuple[list[float], float, int]:

@@ -23,7 +23,8 @@ from bench.report import Row
 from bench.streaming import Asked, Seen, follow, scenarios
 from bench.streaming import rows as stream_rows
 from bench.upstream import Script
-from bots.slack_bot import EDIT_BURST, EDIT_WINDOW, SlackAdapter
+from bots.slack_bot import SlackAdapter
+from bots.slack_targets import EDIT_BURST, EDIT_WINDOW
 from core.chat import ChatCore
 from core.settings import SlackSettings
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack
