@@ -1,4 +1,4 @@
-"""Issue 10 on Discord: 200 mentions at once, each in a channel of its own, against a FakeDiscord that
+"""Discord under a flood: 200 mentions at once, each in a channel of its own, against a FakeDiscord that
 enforces Discord's global limit (50 requests in any 1 s for the bot, over all routes) and its
 per-channel buckets (message create, edit and typing, 5 per 5 s each), and sends the buckets'
 X-RateLimit headers as Discord does, so discord.py paces each bucket itself (see tests/fakes/discord.py).

@@ -1,5 +1,5 @@
 """Many streamed answers at once through a real adapter against its platform fake: the shared measuring part
-of `slack_flood` and `discord_flood` (issue 10).
+of `slack_flood` and `discord_flood`.
 
 Questions go out in bursts (a list of start offsets, each with its questions); each has an upstream
 timeline (`bench.upstream.Script`). The bench then waits until every answer shows whole, the core has

@@ -1,9 +1,9 @@
-"""Render (issue 8): Markdown to Slack mrkdwn, on hostile and realistic answers at the answer cap.
+"""Render: Markdown to Slack mrkdwn, on hostile and realistic answers at the answer cap.
 
 Every text is 12,000 characters. Each is rendered REPEATS times by `bots.slack_text.render`, the call
 the Slack adapter makes on every post and edit (with its default limit: Markdown past the limit is not
 read, and the mrkdwn is cut to it), timed one call at a time with `time.perf_counter`. Figures: the median
-and the worst call per text, the worst against issue 8's 50 ms; then, for reference, the slowest text
+and the worst call per text, the worst against the 50 ms target; then, for reference, the slowest text
 rendered whole (a limit above its length), which is the parser's own cost for 12,000 characters.
 
 The hostile texts are the shapes that make Markdown parsers backtrack or rescan: unclosed links and

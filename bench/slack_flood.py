@@ -1,4 +1,4 @@
-"""Issue 10 on Slack: many streamed answers at once in one workspace, against a FakeSlack that enforces
+"""Slack under a flood: many streamed answers at once in one workspace, against a FakeSlack that enforces
 Slack's limits (chat.update and the other Tier 3 methods per workspace, about one chat.postMessage a
 second per channel, the streaming methods' tiers; see tests/fakes/slack.py).
 

@@ -1,5 +1,5 @@
 """A local fake of the Ace Data Cloud AI Chat API (`POST /aichat/conversations`), following
-/work/shared/aichat-api.md: bearer token check, JSON or NDJSON replies by the accept header, stateful
+the API as its vendor documents it: bearer token check, JSON or NDJSON replies by the accept header, stateful
 conversation ids with server-side memory, and scripted misbehaviour for the next requests. The protocol
 pieces it shares with the product's stand-in (`demo.standin`, what `acechat demo` talks to) come from there.
 
