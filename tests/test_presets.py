@@ -9,9 +9,7 @@ from hypothesis import strategies as st
 from core.presets import (
     BUILTIN_PRESETS,
     DESCRIPTION_MAX,
-    Preset,
     PresetError,
-    custom_preset,
     resolve_preset_name,
     validate_description,
     validate_preset_name,
@@ -94,24 +92,6 @@ def test_description_rules() -> None:
     assert validate_description("d" * DESCRIPTION_MAX) == "d" * DESCRIPTION_MAX
     with pytest.raises(PresetError, match="limit is 100"):
         validate_description("d" * (DESCRIPTION_MAX + 1))
-
-
-def test_custom_presets() -> None:
-    preset = custom_preset(" Pirate ", "Talk like a pirate.", "Arr", max_prompt_chars=100)
-    assert preset == Preset("pirate", "Arr", "Talk like a pirate.", builtin=False)
-
-
-def test_custom_presets_cannot_shadow_a_builtin() -> None:
-    with pytest.raises(PresetError, match="'coder' is a built-in preset"):
-        custom_preset("Coder", "Write code.", None, max_prompt_chars=100)
-
-
-def test_a_blank_description_comes_from_the_prompt() -> None:
-    assert (
-        custom_preset("brief", "Answer\nbriefly.", " ", max_prompt_chars=100).description == "Answer briefly."
-    )
-    long = custom_preset("long", "word " * 100, None, max_prompt_chars=1000).description
-    assert len(long) <= DESCRIPTION_MAX and long.endswith("word…")
 
 
 def test_resolution_takes_the_most_specific_setting() -> None:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.splitting import MIN_LIMIT, Chunk, StreamSplitter, split_chunks, split_message
+from core.splitting import MIN_LIMIT, Chunk, split_chunks, split_message
 
 SPACE = re.compile(r"\s*")
 
@@ -115,22 +115,6 @@ def test_every_chunk_of_balanced_markdown_renders_balanced(text: str, limit: int
         assert open_fence(chunk.text) is None, chunk.text
 
 
-@given(text=st.one_of(raw, markdown()), limit=limits, data=st.data())
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
-def test_streaming_in_random_pieces_gives_the_same_chunks(text: str, limit: int, data: st.DataObject) -> None:
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=25)))
-    holdback = data.draw(st.sampled_from([0, 3, 256]))
-    splitter = StreamSplitter(limit, holdback=holdback)
-    frozen: list[str] = []
-    for cut in [*cuts, len(text)]:
-        now, preview = splitter.feed(text[:cut])
-        assert now[: len(frozen)] == frozen, "a frozen chunk changed"
-        frozen = now
-        assert len(preview) <= limit
-        assert all(len(chunk) <= limit for chunk in frozen)
-    assert splitter.finish(text) == split_message(text, limit)
-
-
 @given(text=st.one_of(raw, markdown()), more=raw, limit=limits)
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 def test_appending_never_changes_any_chunk_but_the_last(text: str, more: str, limit: int) -> None:
@@ -152,8 +136,6 @@ def test_the_reassembly_check_catches_lost_or_repeated_text() -> None:
 def test_limit_below_minimum_is_refused() -> None:
     with pytest.raises(ValueError, match="too small"):
         split_message("hello", MIN_LIMIT - 1)
-    with pytest.raises(ValueError):
-        StreamSplitter(100, holdback=-1)
 
 
 def test_short_and_blank_texts() -> None:
@@ -254,30 +236,3 @@ def test_one_megabyte_splits_fast() -> None:
     chunks = split_message(text, 2000)
     assert time.perf_counter() - start < 1.0
     assert len(chunks) > 500
-
-
-def test_stream_freezes_early_and_previews_with_the_fence_closed() -> None:
-    splitter = StreamSplitter(100, holdback=0)
-    frozen, preview = splitter.feed("```py\nprint(1)\nprint(2)")
-    assert frozen == []
-    assert preview == "```py\nprint(1)\nprint(2)\n```"
-    text = "```py\n" + "\n".join(f"print({i})" for i in range(40)) + "\n```\nok"
-    frozen, preview = splitter.feed(text[:300])
-    assert len(frozen) >= 2 and all(c.endswith("\n```") for c in frozen)
-    assert preview.startswith("```py\n") and len(preview) <= 100
-    assert splitter.finish(text) == split_message(text, 100)
-
-
-def test_stream_holds_back_the_unsettled_end() -> None:
-    text = "word " * 100
-    splitter = StreamSplitter(100, holdback=200)
-    frozen, preview = splitter.feed(text[:250])
-    assert frozen == []  # only 50 settled characters
-    assert 0 < len(preview) <= 100
-    frozen, _ = splitter.feed(text)
-    assert len(frozen) == 2
-    assert splitter.finish(text) == split_message(text, 100)
-
-
-def test_preview_of_nothing_is_empty() -> None:
-    assert StreamSplitter(100).feed("  \n") == ([], "")
