@@ -7,7 +7,8 @@ Rules of `split_message`:
   chunk reopens it with the same opening line (e.g. ```python);
 - a cut prefers the last blank line in the second half of the room, then the last line break there, then
   the last space; failing those, the last whitespace anywhere in the room; only a word longer than the
-  room is cut mid-word. A cut never lands right after an opening fence or right before a closing one;
+  room is cut mid-word. A cut never lands right after an opening fence or right before a closing one,
+  and a cut at a space never leaves a fence at the start of a line;
 - whitespace at a cut is dropped, and so is whitespace around the whole text, except that after a cut
   inside a code block the next line keeps its indentation.
 
@@ -120,8 +121,8 @@ def _skip(text: str, cut: int, end: int, fence: _Fence | None) -> int:
     return match.end()
 
 
-def _choose(text: str, pos: int, hi: int, fence: _Fence | None, lines: list[_Line]) -> int:
-    """The cut in text(pos, hi]: the end of the chunk's body."""
+def _choose(text: str, pos: int, hi: int, window: int, fence: _Fence | None, lines: list[_Line]) -> int:
+    """The cut in text(pos, hi], reading nothing at or after `window`: the end of the chunk's body."""
     after_opening: set[int] = set()
     before_closing: set[int] = set()
     previous = fence
@@ -135,10 +136,14 @@ def _choose(text: str, pos: int, hi: int, fence: _Fence | None, lines: list[_Lin
     def allowed(cut: int, stop: int, newlines: int) -> bool:
         if cut in after_opening or stop in before_closing:
             return False
-        # A mid-line cut must not put a fence at the start of a line, nor split a fence line.
-        return newlines > 0 or (
-            not text.startswith(_FENCES, stop) and not any(ln.lead < cut < ln.end for ln in lines)
-        )
+        if newlines:
+            return True
+        # A mid-line cut must not put a fence at the start of a line, nor split a fence line. What the
+        # window cuts short may still become a fence: nothing seen, or one or two fence characters.
+        seen = text[stop : min(stop + 3, window)]
+        if any(fence.startswith(seen) for fence in _FENCES):
+            return False
+        return not any(ln.lead < cut < ln.end for ln in lines)
 
     def runs(start: int, stop: int) -> list[tuple[int, int, int]]:
         return [(m.start(), m.end(), m.group().count("\n")) for m in _SPACE.finditer(text, start, stop)]
@@ -168,9 +173,10 @@ def _decide(
     """
     reopen = fence.reopen if fence else ""
     room = limit - len(reopen)
-    lines = _fence_lines(text, scan_from, pos + room + 1, fence, limit)
+    window = pos + room + 1
+    lines = _fence_lines(text, scan_from, window, fence, limit)
     reserve = max((len(f.close) for f in (fence, *(ln.fence for ln in lines)) if f), default=0)
-    cut = _choose(text, pos, pos + room - reserve, fence, lines)
+    cut = _choose(text, pos, pos + room - reserve, window, fence, lines)
     counted = [ln for ln in lines if ln.end <= cut]
     after = counted[-1].fence if counted else fence
     pending = next((ln.start for ln in lines if ln.end > cut), cut)
