@@ -87,7 +87,8 @@ def main() -> int:
     counts = results(mutmut, workdir, patterns)
     total = sum(counts.values())
     killed = counts["killed"] + counts["timeout"]
-    print(f"core/{module}.py: {killed} of {total} mutants killed ({killed / max(total, 1):.0%})")
+    scope = f"core/{module}.py" + (f" ({', '.join(patterns)})" if patterns else "")
+    print(f"{scope}: {killed} of {total} mutants killed ({killed / max(total, 1):.0%})")
     return 0
 
 
