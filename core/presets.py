@@ -171,23 +171,6 @@ def validate_description(description: str | None) -> str:
     return text
 
 
-def custom_preset(name: str, prompt: str, description: str | None, *, max_prompt_chars: int) -> Preset:
-    """A validated workspace preset; it may not take a built-in's name. A blank description is derived."""
-    slug = validate_preset_name(name)
-    if slug in BUILTIN_PRESETS:
-        raise PresetError(f"'{slug}' is a built-in preset; choose another name for yours.")
-    prompt = validate_prompt(prompt, max_prompt_chars)
-    summary = validate_description(description) or validate_description(_first_words(prompt))
-    return Preset(slug, summary, prompt, builtin=False)
-
-
-def _first_words(text: str) -> str:
-    line = " ".join(text.split())
-    if len(line) <= DESCRIPTION_MAX:
-        return line
-    return line[: DESCRIPTION_MAX - 1].rsplit(" ", 1)[0] + "…"
-
-
 def resolve_preset_name(chain: Sequence[str | None], default: str) -> str:
     """The preset in force: the first value set along thread, channel, workspace; else the global default."""
     return next((name for name in chain if name), default)

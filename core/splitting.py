@@ -1,26 +1,25 @@
 """Cut an answer into messages a platform accepts, without breaking fenced code blocks.
 
-Rules, shared by `split_message` and `StreamSplitter`:
+Rules of `split_message`:
 
 - every chunk is at most `limit` characters and never blank;
 - a chunk that ends inside a fenced code block (``` or ~~~) has the fence closed at its end, and the next
   chunk reopens it with the same opening line (e.g. ```python);
 - a cut prefers the last blank line in the second half of the room, then the last line break there, then
   the last space; failing those, the last whitespace anywhere in the room; only a word longer than the
-  room is cut mid-word. A cut never lands right after an opening fence or right before a closing one;
+  room is cut mid-word. A cut never lands right after an opening fence or right before a closing one,
+  and a cut at a space never leaves a fence at the start of a line;
 - whitespace at a cut is dropped, and so is whitespace around the whole text, except that after a cut
   inside a code block the next line keeps its indentation.
 
 Precisely: with `Chunk.body` being a chunk without the fence lines the splitter added, the text equals
 `w0 + body1 + w1 + body2 + ... + bodyN + wN` where every `w` is whitespace (empty at a mid-word cut).
 
-Streaming: a cut is decided from `text[:start + room + 1]` alone (`room` is the limit less the reopened
+Growing text: a cut is decided from `text[:start + room + 1]` alone (`room` is the limit less the reopened
 fence), and only once the text after `start` is known not to fit in one message. Appending text can
 therefore never change a decided cut: `split_message(text)[:-1]` is a prefix of
-`split_message(text + more)`. `StreamSplitter` freezes a chunk as soon as its cut is decided, so the
-streamer can finalize message N and continue in message N+1. Because the streamed text is formatted
-(see core.sanitize) and formatting may still rewrite its last few characters, the splitter only decides
-cuts from text at least `holdback` characters before the end.
+`split_message(text + more)`, so core.streaming, which splits the whole answer so far on every update,
+never has to rewrite a message once a later one exists.
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ import sys
 from dataclasses import dataclass
 
 MIN_LIMIT = 50
-# Covers every rewrite core.sanitize.format_answer can still make to the end of a growing answer.
-DEFAULT_HOLDBACK = 256
 
 _FENCE_LINE = re.compile(r"^ {0,3}(?:`{3,}|~{3,})", re.MULTILINE)
 _SPACE = re.compile(r"\s+")
@@ -94,33 +91,22 @@ def _after(line: str, fence: _Fence | None, limit: int) -> _Fence | None:
     return None if closes else fence
 
 
-def _fence_lines(
-    text: str, start: int, stop: int, fence: _Fence | None, limit: int, *, last_line: bool = False
-) -> list[_Line]:
+def _fence_lines(text: str, start: int, stop: int, fence: _Fence | None, limit: int) -> list[_Line]:
     """Fence-like lines starting in text[start:stop], reading nothing at or after `stop`.
 
-    A line with no line break before `stop` is complete only if `last_line` says the text ends there.
+    A line with no line break before `stop` may still go on, so its end is not known.
     """
     lines: list[_Line] = []
     for match in _FENCE_LINE.finditer(text, start, stop):
         lead = match.start() + len(match.group()) - len(match.group().lstrip(" "))
         end = text.find("\n", match.end(), stop)
         if end == -1:
-            if not last_line:
-                lines.append(_Line(match.start(), lead, _NEVER, fence))
-                break
-            end = stop
+            lines.append(_Line(match.start(), lead, _NEVER, fence))
+            break
         line = text[match.start() : end]
         fence = _after(line, fence, limit)
         lines.append(_Line(match.start(), lead, match.start() + len(line.rstrip()), fence))
     return lines
-
-
-def _content_end(text: str, stop: int) -> int:
-    stop = max(0, min(stop, len(text)))
-    while stop and text[stop - 1].isspace():
-        stop -= 1
-    return stop
 
 
 def _skip(text: str, cut: int, end: int, fence: _Fence | None) -> int:
@@ -135,8 +121,8 @@ def _skip(text: str, cut: int, end: int, fence: _Fence | None) -> int:
     return match.end()
 
 
-def _choose(text: str, pos: int, hi: int, fence: _Fence | None, lines: list[_Line]) -> int:
-    """The cut in text(pos, hi]: the end of the chunk's body."""
+def _choose(text: str, pos: int, hi: int, window: int, fence: _Fence | None, lines: list[_Line]) -> int:
+    """The cut in text(pos, hi], reading nothing at or after `window`: the end of the chunk's body."""
     after_opening: set[int] = set()
     before_closing: set[int] = set()
     previous = fence
@@ -150,10 +136,14 @@ def _choose(text: str, pos: int, hi: int, fence: _Fence | None, lines: list[_Lin
     def allowed(cut: int, stop: int, newlines: int) -> bool:
         if cut in after_opening or stop in before_closing:
             return False
-        # A mid-line cut must not put a fence at the start of a line, nor split a fence line.
-        return newlines > 0 or (
-            not text.startswith(_FENCES, stop) and not any(ln.lead < cut < ln.end for ln in lines)
-        )
+        if newlines:
+            return True
+        # A mid-line cut must not put a fence at the start of a line, nor split a fence line. What the
+        # window cuts short may still become a fence: nothing seen, or one or two fence characters.
+        seen = text[stop : min(stop + 3, window)]
+        if any(fence.startswith(seen) for fence in _FENCES):
+            return False
+        return not any(ln.lead < cut < ln.end for ln in lines)
 
     def runs(start: int, stop: int) -> list[tuple[int, int, int]]:
         return [(m.start(), m.end(), m.group().count("\n")) for m in _SPACE.finditer(text, start, stop)]
@@ -173,83 +163,46 @@ def _choose(text: str, pos: int, hi: int, fence: _Fence | None, lines: list[_Lin
     return hi if inside is None else inside
 
 
-class StreamSplitter:
-    """Split a growing answer; chunks once returned by `feed` never change.
+def _decide(
+    text: str, pos: int, fence: _Fence | None, scan_from: int, limit: int
+) -> tuple[Chunk, _Fence | None, int]:
+    """The chunk starting at `pos` when the text after it does not fit; reads text[:pos + room + 1].
 
-    Call `feed` with the whole answer so far (each call's text extending the previous one, apart from its
-    last `holdback` characters), then `finish` with the complete answer. `finish` returns exactly
-    `split_message(text, limit)` when the text stayed consistent.
+    `fence` is the fence open at `pos`, and every fence-like line before `scan_from` is accounted for in
+    it. Returns the chunk, the fence open at its cut and where the next scan for fence lines starts.
     """
-
-    def __init__(self, limit: int, *, holdback: int = DEFAULT_HOLDBACK) -> None:
-        if limit < MIN_LIMIT:
-            raise ValueError(f"a message limit of {limit} is too small to split into (minimum {MIN_LIMIT})")
-        if holdback < 0:
-            raise ValueError("holdback cannot be negative")
-        self._limit = limit
-        self._holdback = holdback
-        self._chunks: list[Chunk] = []
-        self._cut = 0  # where the last frozen body ended
-        self._fence: _Fence | None = None  # the fence open at self._cut
-        self._scan_from = 0  # fence-like lines before this are all accounted for in self._fence
-
-    def feed(self, text: str) -> tuple[list[str], str]:
-        """Return every frozen chunk so far and a preview (at most `limit` long) of the message after them."""
-        self._advance(text, _content_end(text, len(text) - self._holdback))
-        return [chunk.text for chunk in self._chunks], self._preview(text)
-
-    def finish(self, text: str) -> list[str]:
-        return [chunk.text for chunk in self._finish(text)]
-
-    def _finish(self, text: str) -> list[Chunk]:
-        end = _content_end(text, len(text))
-        pos = self._advance(text, end)
-        if pos < end:
-            self._chunks.append(Chunk(text[pos:end], self._reopen))
-        return list(self._chunks)
-
-    @property
-    def _reopen(self) -> str:
-        return self._fence.reopen if self._fence else ""
-
-    def _advance(self, text: str, end: int) -> int:
-        """Freeze every chunk whose cut text[:end] decides; return where the unfrozen rest starts."""
-        while True:
-            pos = _skip(text, self._cut, end, self._fence)
-            if end - pos <= self._limit - len(self._reopen):
-                return pos
-            chunk, self._cut, self._fence, self._scan_from = self._decide(text, pos)
-            self._chunks.append(chunk)
-
-    def _decide(self, text: str, pos: int) -> tuple[Chunk, int, _Fence | None, int]:
-        """The chunk starting at `pos` when the text after it does not fit; reads text[:pos + room + 1]."""
-        reopen = self._reopen
-        room = self._limit - len(reopen)
-        lines = _fence_lines(text, self._scan_from, pos + room + 1, self._fence, self._limit)
-        reserve = max((len(f.close) for f in (self._fence, *(ln.fence for ln in lines)) if f), default=0)
-        cut = _choose(text, pos, pos + room - reserve, self._fence, lines)
-        counted = [ln for ln in lines if ln.end <= cut]
-        fence = counted[-1].fence if counted else self._fence
-        pending = next((ln.start for ln in lines if ln.end > cut), cut)
-        return Chunk(text[pos:cut], reopen, fence.close if fence else ""), cut, fence, min(cut, pending)
-
-    def _preview(self, text: str) -> str:
-        end = _content_end(text, len(text))
-        pos = _skip(text, self._cut, end, self._fence)
-        if pos >= end:
-            return ""
-        if end - pos > self._limit - len(self._reopen):
-            return self._decide(text, pos)[0].text
-        lines = _fence_lines(text, self._scan_from, end, self._fence, self._limit, last_line=True)
-        fence = lines[-1].fence if lines else self._fence
-        shown = self._reopen + text[pos:end]
-        close = fence.close if fence else ""
-        return shown + close if len(shown) + len(close) <= self._limit else shown
+    reopen = fence.reopen if fence else ""
+    room = limit - len(reopen)
+    window = pos + room + 1
+    lines = _fence_lines(text, scan_from, window, fence, limit)
+    reserve = max((len(f.close) for f in (fence, *(ln.fence for ln in lines)) if f), default=0)
+    cut = _choose(text, pos, pos + room - reserve, window, fence, lines)
+    counted = [ln for ln in lines if ln.end <= cut]
+    after = counted[-1].fence if counted else fence
+    pending = next((ln.start for ln in lines if ln.end > cut), cut)
+    return Chunk(text[pos:cut], reopen, after.close if after else ""), after, min(cut, pending)
 
 
 def split_chunks(text: str, limit: int) -> list[Chunk]:
     """`split_message` with each chunk's added fence lines kept apart from its body."""
-    return StreamSplitter(limit, holdback=0)._finish(text)
+    if limit < MIN_LIMIT:
+        raise ValueError(f"a message limit of {limit} is too small to split into (minimum {MIN_LIMIT})")
+    end = len(text.rstrip())
+    chunks: list[Chunk] = []
+    cut = 0  # where the last chunk's body ended
+    fence: _Fence | None = None  # the fence open at `cut`
+    scan_from = 0
+    while True:
+        pos = _skip(text, cut, end, fence)
+        reopen = fence.reopen if fence else ""
+        if end - pos <= limit - len(reopen):
+            break
+        chunk, fence, scan_from = _decide(text, pos, fence, scan_from, limit)
+        chunks.append(chunk)
+        cut = pos + len(chunk.body)
+    if pos < end:
+        chunks.append(Chunk(text[pos:end], reopen))
+    return chunks
 
 
 def split_message(text: str, limit: int) -> list[str]:

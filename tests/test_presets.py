@@ -3,15 +3,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.presets import (
     BUILTIN_PRESETS,
     DESCRIPTION_MAX,
-    Preset,
     PresetError,
-    custom_preset,
     resolve_preset_name,
     validate_description,
     validate_preset_name,
@@ -38,31 +36,49 @@ def test_the_default_preset_setting_names_a_builtin() -> None:
     assert Settings(upstream=UpstreamSettings(token="t")).default_preset in BUILTIN_PRESETS
 
 
-@pytest.mark.parametrize(("raw", "slug"), [("coder", "coder"), ("  My-Bot2 ", "my-bot2"), ("qa", "qa")])
+@pytest.mark.parametrize(
+    ("raw", "slug"),
+    [
+        ("coder", "coder"),
+        ("  My-Bot2 ", "my-bot2"),
+        ("qa", "qa"),
+        ("a" * 32, "a" * 32),
+        ("b-" * 16, "b-" * 16),
+    ],
+)
 def test_valid_names_are_normalized(raw: str, slug: str) -> None:
     assert validate_preset_name(raw) == slug
+
+
+CHARSET = "use lowercase letters, digits and hyphens, starting with a letter."
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ("", "needs a name"),
-        ("a", "2 to 32 characters long; 'a' is 1"),
-        ("x" * 33, "is 33"),
-        ("2fast", "starting with a letter"),
-        ("my bot", "lowercase letters, digits and hyphens"),
-        ("café", "lowercase letters, digits and hyphens"),
-        ("no_underscores", "lowercase letters, digits and hyphens"),
+        ("", "A preset needs a name."),
+        (" \t ", "A preset needs a name."),
+        ("a", "Preset names are 2 to 32 characters long; 'a' is 1."),
+        ("x" * 33, f"Preset names are 2 to 32 characters long; '{'x' * 33}' is 33."),
+        # Long names are shown cut to 40 characters.
+        ("x" * 40, f"Preset names are 2 to 32 characters long; '{'x' * 40}' is 40."),
+        ("Y" * 41, f"Preset names are 2 to 32 characters long; '{'y' * 40}…' is 41."),
+        ("2fast", f"'2fast' is not a valid preset name: {CHARSET}"),
+        ("-ab", f"'-ab' is not a valid preset name: {CHARSET}"),
+        ("my bot", f"'my bot' is not a valid preset name: {CHARSET}"),
+        ("café", f"'café' is not a valid preset name: {CHARSET}"),
+        ("no_underscores", f"'no_underscores' is not a valid preset name: {CHARSET}"),
     ],
 )
 def test_invalid_names_say_why(raw: str, message: str) -> None:
     with pytest.raises(PresetError) as caught:
         validate_preset_name(raw)
-    assert message in caught.value.user_message
+    assert caught.value.user_message == str(caught.value) == message
     assert isinstance(caught.value, ValueError)
 
 
 @given(st.text(max_size=40))
+@settings(derandomize=True)
 def test_any_name_is_refused_or_becomes_a_valid_slug(raw: str) -> None:
     try:
         slug = validate_preset_name(raw)
@@ -74,14 +90,16 @@ def test_any_name_is_refused_or_becomes_a_valid_slug(raw: str) -> None:
 
 
 @given(st.from_regex(r"[a-z][a-z0-9-]{1,31}", fullmatch=True))
+@settings(derandomize=True)
 def test_every_valid_slug_is_accepted_as_is(slug: str) -> None:
     assert validate_preset_name(slug.upper()) == slug
 
 
 def test_prompt_rules() -> None:
     assert validate_prompt("  Be terse.  \n", 100) == "Be terse."
-    with pytest.raises(PresetError, match="cannot be empty"):
+    with pytest.raises(PresetError) as empty:
         validate_prompt(" \n ", 100)
+    assert empty.value.user_message == "A preset's prompt cannot be empty."
     with pytest.raises(PresetError) as caught:
         validate_prompt("x" * 4213, 4000)
     assert caught.value.user_message == "The prompt is 4,213 characters long; the limit is 4,000."
@@ -92,26 +110,13 @@ def test_description_rules() -> None:
     assert validate_description(None) == ""
     assert validate_description("  Reviews\n  code  ") == "Reviews code"
     assert validate_description("d" * DESCRIPTION_MAX) == "d" * DESCRIPTION_MAX
-    with pytest.raises(PresetError, match="limit is 100"):
+    with pytest.raises(PresetError) as caught:
+        validate_description(" ".join(["word"] * 250))
+    assert caught.value.user_message == "The description is 1,249 characters long; the limit is 100."
+    # Spacing is collapsed before the length is measured.
+    assert validate_description(" d" * 50) == " ".join("d" * 50)
+    with pytest.raises(PresetError):
         validate_description("d" * (DESCRIPTION_MAX + 1))
-
-
-def test_custom_presets() -> None:
-    preset = custom_preset(" Pirate ", "Talk like a pirate.", "Arr", max_prompt_chars=100)
-    assert preset == Preset("pirate", "Arr", "Talk like a pirate.", builtin=False)
-
-
-def test_custom_presets_cannot_shadow_a_builtin() -> None:
-    with pytest.raises(PresetError, match="'coder' is a built-in preset"):
-        custom_preset("Coder", "Write code.", None, max_prompt_chars=100)
-
-
-def test_a_blank_description_comes_from_the_prompt() -> None:
-    assert (
-        custom_preset("brief", "Answer\nbriefly.", " ", max_prompt_chars=100).description == "Answer briefly."
-    )
-    long = custom_preset("long", "word " * 100, None, max_prompt_chars=1000).description
-    assert len(long) <= DESCRIPTION_MAX and long.endswith("word…")
 
 
 def test_resolution_takes_the_most_specific_setting() -> None:
