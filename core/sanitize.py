@@ -3,8 +3,8 @@
 Model output is untrusted: it must never ping a whole channel or a person, whatever it says.
 
 While an answer streams, `format_answer(..., streaming=True)` of the text so far agrees with the
-formatting of any longer text except in its last `core.splitting.DEFAULT_HOLDBACK` characters (a tag or
-mention still arriving, the reasoning placeholder), which is what lets the splitter freeze messages early.
+formatting of any longer text except in its last few hundred characters (a tag or mention still
+arriving, the reasoning placeholder), so messages the streamer has moved past stay as they were shown.
 """
 
 from __future__ import annotations

@@ -213,6 +213,8 @@ def split_message(text: str, limit: int) -> list[str]:
 def closing_fence(text: str) -> str:
     """The line that closes a fenced code block still open at the end of `text` ("" if none is open),
     so that text cut short can be followed by prose."""
-    lines = _fence_lines(text, 0, len(text), None, sys.maxsize, last_line=True)
+    # A line break after the last line makes its end known, so the last fence line counts too.
+    whole = text + "\n"
+    lines = _fence_lines(whole, 0, len(whole), None, sys.maxsize)
     fence = lines[-1].fence if lines else None
     return "\n" + fence.char * fence.size if fence is not None else ""

@@ -285,7 +285,7 @@ def test_window_budget_refuses_an_empty_count_or_window(count: int, window: floa
 
 def test_window_budget_is_open_at_once_whatever_the_clock_reads() -> None:
     clock = FakeClock(0.0)
-    budget: EditBudget = WindowBudget(1, 0.5, clock=clock)
+    budget: Limit = WindowBudget(1, 0.5, clock=clock)
     assert budget.delay() == 0.0
     assert budget.try_acquire() and not budget.try_acquire()
     assert budget.delay() == 0.5
