@@ -10,13 +10,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
 from core.presets import BUILTIN_PRESETS
 
 T = TypeVar("T")
+
+# Connections for queries per process. Queries take well under a millisecond and a turn makes a few,
+# so ten serve thousands of turns a second; turns in flight do not hold one (see storage.postgres).
+DEFAULT_DATABASE_POOL = 10
 
 DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4", "o3-mini", "deepseek-r1", "grok-3", "glm-4.6")
 
@@ -89,6 +93,9 @@ class Settings:
     channel_rate: RateLimit = field(default_factory=lambda: RateLimit(30, 60.0))
     thinking: str = "fold"
     db_path: Path = Path("data/acechat.db")
+    # PostgreSQL instead of the SQLite file, shared by every process pointed at it.
+    database_url: str | None = None
+    database_pool: int = DEFAULT_DATABASE_POOL
     transcript_days: int = 30
     log_level: str = "INFO"
     log_json: bool = False
@@ -104,6 +111,9 @@ class Settings:
             found.append(self.discord.token)
         if self.slack is not None:
             found += [self.slack.bot_token, self.slack.app_token or "", self.slack.signing_secret or ""]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url).password or ""
+            found += [password, unquote(password)]  # as written in the URL, and as sent
         return tuple(secret for secret in found if secret)
 
 
@@ -207,6 +217,27 @@ class _Reader:
                 f"{name}={value!r} is invalid: expected a URL starting with http(s):// or ws(s)://"
             )
         return value.rstrip("/")
+
+    def database_url(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            # `port` parses the port, raising on one that is not a number.
+            valid = (
+                parts.scheme in ("postgresql", "postgres")
+                and bool(parts.hostname or parts.path.strip("/"))
+                and (parts.port or 0) >= 0
+            )
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            valid = False
+        if not valid:
+            # The value is not echoed: it may hold a password.
+            raise SettingsError(
+                f"{name} is invalid: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+            )
+        return value
 
 
 def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> Settings:
@@ -315,6 +346,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         channel_rate=r.rate("ACECHAT_CHANNEL_RATE", RateLimit(30, 60.0)),
         thinking=r.choice("ACECHAT_THINKING", "fold", THINKING_MODES),
         db_path=Path(r.text("ACECHAT_DB_PATH", "data/acechat.db")),
+        database_url=r.database_url("ACECHAT_DATABASE_URL"),
+        database_pool=r.integer("ACECHAT_DATABASE_POOL", DEFAULT_DATABASE_POOL, minimum=1, maximum=1000),
         transcript_days=r.integer("ACECHAT_TRANSCRIPT_DAYS", 30),
         log_level=r.choice("ACECHAT_LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
         log_json=r.boolean("ACECHAT_LOG_JSON", False),
