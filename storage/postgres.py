@@ -614,7 +614,7 @@ class PostgresStore(Store):
 
     # audit
 
-    async def list_audit(self, workspace_key: str, limit: int, offset: int = 0) -> list[AuditEntry]:
+    async def list_audit(self, workspace_key: str, limit: int = 20, offset: int = 0) -> list[AuditEntry]:
         rows = await self._db().fetch(
             f"SELECT {AUDIT_COLUMNS}, id FROM audit WHERE workspace_key = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
             workspace_key,

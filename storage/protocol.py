@@ -86,7 +86,7 @@ class Store(Protocol):
 
     # audit
 
-    async def list_audit(self, workspace_key: str, limit: int, offset: int = 0) -> list[AuditEntry]:
+    async def list_audit(self, workspace_key: str, limit: int = 20, offset: int = 0) -> list[AuditEntry]:
         """The workspace's entries, newest first, skipping the `offset` newest."""
 
     async def count_audit(self, workspace_key: str) -> int: ...

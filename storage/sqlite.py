@@ -471,7 +471,7 @@ class SQLiteStore(Store):
 
     # audit
 
-    async def list_audit(self, workspace_key: str, limit: int, offset: int = 0) -> list[AuditEntry]:
+    async def list_audit(self, workspace_key: str, limit: int = 20, offset: int = 0) -> list[AuditEntry]:
         def listing(db: Database) -> list[AuditEntry]:
             rows = db.execute(
                 f"SELECT {AUDIT_COLUMNS}, id FROM audit WHERE workspace_key = ? "
