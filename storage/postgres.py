@@ -387,7 +387,9 @@ class PostgresStore(Store):
             pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT)
             async with pool.acquire() as conn:
                 await migrate(conn, label=label)
-            waiters = await asyncpg.create_pool(url, min_size=0, max_size=pool_size, timeout=CONNECT_TIMEOUT)
+            # One wait connection stays open, so a refused turn queues in the server's lock queue within
+            # a round trip; the time to connect would let a later turn of another process go first.
+            waiters = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT)
             store = cls(url, pool, waiters, transcript_days, listen)
             if store._listener is not None:
                 await store._listener.start()
