@@ -1,4 +1,4 @@
-"""The `acechat` command: `console`, `discord`, `slack`, `run` (every configured adapter) and `check`."""
+"""The `acechat` command: `console`, `discord`, `slack`, `run` (every configured adapter), `check` and `db`."""
 
 from __future__ import annotations
 
@@ -30,7 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     slack = commands.add_parser("slack", help="run the Slack bot")
     slack.add_argument("--port", type=int, default=None, help="HTTP mode port (default: SLACK_PORT)")
     commands.add_parser("run", help="run every configured adapter in one process, with /healthz and /metrics")
-    commands.add_parser("check", help="validate the configuration and exit")
+    commands.add_parser("check", help="validate the configuration, reach the database, and exit")
+    db = commands.add_parser("db", help="database tools").add_subparsers(dest="db_command", required=True)
+    copy = db.add_parser(
+        "copy", help="copy every table of the SQLite file (ACECHAT_DB_PATH) into a PostgreSQL database"
+    )
+    copy.add_argument(
+        "--to", required=True, metavar="URL", help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+    )
     return parser
 
 
@@ -49,9 +56,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level, json_lines=settings.log_json, secrets=settings.secrets)
 
     if args.command == "check":
+        from storage import StoreError, check_database
+
+        try:
+            database = asyncio.run(
+                check_database(database_url=settings.database_url, db_path=settings.db_path)
+            )
+        except StoreError as error:
+            print(f"acechat: {error}", file=sys.stderr)
+            return 2
         adapters = [name for name, on in (("discord", settings.discord), ("slack", settings.slack)) if on]
-        print(f"acechat: configuration is valid; adapters configured: {', '.join(adapters) or 'none'}")
+        print(
+            f"acechat: configuration is valid; adapters configured: {', '.join(adapters) or 'none'}; "
+            f"database: {database.describe()}"
+        )
         return 0
+    if args.command == "db":
+        return _db_copy(settings, args.to)
     if args.command == "console":
         from bots.console import run_console
         from core.chat import ChatCore
@@ -84,6 +105,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _db_copy(settings: Settings, url: str) -> int:
+    from core.settings import check_database_url
+    from storage import StoreError
+    from storage.copy import copy_to_postgres
+
+    try:
+        check_database_url("--to", url)
+    except SettingsError as error:
+        print(f"acechat: {error}", file=sys.stderr)
+        return 2
+    try:
+        tables = asyncio.run(copy_to_postgres(settings.db_path, url))
+    except StoreError as error:
+        print(f"acechat: {error}", file=sys.stderr)
+        return 2
+    for table in tables:
+        print(f"acechat: {table.describe()}")
+    print(f"acechat: copied {settings.db_path} into the PostgreSQL database; running it again adds nothing")
     return 0
 
 

@@ -220,24 +220,25 @@ class _Reader:
 
     def database_url(self, name: str) -> str | None:
         value = self.raw(name)
-        if value is None:
-            return None
-        try:
-            parts = urlsplit(value)
-            # `port` parses the port, raising on one that is not a number.
-            valid = (
-                parts.scheme in ("postgresql", "postgres")
-                and bool(parts.hostname or parts.path.strip("/"))
-                and (parts.port or 0) >= 0
-            )
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            valid = False
-        if not valid:
-            # The value is not echoed: it may hold a password.
-            raise SettingsError(
-                f"{name} is invalid: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
-            )
-        return value
+        return None if value is None else check_database_url(name, value)
+
+
+def check_database_url(name: str, value: str) -> str:
+    """`value` if it is a PostgreSQL URL; else a SettingsError naming `name` (and not the value, which
+    may hold a password)."""
+    try:
+        parts = urlsplit(value)
+        # `port` parses the port, raising on one that is not a number.
+        valid = (
+            parts.scheme in ("postgresql", "postgres")
+            and bool(parts.hostname or parts.path.strip("/"))
+            and (parts.port or 0) >= 0
+        )
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        raise SettingsError(f"{name} is invalid: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME")
+    return value
 
 
 def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> Settings:
