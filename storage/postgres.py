@@ -60,6 +60,10 @@ PING_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 10.0
 RECONNECT_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
 ALLOWED = RateVerdict(None, 0.0)
+LOCK_TABLE_FULL = (
+    "cannot take a scope lock: the database's lock table is full "
+    "(every turn in flight holds one; raise max_locks_per_transaction on the server)"
+)
 
 CONVERSATION_COLUMNS = "scope_key, upstream_id, model, preset, turns, created_at, updated_at, epoch"
 _SAVE_CONVERSATION = (
@@ -185,8 +189,10 @@ class _LockSession:
                     if future.done():  # the turn was abandoned while its lock was being taken
                         if ok:
                             self._unlocks.append(key)
-                        continue
-                    future.set_result(self._generation if ok else None)
+                    elif ok is None:
+                        future.set_exception(StoreError(LOCK_TABLE_FULL))
+                    else:
+                        future.set_result(self._generation if ok else None)
         finally:
             self._task = None
 

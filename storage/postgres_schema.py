@@ -107,7 +107,13 @@ BEGIN
         PERFORM pg_advisory_unlock(k);
     END LOOP;
     FOREACH k IN ARRAY try LOOP
-        got := got || pg_try_advisory_lock(k);
+        BEGIN
+            got := got || pg_try_advisory_lock(k);
+        EXCEPTION WHEN out_of_memory THEN
+            -- The server's lock table is full: NULL fails this turn alone, and the locks this
+            -- session holds for the turns in flight stay held.
+            got := got || NULL::boolean;
+        END;
     END LOOP;
     RETURN got;
 END $$;
