@@ -168,6 +168,7 @@ class _LockSession:
             self._task = asyncio.ensure_future(self._drain())
 
     async def _drain(self) -> None:
+        retry = True
         try:
             while self._tries or self._unlocks:
                 tries, self._tries = self._tries, []
@@ -181,10 +182,15 @@ class _LockSession:
                     # Locks taken or released before a failure are unknown: drop the session, and with it
                     # every lock it held, rather than guess.
                     await self._drop(f"the lock connection failed: {exc}")
+                    if retry:  # once, on a new connection (the server may have restarted)
+                        retry = False
+                        self._tries[:0] = tries
+                        continue
                     for _, future in tries:
                         if not future.done():
                             future.set_exception(StoreError(f"cannot take a scope lock: {exc}"))
                     continue
+                retry = True
                 for (key, future), ok in zip(tries, granted, strict=True):
                     if future.done():  # the turn was abandoned while its lock was being taken
                         if ok:

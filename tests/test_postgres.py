@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -327,6 +328,23 @@ async def test_a_conversation_written_by_one_process_is_continued_by_the_other(
     assert not await a.save_conversation(ConversationRecord(KEY, "up-1", "m", "p", 2, 1.0, 2.0))
     after = await a.get_conversation(KEY)
     assert after is not None and after.upstream_id is None and after.epoch == 1
+
+
+async def test_prune_drops_finished_rate_windows(
+    pg_url: str, two: tuple[PostgresStore, PostgresStore]
+) -> None:
+    a, _ = two
+    assert (await a.take_rate([RateCheck("user:U1", 1, 60.0), RateCheck("user:U2", 1, 60.0)])).allowed
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM rate_windows") == 2
+        await a.prune()  # still inside their window on the server's clock
+        assert await conn.fetchval("SELECT count(*) FROM rate_windows") == 2
+        await a.prune(now=time.time() + 120)
+        assert await conn.fetchval("SELECT count(*) FROM rate_windows") == 0
+    finally:
+        await conn.close()
+    assert (await a.take_rate([RateCheck("user:U1", 1, 60.0)])).allowed  # a new window
 
 
 # start-up

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -210,3 +214,38 @@ async def test_a_probe_that_raises_is_a_failed_probe() -> None:
         raise OSError("disk on fire")
 
     assert not await RecentProbe(probe)()
+
+
+# the PostgreSQL fixtures, without a server
+
+
+def run_postgres_tests(**variables: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ACECHAT_TEST_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres",
+        **variables,
+    }
+    if "ACECHAT_REQUIRE_POSTGRES" not in variables:
+        env.pop("ACECHAT_REQUIRE_POSTGRES", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q", "tests/test_postgres.py"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_without_a_server_the_postgresql_tests_skip_saying_how_to_run_them() -> None:
+    skipped = run_postgres_tests()
+    assert skipped.returncode == 0, skipped.stdout
+    assert "failed" not in skipped.stdout and "error" not in skipped.stdout and " skipped" in skipped.stdout
+    assert "start PostgreSQL on 127.0.0.1:5432 or set ACECHAT_TEST_DATABASE_URL" in skipped.stdout
+
+
+def test_when_postgresql_is_required_its_absence_fails_the_run() -> None:
+    failed = run_postgres_tests(ACECHAT_REQUIRE_POSTGRES="1")
+    assert failed.returncode == 1
+    assert "start PostgreSQL on 127.0.0.1:5432 or set ACECHAT_TEST_DATABASE_URL" in failed.stdout
