@@ -56,14 +56,16 @@ async def until(condition: Callable[[], Awaitable[bool]]) -> None:
 
 
 async def lock_waiters(url: str, scope_key: str) -> int:
-    """Sessions queued for the scope's advisory lock, not holding it yet."""
+    """Sessions queued for the scope's advisory lock in this database (the lock table is the server's,
+    shared with other test runs), not holding it yet."""
     key = lock_key(scope_key)
     conn = await asyncpg.connect(url)
     try:
         return int(
             await conn.fetchval(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND ((classid::bigint << 32) | objid::bigint) = ($1::bigint & x'ffffffffffffffff'::bigint)",
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND ((classid::bigint << 32) | objid::bigint) = $1::bigint",
                 key,
             )
         )
@@ -142,7 +144,8 @@ async def test_different_scopes_never_wait_and_turns_in_flight_exceed_the_pool(p
         conn = await asyncpg.connect(pg_url)
         try:
             held = await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             )
         finally:
             await conn.close()
