@@ -1,39 +1,47 @@
-"""Benchmark 5, storage: 100,000 stored conversations, their size, and looking a scope up among them.
+"""Benchmark 5, storage: 100,000 stored conversations, their size, and looking a scope up among them;
+and what a finished turn's write costs, on SQLite and (when a server is reachable) PostgreSQL.
 
-Each conversation is stored the way an answered question stores it (`Store.record_turn`: the
+Each conversation is stored the way an answered question stores it (`Store.queue_turn`: the
 conversation row and one transcript of a 600-character answer). Lookups are timed one at a time, for
-scopes picked at random: through `Store.get_conversation` (one trip to the database thread), and
-through the core's path for a question (`ChatCore.resolve` then `ChatCore.conversation`), cold (the
-scope is not in the core's caches) and warm. The same lookups on a 1,000-conversation database in the
-same run give the ratio that shows how lookups scale.
+scopes picked at random: through `Store.get_conversation` on a store without its conversation cache
+(one trip to the database thread), and through the core's path for a question (`ChatCore.resolve` then
+`ChatCore.conversation`), cold (the scope is not in the caches) and warm. The same lookups on a
+1,000-conversation database in the same run give the ratio that shows how lookups scale.
+
+Turn writes are timed one at a time (the latency a scope's next turn waits for) and 100 scopes at once
+(throughput; SQLite commits the turns queued together in one transaction). PostgreSQL rows use the
+server at ACECHAT_BENCH_DATABASE_URL (default postgres on 127.0.0.1:5432) in a database of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import tempfile
 import time
 import tracemalloc
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-from sqlite_utils import Database
+import asyncpg
 
 from bench.overhead import bench_settings
 from bench.procs import rss
 from bench.report import Row, median, mib, percentile
 from core.chat import ChatCore
 from core.scope import Scope
-from storage.records import ConversationRecord, TranscriptEntry
-from storage.schema import write_transaction
-from storage.store import _INSERT_TRANSCRIPT, _UPSERT_CONVERSATION, _conversation_row, _transcript_row
+from storage import ConversationRecord, Store, StoreError, TranscriptEntry
+from storage.postgres import PostgresStore
+from storage.sqlite import SQLiteStore
 
 NAME = "storage"
 CONVERSATIONS = 100_000
 SMALL = 1_000
 LOOKUPS = 2_000
+WRITES = 1_000
+POSTGRES_URL = os.environ.get("ACECHAT_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ANSWER = "stored answer text " * 31 + "end"  # about 600 characters
 
 
@@ -51,32 +59,52 @@ def _turn(i: int, now: float) -> tuple[ConversationRecord, TranscriptEntry]:
     )
 
 
-async def _populate(core: ChatCore, count: int) -> None:
-    """Store `count` conversations with the store's own statements, in big transactions on its thread
-    (record_turn would take minutes: it commits every turn, as it must)."""
+async def _populate(store: Store, count: int, first: int = 0) -> None:
+    """Store `count` turns, a thousand queued at once (SQLite commits the ones queued together as one)."""
     now = time.time()
-    for first in range(0, count, 10_000):
-        rows = [_turn(i, now) for i in range(first, min(first + 10_000, count))]
-        conversations = [_conversation_row(c) for c, _ in rows]
-        transcripts = [_transcript_row(t) for _, t in rows]
-
-        def insert(
-            db: Database, conversations: list[Any] = conversations, transcripts: list[Any] = transcripts
-        ) -> None:
-            with write_transaction(db):
-                db.conn.executemany(_UPSERT_CONVERSATION, conversations)
-                db.conn.executemany(_INSERT_TRANSCRIPT, transcripts)
-
-        await core.store._worker.submit(insert)
+    for chunk in range(first, first + count, 1_000):
+        await asyncio.gather(
+            *(store.queue_turn(*_turn(i, now)) for i in range(chunk, min(chunk + 1_000, first + count)))
+        )
 
 
-async def _record_turn_rate(core: ChatCore, first: int, count: int = 2_000) -> float:
-    """Turns per second through Store.record_turn, 100 at a time (one commit each)."""
+async def _write_figures(store: Store, first: int) -> tuple[list[float], float]:
+    """(latencies of turns written one after another, turns per second 100 scopes at a time)."""
     now = time.time()
+    latencies = []
+    for i in range(first, first + WRITES):
+        start = time.perf_counter()
+        await store.queue_turn(*_turn(i, now))
+        latencies.append(time.perf_counter() - start)
+    first += WRITES
     start = time.perf_counter()
-    for chunk in range(first, first + count, 100):
-        await asyncio.gather(*(core.store.record_turn(*_turn(i, now)) for i in range(chunk, chunk + 100)))
-    return count / (time.perf_counter() - start)
+    for chunk in range(first, first + 2_000, 100):
+        await asyncio.gather(*(store.queue_turn(*_turn(i, now)) for i in range(chunk, chunk + 100)))
+    return latencies, 2_000 / (time.perf_counter() - start)
+
+
+async def _postgres_writes() -> tuple[list[float], float] | str:
+    """The write figures on PostgreSQL, in a database made for them; or why there are none."""
+    name = f"acechat_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"no PostgreSQL at {POSTGRES_URL} ({exc}); set ACECHAT_BENCH_DATABASE_URL"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+        try:
+            store = await PostgresStore.connect(url, pool_size=10, listen=False)
+        except StoreError as exc:
+            return str(exc)
+        try:
+            await _populate(store, 1_000)
+            return await _write_figures(store, 1_000)
+        finally:
+            await store.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def _timed(lookup: Callable[[int], Awaitable[object]], keys: list[int]) -> list[float]:
@@ -90,13 +118,13 @@ async def _timed(lookup: Callable[[int], Awaitable[object]], keys: list[int]) ->
     return times
 
 
-async def _lookups(core: ChatCore, count: int) -> dict[str, list[float]]:
-    rng = random.Random(count)
+async def _lookups(core: ChatCore, uncached: Store, count: int, round_: int) -> dict[str, list[float]]:
+    rng = random.Random(count * 10 + round_)
     picks = rng.sample(range(count), min(LOOKUPS, count))
     cold = rng.sample(range(count), min(LOOKUPS, count))
 
     async def store_lookup(i: int) -> object:
-        return await core.store.get_conversation(_scope(i).key)
+        return await uncached.get_conversation(_scope(i).key)
 
     async def core_lookup(i: int) -> object:
         return await _core_lookup(core, i)
@@ -127,9 +155,9 @@ async def measure() -> list[Row]:
         big = await ChatCore.open(bench_settings(url, big_path))
         small = await ChatCore.open(bench_settings(url, small_path))
         try:
-            await _populate(big, CONVERSATIONS - 2_000)
-            turns_per_second = await _record_turn_rate(big, CONVERSATIONS - 2_000)
-            await _populate(small, SMALL)
+            await _populate(big.store, CONVERSATIONS - WRITES - 2_000)
+            sqlite_writes = await _write_figures(big.store, CONVERSATIONS - WRITES - 2_000)
+            await _populate(small.store, SMALL)
         finally:
             await big.aclose()
             await small.aclose()
@@ -138,13 +166,19 @@ async def measure() -> list[Row]:
         before = rss()
         big = await ChatCore.open(bench_settings(url, big_path))
         small = await ChatCore.open(bench_settings(url, small_path))
+        # The database's own lookup, without the store's conversation cache in front of it.
+        big_db = await SQLiteStore.open(big_path, cache_size=0)
+        small_db = await SQLiteStore.open(small_path, cache_size=0)
         try:
             # Alternate the two databases so noise hits both alike.
             big_times: dict[str, list[float]] = {}
             small_times: dict[str, list[float]] = {}
-            for _ in range(2):
-                for core, count, times in ((big, CONVERSATIONS, big_times), (small, SMALL, small_times)):
-                    for kind, samples in (await _lookups(core, count)).items():
+            for round_ in range(2):
+                for core, db, count, times in (
+                    (big, big_db, CONVERSATIONS, big_times),
+                    (small, small_db, SMALL, small_times),
+                ):
+                    for kind, samples in (await _lookups(core, db, count, round_)).items():
                         times.setdefault(kind, []).extend(samples)
             # Fill the core's caches to capacity, as a long-running bot's would be, counting what
             # Python allocates for them (SQLite's page cache is in the RSS figure only).
@@ -157,11 +191,31 @@ async def measure() -> list[Row]:
             tracemalloc.stop()
             grown = rss() - before
         finally:
-            await big.aclose()
-            await small.aclose()
+            await asyncio.gather(big.aclose(), small.aclose(), big_db.close(), small_db.close())
+    postgres_writes = await _postgres_writes()
 
     def p50(samples: list[float]) -> str:
         return f"{median(samples) * 1e6:,.0f} µs (p99 {percentile(samples, 99) * 1e6:,.0f} µs)"
+
+    def write_rows(backend: str, figures: tuple[list[float], float] | str) -> list[Row]:
+        if isinstance(figures, str):
+            return [Row(NAME, f"turn write, {backend}", "not measured", note=figures)]
+        latencies, rate = figures
+        return [
+            Row(
+                NAME,
+                f"turn write latency, {backend}",
+                p50(latencies),
+                note=f"{WRITES:,} turns one after another (conversation + transcript), each committed",
+            ),
+            Row(
+                NAME,
+                f"turn writes, 100 scopes at once, {backend}",
+                f"{rate:,.0f} turns/s",
+                note="2,000 turns, 100 queued at a time"
+                + ("; the turns queued together share a commit" if backend == "SQLite" else "; pool of 10"),
+            ),
+        ]
 
     scale = median(big_times["store"]) / median(small_times["store"])
     return [
@@ -171,20 +225,16 @@ async def measure() -> list[Row]:
             f"{mib(size)} ({size / CONVERSATIONS:,.0f} B each)",
             note="conversation row + one 600-character transcript each, WAL included",
         ),
-        Row(
-            NAME,
-            "Store.record_turn into it",
-            f"{turns_per_second:,.0f} turns/s",
-            note="the last 2,000 conversations, 100 at a time; one transaction and commit per turn",
-        ),
+        *write_rows("SQLite", sqlite_writes),
+        *write_rows("PostgreSQL", postgres_writes),
         Row(
             NAME,
             f"memory of the core on {CONVERSATIONS:,} conversations, caches full",
             f"{mib(grown)} RSS; caches {mib(caches)} of Python heap",
-            note="RSS after opening both stores and 20,000 lookups, minus RSS before opening; the heap "
+            note="RSS after opening the stores and 20,000 lookups, minus RSS before opening; the heap "
             "figure is tracemalloc's count for filling the caches (10,000 scopes each) from empty",
         ),
-        Row(NAME, "Store.get_conversation among 100,000", p50(big_times["store"])),
+        Row(NAME, "Store.get_conversation among 100,000", p50(big_times["store"]), note="no cache in front"),
         Row(
             NAME,
             "core lookup, cold (resolve + conversation)",

@@ -1,4 +1,5 @@
-"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console`, `demo` and `check`."""
+"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console`, `demo`, `check`
+and `db`."""
 
 from __future__ import annotations
 
@@ -39,7 +40,17 @@ def _parser() -> argparse.ArgumentParser:
         description="The console on a local stand-in of the AI Chat API: canned, streamed answers that show"
         " the preset, model and turn; no token, no network, and a throwaway database.",
     )
-    command("check", "validate the configuration, report every problem, and exit")
+    command("check", "validate the configuration, report every problem, reach the database, and exit")
+    db = command("db", "database tools").add_subparsers(dest="db_command", required=True, metavar="TOOL")
+    copy = db.add_parser(
+        "copy",
+        help="copy every table of the SQLite file (ACECHAT_DB_PATH) into a PostgreSQL database",
+        description="Copy every table of the SQLite file (ACECHAT_DB_PATH) into a PostgreSQL database, "
+        "creating its tables; running it again adds nothing.",
+    )
+    copy.add_argument(
+        "--to", required=True, metavar="URL", help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+    )
     return parser
 
 
@@ -68,21 +79,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "check":
         return _check(settings)
+    if args.command == "db":
+        return _db_copy(settings, args.to)
     if args.command == "console":
         return _console(settings, args)
     return _serve(settings, args.adapters, health=args.command == "run")
 
 
 def _check(settings: Settings) -> int:
+    from storage import StoreError, check_database
+
+    try:
+        database = asyncio.run(check_database(database_url=settings.database_url, db_path=settings.db_path))
+    except StoreError as error:
+        return _fail(error)
     names = [spec.name for spec in configured(settings)]
     if not names:
         wanted = " or ".join(spec.missing for spec in ADAPTERS)
         print(
             f"acechat: configuration is valid, but no adapter is configured: set {wanted} "
-            "(`acechat console` runs without one)"
+            f"(`acechat console` runs without one); database: {database.describe()}"
         )
         return 0
-    print(f"acechat: configuration is valid; adapters configured: {', '.join(names)}")
+    print(
+        f"acechat: configuration is valid; adapters configured: {', '.join(names)}; "
+        f"database: {database.describe()}"
+    )
+    return 0
+
+
+def _db_copy(settings: Settings, url: str) -> int:
+    from core.settings import check_database_url
+    from storage import StoreError
+    from storage.copy import copy_to_postgres
+
+    try:
+        check_database_url("--to", url)
+        tables = asyncio.run(copy_to_postgres(settings.db_path, url))
+    except (SettingsError, StoreError) as error:
+        return _fail(error)
+    for table in tables:
+        print(f"acechat: {table.describe()}")
+    print(f"acechat: copied {settings.db_path} into the PostgreSQL database; running it again adds nothing")
     return 0
 
 

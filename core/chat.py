@@ -31,7 +31,7 @@ from core.state import ScopeState
 from core.streaming import StreamingReply
 from core.target import Actor, Attachment, Mark, PlatformError, PlatformForbidden, ReplyTarget
 from core.upstream import AIChatClient, AnswerText, Turn
-from storage import RateCheck, Store
+from storage import RateCheck, Store, open_store
 from storage.records import ConversationRecord, TranscriptEntry
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,12 @@ class ChatCore:
 
     @classmethod
     async def open(cls, settings: Settings) -> ChatCore:
-        store = await Store.open(settings.db_path, transcript_days=settings.transcript_days)
+        store = await open_store(
+            database_url=settings.database_url,
+            db_path=settings.db_path,
+            transcript_days=settings.transcript_days,
+            pool_size=settings.database_pool,
+        )
         core = cls(settings, store, AIChatClient(settings.upstream))
         core._maintenance = asyncio.create_task(core._prune_periodically())
         return core

@@ -1,59 +1,19 @@
-"""Rate limits: who may ask how often, and how fast a platform may be called."""
+"""How fast a platform may be called: the limits answers share (see core.pacing), and wording for waits."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from core.cache import LRU
-from core.settings import RateLimit
 
 B = TypeVar("B")
 
 # Float drift must not make a wait of exactly `delay()` come up a hair short.
 _EPSILON = 1e-9
-
-
-class SlidingWindow:
-    """At most `limit.count` hits per key in any `limit.per_seconds` window; `count == 0` allows all.
-
-    Keys with no hit inside the window are dropped as time passes, so memory follows active keys only.
-    """
-
-    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limit = limit
-        self._clock = clock
-        # Least recently hit first, so idle keys are found at the front.
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        """How many keys are remembered."""
-        return len(self._hits)
-
-    def check(self, key: str, now: float | None = None) -> float:
-        """0.0 if `key` may go now (the hit is recorded), else the seconds until it may."""
-        if not self._limit.enabled:
-            return 0.0
-        now = self._clock() if now is None else now
-        horizon = now - self._limit.per_seconds
-        while self._hits:
-            oldest_key, oldest = next(iter(self._hits.items()))
-            if oldest[-1] > horizon:
-                break
-            del self._hits[oldest_key]
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque()
-        while hits and hits[0] <= horizon:
-            hits.popleft()
-        if len(hits) >= self._limit.count:
-            return hits[0] - horizon
-        hits.append(now)
-        self._hits.move_to_end(key)
-        return 0.0
 
 
 class TokenBucket:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -20,6 +20,9 @@ from core.sanitize import ThinkingMode
 T = TypeVar("T")
 
 MAX_MODEL_CHARS = 100
+# Connections for queries per process. Queries take well under a millisecond and a turn makes a few,
+# so ten serve thousands of turns a second; turns in flight do not hold one (see storage.postgres).
+DEFAULT_DATABASE_POOL = 10
 DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4", "o3-mini", "deepseek-r1", "grok-3", "glm-4.6")
 
 
@@ -97,6 +100,9 @@ class Settings:
     channel_rate: RateLimit = field(default_factory=lambda: RateLimit(30, 60.0))
     thinking: ThinkingMode = ThinkingMode.FOLD
     db_path: Path = Path("data/acechat.db")
+    # PostgreSQL instead of the SQLite file, shared by every process pointed at it.
+    database_url: str | None = None
+    database_pool: int = DEFAULT_DATABASE_POOL
     transcript_days: int = 30
     log_level: str = "INFO"
     log_json: bool = False
@@ -115,6 +121,9 @@ class Settings:
             found.append(self.discord.token)
         if self.slack is not None:
             found += [self.slack.bot_token, self.slack.app_token or "", self.slack.signing_secret or ""]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url).password or ""
+            found += [password, unquote(password)]  # as written in the URL, and as sent
         return tuple(secret for secret in found if secret)
 
 
@@ -238,6 +247,34 @@ class _Reader:
             return default
         return value.rstrip("/")
 
+    def database_url(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            return check_database_url(name, value)
+        except SettingsError as error:
+            self.problems.extend(error.problems)
+            return None
+
+
+def check_database_url(name: str, value: str) -> str:
+    """`value` if it is a PostgreSQL URL; else a SettingsError naming `name` (and not the value, which
+    may hold a password)."""
+    try:
+        parts = urlsplit(value)
+        # `port` parses the port, raising on one that is not a number.
+        valid = (
+            parts.scheme in ("postgresql", "postgres")
+            and bool(parts.hostname or parts.path.strip("/"))
+            and (parts.port or 0) >= 0
+        )
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        raise SettingsError(f"{name} is invalid: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME")
+    return value
+
 
 def load_settings(
     env: Mapping[str, str] | None = None,
@@ -359,6 +396,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         channel_rate=r.rate("ACECHAT_CHANNEL_RATE", RateLimit(30, 60.0)),
         thinking=ThinkingMode(r.choice("ACECHAT_THINKING", "fold", tuple(ThinkingMode))),
         db_path=Path(r.text("ACECHAT_DB_PATH", "data/acechat.db")),
+        database_url=r.database_url("ACECHAT_DATABASE_URL"),
+        database_pool=r.integer("ACECHAT_DATABASE_POOL", DEFAULT_DATABASE_POOL, minimum=1, maximum=1000),
         transcript_days=r.integer("ACECHAT_TRANSCRIPT_DAYS", 30),
         log_level=r.choice("ACECHAT_LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
         log_json=r.boolean("ACECHAT_LOG_JSON", False),

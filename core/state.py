@@ -18,7 +18,7 @@ from core.presets import BUILTIN_PRESETS, Preset, resolve_preset_name
 from core.scope import Scope
 from core.settings import Settings
 from core.target import Actor
-from storage import Change, Store
+from storage import EVERYTHING, Change, Store
 from storage.records import AuditAction, AuditEntry, ConversationRecord, ScopeSettings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ScopeState:
     def _changed(self, change: Change) -> None:
         # A setting reaches every scope below its key, and a preset every scope of its workspace;
         # changes are rare, so every resolution goes. "*": the store may have missed changes.
-        if change.key == "*":
+        if change.key == EVERYTHING:
             self._settings_cache.clear()
         elif change.kind == "setting":
             self._settings_cache.pop(change.key)

@@ -46,6 +46,8 @@ async def _demo(env_file: str | Path | None, db_path: Path, stdin: TextIO, out: 
                 "ACEDATACLOUD_API_TOKEN": PLACEHOLDER_TOKEN,
                 "ACEDATACLOUD_API_BASE_URL": standin.url,
                 "ACECHAT_DB_PATH": str(db_path),
+                # The demo never touches a real deployment's database.
+                "ACECHAT_DATABASE_URL": "",
             },
         )
         # Routine INFO lines would interleave with the chat in the terminal.

@@ -9,7 +9,11 @@ from typing import Literal
 
 @dataclass(frozen=True, slots=True)
 class ConversationRecord:
-    """A scope's live upstream conversation and what it was started with."""
+    """A scope's upstream conversation and what it was started with.
+
+    `upstream_id` is None after a reset. `epoch` counts the resets of the scope: a write carrying an
+    older epoch than the stored one is refused, so a turn that began before a reset cannot undo it.
+    """
 
     scope_key: str
     upstream_id: str | None
@@ -43,6 +47,8 @@ class CustomPreset:
 
 
 class AuditAction(enum.StrEnum):
+    """What an audit entry records; the value is what the database stores."""
+
     PRESET_SET = "preset set"
     PRESET_CLEAR = "preset clear"
     PRESET_DEFAULT = "preset default"
@@ -54,31 +60,12 @@ class AuditAction(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
-    kind: Literal["setting", "preset"]
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class RateCheck:
-    key: str
-    count: int
-    per_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class RateVerdict:
-    refused: int | None
-    wait: float
-
-
-@dataclass(frozen=True, slots=True)
 class AuditEntry:
     workspace_key: str
     scope_key: str
     actor_id: str
     actor_name: str
-    action: str
+    action: AuditAction
     old: str | None
     new: str | None
     at: float
@@ -97,3 +84,39 @@ class TranscriptEntry:
     trace_id: str | None
     asked_at: float
     answered_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    """At most `count` hits on `key` in any `per_seconds` window; `count == 0` turns the check off."""
+
+    key: str
+    count: int
+    per_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateVerdict:
+    """`refused` is the index of the first check that refused (None: all passed, every hit recorded);
+    `wait` is how many seconds until that check would pass."""
+
+    refused: int | None
+    wait: float = 0.0
+
+    @property
+    def allowed(self) -> bool:
+        return self.refused is None
+
+
+ChangeKind = Literal["setting", "preset"]
+
+# The key of a change that may have touched anything (a missed notification, say): drop every cache.
+EVERYTHING = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed settings or preset change: `key` is the setting key, or the workspace key for presets."""
+
+    kind: ChangeKind
+    key: str

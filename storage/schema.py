@@ -1,4 +1,4 @@
-"""The versioned schema: migrations applied in order, the version kept in the `meta` table."""
+"""The versioned SQLite schema: migrations applied in order, the version kept in the `meta` table."""
 
 from __future__ import annotations
 
@@ -74,10 +74,15 @@ def _v2_transcripts_and_seen_events(db: Database) -> None:
     db.execute("CREATE TABLE seen_events (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID")
 
 
+def _v3_conversation_epochs(db: Database) -> None:
+    db.execute("ALTER TABLE conversations ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_settings_and_conversations,
     _v2_transcripts_and_seen_events,
+    _v3_conversation_epochs,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -91,6 +96,13 @@ def schema_version(db: Database) -> int:
     return int(row[0]) if row else 0
 
 
+def newer_schema(label: str, found: int, known: int) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"{label} has schema version {found} but this acechat knows up to {known}: "
+        "it was written by a newer acechat; upgrade acechat or point ACECHAT_DB_PATH at another file"
+    )
+
+
 def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS, *, label: str = "database") -> int:
     """Bring the file up to `len(migrations)` in one transaction (all or nothing); returns the version."""
     with write_transaction(db):
@@ -99,10 +111,7 @@ def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS, *, label
         )
         found = schema_version(db)
         if found > len(migrations):
-            raise SchemaVersionError(
-                f"{label} has schema version {found} but this acechat knows up to {len(migrations)}: "
-                "it was written by a newer acechat; upgrade acechat or point db_path at another file"
-            )
+            raise newer_schema(label, found, len(migrations))
         for step in migrations[found:]:
             step(db)
         db.execute(

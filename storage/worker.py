@@ -1,7 +1,9 @@
 """The one thread that owns the sqlite connection and runs every database call, in submission order.
 
 A thread hop is the dominant cost of a storage call, so jobs queued while the thread was busy are run as
-one batch and their results handed back to the event loop with a single wake-up.
+one batch and their results handed back to the event loop with a single wake-up. Consecutive grouped
+jobs of a batch (finished turns, from several scopes) share one transaction, each in its own savepoint:
+one commit instead of one each, and every result is handed back only after that commit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ T = TypeVar("T")
 # Bounds how long the first result of a busy batch waits for the rest of it.
 MAX_BATCH = 64
 
-_Job = tuple[Callable[[Database], Any], "asyncio.Future[Any]", bool]
+# How a job runs: alone (its own transaction if it wants one), grouped with its neighbours, or last.
+ALONE, GROUPED, LAST = 0, 1, 2
+_Job = tuple[Callable[[Database], Any], "asyncio.Future[Any]", int]
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
@@ -58,22 +62,25 @@ class DatabaseThread:
         except asyncio.CancelledError:
             # Nobody will own this store: have the thread close whatever it connected and end.
             self._stopping = True
-            self._jobs.put((Database.close, self._loop.create_future(), True))
+            self._jobs.put((Database.close, self._loop.create_future(), LAST))
             raise
 
-    def submit(self, fn: Callable[[Database], T]) -> asyncio.Future[T]:
-        """Queue `fn`; once queued it runs even if the caller stops waiting."""
+    def submit(self, fn: Callable[[Database], T], *, grouped: bool = False) -> asyncio.Future[T]:
+        """Queue `fn`; once queued it runs even if the caller stops waiting.
+
+        A `grouped` job must not open a transaction: it runs inside one shared with the grouped jobs
+        queued next to it; if it raises, only its own writes are undone."""
         if self._stopping:
             raise StoreClosedError("the store is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put((fn, future, False))
+        self._jobs.put((fn, future, GROUPED if grouped else ALONE))
         return future
 
     async def stop(self, finish: Callable[[Database], None]) -> None:
         """Run the queued jobs, then `finish` (which must close the connection), then end the thread."""
         self._stopping = True
         future: asyncio.Future[None] = self._loop.create_future()
-        self._jobs.put((finish, future, True))
+        self._jobs.put((finish, future, LAST))
         try:
             await future
         finally:
@@ -105,12 +112,23 @@ class DatabaseThread:
                     break
             outcomes: list[_Outcome] = []
             last = False
-            for fn, future, last in batch:
+            start = 0
+            while start < len(batch):
+                fn, future, kind = batch[start]
+                if kind == GROUPED:
+                    end = start + 1
+                    while end < len(batch) and batch[end][2] == GROUPED:
+                        end += 1
+                    outcomes += _run_group(db, batch[start:end])
+                    start = end
+                    continue
                 try:
                     outcomes.append((future, fn(db), None))
                 except Exception as exc:
                     outcomes.append((future, None, exc))
-                if last:
+                start += 1
+                if kind == LAST:
+                    last = True
                     break
             delivered = self._deliver(outcomes)
             if last:
@@ -118,3 +136,33 @@ class DatabaseThread:
             if not delivered:
                 db.close()
                 return
+
+
+def _run_group(db: Database, group: list[_Job]) -> list[_Outcome]:
+    """Run grouped jobs in one write transaction; every job fails if the commit does."""
+    outcomes: list[_Outcome] = []
+    alone = len(group) == 1
+    try:
+        # IMMEDIATE: take the write lock up front, so no job fails half way with SQLITE_BUSY.
+        db.execute("BEGIN IMMEDIATE")
+        for fn, future, _ in group:
+            if not alone:
+                db.execute("SAVEPOINT job")
+            try:
+                result = fn(db)
+            except Exception as exc:
+                if alone:
+                    raise
+                db.execute("ROLLBACK TO job")
+                db.execute("RELEASE job")
+                outcomes.append((future, None, exc))
+                continue
+            if not alone:
+                db.execute("RELEASE job")
+            outcomes.append((future, result, None))
+        db.execute("COMMIT")
+    except Exception as exc:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        return [(future, None, exc) for _, future, _ in group]
+    return outcomes

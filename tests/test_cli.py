@@ -73,7 +73,9 @@ def test_check_accepts_a_valid_configuration(tmp_path: Path) -> None:
         tmp_path, "check", ACEDATACLOUD_API_TOKEN="tok-123456", DISCORD_BOT_TOKEN="discord-token"
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "acechat: configuration is valid; adapters configured: discord\n"
+    assert result.stdout.startswith(
+        "acechat: configuration is valid; adapters configured: discord; database: sqlite "
+    )
     assert "tok-123456" not in result.stderr + result.stdout
 
 

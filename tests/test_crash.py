@@ -24,7 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from storage import Store, integrity_check
+from storage import integrity_check
+from storage.sqlite import SQLiteStore
 from tests.fakes.slack import BOT_USER_ID, FakeSlack
 from tests.fakes.upstream import FakeUpstream
 from tests.test_run import BotProcess, bot_environment, slack_url, until
@@ -167,7 +168,7 @@ async def test_everything_acknowledged_before_a_sigkill_is_there_after_a_restart
         assert sum(len(turns) for turns in per_scope.values()) < len(questions) + len(roots)
 
         assert integrity_check(db) == "ok"
-        store = await Store.open(db)
+        store = await SQLiteStore.open(db)
         try:
             # Admin commands.
             audit = await store.list_audit(TEAM, limit=10_000)

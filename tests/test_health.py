@@ -13,13 +13,14 @@ from aiohttp import web
 from bots.health import health_app
 from core import metrics
 from storage import Store
+from storage.sqlite import SQLiteStore
 
 Serve = Callable[[Any, Callable[[], dict[str, bool]]], Awaitable[str]]
 
 
 @pytest_asyncio.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "acechat.db")
+    opened = await SQLiteStore.open(tmp_path / "acechat.db")
     try:
         yield opened
     finally:

@@ -1,3 +1,5 @@
+"""Platform limits: the token bucket, the sliding window, and the window that counts calls until they end."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.pacing import Limit
-from core.ratelimit import SlidingWindow, TokenBucket, WindowBudget, retry_in_text
-from core.settings import RateLimit
+from core.ratelimit import InFlightWindow, TokenBucket, WindowBudget, retry_in_text
 
 
 class FakeClock:
@@ -19,75 +20,7 @@ class FakeClock:
         return self.now
 
 
-def test_window_allows_count_hits_then_says_how_long_to_wait() -> None:
-    window = SlidingWindow(RateLimit(3, 60.0))
-    assert [window.check("ana", t) for t in (0.0, 10.0, 20.0)] == [0.0, 0.0, 0.0]
-    assert window.check("ana", 30.0) == pytest.approx(30.0)  # the hit at 0 leaves the window at 60
-    assert window.check("bob", 30.0) == 0.0  # keys are independent
-    assert window.check("ana", 59.9) == pytest.approx(0.1)
-    assert window.check("ana", 60.0) == 0.0
-    assert window.check("ana", 61.0) == pytest.approx(9.0)
-
-
-def test_refused_hits_do_not_count() -> None:
-    window = SlidingWindow(RateLimit(1, 10.0))
-    assert window.check("k", 0.0) == 0.0
-    for t in range(1, 10):
-        assert window.check("k", float(t)) > 0
-    assert window.check("k", 10.0) == 0.0
-
-
-def test_a_zero_count_turns_the_limit_off() -> None:
-    window = SlidingWindow(RateLimit(0, 60.0))
-    assert all(window.check("spammer", 0.0) == 0.0 for _ in range(1000))
-    assert len(window) == 0
-
-
-def test_window_uses_its_clock_when_no_time_is_given() -> None:
-    clock = FakeClock()
-    window = SlidingWindow(RateLimit(1, 5.0), clock=clock)
-    assert window.check("k") == 0.0
-    clock.now += 2
-    assert window.check("k") == pytest.approx(3.0)
-
-
-def test_idle_keys_are_forgotten() -> None:
-    window = SlidingWindow(RateLimit(2, 60.0))
-    for i in range(100_000):
-        window.check(f"user-{i}", i * 0.0001)
-    assert len(window) == 100_000
-    window.check("late", 200.0)
-    assert len(window) == 1
-    # Keys still inside their window stay, and still count.
-    window.check("late", 201.0)
-    assert window.check("late", 202.0) == pytest.approx(58.0)
-
-
-@given(
-    count=st.integers(1, 5),
-    per=st.floats(1.0, 100.0),
-    steps=st.lists(st.tuples(st.sampled_from("abc"), st.floats(0.0, 30.0)), max_size=60),
-)
-def test_window_never_allows_more_than_count_per_window(
-    count: int, per: float, steps: list[tuple[str, float]]
-) -> None:
-    window = SlidingWindow(RateLimit(count, per))
-    allowed: dict[str, list[float]] = {}
-    now = 0.0
-    for key, gap in steps:
-        now += gap
-        wait = window.check(key, now)
-        recent = [t for t in allowed.get(key, []) if t > now - per]
-        if wait == 0.0:
-            assert len(recent) < count
-            allowed.setdefault(key, []).append(now)
-        else:
-            # Refused only when full, and the wait is exactly until the oldest recent hit expires.
-            assert len(recent) == count
-            assert wait == pytest.approx(min(recent) + per - now)
-
-
-def test_bucket_is_an_edit_budget() -> None:
+def test_bucket_is_a_limit() -> None:
     budget: Limit = TokenBucket(5, 1.0, clock=FakeClock())
     assert budget.try_acquire()
 
@@ -345,3 +278,65 @@ def test_window_budget_penalty() -> None:
     clock.now = 102.0
     assert budget.delay() == 0.0
     assert budget.try_acquire()
+
+
+# --- InFlightWindow ------------------------------------------------------------------------------------
+
+
+def test_in_flight_window_counts_a_call_until_a_window_after_it_ends() -> None:
+    clock = FakeClock(0.0)
+    limit = InFlightWindow(2, 1.0, clock=clock)
+    assert limit.try_acquire() and limit.try_acquire()
+    assert not limit.try_acquire() and limit.available() == 0
+    # Both still in flight: no end is known, so no wait can be promised short of a window.
+    assert limit.delay() == pytest.approx(1.0)
+    clock.now = 5.0  # a slow response: time passing alone frees nothing
+    assert not limit.try_acquire()
+    limit.finished()
+    assert limit.delay() == pytest.approx(1.0), "the call that ended counts a window more"
+    clock.now = 5.999
+    assert not limit.try_acquire()
+    clock.now = 6.0
+    assert limit.delay() == 0.0 and limit.available() == 1
+    assert limit.try_acquire()
+
+
+def test_in_flight_window_reserve_and_penalty() -> None:
+    clock = FakeClock(0.0)
+    limit = InFlightWindow(3, 1.0, clock=clock)
+    assert limit.try_acquire()
+    limit.finished()
+    assert not limit.try_acquire(reserve=2), "two calls are kept back"
+    assert limit.delay(reserve=2) == pytest.approx(1.0)
+    assert limit.delay(reserve=3) == math.inf
+    limit.penalize(4.0)
+    assert limit.available() == 0 and limit.delay() == pytest.approx(4.0)
+    clock.now = 4.0
+    assert limit.try_acquire()
+    limit.finished()
+    limit.finished()  # an end with nothing in flight changes nothing
+    assert limit.available() == 2, "the first call's window is over; the second counts till 5.0"
+
+
+@given(steps=st.lists(st.tuples(st.floats(0.0, 0.3), st.floats(0.0, 0.5)), min_size=1, max_size=60))
+def test_in_flight_window_never_lets_a_platform_see_more_than_count_in_a_window(
+    steps: list[tuple[float, float]],
+) -> None:
+    """Each call reaches the platform at any moment between being taken and ending."""
+    clock = FakeClock(0.0)
+    limit = InFlightWindow(3, 1.0, clock=clock)
+    spans: list[tuple[float, float]] = []
+    ends: list[float] = []
+    for gap, latency in steps:
+        clock.now += gap
+        for end in sorted(e for e in ends if e <= clock.now):
+            ends.remove(end)
+            limit.finished()
+        if limit.try_acquire():
+            spans.append((clock.now, clock.now + latency))
+            ends.append(clock.now + latency)
+    # Arrivals anywhere inside their spans: any 1-s window can hold at most `count` of them, because a
+    # window holding more would need more calls counted at its end than the limit allows.
+    for start, _ in spans:
+        inside = [s for s in spans if s[0] < start + 1.0 and s[1] >= start]
+        assert len(inside) <= 3

@@ -1,4 +1,4 @@
-"""One turn at a time per scope, in arrival order; scopes run in parallel.
+"""One turn at a time per scope, in arrival order; scopes run in parallel (within one process).
 
 A lock lives only while someone holds or awaits it, so idle scopes cost nothing.
 """
@@ -15,18 +15,15 @@ class ScopeQueue:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def __len__(self) -> int:
+        """How many scopes have a turn running or waiting."""
         return len(self._locks)
 
-    def waiting(self, key: str) -> int:
-        entry = self._locks.get(key)
-        return 0 if entry is None else entry[1]
-
-    def turn(self, key: str) -> _Turn:
+    def turn(self, key: str) -> ScopeTurn:
         """`async with queue.turn(key):` runs the body once every earlier turn of `key` has ended."""
-        return _Turn(self._locks, key)
+        return ScopeTurn(self._locks, key)
 
 
-class _Turn:
+class ScopeTurn:
     # A plain class rather than @asynccontextmanager: every question enters one, and the generator
     # machinery costs more than the lock itself.
     __slots__ = ("_key", "_lock", "_locks")
@@ -51,6 +48,10 @@ class _Turn:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """End the turn (what leaving the `async with` does), for callers that compose turns."""
         self._lock.release()
         self._leave()
 

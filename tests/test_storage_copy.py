@@ -1,0 +1,224 @@
+"""`acechat db copy`, `acechat check` on each backend, and the database settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from core.settings import DEFAULT_DATABASE_POOL, SettingsError, parse_settings
+from storage.copy import copy_to_postgres
+from storage.errors import StoreError
+from storage.postgres import PostgresStore
+from storage.records import AuditAction, AuditEntry, ConversationRecord, CustomPreset, TranscriptEntry
+from storage.sqlite import SQLiteStore
+from tests.store_backends import pg_database, pg_url
+
+__all__ = ["pg_database", "pg_url"]  # fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+WS = "slack:T1"
+
+
+async def populate(path: Path) -> None:
+    store = await SQLiteStore.open(path)
+    try:
+        for i in range(3):
+            key = f"{WS}:C{i}:-"
+            await store.queue_turn(
+                ConversationRecord(key, f"up-{i}", "gpt-4o", "assistant", i + 1, 1.0, 2.0),
+                TranscriptEntry(
+                    key, f"up-{i}", "U1", "ann", f"question {i}", "answer", "answered", None, 1.5, 2.0
+                ),
+            )
+        await store.reset_conversation(f"{WS}:C0:-")
+        for i, model in enumerate(("gpt-4", "o3-mini")):
+            entry = AuditEntry(WS, f"{WS}:C1:-", "U1", "ann", AuditAction.MODEL_SET, None, model, 10.0 + i)
+            await store.set_setting(f"{WS}:C1:-", "model", model, audit=entry)
+        create = AuditEntry(WS, WS, "U1", "ann", AuditAction.PRESET_CREATE, None, "Yo ho.", 20.0)
+        await store.put_preset(CustomPreset(WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0), audit=create)
+        assert await store.first_sighting("T1:Ev1")
+    finally:
+        await store.close()
+
+
+async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Path, pg_url: str) -> None:
+    path = tmp_path / "acechat.db"
+    await populate(path)
+    first = {t.table: (t.in_file, t.inserted, t.updated) for t in await copy_to_postgres(path, pg_url)}
+    assert first == {
+        "conversations": (3, 3, 0),
+        "scope_settings": (1, 1, 0),
+        "presets": (1, 1, 0),
+        "audit": (3, 3, 0),
+        "transcripts": (3, 3, 0),
+        "seen_events": (1, 1, 0),
+    }
+    again = await copy_to_postgres(path, pg_url)
+    assert {(t.inserted, t.updated) for t in again} == {(0, 0)}
+
+    store = await PostgresStore.connect(pg_url, pool_size=1)
+    try:
+        reset = await store.get_conversation(f"{WS}:C0:-")
+        assert reset is not None and (reset.upstream_id, reset.epoch) == (None, 1)
+        assert await store.get_conversation(f"{WS}:C2:-") == ConversationRecord(
+            f"{WS}:C2:-", "up-2", "gpt-4o", "assistant", 3, 1.0, 2.0
+        )
+        assert (await store.get_settings([f"{WS}:C1:-"]))[f"{WS}:C1:-"].model == "o3-mini"
+        assert await store.get_preset(WS, "pirate") == CustomPreset(
+            WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0
+        )
+        assert [(e.action, e.new) for e in await store.list_audit(WS, 10)] == [
+            (AuditAction.PRESET_CREATE, "Yo ho."),
+            (AuditAction.MODEL_SET, "o3-mini"),
+            (AuditAction.MODEL_SET, "gpt-4"),
+        ]
+        assert not await store.first_sighting("T1:Ev1")
+        # The copy continues where the file left off: the reset's epoch holds.
+        assert not await store.save_conversation(
+            ConversationRecord(f"{WS}:C0:-", "old", "m", "p", 1, 1.0, 2.0)
+        )
+    finally:
+        await store.close()
+
+    # A row changed in the file since is brought over again; nothing else is.
+    sqlite = await SQLiteStore.open(path)
+    try:
+        await sqlite.queue_turn(
+            ConversationRecord(f"{WS}:C2:-", "up-2", "gpt-4o", "assistant", 4, 1.0, 3.0), None
+        )
+    finally:
+        await sqlite.close()
+    third = {t.table: (t.inserted, t.updated) for t in await copy_to_postgres(path, pg_url)}
+    assert third["conversations"] == (0, 1) and third["audit"] == (0, 0)
+
+
+async def test_copy_needs_an_existing_file(tmp_path: Path, pg_url: str) -> None:
+    with pytest.raises(StoreError, match="no SQLite database at"):
+        await copy_to_postgres(tmp_path / "missing.db", pg_url)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def acechat(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        "ACEDATACLOUD_API_TOKEN": "tok-123456",
+        "ACECHAT_DB_PATH": str(tmp_path / "acechat.db"),
+        **variables,
+    }
+    command = [sys.executable, "-m", "bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
+    return subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_the_db_copy_command_reports_counts_per_table(tmp_path: Path, pg_url: str) -> None:
+    await populate(tmp_path / "acechat.db")
+    first = acechat(tmp_path, "db", "copy", "--to", pg_url)
+    assert first.returncode == 0, first.stderr
+    assert "acechat: conversations: 3 in the file, 3 new, 0 updated\n" in first.stdout
+    assert "acechat: audit: 3 in the file, 3 new, 0 updated\n" in first.stdout
+    second = acechat(tmp_path, "db", "copy", "--to", pg_url)
+    assert second.returncode == 0, second.stderr
+    assert "acechat: transcripts: 3 in the file, 0 new, 0 updated\n" in second.stdout
+
+    bad = acechat(tmp_path, "db", "copy", "--to", "mysql://root:hunter22@db/acechat")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "--to is invalid" in bad.stderr and "hunter22" not in bad.stderr
+
+
+async def test_check_reports_the_database_it_will_use(tmp_path: Path, pg_url: str) -> None:
+    sqlite = acechat(tmp_path, "check")
+    assert sqlite.returncode == 0, sqlite.stderr
+    assert sqlite.stdout.rstrip().endswith("(no schema yet; schema 3 is created on start)")
+    assert not (tmp_path / "acechat.db").exists()  # checking creates nothing
+
+    fresh = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
+    assert fresh.returncode == 0, fresh.stderr
+    assert f"database: postgresql {pg_url} (no schema yet" in fresh.stdout
+    await (await PostgresStore.connect(pg_url, pool_size=1, listen=False)).close()
+    current = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
+    assert current.stdout.rstrip().endswith(f"database: postgresql {pg_url} (schema 1, current)")
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    finally:
+        await conn.close()
+    newer = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
+    assert newer.returncode == 2 and newer.stderr.count("\n") == 1
+    assert "has schema version 99" in newer.stderr and "newer acechat" in newer.stderr
+
+    unreachable = acechat(
+        tmp_path, "check", ACECHAT_DATABASE_URL="postgresql://bot:hunter22@127.0.0.1:1/acechat"
+    )
+    assert unreachable.returncode == 2 and unreachable.stderr.count("\n") == 1
+    assert "cannot open the database" in unreachable.stderr and "hunter22" not in unreachable.stderr
+
+
+# settings
+
+
+def test_without_a_database_url_the_sqlite_file_is_used() -> None:
+    settings = parse_settings({"ACEDATACLOUD_API_TOKEN": "tok-123456"})
+    assert settings.database_url is None and settings.database_pool == DEFAULT_DATABASE_POOL == 10
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://acechat:s3cret@db.example:5432/acechat",
+        "postgres://acechat@localhost/acechat",
+        "postgresql:///acechat",
+    ],
+)
+def test_postgresql_urls_are_accepted(url: str) -> None:
+    settings = parse_settings({"ACEDATACLOUD_API_TOKEN": "tok-123456", "ACECHAT_DATABASE_URL": url})
+    assert settings.database_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://root:hunter22@db/acechat",
+        "sqlite:///data/acechat.db",
+        "postgresql://",
+        "postgresql://user:hunter22@db:notaport/acechat",
+        "postgresql://[::1/acechat",
+        "data/acechat.db",
+    ],
+)
+def test_other_database_urls_are_refused_in_one_line_without_the_password(url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({"ACEDATACLOUD_API_TOKEN": "tok-123456", "ACECHAT_DATABASE_URL": url})
+    message = str(caught.value)
+    assert message.startswith("ACECHAT_DATABASE_URL is invalid") and "hunter22" not in message
+
+
+def test_the_database_password_is_a_secret_logs_never_show() -> None:
+    settings = parse_settings(
+        {
+            "ACEDATACLOUD_API_TOKEN": "tok-123456",
+            "ACECHAT_DATABASE_URL": "postgresql://bot:p%40ss-word@db/acechat",
+        }
+    )
+    assert {"p%40ss-word", "p@ss-word"} <= set(settings.secrets)
+    assert "bot" not in settings.secrets
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("25", 25), ("1000", 1000)])
+def test_the_pool_size_is_read(value: str, expected: int) -> None:
+    env = {"ACEDATACLOUD_API_TOKEN": "tok-123456", "ACECHAT_DATABASE_POOL": value}
+    assert parse_settings(env).database_pool == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten", "1001"])
+def test_a_bad_pool_size_names_the_setting(value: str) -> None:
+    with pytest.raises(SettingsError, match="ACECHAT_DATABASE_POOL"):
+        parse_settings({"ACEDATACLOUD_API_TOKEN": "tok-123456", "ACECHAT_DATABASE_POOL": value})
