@@ -286,6 +286,8 @@ class ChatCore:
         try:
             async with contextlib.AsyncExitStack() as turn:
                 try:
+                    # The bound holds however the turn is kept: behind this process's questions or,
+                    # with PostgreSQL, another process's.
                     async with asyncio.timeout(self.settings.max_wait):
                         await turn.enter_async_context(self.store.scope_turn(key))
                 except TimeoutError:

@@ -36,6 +36,8 @@ RESCUED = "_(My message above stopped updating, so the answer continues here fro
 ADMISSION_WINDOW = 1.0
 # Longest wait before looking at a shared limit again: other answers may finish and free their pledges.
 RECHECK = 1.0
+# How long an answer may take to show its first text before a sign of life is worth a platform call.
+TYPING_DELAY = 0.05
 # A sign of life that found no room is tried again when there might be room, between these bounds.
 TYPING_SOONEST = 0.02
 TYPING_RETRY = 1.0
@@ -108,7 +110,7 @@ class StreamingReply:
         self._completed = asyncio.Event()
         self._finish_timeout = finish_timeout
         self._task: asyncio.Task[None] | None = None
-        self._typing: asyncio.Task[None] | None = None
+        self._typing: asyncio.Task[None] | asyncio.TimerHandle | None = None
         self.first_text_at: float | None = None
         self.edits = 0
 
@@ -122,9 +124,15 @@ class StreamingReply:
         return self._mode is Mode.HOLD
 
     def start_typing(self) -> None:
-        """Show the answer is coming: once, then every `typing_interval` seconds, until the first text."""
+        """Show the answer is coming: once, then every `typing_interval` seconds, until the first text.
+
+        Only if the first text has not come within `TYPING_DELAY`: nobody sees a sign of life that
+        short, and an answer that quick costs no platform call for it."""
         if self._typing is None:
-            self._typing = asyncio.create_task(self._keep_typing())
+            self._typing = asyncio.get_running_loop().call_later(TYPING_DELAY, self._begin_typing)
+
+    def _begin_typing(self) -> None:
+        self._typing = asyncio.create_task(self._keep_typing())
 
     def update(self, raw: str | AnswerText) -> None:
         """The raw answer so far. Never blocks: a background task renders and catches up.

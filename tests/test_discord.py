@@ -106,7 +106,8 @@ async def test_mention_streams_a_reply_that_continues_past_2000_characters(
     code = "```python\n" + "\n".join(f"print('line {i}')" for i in range(60)) + "\n```"
     answer = "\n\n".join([*paragraphs[:5], code, *paragraphs[5:]])
     assert len(answer) > 4000
-    fake_upstream.queue(Behaviour(answer=answer, fragment_size=120, fragment_delay=0.03))
+    # The model thinks a moment first: long enough for the bot to show it is typing.
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=120, fragment_delay=0.03, latency=0.3))
 
     asked = await fake.post_message(f"{BOT} how do I rotate a log file?")
     messages = await answer_to(fake, asked, paragraphs[-1].strip(), seconds=15)
