@@ -4,8 +4,8 @@ and what a finished turn's write costs, on SQLite and (when a server is reachabl
 Each conversation is stored the way an answered question stores it (`Store.queue_turn`: the
 conversation row and one transcript of a 600-character answer). Lookups are timed one at a time, for
 scopes picked at random: through `Store.get_conversation` on a store without its conversation cache
-(one trip to the database thread), and through the core's path for a question (`ChatCore.resolve` then
-`ChatCore.conversation`), cold (the scope is not in the caches) and warm. The same lookups on a
+(one trip to the database thread), and through the core's path for a question (`ScopeState.resolve` then
+`ScopeState.conversation`), cold (the scope is not in the caches) and warm. The same lookups on a
 1,000-conversation database in the same run give the ratio that shows how lookups scale.
 
 Turn writes are timed one at a time (the latency a scope's next turn waits for) and 100 scopes at once
@@ -129,9 +129,8 @@ async def _lookups(core: ChatCore, uncached: Store, count: int, round_: int) -> 
     async def core_lookup(i: int) -> object:
         return await _core_lookup(core, i)
 
+    # A core opened for this round has seen none of these scopes: its lookups start cold.
     results = {"store": await _timed(store_lookup, picks)}
-    core._settings_cache.clear()
-    core._conversations.clear()
     results["core_cold"] = await _timed(core_lookup, cold)
     results["core_warm"] = await _timed(core_lookup, cold[:200] * 5)
     return results
@@ -140,8 +139,8 @@ async def _lookups(core: ChatCore, uncached: Store, count: int, round_: int) -> 
 async def _core_lookup(core: ChatCore, i: int) -> object:
     """What the core reads before asking upstream: the scope's settings lineage, then its conversation."""
     scope = _scope(i)
-    await core.resolve(scope)
-    return await core.conversation(scope)
+    await core.state.resolve(scope)
+    return await core.state.conversation(scope)
 
 
 def _db_bytes(path: Path) -> int:
@@ -163,35 +162,39 @@ async def measure() -> list[Row]:
             await small.aclose()
         size = _db_bytes(big_path)
 
-        before = rss()
-        big = await ChatCore.open(bench_settings(url, big_path))
-        small = await ChatCore.open(bench_settings(url, small_path))
         # The database's own lookup, without the store's conversation cache in front of it.
         big_db = await SQLiteStore.open(big_path, cache_size=0)
         small_db = await SQLiteStore.open(small_path, cache_size=0)
         try:
-            # Alternate the two databases so noise hits both alike.
+            # Alternate the two databases so noise hits both alike; each round on cores opened afresh.
             big_times: dict[str, list[float]] = {}
             small_times: dict[str, list[float]] = {}
             for round_ in range(2):
-                for core, db, count, times in (
-                    (big, big_db, CONVERSATIONS, big_times),
-                    (small, small_db, SMALL, small_times),
+                for path, db, count, times in (
+                    (big_path, big_db, CONVERSATIONS, big_times),
+                    (small_path, small_db, SMALL, small_times),
                 ):
-                    for kind, samples in (await _lookups(core, db, count, round_)).items():
-                        times.setdefault(kind, []).extend(samples)
-            # Fill the core's caches to capacity, as a long-running bot's would be, counting what
+                    core = await ChatCore.open(bench_settings(url, path))
+                    try:
+                        for kind, samples in (await _lookups(core, db, count, round_)).items():
+                            times.setdefault(kind, []).extend(samples)
+                    finally:
+                        await core.aclose()
+            # Fill a fresh core's caches to capacity, as a long-running bot's would be, counting what
             # Python allocates for them (SQLite's page cache is in the RSS figure only).
-            big._settings_cache.clear()
-            big._conversations.clear()
-            tracemalloc.start()
-            for first in range(0, 12_000, 1_000):
-                await asyncio.gather(*(_core_lookup(big, i) for i in range(first, first + 1_000)))
-            caches, _ = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            grown = rss() - before
+            before = rss()
+            big = await ChatCore.open(bench_settings(url, big_path))
+            try:
+                tracemalloc.start()
+                for first in range(0, 12_000, 1_000):
+                    await asyncio.gather(*(_core_lookup(big, i) for i in range(first, first + 1_000)))
+                caches, _ = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                grown = rss() - before
+            finally:
+                await big.aclose()
         finally:
-            await asyncio.gather(big.aclose(), small.aclose(), big_db.close(), small_db.close())
+            await asyncio.gather(big_db.close(), small_db.close())
     postgres_writes = await _postgres_writes()
 
     def p50(samples: list[float]) -> str:
@@ -231,7 +234,7 @@ async def measure() -> list[Row]:
             NAME,
             f"memory of the core on {CONVERSATIONS:,} conversations, caches full",
             f"{mib(grown)} RSS; caches {mib(caches)} of Python heap",
-            note="RSS after opening the stores and 20,000 lookups, minus RSS before opening; the heap "
+            note="RSS after opening a core and 12,000 lookups, minus RSS before opening it; the heap "
             "figure is tracemalloc's count for filling the caches (10,000 scopes each) from empty",
         ),
         Row(NAME, "Store.get_conversation among 100,000", p50(big_times["store"]), note="no cache in front"),
