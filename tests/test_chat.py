@@ -721,3 +721,25 @@ async def test_an_answer_past_the_cap_is_cut_closed_and_says_so(
     before_note = shown.rsplit("\n\n", 1)[0]
     assert before_note.rstrip().endswith("```")
     assert before_note.count("```") % 2 == 0
+
+
+async def test_audit_shows_who_by_id_and_pages_through_every_change(core: ChatCore) -> None:
+    """Display names are anyone's to choose: the id beside one tells two "Ada"s apart."""
+    impostor = Actor("U666", "Ada", privilege=Privilege.WORKSPACE_ADMIN)
+    for n in range(20):
+        who = ADMIN if n % 2 else impostor
+        assert (
+            await core.execute(CHANNEL, who, Command(Action.MODEL_SET, name=("gpt-4", "o3-mini")[n % 2]))
+        ).ok
+    first = await core.execute(CHANNEL, ADMIN, Command(Action.AUDIT))
+    lines = first.text.splitlines()
+    assert lines[0] == "**Admin changes, newest first** (page 1 of 2)"
+    assert len([line for line in lines if " UTC · " in line]) == 15
+    assert "Ada (`U9`) · model set · channel C1 · `gpt-4` → `o3-mini`" in lines[1]
+    assert "Ada (`U666`) · model set · channel C1 · `o3-mini` → `gpt-4`" in lines[2]
+    assert lines[-1] == "_Older: `audit 2`_"
+    second = await core.execute(CHANNEL, ADMIN, Command(Action.AUDIT, page=2))
+    assert second.text.splitlines()[0] == "**Admin changes, newest first** (page 2 of 2)"
+    assert len([line for line in second.text.splitlines() if " UTC · " in line]) == 5
+    beyond = await core.execute(CHANNEL, ADMIN, Command(Action.AUDIT, page=3))
+    assert not beyond.ok and beyond.text == "There are only 2 pages of admin changes."

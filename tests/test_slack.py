@@ -505,3 +505,25 @@ async def test_an_unreachable_slack_is_one_line(settings: Settings) -> None:
     finally:
         await adapter.close()
         await core.aclose()
+
+
+async def test_markdown_links_to_slack_tokens_ping_nobody_anywhere_an_answer_goes(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    """`[heads up](!channel)` used to reach Slack as `<!channel|heads up>`: a real notification."""
+    hostile = (
+        "[heads up](!channel) ![x](!everyone) [boss](@U123) [ops](!subteam^S1) <!here> <@U2>\n\n"
+        + "filler line to split the answer into several messages\n" * 120
+        + "[again](!channel) and [there](@U123)"
+    )
+    fake_upstream.queue(Behaviour(answer=hostile, fragment_size=300))
+    await ask(slack, bot, "[me](!channel) please <!everyone>")
+    fake_upstream.queue(Behaviour(answer=hostile))
+    await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and in a thread"))
+    await bot.adapter.idle()
+    sent = [m.text for m in slack.messages] + [v for m in slack.messages for v in m.versions]
+    sent += [r.text for r in slack.responses] + [str(e.get("text", "")) for e in slack.ephemerals]
+    assert len(slack.messages) >= 4, "the answers were split: continuations are checked too"
+    for text in sent:
+        for token in ("<!", "<@", "<#"):
+            assert token not in text, (token, text[:200])
