@@ -16,9 +16,9 @@ from core.presets import (
     validate_prompt,
 )
 from core.scope import Scope
-from core.state import Field, ScopeState
+from core.state import Field, ScopeState, audit_entry
 from core.target import Actor
-from storage.records import AuditAction, AuditEntry, CustomPreset
+from storage.records import AuditAction, CustomPreset
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +95,6 @@ class CommandRunner:
             return await handler(scope, actor, command)
         except PresetError as error:
             return CommandReply(error.user_message, ok=False)
-
-    def _entry(
-        self, scope: Scope, actor: Actor, action: AuditAction, old: str | None, new: str | None
-    ) -> AuditEntry:
-        return AuditEntry(
-            workspace_key=scope.workspace_key,
-            scope_key=scope.key,
-            actor_id=actor.user_id,
-            actor_name=actor.display_name,
-            action=action,
-            old=old,
-            new=new,
-            at=time.time(),
-        )
 
     async def _help(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         reason = f"{command.text}\n\n" if command.text else ""
@@ -275,7 +261,7 @@ class CommandRunner:
         )
         action = AuditAction.PRESET_CREATE if creating else AuditAction.PRESET_EDIT
         await store.put_preset(
-            preset, audit=self._entry(scope, actor, action, existing.prompt if existing else None, prompt)
+            preset, audit=audit_entry(scope, actor, action, existing.prompt if existing else None, prompt)
         )
         verb = "created" if creating else "updated"
         return CommandReply(f"{actor.display_name} {verb} the preset `{name}`.", public=True)
@@ -285,7 +271,7 @@ class CommandRunner:
         if name in BUILTIN_PRESETS:
             return CommandReply(f"`{name}` is a built-in preset and cannot be deleted.", ok=False)
         deleted = await self._store.delete_preset(
-            scope.workspace_key, name, audit=self._entry(scope, actor, AuditAction.PRESET_DELETE, name, None)
+            scope.workspace_key, name, audit=audit_entry(scope, actor, AuditAction.PRESET_DELETE, name, None)
         )
         if deleted is None:
             return CommandReply(f"There is no custom preset `{name}`.", ok=False)

@@ -48,6 +48,22 @@ class Resolved:
 Field = Literal["preset", "model"]
 
 
+def audit_entry(
+    scope: Scope, actor: Actor, action: AuditAction, old: str | None, new: str | None
+) -> AuditEntry:
+    """The audit log's record of `actor` changing something in `scope`, now."""
+    return AuditEntry(
+        workspace_key=scope.workspace_key,
+        scope_key=scope.key,
+        actor_id=actor.user_id,
+        actor_name=actor.display_name,
+        action=action,
+        old=old,
+        new=new,
+        at=time.time(),
+    )
+
+
 class ScopeState:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
@@ -156,16 +172,8 @@ class ScopeState:
         old: str | None = getattr(current, field) if current is not None else None
         if old == value:
             return False, old
-        entry = AuditEntry(
-            workspace_key=scope.workspace_key,
-            scope_key=scope.key,
-            actor_id=actor.user_id,
-            actor_name=actor.display_name,
-            action=action,
-            old=old,
-            new=value,
-            at=time.time(),
+        old = await self.store.set_setting(
+            key, field, value, audit=audit_entry(scope, actor, action, old, value)
         )
-        old = await self.store.set_setting(key, field, value, audit=entry)
         await self.reset(scope)
         return True, old
