@@ -231,10 +231,7 @@ class _LockSession:
                 await self._task
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
-            if not conn.is_closed():
-                conn.terminate()
+            await _close_connection(conn)
 
 
 class _ScopeTurn:
@@ -355,10 +352,7 @@ class _Listener:
                 await self._reconnecting
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
-            if not conn.is_closed():
-                conn.terminate()
+            await _close_connection(conn)
 
 
 class PostgresStore(Store):
@@ -697,6 +691,14 @@ class PostgresStore(Store):
 def _count(status: str) -> int:
     """The row count of a command status such as 'DELETE 3'."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def _close_connection(conn: asyncpg.Connection) -> None:
+    """Close politely if the server answers in time; otherwise drop the socket."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+    if not conn.is_closed():
+        conn.terminate()
 
 
 async def _close_pools(*pools: asyncpg.Pool | None) -> None:
