@@ -162,10 +162,37 @@ def test_audit_takes_a_page(line: str, page: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "line", ["audit 0", "audit 1001", "audit -1", "audit ２", "audit 99999999999999999999"]
+    "line",
+    ["audit 0", "audit 1001", "audit -1", "audit ２", "audit 99999999999999999999", "audit 00002"],
 )
 def test_audit_pages_out_of_range_are_questions(line: str) -> None:
-    assert parse_command(line).action is A.ASK
+    assert parse_command(line) == Command(A.ASK, text=line)
+
+
+def test_a_page_is_at_most_four_digits() -> None:
+    assert parse_command("audit 0002") == Command(A.AUDIT, page=2)
+    assert parse_command("audit 00002") == Command(A.ASK, text="audit 00002")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("ask what is 2+2?", True),
+        ("ASK what is 2+2?", True),
+        ("Ask", True),
+        ("  ask\nmulti\nline", True),
+        ("reset", True),
+        ("preset set coder", True),
+        ("rset", True),
+        ("asking for a friend", False),
+        ("what should I ask", False),
+        ("tell me and ask", False),
+        ("", False),
+        ("   ", False),
+    ],
+)
+def test_is_command_tells_commands_from_questions(line: str, expected: bool) -> None:
+    assert is_command(line) is expected
 
 
 # --- no line makes the parser raise ------------------------------------------------------------------

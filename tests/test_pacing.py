@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -26,12 +29,50 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def until(condition: Callable[[], object]) -> None:
+    """Wait for what the recording target recorded, however busy the machine is: it announces nothing,
+    so this polls every 10 ms."""
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+def made_at_once(call: Coroutine[Any, Any, None]) -> bool:
+    """Whether a scheduler call returns without suspending: no queue, no timer, no other task first."""
+    try:
+        call.send(None)
+    except StopIteration:
+        return True
+    call.close()
+    return False
+
+
+class CountingBucket(TokenBucket):
+    """A token bucket that counts how often the scheduler asks how long to wait."""
+
+    def __init__(self, capacity: float, rate: float, clock: Clock) -> None:
+        super().__init__(capacity, rate, clock=clock)
+        self.delays = 0
+
+    def delay(self, reserve: int = 0) -> float:
+        self.delays += 1
+        return super().delay(reserve)
+
+
 # --- the scheduler ----------------------------------------------------------------------------------
 
 
+async def next_window(clock: Clock, scheduler: Scheduler, seconds: float = 1.0) -> None:
+    """Let `seconds` pass on the limits' clock, and the scheduler look at its queue at once."""
+    clock.now += seconds
+    scheduler.done(())
+    await settle()
+
+
 async def test_calls_wait_in_order_of_urgency_then_arrival() -> None:
-    limit = WindowBudget(1, 0.05)
-    scheduler = Scheduler()
+    clock = Clock()
+    limit = WindowBudget(1, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
     await scheduler.call(Call.POST, (limit,))  # spends the window
     order: list[str] = []
 
@@ -44,13 +85,18 @@ async def test_calls_wait_in_order_of_urgency_then_arrival() -> None:
         asyncio.create_task(call("post b", Call.POST)),
         asyncio.create_task(call("final", Call.FINAL)),
     ]
-    await asyncio.wait_for(asyncio.gather(*tasks), 2)
-    assert order == ["final", "post a", "post b"]
+    await settle()
+    assert order == []
+    for served in (["final"], ["final", "post a"], ["final", "post a", "post b"]):
+        await next_window(clock, scheduler)
+        assert order == served
+    await asyncio.gather(*tasks)
 
 
 async def test_a_queued_post_that_becomes_final_moves_to_the_front() -> None:
-    limit = WindowBudget(1, 0.05)
-    scheduler = Scheduler()
+    clock = Clock()
+    limit = WindowBudget(1, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
     await scheduler.call(Call.POST, (limit,))
     done = False
     order: list[str] = []
@@ -63,8 +109,11 @@ async def test_a_queued_post_that_becomes_final_moves_to_the_front() -> None:
     upgraded = asyncio.create_task(call("completed answer", lambda: Call.FINAL if done else Call.POST))
     await settle()
     done = True
-    await asyncio.wait_for(asyncio.gather(first, upgraded), 2)
+    await next_window(clock, scheduler)
+    assert order == ["completed answer"]
+    await next_window(clock, scheduler)
     assert order == ["completed answer", "earlier post"]
+    await asyncio.gather(first, upgraded)
 
 
 async def test_droppable_calls_give_way_to_queued_ones_and_to_pledged_finals() -> None:
@@ -102,15 +151,21 @@ async def test_nothing_droppable_goes_while_a_call_waits_on_the_same_limit() -> 
 
 
 async def test_a_cancelled_wait_gives_up_its_place() -> None:
-    limit = WindowBudget(1, 0.05)
-    scheduler = Scheduler()
-    await scheduler.call(Call.POST, (limit,))
+    clock = Clock()
+    limit = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    assert limit.try_acquire()
     abandoned = asyncio.create_task(scheduler.call(Call.FINAL, (limit,)))
+    kept = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
     await settle()
     abandoned.cancel()
     await asyncio.gather(abandoned, return_exceptions=True)
-    await asyncio.wait_for(scheduler.call(Call.POST, (limit,)), 2)
-    assert scheduler.delay(Call.EDIT, (limit,)) < 1.0, "no stale ticket holds the limit"
+    assert abandoned.cancelled()
+    clock.now += 1.0
+    scheduler.done(())
+    await settle()
+    assert kept.done(), "the place went to the next in line"
+    assert scheduler.delay(Call.EDIT, (limit,)) == 1.0, "no stale ticket holds the limit"
 
 
 async def test_a_call_waits_for_every_limit_it_draws_on() -> None:
@@ -124,6 +179,158 @@ async def test_a_call_waits_for_every_limit_it_draws_on() -> None:
     # Both channels are free again only after their windows; the shared limit too.
     await asyncio.wait_for(scheduler.call(Call.POST, (shared, channel_a)), 2)
     assert loop.time() - started >= 0.15
+
+
+def test_admission_counts_the_finals_already_pledged() -> None:
+    clock = Clock()
+    limit = TokenBucket(2, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    scheduler.pledge((limit,))
+    assert scheduler.admits((limit,), within=0), "a second final fits the two calls exactly"
+    scheduler.pledge((limit,))
+    assert not scheduler.admits((limit,), within=0)
+    assert scheduler.admits((limit,), within=1.0), "a third fits once one more call has refilled"
+    assert not scheduler.admits((limit,), within=0.99)
+    assert scheduler.admits((), within=0)
+
+
+def test_each_release_gives_back_one_pledge() -> None:
+    clock = Clock()
+    a, b = TokenBucket(2, 1.0, clock=clock), TokenBucket(2, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    scheduler.release((a,))  # nothing pledged: nothing to give back
+    assert scheduler.pledged(a) == 0
+    scheduler.pledge((a, b))
+    scheduler.pledge((a,))
+    assert (scheduler.pledged(a), scheduler.pledged(b)) == (2, 1)
+    scheduler.release((a, b))
+    assert (scheduler.pledged(a), scheduler.pledged(b)) == (1, 0)
+    scheduler.release((a, b))
+    scheduler.release((a, b))
+    assert (scheduler.pledged(a), scheduler.pledged(b)) == (0, 0)
+
+
+def test_only_droppable_calls_leave_pledged_finals_their_call() -> None:
+    clock = Clock()
+    limit = TokenBucket(2, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    scheduler.pledge((limit,))
+    assert limit.try_acquire()  # one call left, and it is pledged
+    assert scheduler.delay(Call.FINAL, (limit,)) == 0.0
+    assert scheduler.delay(Call.POST, (limit,)) == 0.0
+    assert scheduler.delay(Call.EDIT, (limit,)) == 1.0
+    assert scheduler.delay(Call.TYPING, (limit,)) == 1.0
+    assert not scheduler.try_call(Call.EDIT, (limit,))
+    assert scheduler.delay(Call.EDIT, ()) == 0.0, "no limits, no wait"
+
+
+def test_a_call_on_free_limits_is_made_at_once() -> None:
+    clock = Clock()
+    limit = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    assert made_at_once(scheduler.call(Call.EDIT, ()))
+    assert made_at_once(scheduler.call(Call.POST, (limit,)))
+    assert limit.available() == 0
+
+
+async def test_a_wait_closed_without_cancelling_leaves_nothing_behind() -> None:
+    clock = Clock()
+    limit = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    assert limit.try_acquire()
+    assert not made_at_once(scheduler.call(Call.POST, (limit,))), "it queued, then was closed"
+    clock.now += 1.0
+    assert scheduler.try_call(Call.EDIT, (limit,)), "no ticket of it holds the limit"
+
+
+async def test_a_free_limit_serves_its_queue_before_newcomers() -> None:
+    clock = Clock()
+    limit = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    assert limit.try_acquire()
+    order: list[str] = []
+
+    async def call(name: str, urgency: Call) -> None:
+        await scheduler.call(urgency, (limit,))
+        order.append(name)
+
+    final = asyncio.create_task(call("final", Call.FINAL))
+    await settle()
+    clock.now += 1.0  # room for one call; the scheduler's own timer is still a second away
+    assert not scheduler.try_call(Call.TYPING, (limit,)), "a droppable call never jumps the queue"
+    assert scheduler.delay(Call.EDIT, (limit,)) == math.inf
+    post = asyncio.create_task(call("post", Call.POST))
+    await settle()
+    assert order == ["final"], "the post queued, and the waiting final took the room at once"
+    clock.now += 1.0
+    scheduler.done((limit,))
+    await settle()
+    assert order == ["final", "post"]
+    await asyncio.gather(final, post)
+
+
+async def test_every_waiting_call_holds_its_limits_until_served() -> None:
+    clock = Clock()
+    limit = TokenBucket(2, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    assert limit.try_acquire() and limit.try_acquire()
+    first = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    second = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    await settle()
+    clock.now += 1.0
+    scheduler.done(())
+    await settle()
+    assert first.done() and not second.done()
+    clock.now += 1.0
+    assert not scheduler.try_call(Call.EDIT, (limit,)), "the second still waits: nothing droppable first"
+    scheduler.done(())
+    await settle()
+    assert second.done()
+    clock.now += 1.0
+    assert scheduler.try_call(Call.EDIT, (limit,)), "nobody waits any more"
+
+
+async def test_a_call_waiting_on_a_busy_limit_holds_up_no_one_else() -> None:
+    clock = Clock()
+    slow, quick = TokenBucket(1, 0.1, clock=clock), TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    assert slow.try_acquire() and quick.try_acquire()
+    final = asyncio.create_task(scheduler.call(Call.FINAL, (slow,)))
+    post = asyncio.create_task(scheduler.call(Call.POST, (quick,)))
+    await settle()
+    clock.now += 1.0
+    scheduler.done(())
+    await settle()
+    assert post.done() and not final.done()
+    final.cancel()
+    await asyncio.gather(final, return_exceptions=True)
+
+
+async def test_a_penalty_looks_at_the_waiting_calls_again() -> None:
+    clock = Clock()
+    channel, workspace = TokenBucket(1, 1.0, clock=clock), TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler(clock)
+    assert channel.try_acquire()
+    waiting = asyncio.create_task(scheduler.call(Call.POST, (channel,)))
+    await settle()
+    clock.now += 1.0  # the channel has room; the scheduler's own timer is still a second away
+    scheduler.penalize((workspace,), 5.0)
+    assert workspace.delay() == 5.0
+    await settle()
+    assert waiting.done()
+
+
+async def test_a_waiting_call_sleeps_until_its_limit_could_serve_it() -> None:
+    clock = Clock()
+    limit = CountingBucket(1, 0.1, clock)
+    scheduler = Scheduler(clock)
+    assert limit.try_acquire()
+    waiting = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert limit.delays < 10, "the scheduler polled instead of sleeping"
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
 
 
 # --- answers on shared limits -----------------------------------------------------------------------
@@ -152,7 +359,7 @@ async def test_an_answer_whose_final_edit_cannot_be_promised_is_held_and_posted_
     for reply in (streamed, held):
         reply.start_typing()
         reply.update("Hello")
-    await asyncio.sleep(0.1)
+    await until(lambda: first.kinds("post") and len(second.kinds("typing")) >= 2)
     assert not streamed.held and first.kinds("post"), "the first answer streams: its final is pledged"
     assert held.held and not second.kinds("post"), "the second waits to be posted once"
     assert len(second.kinds("typing")) >= 2, "and keeps its sign of life meanwhile"
@@ -187,7 +394,7 @@ async def test_a_final_edit_that_never_goes_through_is_posted_anew() -> None:
     )
     reply = StreamingReply(target, finish_timeout=0.5)
     reply.update("The beginning")
-    await asyncio.sleep(0.05)
+    await until(lambda: target.kinds("post"))
     await reply.finish("The beginning and the end.")
     last = target.kinds("post")[-1].text
     assert last == f"{RESCUED}\n\nThe beginning and the end."
@@ -196,16 +403,17 @@ async def test_a_final_edit_that_never_goes_through_is_posted_anew() -> None:
 
 @pytest.mark.parametrize("interval", [None, 0.02])
 async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(interval: float | None) -> None:
-    shared = WindowBudget(1, 0.15)
-    scheduler = Scheduler()
+    clock = Clock()
+    shared = WindowBudget(1, 0.15, clock=clock)
+    scheduler = Scheduler(clock)
     assert scheduler.try_call(Call.TYPING, (shared,))  # someone else's typing took the window
     target = RecordingTarget(
         TargetLimits(max_chars=2000, typing_interval=interval, typing_limits=(shared,), scheduler=scheduler)
     )
     reply = StreamingReply(target)
     reply.start_typing()
-    await asyncio.sleep(0.05)
-    assert not target.kinds("typing")
-    await asyncio.sleep(1.2)
-    assert target.kinds("typing"), "typing went out once there was room"
+    await settle()
+    assert not target.kinds("typing"), "no room on the limits' clock, which stands still"
+    clock.now += 0.15
+    await until(lambda: target.kinds("typing"))  # typing went out once there was room
     await reply.finish("done")

@@ -158,6 +158,24 @@ def test_streaming_holds_back_an_opening_tag_still_arriving() -> None:
     assert fold_thinking("<b>bold</b>", "hide", streaming=True) == "<b>bold</b>"
 
 
+@pytest.mark.parametrize("arriving", ["<", "</", "</thi", "</think"])
+def test_streaming_holds_back_a_closing_tag_still_arriving(arriving: str) -> None:
+    assert fold_thinking(f"<think>abc{arriving}", "show", streaming=True) == "> abc"
+    assert fold_thinking(f"<think>abc{arriving}", "show") == f"> abc{arriving}"
+
+
+def test_reasoning_just_opened_shows_nothing_yet() -> None:
+    assert fold_thinking("<think>", "show", streaming=True) == ""
+    assert fold_thinking("<think>\n ", "show", streaming=True) == ""
+    assert fold_thinking("<think>", "fold", streaming=True) == THINKING
+    assert fold_thinking("<think>", "hide", streaming=True) == ""
+
+
+def test_a_finished_answer_is_formatted_as_finished_by_default() -> None:
+    assert format_answer("<thi", thinking_mode=ThinkingMode.SHOW) == "<thi"
+    assert format_answer("<think>cut off", thinking_mode=ThinkingMode.FOLD) == FOLDED
+
+
 def test_an_answer_that_never_closed_its_reasoning() -> None:
     assert fold_thinking("<think>cut off mid-thou", "hide") == ""
     assert fold_thinking("<think>cut off mid-thou", "fold") == FOLDED
