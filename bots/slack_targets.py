@@ -91,7 +91,7 @@ class SlackLimits:
     """Slack's allowances answers share: `chat.update` per workspace, posts per channel."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._scheduler = Scheduler(clock)
+        self._scheduler = Scheduler()
         self._updates: KeyedBudgets[TokenBucket] = KeyedBudgets(
             lambda: TokenBucket(UPDATE_BURST, UPDATE_PER_SECOND, clock=clock)
         )

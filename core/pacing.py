@@ -21,7 +21,6 @@ import asyncio
 import enum
 import itertools
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -84,8 +83,7 @@ class _Ticket:
 class Scheduler:
     """Hands out calls on shared limits by urgency. One serves a whole platform connection."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._waiting: list[_Ticket] = []
         # Per limit (by identity): tickets queued on it, and finals pledged on it.
         self._queued: dict[int, int] = {}

@@ -72,7 +72,7 @@ async def next_window(clock: Clock, scheduler: Scheduler, seconds: float = 1.0) 
 async def test_calls_wait_in_order_of_urgency_then_arrival() -> None:
     clock = Clock()
     limit = WindowBudget(1, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     await scheduler.call(Call.POST, (limit,))  # spends the window
     order: list[str] = []
 
@@ -96,7 +96,7 @@ async def test_calls_wait_in_order_of_urgency_then_arrival() -> None:
 async def test_a_queued_post_that_becomes_final_moves_to_the_front() -> None:
     clock = Clock()
     limit = WindowBudget(1, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     await scheduler.call(Call.POST, (limit,))
     done = False
     order: list[str] = []
@@ -119,7 +119,7 @@ async def test_a_queued_post_that_becomes_final_moves_to_the_front() -> None:
 async def test_droppable_calls_give_way_to_queued_ones_and_to_pledged_finals() -> None:
     clock = Clock()
     limit = TokenBucket(3, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert scheduler.admits((limit,), within=0)
     scheduler.pledge((limit,))
     scheduler.pledge((limit,))
@@ -153,7 +153,7 @@ async def test_nothing_droppable_goes_while_a_call_waits_on_the_same_limit() -> 
 async def test_a_cancelled_wait_gives_up_its_place() -> None:
     clock = Clock()
     limit = TokenBucket(1, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert limit.try_acquire()
     abandoned = asyncio.create_task(scheduler.call(Call.FINAL, (limit,)))
     kept = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
@@ -184,7 +184,7 @@ async def test_a_call_waits_for_every_limit_it_draws_on() -> None:
 def test_admission_counts_the_finals_already_pledged() -> None:
     clock = Clock()
     limit = TokenBucket(2, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     scheduler.pledge((limit,))
     assert scheduler.admits((limit,), within=0), "a second final fits the two calls exactly"
     scheduler.pledge((limit,))
@@ -197,7 +197,7 @@ def test_admission_counts_the_finals_already_pledged() -> None:
 def test_each_release_gives_back_one_pledge() -> None:
     clock = Clock()
     a, b = TokenBucket(2, 1.0, clock=clock), TokenBucket(2, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     scheduler.release((a,))  # nothing pledged: nothing to give back
     assert scheduler.pledged(a) == 0
     scheduler.pledge((a, b))
@@ -213,7 +213,7 @@ def test_each_release_gives_back_one_pledge() -> None:
 def test_only_droppable_calls_leave_pledged_finals_their_call() -> None:
     clock = Clock()
     limit = TokenBucket(2, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     scheduler.pledge((limit,))
     assert limit.try_acquire()  # one call left, and it is pledged
     assert scheduler.delay(Call.FINAL, (limit,)) == 0.0
@@ -227,7 +227,7 @@ def test_only_droppable_calls_leave_pledged_finals_their_call() -> None:
 def test_a_call_on_free_limits_is_made_at_once() -> None:
     clock = Clock()
     limit = TokenBucket(1, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert made_at_once(scheduler.call(Call.EDIT, ()))
     assert made_at_once(scheduler.call(Call.POST, (limit,)))
     assert limit.available() == 0
@@ -236,7 +236,7 @@ def test_a_call_on_free_limits_is_made_at_once() -> None:
 async def test_a_wait_closed_without_cancelling_leaves_nothing_behind() -> None:
     clock = Clock()
     limit = TokenBucket(1, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert limit.try_acquire()
     assert not made_at_once(scheduler.call(Call.POST, (limit,))), "it queued, then was closed"
     clock.now += 1.0
@@ -246,7 +246,7 @@ async def test_a_wait_closed_without_cancelling_leaves_nothing_behind() -> None:
 async def test_a_free_limit_serves_its_queue_before_newcomers() -> None:
     clock = Clock()
     limit = TokenBucket(1, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert limit.try_acquire()
     order: list[str] = []
 
@@ -272,7 +272,7 @@ async def test_a_free_limit_serves_its_queue_before_newcomers() -> None:
 async def test_every_waiting_call_holds_its_limits_until_served() -> None:
     clock = Clock()
     limit = TokenBucket(2, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert limit.try_acquire() and limit.try_acquire()
     first = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
     second = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
@@ -293,7 +293,7 @@ async def test_every_waiting_call_holds_its_limits_until_served() -> None:
 async def test_a_call_waiting_on_a_busy_limit_holds_up_no_one_else() -> None:
     clock = Clock()
     slow, quick = TokenBucket(1, 0.1, clock=clock), TokenBucket(1, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert slow.try_acquire() and quick.try_acquire()
     final = asyncio.create_task(scheduler.call(Call.FINAL, (slow,)))
     post = asyncio.create_task(scheduler.call(Call.POST, (quick,)))
@@ -309,7 +309,7 @@ async def test_a_call_waiting_on_a_busy_limit_holds_up_no_one_else() -> None:
 async def test_a_penalty_looks_at_the_waiting_calls_again() -> None:
     clock = Clock()
     channel, workspace = TokenBucket(1, 1.0, clock=clock), TokenBucket(1, 1.0, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert channel.try_acquire()
     waiting = asyncio.create_task(scheduler.call(Call.POST, (channel,)))
     await settle()
@@ -323,7 +323,7 @@ async def test_a_penalty_looks_at_the_waiting_calls_again() -> None:
 async def test_a_waiting_call_sleeps_until_its_limit_could_serve_it() -> None:
     clock = Clock()
     limit = CountingBucket(1, 0.1, clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert limit.try_acquire()
     waiting = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
     for _ in range(50):
@@ -350,7 +350,7 @@ def limits(edits: TokenBucket | WindowBudget, scheduler: Scheduler) -> TargetLim
 async def test_an_answer_whose_final_edit_cannot_be_promised_is_held_and_posted_once() -> None:
     clock = Clock()
     workspace = TokenBucket(1, 0.001, clock=clock)  # one update, refilled after a long while
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     first, second = (
         RecordingTarget(limits(workspace, scheduler)),
         RecordingTarget(limits(workspace, scheduler)),
@@ -373,7 +373,7 @@ async def test_an_answer_whose_final_edit_cannot_be_promised_is_held_and_posted_
 async def test_pledged_finals_are_not_spent_on_intermediate_edits() -> None:
     clock = Clock()
     workspace = TokenBucket(2, 0.001, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     targets = [RecordingTarget(limits(workspace, scheduler)) for _ in range(2)]
     replies = [StreamingReply(t) for t in targets]
     for reply in replies:
@@ -405,7 +405,7 @@ async def test_a_final_edit_that_never_goes_through_is_posted_anew() -> None:
 async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(interval: float | None) -> None:
     clock = Clock()
     shared = WindowBudget(1, 0.15, clock=clock)
-    scheduler = Scheduler(clock)
+    scheduler = Scheduler()
     assert scheduler.try_call(Call.TYPING, (shared,))  # someone else's typing took the window
     target = RecordingTarget(
         TargetLimits(max_chars=2000, typing_interval=interval, typing_limits=(shared,), scheduler=scheduler)
