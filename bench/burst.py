@@ -7,11 +7,15 @@ beforehand; Socket Mode: the ack envelope, timed by the fake from the push), and
 figure only, the time from the first request until every one-line answer shows in full, ÷ the
 upstream's 5 s. The answers come in one line, so no answer is ever edited: the headline burst with
 streamed answers is `slack-flood`.
+
+Then the same burst served by real `acechat slack` processes on one PostgreSQL database, two against
+one (bench/slack_replicas.py): the throughput ratio, and how many questions were answered twice or lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -23,6 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench import slack_replicas
+from bench.database import UNAVAILABLE, bench_database, not_measured
 from bench.overhead import bench_settings
 from bench.procs import REPO, server
 from bench.report import Row, ms, percentile
@@ -208,4 +214,13 @@ async def measure() -> list[Row]:
                         f"upstream: {LATENCY:g} s of silence, then a 60-character answer; {limited} platform 429s",
                     ),
                 ]
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    database = await stack.enter_async_context(bench_database())
+                except UNAVAILABLE as error:
+                    out.append(
+                        Row(NAME, "Slack HTTP burst on PostgreSQL", "not measured", note=not_measured(error))
+                    )
+                else:
+                    out += slack_replicas.rows(NAME, await slack_replicas.measure(url, database, Path(tmp)))
     return out

@@ -1,6 +1,7 @@
 """Load generator for the Slack burst: `python -m bench.slack_load` reads JSON on stdin
-(`{"url", "secret", "requests": [{"body", "content_type"}]}`), signs every request as Slack does,
-sends them all at once, and prints JSON: when it started and each request's latency and status.
+(`{"url", "secret", "requests": [{"body", "content_type"}]}`; a request may name its own `url`, and a
+`retry` number to send as `X-Slack-Retry-Num`), signs every request as Slack does, sends them all at
+once, and prints JSON: when it started and each request's latency and status.
 
 It runs in its own process so the bot being measured does not also pay for building, signing and
 sending 400 requests: Slack's servers are not on the bot's CPU either. Every connection is open before
@@ -49,14 +50,23 @@ async def _send(
     return written, answered - written, float(status)
 
 
+def _headers(request: dict[str, Any], secret: str) -> dict[str, str]:
+    headers = {"Content-Type": request["content_type"], **sign(request["body"], secret)}
+    if request.get("retry"):
+        headers |= {"X-Slack-Retry-Num": str(request["retry"]), "X-Slack-Retry-Reason": "http_timeout"}
+    return headers
+
+
 async def _main(job: dict[str, Any]) -> dict[str, Any]:
-    url = job["url"]
+    urls = [r.get("url", job.get("url")) for r in job["requests"]]
     requests = [
-        _request(url, r["body"], {"Content-Type": r["content_type"], **sign(r["body"], job["secret"])})
-        for r in job["requests"]
+        _request(url, r["body"], _headers(r, job["secret"]))
+        for url, r in zip(urls, job["requests"], strict=True)
     ]
-    parts = urllib.parse.urlsplit(url)
-    streams = [await asyncio.open_connection(parts.hostname, parts.port) for _ in requests]
+    streams = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        streams.append(await asyncio.open_connection(parts.hostname, parts.port))
     started = time.monotonic()
     results = await asyncio.gather(*(_send(s, r) for s, r in zip(streams, requests, strict=True)))
     return {"started": started, "results": results}

@@ -4,19 +4,19 @@ and what a finished turn's write costs, on SQLite and (when a server is reachabl
 Each conversation is stored the way an answered question stores it (`Store.queue_turn`: the
 conversation row and one transcript of a 600-character answer). Lookups are timed one at a time, for
 scopes picked at random: through `Store.get_conversation` on a store without its conversation cache
-(one trip to the database thread), and through the core's path for a question (`ScopeState.resolve` then
-`ScopeState.conversation`), cold (the scope is not in the caches) and warm. The same lookups on a
-1,000-conversation database in the same run give the ratio that shows how lookups scale.
+(one trip to the database thread), and through the core's path for a question (`ScopeState.resolve`
+then `ScopeState.conversation`), cold (on a core just opened: nothing in its caches) and warm. The
+same lookups on a 1,000-conversation database in the same run give the ratio that shows how lookups
+scale.
 
 Turn writes are timed one at a time (the latency a scope's next turn waits for) and 100 scopes at once
 (throughput; SQLite commits the turns queued together in one transaction). PostgreSQL rows use the
-server at ACECHAT_BENCH_DATABASE_URL (default postgres on 127.0.0.1:5432) in a database of their own.
+database bench/database.py gives (ACECHAT_BENCH_DATABASE_URL, or a throwaway one on the local server).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import tempfile
 import time
@@ -25,8 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
-
+from bench.database import UNAVAILABLE, bench_database, not_measured
 from bench.overhead import bench_settings
 from bench.procs import rss
 from bench.report import Row, median, mib, percentile
@@ -41,16 +40,16 @@ CONVERSATIONS = 100_000
 SMALL = 1_000
 LOOKUPS = 2_000
 WRITES = 1_000
-POSTGRES_URL = os.environ.get("ACECHAT_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+UNUSED_URL = "http://127.0.0.1:9"  # the upstream: never called, only the store and the caches are exercised
 ANSWER = "stored answer text " * 31 + "end"  # about 600 characters
 
 
-def _scope(i: int) -> Scope:
-    return Scope.of("bench", "w", f"c{i}")
+def _scope(i: int, workspace: str = "w") -> Scope:
+    return Scope.of("bench", workspace, f"c{i}")
 
 
-def _turn(i: int, now: float) -> tuple[ConversationRecord, TranscriptEntry]:
-    key = _scope(i).key
+def _turn(i: int, now: float, workspace: str) -> tuple[ConversationRecord, TranscriptEntry]:
+    key = _scope(i, workspace).key
     return (
         ConversationRecord(key, f"up-{i}", "gpt-4o", "assistant", 1, now, now),
         TranscriptEntry(
@@ -59,52 +58,47 @@ def _turn(i: int, now: float) -> tuple[ConversationRecord, TranscriptEntry]:
     )
 
 
-async def _populate(store: Store, count: int, first: int = 0) -> None:
+async def _populate(store: Store, count: int, first: int = 0, workspace: str = "w") -> None:
     """Store `count` turns, a thousand queued at once (SQLite commits the ones queued together as one)."""
     now = time.time()
     for chunk in range(first, first + count, 1_000):
-        await asyncio.gather(
-            *(store.queue_turn(*_turn(i, now)) for i in range(chunk, min(chunk + 1_000, first + count)))
-        )
+        last = min(chunk + 1_000, first + count)
+        await asyncio.gather(*(store.queue_turn(*_turn(i, now, workspace)) for i in range(chunk, last)))
 
 
-async def _write_figures(store: Store, first: int) -> tuple[list[float], float]:
+async def _write_figures(store: Store, first: int, workspace: str = "w") -> tuple[list[float], float]:
     """(latencies of turns written one after another, turns per second 100 scopes at a time)."""
     now = time.time()
     latencies = []
     for i in range(first, first + WRITES):
         start = time.perf_counter()
-        await store.queue_turn(*_turn(i, now))
+        await store.queue_turn(*_turn(i, now, workspace))
         latencies.append(time.perf_counter() - start)
     first += WRITES
     start = time.perf_counter()
     for chunk in range(first, first + 2_000, 100):
-        await asyncio.gather(*(store.queue_turn(*_turn(i, now)) for i in range(chunk, chunk + 100)))
+        await asyncio.gather(
+            *(store.queue_turn(*_turn(i, now, workspace)) for i in range(chunk, chunk + 100))
+        )
     return latencies, 2_000 / (time.perf_counter() - start)
 
 
 async def _postgres_writes() -> tuple[list[float], float] | str:
-    """The write figures on PostgreSQL, in a database made for them; or why there are none."""
-    name = f"acechat_bench_{uuid.uuid4().hex[:8]}"
+    """The write figures on PostgreSQL (bench/database.py); or why there are none."""
+    # Scopes of this run only: a database given in ACECHAT_BENCH_DATABASE_URL may hold earlier runs'.
+    workspace = f"w-{uuid.uuid4().hex[:8]}"
     try:
-        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"no PostgreSQL at {POSTGRES_URL} ({exc}); set ACECHAT_BENCH_DATABASE_URL"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-        try:
+        async with bench_database() as url:
             store = await PostgresStore.connect(url, pool_size=10, listen=False)
-        except StoreError as exc:
-            return str(exc)
-        try:
-            await _populate(store, 1_000)
-            return await _write_figures(store, 1_000)
-        finally:
-            await store.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+            try:
+                await _populate(store, 1_000, workspace=workspace)
+                return await _write_figures(store, 1_000, workspace)
+            finally:
+                await store.close()
+    except StoreError as error:
+        return str(error)
+    except UNAVAILABLE as error:
+        return not_measured(error)
 
 
 async def _timed(lookup: Callable[[int], Awaitable[object]], keys: list[int]) -> list[float]:
@@ -118,7 +112,7 @@ async def _timed(lookup: Callable[[int], Awaitable[object]], keys: list[int]) ->
     return times
 
 
-async def _lookups(core: ChatCore, uncached: Store, count: int, round_: int) -> dict[str, list[float]]:
+async def _lookups(path: Path, uncached: Store, count: int, round_: int) -> dict[str, list[float]]:
     rng = random.Random(count * 10 + round_)
     picks = rng.sample(range(count), min(LOOKUPS, count))
     cold = rng.sample(range(count), min(LOOKUPS, count))
@@ -129,10 +123,14 @@ async def _lookups(core: ChatCore, uncached: Store, count: int, round_: int) -> 
     async def core_lookup(i: int) -> object:
         return await _core_lookup(core, i)
 
-    # A core opened for this round has seen none of these scopes: its lookups start cold.
     results = {"store": await _timed(store_lookup, picks)}
-    results["core_cold"] = await _timed(core_lookup, cold)
-    results["core_warm"] = await _timed(core_lookup, cold[:200] * 5)
+    # A core opened now has nothing cached: its first lookups are cold.
+    core = await ChatCore.open(bench_settings(UNUSED_URL, path))
+    try:
+        results["core_cold"] = await _timed(core_lookup, cold)
+        results["core_warm"] = await _timed(core_lookup, cold[:200] * 5)
+    finally:
+        await core.aclose()
     return results
 
 
@@ -149,10 +147,9 @@ def _db_bytes(path: Path) -> int:
 
 async def measure() -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
-        url = "http://127.0.0.1:9"  # never called: only the store and the caches are exercised
         big_path, small_path = Path(tmp) / "big.db", Path(tmp) / "small.db"
-        big = await ChatCore.open(bench_settings(url, big_path))
-        small = await ChatCore.open(bench_settings(url, small_path))
+        big = await ChatCore.open(bench_settings(UNUSED_URL, big_path))
+        small = await ChatCore.open(bench_settings(UNUSED_URL, small_path))
         try:
             await _populate(big.store, CONVERSATIONS - WRITES - 2_000)
             sqlite_writes = await _write_figures(big.store, CONVERSATIONS - WRITES - 2_000)
@@ -166,7 +163,7 @@ async def measure() -> list[Row]:
         big_db = await SQLiteStore.open(big_path, cache_size=0)
         small_db = await SQLiteStore.open(small_path, cache_size=0)
         try:
-            # Alternate the two databases so noise hits both alike; each round on cores opened afresh.
+            # Alternate the two databases so noise hits both alike.
             big_times: dict[str, list[float]] = {}
             small_times: dict[str, list[float]] = {}
             for round_ in range(2):
@@ -174,25 +171,21 @@ async def measure() -> list[Row]:
                     (big_path, big_db, CONVERSATIONS, big_times),
                     (small_path, small_db, SMALL, small_times),
                 ):
-                    core = await ChatCore.open(bench_settings(url, path))
-                    try:
-                        for kind, samples in (await _lookups(core, db, count, round_)).items():
-                            times.setdefault(kind, []).extend(samples)
-                    finally:
-                        await core.aclose()
-            # Fill a fresh core's caches to capacity, as a long-running bot's would be, counting what
+                    for kind, samples in (await _lookups(path, db, count, round_)).items():
+                        times.setdefault(kind, []).extend(samples)
+            # Fill a new core's caches to capacity, as a long-running bot's would be, counting what
             # Python allocates for them (SQLite's page cache is in the RSS figure only).
             before = rss()
-            big = await ChatCore.open(bench_settings(url, big_path))
+            filled = await ChatCore.open(bench_settings(UNUSED_URL, big_path))
             try:
                 tracemalloc.start()
                 for first in range(0, 12_000, 1_000):
-                    await asyncio.gather(*(_core_lookup(big, i) for i in range(first, first + 1_000)))
+                    await asyncio.gather(*(_core_lookup(filled, i) for i in range(first, first + 1_000)))
                 caches, _ = tracemalloc.get_traced_memory()
                 tracemalloc.stop()
                 grown = rss() - before
             finally:
-                await big.aclose()
+                await filled.aclose()
         finally:
             await asyncio.gather(big_db.close(), small_db.close())
     postgres_writes = await _postgres_writes()
@@ -234,7 +227,7 @@ async def measure() -> list[Row]:
             NAME,
             f"memory of the core on {CONVERSATIONS:,} conversations, caches full",
             f"{mib(grown)} RSS; caches {mib(caches)} of Python heap",
-            note="RSS after opening a core and 12,000 lookups, minus RSS before opening it; the heap "
+            note="RSS after opening a core on it and 12,000 lookups, minus RSS before opening; the heap "
             "figure is tracemalloc's count for filling the caches (10,000 scopes each) from empty",
         ),
         Row(NAME, "Store.get_conversation among 100,000", p50(big_times["store"]), note="no cache in front"),

@@ -9,8 +9,9 @@ A question may carry its own timeline, so one server in its own process plays ev
 `bench:tag=T,latency=0.3,n=150,size=4,gap=0.02,pause=0.4,at=75` waits 0.3 s before the status line,
 then sends 150 fragments of 4 characters 20 ms apart, with 0.4 s more before fragment 75. Fragments
 go out against absolute deadlines, so long streams do not drift. For tagged questions the server
-records when the request arrived and when its first and last fragments were written
-(`GET /timings`; `time.monotonic()`, a clock every process on a Linux machine shares).
+records when the request arrived and when its first and last fragments were written, and how many
+requests carried it (`GET /timings`; `time.monotonic()`, a clock every process on a Linux machine
+shares).
 """
 
 from __future__ import annotations
@@ -182,6 +183,8 @@ class _Connection(asyncio.Protocol):
         if script.tag:
             record = self._server.timings.setdefault(script.tag, {})
             record["arrived"] = arrived
+            # More than one means the bot asked the same question twice.
+            record["requests"] = record.get("requests", 0) + 1
         conversation_id = request.get("id") or str(uuid.uuid4())
         text = script.text
         pieces = [text[i : i + script.size] for i in range(0, len(text), script.size)]

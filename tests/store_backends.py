@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from storage import postgres_schema, schema
-from storage.postgres import PostgresStore
+from storage.postgres import PostgresStore, lock_key
 from storage.protocol import Store
 from storage.sqlite import SQLiteStore
 
@@ -80,6 +80,24 @@ async def pg_url(pg_database: str) -> AsyncIterator[str]:
     """The run's database, emptied: no tables, no functions, no schema version."""
     await _empty(pg_database)
     yield pg_database
+
+
+async def scope_locks(url: str, scope_key: str) -> tuple[int, int]:
+    """(sessions holding, sessions queued for) the scope's advisory lock in this database: the lock
+    table is the server's, shared with other test runs."""
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) FROM pg_locks "
+            "WHERE locktype = 'advisory' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND ((classid::bigint << 32) | objid::bigint) = $1::bigint",
+            lock_key(scope_key),
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 class Backend(Protocol):

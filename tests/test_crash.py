@@ -28,7 +28,7 @@ from storage import integrity_check
 from storage.sqlite import SQLiteStore
 from tests.fakes.slack import BOT_USER_ID, FakeSlack
 from tests.fakes.upstream import FakeUpstream
-from tests.test_run import BotProcess, bot_environment, slack_url, until
+from tests.processes import BotProcess, bot_environment, slack_url, until
 
 pytestmark = pytest.mark.fault
 

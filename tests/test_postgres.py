@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from storage import StoreError, check_database, open_store
-from storage.postgres import PostgresStore, lock_key
+from storage.postgres import PostgresStore
 from storage.postgres_schema import SCHEMA_VERSION
 from storage.records import (
     EVERYTHING,
@@ -25,7 +25,7 @@ from storage.records import (
     CustomPreset,
     RateCheck,
 )
-from tests.store_backends import pg_database, pg_url
+from tests.store_backends import pg_database, pg_url, scope_locks
 
 __all__ = ["pg_database", "pg_url"]  # fixtures
 
@@ -56,21 +56,8 @@ async def until(condition: Callable[[], Awaitable[bool]]) -> None:
 
 
 async def lock_waiters(url: str, scope_key: str) -> int:
-    """Sessions queued for the scope's advisory lock in this database (the lock table is the server's,
-    shared with other test runs), not holding it yet."""
-    key = lock_key(scope_key)
-    conn = await asyncpg.connect(url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND ((classid::bigint << 32) | objid::bigint) = $1::bigint",
-                key,
-            )
-        )
-    finally:
-        await conn.close()
+    """Sessions queued for the scope's advisory lock, not holding it yet."""
+    return (await scope_locks(url, scope_key))[1]
 
 
 async def terminate(url: str, pid: int) -> None:

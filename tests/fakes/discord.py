@@ -3,7 +3,11 @@
 One `FakeDiscord` serves both on 127.0.0.1 (an ephemeral port): point discord.py at `fake.api_base`
 (`discord.http.Route.BASE`) and `fake.gateway_url` (the gateway). It holds one guild with two text
 channels, a thread of the first channel, a DM channel, and four users: the bot, an admin (a role with
-Manage Server), a plain member and another bot.
+Manage Server), a plain member and another bot. `FakeDiscord(second_guild=True)` adds a second guild
+(one text channel, no role but @everyone) that Discord's sharding puts on the other shard of two.
+Each gateway connection identifies one shard and gets only its guilds' events, as Discord routes them:
+guild `g` belongs to shard `(g >> 22) % shard_count`, DMs to shard 0. Connections from several
+processes (one shard each) are served alike.
 
 What tests and benchmarks use:
 - push events: `await fake.post_message(...)` (MESSAGE_CREATE), `await fake.slash(...)` and
@@ -312,6 +316,9 @@ class FakeDiscord:
     ADMIN_ID = 810000000000000201
     MEMBER_ID = 810000000000000202
     OTHER_BOT_ID = 810000000000000203
+    # One millisecond after GUILD_ID in snowflake time: with two shards, the other one owns it.
+    SECOND_GUILD_ID = GUILD_ID + (1 << 22)
+    SECOND_CHANNEL_ID = 810000000000000012
 
     def __init__(
         self,
@@ -329,10 +336,11 @@ class FakeDiscord:
         route_headers: bool = False,
         recommended_shards: int = 1,
         echo: bool = True,
+        second_guild: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`echo`: send the bot's own messages back over the gateway, as Discord does. `clock` times
-        the limits and every record."""
+        """`echo`: send the bot's own messages back over the gateway, as Discord does. `second_guild`:
+        the bot is in a second guild too. `clock` times the limits and every record."""
         self.token = token
         self.privileged_intents = privileged_intents
         self.route_limits = {
@@ -346,6 +354,7 @@ class FakeDiscord:
         self._clock = clock
         self.recommended_shards = recommended_shards
         self.echo = echo
+        self.second_guild = second_guild
 
         self.bot = user_payload(self.BOT_ID, "acebot", bot=True)
         self.admin = user_payload(self.ADMIN_ID, "ada")
@@ -362,6 +371,8 @@ class FakeDiscord:
             self.MOD_ROLE_ID: MANAGE_GUILD,
             self.BOT_ROLE_ID: 0,
         }
+        if second_guild:
+            self.role_permissions[self.SECOND_GUILD_ID] = EVERYONE_PERMISSIONS
 
         self.calls: list[RestCall] = []
         self.messages: dict[int, FakeMessage] = {}
@@ -429,14 +440,21 @@ class FakeDiscord:
     def users(self) -> dict[int, Json]:
         return {int(u["id"]): u for u in (self.bot, self.admin, self.member, self.other_bot)}
 
-    def permissions_of(self, user_id: int) -> int:
-        perms = self.role_permissions[self.GUILD_ID]
-        for role in self.roles.get(user_id, []):
+    def guild_ids(self) -> list[int]:
+        return [self.GUILD_ID, self.SECOND_GUILD_ID] if self.second_guild else [self.GUILD_ID]
+
+    def roles_in(self, guild_id: int, user_id: int) -> list[int]:
+        """A member's roles in a guild (the second guild has none but @everyone)."""
+        return self.roles.get(user_id, []) if guild_id == self.GUILD_ID else []
+
+    def permissions_of(self, user_id: int, guild_id: int = GUILD_ID) -> int:
+        perms = self.role_permissions[guild_id]
+        for role in self.roles_in(guild_id, user_id):
             perms |= self.role_permissions[role]
         return perms
 
-    def guild_member(self, user: Json, *, nested: bool = True) -> Json:
-        return member_payload(user if nested else None, self.roles.get(int(user["id"]), []))
+    def guild_member(self, user: Json, *, nested: bool = True, guild_id: int = GUILD_ID) -> Json:
+        return member_payload(user if nested else None, self.roles_in(guild_id, int(user["id"])))
 
     # -- gateway ---------------------------------------------------------------------------------------
 
@@ -475,7 +493,8 @@ class FakeDiscord:
             return
         shard = data.get("shard") or [0, 1]
         conn.shard = (int(shard[0]), int(shard[1]))
-        guilds = [{"id": str(self.GUILD_ID), "unavailable": True}] if self._owns_guild(conn) else []
+        owned = self._owned_guilds(conn)
+        guilds = [{"id": str(g), "unavailable": True} for g in owned]
         await conn.dispatch(
             "READY",
             {
@@ -489,70 +508,92 @@ class FakeDiscord:
                 "shard": list(conn.shard),
             },
         )
-        if guilds:
-            await conn.dispatch("GUILD_CREATE", self.guild_payload())
+        for guild_id in owned:
+            payload = self.guild_payload() if guild_id == self.GUILD_ID else self.second_guild_payload()
+            await conn.dispatch("GUILD_CREATE", payload)
         conn.ready.set()
 
-    def _owns_guild(self, conn: _Connection) -> bool:
+    def _owned_guilds(self, conn: _Connection) -> list[int]:
         shard_id, count = conn.shard
-        return (self.GUILD_ID >> 22) % count == shard_id
+        return [g for g in self.guild_ids() if (g >> 22) % count == shard_id]
 
     def guild_payload(self) -> Json:
-        def channel(channel_id: int, name: str, position: int) -> Json:
-            return {
-                "id": str(channel_id),
-                "type": 0,
-                "guild_id": str(self.GUILD_ID),
-                "name": name,
-                "position": position,
-                "permission_overwrites": [],
-                "nsfw": False,
-                "parent_id": None,
-                "topic": None,
-                "rate_limit_per_user": 0,
-                "last_message_id": None,
-            }
+        return self._guild(
+            self.GUILD_ID,
+            "Fake Guild",
+            roles=[
+                self._role(self.GUILD_ID, "@everyone", 0),
+                self._role(self.MOD_ROLE_ID, "Moderators", 1),
+                self._role(self.BOT_ROLE_ID, "acebot", 2, managed=True),
+            ],
+            channels=[
+                self._channel(self.GUILD_ID, self.CHANNEL_ID, "general", 0),
+                self._channel(self.GUILD_ID, self.OTHER_CHANNEL_ID, "random", 1),
+            ],
+            threads=[self.thread_payload()],
+        )
 
-        def role(role_id: int, name: str, position: int, managed: bool = False) -> Json:
-            return {
-                "id": str(role_id),
-                "name": name,
-                "permissions": str(self.role_permissions[role_id]),
-                "position": position,
-                "color": 0,
-                "hoist": False,
-                "managed": managed,
-                "mentionable": False,
-                "flags": 0,
-                "tags": {"bot_id": str(self.BOT_ID)} if managed else {},
-            }
+    def second_guild_payload(self) -> Json:
+        return self._guild(
+            self.SECOND_GUILD_ID,
+            "Second Guild",
+            roles=[self._role(self.SECOND_GUILD_ID, "@everyone", 0)],
+            channels=[self._channel(self.SECOND_GUILD_ID, self.SECOND_CHANNEL_ID, "elsewhere", 0)],
+            threads=[],
+        )
 
+    def _guild(
+        self, guild_id: int, name: str, *, roles: list[Json], channels: list[Json], threads: list[Json]
+    ) -> Json:
         return {
-            "id": str(self.GUILD_ID),
-            "name": "Fake Guild",
+            "id": str(guild_id),
+            "name": name,
             "owner_id": str(self.ADMIN_ID),
             "unavailable": False,
             "member_count": 4,
             "large": False,
             "features": [],
             "joined_at": "2024-01-01T00:00:00+00:00",
-            "roles": [
-                role(self.GUILD_ID, "@everyone", 0),
-                role(self.MOD_ROLE_ID, "Moderators", 1),
-                role(self.BOT_ROLE_ID, "acebot", 2, managed=True),
-            ],
-            "channels": [
-                channel(self.CHANNEL_ID, "general", 0),
-                channel(self.OTHER_CHANNEL_ID, "random", 1),
-            ],
-            "threads": [self.thread_payload()],
-            "members": [self.guild_member(u) for u in self.users().values()],
+            "roles": roles,
+            "channels": channels,
+            "threads": threads,
+            "members": [self.guild_member(u, guild_id=guild_id) for u in self.users().values()],
             "voice_states": [],
             "presences": [],
             "emojis": [],
             "stickers": [],
             "stage_instances": [],
             "guild_scheduled_events": [],
+        }
+
+    @staticmethod
+    def _channel(guild_id: int, channel_id: int, name: str, position: int) -> Json:
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(guild_id),
+            "name": name,
+            "position": position,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "rate_limit_per_user": 0,
+            "last_message_id": None,
+        }
+
+    def _role(self, role_id: int, name: str, position: int, managed: bool = False) -> Json:
+        return {
+            "id": str(role_id),
+            "name": name,
+            "permissions": str(self.role_permissions[role_id]),
+            "position": position,
+            "color": 0,
+            "hoist": False,
+            "managed": managed,
+            "mentionable": False,
+            "flags": 0,
+            "tags": {"bot_id": str(self.BOT_ID)} if managed else {},
         }
 
     def thread_payload(self) -> Json:
@@ -603,7 +644,11 @@ class FakeDiscord:
     # -- pushing events ----------------------------------------------------------------------------
 
     def channel_guild(self, channel_id: int) -> int | None:
-        return None if channel_id == self.DM_CHANNEL_ID else self.GUILD_ID
+        if channel_id == self.DM_CHANNEL_ID:
+            return None
+        if self.second_guild and channel_id == self.SECOND_CHANNEL_ID:
+            return self.SECOND_GUILD_ID
+        return self.GUILD_ID
 
     def message_payload(
         self,
@@ -628,7 +673,7 @@ class FakeDiscord:
         def mention(user_id: int) -> Json:
             entry = dict(users[user_id])
             if guild_id is not None:
-                entry["member"] = self.guild_member(users[user_id], nested=False)
+                entry["member"] = self.guild_member(users[user_id], nested=False, guild_id=guild_id)
             return entry
 
         payload: Json = {
@@ -650,7 +695,7 @@ class FakeDiscord:
         }
         if guild_id is not None:
             payload["guild_id"] = str(guild_id)
-            payload["member"] = self.guild_member(author, nested=False)
+            payload["member"] = self.guild_member(author, nested=False, guild_id=guild_id)
         if reply_to is not None:
             payload["type"] = 19
             payload["message_reference"] = {
@@ -738,8 +783,9 @@ class FakeDiscord:
             payload["guild_id"] = str(guild_id)
             payload["guild_locale"] = "en-US"
             payload["context"] = 0
-            perms = self.permissions_of(int(user["id"]))
-            payload["member"] = member_payload(user, self.roles.get(int(user["id"]), []), permissions=perms)
+            perms = self.permissions_of(int(user["id"]), guild_id)
+            roles = self.roles_in(guild_id, int(user["id"]))
+            payload["member"] = member_payload(user, roles, permissions=perms)
         return payload
 
     async def slash(
