@@ -39,6 +39,7 @@ NAME = "storage"
 CONVERSATIONS = 100_000
 SMALL = 1_000
 LOOKUPS = 2_000
+BATCH = 50
 WRITES = 1_000
 UNUSED_URL = "http://127.0.0.1:9"  # the upstream: never called, only the store and the caches are exercised
 ANSWER = "stored answer text " * 31 + "end"  # about 600 characters
@@ -112,18 +113,34 @@ async def _timed(lookup: Callable[[int], Awaitable[object]], keys: list[int]) ->
     return times
 
 
-async def _lookups(path: Path, uncached: Store, count: int, round_: int) -> dict[str, list[float]]:
-    rng = random.Random(count * 10 + round_)
-    picks = rng.sample(range(count), min(LOOKUPS, count))
-    cold = rng.sample(range(count), min(LOOKUPS, count))
+async def _store_lookups(big: Store, small: Store, round_: int) -> tuple[list[float], list[float]]:
+    """Per-lookup time in the big and the small database, from batches of lookups made at once, one
+    batch in each database in turn (the first of each pair alternating). A single lookup's time is
+    mostly the hop to the database thread, which varies with how busy the machine is; a batch makes
+    the hop once, so what is left is the database's own work, the thing that could grow with its size."""
+    rng = random.Random(round_)
+    big_times: list[float] = []
+    small_times: list[float] = []
+    pair = ((big, CONVERSATIONS, big_times), (small, SMALL, small_times))
+    for n in range(LOOKUPS // BATCH):
+        for store, count, times in pair if n % 2 else pair[::-1]:
+            keys = [_scope(rng.randrange(count)).key for _ in range(BATCH)]
+            start = time.perf_counter()
+            found = await asyncio.gather(*(store.get_conversation(key) for key in keys))
+            times.append((time.perf_counter() - start) / BATCH)
+            if None in found:
+                raise RuntimeError("a stored conversation was not found")
+    return big_times, small_times
 
-    async def store_lookup(i: int) -> object:
-        return await uncached.get_conversation(_scope(i).key)
+
+async def _lookups(path: Path, count: int, round_: int) -> dict[str, list[float]]:
+    rng = random.Random(count * 10 + round_)
+    cold = rng.sample(range(count), min(LOOKUPS, count))
 
     async def core_lookup(i: int) -> object:
         return await _core_lookup(core, i)
 
-    results = {"store": await _timed(store_lookup, picks)}
+    results: dict[str, list[float]] = {}
     # A core opened now has nothing cached: its first lookups are cold.
     core = await ChatCore.open(bench_settings(UNUSED_URL, path))
     try:
@@ -167,11 +184,14 @@ async def measure() -> list[Row]:
             big_times: dict[str, list[float]] = {}
             small_times: dict[str, list[float]] = {}
             for round_ in range(2):
-                for path, db, count, times in (
-                    (big_path, big_db, CONVERSATIONS, big_times),
-                    (small_path, small_db, SMALL, small_times),
+                big_store, small_store = await _store_lookups(big_db, small_db, round_)
+                big_times.setdefault("store", []).extend(big_store)
+                small_times.setdefault("store", []).extend(small_store)
+                for path, count, times in (
+                    (big_path, CONVERSATIONS, big_times),
+                    (small_path, SMALL, small_times),
                 ):
-                    for kind, samples in (await _lookups(path, db, count, round_)).items():
+                    for kind, samples in (await _lookups(path, count, round_)).items():
                         times.setdefault(kind, []).extend(samples)
             # Fill a new core's caches to capacity, as a long-running bot's would be, counting what
             # Python allocates for them (SQLite's page cache is in the RSS figure only).
@@ -230,7 +250,12 @@ async def measure() -> list[Row]:
             note="RSS after opening a core on it and 12,000 lookups, minus RSS before opening; the heap "
             "figure is tracemalloc's count for filling the caches (10,000 scopes each) from empty",
         ),
-        Row(NAME, "Store.get_conversation among 100,000", p50(big_times["store"]), note="no cache in front"),
+        Row(
+            NAME,
+            "Store.get_conversation among 100,000",
+            p50(big_times["store"]),
+            note="no cache in front; per lookup, in batches of 50 made at once",
+        ),
         Row(
             NAME,
             "core lookup, cold (resolve + conversation)",
@@ -244,6 +269,6 @@ async def measure() -> list[Row]:
             f"{scale:.2f}",
             "≤ 1.5 (ours)",
             scale <= 1.5,
-            note="Store.get_conversation medians, both databases in the same run, alternating",
+            note="Store.get_conversation, per lookup in batches of 50 made at once, a batch in each database in turn",
         ),
     ]
