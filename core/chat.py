@@ -162,9 +162,9 @@ class ChatCore:
     ) -> CommandReply | None:
         """Run a command and show its reply: to the channel when it announces a change, else to the
         asker alone. None for a re-delivery, which is dropped."""
-        if delivery is not None and not await self._first_delivery(delivery, scope):
-            return None
         try:
+            if delivery is not None and not await self._first_delivery(delivery, scope):
+                return None
             reply = await self.execute(scope, actor, command)
         except Exception:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
@@ -190,9 +190,16 @@ class ChatCore:
     async def ask(self, question: Question, target: ReplyTarget) -> Outcome:
         received = time.monotonic()
         scope = question.scope
-        if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
-            return Outcome.DUPLICATE
-        reason = await self._refusal(question)
+        try:
+            if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
+                return Outcome.DUPLICATE
+            reason = await self._refusal(question)
+        except Exception:
+            # The store failed before anything happened (a database gone away): say so, keep serving.
+            log.exception("could not admit a question", extra=_context(scope, question.actor))
+            await self._quietly(target.notify(notices.INTERNAL_ERROR))
+            metrics.count_question(scope.platform, Outcome.FAILED.value)
+            return Outcome.FAILED
         if reason is not None:
             await self._refuse(question, target, reason)
             metrics.count_question(scope.platform, Outcome.REFUSED.value)

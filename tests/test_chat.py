@@ -743,3 +743,20 @@ async def test_audit_shows_who_by_id_and_pages_through_every_change(core: ChatCo
     assert len([line for line in second.text.splitlines() if " UTC · " in line]) == 5
     beyond = await core.execute(CHANNEL, ADMIN, Command(Action.AUDIT, page=3))
     assert not beyond.ok and beyond.text == "There are only 2 pages of admin changes."
+
+
+async def test_a_store_that_fails_before_the_turn_gets_the_same_short_message(
+    core: ChatCore, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database gone away while a question is admitted: the asker hears what every failure says."""
+
+    async def broken(*_: object) -> object:
+        raise OSError("the database went away")
+
+    core.store.first_sighting = broken  # type: ignore[method-assign]
+    target = RecordingTarget()
+    assert await core.ask(Question(CHANNEL, DANA, "hi", delivery="slack:event:E1"), target) is Outcome.FAILED
+    assert target.notices == [notices.INTERNAL_ERROR] and not target.kinds("post")
+    reply = await core.run_command(CHANNEL, ADMIN, Command(Action.STATUS), target, delivery="slack:command:1")
+    assert reply is not None and reply.text == notices.INTERNAL_ERROR
+    assert "could not admit a question" in caplog.text and fake_upstream.requests == []
