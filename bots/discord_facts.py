@@ -103,7 +103,9 @@ def question_text(message: discord.Message, me: discord.abc.User) -> str:
         text = text.replace(message.guild.self_role.mention, "")
     for user in message.mentions:
         if user.id != me.id:
-            text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
+            # A function, not a replacement string: a name like "\1" is anyone's to choose.
+            shown = f"@{user.display_name}"
+            text = re.sub(rf"<@!?{user.id}>", lambda _: shown, text)
     for role in message.role_mentions:
         text = text.replace(role.mention, f"@{role.name}")
     for channel in message.channel_mentions:

@@ -571,3 +571,12 @@ def test_autocomplete_choices_fit_discords_limits() -> None:
     choices = _choices(names, "")
     assert len(choices) == 25
     assert all(len(c.name) <= 100 and len(c.value) <= 100 for c in choices)
+
+
+async def test_a_mentioned_name_that_looks_like_a_regex_group_is_just_a_name(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    """A display name is used as replacement text: `\\1` once broke the question with a regex error."""
+    fake.admin["global_name"] = r"\1 \g<0> Ada"
+    asked = await fake.post_message(f"{BOT} ask <@{fake.ADMIN_ID}> about it")
+    await answer_to(fake, asked, expected(r"ask @\1 \g<0> Ada about it"))
