@@ -112,16 +112,10 @@ class StreamingReply:
         self._task: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | asyncio.TimerHandle | None = None
         self.first_text_at: float | None = None
-        self.edits = 0
 
     @property
     def started(self) -> bool:
         return bool(self._handles)
-
-    @property
-    def held(self) -> bool:
-        """Whether the answer was held back to be posted once, complete."""
-        return self._mode is Mode.HOLD
 
     def start_typing(self) -> None:
         """Show the answer is coming: once, then every `typing_interval` seconds, until the first text.
@@ -315,7 +309,6 @@ class StreamingReply:
         except MessageGone:
             # Someone removed the message (a moderator, say): that is their call, not a failure to repeat.
             log.info("a message of an answer was deleted; leaving it out")
-        self.edits += 1
         self._shown[index] = chunk
 
     async def _sleep(self, seconds: float) -> None:
