@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from core.target import TargetLimits
+from core.target import Mark, TargetLimits
 
 # Discord's limits, without the typing indicator (a platform call, not core work).
 LIMITS = TargetLimits(max_chars=2000, edit_burst=5, edit_window=5.0, typing_interval=None)
@@ -40,3 +40,9 @@ class FastTarget:
     async def notify(self, text: str) -> None:
         self.notices += 1
         self.last = text
+
+    async def announce(self, text: str) -> None:
+        self.last = text
+
+    async def mark(self, mark: Mark) -> None:
+        self.notices += 1
