@@ -103,9 +103,9 @@ def question_text(message: discord.Message, me: discord.abc.User) -> str:
         text = text.replace(message.guild.self_role.mention, "")
     for user in message.mentions:
         if user.id != me.id:
-            # A function, not a replacement string: a name like "\1" is anyone's to choose.
+            # Plain replacement, not a regex template: a name like "\1" is anyone's to choose.
             shown = f"@{user.display_name}"
-            text = re.sub(rf"<@!?{user.id}>", lambda _: shown, text)
+            text = text.replace(f"<@{user.id}>", shown).replace(f"<@!{user.id}>", shown)
     for role in message.role_mentions:
         text = text.replace(role.mention, f"@{role.name}")
     for channel in message.channel_mentions:
