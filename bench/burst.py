@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -27,10 +26,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import slack_replicas
+from bench import slack_load, slack_replicas
 from bench.database import UNAVAILABLE, bench_database, not_measured
 from bench.overhead import bench_settings
-from bench.procs import REPO, server
+from bench.procs import server
 from bench.report import Row, ms, percentile
 from bench.upstream import Script
 from bots.slack_bot import EVENTS_PATH, SlackAdapter
@@ -117,22 +116,10 @@ async def http_acks(url: str, bodies: list[dict[str, Any]]) -> tuple[float, list
         else {"body": json.dumps(p), "content_type": "application/json"}
         for p in bodies
     ]
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.slack_load",
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
+    started, results = await slack_load.from_child(
+        {"url": url, "secret": SIGNING_SECRET, "requests": requests}
     )
-    out, _ = await child.communicate(
-        json.dumps({"url": url, "secret": SIGNING_SECRET, "requests": requests}).encode()
-    )
-    found = json.loads(out)
-    bad = [status for _, _, status in found["results"] if status != 200]
-    if bad:
-        raise RuntimeError(f"{len(bad)} requests were not acknowledged with 200: {sorted(set(bad))}")
-    return found["started"], [latency for _, latency, _ in found["results"]]
+    return started, [latency for _, latency, _ in results]
 
 
 async def socket_acks(fake: FakeSlack, bodies: list[dict[str, Any]]) -> tuple[float, list[float]]:

@@ -13,18 +13,16 @@ after the flood began to the last one before the bench stopped waiting.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from bench.discord_stream import FIRST_EXTRA, ManyChannels
+from bench.discord_stream import DiscordPlatform, ManyChannels
 from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows
 from bench.procs import server
 from bench.report import Row
-from bench.streaming import Asked, Seen, follow
-from bench.upstream import Script
+from bench.streaming import Asked
 from bots.discord_bot import DiscordAdapter
 from core.chat import ChatCore
 from core.settings import DiscordSettings
@@ -37,22 +35,8 @@ RATIO_TARGET = 1.6
 HANDFUL = 5
 
 
-class Channels:
-    def __init__(self, fake: FakeDiscord) -> None:
-        self.fake = fake
-
-    async def ask(self, slot: int, script: Script) -> Asked:
-        channel = FIRST_EXTRA + slot
-        content = f"<@{FakeDiscord.BOT_ID}> what streams? {script.marker()}"
-        event_at = time.monotonic()
-        question = await self.fake.post_message(content, channel_id=channel)
-        return Asked(script.tag, script, event_at, (channel, question))
-
-    def seen(self, asked: Asked) -> Seen:
-        channel, _question = asked.where
-        changes = [(c.at, c.id, c.text) for c in self.fake.changes_in(channel)]
-        typing = [at for typed, at in self.fake.typing if typed == channel]
-        return follow(changes, asked.script.text, typing)
+class Channels(DiscordPlatform):
+    """The stream bench's channels, plus how many answers Discord shows whole right now."""
 
     def whole_now(self, asked: Sequence[Asked]) -> int:
         shown: dict[int, list[str]] = {}

@@ -19,6 +19,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from bench.procs import REPO
 from tests.fakes.slack import sign
 
 
@@ -70,6 +71,25 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     results = await asyncio.gather(*(_send(s, r) for s, r in zip(streams, requests, strict=True)))
     return {"started": started, "results": results}
+
+
+async def from_child(job: dict[str, Any]) -> tuple[float, list[tuple[float, float, float]]]:
+    """Run `job` in a load generator of its own: (when it started, each request's result); every
+    request must have been acknowledged with 200."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.slack_load",
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await child.communicate(json.dumps(job).encode())
+    found = json.loads(out)
+    bad = [status for _, _, status in found["results"] if status != 200]
+    if bad:
+        raise RuntimeError(f"{len(bad)} requests were not acknowledged with 200: {sorted(set(bad))}")
+    return float(found["started"]), found["results"]
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import slack_load
 from bench.procs import REPO
 from bench.report import Row, median
 from bench.upstream import Script
@@ -128,20 +128,8 @@ def _burst(fake: FakeSlack, tag: str, urls: list[str]) -> tuple[list[dict[str, A
 
 async def _send(requests: list[dict[str, Any]]) -> float:
     """Send the burst from a load generator of its own; when it started."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.slack_load",
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await child.communicate(json.dumps({"secret": SIGNING_SECRET, "requests": requests}).encode())
-    found = json.loads(out)
-    bad = [status for _, _, status in found["results"] if status != 200]
-    if bad:
-        raise RuntimeError(f"{len(bad)} requests were not acknowledged with 200: {sorted(set(bad))}")
-    return float(found["started"])
+    started, _results = await slack_load.from_child({"secret": SIGNING_SECRET, "requests": requests})
+    return started
 
 
 def _whole(text: str) -> bool:
