@@ -17,7 +17,9 @@ import contextlib
 import itertools
 import re
 import signal
+import sqlite3
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,18 @@ def turns_by_scope(upstream: FakeUpstream, load: Load) -> dict[str, list[dict[st
     return found
 
 
+@contextlib.contextmanager
+def write_lock_held(db: Path) -> Iterator[None]:
+    # Blocks this loop only for as long as one of the bot's own short write transactions.
+    connection = sqlite3.connect(db, timeout=5, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        yield
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
 def conversation_of(upstream: FakeUpstream, first_question: str) -> str:
     [found] = [cid for cid, turns in upstream.conversations.items() if turns[0]["question"] == first_question]
     return found
@@ -154,7 +168,12 @@ async def test_everything_acknowledged_before_a_sigkill_is_there_after_a_restart
                 within=20,
                 what="load",
             )
-            assert await bot.stop(signal.SIGKILL) == -signal.SIGKILL
+            # Commands acknowledged to Slack but not yet committed, so not yet answered, must be in
+            # flight at the kill: hold the database's write lock while a few arrive, then kill.
+            with write_lock_held(db):
+                late = [load.admin_command() for _ in range(3)]
+                await asyncio.gather(*(load.deliver(p) for p in late))
+                assert await bot.stop(signal.SIGKILL) == -signal.SIGKILL
             admin.cancel()
             await asyncio.gather(*sending, *commands, return_exceptions=True)
         finally:
