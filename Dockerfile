@@ -13,10 +13,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 COPY README.md ./
-COPY core ./core
-COPY storage ./storage
-COPY bots ./bots
-COPY demo ./demo
+COPY acechat ./acechat
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin acechat \
     && mkdir -p /data && chown acechat /data && chmod 700 /data

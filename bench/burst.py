@@ -26,15 +26,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.core.chat import ChatCore
+from acechat.core.settings import SlackSettings
 from bench import slack_load, slack_replicas
 from bench.database import UNAVAILABLE, bench_database, not_measured
 from bench.overhead import bench_settings
 from bench.procs import server
 from bench.report import Row, ms, percentile
 from bench.upstream import Script
-from bots.slack_bot import EVENTS_PATH, SlackAdapter
-from core.chat import ChatCore
-from core.settings import SlackSettings
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
 
 NAME = "burst"

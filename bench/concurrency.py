@@ -21,13 +21,13 @@ from pathlib import Path
 
 import aiohttp
 
+from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.scope import Scope
 from bench.database import UNAVAILABLE, bench_database, not_measured
 from bench.fast_target import FastTarget
 from bench.overhead import ACTOR, QUESTION, BareSide, bench_settings
 from bench.procs import peak_rss, reset_peak_rss, rss, server
 from bench.report import Row, median, mib
-from core.chat import ChatCore, Outcome, Question
-from core.scope import Scope
 
 NAME = "concurrency"
 CHANNELS = 1000

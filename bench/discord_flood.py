@@ -18,14 +18,14 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from acechat.bots.discord_bot import DiscordAdapter
+from acechat.core.chat import ChatCore
+from acechat.core.settings import DiscordSettings
 from bench.discord_stream import DiscordPlatform, ManyChannels
 from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows
 from bench.procs import server
 from bench.report import Row
 from bench.streaming import Asked
-from bots.discord_bot import DiscordAdapter
-from core.chat import ChatCore
-from core.settings import DiscordSettings
 from tests.fakes.discord import GLOBAL_LIMIT, FakeDiscord, RestCall
 
 NAME = "discord-flood"

@@ -13,16 +13,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_targets import EDIT_WINDOW, EDITS_PER_WINDOW
+from acechat.core.chat import ChatCore
+from acechat.core.settings import DiscordSettings
 from bench.overhead import bench_settings
 from bench.procs import server
 from bench.report import Row
 from bench.streaming import Asked, Seen, follow, scenarios
 from bench.streaming import rows as stream_rows
 from bench.upstream import Script
-from bots.discord_bot import DiscordAdapter
-from bots.discord_targets import EDIT_WINDOW, EDITS_PER_WINDOW
-from core.chat import ChatCore
-from core.settings import DiscordSettings
 from tests.fakes.discord import FakeDiscord
 
 NAME = "discord"

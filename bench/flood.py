@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from acechat.core.settings import Settings
 from bench.overhead import bench_settings
 from bench.report import Row, median, ms
 from bench.streaming import FRAGMENTS, GAP, SIZE, Asked, Seen, timings
 from bench.upstream import Script
-from core.settings import Settings
 
 GRACE = 20.0
 POLL = 0.2

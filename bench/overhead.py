@@ -24,14 +24,14 @@ from pathlib import Path
 
 import aiohttp
 
+from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.presets import BUILTIN_PRESETS
+from acechat.core.scope import Scope
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
+from acechat.core.target import Actor
 from bench.fast_target import FastTarget
 from bench.procs import server
 from bench.report import Row, median
-from core.chat import ChatCore, Outcome, Question
-from core.presets import BUILTIN_PRESETS
-from core.scope import Scope
-from core.settings import RateLimit, Settings, UpstreamSettings
-from core.target import Actor
 
 NAME = "core"
 QUESTION = "how do I rotate a log file without losing lines?"

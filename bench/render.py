@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from acechat.bots.slack_text import from_slack, render
 from bench.report import Row, ms
-from bots.slack_text import from_slack, render
 
 NAME = "render"
 SIZE = 12_000  # the answer cap
@@ -123,7 +123,7 @@ def timed(call: Callable[[], object]) -> list[float]:
 
 async def measure() -> list[Row]:
     # Texts this long are cut, and each cut is logged: keep the logging, not its lines on the terminal.
-    logging.getLogger("bots.slack_text").addHandler(logging.NullHandler())
+    logging.getLogger("acechat.bots.slack_text").addHandler(logging.NullHandler())
     rows = []
     whole: dict[str, float] = {}
     for name, build in CORPUS.items():

@@ -23,14 +23,14 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from acechat.bots.slack_bot import SlackAdapter
+from acechat.core.chat import ChatCore
+from acechat.core.settings import SlackSettings
 from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows, spread
 from bench.procs import server
 from bench.report import Row, median, ms
 from bench.streaming import Asked, Seen, follow, script
 from bench.upstream import Script
-from bots.slack_bot import SlackAdapter
-from core.chat import ChatCore
-from core.settings import SlackSettings
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack
 
 NAME = "slack-flood"

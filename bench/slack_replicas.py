@@ -30,11 +30,11 @@ from typing import Any
 
 import aiohttp
 
+from acechat.bots.slack_bot import EVENTS_PATH
 from bench import slack_load
 from bench.procs import REPO
 from bench.report import Row, median
 from bench.upstream import Script
-from bots.slack_bot import EVENTS_PATH
 from tests.fakes.slack import BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
 from tests.processes import BotProcess, free_port
 

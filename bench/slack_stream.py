@@ -17,16 +17,16 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from acechat.bots.slack_bot import SlackAdapter
+from acechat.bots.slack_targets import EDIT_BURST, EDIT_WINDOW
+from acechat.core.chat import ChatCore
+from acechat.core.settings import SlackSettings
 from bench.overhead import bench_settings
 from bench.procs import server
 from bench.report import Row
 from bench.streaming import Asked, Seen, follow, scenarios
 from bench.streaming import rows as stream_rows
 from bench.upstream import Script
-from bots.slack_bot import SlackAdapter
-from bots.slack_targets import EDIT_BURST, EDIT_WINDOW
-from core.chat import ChatCore
-from core.settings import SlackSettings
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack
 
 NAME = "slack"

@@ -25,15 +25,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from acechat.core.chat import ChatCore
+from acechat.core.scope import Scope
+from acechat.storage import ConversationRecord, Store, StoreError, TranscriptEntry
+from acechat.storage.postgres import PostgresStore
+from acechat.storage.sqlite import SQLiteStore
 from bench.database import UNAVAILABLE, bench_database, not_measured
 from bench.overhead import bench_settings
 from bench.procs import rss
 from bench.report import Row, median, mib, percentile
-from core.chat import ChatCore
-from core.scope import Scope
-from storage import ConversationRecord, Store, StoreError, TranscriptEntry
-from storage.postgres import PostgresStore
-from storage.sqlite import SQLiteStore
 
 NAME = "storage"
 CONVERSATIONS = 100_000

@@ -2,7 +2,7 @@
 
     pip install mutmut                         # a developer tool, not a dependency of acechat
     python scripts/mutation.py splitting       # core/splitting.py against tests/test_splitting.py
-    python scripts/mutation.py ratelimit 'core.ratelimit.xǁTokenBucketǁ*'   # only these mutants
+    python scripts/mutation.py ratelimit 'acechat.core.ratelimit.xǁTokenBucketǁ*'   # only these mutants
 
 mutmut reads its settings from the pyproject.toml of the directory it runs in and keeps its state
 there, and its settings name one set of tests for every mutant. So each module gets its own directory,
@@ -30,7 +30,7 @@ def settings(module: str) -> str:
     return f"""
 [tool.mutmut]
 source_paths = ["core"]
-only_mutate = ["core/{module}.py"]
+only_mutate = ["acechat/core/{module}.py"]
 also_copy = ["storage", "bots"]
 pytest_add_cli_args = ["-p", "no:cacheprovider"]
 pytest_add_cli_args_test_selection = ["tests/test_{module}.py"]
@@ -69,12 +69,12 @@ def results(mutmut: str, workdir: Path, patterns: list[str]) -> Counter[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("module", help="a module of core/ with its own tests/test_MODULE.py")
+    parser.add_argument("module", help="a module of acechat/core/ with its own tests/test_MODULE.py")
     parser.add_argument("patterns", nargs="*", help="only the mutants whose names match these globs")
     args = parser.parse_args()
     module: str = args.module
     patterns: list[str] = args.patterns
-    for path in (ROOT / "core" / f"{module}.py", ROOT / "tests" / f"test_{module}.py"):
+    for path in (ROOT / "acechat" / "core" / f"{module}.py", ROOT / "tests" / f"test_{module}.py"):
         if not path.is_file():
             parser.error(f"{path.relative_to(ROOT)} does not exist")
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
@@ -87,7 +87,7 @@ def main() -> int:
     counts = results(mutmut, workdir, patterns)
     total = sum(counts.values())
     killed = counts["killed"] + counts["timeout"]
-    scope = f"core/{module}.py" + (f" ({', '.join(patterns)})" if patterns else "")
+    scope = f"acechat/core/{module}.py" + (f" ({', '.join(patterns)})" if patterns else "")
     print(f"{scope}: {killed} of {total} mutants killed ({killed / max(total, 1):.0%})")
     return 0
 

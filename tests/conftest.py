@@ -9,8 +9,8 @@ import pytest
 import pytest_asyncio
 from hypothesis import settings as hypothesis_settings
 
-from core.chat import ChatCore
-from core.settings import RateLimit, Settings, UpstreamSettings
+from acechat.core.chat import ChatCore
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.slack import FakeSlack
 from tests.fakes.upstream import FakeUpstream
 

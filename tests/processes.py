@@ -1,4 +1,4 @@
-"""Real acechat processes for the tests that run them (`python -m bots.cli ...`): their environment,
+"""Real acechat processes for the tests that run them (`python -m acechat.bots.cli ...`): their environment,
 pointed at the fakes, and waiting on what they record (ports, /metrics, logs).
 
 Used by tests/test_run.py, tests/test_crash.py and tests/test_multiprocess.py.
@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bots.slack_bot import EVENTS_PATH
+from acechat.bots.slack_bot import EVENTS_PATH
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.fakes.upstream import FakeUpstream
 
@@ -61,7 +61,7 @@ def bot_environment(
 
 @dataclass
 class BotProcess:
-    """One `python -m bots.cli ...` child; its stderr (the log) goes to a file, never a full pipe."""
+    """One `python -m acechat.bots.cli ...` child; its stderr (the log) goes to a file, never a full pipe."""
 
     process: asyncio.subprocess.Process
     log_path: Path
@@ -73,7 +73,7 @@ class BotProcess:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bots.cli",
+                "acechat.bots.cli",
                 "--env-file",
                 "/nonexistent",
                 command,

@@ -22,10 +22,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from storage import postgres_schema, schema
-from storage.postgres import PostgresStore, lock_key
-from storage.protocol import Store
-from storage.sqlite import SQLiteStore
+from acechat.storage import postgres_schema, schema
+from acechat.storage.postgres import PostgresStore, lock_key
+from acechat.storage.protocol import Store
+from acechat.storage.sqlite import SQLiteStore
 
 ADMIN_URL = os.environ.get("ACECHAT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOW = "start PostgreSQL on 127.0.0.1:5432 or set ACECHAT_TEST_DATABASE_URL"

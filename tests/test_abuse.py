@@ -25,10 +25,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from core.commands import Action, parse_command
-from core.logs import configure_logging
-from core.permissions import REQUIRED
-from core.settings import Settings, UpstreamSettings
+from acechat.core.commands import Action, parse_command
+from acechat.core.logs import configure_logging
+from acechat.core.permissions import REQUIRED
+from acechat.core.settings import Settings, UpstreamSettings
 from tests.fakes.discord import EPHEMERAL, FakeDiscord, FakeInteraction
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack, sign
 from tests.fakes.upstream import Behaviour, FakeUpstream
@@ -402,7 +402,7 @@ async def test_no_token_or_secret_reaches_the_logs_of_a_debug_session(
     # The session really was logged, errors and all.
     for expected in ("answered", "upstream error", "retrying", "Invalid request signature", "RESUMED"):
         assert expected in output, expected
-    assert output.count("core.chat: answered") >= 5
+    assert output.count("acechat.core.chat: answered") >= 5
 
 
 async def session(tmp_path: Path, upstream: FakeUpstream, discord_token: str) -> None:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from core import notices
-from core.chat import ChatCore, Outcome, Question
-from core.commands import Action, Command, parse_command
-from core.permissions import Privilege, privilege_of
-from core.presets import BUILTIN_PRESETS
-from core.scope import Scope
-from core.settings import RateLimit, Settings, UpstreamSettings
-from core.target import Actor, Attachment, PlatformError, PlatformForbidden, TargetLimits
+from acechat.core import notices
+from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.commands import Action, Command, parse_command
+from acechat.core.permissions import Privilege, privilege_of
+from acechat.core.presets import BUILTIN_PRESETS
+from acechat.core.scope import Scope
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
+from acechat.core.target import Actor, Attachment, PlatformError, PlatformForbidden, TargetLimits
 from tests.fakes.target import RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
 

@@ -28,7 +28,7 @@ def environment(tmp_path: Path, **variables: str) -> dict[str, str]:
 
 
 def acechat(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
+    command = [sys.executable, "-m", "acechat.bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
     return subprocess.run(
         command,
         env=environment(tmp_path, **variables),
@@ -49,7 +49,7 @@ def one_line(stderr: str) -> str:
 
 def test_the_entry_point_is_the_cli_main() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["acechat"] == "bots.cli:main"
+    assert project["project"]["scripts"]["acechat"] == "acechat.bots.cli:main"
 
 
 def test_a_missing_token_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_check_says_when_no_adapter_is_configured(tmp_path: Path) -> None:
 def test_every_subcommand_describes_itself(tmp_path: Path) -> None:
     for command in ("run", "discord", "slack", "console", "demo", "check"):
         result = subprocess.run(
-            [sys.executable, "-m", "bots.cli", command, "--help"],
+            [sys.executable, "-m", "acechat.bots.cli", command, "--help"],
             env=environment(tmp_path),
             cwd=tmp_path,
             capture_output=True,
@@ -120,7 +120,7 @@ def test_check_reads_the_given_env_file(tmp_path: Path) -> None:
         "ACEDATACLOUD_API_TOKEN=from-file\nSLACK_BOT_TOKEN=xoxb-1\nSLACK_SIGNING_SECRET=s3cret\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "--env-file", str(env_file), "check"],
+        [sys.executable, "-m", "acechat.bots.cli", "--env-file", str(env_file), "check"],
         env=environment(tmp_path),
         cwd=tmp_path,
         capture_output=True,
@@ -164,7 +164,7 @@ async def test_console_answers_through_the_upstream(tmp_path: Path, fake_upstrea
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bots.cli",
+        "acechat.bots.cli",
         "--env-file",
         str(tmp_path / "missing.env"),
         "console",

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.chat import ChatCore
-from core.commands import HELP_TEXT, Action, Command, CommandReply, is_command, parse_command
-from core.permissions import Privilege, privilege_of, required
-from core.presets import BUILTIN_PRESETS
-from core.scope import Scope
-from core.settings import DEFAULT_MODELS
-from core.target import Actor
+from acechat.core.chat import ChatCore
+from acechat.core.commands import HELP_TEXT, Action, Command, CommandReply, is_command, parse_command
+from acechat.core.permissions import Privilege, privilege_of, required
+from acechat.core.presets import BUILTIN_PRESETS
+from acechat.core.scope import Scope
+from acechat.core.settings import DEFAULT_MODELS
+from acechat.core.target import Actor
 
 A = Action
 GRAMMAR = [

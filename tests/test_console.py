@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 
-from bots.console import PROMPT, ConsoleTarget, run_console
-from core.chat import ChatCore
-from core.commands import HELP_TEXT
-from core.presets import BUILTIN_PRESETS
+from acechat.bots.console import PROMPT, ConsoleTarget, run_console
+from acechat.core.chat import ChatCore
+from acechat.core.commands import HELP_TEXT
+from acechat.core.presets import BUILTIN_PRESETS
 from tests.fakes.upstream import FakeUpstream
 
 

@@ -1,6 +1,6 @@
 """SIGKILL under load: whatever the bot acknowledged before it died is in the database afterwards.
 
-The bot runs as a real process (`python -m bots.cli slack`, HTTP mode) against FakeSlack and
+The bot runs as a real process (`python -m acechat.bots.cli slack`, HTTP mode) against FakeSlack and
 FakeUpstream in this process. What counts as acknowledged:
 
 - an admin command: its reply reached `response_url` (the core replies only after its write committed);
@@ -26,8 +26,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from storage import integrity_check
-from storage.sqlite import SQLiteStore
+from acechat.storage import integrity_check
+from acechat.storage.sqlite import SQLiteStore
 from tests.fakes.slack import BOT_USER_ID, FakeSlack
 from tests.fakes.upstream import FakeUpstream
 from tests.processes import BotProcess, bot_environment, slack_url, until

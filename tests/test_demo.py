@@ -18,12 +18,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from bots.cli import main
-from core.presets import BUILTIN_PRESETS
-from demo.standin import PATH, StandIn, compose_answer, first_sentence
+from acechat.bots.cli import main
+from acechat.core.presets import BUILTIN_PRESETS
+from acechat.demo.standin import PATH, StandIn, compose_answer, first_sentence
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("core", "storage", "bots", "demo")
+PRODUCT = ("acechat/core", "acechat/storage", "acechat/bots", "acechat/demo")
 JSON_ACCEPT = {"authorization": "Bearer anything-at-all", "accept": "application/json"}
 NDJSON_ACCEPT = {"authorization": "Bearer anything-at-all", "accept": "application/x-ndjson"}
 CODER = BUILTIN_PRESETS["coder"].prompt
@@ -165,7 +165,7 @@ def run_demo_process(cwd: Path, stdin: str, *args: str) -> subprocess.CompletedP
     """
     (cwd / "tmp").mkdir()
     return subprocess.run(
-        [sys.executable, "-m", "bots.cli", *args, "demo"],
+        [sys.executable, "-m", "acechat.bots.cli", *args, "demo"],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "TMPDIR": str(cwd / "tmp")},
         cwd=cwd,
         input=stdin,
@@ -231,10 +231,13 @@ def test_demo_help_describes_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert "no token, no network, and a throwaway database" in shown("demo")
 
 
-def test_the_demo_is_packaged() -> None:
+def test_everything_installs_under_the_one_name_acechat() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "demo*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert "COPY demo ./demo" in (ROOT / "Dockerfile").read_text()
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["acechat*"]
+    assert "COPY acechat ./acechat" in (ROOT / "Dockerfile").read_text()
+    assert {path.parent.name for path in (ROOT / "acechat").glob("*/__init__.py")} >= {
+        "core", "bots", "storage", "demo"
+    }
 
 
 def test_the_product_does_not_import_the_tests() -> None:

@@ -15,10 +15,10 @@ import pytest_asyncio
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots.discord_bot import DiscordAdapter, DiscordStartupError, invite_url
-from bots.discord_commands import _choices, build_tree
-from core.chat import ChatCore
-from core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
+from acechat.bots.discord_bot import DiscordAdapter, DiscordStartupError, invite_url
+from acechat.bots.discord_commands import _choices, build_tree
+from acechat.core.chat import ChatCore
+from acechat.core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
 from tests.fakes.discord import (
     EPHEMERAL,
     MANAGE_CHANNELS,

@@ -22,14 +22,14 @@ import pytest
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots.discord_bot import DiscordAdapter
-from bots.discord_targets import POST_WINDOW
-from bots.slack_bot import EVENTS_PATH, SlackAdapter
-from core import upstream as wording
-from core.chat import ChatCore, Outcome, Question
-from core.scope import Scope
-from core.settings import DiscordSettings, RateLimit, Settings, SlackSettings, UpstreamSettings
-from core.target import Actor
+from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_targets import POST_WINDOW
+from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.core import upstream as wording
+from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.scope import Scope
+from acechat.core.settings import DiscordSettings, RateLimit, Settings, SlackSettings, UpstreamSettings
+from acechat.core.target import Actor
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.fakes.target import RecordingTarget

@@ -10,10 +10,10 @@ import aiohttp
 import pytest_asyncio
 from aiohttp import web
 
-from bots.health import health_app
-from core import metrics
-from storage import Store
-from storage.sqlite import SQLiteStore
+from acechat.bots.health import health_app
+from acechat.core import metrics
+from acechat.storage import Store
+from acechat.storage.sqlite import SQLiteStore
 
 Serve = Callable[[Any, Callable[[], dict[str, bool]]], Awaitable[str]]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.logs import ContextFormatter, JsonFormatter, RedactSecrets, configure_logging
+from acechat.core.logs import ContextFormatter, JsonFormatter, RedactSecrets, configure_logging
 
 TOKEN = "sk-live-0123456789abcdef"
 NOISY = ("discord", "aiohttp.access", "slack_bolt", "slack_sdk")

@@ -26,8 +26,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.presets import BUILTIN_PRESETS
-from core.scope import Scope
+from acechat.core.presets import BUILTIN_PRESETS
+from acechat.core.scope import Scope
 from tests.conftest import SLACK_ADMIN
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import BOT_USER_ID, TEAM_ID, FakeSlack, Message

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from core.pacing import Call, Scheduler
-from core.ratelimit import TokenBucket, WindowBudget
-from core.streaming import RESCUED, StreamingReply
-from core.target import TargetLimits
+from acechat.core.pacing import Call, Scheduler
+from acechat.core.ratelimit import TokenBucket, WindowBudget
+from acechat.core.streaming import RESCUED, StreamingReply
+from acechat.core.target import TargetLimits
 from tests.fakes.target import RecordingTarget
 
 

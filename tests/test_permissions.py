@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.commands import Action
-from core.permissions import Privilege, privilege_of, refusal, required
+from acechat.core.commands import Action
+from acechat.core.permissions import Privilege, privilege_of, refusal, required
 
 A = Action
 P = Privilege

@@ -13,10 +13,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from storage import StoreError, check_database, open_store
-from storage.postgres import PostgresStore
-from storage.postgres_schema import SCHEMA_VERSION
-from storage.records import (
+from acechat.storage import StoreError, check_database, open_store
+from acechat.storage.postgres import PostgresStore
+from acechat.storage.postgres_schema import SCHEMA_VERSION
+from acechat.storage.records import (
     EVERYTHING,
     AuditAction,
     AuditEntry,
@@ -183,7 +183,7 @@ async def test_a_dead_lock_connection_frees_its_scopes_at_once(
 async def test_a_killed_process_frees_its_scope_at_once(pg_url: str) -> None:
     script = f"""
 import asyncio
-from storage.postgres import PostgresStore
+from acechat.storage.postgres import PostgresStore
 async def main():
     store = await PostgresStore.connect({pg_url!r}, pool_size=1)
     async with store.scope_turn({KEY!r}):

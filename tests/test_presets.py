@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.presets import (
+from acechat.core.presets import (
     BUILTIN_PRESETS,
     DESCRIPTION_MAX,
     PresetError,
@@ -15,7 +15,7 @@ from core.presets import (
     validate_preset_name,
     validate_prompt,
 )
-from core.settings import Settings, UpstreamSettings
+from acechat.core.settings import Settings, UpstreamSettings
 
 
 def test_the_catalogue_is_broad_and_well_formed() -> None:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.pacing import Limit
-from core.ratelimit import InFlightWindow, TokenBucket, WindowBudget, retry_in_text
+from acechat.core.pacing import Limit
+from acechat.core.ratelimit import InFlightWindow, TokenBucket, WindowBudget, retry_in_text
 
 
 class FakeClock:

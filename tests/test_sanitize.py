@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.sanitize import (
+from acechat.core.sanitize import (
     FOLDED,
     THINKING,
     ZWJ,
@@ -17,7 +17,7 @@ from core.sanitize import (
     neutralize_mentions,
     parse_thinking_mode,
 )
-from core.splitting import split_message
+from acechat.core.splitting import split_message
 
 # Anything Discord or Slack would turn into a ping; written apart from the module under test.
 LIVE = re.compile(r"@(?:everyone|here)|<!(?:channel|here|everyone|subteam)|<@[!&]?[A-Za-z0-9]", re.IGNORECASE)

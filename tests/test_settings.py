@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.presets import BUILTIN_PRESETS
-from core.settings import (
+from acechat.core.presets import BUILTIN_PRESETS
+from acechat.core.settings import (
     DEFAULT_MODELS,
     RateLimit,
     Settings,
@@ -252,9 +252,9 @@ def test_load_settings_reads_the_process_environment(tmp_path: Path, monkeypatch
 
 def test_nothing_but_settings_reads_the_environment() -> None:
     offenders = []
-    for folder in ("core", "storage", "bots"):
+    for folder in ("acechat/core", "acechat/storage", "acechat/bots", "acechat/demo"):
         for path in sorted((ROOT / folder).rglob("*.py")):
-            if path == ROOT / "core" / "settings.py":
+            if path == ROOT / "acechat" / "core" / "settings.py":
                 continue
             for number, line in enumerate(path.read_text().splitlines(), 1):
                 if re.search(r"os\.environ|getenv|environ\[|from os import", line):
@@ -278,7 +278,7 @@ def test_env_example_documents_every_setting() -> None:
     root = Path(__file__).resolve().parents[1]
     read = set(
         re.findall(
-            r'"((?:ACECHAT|ACEDATACLOUD|DISCORD|SLACK)_[A-Z_]+)"', (root / "core/settings.py").read_text()
+            r'"((?:ACECHAT|ACEDATACLOUD|DISCORD|SLACK)_[A-Z_]+)"', (root / "acechat/core/settings.py").read_text()
         )
     )
     documented = (root / ".env.example").read_text()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bots.adapter import StartupError
-from bots.slack_bot import EVENTS_PATH, SlackAdapter
-from core.chat import ChatCore
-from core.presets import BUILTIN_PRESETS
-from core.settings import RateLimit, Settings, SlackSettings, UpstreamSettings
-from core.upstream import USED_UP
+from acechat.bots.adapter import StartupError
+from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.core.chat import ChatCore
+from acechat.core.presets import BUILTIN_PRESETS
+from acechat.core.settings import RateLimit, Settings, SlackSettings, UpstreamSettings
+from acechat.core.upstream import USED_UP
 from tests.conftest import SLACK_ADMIN as ADMIN
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
 from tests.fakes.upstream import Behaviour, FakeUpstream

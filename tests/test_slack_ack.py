@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from core.settings import Settings
+from acechat.core.settings import Settings
 from tests.fakes.slack import APP_TOKEN, BOT_USER_ID, Ack, FakeSlack, sign
 from tests.fakes.upstream import Behaviour, FakeUpstream
 from tests.test_slack import Bot, bot, running, settings

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots.slack_text import MAX_MESSAGE_CHARS, escape, from_slack, render
-from core.chat import ChatCore, Outcome, Question
-from core.scope import Scope
-from core.target import Actor, TargetLimits
+from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, from_slack, render
+from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.scope import Scope
+from acechat.core.target import Actor, TargetLimits
 from tests.fakes.target import RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
 

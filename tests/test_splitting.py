@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.splitting import MIN_LIMIT, Chunk, split_chunks, split_message
+from acechat.core.splitting import MIN_LIMIT, Chunk, split_chunks, split_message
 
 SPACE = re.compile(r"\s*")
 

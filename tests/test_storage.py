@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from storage import SchemaVersionError, StoreClosedError, StoreError, integrity_check
-from storage.records import AuditAction, AuditEntry, ConversationRecord, TranscriptEntry
-from storage.schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from storage.sqlite import THREAD_NAME, SQLiteStore
+from acechat.storage import SchemaVersionError, StoreClosedError, StoreError, integrity_check
+from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, TranscriptEntry
+from acechat.storage.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from acechat.storage.sqlite import THREAD_NAME, SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
 WS = "slack:T1"
@@ -159,8 +159,8 @@ async def test_wal_mode_synchronous_normal_and_busy_timeout(store: SQLiteStore, 
 async def test_committed_writes_survive_sigkill(db_path: Path) -> None:
     script = f"""
 import asyncio, sys
-from storage.sqlite import SQLiteStore
-from storage.records import ConversationRecord
+from acechat.storage.sqlite import SQLiteStore
+from acechat.storage.records import ConversationRecord
 async def main():
     store = await SQLiteStore.open({str(db_path)!r})
     for i in range(50):

@@ -10,12 +10,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core.settings import DEFAULT_DATABASE_POOL, SettingsError, parse_settings
-from storage.copy import copy_to_postgres
-from storage.errors import StoreError
-from storage.postgres import PostgresStore
-from storage.records import AuditAction, AuditEntry, ConversationRecord, CustomPreset, TranscriptEntry
-from storage.sqlite import SQLiteStore
+from acechat.core.settings import DEFAULT_DATABASE_POOL, SettingsError, parse_settings
+from acechat.storage.copy import copy_to_postgres
+from acechat.storage.errors import StoreError
+from acechat.storage.postgres import PostgresStore
+from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, CustomPreset, TranscriptEntry
+from acechat.storage.sqlite import SQLiteStore
 from tests.store_backends import pg_database, pg_url
 
 __all__ = ["pg_database", "pg_url"]  # fixtures
@@ -112,7 +112,7 @@ def acechat(tmp_path: Path, *args: str, **variables: str) -> subprocess.Complete
         "ACECHAT_DB_PATH": str(tmp_path / "acechat.db"),
         **variables,
     }
-    command = [sys.executable, "-m", "bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
+    command = [sys.executable, "-m", "acechat.bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
     return subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.probe import RecentProbe
-from storage.ratelimit import SlidingWindows
-from storage.records import RateCheck, RateVerdict
-from storage.scope_lock import ScopeQueue
+from acechat.storage.probe import RecentProbe
+from acechat.storage.ratelimit import SlidingWindows
+from acechat.storage.records import RateCheck, RateVerdict
+from acechat.storage.scope_lock import ScopeQueue
 
 
 class FakeClock:

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from storage import SchemaVersionError, StoreClosedError
-from storage.protocol import Store
-from storage.records import (
+from acechat.storage import SchemaVersionError, StoreClosedError
+from acechat.storage.protocol import Store
+from acechat.storage.records import (
     AuditAction,
     AuditEntry,
     Change,
@@ -468,7 +468,7 @@ async def test_many_tasks_at_once_are_all_applied(store: Store) -> None:
 
 
 def test_both_backends_say_which_they_are() -> None:
-    from storage.postgres import PostgresStore
-    from storage.sqlite import SQLiteStore
+    from acechat.storage.postgres import PostgresStore
+    from acechat.storage.sqlite import SQLiteStore
 
     assert (SQLiteStore.backend, PostgresStore.backend) == ("sqlite", "postgresql")

@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from core import upstream as up
-from core.errors import UpstreamError
-from core.settings import UpstreamSettings
-from core.upstream import AIChatClient, Turn
+from acechat.core import upstream as up
+from acechat.core.errors import UpstreamError
+from acechat.core.settings import UpstreamSettings
+from acechat.core.upstream import AIChatClient, Turn
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
 
@@ -464,7 +464,7 @@ async def test_429s_are_retried_then_succeed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake_upstream.queue(Behaviour.fail(429, "too_many_requests"), Behaviour.fail(429, "too_many_requests"))
-    caplog.set_level(logging.WARNING, logger="core.upstream")
+    caplog.set_level(logging.WARNING, logger="acechat.core.upstream")
     text = (await collect(client, turn("again?")))[-1].answer
 
     assert text == "Answer 1 to: again?"

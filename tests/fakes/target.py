@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from core.target import Mark, PlatformRateLimited, TargetLimits
+from acechat.core.target import Mark, PlatformRateLimited, TargetLimits
 
 
 @dataclass

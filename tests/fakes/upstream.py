@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from demo.standin import NDJSON, PATH, bearer_token, error_body, fragments
+from acechat.demo.standin import NDJSON, PATH, bearer_token, error_body, fragments
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""acechat: Discord and Slack bots for the Ace Data Cloud AI Chat API."""

@@ -1,0 +1,207 @@
+"""The slash commands: /ask, /reset, /status, /audit, /preset …, /model ….
+
+Each command turns its options into a core `Command` and shows the core's reply: public when the
+core says so, otherwise only to the invoker. `default_permissions` on the admin commands is a hint
+for the Discord client (it hides them from members without Manage Server until a server admin
+changes that); the check that counts is the core's, with the invoker's real permissions.
+Discord applies that hint only to top-level commands, so it sits on the /preset and /model groups;
+members still see the channel's preset and model with /status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from acechat.bots.discord_facts import actor_of_interaction, attachment_of, scope_of
+from acechat.bots.discord_targets import NO_MENTIONS, InteractionTarget
+from acechat.core import notices
+from acechat.core.chat import ChatCore, Question
+from acechat.core.commands import Action, Command
+from acechat.core.scope import Scope
+
+log = logging.getLogger(__name__)
+
+ADMIN_HINT = discord.Permissions(manage_guild=True)
+MAX_CHOICES = 25  # Discord's limit for autocomplete choices
+MAX_CHOICE_CHARS = 100  # Discord's limit for a choice's name and value
+
+Complete = Callable[[discord.Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]
+
+
+def interaction_scope(interaction: discord.Interaction) -> Scope | None:
+    return scope_of(interaction.channel or discord.Object(interaction.channel_id or 0), interaction.guild_id)
+
+
+def _choices(names: list[str] | tuple[str, ...], current: str) -> list[app_commands.Choice[str]]:
+    wanted = current.strip().lower()
+    return [
+        app_commands.Choice(name=n[:MAX_CHOICE_CHARS], value=n)
+        for n in names
+        if wanted in n.lower() and len(n) <= MAX_CHOICE_CHARS
+    ][:MAX_CHOICES]
+
+
+async def _unknown_channel(interaction: discord.Interaction) -> None:
+    log.warning("slash command from a channel Discord did not identify", extra={"platform": "discord"})
+    await interaction.response.send_message(
+        notices.UNKNOWN_CHANNEL, ephemeral=True, allowed_mentions=NO_MENTIONS
+    )
+
+
+def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTree[discord.Client]:
+    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
+
+    async def run(interaction: discord.Interaction, command: Command) -> None:
+        scope = interaction_scope(interaction)
+        if scope is None:
+            await _unknown_channel(interaction)
+            return
+        actor = actor_of_interaction(interaction)
+        await core.run_command(scope, actor, command, InteractionTarget(interaction))
+
+    async def complete_preset(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        scope = interaction_scope(interaction)
+        return [] if scope is None else _choices(await core.state.preset_names(scope), current)
+
+    async def complete_model(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return _choices(core.models, current)
+
+    @tree.error
+    async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        log.error("slash command failed", exc_info=error)
+        await InteractionTarget(interaction).notify(notices.INTERNAL_ERROR)
+
+    @tree.command(name="ask", description="Ask the AI; everyone in this channel shares the conversation")
+    @app_commands.describe(question="Your question", file="An image or document for the model to read")
+    async def ask(
+        interaction: discord.Interaction, question: str, file: discord.Attachment | None = None
+    ) -> None:
+        scope = interaction_scope(interaction)
+        if scope is None:
+            await _unknown_channel(interaction)
+            return
+        await interaction.response.defer(thinking=True)
+        attachments = (attachment_of(file),) if file is not None else ()
+        asked = Question(scope, actor_of_interaction(interaction), question, attachments)
+        await core.ask(asked, InteractionTarget(interaction))
+
+    @tree.command(name="reset", description="Start a new conversation in this channel or thread")
+    async def reset(interaction: discord.Interaction) -> None:
+        await run(interaction, Command(Action.RESET))
+
+    @tree.command(name="status", description="This channel's model, preset and conversation")
+    async def status(interaction: discord.Interaction) -> None:
+        await run(interaction, Command(Action.STATUS))
+
+    @tree.command(name="audit", description="Recent changes to presets and models (server admins)")
+    @app_commands.default_permissions(ADMIN_HINT)
+    @app_commands.describe(page="Page 1 holds the newest changes")
+    async def audit(interaction: discord.Interaction, page: app_commands.Range[int, 1, 1000] = 1) -> None:
+        await run(interaction, Command(Action.AUDIT, page=page))
+
+    tree.add_command(_preset_group(run, complete_preset))
+    tree.add_command(_model_group(run, complete_model))
+    return tree
+
+
+Run = Callable[[discord.Interaction, Command], Awaitable[None]]
+
+
+def _preset_group(run: Run, complete: Complete) -> app_commands.Group:
+    group = app_commands.Group(
+        name="preset", description="The role the AI plays in this channel", default_permissions=ADMIN_HINT
+    )
+
+    @group.command(name="list", description="Built-in and this server's presets")
+    async def preset_list(interaction: discord.Interaction) -> None:
+        await run(interaction, Command(Action.PRESET_LIST))
+
+    @group.command(name="show", description="Show a preset's prompt (this channel's by default)")
+    @app_commands.autocomplete(name=complete)
+    @app_commands.describe(name="The preset to show; leave empty for the one in use here")
+    async def preset_show(interaction: discord.Interaction, name: str | None = None) -> None:
+        await run(interaction, Command(Action.PRESET_SHOW, name=name))
+
+    @group.command(name="set", description="Use a preset in this channel or thread (channel admins)")
+    @app_commands.autocomplete(name=complete)
+    @app_commands.describe(name="A built-in or this server's preset (see /preset list)")
+    async def preset_set(interaction: discord.Interaction, name: str) -> None:
+        await run(interaction, Command(Action.PRESET_SET, name=name))
+
+    @group.command(name="clear", description="Go back to the inherited preset here (channel admins)")
+    async def preset_clear(interaction: discord.Interaction) -> None:
+        await run(interaction, Command(Action.PRESET_CLEAR))
+
+    @group.command(name="default", description="The preset for every channel without one (server admins)")
+    @app_commands.autocomplete(name=complete)
+    @app_commands.describe(name="A built-in or this server's preset (see /preset list)")
+    async def preset_default(interaction: discord.Interaction, name: str) -> None:
+        await run(interaction, Command(Action.PRESET_DEFAULT, name=name))
+
+    @group.command(name="create", description="Create a preset for this server (server admins)")
+    @app_commands.describe(
+        name="2-32 lowercase letters, digits or hyphens, starting with a letter",
+        prompt="The instructions the AI follows",
+        description="One line shown in /preset list",
+    )
+    async def preset_create(
+        interaction: discord.Interaction, name: str, prompt: str, description: str | None = None
+    ) -> None:
+        await run(interaction, Command(Action.PRESET_CREATE, name=name, text=prompt, description=description))
+
+    @group.command(name="edit", description="Change one of this server's presets (server admins)")
+    @app_commands.autocomplete(name=complete)
+    @app_commands.describe(
+        name="One of this server's presets",
+        prompt="The new instructions",
+        description="A new one-line description",
+    )
+    async def preset_edit(
+        interaction: discord.Interaction, name: str, prompt: str, description: str | None = None
+    ) -> None:
+        await run(interaction, Command(Action.PRESET_EDIT, name=name, text=prompt, description=description))
+
+    @group.command(name="delete", description="Delete one of this server's presets (server admins)")
+    @app_commands.autocomplete(name=complete)
+    @app_commands.describe(name="One of this server's presets")
+    async def preset_delete(interaction: discord.Interaction, name: str) -> None:
+        await run(interaction, Command(Action.PRESET_DELETE, name=name))
+
+    return group
+
+
+def _model_group(run: Run, complete: Complete) -> app_commands.Group:
+    group = app_commands.Group(
+        name="model", description="The AI model that answers in this channel", default_permissions=ADMIN_HINT
+    )
+
+    @group.command(name="list", description="The models this bot allows")
+    async def model_list(interaction: discord.Interaction) -> None:
+        await run(interaction, Command(Action.MODEL_LIST))
+
+    @group.command(name="show", description="The model answering here, and where that choice comes from")
+    async def model_show(interaction: discord.Interaction) -> None:
+        await run(interaction, Command(Action.MODEL_SHOW))
+
+    @group.command(name="set", description="Use a model in this channel or thread (channel admins)")
+    @app_commands.autocomplete(name=complete)
+    @app_commands.describe(name="One of the models this bot allows (see /model list)")
+    async def model_set(interaction: discord.Interaction, name: str) -> None:
+        await run(interaction, Command(Action.MODEL_SET, name=name))
+
+    @group.command(name="default", description="The model for every channel without one (server admins)")
+    @app_commands.autocomplete(name=complete)
+    @app_commands.describe(name="One of the models this bot allows (see /model list)")
+    async def model_default(interaction: discord.Interaction, name: str) -> None:
+        await run(interaction, Command(Action.MODEL_DEFAULT, name=name))
+
+    return group

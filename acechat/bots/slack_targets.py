@@ -1,0 +1,243 @@
+"""Where one answer or command reply goes on Slack, and the per-workspace budget answers share.
+
+Text arrives as the core's Markdown and leaves as mrkdwn (bots.slack_text.render). Slack's refusals
+become the core's `PlatformError`s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
+from acechat.core.pacing import Scheduler
+from acechat.core.ratelimit import KeyedBudgets, TokenBucket
+from acechat.core.sanitize import neutralize_mentions
+from acechat.core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
+
+log = logging.getLogger(__name__)
+
+# The core splits Markdown at this length; mrkdwn conversion keeps it well under MAX_MESSAGE_CHARS.
+CHUNK_CHARS = 3500
+# Per message: about one chat.update a second.
+EDIT_BURST = 4
+EDIT_WINDOW = 4.0
+# chat.update is Tier 3, about 50 a minute per workspace, shared by every answer streaming there:
+# stay under it with a small burst; the core pledges a call to each streaming answer's final edit.
+UPDATE_BURST = 10
+UPDATE_PER_SECOND = 45 / 60
+# chat.postMessage allows about one message a second per channel, with short bursts: a little under.
+POST_BURST = 3
+POST_PER_SECOND = 0.9
+# Slack clears an assistant thread status after two minutes without a message.
+STATUS_INTERVAL = 90.0
+STATUS = "is thinking…"
+# A command's answer opens with who asked what; a long question is cut in that line.
+QUESTION_CHARS = 200
+MARKS = {Mark.REFUSED: "hourglass_flowing_sand"}
+# Slack's ways of saying the bot may not post here.
+FORBIDDEN = frozenset(
+    {
+        "not_in_channel",
+        "channel_not_found",
+        "is_archived",
+        "missing_scope",
+        "no_permission",
+        "ekm_access_denied",
+        "restricted_action",
+        "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel",
+        "restricted_action_non_threadable_channel",
+        "restricted_action_thread_locked",
+    }
+)
+
+GONE = frozenset({"message_not_found", "cant_update_message"})
+
+Respond = Callable[[str, bool], Awaitable[None]]
+
+
+def _rate_limited(error: SlackApiError) -> PlatformRateLimited:
+    retry_after = next((v for k, v in error.response.headers.items() if k.lower() == "retry-after"), "1")
+    try:
+        return PlatformRateLimited(max(0.0, float(retry_after)))
+    except ValueError:
+        return PlatformRateLimited(1.0)
+
+
+@contextmanager
+def platform_errors() -> Iterator[None]:
+    """Slack's refusals in the core's terms; anything else propagates as it is."""
+    try:
+        yield
+    except SlackApiError as error:
+        if error.response.status_code == 429:
+            raise _rate_limited(error) from error
+        code = error.response.get("error")
+        if code in FORBIDDEN:
+            raise PlatformForbidden(f"Slack refused: {code}") from error
+        if code in GONE:
+            raise MessageGone(f"Slack: {code}") from error
+        raise
+
+
+class SlackLimits:
+    """Slack's allowances answers share: `chat.update` per workspace, posts per channel."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._scheduler = Scheduler()
+        self._updates: KeyedBudgets[TokenBucket] = KeyedBudgets(
+            lambda: TokenBucket(UPDATE_BURST, UPDATE_PER_SECOND, clock=clock)
+        )
+        self._posts: KeyedBudgets[TokenBucket] = KeyedBudgets(
+            lambda: TokenBucket(POST_BURST, POST_PER_SECOND, clock=clock)
+        )
+
+    def limits(self, team: str, channel: str, *, typing_interval: float | None) -> TargetLimits:
+        return TargetLimits(
+            max_chars=CHUNK_CHARS,
+            edit_burst=EDIT_BURST,
+            edit_window=EDIT_WINDOW,
+            typing_interval=typing_interval,
+            posts=(self._posts.get(f"{team}:{channel}"),),
+            edits=(self._updates.get(team),),
+            scheduler=self._scheduler,
+        )
+
+
+class ThreadReply:
+    """Answers a mention in its thread, or a direct message in the DM."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        limits: TargetLimits,
+        *,
+        channel: str,
+        thread_ts: str | None,
+        user: str,
+        question_ts: str,
+    ) -> None:
+        self._client = client
+        self._limits = limits
+        self._channel = channel
+        self._thread_ts = thread_ts
+        self._user = user
+        self._question_ts = question_ts
+
+    @property
+    def limits(self) -> TargetLimits:
+        return self._limits
+
+    async def post(self, text: str) -> str:
+        with platform_errors():
+            reply = await self._client.chat_postMessage(
+                channel=self._channel,
+                thread_ts=self._thread_ts,
+                text=render(text),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        return str(reply["ts"])
+
+    async def edit(self, handle: str, text: str) -> None:
+        with platform_errors():
+            await self._client.chat_update(channel=self._channel, ts=handle, text=render(text))
+
+    async def typing(self) -> None:
+        """Slack's "is thinking…" status under the thread; it clears when the answer is posted."""
+        if self._thread_ts is None:
+            return
+        with platform_errors():
+            await self._client.assistant_threads_setStatus(
+                channel_id=self._channel, thread_ts=self._thread_ts, status=STATUS
+            )
+
+    async def notify(self, text: str) -> None:
+        with platform_errors():
+            await self._client.chat_postEphemeral(
+                channel=self._channel, user=self._user, text=render(text), thread_ts=self._thread_ts
+            )
+
+    async def announce(self, text: str) -> None:
+        await self.post(text)
+
+    async def mark(self, mark: Mark) -> None:
+        with platform_errors():
+            await self._client.reactions_add(
+                channel=self._channel, timestamp=self._question_ts, name=MARKS[mark]
+            )
+
+
+class CommandAnswer:
+    """Answers `/aichat`: notices and command replies through the command's `response_url`, the answer
+    in the channel. Its first message opens with who asked what, since Slack shows nobody the command."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        limits: TargetLimits,
+        respond: Respond,
+        *,
+        channel: str,
+        asker: str,
+        question: str,
+    ) -> None:
+        self._client = client
+        self._respond = respond
+        self._channel = channel
+        shown = question if len(question) <= QUESTION_CHARS else question[:QUESTION_CHARS] + " …"
+        self._header = f"*{escape(asker)}* asked: {escape(neutralize_mentions(' '.join(shown.split())))}\n\n"
+        # One limit serves every message of the answer, so each leaves room for the header the first carries.
+        self._limits = dataclasses.replace(limits, max_chars=limits.max_chars - len(self._header))
+        self._first: str | None = None
+        self._typed = False
+
+    @property
+    def limits(self) -> TargetLimits:
+        return self._limits
+
+    def _text(self, first: bool, text: str) -> str:
+        if not first:
+            return render(text)
+        return self._header + render(text, MAX_MESSAGE_CHARS - len(self._header))
+
+    async def post(self, text: str) -> str:
+        with platform_errors():
+            reply = await self._client.chat_postMessage(
+                channel=self._channel,
+                text=self._text(self._first is None, text),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        handle = str(reply["ts"])
+        if self._first is None:
+            self._first = handle
+        return handle
+
+    async def edit(self, handle: str, text: str) -> None:
+        with platform_errors():
+            await self._client.chat_update(
+                channel=self._channel, ts=handle, text=self._text(handle == self._first, text)
+            )
+
+    async def typing(self) -> None:
+        """Nobody sees a slash command run: tell the asker, once, that the answer is on its way."""
+        if not self._typed:
+            self._typed = True
+            await self._respond("_Thinking…_", False)
+
+    async def notify(self, text: str) -> None:
+        await self._respond(render(text), False)
+
+    async def announce(self, text: str) -> None:
+        await self._respond(render(text), True)
+
+    async def mark(self, mark: Mark) -> None:
+        """A slash command leaves no message of the asker's to react to."""

@@ -1,0 +1,41 @@
+"""What the bot tells people when it does not answer: refusals and failures on its own side.
+
+Upstream failures are worded in core/upstream.py (`UpstreamError.user_message`), command replies in
+core/command_runner.py; everything else a user can read about a problem is here.
+"""
+
+from __future__ import annotations
+
+from acechat.core.ratelimit import retry_in_text
+
+# Any failure nobody planned for: the log has the traceback, the user gets one calm line.
+INTERNAL_ERROR = "Something went wrong on my side; the operator's log has the details."
+RESTARTING = "I'm restarting; ask again in a minute."
+EMPTY_QUESTION = (
+    "Ask me something after the mention, e.g. “how do I rotate a log file?”. Say `help` for commands."
+)
+# Only for the platform saying the bot may not post here: other failures are not a permissions problem.
+CANNOT_POST = "I can't post in this channel; an admin should check my permissions here (or invite me)."
+NOT_DELIVERED = "I couldn't deliver my answer here: the platform kept refusing it. Try again in a moment."
+UNKNOWN_CHANNEL = "I can't tell which channel this came from, so I can't answer it; try again in a channel."
+NO_ASKING_HERE = "Questions need a place to answer in; mention me instead."
+
+
+def too_long(length: int, limit: int) -> str:
+    return f"That question is {length:,} characters long; the limit is {limit:,}. Shorten it and ask again."
+
+
+def user_rate(wait: float) -> str:
+    return f"You're asking faster than this bot allows; {retry_in_text(wait)}."
+
+
+def channel_rate(wait: float) -> str:
+    return f"This channel is asking faster than this bot allows; {retry_in_text(wait)}."
+
+
+def queue_full(waiting: int) -> str:
+    return f"{waiting} questions here are already waiting for an answer; ask again once they are answered."
+
+
+def queue_wait(seconds: float) -> str:
+    return f"Your question waited {seconds:.0f} s for the ones before it and was dropped; ask again."

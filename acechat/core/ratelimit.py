@@ -1,0 +1,214 @@
+"""How fast a platform may be called: the limits answers share (see core.pacing), and wording for waits."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from acechat.core.cache import LRU
+
+B = TypeVar("B")
+
+# Float drift must not make a wait of exactly `delay()` come up a hair short.
+_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """A `core.pacing.Limit`: `capacity` calls at once, refilled at `rate` calls per second."""
+
+    def __init__(self, capacity: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if capacity < 1 or rate <= 0:
+            raise ValueError("a token bucket needs a capacity of at least 1 and a positive rate")
+        self._capacity = capacity
+        self._rate = rate
+        self._clock = clock
+        self._tokens = float(capacity)
+        self._stamp = clock()  # when _tokens was last brought up to date
+        self._blocked_until = -math.inf
+
+    @classmethod
+    def per(cls, count: int, seconds: float, clock: Callable[[], float] = time.monotonic) -> TokenBucket:
+        """`count` calls per `seconds`, all of which may come at once."""
+        return cls(count, count / seconds, clock)
+
+    def _refill(self) -> float:
+        now = self._clock()
+        if now > self._stamp:
+            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+        return now
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def available(self) -> float:
+        now = self._refill()
+        return 0.0 if now < self._blocked_until else math.floor(self._tokens + _EPSILON)
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        """Take one call if more than `reserve` remain; never waits."""
+        now = self._refill()
+        if now < self._blocked_until or self._tokens + _EPSILON < reserve + 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def delay(self, reserve: int = 0) -> float:
+        """Seconds until `try_acquire(reserve)` can succeed."""
+        now = self._refill()
+        if reserve + 1 > self._capacity:
+            return math.inf
+        need = max(0.0, reserve + 1 - self._tokens) / self._rate
+        return max(self._blocked_until - now, self._stamp - now + need, 0.0)
+
+    def penalize(self, seconds: float) -> None:
+        """The platform said 429: nothing for `seconds`, then one call, then the usual refill."""
+        now = self._refill()
+        self._blocked_until = max(self._blocked_until, now + seconds)
+        self._tokens = 1.0
+        self._stamp = max(self._stamp, self._blocked_until)
+
+    def finished(self) -> None:
+        """A call counts from when it was taken: nothing changes when it ends."""
+
+
+class WindowBudget:
+    """A `core.pacing.Limit` of at most `count` calls in any `window` seconds.
+
+    A sliding window is never looser than a fixed one, so it stays inside limits that a platform counts
+    per window, like Discord's five message edits per five seconds per channel.
+    """
+
+    def __init__(self, count: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if count < 1 or window <= 0:
+            raise ValueError("a window budget needs a positive count and window")
+        self._count = count
+        self._window = window
+        self._clock = clock
+        self._times: deque[float] = deque()
+        self._blocked_until = 0.0
+
+    def _now(self) -> float:
+        now = self._clock()
+        while self._times and now - self._times[0] >= self._window - _EPSILON:
+            self._times.popleft()
+        return now
+
+    @property
+    def rate(self) -> float:
+        return self._count / self._window
+
+    def available(self) -> float:
+        now = self._now()
+        return 0.0 if now < self._blocked_until else float(self._count - len(self._times))
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        now = self._now()
+        if now < self._blocked_until or len(self._times) + reserve >= self._count:
+            return False
+        self._times.append(now)
+        return True
+
+    def delay(self, reserve: int = 0) -> float:
+        if reserve + 1 > self._count:
+            return math.inf
+        now = self._now()
+        excess = len(self._times) + reserve + 1 - self._count
+        wait = self._times[excess - 1] + self._window - now if excess > 0 else 0.0
+        return max(wait, self._blocked_until - now, 0.0)
+
+    def penalize(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def finished(self) -> None:
+        """A call counts from when it was taken: nothing changes when it ends."""
+
+
+class InFlightWindow:
+    """A `core.pacing.Limit` of at most `count` calls in any `window` seconds as the platform sees them.
+
+    A call is counted from the moment it is taken until `window` seconds after it `finished`: it reached
+    the platform somewhere in between. However the event loop or the network bunches requests up on the
+    way (a busy loop sends late, a connection pool releases several at once), no window of the
+    platform's can then see more than `count` of them, which a window of taking times cannot promise.
+    """
+
+    def __init__(self, count: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if count < 1 or window <= 0:
+            raise ValueError("a window budget needs a positive count and window")
+        self._count = count
+        self._window = window
+        self._clock = clock
+        self._ended: deque[float] = deque()  # when counted calls finished, oldest first
+        self._in_flight = 0
+        self._blocked_until = 0.0
+
+    def _used(self) -> tuple[float, int]:
+        now = self._clock()
+        while self._ended and now - self._ended[0] >= self._window - _EPSILON:
+            self._ended.popleft()
+        return now, self._in_flight + len(self._ended)
+
+    @property
+    def rate(self) -> float:
+        return self._count / self._window
+
+    def available(self) -> float:
+        now, used = self._used()
+        return 0.0 if now < self._blocked_until else float(self._count - used)
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        now, used = self._used()
+        if now < self._blocked_until or used + reserve >= self._count:
+            return False
+        self._in_flight += 1
+        return True
+
+    def finished(self) -> None:
+        if self._in_flight:
+            self._in_flight -= 1
+            self._ended.append(self._clock())
+
+    def delay(self, reserve: int = 0) -> float:
+        if reserve + 1 > self._count:
+            return math.inf
+        now, used = self._used()
+        excess = used + reserve + 1 - self._count
+        if excess <= 0:
+            wait = 0.0
+        elif excess <= len(self._ended):
+            wait = self._ended[excess - 1] + self._window - now
+        else:
+            # Only calls still in flight could make room; their ends are not known yet.
+            wait = self._window
+        return max(wait, self._blocked_until - now, 0.0)
+
+    def penalize(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
+def retry_in_text(seconds: float) -> str:
+    """'try again in 12 s' (rounded up, at least 1 s); minutes from two minutes on."""
+    whole = max(1, math.ceil(seconds - _EPSILON))
+    if whole < 120:
+        return f"try again in {whole} s"
+    return f"try again in {math.ceil(whole / 60)} min"
+
+
+class KeyedBudgets(Generic[B]):
+    """One budget per key (a channel, a workspace), kept for the keys used most recently."""
+
+    def __init__(self, make: Callable[[], B], capacity: int = 10_000) -> None:
+        self._make = make
+        self._budgets: LRU[str, B] = LRU(capacity)
+
+    def get(self, key: str) -> B:
+        budget = self._budgets.get(key)
+        if budget is None:
+            budget = self._make()
+            self._budgets.put(key, budget)
+        return budget

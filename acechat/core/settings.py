@@ -1,0 +1,411 @@
+"""One typed settings object, read once from the environment (and `.env`).
+
+Nothing else in acechat reads `os.environ`: adapters and the core receive a `Settings`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+from dotenv import dotenv_values
+
+from acechat.core.presets import BUILTIN_PRESETS
+from acechat.core.sanitize import ThinkingMode
+
+T = TypeVar("T")
+
+MAX_MODEL_CHARS = 100
+# Connections for queries per process. Queries take well under a millisecond and a turn makes a few,
+# so ten serve thousands of turns a second; turns in flight do not hold one (see storage.postgres).
+DEFAULT_DATABASE_POOL = 10
+DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4", "o3-mini", "deepseek-r1", "grok-3", "glm-4.6")
+
+
+class SettingsError(ValueError):
+    """Settings are missing or invalid: one line per problem, each naming its setting."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """`count` events per `per_seconds`; `count == 0` turns the limit off."""
+
+    count: int
+    per_seconds: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.count > 0
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    token: str
+    base_url: str = "https://api.acedata.cloud"
+    connect_timeout: float = 10.0
+    # Longest silence allowed between two reads of an answer; reasoning models think for a while.
+    read_timeout: float = 120.0
+    retries: int = 2
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    token: str
+    api_base_url: str | None = None
+    gateway_url: str | None = None
+    dev_guild_id: int | None = None
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str
+    app_token: str | None = None
+    signing_secret: str | None = None
+    api_url: str | None = None
+    command: str = "/aichat"
+    port: int = 3000
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstream: UpstreamSettings
+    discord: DiscordSettings | None = None
+    slack: SlackSettings | None = None
+    models: tuple[str, ...] = DEFAULT_MODELS
+    default_model: str = "gpt-4o"
+    default_preset: str = "assistant"
+    admin_users: frozenset[str] = frozenset()
+    author_prefix: bool = True
+    max_question_chars: int = 8000
+    # Longer answers are cut (and say so): a model made to repeat itself must not flood a channel.
+    max_answer_chars: int = 12_000
+    max_preset_chars: int = 4000
+    answer_timeout: float = 300.0
+    user_rate: RateLimit = field(default_factory=lambda: RateLimit(10, 60.0))
+    channel_rate: RateLimit = field(default_factory=lambda: RateLimit(30, 60.0))
+    thinking: ThinkingMode = ThinkingMode.FOLD
+    db_path: Path = Path("data/acechat.db")
+    # PostgreSQL instead of the SQLite file, shared by every process pointed at it.
+    database_url: str | None = None
+    database_pool: int = DEFAULT_DATABASE_POOL
+    transcript_days: int = 30
+    log_level: str = "INFO"
+    log_json: bool = False
+    health_host: str = "127.0.0.1"
+    health_port: int = 9100
+    shutdown_grace: float = 20.0
+    # Questions that may wait in one channel or thread behind the one being answered, and for how long.
+    max_waiting: int = 5
+    max_wait: float = 300.0
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential in force: what logs must never show."""
+        found = [self.upstream.token]
+        if self.discord is not None:
+            found.append(self.discord.token)
+        if self.slack is not None:
+            found += [self.slack.bot_token, self.slack.app_token or "", self.slack.signing_secret or ""]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url).password or ""
+            found += [password, unquote(password)]  # as written in the URL, and as sent
+        return tuple(secret for secret in found if secret)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _Reader:
+    """Typed access to one mapping of raw strings. A bad value is noted (naming its setting) and its
+    default used, so that every problem is reported at once by `check()`."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self.problems: list[str] = []
+
+    def fail(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    def check(self) -> None:
+        if self.problems:
+            raise SettingsError(self.problems)
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def required(self, name: str, why: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            self.fail(f"{name} is not set: {why}")
+            return ""
+        return value
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            self.fail(f"{name}={value!r} is invalid: expected {expected}")
+            return default
+
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        known = len(self.problems)
+        result = self._parse(name, default, int, "a whole number")
+        if len(self.problems) > known:
+            return result
+        if result < minimum:
+            self.fail(f"{name}={result} is invalid: must be at least {minimum}")
+            return default
+        if maximum is not None and result > maximum:
+            self.fail(f"{name}={result} is invalid: must be at most {maximum}")
+            return default
+        return result
+
+    def port(self, name: str, default: int, minimum: int = 0) -> int:
+        return self.integer(name, default, minimum=minimum, maximum=65535)
+
+    def optional_integer(self, name: str, minimum: int = 0) -> int | None:
+        value = self.raw(name)
+        return None if value is None else self.integer(name, 0, minimum=minimum)
+
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        known = len(self.problems)
+        result = self._parse(name, default, float, "a number")
+        if len(self.problems) > known:
+            return result
+        if not math.isfinite(result) or result < minimum:
+            self.fail(f"{name}={result} is invalid: must be a number of at least {minimum}")
+            return default
+        return result
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(value: str) -> bool:
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+
+        return self._parse(name, default, parse, "true or false")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in {c.lower() for c in choices}:
+            self.fail(f"{name}={value!r} is invalid: expected one of {', '.join(choices)}")
+            return default.lower()
+        return value
+
+    def words(self, name: str) -> tuple[str, ...]:
+        value = self.raw(name) or ""
+        return tuple(dict.fromkeys(w.strip() for w in value.replace(";", ",").split(",") if w.strip()))
+
+    def rate(self, name: str, default: RateLimit) -> RateLimit:
+        def parse(value: str) -> RateLimit:
+            count, _, seconds = value.partition("/")
+            limit = RateLimit(int(count), float(seconds or "60"))
+            if limit.count < 0 or not 0 < limit.per_seconds < math.inf:
+                raise ValueError(value)
+            return limit
+
+        return self._parse(name, default, parse, "COUNT/SECONDS, e.g. 10/60 (0/60 turns it off)")
+
+    def url(self, name: str, default: str | None) -> str | None:
+        value = self.raw(name) or default
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
+            self.fail(f"{name}={value!r} is invalid: expected a URL starting with http(s):// or ws(s)://")
+            return default
+        return value.rstrip("/")
+
+    def database_url(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            return check_database_url(name, value)
+        except SettingsError as error:
+            self.problems.extend(error.problems)
+            return None
+
+
+def check_database_url(name: str, value: str) -> str:
+    """`value` if it is a PostgreSQL URL; else a SettingsError naming `name` (and not the value, which
+    may hold a password)."""
+    try:
+        parts = urlsplit(value)
+        # `port` parses the port, raising on one that is not a number.
+        valid = (
+            parts.scheme in ("postgresql", "postgres")
+            and bool(parts.hostname or parts.path.strip("/"))
+            and (parts.port or 0) >= 0
+        )
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        raise SettingsError(f"{name} is invalid: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME")
+    return value
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    dotenv_path: str | Path | None = ".env",
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings from `env` (the process environment by default) over a `.env` file.
+
+    Real environment variables win over the `.env` file, as operators expect; `overrides` win over both
+    (`acechat demo` puts its stand-in's address and a placeholder token there).
+    """
+    if env is None:
+        import os
+
+        env = os.environ
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(env)
+    merged.update(overrides or {})
+    return parse_settings(merged)
+
+
+def parse_settings(env: Mapping[str, str]) -> Settings:
+    r = _Reader(env)
+    upstream = UpstreamSettings(
+        token=r.required(
+            "ACEDATACLOUD_API_TOKEN",
+            "get a token at https://platform.acedata.cloud and put it in .env (or try `acechat demo`, which needs none)",
+        ),
+        base_url=r.url("ACEDATACLOUD_API_BASE_URL", "https://api.acedata.cloud") or "",
+        connect_timeout=r.number("ACECHAT_CONNECT_TIMEOUT", 10.0, minimum=0.1),
+        read_timeout=r.number("ACECHAT_READ_TIMEOUT", 120.0, minimum=0.1),
+        retries=r.integer("ACECHAT_UPSTREAM_RETRIES", 2),
+        max_connections=r.integer("ACECHAT_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1),
+    )
+
+    models = r.words("ACECHAT_MODELS") or DEFAULT_MODELS
+    too_long = [m for m in models if len(m) > MAX_MODEL_CHARS]
+    if too_long:
+        # Discord refuses command choices longer than this, and no real model name comes near it.
+        r.fail(f"ACECHAT_MODELS has a name longer than {MAX_MODEL_CHARS} characters: {too_long[0][:40]!r}…")
+    default_model = r.text("ACECHAT_DEFAULT_MODEL", "gpt-4o")
+    if default_model not in models:
+        r.fail(
+            f"ACECHAT_DEFAULT_MODEL={default_model!r} is invalid: it is not in ACECHAT_MODELS ({', '.join(models)})"
+        )
+    # Custom presets belong to one workspace, so only a built-in can be the default everywhere.
+    default_preset = r.text("ACECHAT_DEFAULT_PRESET", "assistant").lower()
+    if default_preset not in BUILTIN_PRESETS:
+        r.fail(
+            f"ACECHAT_DEFAULT_PRESET={default_preset!r} is invalid: expected a built-in preset "
+            f"({', '.join(BUILTIN_PRESETS)})"
+        )
+
+    discord = None
+    if r.raw("DISCORD_BOT_TOKEN"):
+        shard_ids_raw = r.words("DISCORD_SHARD_IDS")
+        shard_ids: tuple[int, ...] | None = None
+        if all(s.isascii() and s.isdecimal() for s in shard_ids_raw):
+            shard_ids = tuple(int(s) for s in shard_ids_raw) or None
+        else:
+            r.fail(
+                f"DISCORD_SHARD_IDS={','.join(shard_ids_raw)!r} is invalid: expected whole numbers, e.g. 0,1"
+            )
+        shard_count = r.optional_integer("DISCORD_SHARD_COUNT", minimum=1)
+        if shard_ids is not None and shard_count is None:
+            r.fail("DISCORD_SHARD_IDS is set without DISCORD_SHARD_COUNT: set both")
+        elif shard_ids is not None and not all(0 <= i < (shard_count or 0) for i in shard_ids):
+            r.fail(
+                f"DISCORD_SHARD_IDS is invalid: every id must be from 0 to below DISCORD_SHARD_COUNT={shard_count}"
+            )
+        discord = DiscordSettings(
+            token=r.required("DISCORD_BOT_TOKEN", ""),
+            api_base_url=r.url("DISCORD_API_BASE_URL", None),
+            gateway_url=r.url("DISCORD_GATEWAY_URL", None),
+            dev_guild_id=r.optional_integer("DISCORD_DEV_GUILD_ID"),
+            shard_count=shard_count,
+            shard_ids=shard_ids,
+        )
+
+    slack = None
+    if r.raw("SLACK_BOT_TOKEN"):
+        app_token = r.raw("SLACK_APP_TOKEN")
+        signing_secret = r.raw("SLACK_SIGNING_SECRET")
+        if app_token is None and signing_secret is None:
+            r.fail(
+                "SLACK_APP_TOKEN and SLACK_SIGNING_SECRET are both unset: set SLACK_APP_TOKEN for Socket Mode, "
+                "or SLACK_SIGNING_SECRET for HTTP mode"
+            )
+        command = r.text("SLACK_COMMAND", "/aichat")
+        if len(command) < 2 or not command.startswith("/") or any(c.isspace() for c in command):
+            r.fail(f"SLACK_COMMAND={command!r} is invalid: expected a command like /aichat")
+        api_url = r.url("SLACK_API_URL", None)
+        slack = SlackSettings(
+            bot_token=r.required("SLACK_BOT_TOKEN", ""),
+            app_token=app_token,
+            signing_secret=signing_secret,
+            api_url=None if api_url is None else api_url + "/",
+            command=command,
+            port=r.port("SLACK_PORT", 3000, minimum=1),
+        )
+
+    settings = Settings(
+        upstream=upstream,
+        discord=discord,
+        slack=slack,
+        models=models,
+        default_model=default_model,
+        default_preset=default_preset,
+        admin_users=frozenset(r.words("ACECHAT_ADMIN_USERS")),
+        author_prefix=r.boolean("ACECHAT_AUTHOR_PREFIX", True),
+        max_question_chars=r.integer("ACECHAT_MAX_QUESTION_CHARS", 8000, minimum=1),
+        max_answer_chars=r.integer("ACECHAT_MAX_ANSWER_CHARS", 12_000, minimum=100),
+        max_preset_chars=r.integer("ACECHAT_MAX_PRESET_CHARS", 4000, minimum=1),
+        answer_timeout=r.number("ACECHAT_ANSWER_TIMEOUT", 300.0, minimum=1.0),
+        user_rate=r.rate("ACECHAT_USER_RATE", RateLimit(10, 60.0)),
+        channel_rate=r.rate("ACECHAT_CHANNEL_RATE", RateLimit(30, 60.0)),
+        thinking=ThinkingMode(r.choice("ACECHAT_THINKING", "fold", tuple(ThinkingMode))),
+        db_path=Path(r.text("ACECHAT_DB_PATH", "data/acechat.db")),
+        database_url=r.database_url("ACECHAT_DATABASE_URL"),
+        database_pool=r.integer("ACECHAT_DATABASE_POOL", DEFAULT_DATABASE_POOL, minimum=1, maximum=1000),
+        transcript_days=r.integer("ACECHAT_TRANSCRIPT_DAYS", 30),
+        log_level=r.choice("ACECHAT_LOG_LEVEL", "INFO", LOG_LEVELS).upper(),
+        log_json=r.boolean("ACECHAT_LOG_JSON", False),
+        health_host=r.text("ACECHAT_HEALTH_HOST", "127.0.0.1"),
+        health_port=r.port("ACECHAT_HEALTH_PORT", 9100),
+        shutdown_grace=r.number("ACECHAT_SHUTDOWN_GRACE", 20.0),
+        max_waiting=r.integer("ACECHAT_MAX_WAITING", 5),
+        max_wait=r.number("ACECHAT_MAX_WAIT", 300.0, minimum=1.0),
+    )
+    r.check()
+    return settings

@@ -1,0 +1,179 @@
+"""What a scope's next turn uses: its settings, the preset and model they resolve to, its conversation.
+
+`ScopeState` is the one place that reads and changes that state; `ChatCore` (answering) and
+`CommandRunner` (admin commands) both go through it. Settings are cached per key and the resolution per
+scope; both are dropped whenever the store reports a change, whoever made it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from acechat.core.cache import LRU
+from acechat.core.presets import BUILTIN_PRESETS, Preset, resolve_preset_name
+from acechat.core.scope import Scope
+from acechat.core.settings import Settings
+from acechat.core.target import Actor
+from acechat.storage import EVERYTHING, Change, Store
+from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, ScopeSettings
+
+log = logging.getLogger(__name__)
+
+CACHE_SIZE = 10_000
+
+
+class Source(enum.StrEnum):
+    """Where a scope's preset or model comes from, most specific first."""
+
+    THREAD = "thread"
+    CHANNEL = "channel"
+    WORKSPACE = "workspace"
+    DEFAULT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What a scope's next turn will use, and where each choice came from."""
+
+    model: str
+    model_source: Source
+    preset: Preset
+    preset_source: Source
+
+
+Field = Literal["preset", "model"]
+
+
+def audit_entry(
+    scope: Scope, actor: Actor, action: AuditAction, old: str | None, new: str | None
+) -> AuditEntry:
+    """The audit log's record of `actor` changing something in `scope`, now."""
+    return AuditEntry(
+        workspace_key=scope.workspace_key,
+        scope_key=scope.key,
+        actor_id=actor.user_id,
+        actor_name=actor.display_name,
+        action=action,
+        old=old,
+        new=new,
+        at=time.time(),
+    )
+
+
+class ScopeState:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self._settings_cache: LRU[str, ScopeSettings | None] = LRU(CACHE_SIZE)
+        # What `resolve` made of each scope's settings, while it used only built-in presets (custom
+        # ones are read afresh each time); dropped whole whenever a setting changes.
+        self._resolved: LRU[str, Resolved] = LRU(CACHE_SIZE)
+        self._generation = 0
+        store.on_change(self._changed)
+
+    def _changed(self, change: Change) -> None:
+        # A setting reaches every scope below its key, and a preset every scope of its workspace;
+        # changes are rare, so every resolution goes. "*": the store may have missed changes.
+        if change.key == EVERYTHING:
+            self._settings_cache.clear()
+        elif change.kind == "setting":
+            self._settings_cache.pop(change.key)
+        self._resolved.clear()
+        self._generation += 1
+
+    async def scope_settings(self, keys: tuple[str, ...]) -> list[ScopeSettings | None]:
+        missing = [key for key in keys if key not in self._settings_cache]
+        if missing:
+            generation = self._generation
+            found = await self.store.get_settings(missing)
+            # A change that landed while the read was out makes what it read stale: use it, keep nothing.
+            if generation != self._generation:
+                cached = {key: self._settings_cache.get(key) for key in keys if key in self._settings_cache}
+                return [cached[key] if key in cached else found.get(key) for key in keys]
+            for key in missing:
+                self._settings_cache.put(key, found.get(key))
+        return [self._settings_cache.get(key) for key in keys]
+
+    async def find_preset(self, scope: Scope, name: str) -> Preset | None:
+        builtin = BUILTIN_PRESETS.get(name)
+        if builtin is not None:
+            return builtin
+        custom = await self.store.get_preset(scope.workspace_key, name)
+        if custom is None:
+            return None
+        return Preset(custom.name, custom.description, custom.prompt, builtin=False)
+
+    async def preset_names(self, scope: Scope) -> list[str]:
+        custom = await self.store.list_presets(scope.workspace_key)
+        return sorted({*BUILTIN_PRESETS, *(p.name for p in custom)})
+
+    async def resolve(self, scope: Scope) -> Resolved:
+        key = scope.key
+        resolved = self._resolved.get(key)
+        if resolved is not None:
+            return resolved
+        generation = self._generation
+        resolved, warned = await self._resolve(scope)
+        # Not kept if a setting changed meanwhile, nor if it needed a warning (which is logged each time).
+        if resolved.preset.builtin and not warned and generation == self._generation:
+            self._resolved.put(key, resolved)
+        return resolved
+
+    async def _resolve(self, scope: Scope) -> tuple[Resolved, bool]:
+        """The resolution, and whether it had to warn about a stored choice."""
+        warned = False
+        found = await self.scope_settings(scope.lineage())
+        labels = (
+            (Source.THREAD, Source.CHANNEL, Source.WORKSPACE)
+            if scope.is_thread
+            else (Source.CHANNEL, Source.WORKSPACE)
+        )
+
+        model, model_source = self.settings.default_model, Source.DEFAULT
+        for label, setting in zip(labels, found, strict=True):
+            if setting is not None and setting.model:
+                if setting.model in self.settings.models:
+                    model, model_source = setting.model, label
+                    break
+                log.warning("stored model %r is no longer allowed; using the default", setting.model)
+                warned = True
+
+        preset_names = [s.preset if s is not None else None for s in found]
+        name = resolve_preset_name(preset_names, self.settings.default_preset)
+        source = next((lab for lab, value in zip(labels, preset_names, strict=True) if value), Source.DEFAULT)
+        preset = await self.find_preset(scope, name)
+        if preset is None:
+            log.warning("preset %r no longer exists; using the default", name)
+            preset = BUILTIN_PRESETS.get(self.settings.default_preset) or BUILTIN_PRESETS["assistant"]
+            source = Source.DEFAULT
+            warned = True
+        return Resolved(model, model_source, preset, source), warned
+
+    async def conversation(self, scope: Scope) -> ConversationRecord | None:
+        """The scope's conversation record; after a reset it has no upstream id but keeps its epoch."""
+        return await self.store.get_conversation(scope.key)
+
+    async def reset(self, scope: Scope) -> bool:
+        """Start the scope afresh; True if it had a conversation. A turn in flight cannot undo it."""
+        return await self.store.reset_conversation(scope.key)
+
+    async def set_setting(
+        self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
+    ) -> tuple[bool, str | None]:
+        """Set `field` of setting `key` (None = inherit), audited; (changed, old value).
+
+        Setting a value to what it already is changes nothing: no audit entry, the conversation goes on.
+        """
+        (current,) = await self.scope_settings((key,))
+        old: str | None = getattr(current, field) if current is not None else None
+        if old == value:
+            return False, old
+        old = await self.store.set_setting(
+            key, field, value, audit=audit_entry(scope, actor, action, old, value)
+        )
+        await self.reset(scope)
+        return True, old

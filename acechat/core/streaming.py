@@ -1,0 +1,367 @@
+"""Drive one answer onto a platform: a sign of life, the first text at once, paced edits, the final text.
+
+The first fragment is posted as soon as it exists. After that each message is edited no more often than
+the platform allows (`TargetLimits.edit_burst` per `edit_window`), always keeping one edit in reserve, so
+the final edit goes out the moment the answer is complete. Text past `max_chars` continues in further
+messages.
+
+Under load the platform's shared allowances (core.pacing) decide. When the first text is ready, an
+answer streams by edits only if the allowance its final edit draws on can still promise that edit
+within a second; otherwise it is held back and posted once, complete, which costs no edit at all. A held
+answer keeps its sign of life (typing, Slack's thinking status) until then. Finals go before first
+posts, first posts before intermediate edits, and those before typing, which is dropped first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+from acechat.core import metrics
+from acechat.core.pacing import Call, Limits, Scheduler
+from acechat.core.splitting import split_message
+from acechat.core.target import MessageGone, PlatformRateLimited, ReplyTarget, TargetLimits
+from acechat.core.upstream import AnswerText
+
+log = logging.getLogger(__name__)
+
+EMPTY_ANSWER = "_(The model returned no text.)_"
+RESCUED = "_(My message above stopped updating, so the answer continues here from that point.)_"
+# An answer streams only if the limits its final edit draws on could serve it within this long.
+ADMISSION_WINDOW = 1.0
+# Longest wait before looking at a shared limit again: other answers may finish and free their pledges.
+RECHECK = 1.0
+# How long an answer may take to show its first text before a sign of life is worth a platform call.
+TYPING_DELAY = 0.05
+# A sign of life that found no room is tried again when there might be room, between these bounds.
+TYPING_SOONEST = 0.02
+TYPING_RETRY = 1.0
+# How long a rescue (posting what could not be edited) may take before the asker is told.
+RESCUE_TIMEOUT = 20.0
+
+
+class Mode(enum.Enum):
+    UNDECIDED = "undecided"
+    STREAM = "stream"  # post the first text at once, then edit
+    HOLD = "hold"  # post once, complete
+
+
+class EditPacer:
+    """Per-target sliding window of edit times: stricter than any fixed window the platform uses."""
+
+    def __init__(self, limits: TargetLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self._burst = max(1, limits.edit_burst)
+        self._window = max(0.0, limits.edit_window)
+        # Spread intermediate edits so one slot is always free for the final one.
+        self._spacing = self._window / max(1, self._burst - 1)
+        self._times: deque[float] = deque()
+        self._blocked_until = 0.0
+        self._clock = clock
+
+    def delay(self, final: bool) -> float:
+        now = self._clock()
+        while self._times and now - self._times[0] >= self._window:
+            self._times.popleft()
+        wait = max(0.0, self._blocked_until - now)
+        allowed = self._burst if final or self._burst == 1 else self._burst - 1
+        if len(self._times) >= allowed:
+            wait = max(wait, self._times[len(self._times) - allowed] + self._window - now)
+        if not final and self._times:
+            wait = max(wait, self._times[-1] + self._spacing - now)
+        return wait
+
+    def record(self) -> None:
+        self._times.append(self._clock())
+
+    def penalize(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
+class StreamingReply:
+    """One answer's messages on one target. Feed it with `update`, end it with `finish` or `fail`."""
+
+    def __init__(
+        self, target: ReplyTarget, *, render: Callable[[str], str] = str, finish_timeout: float = 60.0
+    ) -> None:
+        self._target = target
+        # Partial text is rendered only when a post or edit is about to go out, not for every fragment.
+        self._render = render
+        self._raw: str | AnswerText = ""
+        self._rendered_raw: str | AnswerText = ""
+        self._rendered_version = -1
+        self._limits = target.limits
+        self._pacer = EditPacer(self._limits)
+        # Without a platform scheduler an answer has its limits to itself; the code path is the same.
+        self._scheduler = self._limits.scheduler or Scheduler()
+        self._mode = Mode.UNDECIDED
+        self._pledge: Limits = ()
+        self._handles: list[str] = []
+        self._shown: list[str] = []
+        self._desired = ""
+        # `_desired` as last split into messages: the loop asks for its next step after every post and edit.
+        self._split: tuple[str, list[str]] = ("", [])
+        self._done = False
+        self._wake = asyncio.Event()
+        self._completed = asyncio.Event()
+        self._finish_timeout = finish_timeout
+        self._task: asyncio.Task[None] | None = None
+        self._typing: asyncio.Task[None] | asyncio.TimerHandle | None = None
+        self.first_text_at: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return bool(self._handles)
+
+    def start_typing(self) -> None:
+        """Show the answer is coming: once, then every `typing_interval` seconds, until the first text.
+
+        Only if the first text has not come within `TYPING_DELAY`: nobody sees a sign of life that
+        short, and an answer that quick costs no platform call for it."""
+        if self._typing is None:
+            self._typing = asyncio.get_running_loop().call_later(TYPING_DELAY, self._begin_typing)
+
+    def _begin_typing(self) -> None:
+        self._typing = asyncio.create_task(self._keep_typing())
+
+    def update(self, raw: str | AnswerText) -> None:
+        """The raw answer so far. Never blocks: a background task renders and catches up.
+
+        An `AnswerText` is read only when a post or edit goes out, so fragments cost nothing here.
+        """
+        # isspace, not strip: no copy of the whole answer so far for every fragment.
+        if self._done or not len(raw) or (isinstance(raw, str) and raw.isspace()):
+            return
+        self._raw = raw
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        self._wake.set()
+
+    async def finish(self, text: str) -> None:
+        """Show exactly `text` (split as needed) and return once every message shows it."""
+        self._desired = text if text.strip() else EMPTY_ANSWER
+        self._done = True
+        self._completed.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self._finish_timeout):
+                await self._task
+        except TimeoutError:
+            log.warning("the final text did not go out within %.0fs; posting it anew", self._finish_timeout)
+            await self._rescue()
+
+    async def fail(self, message: str) -> None:
+        """End the answer with a warning, after whatever text had arrived."""
+        warning = f"⚠️ {message}"
+        shown = self._current().rstrip()
+        await self.finish(f"{shown}\n\n{warning}" if shown else warning)
+
+    async def abort(self) -> None:
+        """Stop all background work without sending anything more (the target itself failed)."""
+        self._done = True
+        self._stop_typing()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._release()
+
+    # --- text ------------------------------------------------------------------------------------
+
+    def _current(self) -> str:
+        if self._done:
+            return self._desired
+        raw = self._raw
+        version = raw.version if isinstance(raw, AnswerText) else 0
+        if raw is not self._rendered_raw or version != self._rendered_version:
+            self._rendered_raw, self._rendered_version = raw, version
+            self._desired = self._render(str(raw))
+        return self._desired
+
+    def _chunks(self) -> list[str]:
+        text = self._current()
+        if self._split[0] is not text:
+            self._split = (text, split_message(text, self._limits.max_chars))
+        return self._split[1]
+
+    def _next(self) -> tuple[int, str] | None:
+        """The first message that must change: (its index, its text); an index past the last is a post."""
+        for index, chunk in enumerate(self._chunks()):
+            if index >= len(self._shown) or self._shown[index] != chunk:
+                return index, chunk
+        return None
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                step = self._next()
+                if step is None:
+                    if self._done:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                index, _ = step
+                if index >= len(self._handles):
+                    if self._mode is Mode.UNDECIDED and not self._done:
+                        self._decide()
+                    if self._mode is Mode.HOLD and not self._done:
+                        await self._completed.wait()
+                        continue
+                    await self._post()
+                elif self._done or index < len(self._handles) - 1:
+                    # Freezing an earlier message, or the last edit, may use the reserved slot.
+                    await self._final_edit()
+                else:
+                    await self._intermediate_edit()
+        finally:
+            self._stop_typing()
+            self._release()
+
+    def _decide(self) -> None:
+        """Stream by edits if the final edit can be promised; otherwise hold the answer back."""
+        edits = self._limits.edits
+        if self._scheduler.admits(edits, ADMISSION_WINDOW):
+            self._mode, self._pledge = Mode.STREAM, edits
+        else:
+            self._mode, self._pledge = Mode.HOLD, self._limits.posts
+            metrics.ANSWERS_HELD.inc()
+        self._scheduler.pledge(self._pledge)
+
+    def _release(self) -> None:
+        if self._pledge:
+            self._scheduler.release(self._pledge)
+            self._pledge = ()
+
+    def _urgency(self) -> Call:
+        return Call.FINAL if self._done else Call.POST
+
+    async def _post(self) -> None:
+        posts = self._limits.posts
+        # A post still queued when the answer completes goes out as the final text, first in line.
+        await self._scheduler.call(self._urgency, posts)
+        try:
+            step = self._next()  # the text may have grown, or completed, while the post waited
+            if step is None or step[0] < len(self._handles):
+                return
+            _, chunk = step
+            handle = await self._target.post(chunk)
+        except PlatformRateLimited as limited:
+            self._scheduler.penalize(posts, limited.retry_after)
+            await asyncio.sleep(limited.retry_after)
+            return
+        finally:
+            self._scheduler.done(posts)
+        if self.first_text_at is None:
+            self.first_text_at = time.monotonic()
+            self._stop_typing()
+        self._handles.append(handle)
+        self._shown.append(chunk)
+
+    async def _final_edit(self) -> None:
+        wait = self._pacer.delay(final=True)
+        if wait > 0:
+            await asyncio.sleep(wait)
+            return
+        await self._scheduler.call(Call.FINAL, self._limits.edits)
+        try:
+            step = self._next()
+            if step is not None and step[0] < len(self._handles):
+                await self._edit(*step)
+        finally:
+            self._scheduler.done(self._limits.edits)
+
+    async def _intermediate_edit(self) -> None:
+        wait = self._pacer.delay(final=False)
+        if wait <= 0:
+            edits = self._limits.edits
+            if self._scheduler.try_call(Call.EDIT, edits):
+                try:
+                    step = self._next()
+                    if step is not None and step[0] < len(self._handles):
+                        await self._edit(*step)
+                finally:
+                    self._scheduler.done(edits)
+                return
+            # With more answers streaming than the limit holds, intermediate edits wait for others to finish.
+            wait = min(max(self._scheduler.delay(Call.EDIT, edits), 0.01), RECHECK)
+        await self._sleep(wait)
+
+    async def _edit(self, index: int, chunk: str) -> None:
+        self._pacer.record()
+        try:
+            await self._target.edit(self._handles[index], chunk)
+        except PlatformRateLimited as limited:
+            log.info("platform rate limit on edit; retrying in %.2fs", limited.retry_after)
+            self._pacer.penalize(limited.retry_after)
+            self._scheduler.penalize(self._limits.edits, limited.retry_after)
+            return
+        except MessageGone:
+            # Someone removed the message (a moderator, say): that is their call, not a failure to repeat.
+            log.info("a message of an answer was deleted; leaving it out")
+        self._shown[index] = chunk
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early when the answer completes: the final edit may go sooner."""
+        if self._done:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(self._completed.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _rescue(self) -> None:
+        """Post as new messages whatever of the final text the old ones do not show; if even that fails,
+        tell the asker the answer could not be shown whole. An answer is never left silently partial."""
+        await self.abort()
+        limit = self._limits.max_chars - len(RESCUED) - 2
+        chunks = split_message(self._desired, limit)
+        missing = [c for i, c in enumerate(chunks) if i >= len(self._shown) or self._shown[i] != c]
+        try:
+            async with asyncio.timeout(RESCUE_TIMEOUT):
+                for n, chunk in enumerate(missing):
+                    await self._target.post(f"{RESCUED}\n\n{chunk}" if n == 0 and self._handles else chunk)
+        except Exception as error:
+            log.warning("could not post the rest of an answer either: %s", error)
+            try:
+                await self._target.notify("My answer could not be shown in full here; ask again in a moment.")
+            except Exception:
+                log.exception("could not send a notice")
+
+    # --- sign of life ----------------------------------------------------------------------------
+
+    def _stop_typing(self) -> None:
+        if self._typing is not None:
+            self._typing.cancel()
+            self._typing = None
+
+    async def _keep_typing(self) -> None:
+        interval = self._limits.typing_interval
+        limits = self._limits.typing_limits
+        while True:
+            if not self._scheduler.try_call(Call.TYPING, limits):
+                # Busy with answers: a sign of life is the first thing to give way, and tries again as
+                # soon as it might go (a moment's jitter keeps many waiting answers from waking together).
+                wait = self._scheduler.delay(Call.TYPING, limits)
+                await asyncio.sleep(min(TYPING_RETRY, max(wait, TYPING_SOONEST) * (1 + random.random())))
+                continue
+            try:
+                await self._target.typing()
+            except Exception as exc:  # typing is decoration: never let it end an answer
+                log.debug("typing indicator failed: %s", exc)
+            finally:
+                self._scheduler.done(limits)
+            if interval is None:
+                return
+            await asyncio.sleep(interval)

@@ -1,0 +1,116 @@
+"""The seam between the core and a platform adapter.
+
+An adapter describes one incoming event with plain facts (`Actor`, `Attachment`, the scope) and hands
+the core a `ReplyTarget` that knows only platform primitives. The core decides everything else:
+whether to answer, what to send upstream, how to stream, split, throttle and word errors.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from acechat.core.pacing import Limits, Scheduler
+from acechat.core.permissions import Privilege
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is asking, as the platform describes them.
+
+    `privilege` is the platform's own verdict (Discord: Manage Channels here, Manage Server or
+    Administrator; Slack: workspace admin or owner); an adapter that cannot tell reports MEMBER.
+    """
+
+    user_id: str
+    display_name: str
+    privilege: Privilege = Privilege.MEMBER
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    url: str
+    filename: str
+    content_type: str | None = None
+    size: int | None = None
+
+
+class PlatformError(Exception):
+    """A platform call failed for a reason the core words for the user (targets raise subclasses)."""
+
+
+class PlatformRateLimited(PlatformError):
+    """The platform refused a call for being too frequent; it may be made again after `retry_after`."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited for {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+
+class PlatformForbidden(PlatformError):
+    """The bot lacks the rights to post here (permissions, not in the channel, archived)."""
+
+
+class MessageGone(PlatformError):
+    """The message to edit no longer exists (someone deleted it)."""
+
+
+class Mark(enum.Enum):
+    """A wordless sign left on the asker's message, where the platform has reactions."""
+
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLimits:
+    """What a platform allows one answer to do.
+
+    `edit_burst` edits per `edit_window` seconds, per message; the streamer keeps one in reserve so the
+    final edit never waits. `posts`, `edits` and `typing_limits` are allowances shared with other answers
+    (Discord's global and per-channel limits, Slack's per-workspace `chat.update` and per-channel posts):
+    every call of that kind takes one call from each, through `scheduler`, most urgent first.
+    `private_notices` says whether `notify` reaches the asker alone; where it is a public reply, the
+    core sends fewer of them.
+    """
+
+    max_chars: int
+    edit_burst: int = 5
+    edit_window: float = 5.0
+    typing_interval: float | None = None
+    posts: Limits = field(default=(), compare=False)
+    edits: Limits = field(default=(), compare=False)
+    typing_limits: Limits = field(default=(), compare=False)
+    scheduler: Scheduler | None = field(default=None, compare=False)
+    private_notices: bool = True
+
+
+class ReplyTarget(Protocol):
+    """Platform primitives for one answer. Handles are the adapter's own message ids."""
+
+    @property
+    def limits(self) -> TargetLimits: ...
+
+    async def post(self, text: str) -> str:
+        """Send a new visible message; return its handle."""
+        ...
+
+    async def edit(self, handle: str, text: str) -> None:
+        """Replace the text of a message this target posted."""
+        ...
+
+    async def typing(self) -> None:
+        """Show that an answer is being written (a no-op where the platform has none)."""
+        ...
+
+    async def notify(self, text: str) -> None:
+        """Tell only the asker something short (ephemeral where the platform can; otherwise a post)."""
+        ...
+
+    async def announce(self, text: str) -> None:
+        """Tell the whole channel something that is not an answer (a command's public reply)."""
+        ...
+
+    async def mark(self, mark: Mark) -> None:
+        """Leave `mark` on the question (a reaction where the platform has them; otherwise nothing)."""
+        ...

@@ -1,0 +1,454 @@
+"""Client for the Ace Data Cloud AI Chat API: one question per call, its answer streamed (NDJSON).
+
+Every failure leaves this module as `UpstreamError`, with a short message fit for a chat channel.
+Every turn is stateful, so a request the service may have received is never sent again: only a 429
+or a connection that never opened is retried, and never once answer text has arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from acechat.core.errors import UpstreamError
+from acechat.core.settings import UpstreamSettings
+
+log = logging.getLogger(__name__)
+
+PATH = "/aichat/conversations"
+NDJSON = "application/x-ndjson"
+
+BASE_DELAY = 0.5
+MAX_DELAY = 8.0
+MAX_RETRY_AFTER = 30.0
+DETAIL_CHARS = 300
+# A stream line holds the whole answer so far, so it can be long; this only stops a runaway body.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+REJECTED = "The AI service could not accept this question."
+BAD_TOKEN = "The AI service rejected this bot's API token; an admin must fix the configuration."
+USED_UP = "The Ace Data Cloud balance is used up."
+DISABLED = "Access to the AI service is disabled for this bot's account."
+CONVERSATION_LOST = "The AI service could not find this conversation; it will start a new one."
+MISCONFIGURED = "The AI service address is misconfigured."
+BUSY = "The AI service is busy right now; try again in a moment."
+FAILED = "The AI service failed to answer; try again in a moment."
+UNREACHABLE = "The AI service cannot be reached right now."
+TOO_SLOW = "The AI service took too long to answer."
+UNREADABLE = "The AI service sent a malformed reply."
+EMPTY = "The AI service sent an empty answer."
+CUT_OFF = "The answer was cut off."
+
+# (status, code) -> what the user reads; (status, None) is the fallback for that status.
+# A 404 promises a new conversation only for `not_found`, the one code on which the core drops the id;
+# any other 404 (an HTML page from a proxy, `no_api`) means the base URL is wrong.
+USER_MESSAGES: dict[tuple[int, str | None], str] = {
+    (300, None): MISCONFIGURED,
+    (400, None): REJECTED,
+    (400, "no_token"): BAD_TOKEN,
+    # The OpenAPI spec lists this one under 400; the service's framework answers it with 401.
+    (400, "token_mismatched"): BAD_TOKEN,
+    (400, "api_not_implemented"): MISCONFIGURED,
+    (401, None): BAD_TOKEN,
+    (403, None): DISABLED,
+    (403, "used_up"): USED_UP,
+    (404, None): MISCONFIGURED,
+    (404, "not_found"): CONVERSATION_LOST,
+    (408, None): TOO_SLOW,
+    (409, None): FAILED,
+    (429, None): BUSY,
+    (500, None): FAILED,
+}
+
+# An error line inside a 200 stream has a code but no status of its own.
+CODE_STATUS: dict[str, int] = {
+    "bad_request": 400,
+    "no_token": 400,
+    "api_not_implemented": 400,
+    "invalid_token": 401,
+    "token_expired": 401,
+    "token_mismatched": 401,
+    "used_up": 403,
+    "disabled": 403,
+    "no_api": 404,
+    "not_found": 404,
+    "too_many_requests": 429,
+    "api_error": 500,
+    "chat_error": 500,
+}
+
+# A 408, 409 or 5xx may come after the service appended the question to the conversation.
+RETRY_STATUSES = frozenset({429})
+
+# What json.loads calls for a str, without its per-call checks: every stream line goes through it.
+_decode_json = json.JSONDecoder().decode
+
+
+def user_message(status: int | None, code: str | None) -> str:
+    """The chat-channel wording for an error reply (`status` None: an error line inside a stream)."""
+    if status is None or 200 <= status < 300:
+        status = CODE_STATUS.get(code or "", 500)
+    if (status, None) not in USER_MESSAGES:
+        status = 500 if status >= 500 else 300 if status < 400 else 400
+    return USER_MESSAGES.get((status, code)) or USER_MESSAGES[(status, None)]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One question sent upstream."""
+
+    question: str
+    model: str
+    # The system prompt text: sent on every turn, since the server may not remember it.
+    preset: str | None = None
+    conversation_id: str | None = None
+    references: tuple[str, ...] = ()
+
+
+class AnswerText:
+    """An answer growing fragment by fragment, joined only when read.
+
+    Appending stays linear however many fragments arrive; `str()` joins what came since it was last
+    read. `version` changes with every change, so a reader can tell whether to read again.
+    """
+
+    __slots__ = ("_joined", "_length", "_parts", "version")
+
+    def __init__(self) -> None:
+        self._joined = ""
+        self._parts: list[str] = []
+        self._length = 0
+        self.version = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __str__(self) -> str:
+        if self._parts:
+            self._joined += "".join(self._parts)
+            self._parts.clear()
+        return self._joined
+
+    def append(self, delta: str) -> None:
+        self._parts.append(delta)
+        self._length += len(delta)
+        self.version += 1
+
+    def replace(self, text: str) -> None:
+        self._joined = text
+        self._parts.clear()
+        self._length = len(text)
+        self.version += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed line that brought new text. `text` is the whole answer so far: the same object for
+    every chunk of a stream, growing with it."""
+
+    text: AnswerText
+    delta: str
+    conversation_id: str | None
+    trace_id: str | None = None
+
+
+class AIChatClient:
+    """Asks the AI Chat API, retrying only failures that happened before any answer arrived."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._url = settings.base_url.rstrip("/") + PATH
+        self._session = session
+        self._owns_session = session is None
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        # No total: the core caps an answer's duration; sock_read bounds the silence between reads.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout,
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.read_timeout,
+        )
+
+    async def __aenter__(self) -> AIChatClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def stream(self, turn: Turn) -> AsyncGenerator[Chunk, None]:
+        """The answer as it is written; once a chunk was yielded, a failure is never retried."""
+        body = _request_body(turn)
+        attempt = 0
+        while True:
+            parser = _StreamParser(self._scrub)
+            # One generator, not one per attempt inside another: every chunk passes a single layer.
+            try:
+                responded = False
+                try:
+                    async with self._http().post(
+                        self._url, json=body, headers=self._headers(NDJSON), timeout=self._timeout
+                    ) as resp:
+                        await self._raise_for_status(resp)
+                        responded = True
+                        parser.trace_id = _header_trace(resp)
+                        content = resp.content
+                        while data := await content.readany():
+                            for chunk in parser.feed(data):
+                                yield chunk
+                        for chunk in parser.finish():
+                            yield chunk
+                except (aiohttp.ClientError, OSError) as exc:
+                    raise self._failure(exc, responded=responded, partial=bool(len(parser.text))) from exc
+                return
+            except UpstreamError as exc:
+                if len(parser.text) or not self._may_retry(exc, attempt):
+                    raise
+                await self._back_off(exc, attempt)
+                attempt += 1
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Created on first use so it binds to the running loop, never at import or construction.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
+                timeout=self._timeout,
+            )
+        return self._session
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._settings.token}", "accept": accept}
+
+    async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+        if 200 <= resp.status < 300:
+            return
+        try:
+            raw = await resp.read()
+        except (aiohttp.ClientError, OSError):
+            raw = b""
+        code, message, trace_id = _parse_error_body(raw)
+        raise UpstreamError(
+            user_message(resp.status, code),
+            status=resp.status,
+            code=code,
+            trace_id=trace_id or _header_trace(resp),
+            detail=self._scrub(message or resp.reason or ""),
+            retryable=resp.status in RETRY_STATUSES,
+            retry_after=_retry_after(resp.headers.get("retry-after")),
+        )
+
+    def _failure(self, exc: BaseException, *, responded: bool, partial: bool) -> UpstreamError:
+        """Word a transport failure; only failures before any reply are worth another attempt."""
+        detail = self._scrub(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, aiohttp.InvalidURL):
+            return UpstreamError(MISCONFIGURED, detail=detail)
+        if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+            # No connection, so no request: the one failure safe to try again.
+            return UpstreamError(UNREACHABLE, detail=detail, retryable=True)
+        if isinstance(exc, TimeoutError):
+            # The question reached the server: asking again would append it twice to the conversation.
+            return UpstreamError(TOO_SLOW, detail=detail, partial=partial)
+        if responded:
+            return UpstreamError(CUT_OFF, detail=detail, partial=partial)
+        # The connection broke after the request may have been sent: the service may have it already.
+        return UpstreamError(FAILED, detail=detail)
+
+    def _scrub(self, text: str) -> str:
+        token = self._settings.token
+        if token:
+            text = text.replace(token, "[token]")
+        text = " ".join(text.split())
+        return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
+
+    def _may_retry(self, exc: UpstreamError, attempt: int) -> bool:
+        return exc.retryable and not exc.partial and attempt < self._settings.retries
+
+    async def _back_off(self, exc: UpstreamError, attempt: int) -> None:
+        if exc.retry_after is not None:
+            delay = min(exc.retry_after, MAX_RETRY_AFTER)
+        else:
+            delay = self._rng.uniform(0.0, min(MAX_DELAY, BASE_DELAY * 2**attempt))
+        log.warning(
+            "AI Chat API attempt %d of %d failed: %s (status=%s code=%s trace_id=%s); retrying in %.2fs",
+            attempt + 1,
+            self._settings.retries + 1,
+            exc.user_message,
+            exc.status,
+            exc.code,
+            exc.trace_id,
+            delay,
+        )
+        await self._sleep(delay)
+
+
+class _StreamParser:
+    """Turns NDJSON bytes, in whatever pieces they arrive, into chunks of new text."""
+
+    def __init__(self, scrub: Callable[[str], str]) -> None:
+        self._scrub = scrub
+        self._buffer = bytearray()
+        self._scanned = 0
+        self.text = AnswerText()
+        self.conversation_id: str | None = None
+        self.trace_id: str | None = None
+
+    def feed(self, data: bytes) -> Iterator[Chunk]:
+        """Chunks of the complete lines in `data`, lazily: text before a bad line still gets out."""
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while (end := buffer.find(b"\n", max(start, self._scanned))) != -1:
+            chunk = self._line(buffer[start:end])
+            start = end + 1
+            if chunk is not None:
+                yield chunk
+        del buffer[:start]
+        self._scanned = len(buffer)
+        if self._scanned > MAX_LINE_BYTES:
+            raise self._error(UNREADABLE, "a stream line exceeded the size limit")
+
+    def finish(self) -> list[Chunk]:
+        """The body closed: a last line may lack its newline, and there must have been some text."""
+        chunk = self._line(self._buffer) if self._buffer else None
+        self._buffer.clear()
+        if not str(self.text).strip():
+            raise self._error(EMPTY, "the stream ended without answer text")
+        return [chunk] if chunk is not None else []
+
+    def _line(self, raw: bytes | bytearray) -> Chunk | None:
+        try:
+            # JSON allows whitespace (a CR, say) around the object; a blank line fails here and is skipped.
+            obj = _decode_json(raw.decode())
+        except (ValueError, RecursionError):
+            raw = raw.strip()
+            if not raw:
+                return None
+            try:
+                obj = json.loads(raw)  # the encodings json.loads detects in bytes: a BOM, UTF-16 or 32
+            except (ValueError, RecursionError):
+                # RecursionError: a line of thousands of nested brackets.
+                snippet = raw[:80].decode("utf-8", "replace")
+                raise self._error(UNREADABLE, "a stream line is not JSON: " + snippet) from None
+        if type(obj) is not dict:
+            raise self._error(UNREADABLE, "a stream line is not a JSON object")
+        if "answer" not in obj:
+            obj = _unwrap(obj)
+        if obj.get("error"):
+            code, message, trace_id = _error_fields(obj)
+            self.trace_id = trace_id or self.trace_id
+            raise self._error(user_message(None, code), message, code=code)
+        conversation_id = obj.get("id")
+        if conversation_id and isinstance(conversation_id, str):
+            self.conversation_id = conversation_id
+        answer = obj.get("answer")
+        delta = obj.get("delta_answer")
+        text = self.text
+        if isinstance(answer, str):
+            # The whole answer so far: what is new is its tail, unless the service rewrote earlier text.
+            # Comparing costs as much as the line itself, so the work stays linear in what arrives.
+            known = len(text)
+            if len(answer) >= known and answer.startswith(str(text)):
+                delta = answer[known:]
+                if not delta:
+                    return None
+            else:
+                delta = answer
+            text.replace(answer)
+        elif isinstance(delta, str):
+            if not delta:
+                return None
+            text.append(delta)
+        else:
+            return None
+        return Chunk(text, delta, self.conversation_id, self.trace_id)
+
+    def _error(self, message: str, detail: str, *, code: str | None = None) -> UpstreamError:
+        return UpstreamError(
+            message,
+            status=200,
+            code=code,
+            trace_id=self.trace_id,
+            detail=self._scrub(detail),
+            partial=bool(len(self.text)),
+        )
+
+
+def _request_body(turn: Turn) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": turn.model, "question": turn.question, "stateful": True}
+    if turn.conversation_id:
+        body["id"] = turn.conversation_id
+    if turn.preset:
+        body["preset"] = turn.preset
+    if turn.references:
+        body["references"] = list(turn.references)
+    return body
+
+
+def _unwrap(obj: dict[str, Any]) -> dict[str, Any]:
+    """Some documentation pages show the reply inside `{"status": ..., "data": {...}}`."""
+    data = obj.get("data")
+    if isinstance(data, dict) and "answer" not in obj and "error" not in obj:
+        return data
+    return obj
+
+
+def _parse_error_body(raw: bytes) -> tuple[str | None, str, str | None]:
+    """(code, message, trace_id) from an error body, whatever its shape."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None, raw[:DETAIL_CHARS].decode("utf-8", "replace"), None
+    if not isinstance(obj, dict):
+        return None, str(obj), None
+    return _error_fields(_unwrap(obj))
+
+
+def _error_fields(obj: dict[str, Any]) -> tuple[str | None, str, str | None]:
+    error = obj.get("error")
+    trace_id = obj.get("trace_id")
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+    elif isinstance(error, str):
+        # A bare string may be the code itself or a sentence.
+        code, message = (error if error in CODE_STATUS else None), error
+    else:
+        code, message = obj.get("code"), obj.get("message")
+    return (
+        code if isinstance(code, str) and code else None,
+        message if isinstance(message, str) else "",
+        trace_id if isinstance(trace_id, str) and trace_id else None,
+    )
+
+
+def _header_trace(resp: aiohttp.ClientResponse) -> str | None:
+    return resp.headers.get("x-trace-id") or resp.headers.get("trace-id") or None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

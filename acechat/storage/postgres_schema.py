@@ -1,0 +1,159 @@
+"""The versioned PostgreSQL schema: its own migration list, the version kept in the `meta` table.
+
+Times are Unix seconds in double precision, as in SQLite, so rows copy across unchanged. Two functions
+keep the hot paths to one round trip: `acechat_take_rate` (rate limits, on the server's clock) and
+`acechat_lock_step` (release and try many advisory locks, in that order, on one connection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from acechat.storage.errors import SchemaVersionError
+
+if TYPE_CHECKING:
+    from asyncpg import Connection
+    from asyncpg.pool import PoolConnectionProxy
+
+    AnyConnection = Connection | PoolConnectionProxy
+
+# Migrations and `acechat db copy` take this transaction-level advisory lock, so two processes starting
+# at once migrate one after the other. The two-number form lives apart from the one-number locks of
+# scope turns.
+MIGRATION_LOCK = (0x61636563, 1)
+
+_V1_TABLES = """
+CREATE TABLE conversations (
+    scope_key text PRIMARY KEY, upstream_id text, model text NOT NULL, preset text NOT NULL,
+    turns integer NOT NULL, created_at double precision NOT NULL, updated_at double precision NOT NULL,
+    epoch bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE scope_settings (key text PRIMARY KEY, preset text, model text, updated_at double precision);
+CREATE TABLE presets (
+    workspace_key text NOT NULL, name text NOT NULL, description text NOT NULL, prompt text NOT NULL,
+    author_id text NOT NULL, created_at double precision NOT NULL, updated_at double precision NOT NULL,
+    PRIMARY KEY (workspace_key, name)
+);
+CREATE TABLE audit (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, workspace_key text NOT NULL, scope_key text NOT NULL,
+    actor_id text NOT NULL, actor_name text NOT NULL, action text NOT NULL, old text, new text,
+    at double precision NOT NULL
+);
+CREATE INDEX audit_workspace ON audit (workspace_key, id);
+CREATE TABLE transcripts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, scope_key text NOT NULL, conversation_id text,
+    author_id text NOT NULL, author_name text NOT NULL, question text NOT NULL, answer text NOT NULL,
+    outcome text NOT NULL, trace_id text, asked_at double precision NOT NULL,
+    answered_at double precision NOT NULL
+);
+CREATE INDEX transcripts_answered_at ON transcripts (answered_at);
+CREATE TABLE seen_events (key text PRIMARY KEY, seen_at double precision NOT NULL);
+CREATE TABLE rate_windows (
+    key text NOT NULL, per_seconds double precision NOT NULL, hits double precision[] NOT NULL,
+    expires_at double precision NOT NULL, PRIMARY KEY (key, per_seconds)
+);
+CREATE INDEX rate_windows_expires_at ON rate_windows (expires_at);
+
+CREATE FUNCTION acechat_take_rate(
+    keys text[], counts integer[], windows double precision[], OUT refused integer, OUT wait double precision
+) LANGUAGE plpgsql AS $$
+DECLARE
+    now_s double precision := extract(epoch FROM clock_timestamp());
+    kept double precision[];
+    n integer;
+BEGIN
+    refused := NULL;
+    wait := 0;
+    -- Rows are created, then locked, in one order, so calls on overlapping keys queue behind each
+    -- other instead of deadlocking; the row locks make the check and the hit one atomic step.
+    INSERT INTO rate_windows (key, per_seconds, hits, expires_at)
+    SELECT t.k, t.w, '{}', 0 FROM unnest(keys, windows, counts) AS t(k, w, c) WHERE t.c > 0
+    ORDER BY t.k, t.w
+    ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM rate_windows r
+    WHERE (r.key, r.per_seconds) IN (
+        SELECT t.k, t.w FROM unnest(keys, windows, counts) AS t(k, w, c) WHERE t.c > 0
+    )
+    ORDER BY r.key, r.per_seconds FOR UPDATE;
+    FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+        CONTINUE WHEN counts[i] <= 0;
+        SELECT array(SELECT h FROM unnest(r.hits) AS h WHERE h > now_s - windows[i] ORDER BY h) INTO kept
+        FROM rate_windows r WHERE r.key = keys[i] AND r.per_seconds = windows[i];
+        n := coalesce(array_length(kept, 1), 0);
+        IF n >= counts[i] THEN
+            refused := i - 1;
+            -- The hit that must leave the window for one more to fit.
+            wait := greatest(kept[n - counts[i] + 1] + windows[i] - now_s, 0);
+            RETURN;
+        END IF;
+    END LOOP;
+    UPDATE rate_windows r
+    SET hits = array(SELECT h FROM unnest(r.hits) AS h WHERE h > now_s - t.w ORDER BY h) || now_s,
+        expires_at = now_s + t.w
+    FROM unnest(keys, windows, counts) AS t(k, w, c)
+    WHERE t.c > 0 AND r.key = t.k AND r.per_seconds = t.w;
+END $$;
+
+CREATE FUNCTION acechat_lock_step(unlock bigint[], try bigint[]) RETURNS boolean[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    k bigint;
+    got boolean[] := '{}';
+BEGIN
+    -- Releases first: a waiter queued in another process gets the lock before this session can take
+    -- it again, which keeps turns of a scope in arrival order across processes.
+    FOREACH k IN ARRAY unlock LOOP
+        PERFORM pg_advisory_unlock(k);
+    END LOOP;
+    FOREACH k IN ARRAY try LOOP
+        BEGIN
+            got := got || pg_try_advisory_lock(k);
+        EXCEPTION WHEN out_of_memory THEN
+            -- The server's lock table is full: NULL fails this turn alone, and the locks this
+            -- session holds for the turns in flight stay held.
+            got := got || NULL::boolean;
+        END;
+    END LOOP;
+    RETURN got;
+END $$;
+"""
+
+# Append only: position + 1 is the schema version a migration produces. Never edit a released one.
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def schema_version(conn: AnyConnection) -> int:
+    """The version recorded in the database; 0 for a new, empty one."""
+    if await conn.fetchval("SELECT to_regclass('meta')") is None:
+        return 0
+    value = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+    return int(value) if value is not None else 0
+
+
+def newer_schema(label: str, found: int, known: int) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"{label} has schema version {found} but this acechat knows up to {known}: "
+        "it was written by a newer acechat; upgrade acechat or point ACECHAT_DATABASE_URL at another database"
+    )
+
+
+async def migrate(
+    conn: AnyConnection, migrations: Sequence[str] = MIGRATIONS, *, label: str = "database"
+) -> int:
+    """Bring the database up to `len(migrations)` in one transaction (all or nothing); returns the version."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)")
+        found = await schema_version(conn)
+        if found > len(migrations):
+            raise newer_schema(label, found, len(migrations))
+        for step in migrations[found:]:
+            await conn.execute(step)
+        await conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            str(len(migrations)),
+        )
+    return len(migrations)

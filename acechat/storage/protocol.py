@@ -1,0 +1,108 @@
+"""The one storage interface the core depends on; `storage.sqlite` and `storage.postgres` implement it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Literal, Protocol
+
+from acechat.storage.records import (
+    AuditEntry,
+    Change,
+    ConversationRecord,
+    CustomPreset,
+    RateCheck,
+    RateVerdict,
+    ScopeSettings,
+    TranscriptEntry,
+)
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+class Store(Protocol):
+    """acechat's state: conversations, settings, presets, audit, transcripts, event ids, rate limits."""
+
+    # "sqlite" or "postgresql", for logs and `acechat check`.
+    backend: Backend
+
+    async def close(self) -> None:
+        """Finish the writes already queued, then release every connection; calling it again is a no-op."""
+
+    async def ping(self) -> bool:
+        """True if the database is reachable and takes writes; at most one real probe a second."""
+
+    def scope_turn(self, scope_key: str) -> AbstractAsyncContextManager[None]:
+        """`async with store.scope_turn(key):` runs the body once every earlier turn of `key` has ended,
+        in arrival order, in this process and (PostgreSQL) across every process on the database.
+        Different scopes never wait for each other."""
+
+    # conversations
+
+    async def get_conversation(self, scope_key: str) -> ConversationRecord | None:
+        """The scope's record; its `upstream_id` is None after a reset (the epoch is still needed)."""
+
+    async def save_conversation(self, record: ConversationRecord) -> bool:
+        """Write `record` if the stored epoch equals `record.epoch` (no row counts as epoch 0);
+        returns whether it was written."""
+
+    def queue_turn(
+        self, conversation: ConversationRecord, transcript: TranscriptEntry | None
+    ) -> Awaitable[bool]:
+        """Queue a finished turn's write and return at once; the awaitable settles once it is committed,
+        with whether the conversation was written (as `save_conversation`). The transcript is written
+        either way (the question was answered), unless transcripts are off."""
+
+    async def reset_conversation(self, scope_key: str) -> bool:
+        """Forget the scope's upstream conversation and start a new epoch; True if one was live."""
+
+    # settings
+
+    async def get_settings(self, keys: Sequence[str]) -> dict[str, ScopeSettings]:
+        """The settings rows among `keys`; keys without a row are absent."""
+
+    async def set_setting(
+        self, key: str, field: Literal["preset", "model"], value: str | None, *, audit: AuditEntry
+    ) -> str | None:
+        """Set one field (None = inherit) and log `audit` in the same transaction, its `old` being the
+        value actually replaced; returns that old value."""
+
+    # custom presets
+
+    async def list_presets(self, workspace_key: str) -> list[CustomPreset]:
+        """The workspace's presets by name."""
+
+    async def get_preset(self, workspace_key: str, name: str) -> CustomPreset | None: ...
+
+    async def count_presets(self, workspace_key: str) -> int: ...
+
+    async def put_preset(self, preset: CustomPreset, *, audit: AuditEntry) -> CustomPreset | None:
+        """Create or replace a preset (keeping the original `created_at`) and log `audit` with it;
+        returns the old one."""
+
+    async def delete_preset(self, workspace_key: str, name: str, *, audit: AuditEntry) -> CustomPreset | None:
+        """Delete a preset and log `audit` with it; returns it, or None (and logs nothing) if absent."""
+
+    # audit
+
+    async def list_audit(self, workspace_key: str, limit: int = 20, offset: int = 0) -> list[AuditEntry]:
+        """The workspace's entries, newest first, skipping the `offset` newest."""
+
+    async def count_audit(self, workspace_key: str) -> int: ...
+
+    # housekeeping, de-duplication, rate limits, change notifications
+
+    async def prune(self, now: float | None = None) -> int:
+        """Delete transcripts past retention (all when transcripts are off), event ids older than a day
+        and finished rate windows; returns the number of rows deleted."""
+
+    async def first_sighting(self, key: str) -> bool:
+        """Record a platform event key; True only for its first delivery, whichever process got it."""
+
+    async def take_rate(self, checks: Sequence[RateCheck]) -> RateVerdict:
+        """Sliding-window limits, all or nothing: a hit is recorded on every key only if none refuses."""
+
+    def on_change(self, listener: Callable[[Change], None]) -> None:
+        """Call `listener` on the event loop after every committed settings or preset change (this
+        process's own at once; PostgreSQL: other processes' within a second, and a change with key
+        `EVERYTHING` after a lost notification connection comes back)."""

@@ -1,0 +1,122 @@
+"""The versioned SQLite schema: migrations applied in order, the version kept in the `meta` table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlite_utils import Database
+
+from acechat.storage.errors import SchemaVersionError
+
+Migration = Callable[[Database], None]
+
+
+@contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """One write transaction; IMMEDIATE takes the write lock up front so a read-then-write
+    never fails half way with SQLITE_BUSY when another process (a tool, a second bot) writes too."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _v1_settings_and_conversations(db: Database) -> None:
+    # WITHOUT ROWID: every lookup is by a text key, so the table is its own primary-key index.
+    db.execute(
+        """CREATE TABLE conversations (
+            scope_key TEXT PRIMARY KEY, upstream_id TEXT, model TEXT NOT NULL, preset TEXT NOT NULL,
+            turns INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE scope_settings (
+            key TEXT PRIMARY KEY, preset TEXT, model TEXT, updated_at REAL
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE presets (
+            workspace_key TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+            prompt TEXT NOT NULL, author_id TEXT NOT NULL, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, PRIMARY KEY (workspace_key, name)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, workspace_key TEXT NOT NULL, scope_key TEXT NOT NULL,
+            actor_id TEXT NOT NULL, actor_name TEXT NOT NULL, action TEXT NOT NULL,
+            old TEXT, new TEXT, at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX audit_workspace ON audit (workspace_key, id)")
+
+
+def _v2_transcripts_and_seen_events(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE transcripts (
+            id INTEGER PRIMARY KEY, scope_key TEXT NOT NULL, conversation_id TEXT,
+            author_id TEXT NOT NULL, author_name TEXT NOT NULL, question TEXT NOT NULL,
+            answer TEXT NOT NULL, outcome TEXT NOT NULL, trace_id TEXT,
+            asked_at REAL NOT NULL, answered_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX transcripts_answered_at ON transcripts (answered_at)")
+    db.execute("CREATE TABLE seen_events (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID")
+
+
+def _v3_conversation_epochs(db: Database) -> None:
+    db.execute("ALTER TABLE conversations ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+
+
+# Append only: position + 1 is the schema version a migration produces. Never edit a released one.
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1_settings_and_conversations,
+    _v2_transcripts_and_seen_events,
+    _v3_conversation_epochs,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(db: Database) -> int:
+    """The version recorded in the file; 0 for a new, empty file."""
+    has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if not has_meta:
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def newer_schema(label: str, found: int, known: int) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"{label} has schema version {found} but this acechat knows up to {known}: "
+        "it was written by a newer acechat; upgrade acechat or point ACECHAT_DB_PATH at another file"
+    )
+
+
+def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS, *, label: str = "database") -> int:
+    """Bring the file up to `len(migrations)` in one transaction (all or nothing); returns the version."""
+    with write_transaction(db):
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+        )
+        found = schema_version(db)
+        if found > len(migrations):
+            raise newer_schema(label, found, len(migrations))
+        for step in migrations[found:]:
+            step(db)
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(len(migrations)),),
+        )
+    return len(migrations)

@@ -1,0 +1,532 @@
+"""The SQLite store: one file, one process. Every sqlite call runs on one dedicated worker thread.
+
+sqlite-utils (and sqlite3 under it) is synchronous. The connection is created on the worker thread and
+keeps `check_same_thread`, so a stray call from the event loop fails loudly instead of blocking it.
+
+This process is the only writer, so what a write leaves in the database is known when it is queued: a
+write-through cache of conversations answers most `get_conversation` calls without a thread hop. Per-scope
+order and rate limits live in this process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlite_utils import Database
+
+from acechat.storage.errors import StoreError
+from acechat.storage.probe import RecentProbe
+from acechat.storage.protocol import Backend, Store
+from acechat.storage.ratelimit import SlidingWindows
+from acechat.storage.records import (
+    AuditAction,
+    AuditEntry,
+    Change,
+    ChangeKind,
+    ConversationRecord,
+    CustomPreset,
+    RateCheck,
+    RateVerdict,
+    ScopeSettings,
+    TranscriptEntry,
+)
+from acechat.storage.schema import migrate, write_transaction
+from acechat.storage.scope_lock import ScopeQueue, ScopeTurn
+from acechat.storage.worker import DatabaseThread
+
+log = logging.getLogger(__name__)
+
+THREAD_NAME = "acechat-db"
+BUSY_TIMEOUT_MS = 5000
+SEEN_EVENT_SECONDS = 86400.0
+DAY_SECONDS = 86400.0
+CACHE_SIZE = 10_000
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+
+CONVERSATION_COLUMNS = "scope_key, upstream_id, model, preset, turns, created_at, updated_at, epoch"
+# Written only over the same epoch, or as a new row at epoch 0: a turn that began before a reset
+# cannot write its conversation back over the reset.
+_SAVE_CONVERSATION = (
+    f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 "
+    "WHERE ?8 = 0 OR EXISTS (SELECT 1 FROM conversations WHERE scope_key = ?1) "
+    "ON CONFLICT (scope_key) DO UPDATE SET upstream_id = excluded.upstream_id, model = excluded.model, "
+    "preset = excluded.preset, turns = excluded.turns, created_at = excluded.created_at, "
+    "updated_at = excluded.updated_at WHERE conversations.epoch = excluded.epoch"
+)
+_RESET_CONVERSATION = (
+    f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES (?1, NULL, '', '', 0, ?2, ?2, 1) "
+    "ON CONFLICT (scope_key) DO UPDATE SET upstream_id = NULL, turns = 0, updated_at = excluded.updated_at, "
+    "epoch = conversations.epoch + 1"
+)
+TRANSCRIPT_COLUMNS = (
+    "scope_key, conversation_id, author_id, author_name, question, answer, outcome, trace_id, "
+    "asked_at, answered_at"
+)
+_INSERT_TRANSCRIPT = f"INSERT INTO transcripts ({TRANSCRIPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+PRESET_COLUMNS = "workspace_key, name, description, prompt, author_id, created_at, updated_at"
+AUDIT_COLUMNS = "workspace_key, scope_key, actor_id, actor_name, action, old, new, at"
+SETTING_FIELDS = frozenset({"preset", "model"})
+
+# A conversation's stored state as the cache knows it: the record, or None for no row.
+_Cached = ConversationRecord | None
+
+
+class _Unknown:
+    """The cache cannot tell what a write leaves behind (the scope was not cached)."""
+
+
+UNKNOWN = _Unknown()
+
+
+def conversation_row(c: ConversationRecord) -> tuple[Any, ...]:
+    return (c.scope_key, c.upstream_id, c.model, c.preset, c.turns, c.created_at, c.updated_at, c.epoch)
+
+
+def transcript_row(t: TranscriptEntry) -> tuple[Any, ...]:
+    return (
+        t.scope_key,
+        t.conversation_id,
+        t.author_id,
+        t.author_name,
+        t.question,
+        t.answer,
+        t.outcome,
+        t.trace_id,
+        t.asked_at,
+        t.answered_at,
+    )
+
+
+def audit_row(e: AuditEntry) -> tuple[Any, ...]:
+    return (e.workspace_key, e.scope_key, e.actor_id, e.actor_name, str(e.action), e.old, e.new, e.at)
+
+
+def audit_entry(row: Sequence[Any]) -> AuditEntry:
+    """An entry from `AUDIT_COLUMNS, id`."""
+    return AuditEntry(row[0], row[1], row[2], row[3], AuditAction(row[4]), *row[5:])
+
+
+def _insert_audit(db: Database, e: AuditEntry) -> None:
+    db.execute(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", audit_row(e))
+
+
+def _select_preset(db: Database, workspace_key: str, name: str) -> CustomPreset | None:
+    row = db.execute(
+        f"SELECT {PRESET_COLUMNS} FROM presets WHERE workspace_key = ? AND name = ?", (workspace_key, name)
+    ).fetchone()
+    return CustomPreset(*row) if row else None
+
+
+def _select_conversation(db: Database, scope_key: str) -> ConversationRecord | None:
+    row = db.execute(
+        f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE scope_key = ?", (scope_key,)
+    ).fetchone()
+    return ConversationRecord(*row) if row else None
+
+
+def _create_private(path: Path) -> None:
+    """Create the data directory (0700) and the database file (0600) if absent; SQLite gives the -wal
+    and -shm files the database file's mode. What exists already is left as it is."""
+    if not path.parent.exists():
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _open_database(path: Path) -> Database:
+    if str(path) != ":memory:":
+        _create_private(path)
+    # isolation_level=None: no implicit transactions; writes are grouped by write_transaction only.
+    conn = sqlite3.connect(str(path), isolation_level=None, cached_statements=256)
+    try:
+        # No sqlite-utils plugins: nothing outside this package should alter our connection.
+        db = Database(conn, execute_plugins=False, recursive_triggers=False)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.enable_wal()
+        # In WAL mode NORMAL keeps every commit across a killed process; only power loss can cost the last.
+        db.execute("PRAGMA synchronous = NORMAL")
+        migrate(db, label=str(path))
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
+def _close_database(db: Database) -> None:
+    try:
+        db.execute("PRAGMA optimize")  # SQLite's advice for long-lived connections, at close
+    finally:
+        db.close()
+
+
+class SQLiteStore(Store):
+    """Open with `await SQLiteStore.open(path)`; close with `await store.close()`."""
+
+    backend: Backend = "sqlite"
+
+    def __init__(self, path: Path, worker: DatabaseThread, transcript_days: int, cache_size: int) -> None:
+        self._path = path
+        self._worker = worker
+        self._transcript_days = transcript_days
+        self._close_task: asyncio.Task[None] | None = None
+        self._turns = ScopeQueue()
+        self._rates = SlidingWindows()
+        self._listeners: list[Callable[[Change], None]] = []
+        self._probe = RecentProbe(self._touch)
+        self._cache_size = cache_size
+        # The stored state of recently used scopes, kept equal to what the queued writes leave behind.
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        # The latest read in flight per scope; a write drops it, so an older read's result is not cached.
+        self._reads: dict[str, asyncio.Future[_Cached]] = {}
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, transcript_days: int = 30, cache_size: int = CACHE_SIZE
+    ) -> SQLiteStore:
+        """Open (creating if needed) and migrate the database at `path`. `cache_size` conversations are
+        kept in memory (0: none)."""
+        if transcript_days < 0:
+            raise ValueError("transcript_days must be 0 (never store) or more")
+        path = Path(path)
+        worker = DatabaseThread(THREAD_NAME)
+        try:
+            await worker.start(lambda: _open_database(path))
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        return cls(path, worker, transcript_days, cache_size)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def transcript_days(self) -> int:
+        return self._transcript_days
+
+    async def close(self) -> None:
+        """Finish the work already queued, close the connection and stop the worker thread."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._worker.stop(_close_database))
+        await self._close_task
+
+    async def ping(self) -> bool:
+        if self._close_task is not None:
+            return False
+        return await self._probe()
+
+    async def _touch(self) -> bool:
+        def touch(db: Database) -> None:
+            with write_transaction(db):
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_ping', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (repr(time.time()),),
+                )
+
+        try:
+            await self._worker.submit(touch)
+        except (sqlite3.Error, StoreError):
+            return False
+        return True
+
+    def scope_turn(self, scope_key: str) -> ScopeTurn:
+        return self._turns.turn(scope_key)
+
+    # conversations
+
+    async def get_conversation(self, scope_key: str) -> ConversationRecord | None:
+        cache = self._cache
+        if scope_key in cache:
+            cache.move_to_end(scope_key)
+            return cache[scope_key]
+        read = self._worker.submit(lambda db: _select_conversation(db, scope_key))
+        self._reads[scope_key] = read
+        try:
+            record = await read
+        finally:
+            # Still ours only if no write to this scope was queued after the read.
+            fresh = self._reads.get(scope_key) is read
+            if fresh:
+                del self._reads[scope_key]
+        if fresh:
+            self._remember(scope_key, record)
+        return record
+
+    async def save_conversation(self, record: ConversationRecord) -> bool:
+        row = conversation_row(record)
+        return await self._conversation_write(
+            record.scope_key, lambda db: db.execute(_SAVE_CONVERSATION, row).rowcount == 1, record
+        )
+
+    def queue_turn(
+        self, conversation: ConversationRecord, transcript: TranscriptEntry | None
+    ) -> Awaitable[bool]:
+        """Writes run in submission order, so anything submitted later (a reset, the next turn) sees it.
+        Turns queued together, from several scopes, share one commit."""
+        conversation_row_ = conversation_row(conversation)
+        transcript_row_ = (
+            transcript_row(transcript) if transcript is not None and self._transcript_days else None
+        )
+
+        def record(db: Database) -> bool:
+            written = db.execute(_SAVE_CONVERSATION, conversation_row_).rowcount == 1
+            if transcript_row_ is not None:
+                db.execute(_INSERT_TRANSCRIPT, transcript_row_)
+            return bool(written)
+
+        return self._conversation_write(conversation.scope_key, record, conversation, grouped=True)
+
+    async def reset_conversation(self, scope_key: str) -> bool:
+        now = time.time()
+
+        def reset(db: Database) -> bool:
+            with write_transaction(db):
+                live = db.execute(
+                    "SELECT 1 FROM conversations WHERE scope_key = ? AND upstream_id IS NOT NULL",
+                    (scope_key,),
+                ).fetchone()
+                db.execute(_RESET_CONVERSATION, (scope_key, now))
+            return live is not None
+
+        after: _Cached | _Unknown = UNKNOWN
+        if scope_key in self._cache:
+            before = self._cache[scope_key]
+            after = (
+                ConversationRecord(scope_key, None, "", "", 0, now, now, 1)
+                if before is None
+                else dataclasses.replace(
+                    before, upstream_id=None, turns=0, updated_at=now, epoch=before.epoch + 1
+                )
+            )
+        return await self._write(scope_key, reset, after)
+
+    def _conversation_write(
+        self,
+        scope_key: str,
+        write: Callable[[Database], bool],
+        record: ConversationRecord,
+        *,
+        grouped: bool = False,
+    ) -> asyncio.Future[bool]:
+        after: _Cached | _Unknown = UNKNOWN
+        if scope_key in self._cache:
+            before = self._cache[scope_key]
+            # The same rule the statement applies: no row counts as epoch 0.
+            after = record if (before.epoch if before is not None else 0) == record.epoch else before
+        return self._write(scope_key, write, after, grouped=grouped)
+
+    def _write(
+        self,
+        scope_key: str,
+        write: Callable[[Database], bool],
+        after: _Cached | _Unknown,
+        *,
+        grouped: bool = False,
+    ) -> asyncio.Future[bool]:
+        """Queue a write to one scope's conversation, and bring the cache to the state it leaves behind
+        (`after`, or UNKNOWN: not cached)."""
+        future = self._worker.submit(write, grouped=grouped)
+        self._reads.pop(scope_key, None)
+        if isinstance(after, _Unknown):
+            self._cache.pop(scope_key, None)
+        else:
+            self._remember(scope_key, after)
+            future.add_done_callback(lambda f: self._forget_if_failed(scope_key, f))
+        return future
+
+    def _remember(self, scope_key: str, state: _Cached) -> None:
+        if not self._cache_size:
+            return
+        cache = self._cache
+        cache[scope_key] = state
+        cache.move_to_end(scope_key)
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+    def _forget_if_failed(self, scope_key: str, future: asyncio.Future[bool]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._cache.pop(scope_key, None)
+
+    # settings
+
+    async def get_settings(self, keys: Sequence[str]) -> dict[str, ScopeSettings]:
+        wanted = tuple(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+
+        def get(db: Database) -> dict[str, ScopeSettings]:
+            marks = ", ".join("?" * len(wanted))
+            rows = db.execute(
+                f"SELECT key, preset, model, updated_at FROM scope_settings WHERE key IN ({marks})", wanted
+            ).fetchall()
+            return {row[0]: ScopeSettings(*row) for row in rows}
+
+        return await self._worker.submit(get)
+
+    async def set_setting(
+        self, key: str, field: Literal["preset", "model"], value: str | None, *, audit: AuditEntry
+    ) -> str | None:
+        if field not in SETTING_FIELDS:
+            raise ValueError(f"unknown setting {field!r}")
+
+        def setting(db: Database) -> str | None:
+            with write_transaction(db):
+                row = db.execute(f"SELECT {field} FROM scope_settings WHERE key = ?", (key,)).fetchone()
+                old: str | None = row[0] if row else None
+                db.execute(
+                    f"INSERT INTO scope_settings (key, {field}, updated_at) VALUES (?, ?, ?) "
+                    f"ON CONFLICT (key) DO UPDATE SET {field} = excluded.{field}, "
+                    "updated_at = excluded.updated_at",
+                    (key, value, audit.at),
+                )
+                _insert_audit(db, dataclasses.replace(audit, old=old))
+            return old
+
+        old = await self._worker.submit(setting)
+        self._changed("setting", key)
+        return old
+
+    # custom presets
+
+    async def list_presets(self, workspace_key: str) -> list[CustomPreset]:
+        def listing(db: Database) -> list[CustomPreset]:
+            rows = db.execute(
+                f"SELECT {PRESET_COLUMNS} FROM presets WHERE workspace_key = ? ORDER BY name",
+                (workspace_key,),
+            ).fetchall()
+            return [CustomPreset(*row) for row in rows]
+
+        return await self._worker.submit(listing)
+
+    async def get_preset(self, workspace_key: str, name: str) -> CustomPreset | None:
+        return await self._worker.submit(lambda db: _select_preset(db, workspace_key, name))
+
+    async def count_presets(self, workspace_key: str) -> int:
+        def count(db: Database) -> int:
+            row = db.execute(
+                "SELECT count(*) FROM presets WHERE workspace_key = ?", (workspace_key,)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._worker.submit(count)
+
+    async def put_preset(self, preset: CustomPreset, *, audit: AuditEntry) -> CustomPreset | None:
+        p = preset
+
+        def put(db: Database) -> CustomPreset | None:
+            with write_transaction(db):
+                old = _select_preset(db, p.workspace_key, p.name)
+                created_at = old.created_at if old else p.created_at
+                db.execute(
+                    f"INSERT INTO presets ({PRESET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (workspace_key, name) DO UPDATE SET description = excluded.description, "
+                    "prompt = excluded.prompt, author_id = excluded.author_id, "
+                    "created_at = excluded.created_at, updated_at = excluded.updated_at",
+                    (p.workspace_key, p.name, p.description, p.prompt, p.author_id, created_at, p.updated_at),
+                )
+                _insert_audit(db, audit)
+            return old
+
+        old = await self._worker.submit(put)
+        self._changed("preset", p.workspace_key)
+        return old
+
+    async def delete_preset(self, workspace_key: str, name: str, *, audit: AuditEntry) -> CustomPreset | None:
+        def delete(db: Database) -> CustomPreset | None:
+            with write_transaction(db):
+                old = _select_preset(db, workspace_key, name)
+                if old is None:
+                    return None
+                db.execute("DELETE FROM presets WHERE workspace_key = ? AND name = ?", (workspace_key, name))
+                _insert_audit(db, audit)
+            return old
+
+        old = await self._worker.submit(delete)
+        if old is not None:
+            self._changed("preset", workspace_key)
+        return old
+
+    # audit
+
+    async def list_audit(self, workspace_key: str, limit: int = 20, offset: int = 0) -> list[AuditEntry]:
+        def listing(db: Database) -> list[AuditEntry]:
+            rows = db.execute(
+                f"SELECT {AUDIT_COLUMNS}, id FROM audit WHERE workspace_key = ? "
+                "ORDER BY id DESC LIMIT ? OFFSET ?",
+                (workspace_key, max(limit, 0), max(offset, 0)),
+            ).fetchall()
+            return [audit_entry(row) for row in rows]
+
+        return await self._worker.submit(listing)
+
+    async def count_audit(self, workspace_key: str) -> int:
+        def count(db: Database) -> int:
+            return int(
+                db.execute("SELECT count(*) FROM audit WHERE workspace_key = ?", (workspace_key,)).fetchone()[
+                    0
+                ]
+            )
+
+        return await self._worker.submit(count)
+
+    # housekeeping, de-duplication, rate limits, change notifications
+
+    async def prune(self, now: float | None = None) -> int:
+        at = time.time() if now is None else now
+        transcripts_before = (
+            at - self._transcript_days * DAY_SECONDS if self._transcript_days else float("inf")
+        )
+
+        def prune(db: Database) -> int:
+            with write_transaction(db):
+                deleted = db.execute(
+                    "DELETE FROM transcripts WHERE answered_at < ?", (transcripts_before,)
+                ).rowcount
+                deleted += db.execute(
+                    "DELETE FROM seen_events WHERE seen_at < ?", (at - SEEN_EVENT_SECONDS,)
+                ).rowcount
+            return int(deleted)
+
+        deleted = await self._worker.submit(prune)
+        self._rates.forget_idle()
+        return deleted
+
+    async def first_sighting(self, key: str) -> bool:
+        seen_at = time.time()
+
+        def sight(db: Database) -> bool:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO seen_events (key, seen_at) VALUES (?, ?)", (key, seen_at)
+            )
+            return cursor.rowcount == 1
+
+        return await self._worker.submit(sight)
+
+    async def take_rate(self, checks: Sequence[RateCheck]) -> RateVerdict:
+        return self._rates.take(checks)
+
+    def on_change(self, listener: Callable[[Change], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, kind: ChangeKind, key: str) -> None:
+        change = Change(kind, key)
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("a change listener failed")
