@@ -27,9 +27,9 @@ from acechat.bots.discord_targets import POST_WINDOW
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
 from acechat.core import upstream as wording
 from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.facts import Actor
 from acechat.core.scope import Scope
 from acechat.core.settings import DiscordSettings, RateLimit, Settings, SlackSettings, UpstreamSettings
-from acechat.core.target import Actor
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.fakes.target import RecordingTarget

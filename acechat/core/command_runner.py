@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from acechat.core.commands import HELP_TEXT, Action, Command, CommandReply
+from acechat.core.facts import Actor
 from acechat.core.presets import (
     BUILTIN_PRESETS,
     PresetError,
@@ -17,7 +18,6 @@ from acechat.core.presets import (
 )
 from acechat.core.scope import Scope
 from acechat.core.state import Field, ScopeState, audit_entry
-from acechat.core.target import Actor
 from acechat.storage.records import AuditAction, CustomPreset
 
 log = logging.getLogger(__name__)

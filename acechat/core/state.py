@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from acechat.core.cache import LRU
+from acechat.core.facts import Actor
 from acechat.core.presets import BUILTIN_PRESETS, Preset, resolve_preset_name
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
-from acechat.core.target import Actor
 from acechat.storage import EVERYTHING, Change, Store
 from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, ScopeSettings
 
