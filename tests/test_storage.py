@@ -19,8 +19,8 @@ from sqlite_utils import Database
 
 from acechat.storage import SchemaVersionError, StoreClosedError, StoreError, integrity_check
 from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, TranscriptEntry
-from acechat.storage.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from acechat.storage.sqlite import THREAD_NAME, SQLiteStore
+from acechat.storage.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
 REPO = Path(__file__).resolve().parents[1]
 WS = "slack:T1"

@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from acechat.storage import postgres_schema, schema
+from acechat.storage import postgres_schema, sqlite_schema
 from acechat.storage.errors import StoreError
 from acechat.storage.protocol import Backend, Store
 
@@ -73,7 +73,7 @@ async def _check_postgres(url: str) -> DatabaseStatus:
 
 def _check_sqlite(path: Path) -> DatabaseStatus:
     if not path.exists():
-        return DatabaseStatus("sqlite", str(path), 0, schema.SCHEMA_VERSION)
+        return DatabaseStatus("sqlite", str(path), 0, sqlite_schema.SCHEMA_VERSION)
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -90,6 +90,6 @@ def _check_sqlite(path: Path) -> DatabaseStatus:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the database {path}: {exc}") from exc
     found = int(row[0]) if row else 0
-    if found > schema.SCHEMA_VERSION:
-        raise schema.newer_schema(str(path), found, schema.SCHEMA_VERSION)
-    return DatabaseStatus("sqlite", str(path), found, schema.SCHEMA_VERSION)
+    if found > sqlite_schema.SCHEMA_VERSION:
+        raise sqlite_schema.newer_schema(str(path), found, sqlite_schema.SCHEMA_VERSION)
+    return DatabaseStatus("sqlite", str(path), found, sqlite_schema.SCHEMA_VERSION)

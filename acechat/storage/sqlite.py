@@ -39,8 +39,8 @@ from acechat.storage.records import (
     ScopeSettings,
     TranscriptEntry,
 )
-from acechat.storage.schema import migrate, write_transaction
 from acechat.storage.scope_lock import ScopeQueue, ScopeTurn
+from acechat.storage.sqlite_schema import migrate, write_transaction
 from acechat.storage.worker import DatabaseThread
 
 log = logging.getLogger(__name__)
