@@ -23,7 +23,8 @@ import pytest
 import pytest_asyncio
 
 from acechat.storage import postgres_schema, sqlite_schema
-from acechat.storage.postgres import PostgresStore, lock_key
+from acechat.storage.postgres import PostgresStore
+from acechat.storage.postgres_locks import lock_key
 from acechat.storage.protocol import Store
 from acechat.storage.sqlite import SQLiteStore
 

@@ -17,7 +17,9 @@ from typing import Any
 
 from acechat.storage import sqlite_schema
 from acechat.storage.errors import StoreError
-from acechat.storage.postgres import CHANNEL, PostgresStore, safe_label
+from acechat.storage.postgres import PostgresStore
+from acechat.storage.postgres_connections import safe_label
+from acechat.storage.postgres_notify import CHANNEL
 from acechat.storage.postgres_schema import MIGRATION_LOCK
 from acechat.storage.records import EVERYTHING
 

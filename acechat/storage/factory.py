@@ -55,7 +55,7 @@ async def check_database(*, database_url: str | None, db_path: Path) -> Database
 async def _check_postgres(url: str) -> DatabaseStatus:
     import asyncpg
 
-    from acechat.storage.postgres import CONNECT_TIMEOUT, safe_label
+    from acechat.storage.postgres_connections import CONNECT_TIMEOUT, safe_label
 
     label = safe_label(url)
     try:
