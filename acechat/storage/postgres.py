@@ -76,7 +76,7 @@ def _audit_args(e: AuditEntry) -> tuple[Any, ...]:
     return (e.workspace_key, e.scope_key, e.actor_id, e.actor_name, str(e.action), e.old, e.new, e.at)
 
 
-def _audit_entry(row: asyncpg.Record) -> AuditEntry:
+def _audit_from_row(row: asyncpg.Record) -> AuditEntry:
     return AuditEntry(
         row["workspace_key"],
         row["scope_key"],
@@ -367,7 +367,7 @@ class PostgresStore(Store):
             max(limit, 0),
             max(offset, 0),
         )
-        return [_audit_entry(row) for row in rows]
+        return [_audit_from_row(row) for row in rows]
 
     async def count_audit(self, workspace_key: str) -> int:
         return int(

@@ -112,7 +112,7 @@ def audit_row(e: AuditEntry) -> tuple[Any, ...]:
     return (e.workspace_key, e.scope_key, e.actor_id, e.actor_name, str(e.action), e.old, e.new, e.at)
 
 
-def audit_entry(row: Sequence[Any]) -> AuditEntry:
+def audit_from_row(row: Sequence[Any]) -> AuditEntry:
     """An entry from `AUDIT_COLUMNS, id`."""
     return AuditEntry(row[0], row[1], row[2], row[3], AuditAction(row[4]), *row[5:])
 
@@ -470,7 +470,7 @@ class SQLiteStore(Store):
                 "ORDER BY id DESC LIMIT ? OFFSET ?",
                 (workspace_key, max(limit, 0), max(offset, 0)),
             ).fetchall()
-            return [audit_entry(row) for row in rows]
+            return [audit_from_row(row) for row in rows]
 
         return await self._worker.submit(listing)
 
