@@ -161,7 +161,7 @@ class ScopeState:
         """Start the scope afresh; True if it had a conversation. A turn in flight cannot undo it."""
         return await self.store.reset_conversation(scope.key)
 
-    async def set_setting(
+    async def change_setting(
         self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
     ) -> tuple[bool, str | None]:
         """Set `field` of setting `key` (None = inherit), audited; (changed, old value).
