@@ -29,7 +29,7 @@ from acechat.bots.slack_facts import (
 )
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from acechat.bots.slack_text import from_slack
-from acechat.bots.slack_transport import EVENTS_PATH, KnownBot, SlackTransport, check_tokens
+from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.core.chat import ChatCore, Question
 from acechat.core.settings import Settings, SlackSettings
 
@@ -88,7 +88,7 @@ class SlackAdapter:
             name="acechat",
             # No token here: bolt takes it from `authorize`, and would warn that one of the two is unused.
             client=AsyncWebClient(base_url=base_url, session=self._session, retry_handlers=retry_handlers),
-            authorize=KnownBot(auth, settings.bot_token),
+            authorize=StartupAuthorize(auth, settings.bot_token),
             signing_secret=settings.signing_secret or "",
             # The transport checks every signature before acknowledging; bolt need not check again.
             request_verification_enabled=False,

@@ -69,7 +69,7 @@ def _answered_by_bolt(body: dict[str, Any]) -> bool:
     return body.get("type") == "url_verification" or body.get("ssl_check") == "1"
 
 
-class KnownBot(AsyncAuthorize):
+class StartupAuthorize(AsyncAuthorize):
     """Bolt's authorization from the `auth.test` made at start. Bolt's own single-workspace
     authorization would call `auth.test` for every request until its first call returned: once per
     request in a burst that meets a freshly started bot."""
