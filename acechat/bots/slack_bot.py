@@ -114,11 +114,6 @@ class SlackAdapter:
     def connected(self) -> bool:
         return self._transport is not None and self._transport.connected
 
-    async def idle(self) -> None:
-        """Wait until every request taken so far has been fully handled."""
-        if self._transport is not None:
-            await self._transport.idle()
-
     async def close(self) -> None:
         if self._transport is not None:
             await self._transport.close()

@@ -177,11 +177,6 @@ class SlackTransport:
         log.info("slack: listening for HTTP requests on %s:%d%s", self._host, self._port, EVENTS_PATH)
 
     @property
-    def app(self) -> AsyncApp | None:
-        """The bolt app requests are handed to, once started."""
-        return self._app
-
-    @property
     def port(self) -> int | None:
         """The HTTP port actually bound (useful with port 0); None in Socket Mode."""
         return self._port
@@ -195,10 +190,6 @@ class SlackTransport:
             session = client.current_session
             return not client.closed and not client.stale and session is not None and not session.closed
         return self._runner is not None and self._port is not None
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
 
     async def idle(self) -> None:
         """Wait until every request taken so far has been fully handled."""
