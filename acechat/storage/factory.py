@@ -44,7 +44,8 @@ class DatabaseStatus:
 
 
 async def check_database(*, database_url: str | None, db_path: Path) -> DatabaseStatus:
-    """Reach the database the settings name and read its schema version, changing nothing.
+    """Reach the database the settings name and read its schema version, changing nothing; an SQLite
+    file must also pass `PRAGMA integrity_check` (PostgreSQL checks its own pages as it reads them).
 
     Raises StoreError (SchemaVersionError for a schema newer than this acechat) with a one-line message."""
     if database_url:
@@ -85,10 +86,14 @@ def _check_sqlite(path: Path) -> DatabaseStatus:
                 if has_meta
                 else None
             )
+            # Reads every page: a file a crash or a bad disk damaged is found before the bot uses it.
+            problems = [str(problem) for (problem,) in conn.execute("PRAGMA integrity_check(3)")]
         finally:
             conn.close()
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the database {path}: {exc}") from exc
+    if problems != ["ok"]:
+        raise StoreError(f"the database {path} is damaged ({'; '.join(problems)}): restore it from a backup")
     found = int(row[0]) if row else 0
     if found > sqlite_schema.SCHEMA_VERSION:
         raise sqlite_schema.newer_schema(str(path), found, sqlite_schema.SCHEMA_VERSION)

@@ -152,14 +152,6 @@ class PostgresStore(Store):
             raise
         return store
 
-    @property
-    def label(self) -> str:
-        return safe_label(self._url)
-
-    @property
-    def transcript_days(self) -> int:
-        return self._transcript_days
-
     async def close(self) -> None:
         if self._close_task is None:
             self._close_task = asyncio.ensure_future(self._close())

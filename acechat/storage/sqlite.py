@@ -179,8 +179,7 @@ class SQLiteStore(Store):
 
     backend: Backend = "sqlite"
 
-    def __init__(self, path: Path, worker: DatabaseThread, transcript_days: int, cache_size: int) -> None:
-        self._path = path
+    def __init__(self, worker: DatabaseThread, transcript_days: int, cache_size: int) -> None:
         self._worker = worker
         self._transcript_days = transcript_days
         self._close_task: asyncio.Task[None] | None = None
@@ -208,15 +207,7 @@ class SQLiteStore(Store):
             await worker.start(lambda: _open_database(path))
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
-        return cls(path, worker, transcript_days, cache_size)
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def transcript_days(self) -> int:
-        return self._transcript_days
+        return cls(worker, transcript_days, cache_size)
 
     async def close(self) -> None:
         """Finish the work already queued, close the connection and stop the worker thread."""
