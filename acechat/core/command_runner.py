@@ -183,8 +183,7 @@ class CommandRunner:
         self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
     ) -> str | None:
         """Change one setting; returns the value it had (equal to `value` when nothing changed)."""
-        _, old = await self._state.change_setting(scope, actor, key, field, value, action)
-        return old
+        return await self._state.change_setting(scope, actor, key, field, value, action)
 
     async def _preset_set(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         name = validate_preset_name(command.name or "")

@@ -163,17 +163,17 @@ class ScopeState:
 
     async def change_setting(
         self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
-    ) -> tuple[bool, str | None]:
-        """Set `field` of setting `key` (None = inherit), audited; (changed, old value).
+    ) -> str | None:
+        """Set `field` of setting `key` (None = inherit), audited; returns the value it had.
 
         Setting a value to what it already is changes nothing: no audit entry, the conversation goes on.
         """
         (current,) = await self.scope_settings((key,))
         old: str | None = getattr(current, field) if current is not None else None
         if old == value:
-            return False, old
+            return old
         old = await self.store.set_setting(
             key, field, value, audit=audit_entry(scope, actor, action, old, value)
         )
         await self.reset(scope)
-        return True, old
+        return old
