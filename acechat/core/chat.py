@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import enum
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
+from typing import Any
 
 from acechat.core import metrics, notices
 from acechat.core.attachments import AttachmentChoice, choose_references
@@ -23,7 +25,8 @@ from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
 from acechat.core.facts import Actor, Attachment
-from acechat.core.permissions import privilege_of, refusal, required
+from acechat.core.interactions import NONE, Controls, Interactive, is_answer_id
+from acechat.core.permissions import Privilege, privilege_of, refusal, required
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
 from acechat.core.reply_target import Mark, ReplyTarget
 from acechat.core.sanitize import format_answer
@@ -34,7 +37,7 @@ from acechat.core.state import ScopeState
 from acechat.core.streaming import StreamingReply
 from acechat.core.upstream import AIChatClient, AnswerText, Turn
 from acechat.storage import RateCheck, Store, open_store
-from acechat.storage.records import ConversationRecord, TranscriptEntry
+from acechat.storage.records import AnswerRecord, AnswerState, Change, ConversationRecord, TranscriptEntry
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,11 @@ NO_ATTACHMENTS = AttachmentChoice((), ())
 PRUNE_INTERVAL = 3600.0
 # Users told "slow down" in a channel recently, on platforms where that notice is public.
 NOTICED_USERS = 10_000
+# How often running answers look for a Stop pressed in another process, should its notice be lost.
+STOP_POLL = 2.0
+# The most of a message "ask about this message" gives the model, in characters.
+QUOTE_CHARS = 8000
+FEEDBACK_DAYS = 7
 
 
 class Outcome(enum.Enum):
@@ -49,6 +57,7 @@ class Outcome(enum.Enum):
     REFUSED = "refused"
     FAILED = "failed"
     DUPLICATE = "duplicate"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,8 @@ class Question:
     attachments: tuple[Attachment, ...] = ()
     # The platform's id for this delivery: a re-delivery of an id already seen is dropped.
     delivery: str | None = None
+    # A message the question is about ("ask about this message"): given to the model before the question.
+    quoted: str = ""
 
 
 class ChatCore:
@@ -76,6 +87,10 @@ class ChatCore:
         self._idle.set()
         self._closing = False
         self._maintenance: asyncio.Task[None] | None = None
+        # Answers this process is streaming, by id: set when someone asks to stop one.
+        self._running: dict[str, asyncio.Event] = {}
+        self._stop_watch: asyncio.Task[None] | None = None
+        store.on_change(self._changed)
 
     @classmethod
     async def open(cls, settings: Settings) -> ChatCore:
@@ -123,10 +138,11 @@ class ChatCore:
     async def aclose(self) -> None:
         """Drain, then close the upstream client and the store."""
         await self.drain()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        for task in (self._maintenance, self._stop_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.client.close()
         await self.store.close()
 
@@ -223,6 +239,62 @@ class ChatCore:
             metrics.FIRST_TEXT_SECONDS.observe(reply.first_text_at - received)
         return outcome
 
+    # --- presses: Stop and feedback ----------------------------------------------------------------
+
+    async def stop(self, answer_id: str, scope: Scope, actor: Actor) -> str | None:
+        """Someone pressed an answer's Stop. Returns what only they should read, or None: the answer
+        stops (whichever process runs it) and its own message says so, or it had ended already and the
+        press changes nothing."""
+        try:
+            answer = await self.store.get_answer(answer_id) if is_answer_id(answer_id) else None
+            if answer is None or answer.state != "running" or answer.workspace_key != scope.workspace_key:
+                return None
+            if actor.user_id != answer.asker_id and self._level(scope, actor) < Privilege.CHANNEL_ADMIN:
+                log.info("refused a stop: not the asker", extra=_context(scope, actor))
+                return notices.ONLY_ASKER_STOPS
+            await self.store.request_stop(answer_id)
+        except Exception:
+            log.exception("could not stop an answer", extra=_context(scope, actor))
+            return notices.INTERNAL_ERROR
+        return None
+
+    async def vote(self, answer_id: str, scope: Scope, actor: Actor, *, up: bool) -> str:
+        """Someone rated an answer: one vote per person per answer, the last one counts. Returns what
+        only they should read."""
+        try:
+            answer = await self.store.get_answer(answer_id) if is_answer_id(answer_id) else None
+            if answer is None or answer.workspace_key != scope.workspace_key:
+                return notices.VOTE_CLOSED
+            value = 1 if up else -1
+            old = await self.store.vote(answer, actor.user_id, value, time.time())
+        except Exception:
+            log.exception("could not record a vote", extra=_context(scope, actor))
+            return notices.INTERNAL_ERROR
+        return notices.voted(up, changed=old is not None and old != value)
+
+    def _level(self, scope: Scope, actor: Actor) -> Privilege:
+        return privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
+
+    def _changed(self, change: Change) -> None:
+        if change.kind == "stop":
+            stop = self._running.get(change.key)
+            if stop is not None:
+                stop.set()
+
+    def _watch_stops(self) -> None:
+        if self._stop_watch is None or self._stop_watch.done():
+            self._stop_watch = asyncio.create_task(self._poll_stops())
+
+    async def _poll_stops(self) -> None:
+        """While answers run here, look for Stops pressed elsewhere whose notice did not arrive."""
+        while self._running:
+            await asyncio.sleep(STOP_POLL)
+            try:
+                for answer_id in await self.store.stop_requests(list(self._running)):
+                    self._changed(Change("stop", answer_id))
+            except Exception:
+                log.exception("could not look for stopped answers; will try again")
+
     # --- admission --------------------------------------------------------------------------------
 
     async def _first_delivery(self, delivery: str, scope: Scope) -> bool:
@@ -304,7 +376,7 @@ class ChatCore:
                     return Outcome.REFUSED
                 # Typing starts with the turn: a queued question shows nothing until it is answered.
                 reply.start_typing()
-                return await self._answer(question, reply)
+                return await self._answer(question, target, reply)
         except PlatformForbidden as error:
             log.warning("the platform refused the bot here: %s", error, extra=_context(scope, question.actor))
             await reply.abort()
@@ -325,7 +397,7 @@ class ChatCore:
                 del self._queued[key]
         return Outcome.FAILED
 
-    async def _answer(self, question: Question, reply: StreamingReply) -> Outcome:
+    async def _answer(self, question: Question, target: ReplyTarget, reply: StreamingReply) -> Outcome:
         scope = question.scope
         resolved = await self.state.resolve(scope)
         stored = await self.state.conversation(scope)
@@ -341,6 +413,8 @@ class ChatCore:
         upstream_text = question.text.strip() or "(see the attached files)"
         if self.settings.author_prefix:
             upstream_text = f"{author}: {upstream_text}"
+        if question.quoted:
+            upstream_text = f"{quote(question.quoted)}\n\n{upstream_text}"
         turn = Turn(
             question=upstream_text,
             model=resolved.model,
@@ -350,6 +424,24 @@ class ChatCore:
         )
         notes = [f"_Skipped {reason}._" for reason in choice.skipped]
         asked_at = time.time()
+        answer_id = new_answer_id()
+        await self.store.start_answer(
+            AnswerRecord(
+                answer_id,
+                scope.key,
+                scope.workspace_key,
+                question.actor.user_id,
+                resolved.model,
+                resolved.preset.name,
+                asked_at,
+            )
+        )
+        stop = self._running[answer_id] = asyncio.Event()
+        self._watch_stops()
+        controls = target if isinstance(target, Interactive) else None
+        if controls is not None:
+            controls.set_controls(Controls(stop=answer_id))
+        ended: AnswerState = "failed"
 
         async def remember(upstream_id: str) -> None:
             # Stored as soon as it is known, so a crash mid-answer cannot orphan a new conversation;
@@ -361,63 +453,81 @@ class ChatCore:
             await self.store.save_conversation(early)
 
         try:
-            text, conversation_id, trace_id = await self._stream(turn, reply, notes, remember)
-        except UpstreamError as error:
-            if (
-                error.status == 404
-                and error.code == "not_found"
-                and turn.conversation_id
-                and not reply.started
-            ):
-                # The service forgot this conversation: start a new one rather than fail.
-                log.info("upstream forgot conversation %s; starting a new one", turn.conversation_id)
-                notes.insert(0, "_The previous conversation had expired, so this starts a new one._")
-                try:
-                    text, conversation_id, trace_id = await self._stream(
-                        replace(turn, conversation_id=None), reply, notes, remember
-                    )
-                except UpstreamError as again:
-                    return await self._failed(question, reply, again, turn.conversation_id)
-            else:
-                return await self._failed(question, reply, error, turn.conversation_id)
-
-        now = time.time()
-        same = conversation is not None and conversation.upstream_id == conversation_id
-        record = ConversationRecord(
-            scope_key=scope.key,
-            upstream_id=conversation_id,
-            model=resolved.model,
-            preset=resolved.preset.name,
-            turns=conversation.turns + 1 if same and conversation is not None else 1,
-            created_at=conversation.created_at if same and conversation is not None else now,
-            updated_at=now,
-            epoch=epoch,
-        )
-        transcript = TranscriptEntry(
-            scope_key=scope.key,
-            conversation_id=conversation_id,
-            author_id=question.actor.user_id,
-            author_name=author,
-            question=question.text,
-            answer=text,
-            outcome=Outcome.ANSWERED.value,
-            trace_id=trace_id,
-            asked_at=asked_at,
-            answered_at=now,
-        )
-        # The write overlaps the final edit, and is committed before the next turn of this scope starts.
-        written = self.store.queue_turn(record, transcript)
-        final = format_answer(text, thinking_mode=self.settings.thinking)
-        if notes:
-            final = f"{final.rstrip()}\n\n" + "\n".join(notes)
-        try:
-            await reply.finish(final)
-        finally:
             try:
-                await written
+                text, conversation_id, trace_id, stopped = await self._stream(
+                    turn, reply, notes, remember, stop
+                )
+            except UpstreamError as error:
+                if (
+                    error.status == 404
+                    and error.code == "not_found"
+                    and turn.conversation_id
+                    and not reply.started
+                ):
+                    # The service forgot this conversation: start a new one rather than fail.
+                    log.info("upstream forgot conversation %s; starting a new one", turn.conversation_id)
+                    notes.insert(0, "_The previous conversation had expired, so this starts a new one._")
+                    try:
+                        text, conversation_id, trace_id, stopped = await self._stream(
+                            replace(turn, conversation_id=None), reply, notes, remember, stop
+                        )
+                    except UpstreamError as again:
+                        return await self._failed(question, reply, again, turn.conversation_id, controls)
+                else:
+                    return await self._failed(question, reply, error, turn.conversation_id, controls)
+
+            outcome = Outcome.STOPPED if stopped else Outcome.ANSWERED
+            ended = "stopped" if stopped else "answered"
+            if stopped:
+                notes.insert(0, notices.STOPPED)
+                log.info("stopped an answer on request", extra=_context(scope, question.actor))
+            now = time.time()
+            same = conversation is not None and conversation.upstream_id == conversation_id
+            record = ConversationRecord(
+                scope_key=scope.key,
+                upstream_id=conversation_id,
+                model=resolved.model,
+                preset=resolved.preset.name,
+                turns=conversation.turns + 1 if same and conversation is not None else 1,
+                created_at=conversation.created_at if same and conversation is not None else now,
+                updated_at=now,
+                epoch=epoch,
+            )
+            transcript = TranscriptEntry(
+                scope_key=scope.key,
+                conversation_id=conversation_id,
+                author_id=question.actor.user_id,
+                author_name=author,
+                question=question.text,
+                answer=text,
+                outcome=outcome.value,
+                trace_id=trace_id,
+                asked_at=asked_at,
+                answered_at=now,
+            )
+            # The write overlaps the final edit, and is committed before the next turn of this scope starts.
+            written = self.store.queue_turn(record, transcript)
+            final = format_answer(text, thinking_mode=self.settings.thinking) if text else ""
+            if notes:
+                final = f"{final.rstrip()}\n\n" + "\n".join(notes) if final.strip() else "\n".join(notes)
+            if controls is not None:
+                controls.set_controls(Controls(vote=answer_id))
+            try:
+                await reply.finish(final)
+                if controls is not None:
+                    await controls.settle_controls()
+            finally:
+                try:
+                    await written
+                except Exception:
+                    # The user has the answer; only the operator can fix a database that refuses writes.
+                    log.exception("could not store a finished turn", extra={"platform": scope.platform})
+        finally:
+            del self._running[answer_id]
+            try:
+                await self.store.end_answer(answer_id, ended)
             except Exception:
-                # The user has the answer; only the operator can fix a database that refuses writes.
-                log.exception("could not store a finished turn", extra={"platform": scope.platform})
+                log.exception("could not record how an answer ended", extra={"platform": scope.platform})
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "answered",
@@ -429,7 +539,7 @@ class ChatCore:
                     "chars": len(text),
                 },
             )
-        return Outcome.ANSWERED
+        return outcome
 
     async def _stream(
         self,
@@ -437,7 +547,9 @@ class ChatCore:
         reply: StreamingReply,
         notes: list[str],
         remember: Callable[[str], Awaitable[None]],
-    ) -> tuple[str, str | None, str | None]:
+        stop: asyncio.Event,
+    ) -> tuple[str, str | None, str | None, bool]:
+        """The answer's text, conversation, trace id, and whether someone stopped it."""
         started = time.monotonic()
         answer: AnswerText | None = None
         cut = False
@@ -445,22 +557,29 @@ class ChatCore:
         conversation_id = turn.conversation_id
         trace_id: str | None = None
         chunks = self.client.stream(turn)
+
+        async def consume() -> None:
+            nonlocal answer, cut, conversation_id, trace_id
+            try:
+                async for chunk in chunks:
+                    answer = chunk.text
+                    trace_id = chunk.trace_id or trace_id
+                    if chunk.conversation_id and chunk.conversation_id != conversation_id:
+                        conversation_id = chunk.conversation_id
+                        await remember(conversation_id)
+                    if len(answer) > cap:
+                        cut = True
+                        break
+                    reply.update(answer)
+            finally:
+                # Closed here, not by the garbage collector: the connection goes back at once (and a
+                # stopped answer's upstream request ends with it).
+                await chunks.aclose()
+
+        stopped = False
         try:
             async with asyncio.timeout(self.settings.answer_timeout):
-                try:
-                    async for chunk in chunks:
-                        answer = chunk.text
-                        trace_id = chunk.trace_id or trace_id
-                        if chunk.conversation_id and chunk.conversation_id != conversation_id:
-                            conversation_id = chunk.conversation_id
-                            await remember(conversation_id)
-                        if len(answer) > cap:
-                            cut = True
-                            break
-                        reply.update(answer)
-                finally:
-                    # Closed here, not by the garbage collector: the connection goes back at once.
-                    await chunks.aclose()
+                stopped = await _unless_stopped(consume(), stop)
         except TimeoutError:
             if answer is None or not len(answer):
                 raise UpstreamError(
@@ -473,10 +592,17 @@ class ChatCore:
             text = text[:cap]
             text += closing_fence(text)
             notes.append(f"_The answer was cut here: it reached this bot's limit of {cap:,} characters._")
-        return text, conversation_id, trace_id
+        elif stopped:
+            text += closing_fence(text)
+        return text, conversation_id, trace_id, stopped
 
     async def _failed(
-        self, question: Question, reply: StreamingReply, error: UpstreamError, conversation_id: str | None
+        self,
+        question: Question,
+        reply: StreamingReply,
+        error: UpstreamError,
+        conversation_id: str | None,
+        controls: Interactive | None,
     ) -> Outcome:
         scope = question.scope
         metrics.UPSTREAM_ERRORS.labels(error.code or (str(error.status) if error.status else "network")).inc()
@@ -495,11 +621,46 @@ class ChatCore:
         message = error.user_message
         if error.trace_id and error.status is not None and error.status >= 500:
             message = f"{message} (trace `{error.trace_id}`)"
+        if controls is not None:
+            controls.set_controls(NONE)
         await reply.fail(message)
+        if controls is not None:
+            await controls.settle_controls()
         return Outcome.FAILED
 
     def _render_partial(self, raw: str) -> str:
         return format_answer(raw, thinking_mode=self.settings.thinking, streaming=True)
+
+
+def new_answer_id() -> str:
+    """An answer's id: unguessable, so a forged press cannot name someone else's answer."""
+    return secrets.token_hex(16)
+
+
+def quote(text: str) -> str:
+    """A message the question is about, as the model reads it: a Markdown quote before the question."""
+    cut = text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + " …"
+    lines = cut.strip().splitlines() or [""]
+    return "About this message:\n" + "\n".join(f"> {line}" for line in lines)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `work` unless `stop` is set first; then cancel it and return True."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            # Suppressed: the task's own cancellation, not this one's (a timeout around it still counts).
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return True
+    task.result()  # its error, if any
+    return False
 
 
 def _context(scope: Scope, actor: Actor) -> dict[str, str]:

@@ -39,3 +39,15 @@ def queue_full(waiting: int) -> str:
 
 def queue_wait(seconds: float) -> str:
     return f"Your question waited {seconds:.0f} s for the ones before it and was dropped; ask again."
+
+
+# --- presses and forms (issue 18) -----------------------------------------------------------------
+ONLY_ASKER_STOPS = "Only the person who asked, or an admin of this channel, can stop this answer."
+STOPPED = "_(stopped)_"
+VOTE_CLOSED = "This answer can no longer be rated."
+NO_QUESTION = "Type a question about the message, then send the form again."
+
+
+def voted(up: bool, *, changed: bool) -> str:
+    mark = "👍" if up else "👎"
+    return f"Changed your rating to {mark}." if changed else f"Thanks: you rated this answer {mark}."

@@ -78,6 +78,8 @@ class ScopeState:
     def _changed(self, change: Change) -> None:
         # A setting reaches every scope below its key, and a preset every scope of its workspace;
         # changes are rare, so every resolution goes. "*": the store may have missed changes.
+        if change.kind == "stop":
+            return  # an answer's Stop, not a setting
         if change.key == EVERYTHING:
             self._settings_cache.clear()
         elif change.kind == "setting":

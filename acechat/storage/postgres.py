@@ -25,11 +25,14 @@ from acechat.storage.postgres_schema import migrate
 from acechat.storage.probe import RecentProbe
 from acechat.storage.protocol import Backend, Store
 from acechat.storage.records import (
+    AnswerRecord,
+    AnswerState,
     AuditAction,
     AuditEntry,
     Change,
     ConversationRecord,
     CustomPreset,
+    FeedbackTally,
     RateCheck,
     RateVerdict,
     ScopeSettings,
@@ -38,6 +41,10 @@ from acechat.storage.records import (
 from acechat.storage.scope_lock import ScopeQueue
 
 log = logging.getLogger(__name__)
+
+ANSWER_COLUMNS = "answer_id, scope_key, workspace_key, asker_id, model, preset, started_at, state"
+# How long an answer can still be voted on (and its Stop pressed to no effect); votes themselves stay.
+ANSWER_DAYS = 30
 
 SEEN_EVENT_SECONDS = 86400.0
 DAY_SECONDS = 86400.0
@@ -378,12 +385,15 @@ class PostgresStore(Store):
                 "DELETE FROM transcripts WHERE answered_at < $1", transcripts_before
             )
             events = await conn.execute("DELETE FROM seen_events WHERE seen_at < $1", at - SEEN_EVENT_SECONDS)
+            answers = await conn.execute(
+                "DELETE FROM answers WHERE started_at < $1", at - ANSWER_DAYS * DAY_SECONDS
+            )
             # Windows on the server's clock, as their hits are, unless a time is given.
             await conn.execute(
                 "DELETE FROM rate_windows WHERE expires_at < coalesce($1, extract(epoch FROM clock_timestamp()))",
                 now,
             )
-        return _count(transcripts) + _count(events)
+        return _count(transcripts) + _count(events) + _count(answers)
 
     async def first_sighting(self, key: str) -> bool:
         inserted = await self._db().fetchval(
@@ -415,6 +425,86 @@ class PostgresStore(Store):
                 listener(change)
             except Exception:
                 log.exception("a change listener failed")
+
+    # answers in flight, stop requests and feedback (issue 18)
+
+    async def start_answer(self, answer: AnswerRecord) -> None:
+        a = answer
+        await self._db().execute(
+            f"INSERT INTO answers ({ANSWER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT (answer_id) DO NOTHING",
+            a.answer_id,
+            a.scope_key,
+            a.workspace_key,
+            a.asker_id,
+            a.model,
+            a.preset,
+            a.started_at,
+            a.state,
+        )
+
+    async def get_answer(self, answer_id: str) -> AnswerRecord | None:
+        row = await self._db().fetchrow(
+            f"SELECT {ANSWER_COLUMNS} FROM answers WHERE answer_id = $1", answer_id
+        )
+        return AnswerRecord(*row) if row is not None else None
+
+    async def request_stop(self, answer_id: str) -> bool:
+        async with self._db().acquire() as conn, conn.transaction():
+            stopping = await conn.fetchval(
+                "UPDATE answers SET state = 'stopping' WHERE answer_id = $1 AND state = 'running' RETURNING 1",
+                answer_id,
+            )
+            if stopping is not None:
+                await notify(conn, self._origin, "stop", answer_id)
+        if stopping is None:
+            return False
+        self._deliver(Change("stop", answer_id))
+        return True
+
+    async def stop_requests(self, answer_ids: Sequence[str]) -> list[str]:
+        if not answer_ids:
+            return []
+        rows = await self._db().fetch(
+            "SELECT answer_id FROM answers WHERE state = 'stopping' AND answer_id = ANY($1::text[])",
+            list(answer_ids),
+        )
+        return [str(row["answer_id"]) for row in rows]
+
+    async def end_answer(self, answer_id: str, state: AnswerState) -> None:
+        await self._db().execute("UPDATE answers SET state = $2 WHERE answer_id = $1", answer_id, state)
+
+    async def vote(self, answer: AnswerRecord, user_id: str, vote: int, at: float) -> int | None:
+        a = answer
+        async with self._db().acquire() as conn, conn.transaction():
+            old = await conn.fetchval(
+                "SELECT vote FROM feedback WHERE answer_id = $1 AND user_id = $2 FOR UPDATE",
+                a.answer_id,
+                user_id,
+            )
+            await conn.execute(
+                "INSERT INTO feedback (answer_id, user_id, workspace_key, model, preset, vote, at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (answer_id, user_id) "
+                "DO UPDATE SET vote = excluded.vote, at = excluded.at",
+                a.answer_id,
+                user_id,
+                a.workspace_key,
+                a.model,
+                a.preset,
+                vote,
+                at,
+            )
+        return int(old) if old is not None else None
+
+    async def feedback(self, workspace_key: str, since: float) -> list[FeedbackTally]:
+        rows = await self._db().fetch(
+            "SELECT model, preset, count(*) FILTER (WHERE vote > 0) AS up, count(*) FILTER (WHERE vote < 0) AS down "
+            "FROM feedback WHERE workspace_key = $1 AND at >= $2 GROUP BY model, preset "
+            "ORDER BY count(*) DESC, model, preset",
+            workspace_key,
+            since,
+        )
+        return [FeedbackTally(r["model"], r["preset"], int(r["up"]), int(r["down"])) for r in rows]
 
 
 def _count(status: str) -> int:

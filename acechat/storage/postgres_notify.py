@@ -53,7 +53,7 @@ class NotificationListener:
             if message["origin"] == self._origin:
                 return  # our own write: its listeners ran when it committed
             kind = message["kind"]
-            if kind not in ("setting", "preset"):
+            if kind not in ("setting", "preset", "stop"):
                 raise ValueError(kind)
             change = Change(kind, str(message["key"]))
         except (ValueError, KeyError, TypeError):

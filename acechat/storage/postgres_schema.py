@@ -119,8 +119,22 @@ BEGIN
 END $$;
 """
 
+_V2_ANSWERS_AND_FEEDBACK = """
+CREATE TABLE answers (
+    answer_id text PRIMARY KEY, scope_key text NOT NULL, workspace_key text NOT NULL, asker_id text NOT NULL,
+    model text NOT NULL, preset text NOT NULL, started_at double precision NOT NULL, state text NOT NULL
+);
+CREATE INDEX answers_started_at ON answers (started_at);
+CREATE TABLE feedback (
+    answer_id text NOT NULL, user_id text NOT NULL, workspace_key text NOT NULL, model text NOT NULL,
+    preset text NOT NULL, vote smallint NOT NULL, at double precision NOT NULL,
+    PRIMARY KEY (answer_id, user_id)
+);
+CREATE INDEX feedback_workspace ON feedback (workspace_key, at);
+"""
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES,)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_ANSWERS_AND_FEEDBACK)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -7,10 +7,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
 from acechat.storage.records import (
+    AnswerRecord,
+    AnswerState,
     AuditEntry,
     Change,
     ConversationRecord,
     CustomPreset,
+    FeedbackTally,
     RateCheck,
     RateVerdict,
     ScopeSettings,
@@ -106,3 +109,27 @@ class Store(Protocol):
         """Call `listener` on the event loop after every committed settings or preset change (this
         process's own at once; PostgreSQL: other processes' within a second, and a change with key
         `EVERYTHING` after a lost notification connection comes back)."""
+
+    # answers in flight, stop requests and feedback (issue 18)
+
+    async def start_answer(self, answer: AnswerRecord) -> None:
+        """Record an answer as running, before anything of it is shown."""
+
+    async def get_answer(self, answer_id: str) -> AnswerRecord | None: ...
+
+    async def request_stop(self, answer_id: str) -> bool:
+        """Mark a running answer to be stopped and tell every process (a `Change("stop", answer_id)`);
+        False if it is not running (ended, already stopping, or unknown)."""
+
+    async def stop_requests(self, answer_ids: Sequence[str]) -> list[str]:
+        """Those of `answer_ids` someone asked to stop: for a process that may have missed the notice."""
+
+    async def end_answer(self, answer_id: str, state: AnswerState) -> None:
+        """Record how an answer ended; a Stop pressed from now on changes nothing."""
+
+    async def vote(self, answer: AnswerRecord, user_id: str, vote: int, at: float) -> int | None:
+        """Record `user_id`'s vote (+1 or -1) on `answer`, with its model and preset, replacing their
+        earlier one; returns the vote replaced."""
+
+    async def feedback(self, workspace_key: str, since: float) -> list[FeedbackTally]:
+        """Votes since `since` by model and preset, most voted first."""

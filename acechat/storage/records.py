@@ -104,7 +104,8 @@ class RateVerdict:
     wait: float = 0.0
 
 
-ChangeKind = Literal["setting", "preset"]
+# "stop": someone asked to stop the running answer whose id is the key (issue 18).
+ChangeKind = Literal["setting", "preset", "stop"]
 
 # The key of a change that may have touched anything (a missed notification, say): drop every cache.
 EVERYTHING = "*"
@@ -112,7 +113,37 @@ EVERYTHING = "*"
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A committed settings or preset change: `key` is the setting key, or the workspace key for presets."""
+    """A committed change: `key` is the setting key, the workspace key for presets, the answer id for a stop."""
 
     kind: ChangeKind
     key: str
+
+
+# --- answers and feedback (issue 18) ----------------------------------------------------------------
+
+AnswerState = Literal["running", "stopping", "answered", "stopped", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """One answer, from its turn's start: who asked and what served it, so a Stop or a vote pressed in
+    any process (or after a restart) can be checked and recorded. No text: that stays in transcripts."""
+
+    answer_id: str
+    scope_key: str
+    workspace_key: str
+    asker_id: str
+    model: str
+    preset: str
+    started_at: float
+    state: AnswerState = "running"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackTally:
+    """Votes on answers of one model and preset."""
+
+    model: str
+    preset: str
+    up: int
+    down: int

@@ -28,12 +28,15 @@ from acechat.storage.probe import RecentProbe
 from acechat.storage.protocol import Backend, Store
 from acechat.storage.ratelimit import SlidingWindows
 from acechat.storage.records import (
+    AnswerRecord,
+    AnswerState,
     AuditAction,
     AuditEntry,
     Change,
     ChangeKind,
     ConversationRecord,
     CustomPreset,
+    FeedbackTally,
     RateCheck,
     RateVerdict,
     ScopeSettings,
@@ -52,6 +55,9 @@ DAY_SECONDS = 86400.0
 CACHE_SIZE = 10_000
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
+# How long an answer can still be voted on (and its Stop pressed to no effect); votes themselves stay.
+ANSWER_DAYS = 30
+ANSWER_COLUMNS = "answer_id, scope_key, workspace_key, asker_id, model, preset, started_at, state"
 
 CONVERSATION_COLUMNS = "scope_key, upstream_id, model, preset, turns, created_at, updated_at, epoch"
 # Written only over the same epoch, or as a new row at epoch 0: a turn that began before a reset
@@ -491,6 +497,9 @@ class SQLiteStore(Store):
                 deleted += db.execute(
                     "DELETE FROM seen_events WHERE seen_at < ?", (at - SEEN_EVENT_SECONDS,)
                 ).rowcount
+                deleted += db.execute(
+                    "DELETE FROM answers WHERE started_at < ?", (at - ANSWER_DAYS * DAY_SECONDS,)
+                ).rowcount
             return int(deleted)
 
         deleted = await self._worker.submit(prune)
@@ -521,3 +530,103 @@ class SQLiteStore(Store):
                 listener(change)
             except Exception:
                 log.exception("a change listener failed")
+
+    # answers in flight, stop requests and feedback (issue 18)
+
+    async def start_answer(self, answer: AnswerRecord) -> None:
+        a = answer
+
+        def start(db: Database) -> None:
+            with write_transaction(db):
+                db.execute(
+                    f"INSERT OR REPLACE INTO answers ({ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        a.answer_id,
+                        a.scope_key,
+                        a.workspace_key,
+                        a.asker_id,
+                        a.model,
+                        a.preset,
+                        a.started_at,
+                        a.state,
+                    ),
+                )
+
+        await self._worker.submit(start)
+
+    async def get_answer(self, answer_id: str) -> AnswerRecord | None:
+        def get(db: Database) -> AnswerRecord | None:
+            row = db.execute(
+                f"SELECT {ANSWER_COLUMNS} FROM answers WHERE answer_id = ?", (answer_id,)
+            ).fetchone()
+            return AnswerRecord(*row) if row else None
+
+        return await self._worker.submit(get)
+
+    async def request_stop(self, answer_id: str) -> bool:
+        def stop(db: Database) -> bool:
+            with write_transaction(db):
+                cursor = db.execute(
+                    "UPDATE answers SET state = 'stopping' WHERE answer_id = ? AND state = 'running'",
+                    (answer_id,),
+                )
+            return cursor.rowcount == 1
+
+        stopping = await self._worker.submit(stop)
+        if stopping:
+            self._changed("stop", answer_id)
+        return stopping
+
+    async def stop_requests(self, answer_ids: Sequence[str]) -> list[str]:
+        ids = list(answer_ids)
+
+        def requested(db: Database) -> list[str]:
+            found: list[str] = []
+            # In slices: SQLite limits the number of parameters of one statement.
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = ", ".join("?" * len(part))
+                rows = db.execute(
+                    f"SELECT answer_id FROM answers WHERE state = 'stopping' AND answer_id IN ({marks})", part
+                ).fetchall()
+                found += [str(row[0]) for row in rows]
+            return found
+
+        return await self._worker.submit(requested) if ids else []
+
+    async def end_answer(self, answer_id: str, state: AnswerState) -> None:
+        def end(db: Database) -> None:
+            with write_transaction(db):
+                db.execute("UPDATE answers SET state = ? WHERE answer_id = ?", (state, answer_id))
+
+        await self._worker.submit(end)
+
+    async def vote(self, answer: AnswerRecord, user_id: str, vote: int, at: float) -> int | None:
+        a = answer
+
+        def record(db: Database) -> int | None:
+            with write_transaction(db):
+                row = db.execute(
+                    "SELECT vote FROM feedback WHERE answer_id = ? AND user_id = ?", (a.answer_id, user_id)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO feedback (answer_id, user_id, workspace_key, model, preset, vote, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (answer_id, user_id) "
+                    "DO UPDATE SET vote = excluded.vote, at = excluded.at",
+                    (a.answer_id, user_id, a.workspace_key, a.model, a.preset, vote, at),
+                )
+            return int(row[0]) if row else None
+
+        return await self._worker.submit(record)
+
+    async def feedback(self, workspace_key: str, since: float) -> list[FeedbackTally]:
+        def tally(db: Database) -> list[FeedbackTally]:
+            rows = db.execute(
+                "SELECT model, preset, sum(vote > 0), sum(vote < 0) FROM feedback "
+                "WHERE workspace_key = ? AND at >= ? GROUP BY model, preset "
+                "ORDER BY count(*) DESC, model, preset",
+                (workspace_key, since),
+            ).fetchall()
+            return [FeedbackTally(str(m), str(p), int(up), int(down)) for m, p, up, down in rows]
+
+        return await self._worker.submit(tally)

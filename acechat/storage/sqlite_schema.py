@@ -78,11 +78,31 @@ def _v3_conversation_epochs(db: Database) -> None:
     db.execute("ALTER TABLE conversations ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
 
 
+def _v4_answers_and_feedback(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE answers (
+            answer_id TEXT PRIMARY KEY, scope_key TEXT NOT NULL, workspace_key TEXT NOT NULL,
+            asker_id TEXT NOT NULL, model TEXT NOT NULL, preset TEXT NOT NULL,
+            started_at REAL NOT NULL, state TEXT NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX answers_started_at ON answers (started_at)")
+    db.execute(
+        """CREATE TABLE feedback (
+            answer_id TEXT NOT NULL, user_id TEXT NOT NULL, workspace_key TEXT NOT NULL,
+            model TEXT NOT NULL, preset TEXT NOT NULL, vote INTEGER NOT NULL, at REAL NOT NULL,
+            PRIMARY KEY (answer_id, user_id)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX feedback_workspace ON feedback (workspace_key, at)")
+
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_settings_and_conversations,
     _v2_transcripts_and_seen_events,
     _v3_conversation_epochs,
+    _v4_answers_and_feedback,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

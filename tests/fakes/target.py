@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from acechat.core.interactions import ControlBoard, Controls
 from acechat.core.platform_errors import PlatformRateLimited
 from acechat.core.reply_target import Mark, TargetLimits
 
@@ -77,3 +78,36 @@ class RecordingTarget:
     @property
     def notices(self) -> list[str]:
         return [c.text for c in self.kinds("notify")]
+
+
+class ControlledTarget(RecordingTarget):
+    """A RecordingTarget that shows buttons, as the platform targets do: `controls[handle]` is what each
+    message offers now."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.board = ControlBoard()
+        self.controls: dict[str, Controls] = {}
+
+    def set_controls(self, controls: Controls) -> None:
+        self.board.wanted = controls
+
+    async def settle_controls(self) -> None:
+        for handle, text, controls in self.board.stale():
+            self.calls.append(Call("controls", handle, text))
+            self._show(handle, text, controls)
+
+    def _show(self, handle: str, text: str, controls: Controls) -> None:
+        self.controls[handle] = controls
+        self.board.shown(handle, text, controls)
+
+    async def post(self, text: str) -> str:
+        controls = self.board.for_post()
+        handle = await super().post(text)
+        self._show(handle, text, controls)
+        return handle
+
+    async def edit(self, handle: str, text: str) -> None:
+        controls = self.board.for_edit(handle)
+        await super().edit(handle, text)
+        self._show(handle, text, controls)

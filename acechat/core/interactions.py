@@ -1,0 +1,105 @@
+"""The pieces of an answer people press: which controls it shows, how their ids read, where they sit.
+
+Every control id is namespaced per feature, `acechat:<feature>:<argument>` (`acechat:stop:<answer-id>`,
+`acechat:vote:<answer-id>`), so one dispatcher per platform routes any feature's presses to the core and
+a press keeps working after a restart: everything it needs is in its id and the shared database.
+
+An answer shows a Stop button while it streams and 👍/👎 once it is complete. A target that can show
+controls (`Interactive`) keeps them on its last message only; `ControlBoard` is that bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+PREFIX = "acechat"
+# Discord allows 100 characters in a custom id, Slack 255 in an action id.
+MAX_ID_CHARS = 100
+# Features whose presses and forms the core answers.
+STOP = "stop"
+VOTE = "vote"
+ASK = "ask"
+PRESET = "preset"
+
+
+def control_id(feature: str, argument: str = "") -> str:
+    """`acechat:<feature>:<argument>`."""
+    return f"{PREFIX}:{feature}:{argument}"
+
+
+def parse_control(custom_id: str) -> tuple[str, str] | None:
+    """(feature, argument) of one of acechat's ids; None for anything else (another app's, or forged)."""
+    if len(custom_id) > MAX_ID_CHARS:
+        return None
+    prefix, _, rest = custom_id.partition(":")
+    feature, colon, argument = rest.partition(":")
+    if prefix != PREFIX or not colon or not feature:
+        return None
+    return feature, argument
+
+
+def is_answer_id(text: str) -> bool:
+    """The shape `new_answer_id` makes: anything else in a press is not ours."""
+    return 0 < len(text) <= 32 and all(c in "0123456789abcdef" for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """What an answer's last message offers: Stop while it runs, a vote once it is done."""
+
+    stop: str | None = None  # the answer id a Stop button stops
+    vote: str | None = None  # the answer id 👍/👎 rate
+
+    def __bool__(self) -> bool:
+        return self.stop is not None or self.vote is not None
+
+
+NONE = Controls()
+
+
+@runtime_checkable
+class Interactive(Protocol):
+    """A reply target that can show controls under its messages (buttons)."""
+
+    def set_controls(self, controls: Controls) -> None:
+        """From now on the last message carries `controls`, earlier ones none; applied with the next post
+        or edit of each message."""
+
+    async def settle_controls(self) -> None:
+        """Edit the messages whose controls are not yet what `set_controls` asked for."""
+
+
+class ControlBoard:
+    """Which controls each message of an answer shows, and which it should: the last message carries the
+    current controls, every earlier one none."""
+
+    def __init__(self) -> None:
+        self.wanted = NONE
+        self._shown: dict[str, tuple[str, Controls]] = {}
+        self._last: str | None = None
+
+    def for_post(self) -> Controls:
+        return self.wanted
+
+    def for_edit(self, handle: str) -> Controls:
+        return self.wanted if handle == self._last else NONE
+
+    def shown(self, handle: str, text: str, controls: Controls) -> None:
+        """`handle` now shows `text` with `controls`; a handle not seen before is the new last message."""
+        if handle not in self._shown:
+            self._last = handle
+        self._shown[handle] = (text, controls)
+
+    def stale(self) -> list[tuple[str, str, Controls]]:
+        """(handle, its text, the controls it should show) for each message showing others."""
+        return [
+            (handle, text, self.for_edit(handle))
+            for handle, (text, controls) in self._shown.items()
+            if controls != self.for_edit(handle)
+        ]
+
+    @property
+    def used(self) -> bool:
+        """Whether any message has shown controls (then every later edit says what it shows)."""
+        return any(controls for _, controls in self._shown.values()) or bool(self.wanted)
