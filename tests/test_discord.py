@@ -291,7 +291,8 @@ async def test_slash_commands_are_synced_on_start_with_the_admin_hint(
     fake: FakeDiscord, bot: DiscordAdapter
 ) -> None:
     synced = {c["name"]: c for c in fake.commands["global"]}
-    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model"}
+    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model", "Ask acechat"}
+    assert synced["Ask acechat"]["type"] == 3  # a message menu
     assert str(synced["preset"]["default_member_permissions"]) == "32"  # Manage Server
     assert str(synced["model"]["default_member_permissions"]) == "32"
     assert synced["ask"].get("default_member_permissions") is None
@@ -553,7 +554,9 @@ async def test_repeated_refusals_in_a_channel_become_a_reaction(
 def test_every_slash_command_option_is_described() -> None:
     tree = build_tree(discord.Client(intents=discord.Intents.none()), cast(ChatCore, None))
     commands = [
-        c for top in tree.get_commands() for c in (top.commands if hasattr(top, "commands") else [top])
+        c
+        for top in tree.get_commands(type=discord.AppCommandType.chat_input)
+        for c in (top.commands if hasattr(top, "commands") else [top])
     ]
     assert len(commands) >= 16
     for command in commands:

@@ -23,9 +23,12 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from acechat.bots.adapter import StartupError
+from acechat.bots.discord_buttons import BUTTONS, on_press
 from acechat.bots.discord_commands import build_tree
 from acechat.bots.discord_facts import actor_of, addresses, attachments_of, question_text, scope_of
 from acechat.bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget
+from acechat.bots.discord_ui import ABOUT_CACHE, on_modal
+from acechat.core.cache import LRU
 from acechat.core.chat import ChatCore, Question
 from acechat.core.settings import DiscordSettings, Settings
 
@@ -94,6 +97,8 @@ class AceClient(discord.AutoShardedClient):
         self.limits = DiscordLimits()
         self.limits.pace(self.http)
         self.serving = asyncio.Event()  # set once the first shard is ready
+        # Messages "Ask acechat" was opened on, until their form comes back (bots.discord_ui).
+        self.about: LRU[int, discord.Message] = LRU(ABOUT_CACHE)
 
     async def setup_hook(self) -> None:
         if self.settings.gateway_url and self.shard_count is None:
@@ -102,6 +107,9 @@ class AceClient(discord.AutoShardedClient):
             self.shard_count, _, _ = await self.http.get_bot_gateway()
         if self.application_id is not None:
             log.info("invite the bot with %s", invite_url(self.application_id))
+        # Buttons on answers, also those sent before this process started: known to discord.py, which
+        # then keeps no view per message (on_press answers the presses).
+        self.add_dynamic_items(*BUTTONS)
         await self._sync_commands()
 
     async def _sync_commands(self) -> None:
@@ -131,6 +139,18 @@ class AceClient(discord.AutoShardedClient):
         log.info(
             "connected to Discord as %s: %d shards, %d servers", self.user, len(self.shards), len(self.guilds)
         )
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        handler = {
+            discord.InteractionType.component: on_press,
+            discord.InteractionType.modal_submit: on_modal,
+        }.get(interaction.type)
+        if handler is None:
+            return
+        try:
+            await handler(interaction)
+        except Exception:
+            log.exception("a button press or form submission failed", extra={"platform": "discord"})
 
     async def on_message(self, message: discord.Message) -> None:
         me = self.user

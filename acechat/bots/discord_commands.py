@@ -15,22 +15,18 @@ import logging
 import discord
 from discord import app_commands
 
-from acechat.bots.discord_facts import actor_of_interaction, attachment_of, scope_of
+from acechat.bots.discord_facts import actor_of_interaction, attachment_of, interaction_scope
 from acechat.bots.discord_targets import NO_MENTIONS, InteractionTarget
+from acechat.bots.discord_ui import ask_context_menu, open_preset_form
 from acechat.core import notices
 from acechat.core.chat import ChatCore, Question
 from acechat.core.commands import Action, Command
-from acechat.core.scope import Scope
 
 log = logging.getLogger(__name__)
 
 ADMIN_HINT = discord.Permissions(manage_guild=True)
 MAX_CHOICES = 25  # Discord's limit for autocomplete choices
 MAX_CHOICE_CHARS = 100  # Discord's limit for a choice's name and value
-
-
-def interaction_scope(interaction: discord.Interaction) -> Scope | None:
-    return scope_of(interaction.channel or discord.Object(interaction.channel_id or 0), interaction.guild_id)
 
 
 def _choices(names: list[str] | tuple[str, ...], current: str) -> list[app_commands.Choice[str]]:
@@ -97,6 +93,7 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
 
     tree.add_command(PresetGroup(core))
     tree.add_command(ModelGroup(core))
+    tree.add_command(ask_context_menu())
     return tree
 
 
@@ -156,12 +153,19 @@ class PresetGroup(
     @app_commands.command(name="create", description="Create a preset for this server (server admins)")
     @app_commands.describe(
         name="2-32 lowercase letters, digits or hyphens, starting with a letter",
-        prompt="The instructions the AI follows",
+        prompt="The instructions the AI follows; leave empty to write them in a form",
         description="One line shown in /preset list",
     )
     async def create(
-        self, interaction: discord.Interaction, name: str, prompt: str, description: str | None = None
+        self,
+        interaction: discord.Interaction,
+        name: str | None = None,
+        prompt: str | None = None,
+        description: str | None = None,
     ) -> None:
+        if prompt is None:
+            await open_preset_form(self.core, interaction, editing=False, name=name or "")
+            return
         await self.run(
             interaction, Command(Action.PRESET_CREATE, name=name, text=prompt, description=description)
         )
@@ -170,12 +174,19 @@ class PresetGroup(
     @app_commands.autocomplete(name=complete)
     @app_commands.describe(
         name="One of this server's presets",
-        prompt="The new instructions",
+        prompt="The new instructions; leave empty to edit them in a form",
         description="A new one-line description",
     )
     async def edit(
-        self, interaction: discord.Interaction, name: str, prompt: str, description: str | None = None
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        prompt: str | None = None,
+        description: str | None = None,
     ) -> None:
+        if prompt is None:
+            await open_preset_form(self.core, interaction, editing=True, name=name)
+            return
         await self.run(
             interaction, Command(Action.PRESET_EDIT, name=name, text=prompt, description=description)
         )

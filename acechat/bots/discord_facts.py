@@ -55,6 +55,10 @@ def actor_of(user: discord.User | discord.Member, channel: object) -> Actor:
     return Actor(str(user.id), user.display_name, level)
 
 
+def interaction_scope(interaction: discord.Interaction) -> Scope | None:
+    return scope_of(interaction.channel or discord.Object(interaction.channel_id or 0), interaction.guild_id)
+
+
 def actor_of_interaction(interaction: discord.Interaction) -> Actor:
     """The invoker of a command, with their rights in that channel.
 

@@ -16,6 +16,8 @@ from typing import Any
 import discord
 from discord.http import HTTPClient, Route
 
+from acechat.bots.discord_buttons import view_of
+from acechat.core.interactions import ControlBoard, Controls
 from acechat.core.pacing import Call, Scheduler
 from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import InFlightWindow, KeyedBudgets
@@ -131,31 +133,58 @@ class DiscordLimits:
         )
 
 
+def _view(controls: Controls) -> dict[str, Any]:
+    """The `view` argument of a send: none at all without controls (discord.py's default)."""
+    view = view_of(controls)
+    return {} if view is None else {"view": view}
+
+
 class MessageTarget:
-    """Answers a message: the first part replies to it, later parts follow in the channel."""
+    """Answers a message: the first part replies to it, later parts follow in the channel. The last
+    message carries the answer's buttons."""
 
     def __init__(self, message: discord.Message, limits: TargetLimits) -> None:
         self._message = message
         self._channel = message.channel
         self._limits = limits
         self._sent: dict[str, discord.Message] = {}
+        self._board = ControlBoard()
 
     @property
     def limits(self) -> TargetLimits:
         return self._limits
 
     async def post(self, text: str) -> str:
+        controls = self._board.for_post()
         with platform_errors(granted=True):
             if self._sent:
-                sent = await self._channel.send(text, allowed_mentions=NO_MENTIONS)
+                sent = await self._channel.send(text, allowed_mentions=NO_MENTIONS, **_view(controls))
             else:
-                sent = await self._reply(text)
-        self._sent[str(sent.id)] = sent
-        return str(sent.id)
+                sent = await self._reply(text, **_view(controls))
+        handle = str(sent.id)
+        self._sent[handle] = sent
+        self._board.shown(handle, text, controls)
+        return handle
 
     async def edit(self, handle: str, text: str) -> None:
         with platform_errors(granted=True):
+            await self._edit(handle, text)
+
+    def set_controls(self, controls: Controls) -> None:
+        self._board.wanted = controls
+
+    async def settle_controls(self) -> None:
+        for handle, text, _ in self._board.stale():
+            with platform_errors():
+                await self._edit(handle, text)
+
+    async def _edit(self, handle: str, text: str) -> None:
+        if not self._board.used:
             await self._sent[handle].edit(content=text, allowed_mentions=NO_MENTIONS)
+            return
+        controls = self._board.for_edit(handle)
+        await self._sent[handle].edit(content=text, allowed_mentions=NO_MENTIONS, view=view_of(controls))
+        self._board.shown(handle, text, controls)
 
     async def typing(self) -> None:
         with platform_errors(granted=True):
@@ -173,11 +202,11 @@ class MessageTarget:
         with platform_errors():
             await self._message.add_reaction(MARKS[mark])
 
-    async def _reply(self, text: str) -> discord.Message:
+    async def _reply(self, text: str, **view: Any) -> discord.Message:
         # The question may be deleted while the answer is written: then post without the reply link.
         reference = self._message.to_reference(fail_if_not_exists=False)
         return await self._channel.send(
-            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS
+            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS, **view
         )
 
 
@@ -188,6 +217,7 @@ class InteractionTarget:
     def __init__(self, interaction: discord.Interaction) -> None:
         self._interaction = interaction
         self._posted = False
+        self._board = ControlBoard()
 
     @property
     def limits(self) -> TargetLimits:
@@ -195,25 +225,49 @@ class InteractionTarget:
 
     async def post(self, text: str) -> str:
         interaction = self._interaction
+        controls = self._board.for_post()
+        view = _view(controls)
         with platform_errors():
             if not self._posted:
                 self._posted = True
                 if interaction.response.is_done():
-                    await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+                    await interaction.edit_original_response(
+                        content=text, allowed_mentions=NO_MENTIONS, **view
+                    )
                 else:
-                    await interaction.response.send_message(text, allowed_mentions=NO_MENTIONS)
-                return ORIGINAL
-            sent = await interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
-        return str(sent.id)
+                    await interaction.response.send_message(text, allowed_mentions=NO_MENTIONS, **view)
+                handle = ORIGINAL
+            else:
+                sent = await interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS, **view)
+                handle = str(sent.id)
+        self._board.shown(handle, text, controls)
+        return handle
 
     async def edit(self, handle: str, text: str) -> None:
         with platform_errors():
-            if handle == ORIGINAL:
-                await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-            else:
-                await self._interaction.followup.edit_message(
-                    int(handle), content=text, allowed_mentions=NO_MENTIONS
-                )
+            await self._edit(handle, text)
+
+    def set_controls(self, controls: Controls) -> None:
+        self._board.wanted = controls
+
+    async def settle_controls(self) -> None:
+        for handle, text, _ in self._board.stale():
+            with platform_errors():
+                await self._edit(handle, text)
+
+    async def _edit(self, handle: str, text: str) -> None:
+        view: dict[str, Any] = {}
+        controls = self._board.for_edit(handle)
+        if self._board.used:
+            view["view"] = view_of(controls)
+        if handle == ORIGINAL:
+            await self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS, **view)
+        else:
+            await self._interaction.followup.edit_message(
+                int(handle), content=text, allowed_mentions=NO_MENTIONS, **view
+            )
+        if view:
+            self._board.shown(handle, text, controls)
 
     async def typing(self) -> None:
         """A deferral's "thinking…" already shows; nothing to refresh."""

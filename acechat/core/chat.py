@@ -25,7 +25,7 @@ from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
 from acechat.core.facts import Actor, Attachment
-from acechat.core.interactions import NONE, Controls, Interactive, is_answer_id
+from acechat.core.interactions import NONE, Controls, Interactive, PresetForm, is_answer_id
 from acechat.core.permissions import Privilege, privilege_of, refusal, required
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
 from acechat.core.reply_target import Mark, ReplyTarget
@@ -271,6 +271,25 @@ class ChatCore:
             log.exception("could not record a vote", extra=_context(scope, actor))
             return notices.INTERNAL_ERROR
         return notices.voted(up, changed=old is not None and old != value)
+
+    async def preset_form(
+        self, scope: Scope, actor: Actor, *, editing: bool, name: str | None
+    ) -> PresetForm | CommandReply:
+        """The form `preset create` or `preset edit` opens, filled in; or why it does not open."""
+        action = Action.PRESET_EDIT if editing else Action.PRESET_CREATE
+        if self._level(scope, actor) < required(action):
+            return CommandReply(refusal(action, scope.platform), ok=False)
+        limit = self.settings.max_preset_chars
+        if not editing:
+            return PresetForm(False, (name or "").strip(), "", "", limit)
+        try:
+            existing = await self.store.get_preset(scope.workspace_key, (name or "").strip().lower())
+        except Exception:
+            log.exception("could not read a preset for its form", extra=_context(scope, actor))
+            return CommandReply(notices.INTERNAL_ERROR, ok=False)
+        if existing is None:
+            return CommandReply(f"There is no custom preset `{name}` to edit; see `preset list`.", ok=False)
+        return PresetForm(True, existing.name, existing.description, existing.prompt, limit)
 
     def _level(self, scope: Scope, actor: Actor) -> Privilege:
         return privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)

@@ -103,3 +103,31 @@ class ControlBoard:
     def used(self) -> bool:
         """Whether any message has shown controls (then every later edit says what it shows)."""
         return any(controls for _, controls in self._shown.values()) or bool(self.wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class PresetForm:
+    """A preset's fields as a form opens with them (`preset create` or `preset edit` without a prompt)."""
+
+    editing: bool
+    name: str
+    description: str
+    prompt: str
+    max_chars: int  # ACECHAT_MAX_PRESET_CHARS; a platform's form may hold fewer
+
+    @property
+    def feature(self) -> str:
+        """The form's id argument: which command its submission runs."""
+        return "edit" if self.editing else "create"
+
+
+def preset_form_request(line: str) -> tuple[bool, str] | None:
+    """`preset create [NAME]` or `preset edit NAME` with no prompt, as typed: (editing, name) of the form
+    it opens. With a prompt the line is the one-line command, which keeps working."""
+    words = line.split()
+    if len(words) not in (2, 3) or words[0].lower() != "preset" or words[1].lower() not in ("create", "edit"):
+        return None
+    editing = words[1].lower() == "edit"
+    if editing and len(words) != 3:
+        return None
+    return editing, words[2] if len(words) == 3 else ""

@@ -236,6 +236,8 @@ class FakeInteraction:
     token: str
     payload: Json
     callbacks: list[Json] = field(default_factory=list)  # bodies POSTed to /callback
+    created_at: float = 0.0  # when the fake pushed it
+    acked_at: float | None = None  # when its first callback arrived (Discord allows 3 s)
     original: FakeMessage | None = None
     followups: list[FakeMessage] = field(default_factory=list)
     deleted_original: bool = False
@@ -258,6 +260,15 @@ class FakeInteraction:
             if body.get("type") == 8:
                 return list(body["data"]["choices"])
         return []
+
+    @property
+    def modal(self) -> Json | None:
+        """The form the bot opened in answer (callback type 9)."""
+        return next((b["data"] for b in self.callbacks if b.get("type") == 9), None)
+
+    @property
+    def ack_seconds(self) -> float | None:
+        return None if self.acked_at is None else self.acked_at - self.created_at
 
     def texts(self) -> list[str]:
         """The final text of the original response and each follow-up, in order."""
@@ -792,11 +803,53 @@ class FakeDiscord:
         self, command: str, options: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> FakeInteraction:
         """A user runs a slash command; returns the record that collects the bot's responses."""
-        payload = self.interaction_payload(command, options, **kwargs)
-        record = FakeInteraction(int(payload["id"]), payload["token"], payload)
+        return await self._push(self.interaction_payload(command, options, **kwargs))
+
+    async def _push(self, payload: Json) -> FakeInteraction:
+        record = FakeInteraction(int(payload["id"]), payload["token"], payload, created_at=self._clock())
         self.interactions[record.token] = record
         await self.dispatch("INTERACTION_CREATE", payload)
         return record
+
+    async def press(self, message: FakeMessage, custom_id: str, **kwargs: Any) -> FakeInteraction:
+        """A user presses the button `custom_id` on one of the bot's messages (a component interaction)."""
+        payload = self.interaction_payload(
+            "unused", channel_id=message.channel_id, interaction_type=3, **kwargs
+        )
+        payload["message"] = dict(message.payload)
+        payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        return await self._push(payload)
+
+    async def submit_form(self, custom_id: str, values: Mapping[str, str], **kwargs: Any) -> FakeInteraction:
+        """A user submits a form (modal) the bot opened: each text input as Discord sends it, in a row."""
+        payload = self.interaction_payload("unused", interaction_type=5, **kwargs)
+        payload["data"] = {
+            "custom_id": custom_id,
+            "components": [
+                {
+                    "type": 1,
+                    "id": n * 2 + 1,
+                    "components": [{"type": 4, "id": n * 2 + 2, "custom_id": k, "value": v}],
+                }
+                for n, (k, v) in enumerate(values.items())
+            ],
+        }
+        return await self._push(payload)
+
+    async def message_menu(self, name: str, message_id: int, **kwargs: Any) -> FakeInteraction:
+        """A user picks the bot's message menu command `name` on a message (type 3 application command)."""
+        payload = self.interaction_payload(name, **kwargs)
+        target = self.messages[message_id].payload
+        payload["data"] = {
+            "id": str(self.snowflake()),
+            "name": name,
+            "type": 3,
+            "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): target}},
+        }
+        if "guild_id" in payload:
+            payload["data"]["guild_id"] = payload["guild_id"]
+        return await self._push(payload)
 
     async def autocomplete(
         self, command: str, options: Mapping[str, Any], focused: str, **kwargs: Any
@@ -1037,6 +1090,7 @@ class FakeDiscord:
             "pinned": False,
             "type": 0,
             "flags": int(body.get("flags") or 0),
+            "components": list(body.get("components") or []),
         }
         if guild_id is not None:
             payload["guild_id"] = str(guild_id)
@@ -1066,6 +1120,8 @@ class FakeDiscord:
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
         if "content" in body:
             message.payload["content"] = body["content"] or ""
+        if "components" in body:  # absent: the buttons stay; [] removes them
+            message.payload["components"] = list(body["components"] or [])
         message.payload["edited_timestamp"] = now_iso()
         message.versions.append(message.payload["content"])
         message.bodies.append(body)
@@ -1089,9 +1145,19 @@ class FakeDiscord:
             return _json({"message": "Unknown interaction", "code": 10062}, status=404)
         if record.callbacks:
             return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, status=400)
-        record.callbacks.append(body)
-        channel_id = int(record.payload["channel_id"])
         kind = int(body["type"])
+        # Which responses each interaction type takes (Discord's "interaction callback type" table):
+        # 6/7 only for component interactions (and forms opened from one), 9 never for a form's submission.
+        invalid = (kind in (6, 7) and record.payload["type"] not in (3, 5)) or (
+            kind == 9 and record.payload["type"] not in (2, 3)
+        )
+        if invalid:
+            return _json({"message": "Interaction response type invalid", "code": 50035}, status=400)
+        record.callbacks.append(body)
+        record.acked_at = self._clock()
+        channel_id = int(record.payload["channel_id"])
+        if kind == 7 and "message" in record.payload:
+            self._edit(int(record.payload["message"]["id"]), body.get("data") or {})
         resource: Json = {"type": kind}
         if kind in (4, 5):
             data = body.get("data") or {}
@@ -1146,7 +1212,14 @@ class FakeDiscord:
 
     def _sync(self, key: str, body: list[Json]) -> web.Response:
         synced = [
-            {**cmd, "id": str(self.snowflake()), "application_id": str(self.APP_ID), "version": "1"}
+            # Discord answers every command with a description, "" for message and user menus.
+            {
+                "description": "",
+                **cmd,
+                "id": str(self.snowflake()),
+                "application_id": str(self.APP_ID),
+                "version": "1",
+            }
             for cmd in body
         ]
         self.commands[key] = synced
