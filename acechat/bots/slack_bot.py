@@ -8,12 +8,14 @@ target (bots.slack_targets). The core decides the rest.
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -27,13 +29,28 @@ from acechat.bots.slack_facts import (
     event_scope,
     is_new_question,
 )
-from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
-from acechat.bots.slack_text import from_slack
+from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, FormReply, SlackLimits, ThreadReply
+from acechat.bots.slack_text import from_slack, render
 from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
+from acechat.bots.slack_ui import (
+    ASK_SHORTCUT,
+    DESCRIPTION_FIELD,
+    NAME_FIELD,
+    PROMPT_FIELD,
+    QUESTION_FIELD,
+    ask_view,
+    preset_view,
+    submitted,
+)
 from acechat.core.chat import ChatCore, Question
+from acechat.core.commands import Action, Command, CommandReply
+from acechat.core.facts import Actor
+from acechat.core.interactions import ASK, PRESET, STOP, VOTE, parse_control, preset_form_request
 from acechat.core.settings import Settings, SlackSettings
 
 log = logging.getLogger(__name__)
+
+ACECHAT_ID = re.compile(r"^acechat:")
 
 __all__ = ["EVENTS_PATH", "SlackAdapter", "create"]
 
@@ -99,6 +116,10 @@ class SlackAdapter:
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.event("user_change")(self._on_user_change)
+        # Interactivity: every press and form of acechat's, by its `acechat:` id (core.interactions).
+        app.action(ACECHAT_ID)(self._on_action)
+        app.view(ACECHAT_ID)(self._on_view)
+        app.shortcut(ASK_SHORTCUT)(self._on_shortcut)
         await transport.start(app)
 
     @property
@@ -138,6 +159,18 @@ class SlackAdapter:
         if event.get("channel_type") == "im" and is_new_question(event):
             self.transport.spawn(self._question(body, context.bot_user_id, event.get("thread_ts")))
 
+    async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        self.transport.spawn(self._press(body))
+
+    async def _on_view(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()  # closes the form; what the submission did is told in the channel
+        self.transport.spawn(self._submit(body))
+
+    async def _on_shortcut(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        self.transport.spawn(self._open_ask(body))
+
     async def _on_user_change(self, body: dict[str, Any]) -> None:
         user = body["event"].get("user")
         if isinstance(user, dict):
@@ -164,6 +197,15 @@ class SlackAdapter:
             question=text,
         )
         scope = event_scope(team, channel, None)
+        form_request = preset_form_request(text)
+        if form_request is not None:
+            editing, name = form_request
+            form = await self._core.preset_form(scope, actor, editing=editing, name=name)
+            if isinstance(form, CommandReply):
+                await say(render(form.text), False)
+            else:
+                await self._open(body["trigger_id"], preset_view(form, channel), lambda t: say(t, False))
+            return
         await self._core.run_line(scope, actor, text, target, delivery=command_delivery(body))
 
     async def _question(self, body: dict[str, Any], bot_user_id: str | None, thread_ts: str | None) -> None:
@@ -186,6 +228,113 @@ class SlackAdapter:
             delivery=event_delivery(body, team, event),
         )
         await self._core.ask(question, target)
+
+    # --- interactivity -----------------------------------------------------------------------------
+
+    async def _actor_of(self, body: dict[str, Any]) -> Actor:
+        user = body["user"]
+        enterprise = (body.get("enterprise") or {}).get("id")
+        return await self._people.actor(
+            user["id"], team=body["team"]["id"], enterprise=enterprise, fallback=user.get("username")
+        )
+
+    async def _press(self, body: dict[str, Any]) -> None:
+        """A press on an answer's Stop or feedback buttons."""
+        action = (body.get("actions") or [{}])[0]
+        parsed = parse_control(str(action.get("action_id", "")))
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        if parsed is None or not channel:
+            return
+        feature, argument = parsed
+        thread = (body.get("message") or {}).get("thread_ts")
+        scope = event_scope(body["team"]["id"], channel, thread)
+        actor = await self._actor_of(body)
+        notice: str | None = None
+        if feature == STOP:
+            notice = await self._core.stop(argument, scope, actor)
+        elif feature == VOTE and action.get("value") in ("up", "down"):
+            notice = await self._core.vote(argument, scope, actor, up=action["value"] == "up")
+        if notice is not None:
+            await self._tell(channel, actor.user_id, notice, thread)
+
+    async def _open_ask(self, body: dict[str, Any]) -> None:
+        """The "Ask acechat" message shortcut: the form for the question."""
+        channel = body["channel"]["id"]
+        user = body["user"]["id"]
+        thread = body["message"].get("thread_ts")
+        await self._open(
+            body["trigger_id"],
+            ask_view(channel, body["message"]),
+            lambda t: self._tell(channel, user, t, thread),
+        )
+
+    async def _submit(self, body: dict[str, Any]) -> None:
+        """A submitted form of acechat's, whichever process opened it."""
+        view = body["view"]
+        parsed = parse_control(str(view.get("callback_id", "")))
+        if parsed is None:
+            return
+        feature, argument = parsed
+        values, metadata = submitted(view)
+        team = body["team"]["id"]
+        actor = await self._actor_of(body)
+        if feature == PRESET and argument in ("create", "edit"):
+            channel = metadata.get("channel")
+            command = Command(
+                Action.PRESET_CREATE if argument == "create" else Action.PRESET_EDIT,
+                name=values.get(NAME_FIELD, ""),
+                text=values.get(PROMPT_FIELD, ""),
+                description=values.get(DESCRIPTION_FIELD) or None,
+            )
+            form_reply = FormReply(
+                self._answers,
+                self._limits.limits(team, channel or actor.user_id, typing_interval=None),
+                channel=channel,
+                user=actor.user_id,
+            )
+            await self._core.run_command(
+                event_scope(team, channel or actor.user_id, None), actor, command, form_reply
+            )
+        elif feature == ASK and metadata.get("channel") and metadata.get("ts"):
+            channel, thread = metadata["channel"], metadata.get("thread_ts") or metadata["ts"]
+            target = ThreadReply(
+                self._answers,
+                self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL),
+                channel=channel,
+                thread_ts=thread,
+                user=actor.user_id,
+                question_ts=metadata["ts"],
+            )
+            question = Question(
+                event_scope(team, channel, thread),
+                actor,
+                values.get(QUESTION_FIELD, ""),
+                quoted=from_slack(metadata.get("text") or "") or "(a message with no text)",
+                delivery=f"slack:view:{view.get('id')}",
+            )
+            await self._core.ask(question, target)
+
+    async def _open(
+        self, trigger_id: str, view: dict[str, Any], tell: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """Open a form with the interaction's trigger id (good once, for 3 s)."""
+        try:
+            await self._answers.views_open(trigger_id=trigger_id, view=view)
+        except SlackApiError as error:
+            code = error.response.get("error")
+            log.warning("slack: could not open a form: %s", code, extra={"platform": "slack"})
+            await tell(f"The form could not open ({code}); try again.")
+
+    async def _tell(self, channel: str, user: str, text: str, thread: str | None) -> None:
+        """Something only `user` should read, where they are."""
+        try:
+            await self._answers.chat_postEphemeral(
+                channel=channel, user=user, text=render(text), thread_ts=thread
+            )
+        except SlackApiError as error:
+            log.warning(
+                "slack: could not send a notice: %s", error.response.get("error"), extra={"platform": "slack"}
+            )
 
 
 def create(core: ChatCore, settings: Settings) -> SlackAdapter:

@@ -11,11 +11,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
+from acechat.bots.slack_ui import message_blocks
+from acechat.core.interactions import ControlBoard, Controls
 from acechat.core.pacing import Scheduler
 from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import KeyedBudgets, TokenBucket
@@ -112,6 +115,23 @@ class SlackLimits:
         )
 
 
+class Buttons:
+    """The buttons of one answer's messages (core.interactions): the last message carries them, as
+    Block Kit under its text. A target that never shows any sends plain text, as before."""
+
+    def __init__(self) -> None:
+        self.board = ControlBoard()
+
+    def for_post(self, mrkdwn: str) -> tuple[dict[str, Any], Controls]:
+        controls = self.board.for_post()
+        return ({"blocks": message_blocks(mrkdwn, controls)} if controls else {}), controls
+
+    def for_edit(self, handle: str, mrkdwn: str) -> tuple[dict[str, Any], Controls]:
+        controls = self.board.for_edit(handle)
+        # Once a message has blocks, an edit must send them again: Slack keeps the old ones otherwise.
+        return ({"blocks": message_blocks(mrkdwn, controls)} if self.board.used else {}), controls
+
+
 class ThreadReply:
     """Answers a mention in its thread, or a direct message in the DM."""
 
@@ -131,25 +151,41 @@ class ThreadReply:
         self._thread_ts = thread_ts
         self._user = user
         self._question_ts = question_ts
+        self._buttons = Buttons()
 
     @property
     def limits(self) -> TargetLimits:
         return self._limits
 
     async def post(self, text: str) -> str:
+        mrkdwn = render(text)
+        blocks, controls = self._buttons.for_post(mrkdwn)
         with platform_errors():
             reply = await self._client.chat_postMessage(
                 channel=self._channel,
                 thread_ts=self._thread_ts,
-                text=render(text),
+                text=mrkdwn,
                 unfurl_links=False,
                 unfurl_media=False,
+                **blocks,
             )
-        return str(reply["ts"])
+        handle = str(reply["ts"])
+        self._buttons.board.shown(handle, text, controls)
+        return handle
 
     async def edit(self, handle: str, text: str) -> None:
+        mrkdwn = render(text)
+        blocks, controls = self._buttons.for_edit(handle, mrkdwn)
         with platform_errors():
-            await self._client.chat_update(channel=self._channel, ts=handle, text=render(text))
+            await self._client.chat_update(channel=self._channel, ts=handle, text=mrkdwn, **blocks)
+        self._buttons.board.shown(handle, text, controls)
+
+    def set_controls(self, controls: Controls) -> None:
+        self._buttons.board.wanted = controls
+
+    async def settle_controls(self) -> None:
+        for handle, text, _ in self._buttons.board.stale():
+            await self.edit(handle, text)
 
     async def typing(self) -> None:
         """Slack's "is thinking…" status under the thread; it clears when the answer is posted."""
@@ -199,6 +235,7 @@ class CommandAnswer:
         self._limits = dataclasses.replace(limits, max_chars=limits.max_chars - len(self._header))
         self._first: str | None = None
         self._typed = False
+        self._buttons = Buttons()
 
     @property
     def limits(self) -> TargetLimits:
@@ -210,23 +247,31 @@ class CommandAnswer:
         return self._header + render(text, MAX_MESSAGE_CHARS - len(self._header))
 
     async def post(self, text: str) -> str:
+        mrkdwn = self._text(self._first is None, text)
+        blocks, controls = self._buttons.for_post(mrkdwn)
         with platform_errors():
             reply = await self._client.chat_postMessage(
-                channel=self._channel,
-                text=self._text(self._first is None, text),
-                unfurl_links=False,
-                unfurl_media=False,
+                channel=self._channel, text=mrkdwn, unfurl_links=False, unfurl_media=False, **blocks
             )
         handle = str(reply["ts"])
         if self._first is None:
             self._first = handle
+        self._buttons.board.shown(handle, text, controls)
         return handle
 
     async def edit(self, handle: str, text: str) -> None:
+        mrkdwn = self._text(handle == self._first, text)
+        blocks, controls = self._buttons.for_edit(handle, mrkdwn)
         with platform_errors():
-            await self._client.chat_update(
-                channel=self._channel, ts=handle, text=self._text(handle == self._first, text)
-            )
+            await self._client.chat_update(channel=self._channel, ts=handle, text=mrkdwn, **blocks)
+        self._buttons.board.shown(handle, text, controls)
+
+    def set_controls(self, controls: Controls) -> None:
+        self._buttons.board.wanted = controls
+
+    async def settle_controls(self) -> None:
+        for handle, text, _ in self._buttons.board.stale():
+            await self.edit(handle, text)
 
     async def typing(self) -> None:
         """Nobody sees a slash command run: tell the asker, once, that the answer is on its way."""
@@ -242,3 +287,47 @@ class CommandAnswer:
 
     async def mark(self, mark: Mark) -> None:
         """A slash command leaves no message of the asker's to react to."""
+
+
+class FormReply:
+    """Answers a form's submission, which has no message or `response_url` of its own: notices go to the
+    submitter alone in the channel the form was opened from (or the app's DM), announcements to it."""
+
+    def __init__(
+        self, client: AsyncWebClient, limits: TargetLimits, *, channel: str | None, user: str
+    ) -> None:
+        self._client = client
+        self._limits = limits
+        self._channel = channel
+        self._user = user
+
+    @property
+    def limits(self) -> TargetLimits:
+        return self._limits
+
+    async def post(self, text: str) -> str:
+        with platform_errors():
+            reply = await self._client.chat_postMessage(
+                channel=self._channel or self._user, text=render(text), unfurl_links=False, unfurl_media=False
+            )
+        return str(reply["ts"])
+
+    async def edit(self, handle: str, text: str) -> None:
+        with platform_errors():
+            await self._client.chat_update(channel=self._channel or self._user, ts=handle, text=render(text))
+
+    async def typing(self) -> None:
+        """A form's submission shows nothing while it runs."""
+
+    async def notify(self, text: str) -> None:
+        if self._channel is None:
+            await self.post(text)
+            return
+        with platform_errors():
+            await self._client.chat_postEphemeral(channel=self._channel, user=self._user, text=render(text))
+
+    async def announce(self, text: str) -> None:
+        await self.post(text)
+
+    async def mark(self, mark: Mark) -> None:
+        """A form leaves no message of the submitter's to react to."""

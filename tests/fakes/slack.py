@@ -58,6 +58,12 @@ APP_ID = "A0001"
 BOT_USER_ID = "UBOT"
 BOT_ID = "B0001"
 MAX_TEXT_CHARS = 4000
+# Block Kit: a section's text, blocks in a message, a modal's title; how long a trigger id lives.
+MAX_SECTION_CHARS = 3000
+MAX_BLOCKS = 50
+MAX_MODAL_TITLE_CHARS = 24
+TRIGGER_SECONDS = 3.0
+INTERACTIVE = frozenset({"block_actions", "message_action", "shortcut", "view_submission", "view_closed"})
 MAX_STREAM_CHUNK_CHARS = 12000
 STATUS_TIMEOUT = 120.0
 
@@ -117,6 +123,14 @@ class Message:
     at: list[float] = field(default_factory=list)  # when it started showing each of them
     streaming: bool = False  # a chat.startStream message not stopped yet
     deleted_at: float | None = None
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # what Slack shows instead of `text`
+
+    @property
+    def action_ids(self) -> list[str]:
+        """The action ids of the buttons the message shows now."""
+        return [
+            str(e.get("action_id")) for b in self.blocks for e in b.get("elements") or () if "action_id" in e
+        ]
 
     def show(self, text: str, at: float) -> None:
         self.text = text
@@ -246,6 +260,9 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self._socket: web.WebSocketResponse | None = None
         self._changed = asyncio.Condition()
+        self.views: list[dict[str, Any]] = []  # modals opened (views.open), with their "id"
+        self._triggers: dict[str, float] = {}  # trigger ids handed to the app, by when
+        self._used_triggers: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -418,21 +435,65 @@ class FakeSlack:
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         return self._ok(url=self.url.replace("http", "ws", 1) + "/link?ticket=t")
 
+    @staticmethod
+    def _blocks(params: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The call's blocks (a form-encoded call sends them as JSON text); None if it sent none."""
+        if "blocks" not in params:
+            return None
+        blocks = params["blocks"]
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks) if blocks else []
+        return list(blocks)
+
+    @staticmethod
+    def _invalid_blocks(blocks: list[dict[str, Any]]) -> bool:
+        """Block Kit's rules the fake checks: sections of 1 to 3,000 characters, at most 50 blocks, buttons
+        and feedback buttons with action ids in their own kind of block."""
+        if len(blocks) > MAX_BLOCKS:
+            return True
+        for block in blocks:
+            kind = block.get("type")
+            if kind == "section":
+                text = str((block.get("text") or {}).get("text") or "")
+                if not text or len(text) > MAX_SECTION_CHARS:
+                    return True
+            elif kind in ("actions", "context_actions"):
+                allowed = {"actions": {"button"}, "context_actions": {"feedback_buttons", "icon_button"}}[
+                    kind
+                ]
+                elements = block.get("elements") or []
+                if not elements or any(
+                    e.get("type") not in allowed or not e.get("action_id") for e in elements
+                ):
+                    return True
+            elif kind not in ("context", "markdown", "rich_text", "divider", "header"):
+                return True
+        return False
+
     def _api_chat_postMessage(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         text = str(params.get("text", ""))
         if self._too_long(text):
             return self._error("msg_too_long")
+        blocks = self._blocks(params)
+        if blocks is not None and self._invalid_blocks(blocks):
+            return self._error("invalid_blocks")
         message = self._new_message(params, text)
+        message.blocks = blocks or []
         return self._ok(channel=message.channel, ts=message.ts, message={"text": text, "user": BOT_USER_ID})
 
     def _api_chat_update(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         text = str(params.get("text", ""))
         if self._too_long(text):
             return self._error("msg_too_long")
+        blocks = self._blocks(params)
+        if blocks is not None and self._invalid_blocks(blocks):
+            return self._error("invalid_blocks")
         found = self._find(params)
         if found is None:
             return self._error("message_not_found")
         found.show(text, self._clock())
+        if blocks is not None:  # chat.update keeps a message's blocks unless it is sent new ones
+            found.blocks = blocks
         return self._ok(channel=found.channel, ts=found.ts, text=text)
 
     def _api_chat_delete(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -526,6 +587,44 @@ class FakeSlack:
 
     def _api_chat_stopStream(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         return self._append(params, stop=True)
+
+    def trigger(self) -> str:
+        """A trigger id as Slack hands one to the app with an interaction: good once, for 3 s."""
+        trigger_id = f"{next(self._ids)}.{next(self._ids)}.trigger"
+        self._triggers[trigger_id] = self._clock()
+        return trigger_id
+
+    def _api_views_open(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        trigger_id = str(params.get("trigger_id", ""))
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return self._error("invalid_arguments")
+        title = str((view.get("title") or {}).get("text") or "")
+        if (
+            not title
+            or len(title) > MAX_MODAL_TITLE_CHARS
+            or len(str(view.get("private_metadata", ""))) > 3000
+        ):
+            return self._error("invalid_arguments")
+        if trigger_id in self._used_triggers:
+            return self._error("exchanged_trigger_id")
+        if trigger_id not in self._triggers:
+            return self._error("invalid_trigger_id")
+        issued = self._triggers.pop(trigger_id)
+        self._used_triggers.add(trigger_id)
+        if self._clock() - issued > TRIGGER_SECONDS:
+            return self._error("expired_trigger_id")
+        opened = {
+            **view,
+            "id": f"V{next(self._ids):08d}",
+            "team_id": self.team_id,
+            "hash": "h1",
+            "state": {"values": {}},
+        }
+        self.views.append(opened)
+        return self._ok(view=opened)
 
     def _api_users_info(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.users_info_fails:
@@ -647,7 +746,7 @@ class FakeSlack:
             "text": text,
             "api_app_id": APP_ID,
             "response_url": self.response_url(f"r{n}"),
-            "trigger_id": trigger_id or f"trigger-{n}",
+            "trigger_id": trigger_id or self.trigger(),
         }
 
     def event(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
@@ -711,6 +810,119 @@ class FakeSlack:
         }
         return self.event(event)
 
+    def _team(self) -> dict[str, Any]:
+        return {"id": self.team_id, "domain": "fake"}
+
+    def _user(self, user: str) -> dict[str, Any]:
+        return {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id}
+
+    def block_action(
+        self, message: Message, action_id: str, value: str, *, user: str = "U1"
+    ) -> dict[str, Any]:
+        """A `block_actions` payload: `user` presses the element `action_id` on one of the bot's messages."""
+        element = next(
+            (e for b in message.blocks for e in b.get("elements") or () if e.get("action_id") == action_id),
+            None,
+        )
+        block = next((b for b in message.blocks if element in (b.get("elements") or ())), {})
+        container: dict[str, Any] = {
+            "type": "message",
+            "message_ts": message.ts,
+            "channel_id": message.channel,
+            "is_ephemeral": False,
+        }
+        shown: dict[str, Any] = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "ts": message.ts,
+            "text": message.text,
+        }
+        shown["blocks"] = message.blocks
+        if message.thread_ts is not None:
+            container["thread_ts"] = shown["thread_ts"] = message.thread_ts
+        return {
+            "type": "block_actions",
+            "user": self._user(user),
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "container": container,
+            "trigger_id": self.trigger(),
+            "team": self._team(),
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": message.channel, "name": "general"},
+            "message": shown,
+            "state": {"values": {}},
+            "response_url": self.response_url(f"a{next(self._ids)}"),
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": block.get("block_id", "b1"),
+                    "type": (element or {}).get("type", "button"),
+                    "value": value,
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+
+    def message_shortcut(
+        self,
+        callback_id: str,
+        *,
+        text: str,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        author: str = "U2",
+        user: str = "U1",
+        channel: str = "C1",
+    ) -> dict[str, Any]:
+        """A `message_action` payload: `user` picks the app's message shortcut on someone's message."""
+        message: dict[str, Any] = {
+            "type": "message",
+            "user": author,
+            "ts": ts or self.next_ts(),
+            "text": text,
+        }
+        if thread_ts is not None:
+            message["thread_ts"] = thread_ts
+        return {
+            "type": "message_action",
+            "token": "legacy-verification-token",
+            "action_ts": f"{time.time():.6f}",
+            "team": self._team(),
+            "user": self._user(user),
+            "channel": {"id": channel, "name": "general"},
+            "is_enterprise_install": False,
+            "enterprise": None,
+            "callback_id": callback_id,
+            "trigger_id": self.trigger(),
+            "response_url": self.response_url(f"s{next(self._ids)}"),
+            "message_ts": message["ts"],
+            "message": message,
+        }
+
+    def view_submission(
+        self, view: dict[str, Any], values: Mapping[str, str], *, user: str = "U1"
+    ) -> dict[str, Any]:
+        """A `view_submission` payload: `user` fills in and submits a modal the app opened (`views[i]`).
+        Each value goes to the input block of that id, as Slack reports plain text inputs."""
+        state = {
+            block_id: {block_id: {"type": "plain_text_input", "value": value}}
+            for block_id, value in values.items()
+        }
+        return {
+            "type": "view_submission",
+            "team": self._team(),
+            "user": self._user(user),
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "trigger_id": self.trigger(),
+            "view": {**view, "state": {"values": state}, "app_id": APP_ID, "bot_id": BOT_ID},
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
     async def deliver_http(
         self,
         url: str,
@@ -724,6 +936,10 @@ class FakeSlack:
         """POST a command or event to the bot's `/slack/events`, signed the way Slack signs it."""
         if "command" in payload:
             body, content_type = urllib.parse.urlencode(payload), "application/x-www-form-urlencoded"
+        elif payload.get("type") in INTERACTIVE:
+            # Interactivity comes form-encoded, its JSON in the one field `payload`.
+            body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+            content_type = "application/x-www-form-urlencoded"
         else:
             body, content_type = json.dumps(payload), "application/json"
         headers = {"Content-Type": content_type}
@@ -738,7 +954,13 @@ class FakeSlack:
 
     async def deliver_socket(self, payload: dict[str, Any], *, retry_attempt: int = 0) -> str:
         """Send a command or event down the Socket Mode connection; return the envelope id."""
-        kind = "slash_commands" if "command" in payload else "events_api"
+        kind = (
+            "slash_commands"
+            if "command" in payload
+            else "interactive"
+            if payload.get("type") in INTERACTIVE
+            else "events_api"
+        )
         return await self.push(kind, payload, retry_attempt=retry_attempt)
 
 
