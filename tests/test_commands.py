@@ -28,6 +28,7 @@ GRAMMAR = [
     ("status", Command(A.STATUS)),
     ("STATUS", Command(A.STATUS)),
     ("audit", Command(A.AUDIT)),
+    ("feedback", Command(A.FEEDBACK)),
     ("preset list", Command(A.PRESET_LIST)),
     ("Preset LIST", Command(A.PRESET_LIST)),
     ("preset\tlist", Command(A.PRESET_LIST)),

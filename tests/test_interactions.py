@@ -13,6 +13,7 @@ import pytest
 from acechat.core import chat as chat_module
 from acechat.core import notices
 from acechat.core.chat import ChatCore, Outcome, Question, quote
+from acechat.core.commands import Action, Command
 from acechat.core.facts import Actor
 from acechat.core.interactions import NONE, ControlBoard, Controls, control_id, parse_control
 from acechat.core.permissions import Privilege
@@ -28,6 +29,7 @@ CHANNEL = Scope.of("test", "W1", "C1")
 DANA = Actor("U1", "Dana")
 EVE = Actor("U2", "Eve")
 MOD = Actor("U3", "Mo", privilege=Privilege.CHANNEL_ADMIN)
+ADMIN = Actor("U9", "Ada", privilege=Privilege.WORKSPACE_ADMIN)
 SLOW = Behaviour(answer="word " * 400, fragment_size=5, fragment_delay=0.02)
 
 
@@ -213,6 +215,13 @@ async def test_votes_one_per_person_changeable_with_model_and_preset(
     (tally,) = await core.store.feedback(CHANNEL.workspace_key, 0)
     resolved = await core.state.resolve(CHANNEL)
     assert (tally.model, tally.preset, tally.up, tally.down) == (resolved.model, resolved.preset.name, 0, 2)
+    # Admins read it with `feedback`; members may not.
+    report = await core.execute(CHANNEL, ADMIN, Command(Action.FEEDBACK))
+    assert report.ok and f"`{resolved.model}` · `{resolved.preset.name}`: 0 👍 / 2 👎 (0% good)" in report.text
+    refused = await core.execute(CHANNEL, DANA, Command(Action.FEEDBACK))
+    assert not refused.ok
+    empty = await core.execute(Scope.of("test", "W9", "C1"), ADMIN, Command(Action.FEEDBACK))
+    assert "No answer here was rated" in empty.text
 
 
 async def test_votes_and_stops_survive_a_restart(settings: Settings, fake_upstream: FakeUpstream) -> None:

@@ -91,6 +91,11 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
     async def audit(interaction: discord.Interaction, page: app_commands.Range[int, 1, 1000] = 1) -> None:
         await _run(core, interaction, Command(Action.AUDIT, page=page))
 
+    @tree.command(name="feedback", description="How answers were rated, by model and preset (server admins)")
+    @app_commands.default_permissions(ADMIN_HINT)
+    async def feedback(interaction: discord.Interaction) -> None:
+        await _run(core, interaction, Command(Action.FEEDBACK))
+
     tree.add_command(PresetGroup(core))
     tree.add_command(ModelGroup(core))
     tree.add_command(ask_context_menu())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from acechat.core.commands import HELP_TEXT, Action, Command, CommandReply
 from acechat.core.facts import Actor
@@ -18,7 +18,7 @@ from acechat.core.presets import (
 )
 from acechat.core.scope import Scope
 from acechat.core.state import Field, ScopeState, audit_entry
-from acechat.storage.records import AuditAction, CustomPreset
+from acechat.storage.records import AuditAction, CustomPreset, FeedbackTally
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class CommandRunner:
             Action.RESET: self._reset,
             Action.STATUS: self._status,
             Action.AUDIT: self._audit,
+            Action.FEEDBACK: self._feedback,
             Action.PRESET_LIST: self._preset_list,
             Action.PRESET_SHOW: self._preset_show,
             Action.PRESET_SET: self._preset_set,
@@ -95,6 +96,10 @@ class CommandRunner:
             return await handler(scope, actor, command)
         except PresetError as error:
             return CommandReply(error.user_message, ok=False)
+
+    async def _feedback(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
+        since = time.time() - FEEDBACK_DAYS * DAY_SECONDS
+        return CommandReply(feedback_report(await self._store.feedback(scope.workspace_key, since)))
 
     async def _help(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         reason = f"{command.text}\n\n" if command.text else ""
@@ -331,3 +336,20 @@ class CommandRunner:
             f"{actor.display_name} made `{model}` the default model for channels without their own. {FRESH}",
             public=True,
         )
+
+
+# --- feedback (issue 18) ------------------------------------------------------------------------------
+
+FEEDBACK_DAYS = 7
+DAY_SECONDS = 86400.0
+
+
+def feedback_report(tallies: Sequence[FeedbackTally], days: int = FEEDBACK_DAYS) -> str:
+    """👍/👎 on this workspace's answers by model and preset, most rated first."""
+    if not tallies:
+        return f"No answer here was rated in the last {days} days."
+    lines = [f"**Ratings of answers, last {days} days** (model · preset: 👍 / 👎)"]
+    for t in tallies:
+        share = round(100 * t.up / (t.up + t.down))
+        lines.append(f"`{t.model}` · `{t.preset}`: {t.up} 👍 / {t.down} 👎 ({share}% good)")
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ class Action(enum.StrEnum):
     RESET = "reset"
     STATUS = "status"
     AUDIT = "audit"
+    FEEDBACK = "feedback"
     PRESET_LIST = "preset list"
     PRESET_SHOW = "preset show"
     PRESET_SET = "preset set"
@@ -62,9 +63,9 @@ HELP_TEXT = """\
 `model list` · `model show`
 Channel admins: `preset set NAME` · `preset clear` · `model set NAME`
 Workspace admins: `preset default NAME` · `preset create NAME PROMPT` · `preset edit NAME PROMPT` · \
-`preset delete NAME` · `model default NAME` · `audit [PAGE]`"""
+`preset delete NAME` · `model default NAME` · `audit [PAGE]` · `feedback`"""
 
-_TOP = ("help", "ask", "reset", "status", "audit", "preset", "model")
+_TOP = ("help", "ask", "reset", "status", "audit", "feedback", "preset", "model")
 _PRESET_SUBS = ("list", "show", "set", "clear", "default", "create", "edit", "delete")
 _MODEL_SUBS = ("list", "show", "set", "default")
 _NEEDS_NAME = {"set", "default", "delete"}
@@ -104,7 +105,7 @@ def parse_command(line: str) -> Command:
         return Command(Action.ASK, text=rest)
     if keyword == "help":
         return _help("") if not rest else question
-    if keyword in ("reset", "status"):
+    if keyword in ("reset", "status", "feedback"):
         return Command(Action(keyword)) if not rest else question
     if keyword == "audit":
         if not rest:

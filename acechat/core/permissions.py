@@ -35,6 +35,7 @@ REQUIRED: dict[Action, Privilege] = {
     Action.PRESET_DELETE: Privilege.WORKSPACE_ADMIN,
     Action.MODEL_DEFAULT: Privilege.WORKSPACE_ADMIN,
     Action.AUDIT: Privilege.WORKSPACE_ADMIN,
+    Action.FEEDBACK: Privilege.WORKSPACE_ADMIN,
 }
 
 # How each platform names the rights a level stands for, for refusals people can act on.
