@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -242,3 +243,54 @@ async def test_ask_about_a_message_answers_in_its_thread_with_its_text(
         await deliver(slack, bot, slack.view_submission(view | {"id": "V2"}, {"question": " "}))
         await bot.adapter.transport.idle()
         assert notices.EMPTY_QUESTION in ephemerals_to(slack, "U1")
+
+
+async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audit_and_ratings(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    async with running(settings) as bot:
+        await deliver(slack, bot, slack.command('preset create pirate "Arr" Talk like a pirate.', user=ADMIN))
+        await deliver(slack, bot, slack.app_home_opened(user="U1"))
+        await deliver(slack, bot, slack.app_home_opened(user=ADMIN))
+        await deliver(slack, bot, slack.app_home_opened(user="U2", tab="messages"))
+        await bot.adapter.transport.idle()
+        assert set(slack.homes) == {"U1", ADMIN}
+        member = json.dumps(slack.homes["U1"])
+        admin = json.dumps(slack.homes[ADMIN])
+        for home in (member, admin):
+            assert "pirate" in home and "defaults" in home
+        assert "Talk like a pirate" not in member, "prompts are folded"
+        assert "acechat:form:create" not in member and "Recent changes" not in member
+        assert "acechat:form:create" in admin and "acechat:form:edit" in admin
+        assert "rated" in admin
+
+        # The Home tab's buttons open the forms; their notices go to the app's DM.
+        (actions,) = [b for b in slack.homes[ADMIN]["blocks"] if b["type"] == "actions"]
+        home_press = {
+            "type": "block_actions",
+            "user": {"id": ADMIN, "username": "admin", "team_id": slack.team_id},
+            "api_app_id": "A0001",
+            "container": {"type": "view", "view_id": slack.homes[ADMIN]["id"]},
+            "trigger_id": slack.trigger(),
+            "team": {"id": slack.team_id, "domain": "fake"},
+            "view": slack.homes[ADMIN],
+            "actions": [
+                {
+                    "action_id": "acechat:form:edit",
+                    "block_id": "b1",
+                    "type": "static_select",
+                    "selected_option": {"text": {"type": "plain_text", "text": "pirate"}, "value": "pirate"},
+                    "action_ts": "1.2",
+                }
+            ],
+        }
+        await deliver(slack, bot, home_press)
+        await bot.adapter.transport.idle()
+        assert slack.views[-1]["callback_id"] == "acechat:preset:edit"
+        assert slack.views[-1]["blocks"][2]["element"]["initial_value"] == "Talk like a pirate."
+        forged = home_press | {"user": {"id": "U2", "username": "u2", "team_id": slack.team_id}}
+        forged["trigger_id"] = slack.trigger()
+        await deliver(slack, bot, forged)
+        await bot.adapter.transport.idle()
+        (dm,) = [m for m in slack.messages if m.channel == "U2"]
+        assert "workspace admin" in dm.text

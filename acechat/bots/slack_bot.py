@@ -39,13 +39,14 @@ from acechat.bots.slack_ui import (
     PROMPT_FIELD,
     QUESTION_FIELD,
     ask_view,
+    home_view,
     preset_view,
     submitted,
 )
 from acechat.core.chat import ChatCore, Question
 from acechat.core.commands import Action, Command, CommandReply
 from acechat.core.facts import Actor
-from acechat.core.interactions import ASK, PRESET, STOP, VOTE, parse_control, preset_form_request
+from acechat.core.interactions import ASK, FORM, PRESET, STOP, VOTE, parse_control, preset_form_request
 from acechat.core.settings import Settings, SlackSettings
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class SlackAdapter:
         app.action(ACECHAT_ID)(self._on_action)
         app.view(ACECHAT_ID)(self._on_view)
         app.shortcut(ASK_SHORTCUT)(self._on_shortcut)
+        app.event("app_home_opened")(self._on_home_opened)
         await transport.start(app)
 
     @property
@@ -170,6 +172,10 @@ class SlackAdapter:
     async def _on_shortcut(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         self.transport.spawn(self._open_ask(body))
+
+    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+        if body["event"].get("tab") == "home":
+            self.transport.spawn(self._publish_home(body))
 
     async def _on_user_change(self, body: dict[str, Any]) -> None:
         user = body["event"].get("user")
@@ -242,20 +248,59 @@ class SlackAdapter:
         """A press on an answer's Stop or feedback buttons."""
         action = (body.get("actions") or [{}])[0]
         parsed = parse_control(str(action.get("action_id", "")))
+        # A press on the Home tab has no channel: its notices go to the app's DM with the presser.
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        if parsed is None or not channel:
+        channel = channel or body["user"]["id"]
+        if parsed is None:
             return
         feature, argument = parsed
         thread = (body.get("message") or {}).get("thread_ts")
         scope = event_scope(body["team"]["id"], channel, thread)
         actor = await self._actor_of(body)
         notice: str | None = None
-        if feature == STOP:
+        if feature == FORM and argument in ("create", "edit"):
+            name = str((action.get("selected_option") or {}).get("value") or "")
+            form = await self._core.preset_form(scope, actor, editing=argument == "edit", name=name)
+            if isinstance(form, CommandReply):
+                notice = form.text
+            else:
+                await self._open(
+                    body["trigger_id"], preset_view(form, None), lambda t: self._dm(actor.user_id, t)
+                )
+        elif feature == STOP:
             notice = await self._core.stop(argument, scope, actor)
         elif feature == VOTE and action.get("value") in ("up", "down"):
             notice = await self._core.vote(argument, scope, actor, up=action["value"] == "up")
-        if notice is not None:
+        if notice is None:
+            return
+        if channel == actor.user_id:
+            await self._dm(actor.user_id, notice)
+        else:
             await self._tell(channel, actor.user_id, notice, thread)
+
+    async def _publish_home(self, body: dict[str, Any]) -> None:
+        """The App Home tab, rebuilt each time someone opens it."""
+        user = body["event"]["user"]
+        team = body.get("team_id") or body["event"].get("team")
+        actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
+        home = await self._core.home(event_scope(team, user, None), actor)
+        try:
+            await self._answers.views_publish(user_id=user, view=home_view(home, render))
+        except SlackApiError as error:
+            log.warning(
+                "slack: could not publish the Home tab: %s",
+                error.response.get("error"),
+                extra={"platform": "slack"},
+            )
+
+    async def _dm(self, user: str, text: str) -> None:
+        """Something for `user` in the app's DM (pressed on the Home tab, where nothing else reaches them)."""
+        try:
+            await self._answers.chat_postMessage(channel=user, text=render(text))
+        except SlackApiError as error:
+            log.warning(
+                "slack: could not send a notice: %s", error.response.get("error"), extra={"platform": "slack"}
+            )
 
     async def _open_ask(self, body: dict[str, Any]) -> None:
         """The "Ask acechat" message shortcut: the form for the question."""

@@ -8,19 +8,33 @@ carries what its submission needs in its `private_metadata`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from acechat.core.interactions import ASK, PRESET, STOP, VOTE, Controls, PresetForm, control_id
+from acechat.core.interactions import (
+    ASK,
+    FORM,
+    NONE,
+    PRESET,
+    STOP,
+    VOTE,
+    Controls,
+    Home,
+    PresetForm,
+    control_id,
+)
 from acechat.core.splitting import split_message
 
 Block = dict[str, Any]
 
-# Block Kit's limits: a section's text, an input's length, a modal's title, private metadata.
+# Block Kit's limits: a section's text, an input's length, a modal's title, private metadata, a Home
+# tab's blocks, a select's options.
 SECTION_CHARS = 3000
 MAX_INPUT_CHARS = 3000
 MAX_TITLE_CHARS = 24
 MAX_METADATA_CHARS = 3000
+MAX_HOME_BLOCKS = 100
+MAX_OPTIONS = 100
 # Of the message "Ask acechat" is opened on, this much rides in the form's metadata to the model.
 QUOTE_CHARS = 2000
 # The message shortcut's callback id, as slack-manifest.yml declares it.
@@ -168,3 +182,34 @@ def submitted(view: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     if not isinstance(metadata, dict):
         metadata = {}
     return values, {str(k): str(v) for k, v in metadata.items() if isinstance(v, str)}
+
+
+def home_view(home: Home, render: Callable[[str], str]) -> Block:
+    """The App Home tab: each of the core's sections (Markdown, rendered as mrkdwn), and for admins the
+    buttons that open the preset forms."""
+    blocks: list[Block] = [{"type": "header", "text": _plain("acechat")}]
+    if home.admin:
+        elements: list[Block] = [
+            {"type": "button", "action_id": control_id(FORM, "create"), "text": _plain("Create a preset")}
+        ]
+        if home.editable:
+            elements.append(
+                {
+                    "type": "static_select",
+                    "action_id": control_id(FORM, "edit"),
+                    "placeholder": _plain("Edit a preset…"),
+                    "options": [
+                        {"text": _plain(name), "value": name} for name in home.editable[:MAX_OPTIONS]
+                    ],
+                }
+            )
+        blocks.append({"type": "actions", "elements": elements})
+    for section in home.sections:
+        blocks.append({"type": "divider"})
+        blocks.extend(message_blocks(render(section), NONE))
+    if len(blocks) > MAX_HOME_BLOCKS:
+        blocks = [
+            *blocks[: MAX_HOME_BLOCKS - 1],
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "…"}]},
+        ]
+    return {"type": "home", "blocks": blocks}

@@ -25,7 +25,7 @@ from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
 from acechat.core.facts import Actor, Attachment
-from acechat.core.interactions import NONE, Controls, Interactive, PresetForm, is_answer_id
+from acechat.core.interactions import NONE, Controls, Home, Interactive, PresetForm, is_answer_id
 from acechat.core.permissions import Privilege, privilege_of, refusal, required
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
 from acechat.core.reply_target import Mark, ReplyTarget
@@ -290,6 +290,25 @@ class ChatCore:
         if existing is None:
             return CommandReply(f"There is no custom preset `{name}` to edit; see `preset list`.", ok=False)
         return PresetForm(True, existing.name, existing.description, existing.prompt, limit)
+
+    async def home(self, scope: Scope, actor: Actor) -> Home:
+        """`actor`'s home page for the workspace of `scope`: its presets (prompts folded) and defaults;
+        for workspace admins also the recent changes and how answers were rated."""
+        presets = await self.execute(scope, actor, Command(Action.PRESET_LIST))
+        resolved = await self.state.resolve(scope)
+        defaults = (
+            f"**This workspace's defaults**\nModel `{resolved.model}` ({resolved.model_source}) · "
+            f"preset `{resolved.preset.name}` ({resolved.preset_source}). Channels and threads may choose "
+            "their own with `preset set` and `model set`."
+        )
+        sections = [defaults, presets.text]
+        admin = self._level(scope, actor) >= Privilege.WORKSPACE_ADMIN
+        if not admin:
+            return Home(tuple(sections), False)
+        for action in (Action.FEEDBACK, Action.AUDIT):
+            sections.append((await self.execute(scope, actor, Command(action))).text)
+        custom = await self.store.list_presets(scope.workspace_key)
+        return Home(tuple(sections), True, tuple(p.name for p in custom))
 
     def _level(self, scope: Scope, actor: Actor) -> Privilege:
         return privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)

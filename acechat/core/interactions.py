@@ -21,6 +21,7 @@ STOP = "stop"
 VOTE = "vote"
 ASK = "ask"
 PRESET = "preset"
+FORM = "form"  # a button that opens a form: `acechat:form:create`, `acechat:form:edit`
 
 
 def control_id(feature: str, argument: str = "") -> str:
@@ -131,3 +132,13 @@ def preset_form_request(line: str) -> tuple[bool, str] | None:
     if editing and len(words) != 3:
         return None
     return editing, words[2] if len(words) == 3 else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """What a person's home page in the app shows (Slack's App Home): Markdown sections, most useful
+    first, and for workspace admins the presets their buttons can edit."""
+
+    sections: tuple[str, ...]
+    admin: bool
+    editable: tuple[str, ...] = ()

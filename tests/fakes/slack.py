@@ -263,6 +263,7 @@ class FakeSlack:
         self.views: list[dict[str, Any]] = []  # modals opened (views.open), with their "id"
         self._triggers: dict[str, float] = {}  # trigger ids handed to the app, by when
         self._used_triggers: set[str] = set()
+        self.homes: dict[str, dict[str, Any]] = {}  # the Home tab each user sees (views.publish)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -458,9 +459,10 @@ class FakeSlack:
                 if not text or len(text) > MAX_SECTION_CHARS:
                     return True
             elif kind in ("actions", "context_actions"):
-                allowed = {"actions": {"button"}, "context_actions": {"feedback_buttons", "icon_button"}}[
-                    kind
-                ]
+                allowed = {
+                    "actions": {"button", "static_select", "overflow"},
+                    "context_actions": {"feedback_buttons", "icon_button"},
+                }[kind]
                 elements = block.get("elements") or []
                 if not elements or any(
                     e.get("type") not in allowed or not e.get("action_id") for e in elements
@@ -625,6 +627,25 @@ class FakeSlack:
         }
         self.views.append(opened)
         return self._ok(view=opened)
+
+    def _api_views_publish(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        user = str(params.get("user_id", ""))
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not user.startswith("U") or not isinstance(view, dict) or view.get("type") != "home":
+            return self._error("invalid_arguments")
+        blocks = list(view.get("blocks") or [])
+        if len(blocks) > 100 or self._invalid_blocks(blocks):
+            return self._error("invalid_blocks")
+        self.homes[user] = {**view, "id": f"V{next(self._ids):08d}"}
+        return self._ok(view=self.homes[user])
+
+    def app_home_opened(self, *, user: str = "U1", tab: str = "home") -> dict[str, Any]:
+        """Someone opens the app's Home (or Messages) tab."""
+        return self.event(
+            {"type": "app_home_opened", "user": user, "channel": "D1", "tab": tab, "event_ts": self.next_ts()}
+        )
 
     def _api_users_info(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.users_info_fails:
