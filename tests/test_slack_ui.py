@@ -266,6 +266,7 @@ async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audi
 
         # The Home tab's buttons open the forms; their notices go to the app's DM.
         (actions,) = [b for b in slack.homes[ADMIN]["blocks"] if b["type"] == "actions"]
+        assert [e["type"] for e in actions["elements"]] == ["button", "static_select"]
         home_press = {
             "type": "block_actions",
             "user": {"id": ADMIN, "username": "admin", "team_id": slack.team_id},
