@@ -295,3 +295,42 @@ async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audi
         await bot.adapter.transport.idle()
         (dm,) = [m for m in slack.messages if m.channel == "U2"]
         assert "workspace admin" in dm.text
+
+
+async def test_as_an_agent_threads_are_sessions_stopped_by_slacks_own_stop(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    assert settings.slack is not None
+    agent = replace(settings, slack=replace(settings.slack, agent=True))
+    async with running(agent) as bot:
+        # The Messages tab: a direct message starts a thread of its own, a session titled by the question.
+        fake_upstream.queue(SLOW)
+        dm = slack.direct_message("Summarise the incident report")
+        await deliver(slack, bot, dm)
+        thread = dm["event"]["ts"]
+        await slack.wait_until(lambda: slack.in_channel("D1", thread) != [])
+        session = slack.sessions[("D1", thread)]
+        assert session == {"title": "Summarise the incident report", "status": "processing"}
+        (answer,) = slack.in_channel("D1", thread)
+        assert not any("stop" in a for a in answer.action_ids), "Slack shows its own Stop"
+
+        # Someone else's Stop (in a DM only the asker could, but the check is the core's) changes nothing.
+        await deliver(slack, bot, slack.agent_session_stopped("D1", thread, user="U2"))
+        await slack.wait_until(lambda: ephemerals_to(slack, "U2") != [])
+        assert session["status"] == "processing" and fake_upstream.active == 1
+
+        await deliver(slack, bot, slack.agent_session_stopped("D1", thread))
+        await slack.wait_until(lambda: answer.text.endswith("_(stopped)_") and session["status"] == "active")
+        assert fake_upstream.active == 0
+        assert answer.action_ids == [a for a in answer.action_ids if a.startswith("acechat:vote:")] != []
+
+        # The next message in that thread continues the same conversation and keeps the session's title.
+        follow = slack.direct_message("and the root cause?", thread_ts=thread)
+        await deliver(slack, bot, follow)
+        await bot.adapter.transport.idle()
+        assert session["title"] == "Summarise the incident report" and session["status"] == "active"
+        assert len(slack.in_channel("D1", thread)) == 2
+        # A Stop after the end: acknowledged, the session is moved off "processing" all the same.
+        await deliver(slack, bot, slack.agent_session_stopped("D1", thread))
+        await bot.adapter.transport.idle()
+        assert session["status"] == "active"

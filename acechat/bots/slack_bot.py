@@ -122,6 +122,7 @@ class SlackAdapter:
         app.view(ACECHAT_ID)(self._on_view)
         app.shortcut(ASK_SHORTCUT)(self._on_shortcut)
         app.event("app_home_opened")(self._on_home_opened)
+        app.event("agent_session_stopped")(self._on_session_stopped)
         await transport.start(app)
 
     @property
@@ -159,7 +160,9 @@ class SlackAdapter:
         event = body["event"]
         # Direct messages only: in channels the bot answers mentions, which come as app_mention.
         if event.get("channel_type") == "im" and is_new_question(event):
-            self.transport.spawn(self._question(body, context.bot_user_id, event.get("thread_ts")))
+            # An agent's Messages tab: each thread is a conversation of its own.
+            thread = event.get("thread_ts") or (event["ts"] if self._settings.agent else None)
+            self.transport.spawn(self._question(body, context.bot_user_id, thread))
 
     async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
@@ -176,6 +179,9 @@ class SlackAdapter:
     async def _on_home_opened(self, body: dict[str, Any]) -> None:
         if body["event"].get("tab") == "home":
             self.transport.spawn(self._publish_home(body))
+
+    async def _on_session_stopped(self, body: dict[str, Any]) -> None:
+        self.transport.spawn(self._session_stopped(body))
 
     async def _on_user_change(self, body: dict[str, Any]) -> None:
         user = body["event"].get("user")
@@ -219,6 +225,7 @@ class SlackAdapter:
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
         actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
+        text = from_slack(event.get("text", ""), bot_user_id)
         target = ThreadReply(
             self._answers,
             self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL),
@@ -226,12 +233,10 @@ class SlackAdapter:
             thread_ts=thread_ts,
             user=user,
             question_ts=event["ts"],
+            session_title=text if self._settings.agent else None,
         )
         question = Question(
-            event_scope(team, channel, thread_ts),
-            actor,
-            from_slack(event.get("text", ""), bot_user_id),
-            delivery=event_delivery(body, team, event),
+            event_scope(team, channel, thread_ts), actor, text, delivery=event_delivery(body, team, event)
         )
         await self._core.ask(question, target)
 
@@ -292,6 +297,24 @@ class SlackAdapter:
                 error.response.get("error"),
                 extra={"platform": "slack"},
             )
+
+    async def _session_stopped(self, body: dict[str, Any]) -> None:
+        """Slack's Stop on an agent session: stop the answer running in that thread. Slack leaves the
+        session "processing"; the answer's end moves it on, or this does when nothing was running."""
+        event = body["event"]
+        team = body.get("team_id") or event.get("team")
+        channel, thread, user = event["channel"], event.get("thread_ts"), event["user"]
+        actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
+        notice = await self._core.stop_in(event_scope(team, channel, thread), actor)
+        if notice is not None:
+            await self._tell(channel, user, notice, thread)
+            return
+        try:
+            await self._answers.agents_sessions_setStatus(
+                channel_id=channel, thread_ts=thread, status="active"
+            )
+        except SlackApiError as error:
+            log.warning("slack: could not end a stopped session: %s", error.response.get("error"))
 
     async def _dm(self, user: str, text: str) -> None:
         """Something for `user` in the app's DM (pressed on the Home tab, where nothing else reaches them)."""

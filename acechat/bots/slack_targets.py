@@ -42,6 +42,7 @@ POST_PER_SECOND = 0.9
 # Slack clears an assistant thread status after two minutes without a message.
 STATUS_INTERVAL = 90.0
 STATUS = "is thinking…"
+SESSION_TITLE_CHARS = 200
 # A command's answer opens with who asked what; a long question is cut in that line.
 QUESTION_CHARS = 200
 MARKS = {Mark.REFUSED: "hourglass_flowing_sand"}
@@ -133,7 +134,11 @@ class Buttons:
 
 
 class ThreadReply:
-    """Answers a mention in its thread, or a direct message in the DM."""
+    """Answers a mention in its thread, or a direct message in the DM.
+
+    With `session_title` (an app declared an agent), the thread is an agent session: "processing"
+    while the answer is on its way, which shows Slack's own Stop, then "active"; the title names a new
+    session and never renames one (a title the user chose stays)."""
 
     def __init__(
         self,
@@ -144,6 +149,7 @@ class ThreadReply:
         thread_ts: str | None,
         user: str,
         question_ts: str,
+        session_title: str | None = None,
     ) -> None:
         self._client = client
         self._limits = limits
@@ -152,12 +158,16 @@ class ThreadReply:
         self._user = user
         self._question_ts = question_ts
         self._buttons = Buttons()
+        self._session_title = session_title if thread_ts is not None else None
+        self._session_wanted: str | None = None
+        self._session_shown: str | None = None
 
     @property
     def limits(self) -> TargetLimits:
         return self._limits
 
     async def post(self, text: str) -> str:
+        await self._sync_session()
         mrkdwn = render(text)
         blocks, controls = self._buttons.for_post(mrkdwn)
         with platform_errors():
@@ -181,14 +191,37 @@ class ThreadReply:
         self._buttons.board.shown(handle, text, controls)
 
     def set_controls(self, controls: Controls) -> None:
+        if self._session_title is not None:
+            # An agent session's Stop is Slack's own, shown while the session is processing.
+            self._session_wanted = "processing" if controls.stop is not None else "active"
+            controls = Controls(vote=controls.vote)
         self._buttons.board.wanted = controls
 
     async def settle_controls(self) -> None:
         for handle, text, _ in self._buttons.board.stale():
             await self.edit(handle, text)
+        await self._sync_session()
+
+    async def _sync_session(self) -> None:
+        wanted = self._session_wanted
+        if wanted is None or wanted == self._session_shown or self._session_title is None:
+            return
+        self._session_shown = wanted
+        title = " ".join(self._session_title.split())[:SESSION_TITLE_CHARS] or None
+        try:
+            await self._client.agents_sessions_setStatus(
+                channel_id=self._channel, thread_ts=self._thread_ts, status=wanted, title=title
+            )
+        except SlackApiError as error:
+            # The session is decoration around the answer: an app not (yet) an agent still answers.
+            log.warning("slack: could not set the agent session's status: %s", error.response.get("error"))
 
     async def typing(self) -> None:
-        """Slack's "is thinking…" status under the thread; it clears when the answer is posted."""
+        """Slack's "is thinking…" status under the thread; it clears when the answer is posted. An agent
+        session shows "processing" instead."""
+        if self._session_title is not None:
+            await self._sync_session()
+            return
         if self._thread_ts is None:
             return
         with platform_errors():

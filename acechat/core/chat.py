@@ -258,6 +258,16 @@ class ChatCore:
             return notices.INTERNAL_ERROR
         return None
 
+    async def stop_in(self, scope: Scope, actor: Actor) -> str | None:
+        """A Stop that names a place rather than an answer (Slack's own Stop on an agent session): the
+        answer running in `scope`, as `stop` would."""
+        try:
+            answer_id = await self.store.running_answer(scope.key)
+        except Exception:
+            log.exception("could not find the answer to stop", extra=_context(scope, actor))
+            return notices.INTERNAL_ERROR
+        return None if answer_id is None else await self.stop(answer_id, scope, actor)
+
     async def vote(self, answer_id: str, scope: Scope, actor: Actor, *, up: bool) -> str:
         """Someone rated an answer: one vote per person per answer, the last one counts. Returns what
         only they should read."""

@@ -75,6 +75,8 @@ class SlackSettings:
     api_url: str | None = None
     command: str = "/aichat"
     port: int = 3000
+    # The app is declared an agent (Slack's agent messaging experience): threads get agent sessions.
+    agent: bool = False
 
     @property
     def socket_mode(self) -> bool:
@@ -377,6 +379,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             api_url=None if api_url is None else api_url + "/",
             command=command,
             port=r.port("SLACK_PORT", 3000, minimum=1),
+            agent=r.boolean("SLACK_AGENT", False),
         )
 
     settings = Settings(

@@ -462,6 +462,14 @@ class PostgresStore(Store):
         self._deliver(Change("stop", answer_id))
         return True
 
+    async def running_answer(self, scope_key: str) -> str | None:
+        found = await self._db().fetchval(
+            "SELECT answer_id FROM answers WHERE scope_key = $1 AND state = 'running' "
+            "ORDER BY started_at DESC LIMIT 1",
+            scope_key,
+        )
+        return None if found is None else str(found)
+
     async def stop_requests(self, answer_ids: Sequence[str]) -> list[str]:
         if not answer_ids:
             return []

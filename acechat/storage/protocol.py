@@ -121,6 +121,9 @@ class Store(Protocol):
         """Mark a running answer to be stopped and tell every process (a `Change("stop", answer_id)`);
         False if it is not running (ended, already stopping, or unknown)."""
 
+    async def running_answer(self, scope_key: str) -> str | None:
+        """The id of the answer running in a scope (its latest, should there be several), if any."""
+
     async def stop_requests(self, answer_ids: Sequence[str]) -> list[str]:
         """Those of `answer_ids` someone asked to stop: for a process that may have missed the notice."""
 

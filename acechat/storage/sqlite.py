@@ -577,6 +577,17 @@ class SQLiteStore(Store):
             self._changed("stop", answer_id)
         return stopping
 
+    async def running_answer(self, scope_key: str) -> str | None:
+        def running(db: Database) -> str | None:
+            row = db.execute(
+                "SELECT answer_id FROM answers WHERE scope_key = ? AND state = 'running' "
+                "ORDER BY started_at DESC LIMIT 1",
+                (scope_key,),
+            ).fetchone()
+            return str(row[0]) if row else None
+
+        return await self._worker.submit(running)
+
     async def stop_requests(self, answer_ids: Sequence[str]) -> list[str]:
         ids = list(answer_ids)
 

@@ -264,6 +264,8 @@ class FakeSlack:
         self._triggers: dict[str, float] = {}  # trigger ids handed to the app, by when
         self._used_triggers: set[str] = set()
         self.homes: dict[str, dict[str, Any]] = {}  # the Home tab each user sees (views.publish)
+        # Agent sessions by (channel, thread): their status, and the title they were created with.
+        self.sessions: dict[tuple[str, str], dict[str, str]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -640,6 +642,36 @@ class FakeSlack:
             return self._error("invalid_blocks")
         self.homes[user] = {**view, "id": f"V{next(self._ids):08d}"}
         return self._ok(view=self.homes[user])
+
+    def _api_agents_sessions_setStatus(
+        self, params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        channel, thread, status = (str(params.get(k) or "") for k in ("channel_id", "thread_ts", "status"))
+        if status not in ("active", "processing", "suspended", "closed"):
+            return self._error("invalid_status")
+        if not channel or not thread:  # thread-based sessions, in channels and DMs
+            return self._error("invalid_arguments")
+        title = str(params.get("title") or "")
+        if len(title) > 200:
+            return self._error("invalid_title")
+        session = self.sessions.setdefault(
+            (channel, thread), {"title": title}
+        )  # a title only names a new one
+        session["status"] = status
+        return self._ok()
+
+    def agent_session_stopped(self, channel: str, thread_ts: str, *, user: str = "U1") -> dict[str, Any]:
+        """Someone pressed Slack's own Stop on an agent session (no stream was active)."""
+        return self.event(
+            {
+                "type": "agent_session_stopped",
+                "channel": channel,
+                "thread_ts": thread_ts,
+                "streaming_message_ts": [],
+                "user": user,
+                "event_ts": self.next_ts(),
+            }
+        )
 
     def app_home_opened(self, *, user: str = "U1", tab: str = "home") -> dict[str, Any]:
         """Someone opens the app's Home (or Messages) tab."""
