@@ -17,6 +17,7 @@ from acechat.core.commands import Action, Command
 from acechat.core.facts import Actor
 from acechat.core.interactions import NONE, ControlBoard, Controls, control_id, parse_control
 from acechat.core.permissions import Privilege
+from acechat.core.presets import BUILTIN_PRESETS, Preset, suggestions
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
 from tests.fakes.target import ControlledTarget
@@ -217,7 +218,9 @@ async def test_votes_one_per_person_changeable_with_model_and_preset(
     assert (tally.model, tally.preset, tally.up, tally.down) == (resolved.model, resolved.preset.name, 0, 2)
     # Admins read it with `feedback`; members may not.
     report = await core.execute(CHANNEL, ADMIN, Command(Action.FEEDBACK))
-    assert report.ok and f"`{resolved.model}` · `{resolved.preset.name}`: 0 👍 / 2 👎 (0% good)" in report.text
+    assert (
+        report.ok and f"`{resolved.model}` · `{resolved.preset.name}`: 0 👍 / 2 👎 (0% good)" in report.text
+    )
     refused = await core.execute(CHANNEL, DANA, Command(Action.FEEDBACK))
     assert not refused.ok
     empty = await core.execute(Scope.of("test", "W9", "C1"), ADMIN, Command(Action.FEEDBACK))
@@ -238,3 +241,15 @@ async def test_votes_and_stops_survive_a_restart(settings: Settings, fake_upstre
         assert await again.stop(controls.vote or "", CHANNEL, EVE) is None
     finally:
         await again.aclose()
+
+
+def test_suggested_first_questions_suit_the_preset() -> None:
+    assert [t for t, _ in suggestions(BUILTIN_PRESETS["coder"])] == [
+        "Debug an error",
+        "Write a function",
+        "Explain code",
+    ]
+    assert all(len(suggestions(p)) <= 4 for p in BUILTIN_PRESETS.values())
+    custom = Preset("pirate", "Talks like a pirate " * 50, "Arr.", builtin=False)
+    (first, second) = suggestions(custom)
+    assert "pirate" in first[1] and len(second[1]) < 250

@@ -15,6 +15,7 @@ import pytest
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
 from acechat.core import notices
 from acechat.core.chat import ChatCore
+from acechat.core.presets import SUGGESTIONS
 from acechat.core.settings import RateLimit, Settings, SlackSettings, UpstreamSettings
 from tests.conftest import SLACK_ADMIN as ADMIN
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack, Message
@@ -303,6 +304,10 @@ async def test_as_an_agent_threads_are_sessions_stopped_by_slacks_own_stop(
     assert settings.slack is not None
     agent = replace(settings, slack=replace(settings.slack, agent=True))
     async with running(agent) as bot:
+        # Opening the Messages tab suggests first questions that suit the workspace's preset.
+        await deliver(slack, bot, slack.app_home_opened(tab="messages"))
+        await bot.adapter.transport.idle()
+        assert [p["title"] for p in slack.suggested["D1"]] == [t for t, _ in SUGGESTIONS["assistant"]]
         # The Messages tab: a direct message starts a thread of its own, a session titled by the question.
         fake_upstream.queue(SLOW)
         dm = slack.direct_message("Summarise the incident report")

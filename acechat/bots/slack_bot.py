@@ -177,8 +177,11 @@ class SlackAdapter:
         self.transport.spawn(self._open_ask(body))
 
     async def _on_home_opened(self, body: dict[str, Any]) -> None:
-        if body["event"].get("tab") == "home":
+        tab = body["event"].get("tab")
+        if tab == "home":
             self.transport.spawn(self._publish_home(body))
+        elif tab == "messages" and self._settings.agent:
+            self.transport.spawn(self._suggest(body))
 
     async def _on_session_stopped(self, body: dict[str, Any]) -> None:
         self.transport.spawn(self._session_stopped(body))
@@ -297,6 +300,22 @@ class SlackAdapter:
                 error.response.get("error"),
                 extra={"platform": "slack"},
             )
+
+    async def _suggest(self, body: dict[str, Any]) -> None:
+        """An agent's Messages tab opened: first questions that suit the workspace's preset."""
+        event = body["event"]
+        team = body.get("team_id") or event.get("team")
+        channel = event.get("channel")
+        if not channel:
+            return
+        prompts = await self._core.suggested_prompts(event_scope(team, channel, None))
+        try:
+            # No thread_ts: an agent's prompts belong to the conversation (Slack ignores a call with one).
+            await self._answers.assistant_threads_setSuggestedPrompts(
+                channel_id=channel, prompts=[{"title": t, "message": m} for t, m in prompts]
+            )
+        except SlackApiError as error:
+            log.warning("slack: could not suggest prompts: %s", error.response.get("error"))
 
     async def _session_stopped(self, body: dict[str, Any]) -> None:
         """Slack's Stop on an agent session: stop the answer running in that thread. Slack leaves the

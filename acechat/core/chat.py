@@ -28,6 +28,7 @@ from acechat.core.facts import Actor, Attachment
 from acechat.core.interactions import NONE, Controls, Home, Interactive, PresetForm, is_answer_id
 from acechat.core.permissions import Privilege, privilege_of, refusal, required
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
+from acechat.core.presets import suggestions
 from acechat.core.reply_target import Mark, ReplyTarget
 from acechat.core.sanitize import format_answer
 from acechat.core.scope import Scope
@@ -319,6 +320,10 @@ class ChatCore:
             sections.append((await self.execute(scope, actor, Command(action))).text)
         custom = await self.store.list_presets(scope.workspace_key)
         return Home(tuple(sections), True, tuple(p.name for p in custom))
+
+    async def suggested_prompts(self, scope: Scope) -> tuple[tuple[str, str], ...]:
+        """(title, message) first questions for a new conversation in `scope`, from its preset in force."""
+        return suggestions((await self.state.resolve(scope)).preset)
 
     def _level(self, scope: Scope, actor: Actor) -> Privilege:
         return privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)

@@ -174,3 +174,39 @@ def validate_description(description: str | None) -> str:
 def resolve_preset_name(chain: Sequence[str | None], default: str) -> str:
     """The preset in force: the first value set along thread, channel, workspace; else the global default."""
     return next((name for name in chain if name), default)
+
+
+# --- suggested first questions (issue 18: Slack's agent view shows them in a new conversation) ----------
+
+MAX_SUGGESTIONS = 4  # Slack shows up to four
+SUGGESTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "assistant": (
+        ("Explain something", "Explain how DNS works, as if to a new teammate."),
+        ("Draft a message", "Help me write a short, friendly reminder about tomorrow's deadline."),
+        ("Plan a task", "Break this task into steps with rough time estimates: "),
+    ),
+    "coder": (
+        ("Debug an error", "Why might this error happen, and how do I fix it? "),
+        ("Write a function", "Write a Python function that "),
+        ("Explain code", "Explain what this code does, line by line: "),
+    ),
+    "reviewer": (("Review a change", "Review this diff for bugs and risks: "),),
+    "writer": (
+        ("Tighten a text", "Make this clearer and shorter: "),
+        ("Write an announcement", "Write a short announcement that "),
+    ),
+    "translator": (("Translate", "Translate into English: "),),
+    "summarizer": (("Summarise", "Summarise this in a tl;dr and key points: "),),
+    "support": (("Help a customer", "A customer writes: "),),
+}
+
+
+def suggestions(preset: Preset) -> tuple[tuple[str, str], ...]:
+    """(title, message) first questions that suit `preset`; for a custom one, from its description."""
+    found = SUGGESTIONS.get(preset.name) if preset.builtin else None
+    if found:
+        return found[:MAX_SUGGESTIONS]
+    return (
+        ("What can you do?", f"What can you help me with as {preset.name}?"),
+        ("Get started", f"{preset.description[:200]}: where do we start?"),
+    )

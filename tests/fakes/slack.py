@@ -266,6 +266,7 @@ class FakeSlack:
         self.homes: dict[str, dict[str, Any]] = {}  # the Home tab each user sees (views.publish)
         # Agent sessions by (channel, thread): their status, and the title they were created with.
         self.sessions: dict[tuple[str, str], dict[str, str]] = {}
+        self.suggested: dict[str, list[dict[str, str]]] = {}  # an agent conversation's suggested prompts
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -660,6 +661,22 @@ class FakeSlack:
         session["status"] = status
         return self._ok()
 
+    def _api_assistant_threads_setSuggestedPrompts(
+        self, params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        prompts = params.get("prompts")
+        if isinstance(prompts, str):
+            prompts = json.loads(prompts)
+        channel = str(params.get("channel_id") or "")
+        if not channel or not isinstance(prompts, list) or not 1 <= len(prompts) <= 4:
+            return self._error("invalid_arguments")
+        if any(not p.get("title") or not p.get("message") for p in prompts):
+            return self._error("invalid_arguments")
+        # For an agent app, a call naming a thread "silently fails", as the method's reference says.
+        if not params.get("thread_ts"):
+            self.suggested[channel] = list(prompts)
+        return self._ok()
+
     def agent_session_stopped(self, channel: str, thread_ts: str, *, user: str = "U1") -> dict[str, Any]:
         """Someone pressed Slack's own Stop on an agent session (no stream was active)."""
         return self.event(
@@ -673,10 +690,16 @@ class FakeSlack:
             }
         )
 
-    def app_home_opened(self, *, user: str = "U1", tab: str = "home") -> dict[str, Any]:
+    def app_home_opened(self, *, user: str = "U1", tab: str = "home", channel: str = "D1") -> dict[str, Any]:
         """Someone opens the app's Home (or Messages) tab."""
         return self.event(
-            {"type": "app_home_opened", "user": user, "channel": "D1", "tab": tab, "event_ts": self.next_ts()}
+            {
+                "type": "app_home_opened",
+                "user": user,
+                "channel": channel,
+                "tab": tab,
+                "event_ts": self.next_ts(),
+            }
         )
 
     def _api_users_info(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
