@@ -49,11 +49,12 @@ from tests.test_faults import (  # noqa: F401
 pytestmark = pytest.mark.fault
 
 SLACK_ADMIN = "UADMIN"
-TABLES = ("conversations", "scope_settings", "presets", "audit", "transcripts", "seen_events")
+TABLES = ("conversations", "scope_settings", "presets", "audit", "transcripts", "seen_events", "feedback")
 
 # One command line per admin action, with arguments that would succeed for an admin.
 SLACK_LINES = {
     Action.AUDIT: "audit",
+    Action.FEEDBACK: "feedback",
     Action.PRESET_SET: "preset set coder",
     Action.PRESET_CLEAR: "preset clear",
     Action.PRESET_DEFAULT: "preset default coder",
@@ -65,6 +66,7 @@ SLACK_LINES = {
 }
 DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, str]]] = {
     Action.AUDIT: ("audit", {}),
+    Action.FEEDBACK: ("feedback", {}),
     Action.PRESET_SET: ("preset set", {"name": "coder"}),
     Action.PRESET_CLEAR: ("preset clear", {}),
     Action.PRESET_DEFAULT: ("preset default", {"name": "coder"}),

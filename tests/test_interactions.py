@@ -20,11 +20,13 @@ from acechat.core.permissions import Privilege
 from acechat.core.presets import BUILTIN_PRESETS, Preset, suggestions
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
+from acechat.storage import Store
+from acechat.storage.records import AnswerRecord, Change, FeedbackTally
 from tests.fakes.target import ControlledTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
-from tests.store_backends import pg_database, pg_url
+from tests.store_backends import backend, pg_database, pg_url, store
 
-__all__ = ["pg_database", "pg_url"]  # fixtures
+__all__ = ["backend", "pg_database", "pg_url", "store"]  # fixtures
 
 CHANNEL = Scope.of("test", "W1", "C1")
 DANA = Actor("U1", "Dana")
@@ -253,3 +255,29 @@ def test_suggested_first_questions_suit_the_preset() -> None:
     custom = Preset("pirate", "Talks like a pirate " * 50, "Arr.", builtin=False)
     (first, second) = suggestions(custom)
     assert "pirate" in first[1] and len(second[1]) < 250
+
+
+async def test_the_answer_and_feedback_rows_behave_alike_on_both_backends(store: Store) -> None:
+    seen: list[Change] = []
+    store.on_change(seen.append)
+    old = AnswerRecord("a1", "s:W1:C1:-", "s:W1", "U1", "gpt-4o", "assistant", 1.0)
+    new = AnswerRecord("a2", "s:W1:C1:-", "s:W1", "U1", "gpt-4o", "coder", time.time())
+    for answer in (old, new):
+        await store.start_answer(answer)
+    assert await store.get_answer("a2") == new and await store.get_answer("zz") is None
+    assert await store.running_answer("s:W1:C1:-") == "a2" and await store.running_answer("s:W1:C2:-") is None
+    assert await store.request_stop("a2") and not await store.request_stop("a2"), "only a running one"
+    assert seen == [Change("stop", "a2")]
+    assert await store.stop_requests(["a1", "a2", "zz"]) == ["a2"] and await store.stop_requests([]) == []
+    await store.end_answer("a2", "stopped")
+    assert not await store.request_stop("a2") and await store.stop_requests(["a2"]) == []
+    assert await store.vote(new, "U2", 1, 5.0) is None
+    assert await store.vote(new, "U2", -1, 6.0) == 1
+    assert await store.vote(old, "U3", 1, 7.0) is None
+    tallies = await store.feedback("s:W1", 0)
+    assert [(t.preset, t.up, t.down) for t in tallies] == [("assistant", 1, 0), ("coder", 0, 1)]
+    assert await store.feedback("s:W1", 6.5) == [FeedbackTally("gpt-4o", "assistant", 1, 0)]
+    # Answers go after 30 days (their buttons then do nothing); the votes stay.
+    assert await store.prune(now=time.time() + 3 * 86400) >= 1
+    assert await store.get_answer("a1") is None and await store.get_answer("a2") is not None
+    assert len(await store.feedback("s:W1", 0)) == 2

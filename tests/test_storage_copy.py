@@ -11,10 +11,18 @@ import asyncpg
 import pytest
 
 from acechat.core.settings import DEFAULT_DATABASE_POOL, SettingsError, parse_settings
+from acechat.storage import postgres_schema, sqlite_schema
 from acechat.storage.copy import copy_to_postgres
 from acechat.storage.errors import StoreError
 from acechat.storage.postgres import PostgresStore
-from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, CustomPreset, TranscriptEntry
+from acechat.storage.records import (
+    AnswerRecord,
+    AuditAction,
+    AuditEntry,
+    ConversationRecord,
+    CustomPreset,
+    TranscriptEntry,
+)
 from acechat.storage.sqlite import SQLiteStore
 from tests.store_backends import pg_database, pg_url
 
@@ -42,6 +50,10 @@ async def populate(path: Path) -> None:
         create = AuditEntry(WS, WS, "U1", "ann", AuditAction.PRESET_CREATE, None, "Yo ho.", 20.0)
         await store.put_preset(CustomPreset(WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0), audit=create)
         assert await store.first_sighting("T1:Ev1")
+        answer = AnswerRecord("ab12", f"{WS}:C1:-", WS, "U1", "gpt-4o", "assistant", 30.0)
+        await store.start_answer(answer)
+        await store.end_answer("ab12", "answered")
+        await store.vote(answer, "U2", -1, 31.0)
     finally:
         await store.close()
 
@@ -57,6 +69,8 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         "audit": (3, 3, 0),
         "transcripts": (3, 3, 0),
         "seen_events": (1, 1, 0),
+        "answers": (1, 1, 0),
+        "feedback": (1, 1, 0),
     }
     again = await copy_to_postgres(path, pg_url)
     assert {(t.inserted, t.updated) for t in again} == {(0, 0)}
@@ -69,6 +83,9 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
             f"{WS}:C2:-", "up-2", "gpt-4o", "assistant", 3, 1.0, 2.0
         )
         assert (await store.get_settings([f"{WS}:C1:-"]))[f"{WS}:C1:-"].model == "o3-mini"
+        moved = await store.get_answer("ab12")
+        assert moved is not None and moved.state == "answered" and moved.asker_id == "U1"
+        assert [(t.up, t.down) for t in await store.feedback(WS, 0)] == [(0, 1)]
         assert await store.get_preset(WS, "pirate") == CustomPreset(
             WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0
         )
@@ -136,7 +153,9 @@ async def test_the_db_copy_command_reports_counts_per_table(tmp_path: Path, pg_u
 async def test_check_reports_the_database_it_will_use(tmp_path: Path, pg_url: str) -> None:
     sqlite = acechat(tmp_path, "check")
     assert sqlite.returncode == 0, sqlite.stderr
-    assert sqlite.stdout.rstrip().endswith("(no schema yet; schema 3 is created on start)")
+    assert sqlite.stdout.rstrip().endswith(
+        f"(no schema yet; schema {sqlite_schema.SCHEMA_VERSION} is created on start)"
+    )
     assert not (tmp_path / "acechat.db").exists()  # checking creates nothing
 
     fresh = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
@@ -144,7 +163,9 @@ async def test_check_reports_the_database_it_will_use(tmp_path: Path, pg_url: st
     assert f"database: postgresql {pg_url} (no schema yet" in fresh.stdout
     await (await PostgresStore.connect(pg_url, pool_size=1, listen=False)).close()
     current = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
-    assert current.stdout.rstrip().endswith(f"database: postgresql {pg_url} (schema 1, current)")
+    assert current.stdout.rstrip().endswith(
+        f"database: postgresql {pg_url} (schema {postgres_schema.SCHEMA_VERSION}, current)"
+    )
 
     conn = await asyncpg.connect(pg_url)
     try:

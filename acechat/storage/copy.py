@@ -88,6 +88,8 @@ _TRANSCRIPTS = (
     "asked_at",
     "answered_at",
 )
+_ANSWERS = ("answer_id", "scope_key", "workspace_key", "asker_id", "model", "preset", "started_at", "state")
+_FEEDBACK = ("answer_id", "user_id", "workspace_key", "model", "preset", "vote", "at")
 TABLES = (
     _upsert("conversations", _CONVERSATION, ("scope_key",)),
     _upsert("scope_settings", _SETTINGS, ("key",)),
@@ -96,6 +98,9 @@ TABLES = (
     _append("audit", _AUDIT, _AUDIT),
     _append("transcripts", _TRANSCRIPTS, ("answered_at", "scope_key", "asked_at", "author_id", "question")),
     _upsert("seen_events", ("key", "seen_at"), ("key",)),
+    # Answers' owners and votes (issue 18): buttons keep working, ratings keep counting, after the move.
+    _upsert("answers", _ANSWERS, ("answer_id",)),
+    _upsert("feedback", _FEEDBACK, ("answer_id", "user_id")),
 )
 _ORDERED = {"audit", "transcripts"}
 
