@@ -223,3 +223,28 @@ async def test_ask_about_a_message_answers_in_reply_with_its_text_and_files(
         assert "> Q3 revenue" in str((fake_upstream.bodies[-1] or {})["question"])
     finally:
         await adapter.close()
+
+
+async def test_a_slash_command_answer_has_its_stop_and_vote_too(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    fake_upstream.queue(SLOW)
+    asked = await fake.slash("ask", {"question": "a long story please"})
+    await fake.wait_for(lambda: asked.original is not None and bool(buttons(asked.original)))
+    answer = asked.original
+    assert answer is not None
+    (stop,) = buttons(answer)
+    pressed = await fake.press(answer, stop)
+    await acked(fake, pressed, 6)
+    await fake.wait_for(lambda: answer.content.endswith(notices.STOPPED) and len(buttons(answer)) == 2)
+    assert all(b.startswith("acechat:vote:") for b in buttons(answer))
+
+
+async def test_an_empty_question_about_a_message_is_refused_privately(
+    fake: FakeDiscord, core: ChatCore, bot: DiscordAdapter
+) -> None:
+    about = await fake.post_message("something", author=fake.admin)
+    submitted = await fake.submit_form(f"acechat:ask:{about}", {"question": "   "})
+    await fake.wait_for(lambda: len(submitted.followups) == 1)
+    assert ephemeral_followups(submitted) == [notices.EMPTY_QUESTION]
+    assert reply_to(fake, about) is None

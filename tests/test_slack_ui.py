@@ -339,3 +339,21 @@ async def test_as_an_agent_threads_are_sessions_stopped_by_slacks_own_stop(
         await deliver(slack, bot, slack.agent_session_stopped("D1", thread))
         await bot.adapter.transport.idle()
         assert session["status"] == "active"
+
+
+async def test_a_command_answer_outside_threads_is_stopped_with_its_button(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    async with running(settings) as bot:
+        fake_upstream.queue(SLOW)
+        await deliver(slack, bot, slack.command("a long story please"))
+        await slack.wait_until(lambda: any(m.action_ids for m in slack.in_channel("C1")))
+        (answer,) = slack.in_channel("C1")
+        (stop,) = answer.action_ids
+        await deliver(slack, bot, slack.block_action(answer, stop, stop.rsplit(":", 1)[1], user="U2"))
+        await deliver(slack, bot, slack.block_action(answer, stop, stop.rsplit(":", 1)[1]))
+        await slack.wait_until(lambda: answer.text.endswith("_(stopped)_"))
+        await bot.adapter.transport.idle()
+        assert answer.text.startswith("*u1-display* asked: a long story please")
+        assert ephemerals_to(slack, "U2") == [notices.ONLY_ASKER_STOPS]
+        assert [a.split(":")[1] for a in answer.action_ids] == ["vote"]
