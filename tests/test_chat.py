@@ -560,7 +560,7 @@ async def test_a_failing_database_write_is_logged_not_blamed_on_the_platform(
 ) -> None:
     loop = asyncio.get_running_loop()
 
-    def refuse(record: object, transcript: object) -> asyncio.Future[None]:
+    def refuse(record: object, transcript: object, answer: object = None) -> asyncio.Future[None]:
         failed: asyncio.Future[None] = loop.create_future()
         failed.set_exception(OSError("disk full"))
         return failed

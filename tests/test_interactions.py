@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,9 @@ from acechat.core.permissions import Privilege
 from acechat.core.presets import BUILTIN_PRESETS, Preset, suggestions
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
+from acechat.core.upstream import AIChatClient
 from acechat.storage import Store
+from acechat.storage.postgres import PostgresStore
 from acechat.storage.records import AnswerRecord, Change, FeedbackTally
 from tests.fakes.target import ControlledTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
@@ -165,13 +166,15 @@ async def test_a_failed_answer_loses_its_stop_and_gets_no_vote(
     assert target.controls and all(c == NONE for c in target.controls.values())
 
 
-async def test_a_stop_pressed_in_another_process_stops_the_answer(
-    settings: Settings, fake_upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_stop_whose_notice_is_lost_is_found_by_the_poll(
+    settings: Settings, fake_upstream: FakeUpstream, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two processes on one SQLite file: no notification reaches the other, so the poll finds the Stop."""
+    """The answering process hears no notifications (its listener is off): the poll finds the Stop."""
     monkeypatch.setattr(chat_module, "STOP_POLL", 0.05)
-    running_core = await ChatCore.open(settings)
-    other = await ChatCore.open(settings)
+    shared = dataclasses.replace(settings, database_url=pg_url)
+    deaf = await PostgresStore.connect(pg_url, pool_size=2, listen=False)
+    running_core = ChatCore(shared, deaf, AIChatClient(shared.upstream))
+    other = await ChatCore.open(shared)
     try:
         task, target, answer_id = await start_slow(running_core, fake_upstream)
         assert await other.stop(answer_id, CHANNEL, EVE) == notices.ONLY_ASKER_STOPS
@@ -269,7 +272,10 @@ async def test_the_answer_and_feedback_rows_behave_alike_on_both_backends(store:
     assert await store.request_stop("a2") and not await store.request_stop("a2"), "only a running one"
     assert seen == [Change("stop", "a2")]
     assert await store.stop_requests(["a1", "a2", "zz"]) == ["a2"] and await store.stop_requests([]) == []
-    await store.end_answer("a2", "stopped")
+    await store.end_answer(dataclasses.replace(new, state="stopped"))
+    # An answer only written when it ends (one process on SQLite) gets its whole row then.
+    await store.end_answer(dataclasses.replace(new, answer_id="a3", state="answered"))
+    assert await store.get_answer("a3") == dataclasses.replace(new, answer_id="a3", state="answered")
     assert not await store.request_stop("a2") and await store.stop_requests(["a2"]) == []
     assert await store.vote(new, "U2", 1, 5.0) is None
     assert await store.vote(new, "U2", -1, 6.0) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -51,8 +52,7 @@ async def populate(path: Path) -> None:
         await store.put_preset(CustomPreset(WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0), audit=create)
         assert await store.first_sighting("T1:Ev1")
         answer = AnswerRecord("ab12", f"{WS}:C1:-", WS, "U1", "gpt-4o", "assistant", 30.0)
-        await store.start_answer(answer)
-        await store.end_answer("ab12", "answered")
+        await store.end_answer(replace(answer, state="answered"))
         await store.vote(answer, "U2", -1, 31.0)
     finally:
         await store.close()

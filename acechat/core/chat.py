@@ -25,7 +25,16 @@ from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
 from acechat.core.facts import Actor, Attachment
-from acechat.core.interactions import NONE, Controls, Home, Interactive, PresetForm, is_answer_id
+from acechat.core.interactions import (
+    NONE,
+    Controls,
+    Home,
+    Interactive,
+    PresetForm,
+    StopSignal,
+    interactive,
+    is_answer_id,
+)
 from acechat.core.permissions import Privilege, privilege_of, refusal, required
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
 from acechat.core.presets import suggestions
@@ -88,9 +97,14 @@ class ChatCore:
         self._idle.set()
         self._closing = False
         self._maintenance: asyncio.Task[None] | None = None
-        # Answers this process is streaming, by id: set when someone asks to stop one.
-        self._running: dict[str, asyncio.Event] = {}
+        # Answers this process is streaming, by id, with their Stop.
+        self._running: dict[str, tuple[AnswerRecord, StopSignal]] = {}
+        # Answers ended here whose row is still being written, so a press right away finds them.
+        self._ending: dict[str, AnswerRecord] = {}
+        # Only a database other processes share needs to know of an answer while it runs.
+        self._shared = store.backend == "postgresql"
         self._stop_watch: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         store.on_change(self._changed)
 
     @classmethod
@@ -139,6 +153,8 @@ class ChatCore:
     async def aclose(self) -> None:
         """Drain, then close the upstream client and the store."""
         await self.drain()
+        if self._background:
+            await asyncio.wait(set(self._background))
         for task in (self._maintenance, self._stop_watch):
             if task is not None:
                 task.cancel()
@@ -246,14 +262,21 @@ class ChatCore:
         """Someone pressed an answer's Stop. Returns what only they should read, or None: the answer
         stops (whichever process runs it) and its own message says so, or it had ended already and the
         press changes nothing."""
+        here = self._running.get(answer_id)
         try:
-            answer = await self.store.get_answer(answer_id) if is_answer_id(answer_id) else None
+            if here is not None:
+                answer: AnswerRecord | None = here[0]
+            else:
+                answer = await self.store.get_answer(answer_id) if is_answer_id(answer_id) else None
             if answer is None or answer.state != "running" or answer.workspace_key != scope.workspace_key:
                 return None
             if actor.user_id != answer.asker_id and self._level(scope, actor) < Privilege.CHANNEL_ADMIN:
                 log.info("refused a stop: not the asker", extra=_context(scope, actor))
                 return notices.ONLY_ASKER_STOPS
-            await self.store.request_stop(answer_id)
+            if here is not None:
+                here[1].request()
+            else:
+                await self.store.request_stop(answer_id)
         except Exception:
             log.exception("could not stop an answer", extra=_context(scope, actor))
             return notices.INTERNAL_ERROR
@@ -262,8 +285,9 @@ class ChatCore:
     async def stop_in(self, scope: Scope, actor: Actor) -> str | None:
         """A Stop that names a place rather than an answer (Slack's own Stop on an agent session): the
         answer running in `scope`, as `stop` would."""
+        here = next((a for a, _ in self._running.values() if a.scope_key == scope.key), None)
         try:
-            answer_id = await self.store.running_answer(scope.key)
+            answer_id = here.answer_id if here is not None else await self.store.running_answer(scope.key)
         except Exception:
             log.exception("could not find the answer to stop", extra=_context(scope, actor))
             return notices.INTERNAL_ERROR
@@ -273,7 +297,9 @@ class ChatCore:
         """Someone rated an answer: one vote per person per answer, the last one counts. Returns what
         only they should read."""
         try:
-            answer = await self.store.get_answer(answer_id) if is_answer_id(answer_id) else None
+            answer = self._ending.get(answer_id)
+            if answer is None and is_answer_id(answer_id):
+                answer = await self.store.get_answer(answer_id)
             if answer is None or answer.workspace_key != scope.workspace_key:
                 return notices.VOTE_CLOSED
             value = 1 if up else -1
@@ -330,9 +356,20 @@ class ChatCore:
 
     def _changed(self, change: Change) -> None:
         if change.kind == "stop":
-            stop = self._running.get(change.key)
-            if stop is not None:
-                stop.set()
+            running = self._running.get(change.key)
+            if running is not None:
+                running[1].request()
+
+    def _ended(self, answer_id: str, written: asyncio.Future[None]) -> None:
+        del self._ending[answer_id]
+        if not written.cancelled() and written.exception() is not None:
+            log.error("could not record how an answer ended", exc_info=written.exception())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a write the user need not wait for; `aclose` waits for it before closing the store."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _watch_stops(self) -> None:
         if self._stop_watch is None or self._stop_watch.done():
@@ -478,20 +515,24 @@ class ChatCore:
         notes = [f"_Skipped {reason}._" for reason in choice.skipped]
         asked_at = time.time()
         answer_id = new_answer_id()
-        await self.store.start_answer(
-            AnswerRecord(
-                answer_id,
-                scope.key,
-                scope.workspace_key,
-                question.actor.user_id,
-                resolved.model,
-                resolved.preset.name,
-                asked_at,
-            )
+        # Written beside the upstream request rather than before it: the row is needed only once a Stop
+        # or a vote can be pressed, long after the write (and SQLite's one writer keeps them in order).
+        answer = AnswerRecord(
+            answer_id,
+            scope.key,
+            scope.workspace_key,
+            question.actor.user_id,
+            resolved.model,
+            resolved.preset.name,
+            asked_at,
         )
-        stop = self._running[answer_id] = asyncio.Event()
-        self._watch_stops()
-        controls = target if isinstance(target, Interactive) else None
+        if self._shared:
+            self._in_background(self.store.start_answer(answer))
+        stop = StopSignal()
+        self._running[answer_id] = (answer, stop)
+        if self._shared:
+            self._watch_stops()
+        controls = interactive(target)
         if controls is not None:
             controls.set_controls(Controls(stop=answer_id))
         ended: AnswerState = "failed"
@@ -559,7 +600,8 @@ class ChatCore:
                 answered_at=now,
             )
             # The write overlaps the final edit, and is committed before the next turn of this scope starts.
-            written = self.store.queue_turn(record, transcript)
+            self._ending[answer_id] = replace(answer, state=ended)
+            written = self.store.queue_turn(record, transcript, self._ending[answer_id])
             final = format_answer(text, thinking_mode=self.settings.thinking) if text else ""
             if notes:
                 final = f"{final.rstrip()}\n\n" + "\n".join(notes) if final.strip() else "\n".join(notes)
@@ -575,12 +617,15 @@ class ChatCore:
                 except Exception:
                     # The user has the answer; only the operator can fix a database that refuses writes.
                     log.exception("could not store a finished turn", extra={"platform": scope.platform})
+                finally:
+                    del self._ending[answer_id]
         finally:
             del self._running[answer_id]
-            try:
-                await self.store.end_answer(answer_id, ended)
-            except Exception:
-                log.exception("could not record how an answer ended", extra={"platform": scope.platform})
+            if ended == "failed":
+                # A failed answer wrote no turn: its row goes on its own, off the scope's turn.
+                self._ending[answer_id] = replace(answer, state=ended)
+                ending = asyncio.ensure_future(self.store.end_answer(self._ending[answer_id]))
+                ending.add_done_callback(lambda done: self._ended(answer_id, done))
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "answered",
@@ -600,7 +645,7 @@ class ChatCore:
         reply: StreamingReply,
         notes: list[str],
         remember: Callable[[str], Awaitable[None]],
-        stop: asyncio.Event,
+        stop: StopSignal,
     ) -> tuple[str, str | None, str | None, bool]:
         """The answer's text, conversation, trace id, and whether someone stopped it."""
         started = time.monotonic()
@@ -610,35 +655,41 @@ class ChatCore:
         conversation_id = turn.conversation_id
         trace_id: str | None = None
         chunks = self.client.stream(turn)
-
-        async def consume() -> None:
-            nonlocal answer, cut, conversation_id, trace_id
-            try:
-                async for chunk in chunks:
-                    answer = chunk.text
-                    trace_id = chunk.trace_id or trace_id
-                    if chunk.conversation_id and chunk.conversation_id != conversation_id:
-                        conversation_id = chunk.conversation_id
-                        await remember(conversation_id)
-                    if len(answer) > cap:
-                        cut = True
-                        break
-                    reply.update(answer)
-            finally:
-                # Closed here, not by the garbage collector: the connection goes back at once (and a
-                # stopped answer's upstream request ends with it).
-                await chunks.aclose()
-
+        reading = asyncio.current_task()
+        stop.reading = reading
         stopped = False
         try:
             async with asyncio.timeout(self.settings.answer_timeout):
-                stopped = await _unless_stopped(consume(), stop)
+                try:
+                    if not stop.requested:
+                        async for chunk in chunks:
+                            answer = chunk.text
+                            trace_id = chunk.trace_id or trace_id
+                            if chunk.conversation_id and chunk.conversation_id != conversation_id:
+                                conversation_id = chunk.conversation_id
+                                await remember(conversation_id)
+                            if len(answer) > cap:
+                                cut = True
+                                break
+                            reply.update(answer)
+                finally:
+                    # Closed here, not by the garbage collector: the connection goes back at once (and a
+                    # stopped answer's upstream request ends with it).
+                    await chunks.aclose()
         except TimeoutError:
             if answer is None or not len(answer):
                 raise UpstreamError(
                     "The AI service took too long to answer.", detail="answer timeout", retryable=False
                 ) from None
             notes.append("_The answer was stopped because it ran too long._")
+        except asyncio.CancelledError:
+            # A Stop cancels this task; any other cancellation (a shutdown) goes on as it was.
+            if not stop.requested or reading is None or reading.uncancel() > 0:
+                raise
+            stopped = True
+        finally:
+            stop.reading = None
+        stopped = stopped or stop.requested
         metrics.UPSTREAM_SECONDS.observe(time.monotonic() - started)
         text = str(answer) if answer is not None else ""
         if cut:
@@ -695,25 +746,6 @@ def quote(text: str) -> str:
     cut = text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + " …"
     lines = cut.strip().splitlines() or [""]
     return "About this message:\n" + "\n".join(f"> {line}" for line in lines)
-
-
-async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run `work` unless `stop` is set first; then cancel it and return True."""
-    task = asyncio.ensure_future(work)
-    waiter = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            # Suppressed: the task's own cancellation, not this one's (a timeout around it still counts).
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        return True
-    task.result()  # its error, if any
-    return False
 
 
 def _context(scope: Scope, actor: Actor) -> dict[str, str]:

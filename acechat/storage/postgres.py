@@ -26,7 +26,6 @@ from acechat.storage.probe import RecentProbe
 from acechat.storage.protocol import Backend, Store
 from acechat.storage.records import (
     AnswerRecord,
-    AnswerState,
     AuditAction,
     AuditEntry,
     Change,
@@ -122,7 +121,7 @@ class PostgresStore(Store):
         self._listeners: list[Callable[[Change], None]] = []
         self._listener = NotificationListener(url, self._origin, self._deliver) if listen else None
         self._probe = RecentProbe(self._writable)
-        self._writes: set[asyncio.Task[bool]] = set()
+        self._writes: set[asyncio.Task[Any]] = set()
         self._close_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -211,18 +210,27 @@ class PostgresStore(Store):
         return await self._db().fetchval(_SAVE_CONVERSATION, *_conversation_args(record)) is not None
 
     def queue_turn(
-        self, conversation: ConversationRecord, transcript: TranscriptEntry | None
+        self,
+        conversation: ConversationRecord,
+        transcript: TranscriptEntry | None,
+        answer: AnswerRecord | None = None,
     ) -> Awaitable[bool]:
         # The pool is taken now: a write queued before close() still runs while close() waits for it.
-        task = asyncio.ensure_future(self._save_turn(self._db(), conversation, transcript))
+        task = asyncio.ensure_future(self._save_turn(self._db(), conversation, transcript, answer))
         # Kept until done, so close() can wait for it and it is never collected half way.
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         return task
 
     async def _save_turn(
-        self, pool: asyncpg.Pool, conversation: ConversationRecord, transcript: TranscriptEntry | None
+        self,
+        pool: asyncpg.Pool,
+        conversation: ConversationRecord,
+        transcript: TranscriptEntry | None,
+        answer: AnswerRecord | None,
     ) -> bool:
+        if answer is not None:
+            await self._end_answer(pool, answer)
         if transcript is None or not self._transcript_days:
             return await pool.fetchval(_SAVE_CONVERSATION, *_conversation_args(conversation)) is not None
         t = transcript
@@ -479,8 +487,26 @@ class PostgresStore(Store):
         )
         return [str(row["answer_id"]) for row in rows]
 
-    async def end_answer(self, answer_id: str, state: AnswerState) -> None:
-        await self._db().execute("UPDATE answers SET state = $2 WHERE answer_id = $1", answer_id, state)
+    def end_answer(self, answer: AnswerRecord) -> Awaitable[None]:
+        task = asyncio.ensure_future(self._end_answer(self._db(), answer))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return task
+
+    async def _end_answer(self, pool: asyncpg.Pool, answer: AnswerRecord) -> None:
+        a = answer
+        await pool.execute(
+            f"INSERT INTO answers ({ANSWER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT (answer_id) DO UPDATE SET state = excluded.state",
+            a.answer_id,
+            a.scope_key,
+            a.workspace_key,
+            a.asker_id,
+            a.model,
+            a.preset,
+            a.started_at,
+            a.state,
+        )
 
     async def vote(self, answer: AnswerRecord, user_id: str, vote: int, at: float) -> int | None:
         a = answer

@@ -8,7 +8,6 @@ from typing import Literal, Protocol
 
 from acechat.storage.records import (
     AnswerRecord,
-    AnswerState,
     AuditEntry,
     Change,
     ConversationRecord,
@@ -50,11 +49,15 @@ class Store(Protocol):
         returns whether it was written."""
 
     def queue_turn(
-        self, conversation: ConversationRecord, transcript: TranscriptEntry | None
+        self,
+        conversation: ConversationRecord,
+        transcript: TranscriptEntry | None,
+        answer: AnswerRecord | None = None,
     ) -> Awaitable[bool]:
         """Queue a finished turn's write and return at once; the awaitable settles once it is committed,
         with whether the conversation was written (as `save_conversation`). The transcript is written
-        either way (the question was answered), unless transcripts are off."""
+        either way (the question was answered), unless transcripts are off; so is `answer`, as
+        `end_answer` would."""
 
     async def reset_conversation(self, scope_key: str) -> bool:
         """Forget the scope's upstream conversation and start a new epoch; True if one was live."""
@@ -127,8 +130,10 @@ class Store(Protocol):
     async def stop_requests(self, answer_ids: Sequence[str]) -> list[str]:
         """Those of `answer_ids` someone asked to stop: for a process that may have missed the notice."""
 
-    async def end_answer(self, answer_id: str, state: AnswerState) -> None:
-        """Record how an answer ended; a Stop pressed from now on changes nothing."""
+    def end_answer(self, answer: AnswerRecord) -> Awaitable[None]:
+        """Queue the record of how an answer ended (`answer.state`; the whole row if `start_answer` did
+        not write it) and return at once; settles once committed, and `close()` finishes it. A Stop
+        pressed from then on changes nothing."""
 
     async def vote(self, answer: AnswerRecord, user_id: str, vote: int, at: float) -> int | None:
         """Record `user_id`'s vote (+1 or -1) on `answer`, with its model and preset, replacing their

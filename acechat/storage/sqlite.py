@@ -29,7 +29,6 @@ from acechat.storage.protocol import Backend, Store
 from acechat.storage.ratelimit import SlidingWindows
 from acechat.storage.records import (
     AnswerRecord,
-    AnswerState,
     AuditAction,
     AuditEntry,
     Change,
@@ -132,6 +131,14 @@ def _select_preset(db: Database, workspace_key: str, name: str) -> CustomPreset 
         f"SELECT {PRESET_COLUMNS} FROM presets WHERE workspace_key = ? AND name = ?", (workspace_key, name)
     ).fetchone()
     return CustomPreset(*row) if row else None
+
+
+def _end_answer(db: Database, a: AnswerRecord) -> None:
+    db.execute(
+        f"INSERT INTO answers ({ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (answer_id) DO UPDATE SET state = excluded.state",
+        (a.answer_id, a.scope_key, a.workspace_key, a.asker_id, a.model, a.preset, a.started_at, a.state),
+    )
 
 
 def _select_conversation(db: Database, scope_key: str) -> ConversationRecord | None:
@@ -271,7 +278,10 @@ class SQLiteStore(Store):
         )
 
     def queue_turn(
-        self, conversation: ConversationRecord, transcript: TranscriptEntry | None
+        self,
+        conversation: ConversationRecord,
+        transcript: TranscriptEntry | None,
+        answer: AnswerRecord | None = None,
     ) -> Awaitable[bool]:
         """Writes run in submission order, so anything submitted later (a reset, the next turn) sees it.
         Turns queued together, from several scopes, share one commit."""
@@ -284,6 +294,8 @@ class SQLiteStore(Store):
             written = db.execute(_SAVE_CONVERSATION, conversation_row_).rowcount == 1
             if transcript_row_ is not None:
                 db.execute(_INSERT_TRANSCRIPT, transcript_row_)
+            if answer is not None:
+                _end_answer(db, answer)
             return bool(written)
 
         return self._conversation_write(conversation.scope_key, record, conversation, grouped=True)
@@ -605,12 +617,8 @@ class SQLiteStore(Store):
 
         return await self._worker.submit(requested) if ids else []
 
-    async def end_answer(self, answer_id: str, state: AnswerState) -> None:
-        def end(db: Database) -> None:
-            with write_transaction(db):
-                db.execute("UPDATE answers SET state = ? WHERE answer_id = ?", (state, answer_id))
-
-        await self._worker.submit(end)
+    def end_answer(self, answer: AnswerRecord) -> Awaitable[None]:
+        return self._worker.submit(lambda db: _end_answer(db, answer), grouped=True)
 
     async def vote(self, answer: AnswerRecord, user_id: str, vote: int, at: float) -> int | None:
         a = answer
