@@ -11,13 +11,14 @@ import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 import discord
 from discord.http import HTTPClient, Route
 
 from acechat.bots.discord_buttons import view_of
-from acechat.core.interactions import ControlBoard, Controls
+from acechat.core.interactions import ControlBoard, Controls, paced_edit
 from acechat.core.pacing import Call, Scheduler
 from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import InFlightWindow, KeyedBudgets
@@ -175,8 +176,7 @@ class MessageTarget:
 
     async def settle_controls(self) -> None:
         for handle, text, _ in self._board.stale():
-            with platform_errors():
-                await self._edit(handle, text)
+            await paced_edit(self._limits, partial(self.edit, handle, text))
 
     async def _edit(self, handle: str, text: str) -> None:
         if not self._board.used:

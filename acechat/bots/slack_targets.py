@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -18,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
 from acechat.bots.slack_ui import message_blocks
-from acechat.core.interactions import ControlBoard, Controls
+from acechat.core.interactions import ControlBoard, Controls, paced_edit
 from acechat.core.pacing import Scheduler
 from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import KeyedBudgets, TokenBucket
@@ -199,7 +200,7 @@ class ThreadReply:
 
     async def settle_controls(self) -> None:
         for handle, text, _ in self._buttons.board.stale():
-            await self.edit(handle, text)
+            await paced_edit(self._limits, partial(self.edit, handle, text))
         await self._sync_session()
 
     async def _sync_session(self) -> None:
@@ -304,7 +305,7 @@ class CommandAnswer:
 
     async def settle_controls(self) -> None:
         for handle, text, _ in self._buttons.board.stale():
-            await self.edit(handle, text)
+            await paced_edit(self._limits, partial(self.edit, handle, text))
 
     async def typing(self) -> None:
         """Nobody sees a slash command run: tell the asker, once, that the answer is on its way."""

@@ -11,8 +11,12 @@ controls (`Interactive`) keeps them on its last message only; `ControlBoard` is 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
+
+from acechat.core.pacing import Call
+from acechat.core.reply_target import TargetLimits
 
 PREFIX = "acechat"
 # Discord allows 100 characters in a custom id, Slack 255 in an action id.
@@ -164,3 +168,17 @@ class StopSignal:
         self.requested = True
         if self.reading is not None:
             self.reading.cancel()
+
+
+async def paced_edit(limits: TargetLimits, edit: Callable[[], Awaitable[None]]) -> None:
+    """An edit made only to change a message's controls, under the platform's shared edit allowance
+    like an answer's final edit: the controls of an answer's earlier messages are settled after it ends."""
+    scheduler = limits.scheduler
+    if scheduler is None or not limits.edits:
+        await edit()
+        return
+    await scheduler.call(Call.FINAL, limits.edits)
+    try:
+        await edit()
+    finally:
+        scheduler.done(limits.edits)
