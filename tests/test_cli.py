@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from acechat.storage.sqlite import SQLiteStore
+from tests.fakes.discord import TOKEN as DISCORD_TOKEN
 from tests.fakes.upstream import FakeUpstream
 from tests.test_storage import WS, audit, damage_an_index
 
@@ -30,7 +31,8 @@ def environment(tmp_path: Path, **variables: str) -> dict[str, str]:
 
 
 def acechat(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "acechat.bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
+    # No --env-file: the default .env is read if there is one, and the temporary directory has none.
+    command = [sys.executable, "-m", "acechat.bots.cli", *args]
     return subprocess.run(
         command,
         env=environment(tmp_path, **variables),
@@ -72,7 +74,7 @@ def test_an_invalid_setting_is_named_on_one_line(tmp_path: Path) -> None:
 
 def test_check_accepts_a_valid_configuration(tmp_path: Path) -> None:
     result = acechat(
-        tmp_path, "check", ACEDATACLOUD_API_TOKEN="tok-123456", DISCORD_BOT_TOKEN="discord-token"
+        tmp_path, "check", ACEDATACLOUD_API_TOKEN="tok-123456", DISCORD_BOT_TOKEN=DISCORD_TOKEN
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(
@@ -185,8 +187,6 @@ async def test_console_answers_through_the_upstream(tmp_path: Path, fake_upstrea
         sys.executable,
         "-m",
         "acechat.bots.cli",
-        "--env-file",
-        str(tmp_path / "missing.env"),
         "console",
         "--user",
         "dana",
