@@ -166,6 +166,7 @@ def test_start_up_warnings_that_do_not_concern_the_bot_are_silenced(
     """discord.py's voice warnings and bolt's unused-token warning, from the libraries themselves."""
     import discord
     from slack_bolt.async_app import AsyncApp
+    from slack_bolt.authorization import AuthorizeResult
     from slack_sdk.web.async_client import AsyncWebClient
 
     configure_platform_logging("INFO", Settings(upstream=UpstreamSettings(token=TOKEN)))
@@ -175,8 +176,9 @@ def test_start_up_warnings_that_do_not_concern_the_bot_are_silenced(
     discord.Client(intents=discord.Intents.default())
     # bolt reads SLACK_BOT_TOKEN from the environment by itself, then warns that it is unused.
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-from-the-environment")
-    async def authorize(**_: object) -> None:
-        return None
+
+    async def authorize(**_: object) -> AuthorizeResult:
+        raise AssertionError("no request reaches this app")
 
     AsyncApp(client=AsyncWebClient(), authorize=authorize, signing_secret="secret")
     logging.getLogger("discord.client").warning("a warning that does concern the bot")

@@ -71,6 +71,7 @@ async def test_a_platform_defined_outside_acechat_is_served_end_to_end(
         assert relay == RelaySettings(network.url, network.token, MAX_CHARS)
         assert network.token in settings.secrets, "its secret setting is scrubbed from the logs"
         assert SPEC.configured(settings) and not [spec for spec in ADAPTERS if spec.configured(settings)]
+        assert await SPEC.verify(settings) == f"relay network at {network.url}", "what check --online prints"
 
         async with serving(settings, network):
             # A question, answered in its channel.
