@@ -187,7 +187,6 @@ class SettingsReader:
         self._env = env
         self._declared = {setting.name: setting for setting in declared}
         self.problems: list[str] = []
-        self.read: set[str] = set()
         self.secrets: list[str] = []
 
     def fail(self, problem: str) -> None:
@@ -201,7 +200,6 @@ class SettingsReader:
         setting = self._declared.get(name)
         if setting is None:
             raise KeyError(f"{name} is read but not declared: add it to its Setting list")
-        self.read.add(name)
         value = self._env.get(name)
         if value is None:
             return None
@@ -367,7 +365,10 @@ class _ParseWarnings(logging.Filter):
         self.messages: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        self.messages.append(record.getMessage())
+        message = record.getMessage()
+        if "could not parse" not in message:
+            return True
+        self.messages.append(message)
         return False
 
 
