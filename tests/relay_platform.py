@@ -23,11 +23,13 @@ from aiohttp import web
 
 from acechat.bots.adapter import AdapterSpec, StartupError
 from acechat.core.chat import ChatCore
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.platform import ZWSP, MentionRule, MentionRules, PlatformRules
+from acechat.core.platform_errors import PlatformError
+from acechat.core.reply_target import Mark, TargetLimits
 from acechat.core.scope import Scope
 from acechat.core.settings import Setting, Settings, SettingsGroup, SettingsReader
-from acechat.core.target import Actor, Mark, PlatformError, TargetLimits
 
 NAME = "relay"
 

@@ -79,7 +79,11 @@ def test_two_replicas_of_the_image_run_acechat_after_the_database_is_healthy(com
 
 
 def test_the_replicas_settings_are_valid_and_point_at_the_db_service(compose: dict[str, Any]) -> None:
-    env_file = {"POSTGRES_PASSWORD": "s3cret", "ACEDATACLOUD_API_TOKEN": "t", "DISCORD_BOT_TOKEN": DISCORD_TOKEN}
+    env_file = {
+        "POSTGRES_PASSWORD": "s3cret",
+        "ACEDATACLOUD_API_TOKEN": "t",
+        "DISCORD_BOT_TOKEN": DISCORD_TOKEN,
+    }
     shards = []
     for name in REPLICAS:
         environment = {

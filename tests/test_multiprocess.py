@@ -337,7 +337,9 @@ async def test_two_discord_processes_serve_one_shard_each_and_answer_every_menti
     tmp_path: Path, fake_upstream: FakeUpstream, pg_url: str
 ) -> None:
     bots: list[BotProcess] = []
-    async with FakeDiscord(token=TOKEN.replace("fake-signature", "shards-signature"), second_guild=True) as discord:
+    async with FakeDiscord(
+        token=TOKEN.replace("fake-signature", "shards-signature"), second_guild=True
+    ) as discord:
         try:
             for shard in (0, 1):
                 env = bot_environment(

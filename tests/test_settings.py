@@ -39,6 +39,8 @@ def discord_of(settings: Settings) -> DiscordSettings | None:
 
 def slack_of(settings: Settings) -> SlackSettings | None:
     return settings.platform("slack", SlackSettings)
+
+
 PREFIXES = ("ACECHAT_", "ACEDATACLOUD_", "DISCORD_", "SLACK_")
 
 
@@ -99,9 +101,7 @@ def test_every_setting_is_read_and_normalised() -> None:
 
 
 def test_blank_values_mean_the_default() -> None:
-    settings = parse(
-        {**TOKEN, "ACECHAT_USER_RATE": "  ", "ACECHAT_MODELS": "", "DISCORD_BOT_TOKEN": ""}
-    )
+    settings = parse({**TOKEN, "ACECHAT_USER_RATE": "  ", "ACECHAT_MODELS": "", "DISCORD_BOT_TOKEN": ""})
     assert settings.user_rate == RateLimit(10, 60.0)
     assert settings.models == DEFAULT_MODELS
     assert discord_of(settings) is None
