@@ -16,8 +16,8 @@ from typing import Any
 import discord
 from discord.http import HTTPClient, Route
 
-from acechat.core.pacing import Call, Scheduler
-from acechat.core.ratelimit import InFlightWindow, KeyedBudgets
+from acechat.core.pacing.limits import InFlightWindow, KeyedBudgets
+from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
 
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -106,7 +106,7 @@ class DiscordLimits:
         async def request(route: Route, **kwargs: Any) -> Any:
             if _granted.get() or route.path.startswith(EXEMPT):
                 return await send(route, **kwargs)
-            await self._scheduler.call(Call.POST, limits)
+            await self._scheduler.call(Urgency.POST, limits)
             try:
                 return await send(route, **kwargs)
             finally:

@@ -16,8 +16,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
-from acechat.core.pacing import Scheduler
-from acechat.core.ratelimit import KeyedBudgets, TokenBucket
+from acechat.core.pacing.limits import KeyedBudgets, TokenBucket
+from acechat.core.pacing.scheduler import Scheduler
 from acechat.core.sanitize import neutralize_mentions
 from acechat.core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
 

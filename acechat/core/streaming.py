@@ -5,7 +5,7 @@ the platform allows (`TargetLimits.edit_burst` per `edit_window`), always keepin
 the final edit goes out the moment the answer is complete. Text past `max_chars` continues in further
 messages.
 
-Under load the platform's shared allowances (core.pacing) decide. When the first text is ready, an
+Under load the platform's shared allowances (core.pacing.scheduler) decide. When the first text is ready, an
 answer streams by edits only if the allowance its final edit draws on can still promise that edit
 within a second; otherwise it is held back and posted once, complete, which costs no edit at all. A held
 answer keeps its sign of life (typing, Slack's thinking status) until then. Finals go before first
@@ -19,13 +19,14 @@ import enum
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 
 from acechat.core import metrics
-from acechat.core.pacing import Call, Limits, Scheduler
+from acechat.core.pacing.edits import EditPacer
+from acechat.core.pacing.limits import Limits
+from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.splitting import split_message
-from acechat.core.target import MessageGone, PlatformRateLimited, ReplyTarget, TargetLimits
+from acechat.core.target import MessageGone, PlatformRateLimited, ReplyTarget
 from acechat.core.upstream import AnswerText
 
 log = logging.getLogger(__name__)
@@ -49,37 +50,6 @@ class Mode(enum.Enum):
     UNDECIDED = "undecided"
     STREAM = "stream"  # post the first text at once, then edit
     HOLD = "hold"  # post once, complete
-
-
-class EditPacer:
-    """Per-target sliding window of edit times: stricter than any fixed window the platform uses."""
-
-    def __init__(self, limits: TargetLimits, clock: Callable[[], float] = time.monotonic) -> None:
-        self._burst = max(1, limits.edit_burst)
-        self._window = max(0.0, limits.edit_window)
-        # Spread intermediate edits so one slot is always free for the final one.
-        self._spacing = self._window / max(1, self._burst - 1)
-        self._times: deque[float] = deque()
-        self._blocked_until = 0.0
-        self._clock = clock
-
-    def delay(self, final: bool) -> float:
-        now = self._clock()
-        while self._times and now - self._times[0] >= self._window:
-            self._times.popleft()
-        wait = max(0.0, self._blocked_until - now)
-        allowed = self._burst if final or self._burst == 1 else self._burst - 1
-        if len(self._times) >= allowed:
-            wait = max(wait, self._times[len(self._times) - allowed] + self._window - now)
-        if not final and self._times:
-            wait = max(wait, self._times[-1] + self._spacing - now)
-        return wait
-
-    def record(self) -> None:
-        self._times.append(self._clock())
-
-    def penalize(self, seconds: float) -> None:
-        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
 
 class StreamingReply:
@@ -243,8 +213,8 @@ class StreamingReply:
             self._scheduler.release(self._pledge)
             self._pledge = ()
 
-    def _urgency(self) -> Call:
-        return Call.FINAL if self._done else Call.POST
+    def _urgency(self) -> Urgency:
+        return Urgency.FINAL if self._done else Urgency.POST
 
     async def _post(self) -> None:
         posts = self._limits.posts
@@ -273,7 +243,7 @@ class StreamingReply:
         if wait > 0:
             await asyncio.sleep(wait)
             return
-        await self._scheduler.call(Call.FINAL, self._limits.edits)
+        await self._scheduler.call(Urgency.FINAL, self._limits.edits)
         try:
             step = self._next()
             if step is not None and step[0] < len(self._handles):
@@ -285,7 +255,7 @@ class StreamingReply:
         wait = self._pacer.delay(final=False)
         if wait <= 0:
             edits = self._limits.edits
-            if self._scheduler.try_call(Call.EDIT, edits):
+            if self._scheduler.try_call(Urgency.EDIT, edits):
                 try:
                     step = self._next()
                     if step is not None and step[0] < len(self._handles):
@@ -294,7 +264,7 @@ class StreamingReply:
                     self._scheduler.done(edits)
                 return
             # With more answers streaming than the limit holds, intermediate edits wait for others to finish.
-            wait = min(max(self._scheduler.delay(Call.EDIT, edits), 0.01), RECHECK)
+            wait = min(max(self._scheduler.delay(Urgency.EDIT, edits), 0.01), RECHECK)
         await self._sleep(wait)
 
     async def _edit(self, index: int, chunk: str) -> None:
@@ -350,10 +320,10 @@ class StreamingReply:
         interval = self._limits.typing_interval
         limits = self._limits.typing_limits
         while True:
-            if not self._scheduler.try_call(Call.TYPING, limits):
+            if not self._scheduler.try_call(Urgency.TYPING, limits):
                 # Busy with answers: a sign of life is the first thing to give way, and tries again as
                 # soon as it might go (a moment's jitter keeps many waiting answers from waking together).
-                wait = self._scheduler.delay(Call.TYPING, limits)
+                wait = self._scheduler.delay(Urgency.TYPING, limits)
                 await asyncio.sleep(min(TYPING_RETRY, max(wait, TYPING_SOONEST) * (1 + random.random())))
                 continue
             try:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from acechat.core.pacing import Call, Scheduler
-from acechat.core.ratelimit import TokenBucket, WindowBudget
+from acechat.core.pacing.limits import TokenBucket
+from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.streaming import RESCUED, StreamingReply
 from acechat.core.target import TargetLimits
 from tests.fakes.target import RecordingTarget
@@ -71,19 +71,19 @@ async def next_window(clock: Clock, scheduler: Scheduler, seconds: float = 1.0) 
 
 async def test_calls_wait_in_order_of_urgency_then_arrival() -> None:
     clock = Clock()
-    limit = WindowBudget(1, 1.0, clock=clock)
+    limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
-    await scheduler.call(Call.POST, (limit,))  # spends the window
+    await scheduler.call(Urgency.POST, (limit,))  # spends the window
     order: list[str] = []
 
-    async def call(name: str, urgency: Call) -> None:
+    async def call(name: str, urgency: Urgency) -> None:
         await scheduler.call(urgency, (limit,))
         order.append(name)
 
     tasks = [
-        asyncio.create_task(call("post a", Call.POST)),
-        asyncio.create_task(call("post b", Call.POST)),
-        asyncio.create_task(call("final", Call.FINAL)),
+        asyncio.create_task(call("post a", Urgency.POST)),
+        asyncio.create_task(call("post b", Urgency.POST)),
+        asyncio.create_task(call("final", Urgency.FINAL)),
     ]
     await settle()
     assert order == []
@@ -95,18 +95,18 @@ async def test_calls_wait_in_order_of_urgency_then_arrival() -> None:
 
 async def test_a_queued_post_that_becomes_final_moves_to_the_front() -> None:
     clock = Clock()
-    limit = WindowBudget(1, 1.0, clock=clock)
+    limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
-    await scheduler.call(Call.POST, (limit,))
+    await scheduler.call(Urgency.POST, (limit,))
     done = False
     order: list[str] = []
 
-    async def call(name: str, urgency: Call | object) -> None:
+    async def call(name: str, urgency: Urgency | object) -> None:
         await scheduler.call(urgency, (limit,))  # type: ignore[arg-type]
         order.append(name)
 
-    first = asyncio.create_task(call("earlier post", Call.POST))
-    upgraded = asyncio.create_task(call("completed answer", lambda: Call.FINAL if done else Call.POST))
+    first = asyncio.create_task(call("earlier post", Urgency.POST))
+    upgraded = asyncio.create_task(call("completed answer", lambda: Urgency.FINAL if done else Urgency.POST))
     await settle()
     done = True
     await next_window(clock, scheduler)
@@ -124,29 +124,29 @@ async def test_droppable_calls_give_way_to_queued_ones_and_to_pledged_finals() -
     scheduler.pledge((limit,))
     scheduler.pledge((limit,))
     # Three calls available, two pledged to finals: one intermediate edit may go, then none.
-    assert scheduler.try_call(Call.EDIT, (limit,))
-    assert not scheduler.try_call(Call.EDIT, (limit,))
-    assert not scheduler.try_call(Call.TYPING, (limit,))
+    assert scheduler.try_call(Urgency.EDIT, (limit,))
+    assert not scheduler.try_call(Urgency.EDIT, (limit,))
+    assert not scheduler.try_call(Urgency.TYPING, (limit,))
     assert not scheduler.admits((limit,), within=0), "a third final could not be promised"
     # The finals themselves are owed nothing.
-    await scheduler.call(Call.FINAL, (limit,))
-    await scheduler.call(Call.FINAL, (limit,))
+    await scheduler.call(Urgency.FINAL, (limit,))
+    await scheduler.call(Urgency.FINAL, (limit,))
     scheduler.release((limit,))
     scheduler.release((limit,))
     assert scheduler.pledged(limit) == 0
     clock.now += 1.0
-    assert scheduler.try_call(Call.EDIT, (limit,))
+    assert scheduler.try_call(Urgency.EDIT, (limit,))
 
 
 async def test_nothing_droppable_goes_while_a_call_waits_on_the_same_limit() -> None:
-    limit = WindowBudget(1, 0.1)
-    other = WindowBudget(5, 0.1)
+    limit = TokenBucket(1, 10.0)
+    other = TokenBucket(5, 50.0)
     scheduler = Scheduler()
-    await scheduler.call(Call.POST, (limit,))
-    waiting = asyncio.create_task(scheduler.call(Call.FINAL, (limit,)))
+    await scheduler.call(Urgency.POST, (limit,))
+    waiting = asyncio.create_task(scheduler.call(Urgency.FINAL, (limit,)))
     await settle()
-    assert not scheduler.try_call(Call.TYPING, (limit,))
-    assert scheduler.try_call(Call.TYPING, (other,)), "another limit is not held up"
+    assert not scheduler.try_call(Urgency.TYPING, (limit,))
+    assert scheduler.try_call(Urgency.TYPING, (other,)), "another limit is not held up"
     await asyncio.wait_for(waiting, 2)
 
 
@@ -155,8 +155,8 @@ async def test_a_cancelled_wait_gives_up_its_place() -> None:
     limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
     assert limit.try_acquire()
-    abandoned = asyncio.create_task(scheduler.call(Call.FINAL, (limit,)))
-    kept = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    abandoned = asyncio.create_task(scheduler.call(Urgency.FINAL, (limit,)))
+    kept = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
     await settle()
     abandoned.cancel()
     await asyncio.gather(abandoned, return_exceptions=True)
@@ -165,19 +165,19 @@ async def test_a_cancelled_wait_gives_up_its_place() -> None:
     scheduler.done(())
     await settle()
     assert kept.done(), "the place went to the next in line"
-    assert scheduler.delay(Call.EDIT, (limit,)) == 1.0, "no stale ticket holds the limit"
+    assert scheduler.delay(Urgency.EDIT, (limit,)) == 1.0, "no stale ticket holds the limit"
 
 
 async def test_a_call_waits_for_every_limit_it_draws_on() -> None:
-    shared = WindowBudget(2, 0.2)
-    channel_a, channel_b = WindowBudget(1, 0.2), WindowBudget(1, 0.2)
+    shared = TokenBucket(2, 10.0)
+    channel_a, channel_b = TokenBucket(1, 5.0), TokenBucket(1, 5.0)
     scheduler = Scheduler()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await scheduler.call(Call.POST, (shared, channel_a))
-    await scheduler.call(Call.POST, (shared, channel_b))
+    await scheduler.call(Urgency.POST, (shared, channel_a))
+    await scheduler.call(Urgency.POST, (shared, channel_b))
     # Both channels are free again only after their windows; the shared limit too.
-    await asyncio.wait_for(scheduler.call(Call.POST, (shared, channel_a)), 2)
+    await asyncio.wait_for(scheduler.call(Urgency.POST, (shared, channel_a)), 2)
     assert loop.time() - started >= 0.15
 
 
@@ -216,20 +216,20 @@ def test_only_droppable_calls_leave_pledged_finals_their_call() -> None:
     scheduler = Scheduler()
     scheduler.pledge((limit,))
     assert limit.try_acquire()  # one call left, and it is pledged
-    assert scheduler.delay(Call.FINAL, (limit,)) == 0.0
-    assert scheduler.delay(Call.POST, (limit,)) == 0.0
-    assert scheduler.delay(Call.EDIT, (limit,)) == 1.0
-    assert scheduler.delay(Call.TYPING, (limit,)) == 1.0
-    assert not scheduler.try_call(Call.EDIT, (limit,))
-    assert scheduler.delay(Call.EDIT, ()) == 0.0, "no limits, no wait"
+    assert scheduler.delay(Urgency.FINAL, (limit,)) == 0.0
+    assert scheduler.delay(Urgency.POST, (limit,)) == 0.0
+    assert scheduler.delay(Urgency.EDIT, (limit,)) == 1.0
+    assert scheduler.delay(Urgency.TYPING, (limit,)) == 1.0
+    assert not scheduler.try_call(Urgency.EDIT, (limit,))
+    assert scheduler.delay(Urgency.EDIT, ()) == 0.0, "no limits, no wait"
 
 
 def test_a_call_on_free_limits_is_made_at_once() -> None:
     clock = Clock()
     limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
-    assert made_at_once(scheduler.call(Call.EDIT, ()))
-    assert made_at_once(scheduler.call(Call.POST, (limit,)))
+    assert made_at_once(scheduler.call(Urgency.EDIT, ()))
+    assert made_at_once(scheduler.call(Urgency.POST, (limit,)))
     assert limit.available() == 0
 
 
@@ -238,9 +238,9 @@ async def test_a_wait_closed_without_cancelling_leaves_nothing_behind() -> None:
     limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
     assert limit.try_acquire()
-    assert not made_at_once(scheduler.call(Call.POST, (limit,))), "it queued, then was closed"
+    assert not made_at_once(scheduler.call(Urgency.POST, (limit,))), "it queued, then was closed"
     clock.now += 1.0
-    assert scheduler.try_call(Call.EDIT, (limit,)), "no ticket of it holds the limit"
+    assert scheduler.try_call(Urgency.EDIT, (limit,)), "no ticket of it holds the limit"
 
 
 async def test_a_free_limit_serves_its_queue_before_newcomers() -> None:
@@ -250,16 +250,16 @@ async def test_a_free_limit_serves_its_queue_before_newcomers() -> None:
     assert limit.try_acquire()
     order: list[str] = []
 
-    async def call(name: str, urgency: Call) -> None:
+    async def call(name: str, urgency: Urgency) -> None:
         await scheduler.call(urgency, (limit,))
         order.append(name)
 
-    final = asyncio.create_task(call("final", Call.FINAL))
+    final = asyncio.create_task(call("final", Urgency.FINAL))
     await settle()
     clock.now += 1.0  # room for one call; the scheduler's own timer is still a second away
-    assert not scheduler.try_call(Call.TYPING, (limit,)), "a droppable call never jumps the queue"
-    assert scheduler.delay(Call.EDIT, (limit,)) == math.inf
-    post = asyncio.create_task(call("post", Call.POST))
+    assert not scheduler.try_call(Urgency.TYPING, (limit,)), "a droppable call never jumps the queue"
+    assert scheduler.delay(Urgency.EDIT, (limit,)) == math.inf
+    post = asyncio.create_task(call("post", Urgency.POST))
     await settle()
     assert order == ["final"], "the post queued, and the waiting final took the room at once"
     clock.now += 1.0
@@ -274,20 +274,20 @@ async def test_every_waiting_call_holds_its_limits_until_served() -> None:
     limit = TokenBucket(2, 1.0, clock=clock)
     scheduler = Scheduler()
     assert limit.try_acquire() and limit.try_acquire()
-    first = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
-    second = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    first = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
+    second = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
     await settle()
     clock.now += 1.0
     scheduler.done(())
     await settle()
     assert first.done() and not second.done()
     clock.now += 1.0
-    assert not scheduler.try_call(Call.EDIT, (limit,)), "the second still waits: nothing droppable first"
+    assert not scheduler.try_call(Urgency.EDIT, (limit,)), "the second still waits: nothing droppable first"
     scheduler.done(())
     await settle()
     assert second.done()
     clock.now += 1.0
-    assert scheduler.try_call(Call.EDIT, (limit,)), "nobody waits any more"
+    assert scheduler.try_call(Urgency.EDIT, (limit,)), "nobody waits any more"
 
 
 async def test_a_call_waiting_on_a_busy_limit_holds_up_no_one_else() -> None:
@@ -295,8 +295,8 @@ async def test_a_call_waiting_on_a_busy_limit_holds_up_no_one_else() -> None:
     slow, quick = TokenBucket(1, 0.1, clock=clock), TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
     assert slow.try_acquire() and quick.try_acquire()
-    final = asyncio.create_task(scheduler.call(Call.FINAL, (slow,)))
-    post = asyncio.create_task(scheduler.call(Call.POST, (quick,)))
+    final = asyncio.create_task(scheduler.call(Urgency.FINAL, (slow,)))
+    post = asyncio.create_task(scheduler.call(Urgency.POST, (quick,)))
     await settle()
     clock.now += 1.0
     scheduler.done(())
@@ -311,7 +311,7 @@ async def test_a_penalty_looks_at_the_waiting_calls_again() -> None:
     channel, workspace = TokenBucket(1, 1.0, clock=clock), TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
     assert channel.try_acquire()
-    waiting = asyncio.create_task(scheduler.call(Call.POST, (channel,)))
+    waiting = asyncio.create_task(scheduler.call(Urgency.POST, (channel,)))
     await settle()
     clock.now += 1.0  # the channel has room; the scheduler's own timer is still a second away
     scheduler.penalize((workspace,), 5.0)
@@ -325,7 +325,7 @@ async def test_a_waiting_call_sleeps_until_its_limit_could_serve_it() -> None:
     limit = CountingBucket(1, 0.1, clock)
     scheduler = Scheduler()
     assert limit.try_acquire()
-    waiting = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    waiting = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
     for _ in range(50):
         await asyncio.sleep(0)
     assert limit.delays < 10, "the scheduler polled instead of sleeping"
@@ -336,7 +336,7 @@ async def test_a_waiting_call_sleeps_until_its_limit_could_serve_it() -> None:
 # --- answers on shared limits -----------------------------------------------------------------------
 
 
-def limits(edits: TokenBucket | WindowBudget, scheduler: Scheduler) -> TargetLimits:
+def limits(edits: TokenBucket, scheduler: Scheduler) -> TargetLimits:
     return TargetLimits(
         max_chars=2000,
         edit_burst=5,
@@ -404,9 +404,9 @@ async def test_a_final_edit_that_never_goes_through_is_posted_anew() -> None:
 @pytest.mark.parametrize("interval", [None, 0.02])
 async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(interval: float | None) -> None:
     clock = Clock()
-    shared = WindowBudget(1, 0.15, clock=clock)
+    shared = TokenBucket(1, 8.0, clock=clock)
     scheduler = Scheduler()
-    assert scheduler.try_call(Call.TYPING, (shared,))  # someone else's typing took the window
+    assert scheduler.try_call(Urgency.TYPING, (shared,))  # someone else's typing took the window
     target = RecordingTarget(
         TargetLimits(max_chars=2000, typing_interval=interval, typing_limits=(shared,), scheduler=scheduler)
     )
@@ -414,6 +414,6 @@ async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(int
     reply.start_typing()
     await settle()
     assert not target.kinds("typing"), "no room on the limits' clock, which stands still"
-    clock.now += 0.15
+    clock.now += 0.125
     await until(lambda: target.kinds("typing"))  # typing went out once there was room
     await reply.finish("done")

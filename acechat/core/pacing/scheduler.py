@@ -5,7 +5,7 @@ Every call granted by `call` or `try_call` is ended with `done`, whatever happen
 A platform allows so many calls per window: Discord about 50 a second in all and 5 edits per 5 s per
 channel, Slack about 50 `chat.update` a minute per workspace and a post a second per channel. Each such
 allowance is a `Limit`. Every call an answer makes names the limits it draws on and how urgent it is
-(`Call`); the `Scheduler` hands out calls in order of urgency:
+(`Urgency`); the `Scheduler` hands out calls in order of urgency:
 
 - an answer's final text (`FINAL`) before any first post (`POST`), before an intermediate edit (`EDIT`),
   before a typing indicator (`TYPING`). The two last are dropped, not queued, when they would delay the
@@ -23,10 +23,11 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+
+from acechat.core.pacing.limits import Limit, Limits
 
 
-class Call(enum.IntEnum):
+class Urgency(enum.IntEnum):
     """How urgent a platform call is; lower goes first."""
 
     FINAL = 0
@@ -35,49 +36,19 @@ class Call(enum.IntEnum):
     TYPING = 3
 
 
-class Limit(Protocol):
-    """One platform allowance (e.g. `core.ratelimit.TokenBucket`, `WindowBudget`)."""
-
-    def try_acquire(self, reserve: int = 0) -> bool:
-        """Take one call if more than `reserve` remain; never waits."""
-        ...
-
-    def delay(self, reserve: int = 0) -> float:
-        """Seconds until `try_acquire(reserve)` could succeed (infinite if it never can)."""
-        ...
-
-    def available(self) -> float:
-        """Calls that could be made right now."""
-        ...
-
-    @property
-    def rate(self) -> float:
-        """Calls per second the allowance refills at, once spent."""
-        ...
-
-    def penalize(self, seconds: float) -> None:
-        """The platform said 429: spend nothing for `seconds`."""
-        ...
-
-    def finished(self) -> None:
-        """A call taken from this limit has ended (its response arrived, or it failed)."""
-        ...
-
-
-Limits = tuple[Limit, ...]
-Urgency = Call | Callable[[], Call]
+UrgencyOf = Urgency | Callable[[], Urgency]
 
 
 @dataclass(eq=False)
 class _Ticket:
-    urgency: Urgency
+    urgency: UrgencyOf
     limits: Limits
     seq: int
     future: asyncio.Future[None] = field(repr=False)
 
     @property
-    def call(self) -> Call:
-        return self.urgency if isinstance(self.urgency, Call) else self.urgency()
+    def level(self) -> Urgency:
+        return self.urgency if isinstance(self.urgency, Urgency) else self.urgency()
 
 
 class Scheduler:
@@ -115,29 +86,29 @@ class Scheduler:
 
     # --- calls -----------------------------------------------------------------------------------
 
-    def try_call(self, call: Call, limits: Limits) -> bool:
+    def try_call(self, urgency: Urgency, limits: Limits) -> bool:
         """A call that may be dropped (an intermediate edit, typing): made now only if nothing is queued
         on its limits and each keeps what it owes to pledged finals."""
         if any(self._queued.get(id(limit)) for limit in limits):
             return False
-        reserves = [self._reserve(call, limit) for limit in limits]
+        reserves = [self._reserve(urgency, limit) for limit in limits]
         if any(limit.delay(reserve) > 0 for limit, reserve in zip(limits, reserves, strict=True)):
             return False
         for limit, reserve in zip(limits, reserves, strict=True):
             limit.try_acquire(reserve)
         return True
 
-    def delay(self, call: Call, limits: Limits) -> float:
-        """Seconds until `try_call(call, limits)` might succeed (infinite while others hold the limits)."""
+    def delay(self, urgency: Urgency, limits: Limits) -> float:
+        """Seconds until `try_call(urgency, limits)` might succeed (infinite while others hold the limits)."""
         if any(self._queued.get(id(limit)) for limit in limits):
             return math.inf
-        return max((limit.delay(self._reserve(call, limit)) for limit in limits), default=0.0)
+        return max((limit.delay(self._reserve(urgency, limit)) for limit in limits), default=0.0)
 
-    def _reserve(self, call: Call, limit: Limit) -> int:
+    def _reserve(self, urgency: Urgency, limit: Limit) -> int:
         # A final owes nothing to anyone; droppable calls leave every pledged final its call.
-        return 0 if call <= Call.POST else self.pledged(limit)
+        return 0 if urgency <= Urgency.POST else self.pledged(limit)
 
-    async def call(self, urgency: Urgency, limits: Limits) -> None:
+    async def call(self, urgency: UrgencyOf, limits: Limits) -> None:
         """Wait for a call that must be made (a post, a final edit), in order of urgency.
 
         `urgency` may be a function: a queued first post becomes final when its answer completes."""
@@ -201,7 +172,7 @@ class Scheduler:
         """Serve every waiting call whose limits are free now, most urgent first; then sleep until the
         earliest of the rest could go."""
         self._timer = None
-        waiting = sorted(self._waiting, key=lambda t: (t.call, t.seq))
+        waiting = sorted(self._waiting, key=lambda t: (t.level, t.seq))
         later = math.inf
         for ticket in waiting:
             if ticket.future.done():
