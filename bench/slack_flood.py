@@ -25,7 +25,7 @@ from pathlib import Path
 
 from acechat.bots.slack_bot import SlackAdapter
 from acechat.core.chat import ChatCore
-from acechat.core.settings import SlackSettings
+from acechat.core.settings import Settings, SlackSettings
 from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows, spread
 from bench.procs import server
 from bench.report import Row, median, ms
@@ -77,16 +77,18 @@ class Workspace:
 
 
 @asynccontextmanager
-async def workspace(upstream_url: str, db_path: Path, team: str) -> AsyncIterator[tuple[ChatCore, FakeSlack]]:
-    """A fresh core, and a FakeSlack served by a Socket Mode adapter."""
+async def workspace(
+    upstream_url: str, db_path: Path, team: str, settings: Settings | None = None
+) -> AsyncIterator[tuple[ChatCore, FakeSlack]]:
+    """A fresh core (on `settings`, else the flood's), and a FakeSlack served by a Socket Mode adapter."""
     async with AsyncExitStack() as stack:
         # Teardown cuts off what a scenario left running; its log lines are expected, not news.
         stack.enter_context(counted_logs())
-        core = await ChatCore.open(flood_settings(upstream_url, db_path))
+        core = await ChatCore.open(settings or flood_settings(upstream_url, db_path))
         stack.push_async_callback(core.aclose)
         fake = await stack.enter_async_context(FakeSlack(team_id=team))
-        settings = SlackSettings(bot_token=BOT_TOKEN, app_token=APP_TOKEN, api_url=fake.api_url)
-        adapter = SlackAdapter(core, settings, host="127.0.0.1")
+        slack = SlackSettings(bot_token=BOT_TOKEN, app_token=APP_TOKEN, api_url=fake.api_url)
+        adapter = SlackAdapter(core, slack, host="127.0.0.1")
         await adapter.start()
         stack.push_async_callback(adapter.close)
         stack.push_async_callback(core.drain)

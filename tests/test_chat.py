@@ -14,6 +14,8 @@ import pytest
 from acechat.core import notices
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.commands import Action, Command, parse_command
+from acechat.core.pacing.limits import TokenBucket
+from acechat.core.pacing.scheduler import Scheduler
 from acechat.core.permissions import Privilege, privilege_of
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.scope import Scope
@@ -760,3 +762,17 @@ async def test_a_store_that_fails_before_the_turn_gets_the_same_short_message(
     reply = await core.run_command(CHANNEL, ADMIN, Command(Action.STATUS), target, delivery="slack:command:1")
     assert reply is not None and reply.text == notices.INTERNAL_ERROR
     assert "could not admit a question" in caplog.text and fake_upstream.requests == []
+
+
+async def test_a_question_whose_channel_cannot_show_it_in_time_is_refused_up_front(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    # One post per 100 s: an answer of the default cap (six messages here) would wait minutes to show.
+    posts = TokenBucket(1, 0.01)
+    target = RecordingTarget(TargetLimits(max_chars=2000, posts=(posts,), scheduler=Scheduler()))
+    outcome = await core.ask(Question(CHANNEL, DANA, "write me a novel"), target)
+    assert outcome is Outcome.REFUSED
+    assert target.notices == [notices.channel_busy(440.0)]
+    assert "one message a second" in target.notices[0] and "try again in 8 min" in target.notices[0]
+    assert fake_upstream.requests == [], "refused before anything was asked or posted"
+    assert not target.kinds("post")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from acechat.core.pacing.limits import TokenBucket
-from acechat.core.pacing.scheduler import Scheduler, Urgency
-from acechat.core.streaming import RESCUED, StreamingReply
+from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
+from acechat.core.streaming import RATE_LIMITED_TRIES, RESCUED, StreamingReply
 from acechat.core.target import TargetLimits
 from tests.fakes.target import RecordingTarget
 
@@ -417,3 +417,125 @@ async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(int
     clock.now += 0.125
     await until(lambda: target.kinds("typing"))  # typing went out once there was room
     await reply.finish("done")
+
+
+# --- places in a channel's line ---------------------------------------------------------------------
+
+
+async def test_answers_that_started_go_first_and_askers_take_turns() -> None:
+    clock = Clock()
+    channel = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    first_of_a = scheduler.join((channel,), "A", 2)
+    second_of_a = scheduler.join((channel,), "A", 2)
+    first_of_b = scheduler.join((channel,), "B", 2)
+    await scheduler.call(Urgency.POST, (channel,), first_of_a)  # A's first answer shows its first text
+    order: list[str] = []
+
+    async def call(name: str, place: Place) -> None:
+        await scheduler.call(Urgency.POST, (channel,), place)
+        order.append(name)
+
+    tasks = [
+        asyncio.create_task(call("A's second answer", second_of_a)),
+        asyncio.create_task(call("B's first answer", first_of_b)),
+        asyncio.create_task(call("the rest of A's first answer", first_of_a)),
+    ]
+    await settle()
+    for _ in range(3):
+        await next_window(clock, scheduler)
+    await asyncio.gather(*tasks)
+    assert order == ["the rest of A's first answer", "B's first answer", "A's second answer"]
+
+
+async def test_a_final_of_a_later_answer_waits_behind_an_answer_already_showing() -> None:
+    clock = Clock()
+    channel = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    showing, later = scheduler.join((channel,), "A", 2), scheduler.join((channel,), "B", 1)
+    await scheduler.call(Urgency.POST, (channel,), showing)
+    order: list[str] = []
+
+    async def call(name: str, urgency: Urgency, place: Place) -> None:
+        await scheduler.call(urgency, (channel,), place)
+        order.append(name)
+
+    tasks = [
+        asyncio.create_task(call("later answer, complete", Urgency.FINAL, later)),
+        asyncio.create_task(call("answer showing, its next message", Urgency.POST, showing)),
+    ]
+    await settle()
+    for _ in range(2):
+        await next_window(clock, scheduler)
+    await asyncio.gather(*tasks)
+    assert order == ["answer showing, its next message", "later answer, complete"]
+
+
+def test_the_backlog_is_what_the_line_owes_at_the_limits_rate() -> None:
+    clock = Clock()
+    channel = TokenBucket(3, 0.5, clock=clock)
+    scheduler = Scheduler()
+    assert scheduler.backlog((channel,), 3) == 0.0, "a burst the limit holds costs no wait"
+    place = scheduler.join((channel,), "A", 4)
+    other = scheduler.join((channel,), "B", 3)
+    assert scheduler.backlog((channel,)) == 8.0  # 7 posts, 3 at once, then one every 2 s
+    assert scheduler.backlog((channel,), 1) == 10.0
+    scheduler.owe(place, 1)
+    assert scheduler.backlog((channel,)) == 2.0
+    scheduler.leave(place)
+    scheduler.leave(other)
+    assert scheduler.backlog((channel,)) == 0.0
+    again = scheduler.join((channel,), "A", 1)
+    assert again.round == 0, "a user who left the line starts again in the first round"
+
+
+def test_an_answer_joins_a_line_only_if_it_clears_in_time() -> None:
+    channel = TokenBucket(3, 1.0)
+    scheduler = Scheduler()
+
+    def reply() -> StreamingReply:
+        return StreamingReply(
+            RecordingTarget(TargetLimits(max_chars=1000, posts=(channel,), scheduler=scheduler))
+        )
+
+    joined = [reply() for _ in range(6)]
+    assert all(r.join("A", 9_500) is None for r in joined), (
+        "10 posts each: 60, 3 at once, 57 s at one a second"
+    )
+    late = reply()
+    wait = late.join("B", 9_500)
+    assert wait is not None and 6.9 <= wait <= 7.0, "with it, 67 s: it could join in 7 s"
+    joined[0].leave()
+    assert late.join("B", 9_500) is None
+
+
+async def test_time_waiting_in_line_does_not_count_against_the_finish_timeout() -> None:
+    channel = TokenBucket(1, 1 / 0.6)  # one post, then the next after 0.6 s
+    scheduler = Scheduler()
+    assert scheduler.try_call(Urgency.POST, (channel,))  # another answer's post took it
+    target = RecordingTarget(TargetLimits(max_chars=2000, posts=(channel,), scheduler=scheduler))
+    reply = StreamingReply(target, finish_timeout=0.2)
+    assert reply.join("A", 100) is None
+    reply.update("Hello")
+    await reply.finish("Hello, world")
+    assert [c.text for c in target.kinds("post")] == ["Hello, world"], "posted once, not rescued"
+    assert scheduler.backlog((channel,)) == 0.0
+
+
+async def test_a_429_is_waited_out_a_few_times_then_the_rest_is_posted_anew() -> None:
+    posts = TokenBucket(5, 0.001)
+    scheduler = Scheduler()
+    target = RecordingTarget(
+        TargetLimits(max_chars=2000, edit_burst=5, edit_window=0.2, posts=(posts,), scheduler=scheduler),
+        rate_limit_edits=1000,
+        retry_after=0.01,
+    )
+    reply = StreamingReply(target)  # the default finish timeout: a minute
+    reply.update("The beginning")
+    await until(lambda: target.kinds("post"))
+    started = asyncio.get_running_loop().time()
+    await reply.finish("The beginning and the end.")
+    assert asyncio.get_running_loop().time() - started < 2, "no minute's wait for the finish timeout"
+    assert len(target.kinds("rate_limited")) == RATE_LIMITED_TRIES
+    assert target.kinds("post")[-1].text == f"{RESCUED}\n\nThe beginning and the end."
+    assert posts.available() == 3, "the rescue's post went through the scheduler, on the channel's limit"

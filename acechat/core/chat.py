@@ -204,13 +204,24 @@ class ChatCore:
             await self._refuse(question, target, reason)
             metrics.count_question(scope.platform, Outcome.REFUSED.value)
             return Outcome.REFUSED
+        reply = StreamingReply(target, render=self._render_partial)
+        # The channel's line of answers still to be posted must clear in time with this one in it.
+        busy = reply.join(question.actor.user_id, self.settings.max_answer_chars)
+        if busy is not None:
+            log.info(
+                "refused a question: the channel's answers would not be shown in time",
+                extra=_context(scope, question.actor),
+            )
+            await self._refuse(question, target, notices.channel_busy(busy))
+            metrics.count_question(scope.platform, Outcome.REFUSED.value)
+            return Outcome.REFUSED
         self._in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
-        reply = StreamingReply(target, render=self._render_partial)
         try:
             outcome = await self._take_turn(question, target, reply)
         finally:
+            reply.leave()
             self._in_flight -= 1
             metrics.IN_FLIGHT.dec()
             if self._in_flight == 0:

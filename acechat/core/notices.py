@@ -42,6 +42,13 @@ def channel_rate(wait: float) -> str:
     return f"This channel is asking faster than this bot allows; {retry_in_text(wait)}."
 
 
+def channel_busy(wait: float) -> str:
+    return (
+        "The answers already on their way here would keep mine from being shown in time "
+        f"(the platform takes about one message a second per channel); {retry_in_text(wait)}."
+    )
+
+
 def queue_full(waiting: int) -> str:
     return f"{waiting} questions here are already waiting for an answer; ask again once they are answered."
 

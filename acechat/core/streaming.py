@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from acechat.core import metrics
 from acechat.core.pacing.edits import EditPacer
 from acechat.core.pacing.limits import Limits
-from acechat.core.pacing.scheduler import Scheduler, Urgency
+from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
 from acechat.core.splitting import split_message
 from acechat.core.target import MessageGone, PlatformRateLimited, ReplyTarget
 from acechat.core.upstream import AnswerText
@@ -44,6 +45,14 @@ TYPING_SOONEST = 0.02
 TYPING_RETRY = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
+# Most seconds of posts a channel's line of answers may owe: an answer that would join a longer one is
+# refused up front rather than accepted and then not shown in time.
+MAX_BACKLOG = 60.0
+# Time an answer waits in line behind other answers does not count against its finish timeout, up to
+# this long: a queue that moves is not a stuck answer, a platform that refuses everything is.
+LINE_GRACE = 120.0
+# 429s in a row one answer waits out (per Retry-After) before it stops and posts what is missing anew.
+RATE_LIMITED_TRIES = 3
 
 
 class Mode(enum.Enum):
@@ -81,11 +90,33 @@ class StreamingReply:
         self._finish_timeout = finish_timeout
         self._task: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | asyncio.TimerHandle | None = None
+        self._place: Place | None = None
+        self._in_line = 0.0  # seconds spent waiting behind other answers, the current wait included
+        self._line_since: float | None = None
+        self._limited = 0  # 429s in a row
         self.first_text_at: float | None = None
 
     @property
     def started(self) -> bool:
         return bool(self._handles)
+
+    def join(self, asker: str, longest: int) -> float | None:
+        """Take a place in the line of answers posting where this one will, for an answer of at most
+        `longest` characters. None if taken; otherwise the line is too long (`MAX_BACKLOG`) and this
+        says in how many seconds it could take one more."""
+        posts = self._limits.posts
+        owed = math.ceil(longest / self._limits.max_chars)
+        wait = self._scheduler.backlog(posts, owed)
+        if wait > MAX_BACKLOG:
+            return wait - MAX_BACKLOG
+        self._place = self._scheduler.join(posts, asker, owed)
+        return None
+
+    def leave(self) -> None:
+        """Give up the place in line (the answer ended, or never began)."""
+        if self._place is not None:
+            self._scheduler.leave(self._place)
+            self._place = None
 
     def start_typing(self) -> None:
         """Show the answer is coming: once, then every `typing_interval` seconds, until the first text.
@@ -119,12 +150,44 @@ class StreamingReply:
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         self._wake.set()
-        try:
-            async with asyncio.timeout(self._finish_timeout):
-                await self._task
-        except TimeoutError:
-            log.warning("the final text did not go out within %.0fs; posting it anew", self._finish_timeout)
+        task = self._task
+        deadline = time.monotonic() + self._finish_timeout
+        waited = self._waited()
+        while not task.done():
+            left = deadline + min(self._waited() - waited, LINE_GRACE) - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "the final text did not go out within %.0fs; posting it anew", self._finish_timeout
+                )
+                await self._rescue()
+                return
+            await asyncio.wait({task}, timeout=left)
+        task.result()
+        if self._next() is not None:
+            log.warning("the platform kept refusing an answer's calls; posting the rest anew")
             await self._rescue()
+        else:
+            self.leave()
+
+    def _waited(self) -> float:
+        """Seconds spent waiting in line behind other answers so far."""
+        if self._line_since is None:
+            return self._in_line
+        return self._in_line + time.monotonic() - self._line_since
+
+    async def _wait_turn(self, urgency: Urgency | Callable[[], Urgency], limits: Limits) -> None:
+        self._line_since = time.monotonic()
+        try:
+            await self._scheduler.call(urgency, limits, self._place)
+        finally:
+            self._in_line = self._waited()
+            self._line_since = None
+
+    def _rate_limited(self, limits: Limits, seconds: float) -> float:
+        """A 429: the limits wait `seconds`; after too many in a row the loop stops (returns -1)."""
+        self._scheduler.penalize(limits, seconds)
+        self._limited += 1
+        return -1.0 if self._limited >= RATE_LIMITED_TRIES else seconds
 
     async def fail(self, message: str) -> None:
         """End the answer with a warning, after whatever text had arrived."""
@@ -173,7 +236,7 @@ class StreamingReply:
 
     async def _run(self) -> None:
         try:
-            while True:
+            while self._limited < RATE_LIMITED_TRIES:
                 step = self._next()
                 if step is None:
                     if self._done:
@@ -197,6 +260,12 @@ class StreamingReply:
         finally:
             self._stop_typing()
             self._release()
+            if self._place is not None and self._done:
+                self._owe_rest()
+
+    def _owe_rest(self) -> None:
+        if self._place is not None:
+            self._scheduler.owe(self._place, max(0, len(self._chunks()) - len(self._handles)))
 
     def _decide(self) -> None:
         """Stream by edits if the final edit can be promised; otherwise hold the answer back."""
@@ -219,7 +288,7 @@ class StreamingReply:
     async def _post(self) -> None:
         posts = self._limits.posts
         # A post still queued when the answer completes goes out as the final text, first in line.
-        await self._scheduler.call(self._urgency, posts)
+        await self._wait_turn(self._urgency, posts)
         try:
             step = self._next()  # the text may have grown, or completed, while the post waited
             if step is None or step[0] < len(self._handles):
@@ -227,23 +296,29 @@ class StreamingReply:
             _, chunk = step
             handle = await self._target.post(chunk)
         except PlatformRateLimited as limited:
-            self._scheduler.penalize(posts, limited.retry_after)
-            await asyncio.sleep(limited.retry_after)
+            wait = self._rate_limited(posts, limited.retry_after)
+            if wait > 0:
+                await asyncio.sleep(wait)
             return
         finally:
             self._scheduler.done(posts)
+        self._limited = 0
         if self.first_text_at is None:
             self.first_text_at = time.monotonic()
             self._stop_typing()
         self._handles.append(handle)
         self._shown.append(chunk)
+        if self._done:
+            self._owe_rest()
+        elif self._place is not None:
+            self._scheduler.owe(self._place, max(0, self._place.owed - 1))
 
     async def _final_edit(self) -> None:
         wait = self._pacer.delay(final=True)
         if wait > 0:
             await asyncio.sleep(wait)
             return
-        await self._scheduler.call(Urgency.FINAL, self._limits.edits)
+        await self._wait_turn(Urgency.FINAL, self._limits.edits)
         try:
             step = self._next()
             if step is not None and step[0] < len(self._handles):
@@ -274,11 +349,12 @@ class StreamingReply:
         except PlatformRateLimited as limited:
             log.info("platform rate limit on edit; retrying in %.2fs", limited.retry_after)
             self._pacer.penalize(limited.retry_after)
-            self._scheduler.penalize(self._limits.edits, limited.retry_after)
+            self._rate_limited(self._limits.edits, limited.retry_after)
             return
         except MessageGone:
             # Someone removed the message (a moderator, say): that is their call, not a failure to repeat.
             log.info("a message of an answer was deleted; leaving it out")
+        self._limited = 0
         self._shown[index] = chunk
 
     async def _sleep(self, seconds: float) -> None:
@@ -298,16 +374,35 @@ class StreamingReply:
         limit = self._limits.max_chars - len(RESCUED) - 2
         chunks = split_message(self._desired, limit)
         missing = [c for i, c in enumerate(chunks) if i >= len(self._shown) or self._shown[i] != c]
+        self._limited = 0
         try:
             async with asyncio.timeout(RESCUE_TIMEOUT):
                 for n, chunk in enumerate(missing):
-                    await self._target.post(f"{RESCUED}\n\n{chunk}" if n == 0 and self._handles else chunk)
+                    await self._post_anew(f"{RESCUED}\n\n{chunk}" if n == 0 and self._handles else chunk)
         except Exception as error:
             log.warning("could not post the rest of an answer either: %s", error)
             try:
                 await self._target.notify("My answer could not be shown in full here; ask again in a moment.")
             except Exception:
                 log.exception("could not send a notice")
+        finally:
+            self.leave()
+
+    async def _post_anew(self, text: str) -> None:
+        """A rescue's post: first in line like any final, a 429 waited out a few times."""
+        posts = self._limits.posts
+        while True:
+            await self._wait_turn(Urgency.FINAL, posts)
+            try:
+                await self._target.post(text)
+                return
+            except PlatformRateLimited as limited:
+                wait = self._rate_limited(posts, limited.retry_after)
+                if wait < 0:
+                    raise
+            finally:
+                self._scheduler.done(posts)
+            await asyncio.sleep(wait)
 
     # --- sign of life ----------------------------------------------------------------------------
 

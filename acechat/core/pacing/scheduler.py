@@ -12,7 +12,12 @@ allowance is a `Limit`. Every call an answer makes names the limits it draws on 
   others;
 - an answer that streams by edits *pledges* the call its final edit will need, so intermediate edits
   never spend it; a new answer streams only if its final can be pledged (`admits`), and otherwise is
-  posted once, complete.
+  posted once, complete;
+- among the answers posting in one channel, each has a `Place` in line: an answer that has started
+  showing goes before one that has not, so answers finish one after another instead of all advancing
+  together; answers not started yet take turns by asker (a user's second answer waits behind every
+  other user's first), then arrive in order. A place says how many posts its answer may still need,
+  so the line's length in seconds (`backlog`) is known before a new answer joins it.
 """
 
 from __future__ import annotations
@@ -40,11 +45,36 @@ UrgencyOf = Urgency | Callable[[], Urgency]
 
 
 @dataclass(eq=False)
+class Place:
+    """One answer's place in the line of answers posting in one channel (see `Scheduler.join`)."""
+
+    line: tuple[int, ...]  # the identities of the posts limits: one line per channel
+    asker: str
+    round: int  # the asker's answers already in this line when this one joined
+    seq: int
+    owed: int  # posts the answer may still make
+    started: int | None = None  # set when its first call was granted: its order among started answers
+
+    def key(self) -> tuple[int, int, int]:
+        if self.started is not None:
+            return (0, self.started, 0)
+        return (1, self.round, self.seq)
+
+
+# Calls of no answer's (a notice, a command's reply) rank with answers that have not started, first.
+_PLACELESS = (1, 0, -1)
+
+
+@dataclass(eq=False)
 class _Ticket:
     urgency: UrgencyOf
     limits: Limits
     seq: int
     future: asyncio.Future[None] = field(repr=False)
+    place: Place | None = None
+
+    def rank(self) -> tuple[tuple[int, int, int], Urgency, int]:
+        return (_PLACELESS if self.place is None else self.place.key(), self.level, self.seq)
 
     @property
     def level(self) -> Urgency:
@@ -61,6 +91,55 @@ class Scheduler:
         self._pledged: dict[int, int] = {}
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
+        # Lines: answers per (line, asker), and posts owed per limit (by identity).
+        self._askers: dict[tuple[tuple[int, ...], str], int] = {}
+        self._owed: dict[int, int] = {}
+        self._starts = itertools.count()
+
+    # --- places in line --------------------------------------------------------------------------
+
+    def backlog(self, posts: Limits, more: int = 0) -> float:
+        """Seconds the posts owed on `posts` (and `more`) would take to go out, at the limits' rates."""
+        return max(
+            (
+                max(0.0, (self._owed.get(id(limit), 0) + more - limit.available()) / limit.rate)
+                for limit in posts
+            ),
+            default=0.0,
+        )
+
+    def join(self, posts: Limits, asker: str, owed: int) -> Place:
+        line = tuple(id(limit) for limit in posts)
+        round_ = self._askers.get((line, asker), 0)
+        self._askers[(line, asker)] = round_ + 1
+        place = Place(line, asker, round_, next(self._seq), 0)
+        self.owe(place, owed)
+        return place
+
+    def owe(self, place: Place, owed: int) -> None:
+        """The posts `place`'s answer may still make, as now known."""
+        change = owed - place.owed
+        place.owed = owed
+        for limit_id in place.line:
+            left = self._owed.get(limit_id, 0) + change
+            if left > 0:
+                self._owed[limit_id] = left
+            else:
+                self._owed.pop(limit_id, None)
+
+    def leave(self, place: Place) -> None:
+        self.owe(place, 0)
+        key = (place.line, place.asker)
+        left = self._askers.get(key, 0) - 1
+        if left > 0:
+            self._askers[key] = left
+        else:
+            self._askers.pop(key, None)
+
+    @staticmethod
+    def _start(place: Place | None, starts: itertools.count[int]) -> None:
+        if place is not None and place.started is None:
+            place.started = next(starts)
 
     # --- pledges ---------------------------------------------------------------------------------
 
@@ -108,19 +187,22 @@ class Scheduler:
         # A final owes nothing to anyone; droppable calls leave every pledged final its call.
         return 0 if urgency <= Urgency.POST else self.pledged(limit)
 
-    async def call(self, urgency: UrgencyOf, limits: Limits) -> None:
-        """Wait for a call that must be made (a post, a final edit), in order of urgency.
+    async def call(self, urgency: UrgencyOf, limits: Limits, place: Place | None = None) -> None:
+        """Wait for a call that must be made (a post, a final edit): in order of place in line, then
+        urgency, then arrival.
 
         `urgency` may be a function: a queued first post becomes final when its answer completes."""
         if not limits:
+            self._start(place, self._starts)
             return
         if not any(self._queued.get(id(limit)) for limit in limits) and all(
             limit.delay() <= 0 for limit in limits
         ):
             for limit in limits:
                 limit.try_acquire()
+            self._start(place, self._starts)
             return
-        ticket = _Ticket(urgency, limits, next(self._seq), asyncio.get_running_loop().create_future())
+        ticket = _Ticket(urgency, limits, next(self._seq), asyncio.get_running_loop().create_future(), place)
         self._waiting.append(ticket)
         for limit in limits:
             self._queued[id(limit)] = self._queued.get(id(limit), 0) + 1
@@ -172,7 +254,7 @@ class Scheduler:
         """Serve every waiting call whose limits are free now, most urgent first; then sleep until the
         earliest of the rest could go."""
         self._timer = None
-        waiting = sorted(self._waiting, key=lambda t: (t.level, t.seq))
+        waiting = sorted(self._waiting, key=_Ticket.rank)
         later = math.inf
         for ticket in waiting:
             if ticket.future.done():
@@ -185,6 +267,7 @@ class Scheduler:
                 limit.try_acquire()
             self._waiting.remove(ticket)
             self._unqueue(ticket)
+            self._start(ticket.place, self._starts)
             ticket.future.set_result(None)
         if self._waiting:
             # A limit that can never serve a call (none should) is looked at again every second.
