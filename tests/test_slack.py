@@ -527,3 +527,54 @@ async def test_markdown_links_to_slack_tokens_ping_nobody_anywhere_an_answer_goe
     for text in sent:
         for token in ("<!", "<@", "<#"):
             assert token not in text, (token, text[:200])
+
+
+# --- sends with an unknown outcome ---------------------------------------------------------------------
+
+
+async def mention_and_wait(slack: FakeSlack, bot: Bot, text: str) -> str:
+    payload = slack.mention(f"<@{BOT_USER_ID}> {text}", channel="C1")
+    delivery = await slack.deliver_http(bot.url, payload)
+    assert delivery.status == 200
+    await bot.adapter.idle()
+    return str(payload["event"]["ts"])
+
+
+async def test_a_post_delivered_but_unanswered_is_found_not_posted_twice(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Delivered once."))
+    slack.drop_after_delivery["chat.postMessage"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == "Delivered once."
+    assert len(slack.calls_to("chat.postMessage")) == 1, "never sent again"
+    [lookup] = slack.calls_to("conversations.replies")
+    assert lookup.params["ts"] == thread
+
+
+async def test_a_post_that_did_not_arrive_is_posted_again_once_looked_for(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Posted on the second try."))
+    slack.drop_before_delivery["chat.postMessage"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == "Posted on the second try."
+    posts = slack.calls_to("chat.postMessage")
+    lookups = slack.calls_to("conversations.replies")
+    assert len(posts) == 1, "the lost one never reached the fake's record"
+    assert len(lookups) == 2 and all(lookup.at < posts[0].at for lookup in lookups), (
+        "looked for at once and again before posting anew"
+    )
+
+
+async def test_an_edit_delivered_but_unanswered_is_made_again_on_the_same_message(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Streamed " + "word " * 60, fragment_size=8, fragment_delay=0.02))
+    slack.drop_after_delivery["chat.update"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == ("Streamed " + "word " * 60).strip()
+    assert len(slack.calls_to("chat.postMessage")) == 1, "one message, edited, never posted again"

@@ -27,7 +27,7 @@ from acechat.core.pacing.edits import EditPacer
 from acechat.core.pacing.limits import Limits
 from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
 from acechat.core.splitting import split_message
-from acechat.core.target import MessageGone, PlatformRateLimited, ReplyTarget
+from acechat.core.target import MessageGone, PlatformRateLimited, PlatformUnsure, ReplyTarget
 from acechat.core.upstream import AnswerText
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ MAX_BACKLOG = 60.0
 # Time an answer waits in line behind other answers does not count against its finish timeout, up to
 # this long: a queue that moves is not a stuck answer, a platform that refuses everything is.
 LINE_GRACE = 120.0
-# 429s in a row one answer waits out (per Retry-After) before it stops and posts what is missing anew.
-RATE_LIMITED_TRIES = 3
+# Calls in a row of one answer that were refused (429, waited out per Retry-After) or whose outcome the
+# target could not settle, before the answer stops and posts what is missing anew.
+FAILED_TRIES = 3
 
 
 class Mode(enum.Enum):
@@ -93,7 +94,7 @@ class StreamingReply:
         self._place: Place | None = None
         self._in_line = 0.0  # seconds spent waiting behind other answers, the current wait included
         self._line_since: float | None = None
-        self._limited = 0  # 429s in a row
+        self._failed = 0  # calls in a row refused or of unknown outcome
         self.first_text_at: float | None = None
 
     @property
@@ -184,10 +185,13 @@ class StreamingReply:
             self._line_since = None
 
     def _rate_limited(self, limits: Limits, seconds: float) -> float:
-        """A 429: the limits wait `seconds`; after too many in a row the loop stops (returns -1)."""
+        """A 429: the limits wait `seconds`; after too many failures in a row the loop stops (-1)."""
         self._scheduler.penalize(limits, seconds)
-        self._limited += 1
-        return -1.0 if self._limited >= RATE_LIMITED_TRIES else seconds
+        return self._failed_try(seconds)
+
+    def _failed_try(self, wait: float = 0.0) -> float:
+        self._failed += 1
+        return -1.0 if self._failed >= FAILED_TRIES else wait
 
     async def fail(self, message: str) -> None:
         """End the answer with a warning, after whatever text had arrived."""
@@ -236,7 +240,7 @@ class StreamingReply:
 
     async def _run(self) -> None:
         try:
-            while self._limited < RATE_LIMITED_TRIES:
+            while self._failed < FAILED_TRIES:
                 step = self._next()
                 if step is None:
                     if self._done:
@@ -300,9 +304,14 @@ class StreamingReply:
             if wait > 0:
                 await asyncio.sleep(wait)
             return
+        except PlatformUnsure as error:
+            # The target looked for it and it is not there: posted again on the next turn, never blindly.
+            log.warning("a post of an answer did not arrive (%s); posting it again", error)
+            self._failed_try()
+            return
         finally:
             self._scheduler.done(posts)
-        self._limited = 0
+        self._failed = 0
         if self.first_text_at is None:
             self.first_text_at = time.monotonic()
             self._stop_typing()
@@ -351,10 +360,15 @@ class StreamingReply:
             self._pacer.penalize(limited.retry_after)
             self._rate_limited(self._limits.edits, limited.retry_after)
             return
+        except PlatformUnsure as error:
+            # It may show, or not: the next edit of the same message makes sure.
+            log.info("an edit's outcome is unknown (%s); editing the message again", error)
+            self._failed_try()
+            return
         except MessageGone:
             # Someone removed the message (a moderator, say): that is their call, not a failure to repeat.
             log.info("a message of an answer was deleted; leaving it out")
-        self._limited = 0
+        self._failed = 0
         self._shown[index] = chunk
 
     async def _sleep(self, seconds: float) -> None:
@@ -374,7 +388,7 @@ class StreamingReply:
         limit = self._limits.max_chars - len(RESCUED) - 2
         chunks = split_message(self._desired, limit)
         missing = [c for i, c in enumerate(chunks) if i >= len(self._shown) or self._shown[i] != c]
-        self._limited = 0
+        self._failed = 0
         try:
             async with asyncio.timeout(RESCUE_TIMEOUT):
                 for n, chunk in enumerate(missing):
@@ -398,6 +412,10 @@ class StreamingReply:
                 return
             except PlatformRateLimited as limited:
                 wait = self._rate_limited(posts, limited.retry_after)
+                if wait < 0:
+                    raise
+            except PlatformUnsure:
+                wait = self._failed_try()
                 if wait < 0:
                     raise
             finally:
