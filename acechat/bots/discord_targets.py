@@ -122,12 +122,6 @@ class DiscordLimits:
         limits = (self._global,)
 
         async def request(route: Route, **kwargs: Any) -> Any:
-            payload = kwargs.get("json")
-            if isinstance(payload, dict) and "nonce" in payload:
-                # discord.py sends a nonce but cannot ask Discord to enforce it: with it, a create sent
-                # again (discord.py retries a 502 itself; the core after a broken connection) returns
-                # the message the first one made instead of posting it twice.
-                payload["enforce_nonce"] = True
             if _granted.get() or route.path.startswith(EXEMPT):
                 return await send(route, **kwargs)
             await self._scheduler.call(Urgency.POST, limits)
@@ -163,7 +157,8 @@ class MessageTarget:
         self._limits = limits
         self._sent: dict[str, discord.Message] = {}
         # The nonce of a post whose outcome is unknown: the next post sends it again, so Discord
-        # returns that message if it was made.
+        # returns that message if it was made. (discord.py sends `enforce_nonce` with any nonce, which
+        # also makes its own retry of a create after a 502 safe.)
         self._nonce: str | None = None
 
     @property
