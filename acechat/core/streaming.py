@@ -38,6 +38,8 @@ RESCUED = "_(My message above stopped updating, so the answer continues here fro
 ADMISSION_WINDOW = 1.0
 # Longest wait before looking at a shared limit again: other answers may finish and free their pledges.
 RECHECK = 1.0
+# Soonest a held answer looks again whether its final could be promised, so that it may stream after all.
+HOLD_RECHECK = 0.25
 # How long an answer may take to show its first text before a sign of life is worth a platform call.
 TYPING_DELAY = 0.05
 # A sign of life that found no room is tried again when there might be room, between these bounds.
@@ -80,6 +82,7 @@ class StreamingReply:
         self._scheduler = self._limits.scheduler or Scheduler()
         self._mode = Mode.UNDECIDED
         self._pledge: Limits = ()
+        self._wanting: Limits = ()  # held back, waiting for a final it could pledge on these
         self._handles: list[str] = []
         self._shown: list[str] = []
         self._desired = ""
@@ -253,7 +256,11 @@ class StreamingReply:
                     if self._mode is Mode.UNDECIDED and not self._done:
                         self._decide()
                     if self._mode is Mode.HOLD and not self._done:
-                        await self._completed.wait()
+                        # Looked at again when a final could be pledged (a moment's jitter keeps many
+                        # held answers from waking together), or at once if the answer completes.
+                        wait = self._scheduler.admission_delay(self._limits.edits)
+                        await self._sleep(min(RECHECK, max(wait, HOLD_RECHECK)) * (1 + random.random()))
+                        self._reconsider()
                         continue
                     await self._post()
                 elif self._done or index < len(self._handles) - 1:
@@ -278,13 +285,28 @@ class StreamingReply:
             self._mode, self._pledge = Mode.STREAM, edits
         else:
             self._mode, self._pledge = Mode.HOLD, self._limits.posts
+            # Intermediate edits of other answers now leave room for this one's final.
+            self._wanting = edits
+            self._scheduler.want(edits)
             metrics.ANSWERS_HELD.inc()
         self._scheduler.pledge(self._pledge)
+
+    def _reconsider(self) -> None:
+        """A held answer streams after all once its final edit can be promised."""
+        edits = self._limits.edits
+        if self._done or not self._scheduler.admits(edits, ADMISSION_WINDOW):
+            return
+        self._release()
+        self._mode, self._pledge = Mode.STREAM, edits
+        self._scheduler.pledge(edits)
 
     def _release(self) -> None:
         if self._pledge:
             self._scheduler.release(self._pledge)
             self._pledge = ()
+        if self._wanting:
+            self._scheduler.unwant(self._wanting)
+            self._wanting = ()
 
     def _urgency(self) -> Urgency:
         return Urgency.FINAL if self._done else Urgency.POST

@@ -89,6 +89,8 @@ class Scheduler:
         # Per limit (by identity): tickets queued on it, and finals pledged on it.
         self._queued: dict[int, int] = {}
         self._pledged: dict[int, int] = {}
+        # Answers held back that would stream if a final could be pledged for them, per limit.
+        self._wanted: dict[int, int] = {}
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         # Lines: answers per (line, asker), and posts owed per limit (by identity).
@@ -151,9 +153,23 @@ class Scheduler:
         the finals already pledged there."""
         return all(self.pledged(limit) + 1 <= limit.available() + limit.rate * within for limit in limits)
 
+    def admission_delay(self, limits: Limits) -> float:
+        """Seconds until `admits(limits, 0)` could be true, if nothing else changes."""
+        return max(
+            (max(0.0, (self.pledged(limit) + 1 - limit.available()) / limit.rate) for limit in limits),
+            default=0.0,
+        )
+
     def pledge(self, limits: Limits) -> None:
         for limit in limits:
             self._pledged[id(limit)] = self.pledged(limit) + 1
+
+    def want(self, limits: Limits) -> None:
+        """An answer waits for a final it could pledge on `limits`: droppable calls leave it room."""
+        _count(self._wanted, limits, 1)
+
+    def unwant(self, limits: Limits) -> None:
+        _count(self._wanted, limits, -1)
 
     def release(self, limits: Limits) -> None:
         for limit in limits:
@@ -184,8 +200,12 @@ class Scheduler:
         return max((limit.delay(self._reserve(urgency, limit)) for limit in limits), default=0.0)
 
     def _reserve(self, urgency: Urgency, limit: Limit) -> int:
-        # A final owes nothing to anyone; droppable calls leave every pledged final its call.
-        return 0 if urgency <= Urgency.POST else self.pledged(limit)
+        # A final owes nothing to anyone; droppable calls leave every pledged final its call, and a
+        # call for each answer held back until its final can be pledged: a first text shown early is
+        # worth more than another intermediate edit.
+        if urgency <= Urgency.POST:
+            return 0
+        return self.pledged(limit) + self._wanted.get(id(limit), 0)
 
     async def call(self, urgency: UrgencyOf, limits: Limits, place: Place | None = None) -> None:
         """Wait for a call that must be made (a post, a final edit): in order of place in line, then
@@ -272,3 +292,12 @@ class Scheduler:
         if self._waiting:
             # A limit that can never serve a call (none should) is looked at again every second.
             self._wake_soon(min(later, 1.0))
+
+
+def _count(counts: dict[int, int], limits: Limits, change: int) -> None:
+    for limit in limits:
+        left = counts.get(id(limit), 0) + change
+        if left > 0:
+            counts[id(limit)] = left
+        else:
+            counts.pop(id(limit), None)
