@@ -539,3 +539,40 @@ async def test_a_429_is_waited_out_a_few_times_then_the_rest_is_posted_anew() ->
     assert len(target.kinds("rate_limited")) == FAILED_TRIES
     assert target.kinds("post")[-1].text == f"{RESCUED}\n\nThe beginning and the end."
     assert posts.available() == 3, "the rescue's post went through the scheduler, on the channel's limit"
+
+
+async def test_a_held_answer_streams_once_a_final_can_be_pledged_for_it() -> None:
+    clock = Clock()
+    workspace = TokenBucket(1, 0.001, clock=clock)
+    scheduler = Scheduler()
+    first, second = (
+        RecordingTarget(limits(workspace, scheduler)),
+        RecordingTarget(limits(workspace, scheduler)),
+    )
+    streamed, held = StreamingReply(first), StreamingReply(second)
+    streamed.update("Hello")
+    await until(lambda: first.kinds("post"))
+    held.update("Hi")
+    await settle()
+    assert not second.kinds("post"), "held: the one call is pledged to the first answer's final"
+    await streamed.finish("Hello there")
+    clock.now += 1000  # the workspace's allowance refills
+    await until(lambda: second.kinds("post"))
+    assert second.kinds("post")[0].text == "Hi", "it shows its first text before it completes"
+    await held.finish("Hi there")
+    assert second.messages == {"m1": "Hi there"}
+    assert scheduler.pledged(workspace) == 0
+
+
+def test_droppable_calls_leave_a_call_for_each_answer_waiting_to_pledge_one() -> None:
+    clock = Clock()
+    limit = TokenBucket(3, 1.0, clock=clock)
+    scheduler = Scheduler()
+    scheduler.pledge((limit,))
+    scheduler.want((limit,))
+    assert scheduler.try_call(Urgency.EDIT, (limit,)), "3 calls: one pledged, one wanted, one spare"
+    assert not scheduler.try_call(Urgency.EDIT, (limit,))
+    assert scheduler.admits((limit,), 0.0), "what was left is there for the answer waiting"
+    scheduler.unwant((limit,))
+    assert scheduler.try_call(Urgency.TYPING, (limit,))
+    assert scheduler.admission_delay((limit,)) == 1.0, "the pledged final holds the last call"
