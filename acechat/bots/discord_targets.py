@@ -195,8 +195,9 @@ class MessageTarget:
             await self._reply(text, new_nonce())
 
     async def announce(self, text: str) -> None:
-        with platform_errors():
-            await self._channel.send(text, allowed_mentions=NO_MENTIONS)
+        # The core takes this post from the channel's limits (and the global one) first.
+        with platform_errors(granted=True):
+            await self._channel.send(text, allowed_mentions=NO_MENTIONS, nonce=new_nonce())
 
     async def mark(self, mark: Mark) -> None:
         with platform_errors():

@@ -22,6 +22,7 @@ from acechat.core.cache import LRU
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
+from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.permissions import privilege_of, refusal, required
 from acechat.core.sanitize import format_answer
 from acechat.core.scope import Scope
@@ -170,9 +171,16 @@ class ChatCore:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
         say = target.announce if reply.in_channel else target.notify
+        # A reply to the channel is a post like an answer's: it takes its turn on the channel's posts.
+        posts = target.limits.posts if reply.in_channel else ()
+        scheduler = target.limits.scheduler or Scheduler()
         try:
             for part in split_message(reply.text, target.limits.max_chars):
-                await say(part)
+                await scheduler.call(Urgency.POST, posts)
+                try:
+                    await say(part)
+                finally:
+                    scheduler.done(posts)
         except Exception:
             log.exception("could not show a command's reply", extra=_context(scope, actor))
         return reply
