@@ -576,3 +576,16 @@ def test_droppable_calls_leave_a_call_for_each_answer_waiting_to_pledge_one() ->
     scheduler.unwant((limit,))
     assert scheduler.try_call(Urgency.TYPING, (limit,))
     assert scheduler.admission_delay((limit,)) == 1.0, "the pledged final holds the last call"
+
+
+def test_the_line_is_the_channels_not_the_bots() -> None:
+    bot_wide, channel = TokenBucket(1, 0.001), TokenBucket(3, 1.0)
+    scheduler = Scheduler()
+    busy = StreamingReply(
+        RecordingTarget(TargetLimits(max_chars=1000, posts=(bot_wide,), scheduler=scheduler))
+    )
+    assert busy.join("A", 500) is None, "an empty line takes anyone"
+    quiet = StreamingReply(
+        RecordingTarget(TargetLimits(max_chars=1000, posts=(bot_wide, channel), scheduler=scheduler))
+    )
+    assert quiet.join("B", 9_500) is None, "the bot-wide allowance is far behind, this channel's is not"

@@ -108,7 +108,10 @@ class StreamingReply:
         """Take a place in the line of answers posting where this one will, for an answer of at most
         `longest` characters. None if taken; otherwise the line is too long (`MAX_BACKLOG`) and this
         says in how many seconds it could take one more."""
-        posts = self._limits.posts
+        # The line is the channel's: its own allowance comes last in `posts` (Discord: the global one,
+        # then the channel's). A bot-wide allowance is no channel's line, and every answer counted at
+        # its longest against it would refuse questions in quiet channels too.
+        posts = self._limits.posts[-1:]
         owed = math.ceil(longest / self._limits.max_chars)
         wait = self._scheduler.backlog(posts, owed)
         if wait > MAX_BACKLOG:
