@@ -7,9 +7,16 @@ messages.
 
 Under load the platform's shared allowances (core.pacing.scheduler) decide. When the first text is ready, an
 answer streams by edits only if the allowance its final edit draws on can still promise that edit
-within a second; otherwise it is held back and posted once, complete, which costs no edit at all. A held
-answer keeps its sign of life (typing, Slack's thinking status) until then. Finals go before first
-posts, first posts before intermediate edits, and those before typing, which is dropped first.
+within a second; otherwise it is held back and posted once, complete, which costs no edit at all, unless
+a final can be promised before then, when it starts streaming after all. A held answer keeps its sign
+of life (typing, Slack's thinking status) until then. Finals go before first posts, first posts before
+intermediate edits, and those before typing, which is dropped first.
+
+Every answer takes a place in its channel's line (`join`) before anything is asked upstream, and is
+refused if the posts the line already owes would take longer than `MAX_BACKLOG`. Time spent waiting in
+line does not count against the finish timeout. A call refused with a 429 is waited out per Retry-After,
+one whose outcome is unknown is settled by the target; after `FAILED_TRIES` failures in a row the answer
+stops and posts what is missing anew, through the same line.
 """
 
 from __future__ import annotations
