@@ -535,7 +535,7 @@ async def test_a_429_is_waited_out_a_few_times_then_the_rest_is_posted_anew() ->
     await until(lambda: target.kinds("post"))
     started = asyncio.get_running_loop().time()
     await reply.finish("The beginning and the end.")
-    assert asyncio.get_running_loop().time() - started < 2, "no minute's wait for the finish timeout"
+    assert asyncio.get_running_loop().time() - started < 30, "no minute's wait for the finish timeout"
     assert len(target.kinds("rate_limited")) == FAILED_TRIES
     assert target.kinds("post")[-1].text == f"{RESCUED}\n\nThe beginning and the end."
     assert posts.available() == 3, "the rescue's post went through the scheduler, on the channel's limit"
