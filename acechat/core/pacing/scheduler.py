@@ -26,7 +26,7 @@ import asyncio
 import enum
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from acechat.core.pacing.limits import Limit, Limits
@@ -120,14 +120,8 @@ class Scheduler:
 
     def owe(self, place: Place, owed: int) -> None:
         """The posts `place`'s answer may still make, as now known."""
-        change = owed - place.owed
+        _count(self._owed, place.line, owed - place.owed)
         place.owed = owed
-        for limit_id in place.line:
-            left = self._owed.get(limit_id, 0) + change
-            if left > 0:
-                self._owed[limit_id] = left
-            else:
-                self._owed.pop(limit_id, None)
 
     def leave(self, place: Place) -> None:
         self.owe(place, 0)
@@ -161,23 +155,17 @@ class Scheduler:
         )
 
     def pledge(self, limits: Limits) -> None:
-        for limit in limits:
-            self._pledged[id(limit)] = self.pledged(limit) + 1
+        _count(self._pledged, _ids(limits), 1)
 
     def want(self, limits: Limits) -> None:
         """An answer waits for a final it could pledge on `limits`: droppable calls leave it room."""
-        _count(self._wanted, limits, 1)
+        _count(self._wanted, _ids(limits), 1)
 
     def unwant(self, limits: Limits) -> None:
-        _count(self._wanted, limits, -1)
+        _count(self._wanted, _ids(limits), -1)
 
     def release(self, limits: Limits) -> None:
-        for limit in limits:
-            left = self.pledged(limit) - 1
-            if left > 0:
-                self._pledged[id(limit)] = left
-            else:
-                self._pledged.pop(id(limit), None)
+        _count(self._pledged, _ids(limits), -1)
 
     # --- calls -----------------------------------------------------------------------------------
 
@@ -224,8 +212,7 @@ class Scheduler:
             return
         ticket = _Ticket(urgency, limits, next(self._seq), asyncio.get_running_loop().create_future(), place)
         self._waiting.append(ticket)
-        for limit in limits:
-            self._queued[id(limit)] = self._queued.get(id(limit), 0) + 1
+        _count(self._queued, _ids(limits), 1)
         self._wake_soon(0.0)
         try:
             await ticket.future
@@ -254,12 +241,7 @@ class Scheduler:
             self._wake_soon(0.0)
 
     def _unqueue(self, ticket: _Ticket) -> None:
-        for limit in ticket.limits:
-            left = self._queued.get(id(limit), 0) - 1
-            if left > 0:
-                self._queued[id(limit)] = left
-            else:
-                self._queued.pop(id(limit), None)
+        _count(self._queued, _ids(ticket.limits), -1)
 
     def _wake_soon(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
@@ -294,10 +276,15 @@ class Scheduler:
             self._wake_soon(min(later, 1.0))
 
 
-def _count(counts: dict[int, int], limits: Limits, change: int) -> None:
-    for limit in limits:
-        left = counts.get(id(limit), 0) + change
+def _ids(limits: Limits) -> Iterator[int]:
+    return (id(limit) for limit in limits)
+
+
+def _count(counts: dict[int, int], keys: Iterable[int], change: int) -> None:
+    """Add `change` to each key's count, forgetting counts that reach zero."""
+    for key in keys:
+        left = counts.get(key, 0) + change
         if left > 0:
-            counts[id(limit)] = left
+            counts[key] = left
         else:
-            counts.pop(id(limit), None)
+            counts.pop(key, None)
