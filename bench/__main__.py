@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "slack": "bench.slack_stream",
     "burst": "bench.burst",
     "slack-flood": "bench.slack_flood",
+    "slack-channel": "bench.slack_channel",
     "discord-flood": "bench.discord_flood",
     "render": "bench.render",
 }

@@ -28,7 +28,13 @@ from acechat.bots.slack_facts import (
     is_new_question,
 )
 from acechat.bots.slack_settings import SlackSettings
-from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
+from acechat.bots.slack_targets import (
+    ANSWER_CALL_TIMEOUT,
+    STATUS_INTERVAL,
+    CommandAnswer,
+    SlackLimits,
+    ThreadReply,
+)
 from acechat.bots.slack_text import from_slack
 from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.core.chat import ChatCore, Question
@@ -76,7 +82,15 @@ class SlackAdapter:
         client = AsyncWebClient(
             token=settings.bot_token, base_url=base_url, session=self._session, retry_handlers=retry_handlers
         )
-        self._answers = AsyncWebClient(token=settings.bot_token, base_url=base_url, session=self._session)
+        # No retries for answers: a post whose connection broke may have been delivered, and slack_sdk
+        # would send it again blindly; the targets look for it first (slack_targets.MarkedPosts).
+        self._answers = AsyncWebClient(
+            token=settings.bot_token,
+            base_url=base_url,
+            session=self._session,
+            timeout=ANSWER_CALL_TIMEOUT,
+            retry_handlers=[],
+        )
         self._people = People(client, self._clock)
         transport = SlackTransport(
             settings, client, host=self._host, shutdown_grace=self._core.settings.shutdown_grace

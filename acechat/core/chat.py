@@ -23,6 +23,7 @@ from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
 from acechat.core.facts import Actor, Attachment
+from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.permissions import GENERIC_RIGHTS, Privilege, privilege_of, refusal, required
 from acechat.core.platform import MentionRules
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
@@ -173,9 +174,16 @@ class ChatCore:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
         say = target.announce if reply.in_channel else target.notify
+        # A reply to the channel is a post like an answer's: it takes its turn on the channel's posts.
+        posts = target.limits.posts if reply.in_channel else ()
+        scheduler = target.limits.scheduler or Scheduler()
         try:
             for part in split_message(reply.text, target.limits.max_chars):
-                await say(part)
+                await scheduler.call(Urgency.POST, posts)
+                try:
+                    await say(part)
+                finally:
+                    scheduler.done(posts)
         except Exception:
             log.exception("could not show a command's reply", extra=_context(scope, actor))
         return reply
@@ -215,14 +223,25 @@ class ChatCore:
             await self._refuse(question, target, reason)
             metrics.count_question(scope.platform, Outcome.REFUSED.value)
             return Outcome.REFUSED
+        mentions = target.rules.mentions
+        reply = StreamingReply(target, render=lambda raw: self._render_partial(raw, mentions))
+        # The channel's line of answers still to be posted must clear in time with this one in it.
+        busy = reply.join(question.actor.user_id, self.settings.max_answer_chars)
+        if busy is not None:
+            log.info(
+                "refused a question: the channel's answers would not be shown in time",
+                extra=_context(scope, question.actor),
+            )
+            await self._refuse(question, target, notices.channel_busy(busy))
+            metrics.count_question(scope.platform, Outcome.REFUSED.value)
+            return Outcome.REFUSED
         self._in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
-        mentions = target.rules.mentions
-        reply = StreamingReply(target, render=lambda raw: self._render_partial(raw, mentions))
         try:
             outcome = await self._take_turn(question, target, reply)
         finally:
+            reply.leave()
             self._in_flight -= 1
             metrics.IN_FLIGHT.dec()
             if self._in_flight == 0:

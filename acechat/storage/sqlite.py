@@ -26,7 +26,7 @@ from sqlite_utils import Database
 from acechat.storage.errors import StoreError
 from acechat.storage.probe import RecentProbe
 from acechat.storage.protocol import Backend, Store
-from acechat.storage.ratelimit import SlidingWindows
+from acechat.storage.rate_windows import SlidingWindows
 from acechat.storage.records import (
     AuditAction,
     AuditEntry,

@@ -18,7 +18,12 @@ What tests and benchmarks use:
   `fake.resumes`, `fake.changes_in(channel)` (what the bot's messages there showed, and when);
 - fault injection: `await fake.drop_gateway()` closes every gateway connection (discord.py resumes),
   `FakeDiscord(privileged_intents=False)` closes the gateway with 4014 like Discord does when the
-  Message Content intent is not enabled, a wrong token gets 401 on login.
+  Message Content intent is not enabled, a wrong token gets 401 on login; a network that fails after
+  delivery: `fake.fail_after_delivery = n` answers the next n message creates with a 502 once they
+  have taken effect (discord.py sends them again), `fake.drop_after_delivery = n` breaks their
+  connection instead.
+- message creates keep their `nonce`; with `enforce_nonce` a create repeating a nonce in its channel
+  returns the message made first and makes none, as Discord documents.
 
 Discord's rate limits (https://discord.com/developers/docs/topics/rate-limits) are enforced first,
 before a request does anything, each refusal a 429 in the shape discord.py parses (JSON body with
@@ -388,6 +393,14 @@ class FakeDiscord:
         self.resumes: list[Json] = []
         self.limited: Counter[str] = Counter()  # 429s answered, by kind: "global" or the route's name
         self.deleted: list[FakeMessage] = []
+        # A network that fails after delivery: the next so many message creates take effect, then their
+        # caller gets a 502 from the proxy in front (`fail_after_delivery`) or a broken connection
+        # (`drop_after_delivery`).
+        self.fail_after_delivery = 0
+        self.drop_after_delivery = 0
+        # Message creates by nonce (channel, nonce) -> message id, for `enforce_nonce`.
+        self._nonces: dict[tuple[int, str], int] = {}
+        self._drop_now = False
 
         self._connections: list[_Connection] = []
         self._buckets: dict[tuple[str, str], _RouteBucket] = {}
@@ -867,6 +880,11 @@ class FakeDiscord:
             if limit is not None:
                 refused, headers = self._take_route(call, *limit)
         response = refused or await self._route(request.method, path, body, request.query)
+        if self._drop_now:
+            self._drop_now = False
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("the fake broke the connection after delivery")
         if response.status < 300 and self.route_headers:
             response.headers.update(headers)
         call.status = response.status
@@ -1059,9 +1077,23 @@ class FakeDiscord:
         ref = body.get("message_reference")
         if ref and int(ref["message_id"]) not in self.messages and ref.get("fail_if_not_exists", True):
             return _json({"message": "Invalid Form Body", "code": 50035}, status=400)
+        nonce = body.get("nonce")
+        key = (channel_id, str(nonce))
+        if nonce is not None and body.get("enforce_nonce") and self._nonces.get(key) in self.messages:
+            # "that message will be returned and no new message will be created"
+            return _json(self.messages[self._nonces[key]].payload)
         payload = self._bot_payload(channel_id, body)
+        if nonce is not None:
+            payload["nonce"] = nonce
+            self._nonces[key] = int(payload["id"])
         self._store(payload, body)
         self._echo("MESSAGE_CREATE", payload)
+        if self.fail_after_delivery > 0:
+            self.fail_after_delivery -= 1
+            return _json({"message": "502: Bad Gateway", "code": 0}, status=502)
+        if self.drop_after_delivery > 0:
+            self.drop_after_delivery -= 1
+            self._drop_now = True
         return _json(payload)
 
     def _edit(self, message_id: int, body: Json) -> web.Response:

@@ -7,8 +7,9 @@ tests and benchmarks catch abuse. One `FakeSlack` is one workspace; a call past 
 - Tiered methods (https://docs.slack.dev/apis/web-api/rate-limits: Tier 2 "20+ per minute", Tier 3
   "50+", Tier 4 "100+", each tolerating bursts) are token buckets per method per workspace, holding a
   burst and refilling at the tier's rate a minute. `TIERS` and `METHOD_TIERS` below are the one place
-  these numbers live: `chat.update`, `chat.delete` and `reactions.add` are Tier 3; `chat.postEphemeral`
-  and `chat.appendStream` Tier 4; `chat.startStream` and `chat.stopStream` Tier 2.
+  these numbers live: `chat.update`, `chat.delete`, `reactions.add`, `conversations.history` and
+  `conversations.replies` are Tier 3; `chat.postEphemeral` and `chat.appendStream` Tier 4;
+  `chat.startStream` and `chat.stopStream` Tier 2.
 - `chat.postMessage` is "special": "generally one message per second per channel", with short bursts.
   The fake models it as a token bucket per channel (threads included) holding `post_burst` (3) and
   refilling at `post_per_second` (1). Slack's unstated workspace-wide cap on posts is not modelled.
@@ -22,6 +23,12 @@ tests and benchmarks catch abuse. One `FakeSlack` is one workspace; a call past 
   `markdown_text` may hold 12,000 characters.
 - A message text longer than 4,000 characters gets `{"ok": false, "error": "msg_too_long"}`: that is
   where Slack really starts refusing, well below the documented 40,000.
+- `chat.postMessage` keeps a message's `metadata`; `conversations.history` (a channel's top level) and
+  `conversations.replies` (a thread) list the bot's messages newest first, with their metadata when
+  asked (`include_all_metadata`).
+- A network that fails after delivery: `drop_after_delivery[method] = n` makes the next n calls of a
+  method take effect and then break their connection without an answer; `drop_before_delivery` breaks
+  it before they take effect (and records nothing).
 - Not limited: `auth.test`, `apps.connections.open`, `conversations.info` and `users.info` (Tier 4; a
   burst of hundreds of distinct askers would meet it on real Slack).
 
@@ -45,7 +52,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
@@ -82,6 +89,8 @@ METHOD_TIERS: dict[str, str] = {
     "chat.update": "t3",
     "chat.delete": "t3",
     "reactions.add": "t3",
+    "conversations.history": "t3",
+    "conversations.replies": "t3",
     "chat.postEphemeral": "t4",
     "chat.startStream": "t2",
     "chat.appendStream": "t4",
@@ -117,6 +126,7 @@ class Message:
     at: list[float] = field(default_factory=list)  # when it started showing each of them
     streaming: bool = False  # a chat.startStream message not stopped yet
     deleted_at: float | None = None
+    metadata: dict[str, Any] | None = None  # as chat.postMessage's `metadata` gave it
 
     def show(self, text: str, at: float) -> None:
         self.text = text
@@ -218,6 +228,12 @@ class FakeSlack:
         self.admins = set(admins)
         self.owners = set(owners)
         self.users_info_fails = False
+        # Calls (by method) to carry out and then answer with a broken connection, as a network that
+        # fails after delivery does: the next so many such calls take effect, their callers hear nothing.
+        self.drop_after_delivery: Counter[str] = Counter()
+        # Calls (by method) whose connection breaks before they reach Slack: nothing happens, nothing
+        # is recorded, the caller hears nothing.
+        self.drop_before_delivery: Counter[str] = Counter()
         # Users of other organisations (Slack Connect): their own team id, as users.info reports it.
         self.home_teams: dict[str, str] = {}
         self.calls: list[ApiCall] = []
@@ -338,10 +354,22 @@ class FakeSlack:
             else:
                 params.update(await request.post())
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if self.drop_before_delivery[method] > 0:
+            self.drop_before_delivery[method] -= 1
+            self._drop(request)
         status, reply, headers = self._dispatch(method, params, token)
         self.calls.append(ApiCall(method, params, self._clock(), status, reply))
         await self._record()
+        if self.drop_after_delivery[method] > 0:
+            self.drop_after_delivery[method] -= 1
+            self._drop(request)
         return web.json_response(reply, status=status, headers=headers)
+
+    @staticmethod
+    def _drop(request: web.Request) -> NoReturn:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the fake broke the connection")
 
     def _dispatch(
         self, method: str, params: dict[str, Any], token: str
@@ -396,6 +424,10 @@ class FakeSlack:
             str(params["channel"]), self.next_ts(), "", params.get("thread_ts") or None, streaming=streaming
         )
         message.show(text, self._clock())
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        message.metadata = metadata if isinstance(metadata, dict) else None
         self.messages.append(message)
         if message.thread_ts is not None:
             # The app answered in the thread: Slack clears its "is thinking…" status there.
@@ -546,6 +578,26 @@ class FakeSlack:
                 "is_bot": False,
             }
         )
+
+    def _listed(self, messages: list[Message], params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Messages as conversations.history/replies list them: newest first, metadata on request."""
+        metadata = str(params.get("include_all_metadata", "")).lower() in {"1", "true"}
+        limit = int(params.get("limit", 100))
+        listed = []
+        for m in sorted(messages, key=lambda m: m.ts, reverse=True)[:limit]:
+            entry: dict[str, Any] = {"type": "message", "user": BOT_USER_ID, "text": m.text, "ts": m.ts}
+            if metadata and m.metadata is not None:
+                entry["metadata"] = m.metadata
+            listed.append(entry)
+        return listed
+
+    def _api_conversations_history(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        messages = self._listed(self.in_channel(str(params.get("channel", ""))), params)
+        return self._ok(messages=messages, has_more=False)
+
+    def _api_conversations_replies(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        channel, thread = str(params.get("channel", "")), str(params.get("ts", ""))
+        return self._ok(messages=self._listed(self.in_channel(channel, thread), params), has_more=False)
 
     def _api_conversations_info(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         channel = str(params.get("channel", ""))
