@@ -65,6 +65,8 @@ class DiscordSettings:
     dev_guild_id: int | None = None
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+    # Direct messages belong to no server, so the operator alone turns them on or off (issue 17).
+    dms: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class SlackSettings:
     api_url: str | None = None
     command: str = "/aichat"
     port: int = 3000
+    # Members of this user group (handle or id) hold channel-level rights in every channel (issue 17).
+    admin_group: str | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -112,6 +116,10 @@ class Settings:
     # Questions that may wait in one channel or thread behind the one being answered, and for how long.
     max_waiting: int = 5
     max_wait: float = 300.0
+
+    @property
+    def discord_dms(self) -> bool:
+        return self.discord.dms if self.discord is not None else True
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -355,6 +363,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             dev_guild_id=r.optional_integer("DISCORD_DEV_GUILD_ID"),
             shard_count=shard_count,
             shard_ids=shard_ids,
+            dms=r.boolean("ACECHAT_DISCORD_DMS", True),
         )
 
     slack = None
@@ -377,6 +386,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             api_url=None if api_url is None else api_url + "/",
             command=command,
             port=r.port("SLACK_PORT", 3000, minimum=1),
+            admin_group=r.raw("ACECHAT_SLACK_ADMIN_GROUP"),
         )
 
     settings = Settings(
