@@ -23,9 +23,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from acechat.bots.slack_facts import (
     People,
     command_delivery,
+    command_line,
     event_delivery,
     event_scope,
+    is_direct,
     is_new_question,
+    is_thread_message,
+    mentions,
+    mentions_someone,
 )
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from acechat.bots.slack_text import from_slack
@@ -139,9 +144,16 @@ class SlackAdapter:
 
     async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         event = body["event"]
-        # Direct messages only: in channels the bot answers mentions, which come as app_mention.
-        if event.get("channel_type") == "im" and is_new_question(event):
+        if not is_new_question(event):
+            return
+        if is_direct(event):
             self.transport.spawn(self._question(body, context.bot_user_id, event.get("thread_ts")))
+        elif is_thread_message(event) and not mentions(event, context.bot_user_id):
+            # A mention comes as app_mention too, and is answered from there: once. The core decides
+            # whether the thread is engaged.
+            self.transport.spawn(
+                self._question(body, context.bot_user_id, event["thread_ts"], mentioned=False)
+            )
 
     async def _on_user_change(self, body: dict[str, Any]) -> None:
         user = body["event"].get("user")
@@ -155,7 +167,7 @@ class SlackAdapter:
         actor = await self._people.actor(
             user, team=team, enterprise=body.get("enterprise_id"), fallback=body.get("user_name")
         )
-        text = from_slack(body.get("text", ""))
+        text = command_line(body.get("text", ""))
 
         async def say(reply: str, public: bool) -> None:
             await respond(text=reply, response_type="in_channel" if public else "ephemeral")
@@ -169,9 +181,13 @@ class SlackAdapter:
             question=text,
         )
         scope = event_scope(team, channel, None)
-        await self._core.run_line(scope, actor, text, target, delivery=command_delivery(body))
+        await self._core.run_line(
+            scope, actor, text, target, delivery=command_delivery(body), direct=channel.startswith("D")
+        )
 
-    async def _question(self, body: dict[str, Any], bot_user_id: str | None, thread_ts: str | None) -> None:
+    async def _question(
+        self, body: dict[str, Any], bot_user_id: str | None, thread_ts: str | None, *, mentioned: bool = True
+    ) -> None:
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
@@ -189,6 +205,9 @@ class SlackAdapter:
             actor,
             from_slack(event.get("text", ""), bot_user_id),
             delivery=event_delivery(body, team, event),
+            direct=is_direct(event),
+            mentioned=mentioned,
+            mentions_others=mentions_someone(event, bot_user_id),
         )
         await self._core.ask(question, target)
 

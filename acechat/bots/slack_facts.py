@@ -7,6 +7,7 @@ decisions; this module reports the sender's level as Slack states it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from acechat.bots.slack_text import from_slack
 from acechat.core.cache import LRU
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
@@ -126,3 +128,44 @@ def command_delivery(body: Mapping[str, Any]) -> str:
 def event_delivery(body: Mapping[str, Any], team: str, event: Mapping[str, Any]) -> str:
     event_id = body.get("event_id") or f"{team}:{event['channel']}:{event['ts']}"
     return f"slack:event:{event_id}"
+
+
+# --- facts for admins' controls (issue 17) ------------------------------------------------------------
+
+# A person as Slack escapes them in a command (`should_escape`): `<@U1|ann>`; bounded by its own `>`.
+_PERSON = re.compile(r"<@([UW][A-Z0-9]{1,30})(?:\|[^<>]*)?>")
+
+
+def command_line(raw: str) -> str:
+    """What was typed after the command, as plain text. In `users …` people stay ids (`<@U1|ann>` →
+    `U1`): the grammar names them by id, since display names are anyone's to choose."""
+    words = raw.split(None, 1)
+    if words and words[0].lower() == "users":
+        raw = _PERSON.sub(r"\1", raw)
+    return from_slack(raw)
+
+
+def mentions(event: Mapping[str, Any], user_id: str | None) -> bool:
+    """Whether a message mentions `user_id` (the bot: it arrives as `app_mention` too)."""
+    return user_id is not None and f"<@{user_id}" in str(event.get("text", ""))
+
+
+def mentions_someone(event: Mapping[str, Any], bot_user_id: str | None) -> bool:
+    """Whether it names a person or a group other than the bot: it is for them, not for the bot."""
+    text = str(event.get("text", ""))
+    others = [m for m in _PERSON.findall(text) if m != bot_user_id]
+    return bool(others) or "<!subteam^" in text
+
+
+def is_direct(event: Mapping[str, Any]) -> bool:
+    return event.get("channel_type") == "im"
+
+
+def is_thread_message(event: Mapping[str, Any]) -> bool:
+    """A reply in a thread of a public or private channel (not the thread's first message)."""
+    thread_ts = event.get("thread_ts")
+    return (
+        event.get("channel_type") in ("channel", "group")
+        and isinstance(thread_ts, str)
+        and thread_ts != event.get("ts")
+    )

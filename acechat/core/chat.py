@@ -164,12 +164,13 @@ class ChatCore:
         *,
         attachments: tuple[Attachment, ...] = (),
         delivery: str | None = None,
+        direct: bool = False,
     ) -> Outcome:
         """A line typed to the bot (Slack's command, the console): a command if it has one's exact
-        shape, otherwise a question."""
+        shape, otherwise a question. `direct`: typed in a direct message."""
         command = parse_command(line)
         if command.action is Action.ASK:
-            question = Question(scope, actor, command.text or "", attachments, delivery)
+            question = Question(scope, actor, command.text or "", attachments, delivery, direct=direct)
             return await self.ask(question, target)
         reply = await self.run_command(scope, actor, command, target, delivery=delivery)
         if reply is None:
