@@ -24,7 +24,16 @@ from discord.http import Route
 
 from acechat.bots.adapter import StartupError
 from acechat.bots.discord_commands import build_tree
-from acechat.bots.discord_facts import actor_of, addresses, attachments_of, question_text, scope_of
+from acechat.bots.discord_facts import (
+    actor_of,
+    addresses,
+    attachments_of,
+    in_thread,
+    mentions_others,
+    question_text,
+    roles_of,
+    scope_of,
+)
 from acechat.bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget
 from acechat.core.chat import ChatCore, Question
 from acechat.core.settings import DiscordSettings, Settings
@@ -134,11 +143,14 @@ class AceClient(discord.AutoShardedClient):
 
     async def on_message(self, message: discord.Message) -> None:
         me = self.user
-        if me is None or message.author.bot:
+        if me is None or message.author.id == me.id:
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        if not addresses(message, me):
+        addressed = addresses(message, me)
+        # Other bots are never answered; in a thread, the core decides about messages without a
+        # mention (engaged threads), so they go to it with the facts.
+        if (message.author.bot and addressed) or not (addressed or in_thread(message)):
             return
         if not message.content and not message.attachments:
             # Without the Message Content intent a reply that does not ping the bot arrives empty.
@@ -152,6 +164,10 @@ class AceClient(discord.AutoShardedClient):
             actor_of(message.author, message.channel),
             question_text(message, me),
             attachments_of(message),
+            roles=roles_of(message.author),
+            mentioned=addressed,
+            mentions_others=mentions_others(message, me),
+            from_bot=message.author.bot,
         )
         # No await before ask: the core queues turns per scope in arrival order, and events arrive in order.
         await self.core.ask(question, MessageTarget(message, self.limits.limits(message.channel.id)))

@@ -17,7 +17,8 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from acechat.bots.discord_facts import actor_of_interaction, attachment_of, scope_of
+from acechat.bots.discord_controls import add_control_commands
+from acechat.bots.discord_facts import actor_of_interaction, attachment_of, roles_of, scope_of
 from acechat.bots.discord_targets import NO_MENTIONS, InteractionTarget
 from acechat.core import notices
 from acechat.core.chat import ChatCore, Question
@@ -91,7 +92,9 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
             return
         await interaction.response.defer(thinking=True)
         attachments = (attachment_of(file),) if file is not None else ()
-        asked = Question(scope, actor_of_interaction(interaction), question, attachments)
+        asked = Question(
+            scope, actor_of_interaction(interaction), question, attachments, roles=roles_of(interaction.user)
+        )
         await core.ask(asked, InteractionTarget(interaction))
 
     @tree.command(name="reset", description="Start a new conversation in this channel or thread")
@@ -110,6 +113,7 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
 
     tree.add_command(_preset_group(run, complete_preset))
     tree.add_command(_model_group(run, complete_model))
+    add_control_commands(tree, run)
     return tree
 
 
