@@ -311,6 +311,8 @@ class FakeDiscord:
     DM_CHANNEL_ID = 810000000000000030
     MOD_ROLE_ID = 810000000000000040
     BOT_ROLE_ID = 810000000000000041
+    # A role with no rights of its own, for allow and deny lists.
+    HELPER_ROLE_ID = 810000000000000042
     APP_ID = 810000000000000100
     BOT_ID = 810000000000000100
     ADMIN_ID = 810000000000000201
@@ -370,6 +372,7 @@ class FakeDiscord:
             self.GUILD_ID: EVERYONE_PERMISSIONS,
             self.MOD_ROLE_ID: MANAGE_GUILD,
             self.BOT_ROLE_ID: 0,
+            self.HELPER_ROLE_ID: 0,
         }
         if second_guild:
             self.role_permissions[self.SECOND_GUILD_ID] = EVERYONE_PERMISSIONS
@@ -525,6 +528,7 @@ class FakeDiscord:
                 self._role(self.GUILD_ID, "@everyone", 0),
                 self._role(self.MOD_ROLE_ID, "Moderators", 1),
                 self._role(self.BOT_ROLE_ID, "acebot", 2, managed=True),
+                self._role(self.HELPER_ROLE_ID, "Helpers", 3),
             ],
             channels=[
                 self._channel(self.GUILD_ID, self.CHANNEL_ID, "general", 0),
