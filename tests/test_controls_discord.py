@@ -17,7 +17,7 @@ from discord.http import Route
 from acechat.bots.discord_bot import DiscordAdapter
 from acechat.core.chat import ChatCore
 from acechat.core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
-from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
+from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage, Mention
 from tests.fakes.upstream import FakeUpstream
 
 BOT = f"<@{FakeDiscord.BOT_ID}>"
@@ -73,22 +73,7 @@ async def command(fake: FakeDiscord, name: str, options: dict[str, Any] | None =
 
 async def mentionable(fake: FakeDiscord, name: str, who: int, *, role: bool, user: Any = None) -> str:
     """`/users allow|deny|remove who:@someone`: a MENTIONABLE option, resolved as Discord sends it."""
-    payload = fake.interaction_payload(name, {"who": str(who)}, user=user or fake.admin)
-    option = payload["data"]["options"][0]["options"][0]
-    option["type"] = 9
-    if role:
-        resolved = {"roles": {str(who): fake.guild_payload()["roles"][-1]}}
-    else:
-        person = fake.users()[who]
-        resolved = {
-            "users": {str(who): person},
-            "members": {str(who): fake.guild_member(person, nested=False)},
-        }
-    payload["data"]["resolved"] = resolved
-    record = FakeInteraction(int(payload["id"]), payload["token"], payload)
-    fake.interactions[record.token] = record
-    await fake.dispatch("INTERACTION_CREATE", payload)
-    return await reply_to(fake, record)
+    return await command(fake, name, {"who": Mention(who, role=role)}, user=user or fake.admin)
 
 
 def replies(fake: FakeDiscord, message_id: int) -> list[FakeMessage]:

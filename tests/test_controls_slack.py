@@ -261,3 +261,36 @@ def _query(bot: Bot, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql).fetchall()]
     finally:
         conn.close()
+
+
+async def test_the_channel_creator_and_the_admin_group_hold_channel_level_rights(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    assert settings.slack is not None
+    grouped = replace(settings, slack=replace(settings.slack, admin_group="@ai-admins"))
+    slack.creators["C5"] = "U5"
+    slack.usergroups["S1"] = ("ai-admins", ["U6"])
+    async with running(grouped) as bot:
+        # The creator may change their channel, and only at channel level, and only there.
+        assert "turned me off in this channel" in await command(
+            slack, bot, "channel off", user="U5", channel="C5"
+        )
+        assert "the channel's creator" in await command(slack, bot, "channel off", user="U5", channel="C1")
+        assert "needs a workspace admin or owner" in await command(
+            slack, bot, "access listed", user="U5", channel="C5"
+        )
+        # Admins are never refused by the channel switch; a member is.
+        await mention(slack, bot, "creator asks", user="U5", channel="C5")
+        await mention(slack, bot, "member asks", user="U1", channel="C5")
+        assert [b["question"] for b in fake_upstream.bodies if b] == ["u5-display: creator asks"]
+        # The operator's group holds channel rights in every channel.
+        assert "`engage thread`" in await command(slack, bot, "engage thread", user="U6", channel="C1")
+        assert "preset" in await command(slack, bot, "preset set coder", user="U6", channel="C1")
+        assert "needs" in await command(slack, bot, "preset default coder", user="U6", channel="C1")
+        status = await command(slack, bot, "status", user="U6", channel="C1")
+        assert "never refuse you" in status
+    assert {c.method for c in slack.calls} >= {
+        "conversations.info",
+        "usergroups.list",
+        "usergroups.users.list",
+    }

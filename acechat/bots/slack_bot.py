@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_facts import (
+    ChannelAdmins,
     People,
     command_delivery,
     command_line,
@@ -36,7 +38,9 @@ from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimi
 from acechat.bots.slack_text import from_slack
 from acechat.bots.slack_transport import EVENTS_PATH, KnownBot, SlackTransport, check_tokens
 from acechat.core.chat import ChatCore, Question
+from acechat.core.permissions import Privilege
 from acechat.core.settings import Settings, SlackSettings
+from acechat.core.target import Actor
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,7 @@ class SlackAdapter:
         )
         self._answers = AsyncWebClient(token=settings.bot_token, base_url=base_url, session=self._session)
         self._people = People(client, self._clock)
+        self._channel_admins = ChannelAdmins(client, settings.admin_group, self._clock)
         transport = SlackTransport(
             settings, client, host=self._host, shutdown_grace=self._core.settings.shutdown_grace
         )
@@ -162,11 +167,19 @@ class SlackAdapter:
 
     # --- the work --------------------------------------------------------------------------------
 
+    async def _actor(
+        self, user: str, team: str, channel: str, enterprise: str | None, fallback: str | None
+    ) -> Actor:
+        """Who asks, and their level here: a workspace admin or owner, or at channel level the
+        channel's creator or a member of the operator's admin group."""
+        actor = await self._people.actor(user, team=team, enterprise=enterprise, fallback=fallback)
+        if actor.privilege < Privilege.CHANNEL_ADMIN and await self._channel_admins.holds(user, channel):
+            return replace(actor, privilege=Privilege.CHANNEL_ADMIN)
+        return actor
+
     async def _command(self, body: dict[str, Any], respond: AsyncRespond) -> None:
         team, channel, user = body["team_id"], body["channel_id"], body["user_id"]
-        actor = await self._people.actor(
-            user, team=team, enterprise=body.get("enterprise_id"), fallback=body.get("user_name")
-        )
+        actor = await self._actor(user, team, channel, body.get("enterprise_id"), body.get("user_name"))
         text = command_line(body.get("text", ""))
 
         async def say(reply: str, public: bool) -> None:
@@ -191,7 +204,7 @@ class SlackAdapter:
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
-        actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
+        actor = await self._actor(user, team, channel, body.get("enterprise_id"), None)
         target = ThreadReply(
             self._answers,
             self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL),

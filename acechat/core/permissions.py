@@ -57,7 +57,9 @@ RIGHT_NAMES: dict[str, dict[Privilege, str]] = {
         Privilege.WORKSPACE_ADMIN: "Manage Server or Administrator",
     },
     "slack": {
-        Privilege.CHANNEL_ADMIN: "a workspace admin or owner",
+        Privilege.CHANNEL_ADMIN: (
+            "a workspace admin or owner, the channel's creator or a member of the bot's admin user group"
+        ),
         Privilege.WORKSPACE_ADMIN: "a workspace admin or owner",
     },
 }

@@ -228,6 +228,14 @@ class FakeMessage:
         return found
 
 
+@dataclass(frozen=True)
+class Mention:
+    """A MENTIONABLE option's value: a member (or user) or, with `role`, a role of the guild."""
+
+    id: int
+    role: bool = False
+
+
 @dataclass
 class FakeInteraction:
     """One INTERACTION_CREATE the fake pushed, and everything the bot answered to it."""
@@ -739,7 +747,12 @@ class FakeDiscord:
         guild_id = self.channel_guild(channel_id)
         name, *path = command.split()
         leaf: list[Json] = []
+        resolved: Json = {}
         for key, value in (options or {}).items():
+            if isinstance(value, Mention):
+                leaf.append({"name": key, "type": 9, "value": str(value.id)})
+                resolved.update(self._resolved(value, guild_id))
+                continue
             kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
             option: Json = {"name": key, "type": kind, "value": value}
             if key == focused:
@@ -753,7 +766,9 @@ class FakeDiscord:
             opts = [{"name": part, "type": 1 if depth == 0 else 2, "options": opts}]
         data: Json = {"id": str(self.snowflake()), "name": name, "type": 1, "options": opts}
         if attachments:
-            data["resolved"] = {"attachments": {a["id"]: a for a in attachments.values()}}
+            resolved["attachments"] = {a["id"]: a for a in attachments.values()}
+        if resolved:
+            data["resolved"] = resolved
         if guild_id is not None:
             data["guild_id"] = str(guild_id)
 
@@ -791,6 +806,17 @@ class FakeDiscord:
             roles = self.roles_in(guild_id, int(user["id"]))
             payload["member"] = member_payload(user, roles, permissions=perms)
         return payload
+
+    def _resolved(self, mention: Mention, guild_id: int | None) -> Json:
+        key = str(mention.id)
+        if mention.role:
+            roles = {r["id"]: r for r in self.guild_payload()["roles"]}
+            return {"roles": {key: roles[key]}}
+        user = self.users()[mention.id]
+        found: Json = {"users": {key: user}}
+        if guild_id is not None:
+            found["members"] = {key: self.guild_member(user, nested=False, guild_id=guild_id)}
+        return found
 
     async def slash(
         self, command: str, options: Mapping[str, Any] | None = None, **kwargs: Any
