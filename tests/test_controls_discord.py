@@ -4,6 +4,7 @@ commands with autocomplete, roles, engaged threads and a restart on the same dat
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -14,10 +15,10 @@ import pytest
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_bot import INVITE_PERMISSIONS, DiscordAdapter, invite_url
 from acechat.core.chat import ChatCore
 from acechat.core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
-from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage, Mention
+from tests.fakes.discord import CREATE_PUBLIC_THREADS, FakeDiscord, FakeInteraction, FakeMessage, Mention
 from tests.fakes.upstream import FakeUpstream
 
 BOT = f"<@{FakeDiscord.BOT_ID}>"
@@ -87,7 +88,7 @@ async def probe(fake: FakeDiscord, bot: DiscordAdapter) -> None:
     """An admin's question, answered whatever the controls say: once it is answered, every message
     posted before it has been handled (refusals and ignored messages leave little else to wait on)."""
     n = next(_probes)
-    sent = await fake.post_message(f"{BOT} probe {n}", author=fake.admin)
+    sent = await fake.post_message(f"{BOT} probe {n}", author=fake.admin, channel_id=fake.OTHER_CHANNEL_ID)
     await fake.wait_for(lambda: any(m.content.endswith(f"probe {n}") for m in replies(fake, sent)), 10)
     # Questions admitted before it may still be answering.
     await fake.wait_for(lambda: bot.core.in_flight == 0, 10)
@@ -265,3 +266,43 @@ async def test_engaged_threads_answer_people_without_a_mention_and_survive_a_res
         await fake.post_message("the thread was forgotten", channel_id=fake.THREAD_ID)
         await probe(fake, bot)
         assert asked(fake_upstream)[-1] == "Max: after the restart"
+
+
+async def test_autothread_opens_a_thread_named_from_the_question_and_answers_there(
+    settings: Settings, fake: FakeDiscord, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(settings, fake) as bot:
+        assert (
+            "needs manage channels"
+            in (await command(fake, "autothread", {"state": "on"}, user=fake.member)).lower()
+        )
+        assert "turned autothread on" in await command(fake, "autothread", {"state": "on"})
+        await command(fake, "engage", {"mode": "thread"})
+        question = await fake.post_message(f"{BOT} how do   threads work?\nsecond line")
+        await probe(fake, bot)
+        [thread] = fake.threads.values()
+        assert thread["name"] == "how do threads work?" and int(thread["id"]) == question
+        [answer] = fake.bot_messages(question)  # the thread's id is the question's
+        assert answer.content == "Answer 1 to: Max: how do   threads work?\nsecond line"
+        assert replies(fake, question) == []  # nothing in the channel itself
+        # A thread the bot opened is engaged: no mention needed there.
+        await fake.post_message("and a follow-up", channel_id=question)
+        await probe(fake, bot)
+        assert asked(fake_upstream)[-1] == "Max: and a follow-up"
+        assert fake.bot_messages(question)[-1].content == "Answer 2 to: Max: and a follow-up"
+
+        # Without Create Public Threads the answer comes in the channel, as before.
+        fake.denied_permissions = CREATE_PUBLIC_THREADS
+        fallback = await fake.post_message(f"{BOT} no thread for me")
+        await probe(fake, bot)
+        assert len(fake.threads) == 1
+        assert replies(fake, fallback)[0].content.endswith("no thread for me")
+        assert "could not open a thread" in caplog.text
+
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="acechat.bots.discord_bot")
+    async with running(settings, fake):  # start-up says what is missing
+        pass
+    assert "autothread is on in #general" in caplog.text and "lacks Create Public Threads" in caplog.text
+    assert f"permissions={INVITE_PERMISSIONS.value | CREATE_PUBLIC_THREADS}" in caplog.text
+    assert invite_url(1).endswith(f"permissions={INVITE_PERMISSIONS.value}")

@@ -45,11 +45,14 @@ async def test_controls_are_set_replaced_and_removed_with_the_old_value_audited(
     await store.set_control(WS, "user:U9", "deny", audit=audit(AuditAction.USERS, WS))
     found = await store.get_controls([CHANNEL, WS, "slack:T_1:C2:-"])
     assert [(c.key, c.name, c.value) for c in found] == [(WS, "user:U9", "deny"), (CHANNEL, "channel", "on")]
+    await store.set_control(f"{WS}:C2:-", "channel", "on", audit=audit())
+    assert [c.key for c in await store.controls_set_to("channel", "on")] == [CHANNEL, f"{WS}:C2:-"]
     assert await store.set_control(WS, "user:U9", None, audit=audit(AuditAction.USERS, WS)) == "deny"
     assert [c.key for c in await store.get_controls([WS])] == []
     entries = await store.list_audit(WS)
     assert [(e.action, e.old) for e in entries] == [
         (AuditAction.USERS, "deny"),
+        (AuditAction.CHANNEL, None),
         (AuditAction.USERS, None),
         (AuditAction.CHANNEL, "off"),
         (AuditAction.CHANNEL, None),

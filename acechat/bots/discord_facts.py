@@ -143,3 +143,14 @@ def mentions_others(message: discord.Message, me: discord.abc.User) -> bool:
         or bool(message.role_mentions)
         or any(user.id != me.id for user in message.mentions)
     )
+
+
+THREAD_NAME_CHARS = 100  # Discord's limit for a thread's name
+
+
+def thread_name(question: str) -> str:
+    """A thread's name from its question: the first line, whitespace folded, within Discord's limit."""
+    first = " ".join(question.strip().split("\n", 1)[0].split())
+    if len(first) > THREAD_NAME_CHARS:
+        first = first[: THREAD_NAME_CHARS - 1] + "…"
+    return first or "Question"

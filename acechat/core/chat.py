@@ -249,6 +249,25 @@ class ChatCore:
             metrics.FIRST_TEXT_SECONDS.observe(reply.first_text_at - received)
         return outcome
 
+    async def opens_thread(self, question: Question) -> bool:
+        """Whether the answer to this mention goes into a new thread (Discord `autothread on`): only
+        in a channel of a server, and only for a question that would not be refused there."""
+        scope = question.scope
+        if scope.is_thread or scope.workspace == DIRECT or question.direct:
+            return False
+        controls = await self.controls.of(scope)
+        return bool(controls.autothread) and await self._controls_refusal(question, controls) is None
+
+    async def autothread_channels(self) -> list[Scope]:
+        """The channels with autothread on, for the adapter's start-up check of its permissions."""
+        found = await self.store.controls_set_to(access.AUTOTHREAD, "on")
+        scopes = []
+        for control in found:
+            parts = control.key.split(":")
+            if len(parts) == 4:
+                scopes.append(Scope.of(parts[0], parts[1], parts[2]))
+        return scopes
+
     # --- admission --------------------------------------------------------------------------------
 
     async def _first_delivery(self, delivery: str, scope: Scope) -> bool:

@@ -20,6 +20,7 @@ CONTROL_COLUMNS = "key, name, value, updated_at"
 USAGE_COLUMNS = (
     "workspace_key, channel_key, user_id, model, answer_chars, upstream_seconds, outcome, tokens, at"
 )
+CONTROLS_NAMED = f"SELECT {CONTROL_COLUMNS} FROM controls WHERE name = ? AND value = ? ORDER BY key"
 SELECT_CONTROL = "SELECT value FROM controls WHERE key = ? AND name = ?"
 UPSERT_CONTROL = (
     f"INSERT INTO controls ({CONTROL_COLUMNS}) VALUES (?, ?, ?, ?) "

@@ -706,6 +706,10 @@ class PostgresStore(Store):
         rows = await self._db().fetch(_PG_GET_CONTROLS, wanted)
         return [csql.control(tuple(row)) for row in rows]
 
+    async def controls_set_to(self, name: str, value: str) -> list[Control]:
+        rows = await self._db().fetch(_PG_CONTROLS_NAMED, name, value)
+        return [csql.control(tuple(row)) for row in rows]
+
     async def set_control(self, key: str, name: str, value: str | None, *, audit: AuditEntry) -> str | None:
         async with self._db().acquire() as conn, conn.transaction():
             # Locked (or, when absent, serialised on the key's row insert), so two changes at once each
@@ -762,6 +766,7 @@ class PostgresStore(Store):
 _PG_GET_CONTROLS = (
     f"SELECT {csql.CONTROL_COLUMNS} FROM controls WHERE key = ANY($1::text[]) ORDER BY key, name"
 )
+_PG_CONTROLS_NAMED = csql.postgres_sql(csql.CONTROLS_NAMED)
 _PG_SELECT_CONTROL_FOR_UPDATE = csql.postgres_sql(csql.SELECT_CONTROL) + " FOR UPDATE"
 _PG_UPSERT_CONTROL = csql.postgres_sql(csql.UPSERT_CONTROL)
 _PG_DELETE_CONTROL = csql.postgres_sql(csql.DELETE_CONTROL)

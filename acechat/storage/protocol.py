@@ -116,6 +116,9 @@ class Store(Protocol):
     async def get_controls(self, keys: Sequence[str]) -> list[Control]:
         """Every control set on `keys` (channel or workspace keys), by key and name."""
 
+    async def controls_set_to(self, name: str, value: str) -> list[Control]:
+        """Every control `name` set to `value`, wherever (e.g. the channels with autothread on)."""
+
     async def set_control(self, key: str, name: str, value: str | None, *, audit: AuditEntry) -> str | None:
         """Set a control (None removes it) and log `audit`, its `old` being the value replaced, in one
         transaction; returns that old value. Listeners hear `Change("control", key)`."""

@@ -543,6 +543,10 @@ class SQLiteStore(Store):
         )
         return [csql.control(row) for row in rows]
 
+    async def controls_set_to(self, name: str, value: str) -> list[Control]:
+        rows = await self._worker.submit(lambda db: db.execute(csql.CONTROLS_NAMED, (name, value)).fetchall())
+        return [csql.control(row) for row in rows]
+
     async def set_control(self, key: str, name: str, value: str | None, *, audit: AuditEntry) -> str | None:
         def set_(db: Database) -> str | None:
             with write_transaction(db):

@@ -72,6 +72,7 @@ READ_MESSAGE_HISTORY = 1 << 16
 SEND_MESSAGES_IN_THREADS = 1 << 38
 MANAGE_CHANNELS = 1 << 4
 MANAGE_GUILD = 1 << 5
+CREATE_PUBLIC_THREADS = 1 << 35
 ADMINISTRATOR = 1 << 3
 EVERYONE_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | SEND_MESSAGES_IN_THREADS
 
@@ -395,6 +396,9 @@ class FakeDiscord:
         self.resumes: list[Json] = []
         self.limited: Counter[str] = Counter()  # 429s answered, by kind: "global" or the route's name
         self.deleted: list[FakeMessage] = []
+        self.threads: dict[int, Json] = {}  # threads the bot opened, by id (the starter message's id)
+        # Permission bits the bot lacks (e.g. CREATE_PUBLIC_THREADS): calls needing them get a 403.
+        self.denied_permissions = 0
 
         self._connections: list[_Connection] = []
         self._buckets: dict[tuple[str, str], _RouteBucket] = {}
@@ -979,6 +983,8 @@ class FakeDiscord:
                 return web.Response(status=204)
             case ["channels", channel, "messages"] if method == "POST":
                 return self._create(int(channel), body)
+            case ["channels", channel, "messages", message, "threads"] if method == "POST":
+                return await self._start_thread(int(channel), int(message), body)
             case ["channels", _channel, "messages", message] if method == "PATCH":
                 return self._edit(int(message), body)
             case ["channels", _channel, "messages", message] if method == "GET":
@@ -1038,6 +1044,21 @@ class FakeDiscord:
                 },
             }
         )
+
+    async def _start_thread(self, channel_id: int, message_id: int, body: Json) -> web.Response:
+        """A public thread from a message, as Discord opens it: the thread's id is the message's."""
+        if self.denied_permissions & CREATE_PUBLIC_THREADS:
+            return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+        thread = {
+            **self.thread_payload(),
+            "id": str(message_id),
+            "parent_id": str(channel_id),
+            "owner_id": str(self.BOT_ID),
+            "name": str(body.get("name", "")),
+        }
+        self.threads[message_id] = thread
+        self._echo("THREAD_CREATE", {**thread, "newly_created": True})
+        return _json(thread, status=201)
 
     def _store(self, payload: Json, body: Json) -> FakeMessage:
         message = FakeMessage(
