@@ -3,6 +3,7 @@ console's grammar, token quotas taken from recorded usage included (issue 17).""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
@@ -160,3 +161,20 @@ async def test_a_refused_or_failed_question_is_not_counted_against_a_question_qu
     assert await core.ask(Question(HERE, member, "over"), ConsoleTarget(out)) is Outcome.REFUSED
     totals = await core.store.usage_totals(WS, 0.0)
     assert (totals.questions, totals.answered) == (2, 1)
+
+
+async def test_questions_asked_at_once_cannot_all_slip_under_a_quota(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await console(core, "/quota user 2/day")
+    fake_upstream.set_default(latency=0.2)
+    member = Actor("U1", "u1", Privilege.MEMBER)
+    out = io.StringIO()
+    outcomes = await asyncio.gather(
+        *(core.ask(Question(HERE, member, f"q{i}"), ConsoleTarget(out)) for i in range(5))
+    )
+    assert sorted(o.value for o in outcomes) == ["answered", "answered", "refused", "refused", "refused"]
+    assert len(fake_upstream.requests) == 2
+    # Once they are over, the counts held for them are gone: the recorded rows count instead.
+    assert not core._pending
+    assert await core.ask(Question(HERE, member, "later"), ConsoleTarget(out)) is Outcome.REFUSED

@@ -285,3 +285,15 @@ def test_env_example_documents_every_setting() -> None:
     assert read and not sorted(name for name in read if name not in documented)
     # Docker passes .env into the container: a database path there would miss the image's volume.
     assert not re.search(r"^ACECHAT_DB_PATH=", documented, re.MULTILINE)
+
+
+def test_the_controls_platform_settings() -> None:
+    """Issue 17: Discord DMs are the operator's to allow; a Slack user group holds channel rights."""
+    assert parse_settings(DISCORD).discord_dms is True
+    closed = parse_settings({**DISCORD, "ACECHAT_DISCORD_DMS": "false"})
+    assert closed.discord is not None and not closed.discord.dms and not closed.discord_dms
+    assert parse_settings(TOKEN).discord_dms is True  # no Discord: nothing to refuse
+    grouped = parse_settings({**SLACK, "ACECHAT_SLACK_ADMIN_GROUP": "@ai-admins"})
+    assert grouped.slack is not None and grouped.slack.admin_group == "@ai-admins"
+    with pytest.raises(SettingsError, match="ACECHAT_DISCORD_DMS"):
+        parse_settings({**DISCORD, "ACECHAT_DISCORD_DMS": "sometimes"})

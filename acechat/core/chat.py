@@ -13,6 +13,7 @@ import contextlib
 import enum
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
@@ -94,6 +95,8 @@ class ChatCore:
         # Questions per scope that hold or wait for its turn in this process.
         self._queued: dict[str, int] = {}
         self._noticed: LRU[str, float] = LRU(NOTICED_USERS)
+        # Quota counts held by questions admitted and not yet recorded, in this process.
+        self._pending: Counter[str] = Counter()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -219,7 +222,7 @@ class ChatCore:
         try:
             if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
                 return Outcome.DUPLICATE
-            reason = await self._refusal(question)
+            reason, held = await self._refusal(question)
             if reason is Outcome.IGNORED:
                 return Outcome.IGNORED
         except Exception:
@@ -239,6 +242,7 @@ class ChatCore:
         try:
             outcome = await self._take_turn(question, target, reply)
         finally:
+            self._release(held)
             self._in_flight -= 1
             metrics.IN_FLIGHT.dec()
             if self._in_flight == 0:
@@ -256,7 +260,11 @@ class ChatCore:
         if scope.is_thread or scope.workspace == DIRECT or question.direct:
             return False
         controls = await self.controls.of(scope)
-        return bool(controls.autothread) and await self._controls_refusal(question, controls) is None
+        if not controls.autothread:
+            return False
+        refused, held = await self._controls_refusal(question, controls)
+        self._release(held)
+        return refused is None
 
     async def autothread_channels(self) -> list[Scope]:
         """The channels with autothread on, for the adapter's start-up check of its permissions."""
@@ -276,28 +284,44 @@ class ChatCore:
         log.info("ignoring a re-delivered event %s", delivery, extra={"platform": scope.platform})
         return False
 
-    async def _refusal(self, question: Question) -> _Refused | Outcome | None:
-        """Why the question must not go upstream (or IGNORED: it was not for the bot), else None."""
+    async def _refusal(self, question: Question) -> tuple[_Refused | Outcome | None, tuple[str, ...]]:
+        """Why the question must not go upstream (or IGNORED: it was not for the bot), else None; and
+        the quota counters it holds while admitted (released by the caller)."""
         scope = question.scope
         controls = await self.controls.of(scope)
         if not question.mentioned and not await self._engaged(question, controls):
-            return Outcome.IGNORED
+            return Outcome.IGNORED, ()
         text = question.text.strip()
-        now_notice = self.settings.user_rate.per_seconds
+        window = self.settings.user_rate.per_seconds
         if self._closing:
-            return _Refused(notices.RESTARTING, now_notice, True)
+            return _Refused(notices.RESTARTING, window, True), ()
         if not text and not question.attachments:
-            return _Refused(notices.EMPTY_QUESTION, now_notice, True)
+            return _Refused(notices.EMPTY_QUESTION, window, True), ()
         limit = self.settings.max_question_chars
         if len(text) > limit:
-            return _Refused(notices.too_long(len(text), limit), now_notice, True)
-        refused = await self._controls_refusal(question, controls)
+            return _Refused(notices.too_long(len(text), limit), window, True), ()
+        refused, held = await self._controls_refusal(question, controls)
         if refused is not None:
-            return refused
-        rated = await self._rate_refusal(question)
-        if rated is None and question.mentioned and scope.is_thread and controls.engages_threads:
-            await self.store.engage_thread(scope.key, scope.channel_scope.key, time.time())
-        return rated
+            return refused, ()
+        try:
+            rated = await self._rate_refusal(question)
+            if rated is None and question.mentioned and scope.is_thread and controls.engages_threads:
+                await self.store.engage_thread(scope.key, scope.channel_scope.key, time.time())
+        except BaseException:
+            self._release(held)
+            raise
+        if rated is not None:
+            self._release(held)
+            return rated, ()
+        return None, held
+
+    def _release(self, held: tuple[str, ...]) -> None:
+        for key in held:
+            left = self._pending[key] - 1
+            if left:
+                self._pending[key] = left
+            else:
+                del self._pending[key]
 
     async def _engaged(self, question: Question, controls: access.Controls) -> bool:
         """Whether a thread message without a mention is the bot's to answer: a person's, naming no one
@@ -307,12 +331,16 @@ class ChatCore:
             return False
         return controls.engages_threads and await self.store.is_engaged(scope.key)
 
-    async def _controls_refusal(self, question: Question, controls: access.Controls) -> _Refused | None:
-        """Where, who and how much, in that order; admins (channel level and up) are never refused."""
+    async def _controls_refusal(
+        self, question: Question, controls: access.Controls
+    ) -> tuple[_Refused | None, tuple[str, ...]]:
+        """Where, who and how much, in that order; admins (channel level and up) are never refused.
+        An admitted question under quotas holds one count on its user, channel and workspace until it
+        ends, so questions asked at once cannot all slip under a quota before any is recorded."""
         scope, actor = question.scope, question.actor
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level >= Privilege.CHANNEL_ADMIN:
-            return None
+            return None, ()
         direct = question.direct or scope.workspace == DIRECT
         which = access.where_refusal(
             controls, direct=direct, platform=scope.platform, discord_dms=self.settings.discord_dms
@@ -322,19 +350,39 @@ class ChatCore:
         if which is not None:
             log.info("refused a question: %s", which.value, extra=_context(scope, actor))
             metrics.count_refusal(which.value)
-            return _Refused(access.REFUSALS[which], ACCESS_NOTICE_SECONDS, False)
+            return _Refused(access.REFUSALS[which], ACCESS_NOTICE_SECONDS, False), ()
         if not controls.quotas:
-            return None
+            return None, ()
+        held = (
+            f"user:{scope.workspace_key}:{actor.user_id}",
+            f"channel:{scope.channel_scope.key}",
+            f"workspace:{scope.workspace_key}",
+        )
+        # Taken before the count is read: questions arriving meanwhile see this one.
+        for key in held:
+            self._pending[key] += 1
         now = time.time()
-        used = await self.store.count_usage(
-            scope.workspace_key, scope.channel_scope.key, actor.user_id, access.day_start(now)
+        try:
+            used = await self.store.count_usage(
+                scope.workspace_key, scope.channel_scope.key, actor.user_id, access.day_start(now)
+            )
+        except BaseException:
+            self._release(held)
+            raise
+        user, channel, workspace = (self._pending[key] - 1 for key in held)
+        used = replace(
+            used,
+            user_questions=used.user_questions + user,
+            channel_questions=used.channel_questions + channel,
+            workspace_questions=used.workspace_questions + workspace,
         )
         hit = access.quota_refusal(controls, used)
         if hit is None:
-            return None
+            return None, held
+        self._release(held)
         log.info("refused a question: %s quota", hit.quota.name, extra=_context(scope, actor))
         metrics.count_refusal(f"quota {hit.quota.level}")
-        return _Refused(access.quota_text(hit, now), ACCESS_NOTICE_SECONDS, False)
+        return _Refused(access.quota_text(hit, now), ACCESS_NOTICE_SECONDS, False), ()
 
     async def _rate_refusal(self, question: Question) -> _Refused | None:
         scope = question.scope
@@ -512,9 +560,12 @@ class ChatCore:
             if keep
             else None
         )
-        await self._account(question, resolved.model, text, sent, Outcome.ANSWERED, tokens)
-        # The write overlaps the final edit, and is committed before the next turn of this scope starts.
+        # The writes overlap the final edit; the turn's is committed before the next turn of this scope
+        # starts, and the usage record before the next question's quota is counted.
         written = self.store.queue_turn(record, transcript)
+        accounted = asyncio.ensure_future(
+            self._account(question, resolved.model, text, sent, Outcome.ANSWERED, tokens)
+        )
         final = format_answer(text, thinking_mode=self.settings.thinking)
         if notes:
             final = f"{final.rstrip()}\n\n" + "\n".join(notes)
@@ -526,6 +577,7 @@ class ChatCore:
             except Exception:
                 # The user has the answer; only the operator can fix a database that refuses writes.
                 log.exception("could not store a finished turn", extra={"platform": scope.platform})
+            await accounted
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "answered",
