@@ -8,6 +8,7 @@ import io
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from acechat.bots.console import ConsoleTarget
 from acechat.core import access
@@ -178,3 +179,25 @@ async def test_questions_asked_at_once_cannot_all_slip_under_a_quota(
     # Once they are over, the counts held for them are gone: the recorded rows count instead.
     assert not core._pending
     assert await core.ask(Question(HERE, member, "later"), ConsoleTarget(out)) is Outcome.REFUSED
+
+
+async def test_per_workspace_counters(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    labels = {"platform": "console", "workspace": "local", "outcome": "answered"}
+
+    def sample(name: str, **extra: str) -> float:
+        return REGISTRY.get_sample_value(name, extra or labels) or 0.0
+
+    before = sample("acechat_workspace_questions_total")
+    chars = sample("acechat_workspace_answer_chars_total", platform="console", workspace="local")
+    refused = sample("acechat_refused_total", reason="quota user")
+    await console(core, "/quota user 1/day")
+    member = Actor("U1", "u1", Privilege.MEMBER)
+    out = io.StringIO()
+    assert await core.ask(Question(HERE, member, "counted"), ConsoleTarget(out)) is Outcome.ANSWERED
+    assert await core.ask(Question(HERE, member, "over"), ConsoleTarget(out)) is Outcome.REFUSED
+    assert sample("acechat_workspace_questions_total") == before + 1
+    answer = "Answer 1 to: u1: counted"
+    assert sample(
+        "acechat_workspace_answer_chars_total", platform="console", workspace="local"
+    ) == chars + len(answer)
+    assert sample("acechat_refused_total", reason="quota user") == refused + 1

@@ -223,9 +223,10 @@ async def test_engaged_threads_answer_without_a_mention_once_and_survive_a_resta
         both = await mention(slack, bot, "with a mention", thread_ts=thread)
         await thread_message(slack, bot, both["event"]["text"], thread, ts=both["event"]["ts"])
         assert len(fake_upstream.requests) == 4
-        # A thread under a mention in a channel that never engaged: not answered.
-        await thread_message(slack, bot, "elsewhere", "999.1", channel="C2")
+        # A thread in a channel that never engaged: not answered, and its author not even looked up.
+        await thread_message(slack, bot, "elsewhere", "999.1", channel="C2", user="U8")
         assert len(fake_upstream.requests) == 4
+        assert not [c for c in slack.calls_to("users.info") if c.params.get("user") == "U8"]
 
     async with running(settings) as bot:  # engaged threads are in the database
         await thread_message(slack, bot, "after the restart", thread)

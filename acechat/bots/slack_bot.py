@@ -204,6 +204,8 @@ class SlackAdapter:
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
+        if not mentioned and not await self._core.follows_thread(event_scope(team, channel, thread_ts)):
+            return  # most thread replies are not for the bot: no lookups for them
         actor = await self._actor(user, team, channel, body.get("enterprise_id"), None)
         target = ThreadReply(
             self._answers,

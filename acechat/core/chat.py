@@ -253,6 +253,14 @@ class ChatCore:
             metrics.FIRST_TEXT_SECONDS.observe(reply.first_text_at - received)
         return outcome
 
+    async def follows_thread(self, scope: Scope) -> bool:
+        """Whether thread messages without a mention may be for the bot here (an engaged thread of a
+        channel set to `engage thread`): adapters ask before looking up who wrote them."""
+        if not scope.is_thread:
+            return False
+        controls = await self.controls.of(scope)
+        return controls.engages_threads and await self.store.is_engaged(scope.key)
+
     async def opens_thread(self, question: Question) -> bool:
         """Whether the answer to this mention goes into a new thread (Discord `autothread on`): only
         in a channel of a server, and only for a question that would not be refused there."""
@@ -289,7 +297,7 @@ class ChatCore:
         the quota counters it holds while admitted (released by the caller)."""
         scope = question.scope
         controls = await self.controls.of(scope)
-        if not question.mentioned and not await self._engaged(question, controls):
+        if not question.mentioned and not await self._engaged(question):
             return Outcome.IGNORED, ()
         text = question.text.strip()
         window = self.settings.user_rate.per_seconds
@@ -323,13 +331,13 @@ class ChatCore:
             else:
                 del self._pending[key]
 
-    async def _engaged(self, question: Question, controls: access.Controls) -> bool:
+    async def _engaged(self, question: Question) -> bool:
         """Whether a thread message without a mention is the bot's to answer: a person's, naming no one
         else, in a thread the bot was asked in, of a channel set to `engage thread`."""
         scope = question.scope
         if question.from_bot or question.mentions_others or not scope.is_thread:
             return False
-        return controls.engages_threads and await self.store.is_engaged(scope.key)
+        return await self.follows_thread(scope)
 
     async def _controls_refusal(
         self, question: Question, controls: access.Controls
