@@ -14,9 +14,9 @@ from acechat.bots.console import ConsoleTarget
 from acechat.core import access
 from acechat.core.access import Controls, Quota, Refusal, quota_refusal, where_refusal, who_refusal
 from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
-from acechat.core.target import Actor
 from acechat.storage.records import Control, UsageCount, UsageRecord
 from tests.fakes.upstream import Behaviour, FakeUpstream
 from tests.test_console import console

@@ -14,10 +14,10 @@ import pytest
 from acechat.bots.console import ConsoleTarget
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.commands import parse_command
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
-from acechat.core.target import Actor
 from tests.fakes.upstream import FakeUpstream
 from tests.store_backends import pg_database, pg_url
 

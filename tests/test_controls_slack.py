@@ -35,7 +35,7 @@ async def command(slack: FakeSlack, bot: Bot, text: str, *, user: str = ADMIN, c
     """`/aichat TEXT`; returns the text of the one reply."""
     payload = slack.command(text, user=user, channel=channel)
     assert (await slack.deliver_http(bot.url, payload)).status == 200
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     replies = slack.responses_to(payload["response_url"].rsplit("/", 1)[1])
     return "\n".join(r.text for r in replies)
 
@@ -51,7 +51,7 @@ async def mention(
 ) -> dict[str, Any]:
     payload = slack.mention(f"{MENTION} {text}", user=user, channel=channel, thread_ts=thread_ts)
     await slack.deliver_http(bot.url, payload)
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     return payload
 
 
@@ -81,7 +81,7 @@ async def thread_message(
     }
     payload = slack.event(event)
     await slack.deliver_http(bot.url, payload)
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     return payload
 
 
@@ -111,7 +111,7 @@ async def test_where_channel_off_access_listed_and_dms_refuse_privately_and_surv
 
         assert "off" in await command(slack, bot, "access dms off")
         await slack.deliver_http(bot.url, slack.direct_message("hi in private"))
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
         assert len(fake_upstream.requests) == 1
         assert "Direct messages to me are turned off" in ephemerals_to(slack, "U1")[-1]
         # A command typed in a DM channel is a direct message too.

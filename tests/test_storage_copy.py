@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from acechat.core.settings import DEFAULT_DATABASE_POOL, SettingsError, parse_settings
-from acechat.storage import postgres_schema, schema
+from acechat.storage import postgres_schema, sqlite_schema
 from acechat.storage.copy import copy_to_postgres
 from acechat.storage.errors import StoreError
 from acechat.storage.postgres import PostgresStore
@@ -156,7 +156,7 @@ async def test_check_reports_the_database_it_will_use(tmp_path: Path, pg_url: st
     sqlite = acechat(tmp_path, "check")
     assert sqlite.returncode == 0, sqlite.stderr
     assert sqlite.stdout.rstrip().endswith(
-        f"(no schema yet; schema {schema.SCHEMA_VERSION} is created on start)"
+        f"(no schema yet; schema {sqlite_schema.SCHEMA_VERSION} is created on start)"
     )
     assert not (tmp_path / "acechat.db").exists()  # checking creates nothing
 

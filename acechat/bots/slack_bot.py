@@ -36,11 +36,11 @@ from acechat.bots.slack_facts import (
 )
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from acechat.bots.slack_text import from_slack
-from acechat.bots.slack_transport import EVENTS_PATH, KnownBot, SlackTransport, check_tokens
+from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.core.chat import ChatCore, Question
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.settings import Settings, SlackSettings
-from acechat.core.target import Actor
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class SlackAdapter:
             name="acechat",
             # No token here: bolt takes it from `authorize`, and would warn that one of the two is unused.
             client=AsyncWebClient(base_url=base_url, session=self._session, retry_handlers=retry_handlers),
-            authorize=KnownBot(auth, settings.bot_token),
+            authorize=StartupAuthorize(auth, settings.bot_token),
             signing_secret=settings.signing_secret or "",
             # The transport checks every signature before acknowledging; bolt need not check again.
             request_verification_enabled=False,
@@ -123,11 +123,6 @@ class SlackAdapter:
     @property
     def connected(self) -> bool:
         return self._transport is not None and self._transport.connected
-
-    async def idle(self) -> None:
-        """Wait until every request taken so far has been fully handled."""
-        if self._transport is not None:
-            await self._transport.idle()
 
     async def close(self) -> None:
         if self._transport is not None:

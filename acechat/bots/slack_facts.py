@@ -17,9 +17,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_text import from_slack
 from acechat.core.cache import LRU
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
-from acechat.core.target import Actor
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from acechat.core.commands import HELP_TEXT, Action, Command, CommandReply
 from acechat.core.controls import ControlCommands
+from acechat.core.facts import Actor
 from acechat.core.permissions import privilege_of
 from acechat.core.presets import (
     BUILTIN_PRESETS,
@@ -19,7 +20,6 @@ from acechat.core.presets import (
 )
 from acechat.core.scope import Scope
 from acechat.core.state import Field, ScopeState, audit_entry
-from acechat.core.target import Actor
 from acechat.storage.records import AuditAction, CustomPreset
 
 log = logging.getLogger(__name__)
@@ -189,8 +189,7 @@ class CommandRunner:
         self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
     ) -> str | None:
         """Change one setting; returns the value it had (equal to `value` when nothing changed)."""
-        _, old = await self._state.set_setting(scope, actor, key, field, value, action)
-        return old
+        return await self._state.change_setting(scope, actor, key, field, value, action)
 
     async def _preset_set(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         name = validate_preset_name(command.name or "")

@@ -16,11 +16,11 @@ from acechat.core import access
 from acechat.core.access import Controls
 from acechat.core.cache import LRU
 from acechat.core.commands import Action, Command, CommandReply
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.scope import DIRECT, Scope
 from acechat.core.settings import Settings
 from acechat.core.state import audit_entry
-from acechat.core.target import Actor
 from acechat.storage import EVERYTHING, Change, Store
 from acechat.storage.records import AuditAction, Control
 
