@@ -63,30 +63,7 @@ def add_control_commands(tree: app_commands.CommandTree[discord.Client], run: Ru
     async def access(interaction: discord.Interaction, mode: str) -> None:
         await line(interaction, f"access {mode}")
 
-    users = app_commands.Group(
-        name="users", description="Who may ask the bot in this server", default_permissions=ADMIN_HINT
-    )
-
-    @users.command(name="allow", description="Allow a member or role (lifts a deny)")
-    @app_commands.describe(who="A member or a role")
-    async def users_allow(interaction: discord.Interaction, who: discord.Member | discord.Role) -> None:
-        await run(interaction, Command(Action.USERS_ALLOW, name=subject_of(who)))
-
-    @users.command(name="deny", description="Deny a member or role (a deny always wins)")
-    @app_commands.describe(who="A member or a role")
-    async def users_deny(interaction: discord.Interaction, who: discord.Member | discord.Role) -> None:
-        await run(interaction, Command(Action.USERS_DENY, name=subject_of(who)))
-
-    @users.command(name="remove", description="Take a member or role off both lists")
-    @app_commands.describe(who="A member or a role")
-    async def users_remove(interaction: discord.Interaction, who: discord.Member | discord.Role) -> None:
-        await run(interaction, Command(Action.USERS_REMOVE, name=subject_of(who)))
-
-    @users.command(name="list", description="The allow and deny lists")
-    async def users_list(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.USERS_LIST))
-
-    tree.add_command(users)
+    tree.add_command(UsersGroup(run))
 
     @tree.command(name="quota", description="A daily cap per user, channel or server (server admins)")
     @app_commands.default_permissions(ADMIN_HINT)
@@ -125,10 +102,44 @@ def add_control_commands(tree: app_commands.CommandTree[discord.Client], run: Ru
     async def transcripts(interaction: discord.Interaction, state: str) -> None:
         await line(interaction, f"transcripts {state}")
 
-    forget = app_commands.Group(name="forget", description="Delete what the bot keeps about you")
+    tree.add_command(ForgetGroup(run))
 
-    @forget.command(name="me", description="Delete your questions, answers and usage records in this server")
-    async def forget_me(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.FORGET_ME))
 
-    tree.add_command(forget)
+class RunGroup(app_commands.Group):
+    """A group whose subcommands each have the core run one `Command` through `run`."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.run = run
+
+
+Who = discord.Member | discord.Role
+
+
+class UsersGroup(
+    RunGroup, name="users", description="Who may ask the bot in this server", default_permissions=ADMIN_HINT
+):
+    @app_commands.command(name="allow", description="Allow a member or role (lifts a deny)")
+    @app_commands.describe(who="A member or a role")
+    async def allow(self, interaction: discord.Interaction, who: Who) -> None:
+        await self.run(interaction, Command(Action.USERS_ALLOW, name=subject_of(who)))
+
+    @app_commands.command(name="deny", description="Deny a member or role (a deny always wins)")
+    @app_commands.describe(who="A member or a role")
+    async def deny(self, interaction: discord.Interaction, who: Who) -> None:
+        await self.run(interaction, Command(Action.USERS_DENY, name=subject_of(who)))
+
+    @app_commands.command(name="remove", description="Take a member or role off both lists")
+    @app_commands.describe(who="A member or a role")
+    async def remove(self, interaction: discord.Interaction, who: Who) -> None:
+        await self.run(interaction, Command(Action.USERS_REMOVE, name=subject_of(who)))
+
+    @app_commands.command(name="list", description="The allow and deny lists")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, Command(Action.USERS_LIST))
+
+
+class ForgetGroup(RunGroup, name="forget", description="Delete what the bot keeps about you"):
+    @app_commands.command(name="me", description="Delete your questions, answers and usage records here")
+    async def me(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, Command(Action.FORGET_ME))
