@@ -3,8 +3,10 @@ commands with autocomplete, roles, engaged threads and a restart on the same dat
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -18,7 +20,14 @@ from discord.http import Route
 from acechat.bots.discord_bot import INVITE_PERMISSIONS, DiscordAdapter, invite_url
 from acechat.core.chat import ChatCore
 from acechat.core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
-from tests.fakes.discord import CREATE_PUBLIC_THREADS, FakeDiscord, FakeInteraction, FakeMessage, Mention
+from tests.fakes.discord import (
+    CREATE_PUBLIC_THREADS,
+    EPHEMERAL,
+    FakeDiscord,
+    FakeInteraction,
+    FakeMessage,
+    Mention,
+)
 from tests.fakes.upstream import FakeUpstream
 
 BOT = f"<@{FakeDiscord.BOT_ID}>"
@@ -189,9 +198,12 @@ async def test_who_roles_and_members_on_the_lists_with_deny_winning(
         # /ask carries the roles too.
         await mentionable(fake, "users deny", fake.HELPER_ROLE_ID, role=True)
         slash = await fake.slash("ask", {"question": "by slash"}, user=fake.member)
-        await fake.wait_for(lambda: bool(slash.callbacks))
+        await fake.wait_for(lambda: bool(slash.followups))
         await probe(fake, bot)
         assert asked(fake_upstream) == ["Max: allowed at last"]
+        # A slash command's refusal is for the asker alone.
+        [refusal] = slash.followups
+        assert refusal.flags & EPHEMERAL and "not allowed you" in refusal.content and slash.deleted_original
 
 
 async def test_quotas_usage_and_autocomplete(
@@ -306,3 +318,37 @@ async def test_autothread_opens_a_thread_named_from_the_question_and_answers_the
     assert "autothread is on in #general" in caplog.text and "lacks Create Public Threads" in caplog.text
     assert f"permissions={INVITE_PERMISSIONS.value | CREATE_PUBLIC_THREADS}" in caplog.text
     assert invite_url(1).endswith(f"permissions={INVITE_PERMISSIONS.value}")
+
+
+async def test_transcripts_off_and_forget_me_by_slash_command(
+    settings: Settings, fake: FakeDiscord, fake_upstream: FakeUpstream
+) -> None:
+    async with running(settings, fake) as bot:
+        await fake.post_message(f"{BOT} remember this")
+        await probe(fake, bot)
+        assert (
+            "needs manage server"
+            in (await command(fake, "transcripts", {"state": "off"}, user=fake.member)).lower()
+        )
+        assert "turned transcripts off" in await command(fake, "transcripts", {"state": "off"})
+        await fake.post_message(f"{BOT} not this")
+        await probe(fake, bot)
+        questions = [r[0] for r in await _rows(bot, "SELECT question FROM transcripts")]
+        assert "remember this" in questions and "not this" not in questions
+        forgot = await fake.slash("forget me", user=fake.member)
+        assert (await reply_to(fake, forgot)).startswith(
+            "Deleted 1 of your questions and answers and 2 usage"
+        )
+        assert forgot.ephemeral
+        assert [r[0] for r in await _rows(bot, "SELECT author_id FROM transcripts")] == [str(fake.ADMIN_ID)]
+
+
+async def _rows(bot: DiscordAdapter, sql: str) -> list[tuple[Any, ...]]:
+    def read() -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(bot.core.settings.db_path)
+        try:
+            return [tuple(r) for r in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
+
+    return await asyncio.to_thread(read)
