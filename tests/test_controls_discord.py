@@ -222,7 +222,7 @@ async def test_quotas_usage_and_autocomplete(
             "needs manage server"
             in (await command(fake, "quota", {"level": "user", "amount": "1/day"}, user=fake.member)).lower()
         )
-        assert "quota of 1 questions a day per user" in await command(
+        assert "quota of 1 question a day per user" in await command(
             fake, "quota", {"level": "user", "amount": "1/day"}
         )
         await fake.post_message(f"{BOT} one")
@@ -230,7 +230,7 @@ async def test_quotas_usage_and_autocomplete(
         second = await fake.post_message(f"{BOT} two")
         await probe(fake, bot)
         assert asked(fake_upstream) == ["Max: one"]
-        assert replies(fake, second)[0].content.startswith("Your quota of 1 questions a day is used up")
+        assert replies(fake, second)[0].content.startswith("Your quota of 1 question a day is used up")
 
     async with running(settings, fake) as bot:  # counted in the database
         third = await fake.post_message(f"{BOT} three")

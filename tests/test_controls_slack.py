@@ -173,12 +173,12 @@ async def test_quotas_refuse_past_the_limit_until_the_utc_day_ends_and_usage_sho
 ) -> None:
     async with running(settings) as bot:
         assert "needs" in await command(slack, bot, "quota user 1/day", user="U1")
-        assert "quota of 1 questions a day per user" in await command(slack, bot, "quota user 1/day")
+        assert "quota of 1 question a day per user" in await command(slack, bot, "quota user 1/day")
         await mention(slack, bot, "first")
         await mention(slack, bot, "second")
         assert len(fake_upstream.requests) == 1
         [refusal] = ephemerals_to(slack, "U1")
-        assert refusal.startswith("Your quota of 1 questions a day is used up; it resets at 00:00 UTC")
+        assert refusal.startswith("Your quota of 1 question a day is used up; it resets at 00:00 UTC")
         await mention(slack, bot, "another user", user="U2")
         assert len(fake_upstream.requests) == 2
 

@@ -63,9 +63,14 @@ class Quota:
     def name(self) -> str:
         return f"{QUOTA_PREFIX}{self.level}:{self.unit}"
 
+    @property
+    def amount(self) -> str:
+        return f"{self.limit:,} {self.unit.removesuffix('s') if self.limit == 1 else self.unit}"
+
     def describe(self) -> str:
-        amount = f"{self.limit:,} tokens" if self.unit == "tokens" else f"{self.limit:,} questions"
-        return f"{amount} a day per {self.level}" if self.level != "workspace" else f"{amount} a day"
+        return (
+            f"{self.amount} a day per {self.level}" if self.level != "workspace" else f"{self.amount} a day"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +186,7 @@ def quota_text(hit: QuotaHit, now: float) -> str:
     reset = time.strftime("%H:%M", time.gmtime(day_start(now) + DAY))
     whose = {"user": "Your", "channel": "This channel's", "workspace": "This workspace's"}[hit.quota.level]
     return (
-        f"{whose} quota of {hit.quota.limit:,} {hit.quota.unit} a day is used up; "
+        f"{whose} quota of {hit.quota.amount} a day is used up; "
         f"it resets at {reset} UTC (in {hours} h {minutes} min)."
     )
 

@@ -13,7 +13,6 @@ import contextlib
 import enum
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
@@ -22,7 +21,7 @@ from acechat.core.attachments import AttachmentChoice, choose_references
 from acechat.core.cache import LRU
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
-from acechat.core.controls import ControlCommands, ControlState
+from acechat.core.controls import ControlCommands, ControlState, Held, QuotaHolds
 from acechat.core.errors import UpstreamError
 from acechat.core.facts import Actor, Attachment
 from acechat.core.permissions import Privilege, privilege_of, refusal, required
@@ -97,8 +96,7 @@ class ChatCore:
         # Questions per scope that hold or wait for its turn in this process.
         self._queued: dict[str, int] = {}
         self._noticed: LRU[str, float] = LRU(NOTICED_USERS)
-        # Quota counts held by questions admitted and not yet recorded, in this process.
-        self._pending: Counter[str] = Counter()
+        self._holds = QuotaHolds()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -244,7 +242,7 @@ class ChatCore:
         try:
             outcome = await self._take_turn(question, target, reply)
         finally:
-            self._release(held)
+            self._holds.release(held)
             self._in_flight -= 1
             metrics.IN_FLIGHT.dec()
             if self._in_flight == 0:
@@ -273,7 +271,7 @@ class ChatCore:
         if not controls.autothread:
             return False
         refused, held = await self._controls_refusal(question, controls)
-        self._release(held)
+        self._holds.release(held)
         return refused is None
 
     async def autothread_channels(self) -> list[Scope]:
@@ -294,7 +292,7 @@ class ChatCore:
         log.info("ignoring a re-delivered event %s", delivery, extra={"platform": scope.platform})
         return False
 
-    async def _refusal(self, question: Question) -> tuple[_Refused | Outcome | None, tuple[str, ...]]:
+    async def _refusal(self, question: Question) -> tuple[_Refused | Outcome | None, Held]:
         """Why the question must not go upstream (or IGNORED: it was not for the bot), else None; and
         the quota counters it holds while admitted (released by the caller)."""
         scope = question.scope
@@ -318,20 +316,12 @@ class ChatCore:
             if rated is None and question.mentioned and scope.is_thread and controls.engages_threads:
                 await self.store.engage_thread(scope.key, scope.channel_scope.key, time.time())
         except BaseException:
-            self._release(held)
+            self._holds.release(held)
             raise
         if rated is not None:
-            self._release(held)
+            self._holds.release(held)
             return rated, ()
         return None, held
-
-    def _release(self, held: tuple[str, ...]) -> None:
-        for key in held:
-            left = self._pending[key] - 1
-            if left:
-                self._pending[key] = left
-            else:
-                del self._pending[key]
 
     async def _engaged(self, question: Question) -> bool:
         """Whether a thread message without a mention is the bot's to answer: a person's, naming no one
@@ -343,7 +333,7 @@ class ChatCore:
 
     async def _controls_refusal(
         self, question: Question, controls: access.Controls
-    ) -> tuple[_Refused | None, tuple[str, ...]]:
+    ) -> tuple[_Refused | None, Held]:
         """Where, who and how much, in that order; admins (channel level and up) are never refused.
         An admitted question under quotas holds one count on its user, channel and workspace until it
         ends, so questions asked at once cannot all slip under a quota before any is recorded."""
@@ -363,23 +353,17 @@ class ChatCore:
             return _Refused(access.REFUSALS[which], ACCESS_NOTICE_SECONDS, False), ()
         if not controls.quotas:
             return None, ()
-        held = (
-            f"user:{scope.workspace_key}:{actor.user_id}",
-            f"channel:{scope.channel_scope.key}",
-            f"workspace:{scope.workspace_key}",
-        )
         # Taken before the count is read: questions arriving meanwhile see this one.
-        for key in held:
-            self._pending[key] += 1
+        held = self._holds.take(scope, actor.user_id)
         now = time.time()
         try:
             used = await self.store.count_usage(
                 scope.workspace_key, scope.channel_scope.key, actor.user_id, access.day_start(now)
             )
         except BaseException:
-            self._release(held)
+            self._holds.release(held)
             raise
-        user, channel, workspace = (self._pending[key] - 1 for key in held)
+        user, channel, workspace = self._holds.others(held)
         used = replace(
             used,
             user_questions=used.user_questions + user,
@@ -389,7 +373,7 @@ class ChatCore:
         hit = access.quota_refusal(controls, used)
         if hit is None:
             return None, held
-        self._release(held)
+        self._holds.release(held)
         log.info("refused a question: %s quota", hit.quota.name, extra=_context(scope, actor))
         metrics.count_refusal(f"quota {hit.quota.level}")
         return _Refused(access.quota_text(hit, now), ACCESS_NOTICE_SECONDS, False), ()

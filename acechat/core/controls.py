@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from acechat.core import access
@@ -85,6 +86,44 @@ class ControlState:
         entry = audit_entry(scope, actor, action, current, shown if shown is not None else value)
         old = await self._store.set_control(key, name, value, audit=entry)
         return True, old
+
+
+Held = tuple[str, ...]
+
+
+class QuotaHolds:
+    """Questions admitted under a quota and not yet recorded, in this process, by user, channel and
+    workspace: counted with the recorded ones, so questions asked at once cannot all slip under it."""
+
+    def __init__(self) -> None:
+        self._held: Counter[str] = Counter()
+
+    def take(self, scope: Scope, user_id: str) -> Held:
+        """Hold one count for a question now (before the recorded ones are read); release it later."""
+        held = (
+            f"user:{scope.workspace_key}:{user_id}",
+            f"channel:{scope.channel_scope.key}",
+            f"workspace:{scope.workspace_key}",
+        )
+        for key in held:
+            self._held[key] += 1
+        return held
+
+    def others(self, held: Held) -> tuple[int, int, int]:
+        """How many other questions hold each of `held`'s counts (user, channel, workspace)."""
+        user, channel, workspace = (self._held[key] - 1 for key in held)
+        return user, channel, workspace
+
+    def release(self, held: Held) -> None:
+        for key in held:
+            left = self._held[key] - 1
+            if left:
+                self._held[key] = left
+            else:
+                del self._held[key]
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
 
 
 def _switch(value: bool | None, on: str, off: str, default: str) -> str:
@@ -238,7 +277,7 @@ class ControlCommands:
                     shown=f"{level} {unit} off",
                 )
                 if changed:
-                    cleared.append(f"{int(old or 0):,} {unit}")
+                    cleared.append(access.Quota(level, unit, int(old or 0)).amount)
             if not cleared:
                 return CommandReply(f"There is no {level} quota to clear.")
             return CommandReply(
