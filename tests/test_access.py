@@ -47,14 +47,15 @@ def controls(channel: dict[str, str] | None = None, workspace: dict[str, str] | 
 def test_where(
     channel: dict[str, str], workspace: dict[str, str], direct: bool, expected: Refusal | None
 ) -> None:
-    found = where_refusal(controls(channel, workspace), direct=direct, platform="slack", discord_dms=True)
+    found = where_refusal(controls(channel, workspace), direct=direct, workspaceless=False, operator_dms=True)
     assert found is expected
 
 
-def test_discord_dms_follow_the_operator_alone() -> None:
+def test_dms_of_no_workspace_follow_the_operator_alone() -> None:
     closed = controls(workspace={"dms": "on"})
-    assert where_refusal(closed, direct=True, platform="discord", discord_dms=False) is Refusal.DMS_OFF
-    assert where_refusal(controls(), direct=True, platform="discord", discord_dms=True) is None
+    assert where_refusal(closed, direct=True, workspaceless=True, operator_dms=False) is Refusal.DMS_OFF
+    off = controls(workspace={"dms": "off"})
+    assert where_refusal(off, direct=True, workspaceless=True, operator_dms=True) is None
 
 
 def test_who_deny_wins_and_an_allow_list_admits_only_those_on_it() -> None:

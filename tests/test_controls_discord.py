@@ -18,8 +18,9 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from acechat.bots.discord_bot import INVITE_PERMISSIONS, DiscordAdapter, invite_url
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.core.chat import ChatCore
-from acechat.core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.discord import (
     CREATE_PUBLIC_THREADS,
     EPHEMERAL,
@@ -49,7 +50,11 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 def settings(tmp_path: Path, upstream_settings: UpstreamSettings, fake: FakeDiscord) -> Settings:
     return Settings(
         upstream=replace(upstream_settings, retries=0),
-        discord=DiscordSettings(token=fake.token, api_base_url=fake.api_base, gateway_url=fake.gateway_url),
+        platforms={
+            "discord": DiscordSettings(
+                token=fake.token, api_base_url=fake.api_base, gateway_url=fake.gateway_url
+            )
+        },
         db_path=tmp_path / "acechat.db",
         user_rate=RateLimit(0, 60.0),
         channel_rate=RateLimit(0, 60.0),
@@ -59,9 +64,10 @@ def settings(tmp_path: Path, upstream_settings: UpstreamSettings, fake: FakeDisc
 
 @asynccontextmanager
 async def running(settings: Settings, fake: FakeDiscord) -> AsyncIterator[DiscordAdapter]:
-    assert settings.discord is not None
+    discord_settings = settings.platform("discord", DiscordSettings)
+    assert discord_settings is not None
     core = await ChatCore.open(settings)
-    adapter = DiscordAdapter(core, settings.discord, guild_ready_timeout=0.05, connect_timeout=10)
+    adapter = DiscordAdapter(core, discord_settings, guild_ready_timeout=0.05, connect_timeout=10)
     try:
         await adapter.start()
         await fake.wait_for(lambda: adapter.connected)
@@ -140,7 +146,7 @@ async def test_where_channel_off_and_access_listed_refuse_once_an_hour_then_sile
         # A value outside the choices is not a command.
         assert "not one of the choices" in await command(fake, "channel", {"state": "sideways"})
         # Discord DMs are the operator's: the command says so.
-        assert "ACECHAT_DISCORD_DMS (now on)" in await command(fake, "access", {"mode": "dms off"})
+        assert "with ACECHAT_DISCORD_DMS." in await command(fake, "access", {"mode": "dms off"})
 
     async with running(settings, fake) as bot:  # a restart
         later = await fake.post_message(f"{BOT} after the restart")
@@ -157,15 +163,16 @@ async def test_where_channel_off_and_access_listed_refuse_once_an_hour_then_sile
 async def test_discord_dms_follow_the_operator_setting(
     settings: Settings, fake: FakeDiscord, fake_upstream: FakeUpstream
 ) -> None:
-    assert settings.discord is not None
-    closed = replace(settings, discord=replace(settings.discord, dms=False))
+    discord_settings = settings.platform("discord", DiscordSettings)
+    assert discord_settings is not None
+    closed = replace(settings, platforms={"discord": replace(discord_settings, dms=False)})
     async with running(closed, fake) as bot:
         dm = await fake.post_message("hello in private", channel_id=fake.DM_CHANNEL_ID)
         await probe(fake, bot)
         assert asked(fake_upstream) == []
         assert "Direct messages to me are turned off" in replies(fake, dm)[0].content
         status = await command(fake, "status", user=fake.member, channel_id=fake.DM_CHANNEL_ID)
-        assert "**Direct messages:** off (operator setting ACECHAT_DISCORD_DMS)" in status
+        assert "**Direct messages:** the operator's setting (ACECHAT_DISCORD_DMS)" in status
 
 
 async def test_who_roles_and_members_on_the_lists_with_deny_winning(

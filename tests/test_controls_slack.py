@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from acechat.core.settings import Settings, SlackSettings, UpstreamSettings
+from acechat.bots.slack_settings import SlackSettings
+from acechat.core.settings import Settings, UpstreamSettings
 from tests.conftest import SLACK_ADMIN as ADMIN
 from tests.fakes.slack import BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
 from tests.fakes.upstream import FakeUpstream
-from tests.test_slack import Bot, running
+from tests.test_slack import Bot, running, with_slack
 
 MENTION = f"<@{BOT_USER_ID}>"
 
@@ -23,9 +24,11 @@ MENTION = f"<@{BOT_USER_ID}>"
 def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
     return Settings(
         upstream=replace(upstream_settings, read_timeout=10.0),
-        slack=SlackSettings(
-            bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_url=slack.api_url, port=0
-        ),
+        platforms={
+            "slack": SlackSettings(
+                bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_url=slack.api_url, port=0
+            )
+        },
         db_path=tmp_path / "acechat.db",
         shutdown_grace=5.0,
     )
@@ -267,8 +270,7 @@ def _query(bot: Bot, sql: str) -> list[tuple[Any, ...]]:
 async def test_the_channel_creator_and_the_admin_group_hold_channel_level_rights(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
-    assert settings.slack is not None
-    grouped = replace(settings, slack=replace(settings.slack, admin_group="@ai-admins"))
+    grouped = with_slack(settings, admin_group="@ai-admins")
     slack.creators["C5"] = "U5"
     slack.usergroups["S1"] = ("ai-admins", ["U6"])
     async with running(grouped) as bot:

@@ -61,7 +61,10 @@ async def _run(core: ChatCore, interaction: discord.Interaction, command: Comman
     await core.run_command(scope, actor, command, InteractionTarget(interaction))
 
 
-def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTree[discord.Client]:
+def build_tree(
+    client: discord.Client, core: ChatCore, *, dms: bool = True
+) -> app_commands.CommandTree[discord.Client]:
+    """The slash commands; `dms` is the operator's ACECHAT_DISCORD_DMS, a fact for /ask in a DM."""
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
 
     @tree.error
@@ -81,7 +84,12 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
         await interaction.response.defer(thinking=True)
         attachments = (attachment_of(file),) if file is not None else ()
         asked = Question(
-            scope, actor_of_interaction(interaction), question, attachments, roles=roles_of(interaction.user)
+            scope,
+            actor_of_interaction(interaction),
+            question,
+            attachments,
+            roles=roles_of(interaction.user),
+            operator_dms=dms,
         )
         await core.ask(asked, InteractionTarget(interaction))
 

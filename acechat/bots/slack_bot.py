@@ -34,17 +34,18 @@ from acechat.bots.slack_facts import (
     mentions,
     mentions_someone,
 )
+from acechat.bots.slack_settings import SlackSettings
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from acechat.bots.slack_text import from_slack
 from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.core.chat import ChatCore, Question
 from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
-from acechat.core.settings import Settings, SlackSettings
+from acechat.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVENTS_PATH", "SlackAdapter", "create"]
+__all__ = ["EVENTS_PATH", "SlackAdapter", "create", "verify"]
 
 
 class SlackAdapter:
@@ -73,9 +74,7 @@ class SlackAdapter:
 
     async def start(self) -> None:
         settings = self._settings
-        base_url = settings.api_url or AsyncWebClient.BASE_URL
-        if not base_url.endswith("/"):
-            base_url += "/"  # slack_sdk joins method names with urljoin
+        base_url = _base_url(settings)
         self._session = aiohttp.ClientSession()
         retry_handlers = [
             AsyncConnectionErrorRetryHandler(),
@@ -222,6 +221,31 @@ class SlackAdapter:
         await self._core.ask(question, target)
 
 
+def _base_url(settings: SlackSettings) -> str:
+    base_url = settings.api_url or AsyncWebClient.BASE_URL
+    # slack_sdk joins method names with urljoin.
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def _settings(settings: Settings) -> SlackSettings:
+    slack_settings = settings.platform("slack", SlackSettings)
+    assert slack_settings is not None, "the registry creates only configured adapters"
+    return slack_settings
+
+
 def create(core: ChatCore, settings: Settings) -> SlackAdapter:
-    assert settings.slack is not None, "the registry creates only configured adapters"
-    return SlackAdapter(core, settings.slack)
+    return SlackAdapter(core, _settings(settings))
+
+
+async def verify(settings: Settings) -> str:
+    """`auth.test` with the bot token (and, in Socket Mode, opening a connection with the app token):
+    which bot in which workspace, or a StartupError naming the token Slack refused."""
+    slack_settings = _settings(settings)
+    async with aiohttp.ClientSession() as session:
+        client = AsyncWebClient(
+            base_url=_base_url(slack_settings), session=session, token=slack_settings.bot_token
+        )
+        auth = await check_tokens(client, slack_settings)
+    return (
+        f"Slack bot {auth.get('user')} ({auth.get('user_id')}) in {auth.get('team')} ({auth.get('team_id')})"
+    )

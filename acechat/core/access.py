@@ -135,12 +135,15 @@ def _stored_quota(name: str, value: str) -> Quota | None:
     return Quota(parts[1], parts[2], int(value))
 
 
-def where_refusal(controls: Controls, *, direct: bool, platform: str, discord_dms: bool) -> Refusal | None:
-    """Whether the bot answers here at all: direct messages by their own switch, a channel by its own
-    switch, then by the workspace's mode (`access listed`: only channels turned on)."""
+def where_refusal(
+    controls: Controls, *, direct: bool, workspaceless: bool, operator_dms: bool
+) -> Refusal | None:
+    """Whether the bot answers here at all: direct messages by their own switch (the workspace's, or
+    for DMs that belong to no workspace, as Discord's, the operator's), a channel by its own switch,
+    then by the workspace's mode (`access listed`: only channels turned on)."""
     if direct:
-        if platform == "discord":
-            return None if discord_dms else Refusal.DMS_OFF
+        if workspaceless:
+            return None if operator_dms else Refusal.DMS_OFF
         return Refusal.DMS_OFF if controls.dms is False else None
     if controls.channel is False:
         return Refusal.CHANNEL_OFF

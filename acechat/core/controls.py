@@ -196,10 +196,9 @@ class ControlCommands:
 
     async def _access_dms(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         if scope.platform == "discord":
-            state = "on" if self._settings.discord_dms else "off"
             return CommandReply(
                 "Discord direct messages belong to no server: the bot's operator turns them on or off "
-                f"with ACECHAT_DISCORD_DMS (now {state}).",
+                "with ACECHAT_DISCORD_DMS.",
                 ok=False,
             )
         if scope.platform != "slack":
@@ -405,8 +404,7 @@ class ControlCommands:
     async def status_lines(self, scope: Scope, level: Privilege) -> list[str]:
         controls = await self._controls.of(scope)
         if scope.workspace == DIRECT and scope.platform == "discord":
-            dms = "on" if self._settings.discord_dms else "off"
-            return [f"**Direct messages:** {dms} (operator setting ACECHAT_DISCORD_DMS)"]
+            return ["**Direct messages:** the operator's setting (ACECHAT_DISCORD_DMS)"]
         mode = "listed" if controls.listed else "open"
         mode_source = "workspace setting" if controls.listed is not None else "default"
         if controls.channel is None:
