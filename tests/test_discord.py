@@ -293,7 +293,8 @@ async def test_slash_commands_are_synced_on_start_with_the_admin_hint(
     fake: FakeDiscord, bot: DiscordAdapter
 ) -> None:
     synced = {c["name"]: c for c in fake.commands["global"]}
-    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model"}
+    controls = {"channel", "access", "users", "quota", "usage", "engage", "autothread", "transcripts", "forget"}
+    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model", *controls}
     assert str(synced["preset"]["default_member_permissions"]) == "32"  # Manage Server
     assert str(synced["model"]["default_member_permissions"]) == "32"
     assert synced["ask"].get("default_member_permissions") is None

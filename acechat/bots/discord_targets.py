@@ -208,6 +208,18 @@ class MessageTarget:
         )
 
 
+class ThreadTarget(MessageTarget):
+    """Answers a mention in the thread opened for it (autothread): posts in the thread, since a reply
+    cannot link across channels; the mark still goes on the question."""
+
+    def __init__(self, message: discord.Message, thread: discord.Thread, limits: TargetLimits) -> None:
+        super().__init__(message, limits)
+        self._channel = thread
+
+    async def _reply(self, text: str, nonce: str) -> discord.Message:
+        return await self._channel.send(text, allowed_mentions=NO_MENTIONS, nonce=nonce)
+
+
 class InteractionTarget:
     """Answers a slash command: its response first (the deferred "thinking…" one, if deferred), then
     follow-ups. Notices are ephemeral."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -21,11 +22,17 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_facts import (
+    ChannelAdmins,
     People,
     command_delivery,
+    command_line,
     event_delivery,
     event_scope,
+    is_direct,
     is_new_question,
+    is_thread_message,
+    mentions,
+    mentions_someone,
 )
 from acechat.bots.slack_settings import SlackSettings
 from acechat.bots.slack_targets import (
@@ -38,6 +45,8 @@ from acechat.bots.slack_targets import (
 from acechat.bots.slack_text import from_slack
 from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.core.chat import ChatCore, Question
+from acechat.core.facts import Actor
+from acechat.core.permissions import Privilege
 from acechat.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,13 +101,16 @@ class SlackAdapter:
             retry_handlers=[],
         )
         self._people = People(client, self._clock)
+        self._channel_admins = ChannelAdmins(client, settings.admin_group, self._clock)
         transport = SlackTransport(
             settings, client, host=self._host, shutdown_grace=self._core.settings.shutdown_grace
         )
         self._transport = transport
         auth = await check_tokens(client, settings)
         app = AsyncApp(
-            name="acechat",
+            # Bolt names its listeners' logger after the app and resets that logger's level: a name
+            # outside the "acechat" logger tree keeps the operator's log levels ours.
+            name="acechat-slack",
             # No token here: bolt takes it from `authorize`, and would warn that one of the two is unused.
             client=AsyncWebClient(base_url=base_url, session=self._session, retry_handlers=retry_handlers),
             authorize=StartupAuthorize(auth, settings.bot_token),
@@ -147,9 +159,16 @@ class SlackAdapter:
 
     async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         event = body["event"]
-        # Direct messages only: in channels the bot answers mentions, which come as app_mention.
-        if event.get("channel_type") == "im" and is_new_question(event):
+        if not is_new_question(event):
+            return
+        if is_direct(event):
             self.transport.spawn(self._question(body, context.bot_user_id, event.get("thread_ts")))
+        elif is_thread_message(event) and not mentions(event, context.bot_user_id):
+            # A mention comes as app_mention too, and is answered from there: once. The core decides
+            # whether the thread is engaged.
+            self.transport.spawn(
+                self._question(body, context.bot_user_id, event["thread_ts"], mentioned=False)
+            )
 
     async def _on_user_change(self, body: dict[str, Any]) -> None:
         user = body["event"].get("user")
@@ -158,12 +177,20 @@ class SlackAdapter:
 
     # --- the work --------------------------------------------------------------------------------
 
+    async def _actor(
+        self, user: str, team: str, channel: str, enterprise: str | None, fallback: str | None
+    ) -> Actor:
+        """Who asks, and their level here: a workspace admin or owner, or at channel level the
+        channel's creator or a member of the operator's admin group."""
+        actor = await self._people.actor(user, team=team, enterprise=enterprise, fallback=fallback)
+        if actor.privilege < Privilege.CHANNEL_ADMIN and await self._channel_admins.holds(user, channel):
+            return replace(actor, privilege=Privilege.CHANNEL_ADMIN)
+        return actor
+
     async def _command(self, body: dict[str, Any], respond: AsyncRespond) -> None:
         team, channel, user = body["team_id"], body["channel_id"], body["user_id"]
-        actor = await self._people.actor(
-            user, team=team, enterprise=body.get("enterprise_id"), fallback=body.get("user_name")
-        )
-        text = from_slack(body.get("text", ""))
+        actor = await self._actor(user, team, channel, body.get("enterprise_id"), body.get("user_name"))
+        text = command_line(body.get("text", ""))
 
         async def say(reply: str, public: bool) -> None:
             await respond(text=reply, response_type="in_channel" if public else "ephemeral")
@@ -177,13 +204,19 @@ class SlackAdapter:
             question=text,
         )
         scope = event_scope(team, channel, None)
-        await self._core.run_line(scope, actor, text, target, delivery=command_delivery(body))
+        await self._core.run_line(
+            scope, actor, text, target, delivery=command_delivery(body), direct=channel.startswith("D")
+        )
 
-    async def _question(self, body: dict[str, Any], bot_user_id: str | None, thread_ts: str | None) -> None:
+    async def _question(
+        self, body: dict[str, Any], bot_user_id: str | None, thread_ts: str | None, *, mentioned: bool = True
+    ) -> None:
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
-        actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
+        if not mentioned and not await self._core.follows_thread(event_scope(team, channel, thread_ts)):
+            return  # most thread replies are not for the bot: no lookups for them
+        actor = await self._actor(user, team, channel, body.get("enterprise_id"), None)
         target = ThreadReply(
             self._answers,
             self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL),
@@ -197,6 +230,9 @@ class SlackAdapter:
             actor,
             from_slack(event.get("text", ""), bot_user_id),
             delivery=event_delivery(body, team, event),
+            direct=is_direct(event),
+            mentioned=mentioned,
+            mentions_others=mentions_someone(event, bot_user_id),
         )
         await self._core.ask(question, target)
 

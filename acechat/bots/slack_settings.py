@@ -16,6 +16,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLACK_PORT", "3000"),
     Setting("SLACK_COMMAND", "/aichat"),
     Setting("SLACK_API_URL"),
+    Setting("ACECHAT_SLACK_ADMIN_GROUP"),
 )
 
 BOT_PREFIX = "xoxb-"
@@ -33,6 +34,8 @@ class SlackSettings:
     api_url: str | None = None
     command: str = "/aichat"
     port: int = 3000
+    # Members of this user group (id or handle) hold channel-level rights in every channel (issue 17).
+    admin_group: str | None = None
 
 
 def token_problems(bot_token: str, app_token: str | None, signing_secret: str | None) -> list[str]:
@@ -78,6 +81,7 @@ def parse(r: SettingsReader) -> SlackSettings | None:
         app_token=app_token,
         signing_secret=signing_secret,
         api_url=None if api_url is None else api_url + "/",
+        admin_group=r.raw("ACECHAT_SLACK_ADMIN_GROUP"),
         command=command,
         port=r.port("SLACK_PORT", 3000, minimum=1),
     )

@@ -119,8 +119,27 @@ BEGIN
 END $$;
 """
 
+_V2_CONTROLS = """
+CREATE TABLE controls (
+    key text NOT NULL, name text NOT NULL, value text NOT NULL, updated_at double precision NOT NULL,
+    PRIMARY KEY (key, name)
+);
+CREATE TABLE usage (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, workspace_key text NOT NULL,
+    channel_key text NOT NULL, user_id text NOT NULL, model text NOT NULL, answer_chars integer NOT NULL,
+    upstream_seconds double precision NOT NULL, outcome text NOT NULL, tokens bigint,
+    at double precision NOT NULL, forgotten integer NOT NULL DEFAULT 0
+);
+CREATE INDEX usage_workspace_at ON usage (workspace_key, at);
+CREATE INDEX usage_at ON usage (at);
+CREATE TABLE engaged_threads (
+    thread_key text PRIMARY KEY, channel_key text NOT NULL, at double precision NOT NULL
+);
+CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key);
+"""
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES,)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -234,6 +234,9 @@ class FakeSlack:
         # Calls (by method) whose connection breaks before they reach Slack: nothing happens, nothing
         # is recorded, the caller hears nothing.
         self.drop_before_delivery: Counter[str] = Counter()
+        # Channel-level rights (issue 17): who created each channel, and user groups by id.
+        self.creators: dict[str, str] = {}
+        self.usergroups: dict[str, tuple[str, list[str]]] = {}  # id -> (handle, members)
         # Users of other organisations (Slack Connect): their own team id, as users.info reports it.
         self.home_teams: dict[str, str] = {}
         self.calls: list[ApiCall] = []
@@ -601,9 +604,29 @@ class FakeSlack:
 
     def _api_conversations_info(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         channel = str(params.get("channel", ""))
-        return self._ok(
-            channel={"id": channel, "is_im": channel.startswith("D"), "is_channel": channel.startswith("C")}
-        )
+        info: dict[str, Any] = {
+            "id": channel,
+            "is_im": channel.startswith("D"),
+            "is_channel": channel.startswith("C"),
+        }
+        if channel in self.creators:
+            info["creator"] = self.creators[channel]
+        return self._ok(channel=info)
+
+    def _api_usergroups_list(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        groups = [
+            {"id": gid, "handle": handle, "team_id": self.team_id}
+            for gid, (handle, _) in self.usergroups.items()
+        ]
+        return self._ok(usergroups=groups)
+
+    def _api_usergroups_users_list(
+        self, params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        group = self.usergroups.get(str(params.get("usergroup", "")))
+        if group is None:
+            return self._error("no_such_subteam")
+        return self._ok(users=list(group[1]))
 
     # --- response_url ----------------------------------------------------------------------------
 
