@@ -59,7 +59,7 @@ ADAPTERS: tuple[AdapterSpec, ...] = (
         "run the Slack bot (Socket Mode with SLACK_APP_TOKEN, else HTTP on SLACK_PORT)",
         "acechat.bots.slack_bot",
         lambda settings: settings.slack is not None,
-        "SLACK_BOT_TOKEN",
+        "SLACK_BOT_TOKEN (or SLACK_CLIENT_ID)",
     ),
 )
 

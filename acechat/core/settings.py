@@ -68,13 +68,30 @@ class DiscordSettings:
 
 
 @dataclass(frozen=True)
+class SlackOAuthSettings:
+    """Distribution to many workspaces: Slack's OAuth install flow, tokens sealed at rest."""
+
+    client_id: str
+    client_secret: str
+    # Fernet keys, the first sealing and every one opening (see core.secret_box).
+    secret_keys: tuple[str, ...]
+    redirect_uri: str | None = None
+    # Socket Mode serves the install pages here; 0 means on the health port.
+    install_port: int = 0
+    # Where the authorize link points (Slack's own unless a test or a proxy says otherwise).
+    authorize_url: str = "https://slack.com/oauth/v2/authorize"
+
+
+@dataclass(frozen=True)
 class SlackSettings:
+    # Empty in OAuth mode, where every workspace's token comes from its installation.
     bot_token: str
     app_token: str | None = None
     signing_secret: str | None = None
     api_url: str | None = None
     command: str = "/aichat"
     port: int = 3000
+    oauth: SlackOAuthSettings | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -121,6 +138,8 @@ class Settings:
             found.append(self.discord.token)
         if self.slack is not None:
             found += [self.slack.bot_token, self.slack.app_token or "", self.slack.signing_secret or ""]
+            if self.slack.oauth is not None:
+                found += [self.slack.oauth.client_secret, *self.slack.oauth.secret_keys]
         if self.database_url is not None:
             password = urlsplit(self.database_url).password or ""
             found += [password, unquote(password)]  # as written in the URL, and as sent
@@ -276,6 +295,33 @@ def check_database_url(name: str, value: str) -> str:
     return value
 
 
+def _slack_oauth(r: _Reader) -> SlackOAuthSettings | None:
+    """OAuth mode's settings when SLACK_CLIENT_ID is set; a missing or invalid secret key is one clear line."""
+    client_id = r.raw("SLACK_CLIENT_ID")
+    if client_id is None:
+        return None
+    from acechat.core.secret_box import KEYGEN_HINT, SecretKeyError, parse_keys
+
+    client_secret = r.required("SLACK_CLIENT_SECRET", "OAuth mode needs the app's client secret (Basic Information)")
+    raw_key = r.raw("ACECHAT_SECRET_KEY")
+    keys: tuple[str, ...] = ()
+    if raw_key is None:
+        r.fail(f"ACECHAT_SECRET_KEY is not set: OAuth mode stores every workspace's token sealed with it; {KEYGEN_HINT}")
+    else:
+        try:
+            keys = parse_keys(raw_key)
+        except SecretKeyError as error:
+            r.fail(str(error))
+    return SlackOAuthSettings(
+        client_id=client_id,
+        client_secret=client_secret,
+        secret_keys=keys,
+        redirect_uri=r.url("SLACK_REDIRECT_URI", None),
+        install_port=r.port("SLACK_INSTALL_PORT", 0),
+        authorize_url=r.url("SLACK_AUTHORIZE_URL", "https://slack.com/oauth/v2/authorize") or "",
+    )
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     dotenv_path: str | Path | None = ".env",
@@ -358,7 +404,13 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         )
 
     slack = None
-    if r.raw("SLACK_BOT_TOKEN"):
+    oauth = _slack_oauth(r)
+    if oauth is not None and r.raw("SLACK_BOT_TOKEN"):
+        r.fail(
+            "SLACK_BOT_TOKEN and SLACK_CLIENT_ID are both set: set SLACK_BOT_TOKEN for one workspace, "
+            "or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install into many"
+        )
+    if r.raw("SLACK_BOT_TOKEN") or oauth is not None:
         app_token = r.raw("SLACK_APP_TOKEN")
         signing_secret = r.raw("SLACK_SIGNING_SECRET")
         if app_token is None and signing_secret is None:
@@ -371,12 +423,13 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             r.fail(f"SLACK_COMMAND={command!r} is invalid: expected a command like /aichat")
         api_url = r.url("SLACK_API_URL", None)
         slack = SlackSettings(
-            bot_token=r.required("SLACK_BOT_TOKEN", ""),
+            bot_token="" if oauth is not None else r.required("SLACK_BOT_TOKEN", ""),
             app_token=app_token,
             signing_secret=signing_secret,
             api_url=None if api_url is None else api_url + "/",
             command=command,
             port=r.port("SLACK_PORT", 3000, minimum=1),
+            oauth=oauth,
         )
 
     settings = Settings(
