@@ -1,5 +1,5 @@
-"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console`, `demo`, `check`
-and `db`."""
+"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console`, `demo`, `check`,
+`db` and `installs`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from acechat.bots import installs_cli
 from acechat.bots.adapter import ADAPTERS, adapter, configured
 from acechat.core.logs import configure_logging
 from acechat.core.settings import Settings, SettingsError, load_settings
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument(
         "--to", required=True, metavar="URL", help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
     )
+    installs_cli.add_parser(commands)
     return parser
 
 
@@ -67,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from acechat.demo.run import run_demo
 
         return run_demo(args.env_file)
+    if args.command == "installs" and args.installs_command == "keygen":
+        return installs_cli.keygen()  # a new key needs no settings
     try:
         settings = load_settings(dotenv_path=args.env_file)
     except SettingsError as error:
@@ -83,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _db_copy(settings, args.to)
     if args.command == "console":
         return _console(settings, args)
+    if args.command == "installs":
+        return _installs(settings, args)
     return _serve(settings, args.adapters, health=args.command == "run")
 
 
@@ -121,6 +127,18 @@ def _db_copy(settings: Settings, url: str) -> int:
     for table in tables:
         print(f"acechat: {table.describe()}")
     print(f"acechat: copied {settings.db_path} into the PostgreSQL database; running it again adds nothing")
+    return 0
+
+
+def _installs(settings: Settings, args: argparse.Namespace) -> int:
+    from acechat.storage import StoreError
+
+    try:
+        lines = asyncio.run(installs_cli.run(settings, args))
+    except (SettingsError, StoreError) as error:
+        return _fail(error)
+    for line in lines:
+        print(f"acechat: {line}")
     return 0
 
 

@@ -48,6 +48,7 @@ from acechat.storage.installations import (
     InstallationEvent,
     InstallationRow,
     Installations,
+    describe,
     installation_key,
 )
 
@@ -91,18 +92,6 @@ def _field(installation: Installation, name: str) -> Any:
     if name.endswith("_scopes") and isinstance(value, list):
         return ",".join(value)
     return value
-
-
-def describe(row: InstallationRow) -> str:
-    """The installation for operators: kind, ids and names, never a token."""
-    data = json.loads(row.data)
-    if row.is_enterprise_install:
-        where = f"org-wide in {row.enterprise_id} ({data.get('enterprise_name') or '?'})"
-    else:
-        where = f"workspace {row.team_id} ({data.get('team_name') or '?'})"
-        if row.enterprise_id:
-            where += f" of {row.enterprise_id}"
-    return where
 
 
 @dataclass(frozen=True, slots=True)

@@ -302,11 +302,15 @@ def _slack_oauth(r: _Reader) -> SlackOAuthSettings | None:
         return None
     from acechat.core.secret_box import KEYGEN_HINT, SecretKeyError, parse_keys
 
-    client_secret = r.required("SLACK_CLIENT_SECRET", "OAuth mode needs the app's client secret (Basic Information)")
+    client_secret = r.required(
+        "SLACK_CLIENT_SECRET", "OAuth mode needs the app's client secret (Basic Information)"
+    )
     raw_key = r.raw("ACECHAT_SECRET_KEY")
     keys: tuple[str, ...] = ()
     if raw_key is None:
-        r.fail(f"ACECHAT_SECRET_KEY is not set: OAuth mode stores every workspace's token sealed with it; {KEYGEN_HINT}")
+        r.fail(
+            f"ACECHAT_SECRET_KEY is not set: OAuth mode stores every workspace's token sealed with it; {KEYGEN_HINT}"
+        )
     else:
         try:
             keys = parse_keys(raw_key)

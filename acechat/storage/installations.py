@@ -14,6 +14,7 @@ database URL, PostgreSQL's (`storage.installations_postgres`).
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -61,6 +62,18 @@ def installation_key(enterprise_id: str | None, team_id: str | None, is_enterpri
     if is_enterprise_install and enterprise_id:
         return enterprise_id
     return team_id or enterprise_id or ""
+
+
+def describe(row: InstallationRow) -> str:
+    """The installation for operators: kind, ids and names, never a token."""
+    data = json.loads(row.data)
+    if row.is_enterprise_install:
+        where = f"org-wide in {row.enterprise_id} ({data.get('enterprise_name') or '?'})"
+    else:
+        where = f"workspace {row.team_id} ({data.get('team_name') or '?'})"
+        if row.enterprise_id:
+            where += f" of {row.enterprise_id}"
+    return where
 
 
 class Installations(Protocol):
