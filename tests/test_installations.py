@@ -16,7 +16,7 @@ from slack_sdk.oauth.installation_store import Installation
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.installs_cli import rekey
-from acechat.bots.slack_oauth import InstalledWorkspaces, SealedInstallations, SignedStates
+from acechat.bots.slack_oauth import CACHE_SECONDS, InstalledWorkspaces, SealedInstallations, SignedStates
 from acechat.core.secret_box import SealedError, SecretBox
 from acechat.storage.installations import (
     InstallationEvent,
@@ -255,3 +255,22 @@ async def test_two_processes_refreshing_at_once_exchange_the_refresh_token_once(
     assert len(refreshes) == 1 and refreshes[0].ok
     assert fresh[0] is not None and fresh[1] is not None
     assert fresh[0].bot_token == fresh[1].bot_token == refreshes[0].reply["access_token"]
+
+
+async def test_a_removal_by_another_process_takes_effect_once_the_short_cache_lapses(
+    table: Installations, where: tuple[str | None, Path]
+) -> None:
+    now = [0.0]
+    store = SealedInstallations(table, SecretBox([KEY]), client_id=CLIENT_ID, clock=lambda: now[0])
+    await store.async_save(installation("xoxb-cached"))
+    assert await store.lookup(None, "T1", False) is not None
+    other = await open_installations(database_url=where[0], db_path=where[1])
+    try:
+        assert await other.delete("T1", event=event(action="removed"))
+    finally:
+        await other.close()
+    # Cached: a busy workspace costs no query per request...
+    assert await store.lookup(None, "T1", False) is not None
+    # ...and another process's removal is seen within CACHE_SECONDS.
+    now[0] += CACHE_SECONDS + 0.1
+    assert await store.lookup(None, "T1", False) is None

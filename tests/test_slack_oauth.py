@@ -4,8 +4,10 @@ against FakeSlack's `oauth.v2.access` and FakeUpstream, on SQLite and on a real 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
+import signal
 import sqlite3
 import time
 import urllib.parse
@@ -27,13 +29,16 @@ from acechat.core.chat import ChatCore
 from acechat.core.settings import RateLimit, Settings, SlackOAuthSettings, SlackSettings, UpstreamSettings
 from acechat.storage.installations import Installations, open_installations
 from tests.fakes.slack import (
+    APP_TOKEN,
     BOT_USER_ID,
     CLIENT_ID,
     CLIENT_SECRET,
     SIGNING_SECRET,
     FakeSlack,
+    sign,
 )
 from tests.fakes.upstream import FakeUpstream
+from tests.processes import BotProcess, bot_environment, free_port
 from tests.store_backends import pg_database
 
 __all__ = ["pg_database"]  # fixtures
@@ -369,3 +374,111 @@ async def test_a_token_about_to_expire_is_refreshed_before_use(settings: Setting
     newest = [t for t in slack.tokens_of("T1") if t != first]
     assert len(newest) == 1 and posts_in(slack, "C1") == newest * 2
     assert history[0].action == "refreshed"
+
+
+# --- both transports -----------------------------------------------------------------------------
+
+
+async def test_slacks_endpoint_check_is_answered_in_oauth_mode(settings: Settings) -> None:
+    async with running(settings) as bot:
+        body = json.dumps({"token": "t", "challenge": "c-9", "type": "url_verification"})
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                bot.url, data=body, headers={"Content-Type": "application/json", **sign(body)}
+            ) as reply,
+        ):
+            assert reply.status == 200 and json.loads(await reply.text()) == {"challenge": "c-9"}
+
+
+async def test_socket_mode_serves_the_install_pages_on_their_own_port(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    assert settings.slack is not None and settings.slack.oauth is not None
+    port = free_port()
+    socket_settings = replace(
+        settings,
+        slack=replace(
+            settings.slack,
+            app_token=APP_TOKEN,
+            signing_secret=None,
+            oauth=replace(settings.slack.oauth, install_port=port),
+        ),
+    )
+    async with running(socket_settings) as bot:
+        assert bot.adapter.port is None and bot.adapter.connected
+        _, state, cookie = await start_install(f"http://127.0.0.1:{port}")
+        code = slack.grant("T1")
+        page = await get(
+            f"http://127.0.0.1:{port}{REDIRECT_PATH}", params={"code": code, "state": state}, cookie=cookie
+        )
+        assert page.status == 200, page.text
+        [token] = slack.tokens_of("T1")
+        mentioned = slack.mention(f"<@{BOT_USER_ID}> over the socket", channel="C1", team="T1")
+        await slack.wait_for_ack(await slack.deliver_socket(mentioned))
+        await slack.wait_until(lambda: posts_in(slack, "C1"), 5)
+        await bot.adapter.idle()
+    assert posts_in(slack, "C1") == [token]
+
+
+async def test_acechat_run_in_socket_mode_serves_install_pages_on_the_health_port_and_logs_no_token(
+    tmp_path: Path, fake_upstream: FakeUpstream, slack: FakeSlack
+) -> None:
+    health_port = free_port()
+    slack.rotation = True
+    env = bot_environment(
+        tmp_path,
+        fake_upstream,
+        slack,
+        SLACK_BOT_TOKEN="",
+        SLACK_SIGNING_SECRET="",
+        SLACK_APP_TOKEN=APP_TOKEN,
+        SLACK_CLIENT_ID=CLIENT_ID,
+        SLACK_CLIENT_SECRET=CLIENT_SECRET,
+        ACECHAT_SECRET_KEY=KEY,
+        SLACK_AUTHORIZE_URL=f"{slack.url}/oauth/v2/authorize",
+        ACECHAT_HEALTH_PORT=str(health_port),
+        ACECHAT_LOG_LEVEL="DEBUG",
+    )
+    bot = await BotProcess.start(tmp_path, "run", env, name="run-oauth")
+    health = f"http://127.0.0.1:{health_port}"
+    try:
+        await bot.wait_for_port(health_port)
+        assert (await get(health + "/healthz")).status == 200
+        _, state, cookie = await start_install(health)
+        page = await get(
+            health + REDIRECT_PATH, params={"code": slack.grant("T1"), "state": state}, cookie=cookie
+        )
+        assert page.status == 200, page.text
+        [token] = slack.tokens_of("T1")
+        await slack.deliver_socket(slack.mention(f"<@{BOT_USER_ID}> hello", channel="C1", team="T1"))
+        await slack.wait_until(lambda: posts_in(slack, "C1"), 10)
+        assert await bot.stop(signal.SIGTERM) == 0
+    finally:
+        await bot.kill_if_running()
+    assert posts_in(slack, "C1") == [token]
+    assert "xox" not in bot.log and KEY not in bot.log and CLIENT_SECRET not in bot.log
+    # slack_sdk logs oauth.v2.access's reply at DEBUG: the tokens in it were there, and were scrubbed.
+    assert "[redacted]" in bot.log
+    assert "installed workspace T1" in bot.log
+
+
+# --- admin checks ----------------------------------------------------------------------------------
+
+
+async def test_admin_rights_are_those_of_the_requests_own_workspace(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    slack.admins.add("UBOSS")
+    slack.home_teams["UBOSS"] = "T2"  # an admin of T2, a guest (Slack Connect) in T1
+    async with running(settings) as bot:
+        await install(bot, slack, "T1")
+        await install(bot, slack, "T2")
+        [token1], [token2] = slack.tokens_of("T1"), slack.tokens_of("T2")
+        for team in ("T2", "T1"):
+            command = slack.command("preset set coder", user="UBOSS", team=team)
+            assert (await slack.deliver_http(bot.url, command)).status == 200
+            await bot.adapter.idle()
+    in_t2, in_t1 = (r.text for r in slack.responses)
+    assert "needs a workspace admin" not in in_t2 and "needs a workspace admin or owner" in in_t1
+    assert [c.token for c in slack.calls_to("users.info")] == [token2, token1]

@@ -369,8 +369,12 @@ def unknown_workspace_gate(
     async def gate(
         req: AsyncBoltRequest, context: AsyncBoltContext, next: Callable[[], Awaitable[BoltResponse]]
     ) -> BoltResponse:
-        event = req.body.get("event") if isinstance(req.body, Mapping) else None
-        if isinstance(event, Mapping) and event.get("type") in ("app_uninstalled", "tokens_revoked"):
+        body = req.body if isinstance(req.body, Mapping) else {}
+        event = body.get("event")
+        # Slack's endpoint check has no workspace; a removal must reach its listener even after the fact.
+        if body.get("type") == "url_verification" or (
+            isinstance(event, Mapping) and event.get("type") in ("app_uninstalled", "tokens_revoked")
+        ):
             return await next()
         found = await store.lookup(context.enterprise_id, context.team_id, context.is_enterprise_install)
         if found is not None:

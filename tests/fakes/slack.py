@@ -643,10 +643,15 @@ class FakeSlack:
         user = str(params.get("user", ""))
         if not user.startswith("U"):
             return self._error("user_not_found")
+        # The caller's workspace (OAuth: each token has its own); an org-wide install's users are the org's.
+        owner = self.token_team.get(self._caller, self.team_id)
+        enterprise = self.enterprises.get(owner)
+        grid = {"enterprise_user": {"enterprise_id": enterprise}} if enterprise else {}
         return self._ok(
             user={
+                **grid,
                 "id": user,
-                "team_id": self.home_teams.get(user, self.team_id),
+                "team_id": self.home_teams.get(user, self.team_id if enterprise == owner else owner),
                 "name": user.lower(),
                 "real_name": f"Real {user}",
                 "profile": {"display_name": f"{user.lower()}-display", "real_name": f"Real {user}"},
