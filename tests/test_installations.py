@@ -26,6 +26,7 @@ from acechat.storage.installations import (
     open_installations,
 )
 from tests.fakes.slack import CLIENT_ID, CLIENT_SECRET, FakeSlack
+from tests.store_backends import _empty as empty_database
 from tests.store_backends import pg_database
 
 __all__ = ["pg_database"]  # fixtures
@@ -40,14 +41,8 @@ async def where(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         yield None, tmp_path / "data" / "acechat.db"
         return
-    import asyncpg
-
     url: str = request.getfixturevalue("pg_database")
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
+    await empty_database(url)
     yield url, tmp_path / "unused.db"
 
 
@@ -274,3 +269,36 @@ async def test_a_removal_by_another_process_takes_effect_once_the_short_cache_la
     # ...and another process's removal is seen within CACHE_SECONDS.
     now[0] += CACHE_SECONDS + 0.1
     assert await store.lookup(None, "T1", False) is None
+
+
+class Counting:
+    """An installations table that counts its reads."""
+
+    def __init__(self, table: Installations) -> None:
+        self.table = table
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.table, name)
+
+    async def get(self, key: str) -> InstallationRow | None:
+        self.reads += 1
+        await asyncio.sleep(0.01)
+        return await self.table.get(key)
+
+
+async def test_a_burst_meeting_an_empty_cache_reads_once_and_a_save_meanwhile_is_not_hidden(
+    table: Installations,
+) -> None:
+    counting = Counting(table)
+    store = SealedInstallations(counting, SecretBox([KEY]), client_id=CLIENT_ID)  # type: ignore[arg-type]
+    found = await asyncio.gather(*(store.lookup(None, "T1", False) for _ in range(50)))
+    assert found == [None] * 50 and counting.reads == 1
+    # An install saved while a read (begun before it) is under way: that read's "none" is not kept.
+    store.forget("T1")
+    reading = asyncio.ensure_future(store.lookup(None, "T1", False))
+    await asyncio.sleep(0)
+    await store.async_save(installation("xoxb-new"))
+    await reading
+    again = await store.lookup(None, "T1", False)
+    assert again is not None and again.installation.bot_token == "xoxb-new"

@@ -23,6 +23,7 @@ import pytest_asyncio
 import yaml
 from cryptography.fernet import Fernet
 
+from acechat.bots.adapter import StartupError
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
 from acechat.bots.slack_oauth import BOT_SCOPES, INSTALL_PATH, REDIRECT_PATH
 from acechat.core.chat import ChatCore
@@ -39,6 +40,7 @@ from tests.fakes.slack import (
 )
 from tests.fakes.upstream import FakeUpstream
 from tests.processes import BotProcess, bot_environment, free_port
+from tests.store_backends import _empty as empty_database
 from tests.store_backends import pg_database
 
 __all__ = ["pg_database"]  # fixtures
@@ -53,11 +55,7 @@ async def database(request: pytest.FixtureRequest) -> str | None:
     if request.param == "sqlite":
         return None
     url: str = request.getfixturevalue("pg_database")
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
+    await empty_database(url)
     return url
 
 
@@ -482,3 +480,38 @@ async def test_admin_rights_are_those_of_the_requests_own_workspace(
     in_t2, in_t1 = (r.text for r in slack.responses)
     assert "needs a workspace admin" not in in_t2 and "needs a workspace admin or owner" in in_t1
     assert [c.token for c in slack.calls_to("users.info")] == [token2, token1]
+
+
+async def test_an_org_wide_uninstall_deletes_the_orgs_tokens_and_a_user_token_revocation_keeps_the_bot(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    async with running(settings) as bot:
+        await install(bot, slack, "T9", org="E1", org_install=True)
+        await install(bot, slack, "T2")
+        # Only people's tokens revoked (the app asks for none): the bot's installation stays.
+        revoked = slack.event({"type": "tokens_revoked", "tokens": {"oauth": ["U1"], "bot": []}}, team="T2")
+        await slack.deliver_http(bot.url, revoked)
+        slack.uninstall("E1")
+        uninstalled = slack.event({"type": "app_uninstalled"}, team="T7", org="E1")
+        await slack.deliver_http(bot.url, uninstalled)
+        await bot.adapter.idle()
+        await mention(bot, slack, team="T7", channel="C7", org="E1")
+        await mention(bot, slack, team="T2", channel="C2")
+    async with installations(settings) as table:
+        assert [row.key for row in await table.all()] == ["T2"]
+    assert posts_in(slack, "C7") == [] and posts_in(slack, "C2") == slack.tokens_of("T2")
+
+
+async def test_socket_mode_without_a_port_for_the_install_pages_refuses_to_start(
+    settings: Settings,
+) -> None:
+    assert settings.slack is not None
+    socket_settings = replace(
+        settings,
+        health_port=0,
+        slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None),
+    )
+    with pytest.raises(StartupError) as refused:
+        async with running(socket_settings):
+            pass
+    assert "ACECHAT_HEALTH_PORT" in str(refused.value) and "SLACK_INSTALL_PORT" in str(refused.value)

@@ -179,6 +179,11 @@ class SlackAdapter:
         assert self._settings.oauth is not None
         port = self._settings.oauth.install_port
         if not port:
+            if not self._core.settings.health_port:
+                raise StartupError(
+                    "Socket Mode serves the install pages on ACECHAT_HEALTH_PORT, which is 0: "
+                    "set it or SLACK_INSTALL_PORT"
+                )
             self.web_routes = pages
             return
         web_app = web.Application()

@@ -19,6 +19,7 @@ callback at `/slack/oauth_redirect`, `oauth.v2.access`); this module gives them 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -120,6 +121,9 @@ class SealedInstallations(AsyncInstallationStore):
         self._clock = clock
         self._cache: LRU[str, Found | None] = LRU(CACHE_SIZE)
         self._until: dict[str, float] = {}
+        self._loading: dict[str, asyncio.Future[Found | None]] = {}
+        # Saves and removals made through this process, per installation.
+        self._changes: dict[str, int] = {}
 
     @property
     def logger(self) -> logging.Logger:
@@ -169,7 +173,20 @@ class SealedInstallations(AsyncInstallationStore):
         now = self._clock()
         if key in self._cache and self._until.get(key, 0.0) > now:
             return self._cache.get(key)
+        # A burst from one workspace meeting an empty cache makes one query, not one per request.
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(self._load(key, self._changes.get(key, 0)))
+            loading.add_done_callback(lambda done: self._loaded(key, done))
+        return await asyncio.shield(loading)
+
+    def _loaded(self, key: str, done: asyncio.Future[Found | None]) -> None:
+        if self._loading.get(key) is done:
+            del self._loading[key]
+
+    async def _load(self, key: str, change: int) -> Found | None:
         row = await self.table.get(key)
+        now = self._clock()
         found = None
         if row is not None:
             try:
@@ -180,6 +197,8 @@ class SealedInstallations(AsyncInstallationStore):
                     "(a key was dropped before `acechat installs rekey`?): reinstall the app there",
                     key,
                 )
+        if self._changes.get(key, 0) != change:
+            return found  # changed here while this read ran: not cached, the next lookup reads again
         self._cache.put(key, found)
         self._until[key] = now + CACHE_SECONDS
         if len(self._until) > 2 * CACHE_SIZE:
@@ -189,6 +208,9 @@ class SealedInstallations(AsyncInstallationStore):
     def forget(self, key: str) -> None:
         self._cache.pop(key)
         self._until.pop(key, None)
+        # A read already under way may predate the change: the next lookup reads again.
+        self._loading.pop(key, None)
+        self._changes[key] = self._changes.get(key, 0) + 1
 
     # --- bolt's interface ------------------------------------------------------------------------
 

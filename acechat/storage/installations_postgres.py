@@ -6,6 +6,7 @@ processes that both see a token about to expire refresh it once: the second read
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
@@ -65,14 +66,21 @@ async def _log(conn: Any, event: InstallationEvent) -> None:
     )
 
 
+POOL_SIZE = 4
+# Refreshes in flight at once: each holds a pooled connection (its lock) while it asks Slack, and needs
+# another for its reads and writes, so some must always be left for those.
+REFRESHES = POOL_SIZE // 2
+
+
 class PostgresInstallations:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._refreshes = asyncio.Semaphore(REFRESHES)
 
     @classmethod
     async def connect(cls, url: str) -> PostgresInstallations:
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=CONNECT_TIMEOUT)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise StoreError(f"cannot open the database {safe_label(url)}: {exc}") from exc
         try:
@@ -170,6 +178,6 @@ class PostgresInstallations:
 
     @contextlib.asynccontextmanager
     async def refreshing(self, key: str) -> AsyncIterator[None]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._refreshes, self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock(f"acechat:installation:{key}"))
             yield

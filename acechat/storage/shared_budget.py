@@ -17,10 +17,12 @@ from collections.abc import Callable
 
 import asyncpg
 
+from acechat.storage.errors import StoreError
 from acechat.storage.postgres import CONNECT_TIMEOUT, safe_label
 
 log = logging.getLogger(__name__)
 
+UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 BEAT = 1.0
 EXPIRY = 3.0
 _NOW = "extract(epoch from clock_timestamp())"
@@ -66,11 +68,14 @@ class SharedBudget:
         self._last_beat = 0.0
 
     async def start(self) -> None:
-        self._conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
-        async with self._conn.transaction():
-            await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
-            await self._conn.execute(_CREATE)
-        await self._beat(joined=True)
+        try:
+            self._conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
+            async with self._conn.transaction():
+                await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                await self._conn.execute(_CREATE)
+            await self._beat(joined=True)
+        except UNREACHABLE as exc:
+            raise StoreError(f"cannot open the database {safe_label(self._url)}: {exc}") from exc
         self._task = asyncio.create_task(self._run(), name="acechat-shared-budget")
 
     async def _beat(self, *, joined: bool = False) -> None:
@@ -89,7 +94,7 @@ class SharedBudget:
                 if failing:
                     log.info("shared budget %s: the database answers again", self._budget)
                 failing = False
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            except UNREACHABLE as error:
                 if not failing:
                     log.warning(
                         "shared budget %s: cannot reach %s (%s): spending nothing until it answers",
