@@ -162,7 +162,7 @@ def installation(token: str, refresh: str | None = None, expires_at: int | None 
 
 
 async def test_tokens_are_sealed_in_the_row_and_opened_whole(table: Installations) -> None:
-    store = SealedInstallations(table, SecretBox([KEY]), client_id=CLIENT_ID)
+    store = SealedInstallations(table, SecretBox([KEY]))
     await store.async_save(installation("xoxb-secret-1", "xoxe-1-refresh", int(NOW)))
     [stored] = await table.all()
     assert "xox" not in stored.sealed + stored.data
@@ -182,10 +182,10 @@ async def test_tokens_are_sealed_in_the_row_and_opened_whole(table: Installation
 
 async def test_rekey_reseals_with_the_new_key_so_the_old_one_can_go(table: Installations) -> None:
     old, new = KEY, Fernet.generate_key().decode()
-    await SealedInstallations(table, SecretBox([old]), client_id=CLIENT_ID).async_save(installation("xoxb-a"))
+    await SealedInstallations(table, SecretBox([old])).async_save(installation("xoxb-a"))
     done = await rekey(table, SecretBox([new, old]))
     assert done.resealed == 1 and done.unreadable == []
-    found = await SealedInstallations(table, SecretBox([new]), client_id=CLIENT_ID).async_find_installation(
+    found = await SealedInstallations(table, SecretBox([new])).async_find_installation(
         enterprise_id=None, team_id="T1"
     )
     assert found is not None and found.bot_token == "xoxb-a"
@@ -226,7 +226,7 @@ async def test_two_processes_refreshing_at_once_exchange_the_refresh_token_once(
         slack.token_lifetime = 43200
         processes = [await open_installations(database_url=where[0], db_path=where[1]) for _ in range(2)]
         try:
-            stores = [SealedInstallations(p, SecretBox([KEY]), client_id=CLIENT_ID) for p in processes]
+            stores = [SealedInstallations(p, SecretBox([KEY])) for p in processes]
             await stores[0].async_save(
                 installation(
                     granted["access_token"],
@@ -256,7 +256,7 @@ async def test_a_removal_by_another_process_takes_effect_once_the_short_cache_la
     table: Installations, where: tuple[str | None, Path]
 ) -> None:
     now = [0.0]
-    store = SealedInstallations(table, SecretBox([KEY]), client_id=CLIENT_ID, clock=lambda: now[0])
+    store = SealedInstallations(table, SecretBox([KEY]), clock=lambda: now[0])
     await store.async_save(installation("xoxb-cached"))
     assert await store.lookup(None, "T1", False) is not None
     other = await open_installations(database_url=where[0], db_path=where[1])
@@ -291,7 +291,7 @@ async def test_a_burst_meeting_an_empty_cache_reads_once_and_a_save_meanwhile_is
     table: Installations,
 ) -> None:
     counting = Counting(table)
-    store = SealedInstallations(counting, SecretBox([KEY]), client_id=CLIENT_ID)  # type: ignore[arg-type]
+    store = SealedInstallations(counting, SecretBox([KEY]))  # type: ignore[arg-type]
     found = await asyncio.gather(*(store.lookup(None, "T1", False) for _ in range(50)))
     assert found == [None] * 50 and counting.reads == 1
     # An install saved while a read (begun before it) is under way: that read's "none" is not kept.

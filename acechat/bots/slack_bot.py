@@ -137,7 +137,7 @@ class SlackAdapter:
                 database_url=self._core.settings.database_url, db_path=self._core.settings.db_path
             )
             box = SecretBox(oauth.secret_keys)
-            store = SealedInstallations(self._installs, box, client_id=oauth.client_id, clock=self._clock)
+            store = SealedInstallations(self._installs, box, clock=self._clock)
             self._store = store
             # Bolt's type says an AuthorizeResult; its own AsyncAuthorize (and this) may answer None.
             authorize = cast(

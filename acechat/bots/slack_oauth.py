@@ -20,6 +20,7 @@ callback at `/slack/oauth_redirect`, `oauth.v2.access`); this module gives them 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import secrets
@@ -101,7 +102,6 @@ class Found:
 
     row: InstallationRow
     installation: Installation
-    expires: float  # when this cache entry lapses
 
 
 class SealedInstallations(AsyncInstallationStore):
@@ -112,12 +112,10 @@ class SealedInstallations(AsyncInstallationStore):
         table: Installations,
         box: SecretBox,
         *,
-        client_id: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.table = table
         self._box = box
-        self._client_id = client_id
         self._clock = clock
         self._cache: LRU[str, Found | None] = LRU(CACHE_SIZE)
         self._until: dict[str, float] = {}
@@ -190,7 +188,7 @@ class SealedInstallations(AsyncInstallationStore):
         found = None
         if row is not None:
             try:
-                found = Found(row, self.open(row), now + CACHE_SECONDS)
+                found = Found(row, self.open(row))
             except SealedError:
                 log.error(
                     "slack: the installation of %s cannot be opened with ACECHAT_SECRET_KEY "
@@ -346,7 +344,8 @@ class InstalledWorkspaces(AsyncAuthorize):
             return await self._refresh(current)
 
     async def _refresh(self, current: Found) -> Installation | None:
-        installation = current.installation
+        # A copy: requests under way keep the installation they were given.
+        installation = copy.copy(current.installation)
         key = current.row.key
         try:
             reply = await self._client.oauth_v2_access(
