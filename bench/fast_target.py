@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from acechat.core.target import Mark, TargetLimits
+from acechat.core.reply_target import Mark, TargetLimits
 
 # Discord's limits, without the typing indicator (a platform call, not core work).
 LIMITS = TargetLimits(max_chars=2000, edit_burst=5, edit_window=5.0, typing_interval=None)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from acechat.storage.sqlite import SQLiteStore
 from tests.fakes.upstream import FakeUpstream
+from tests.test_storage import WS, audit, damage_an_index
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +92,24 @@ def test_check_reports_every_problem_at_once_and_points_at_the_demo(tmp_path: Pa
     for name in ("ACECHAT_USER_RATE", "ACECHAT_THINKING", "ACECHAT_MODELS", "ACECHAT_DEFAULT_MODEL"):
         assert sum(name in line for line in lines) >= 1, name
     assert all(line.startswith("acechat: ") for line in lines)
+
+
+def test_check_refuses_a_damaged_database_file_in_one_line(tmp_path: Path) -> None:
+    async def create() -> None:
+        store = await SQLiteStore.open(tmp_path / "acechat.db")
+        try:
+            for n in range(20):  # entries for the damaged index to lose
+                await store.set_setting(WS, "model", f"m{n}", audit=audit(f"m{n}"))
+        finally:
+            await store.close()
+
+    asyncio.run(create())
+    damage_an_index(tmp_path / "acechat.db")
+    result = acechat(tmp_path, "check", ACEDATACLOUD_API_TOKEN="tok-123456")
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert line.startswith(f"acechat: the database {tmp_path / 'acechat.db'} is damaged (")
+    assert line.endswith("restore it from a backup") and result.stdout == ""
 
 
 def test_check_says_when_no_adapter_is_configured(tmp_path: Path) -> None:

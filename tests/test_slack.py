@@ -51,8 +51,8 @@ def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSla
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Bot]:
-    """The core and the adapter as `acechat slack` runs them; `adapter.idle()` waits for all the work
-    of the requests it has acknowledged."""
+    """The core and the adapter as `acechat slack` runs them; `adapter.transport.idle()` waits for all
+    the work of the requests it has acknowledged."""
     assert settings.slack is not None
     core = await ChatCore.open(settings)
     adapter = SlackAdapter(core, settings.slack, host="127.0.0.1")
@@ -75,7 +75,7 @@ async def ask(slack: FakeSlack, bot: Bot, text: str, *, user: str = "U1", channe
     payload = slack.command(text, user=user, channel=channel)
     delivery = await slack.deliver_http(bot.url, payload)
     assert delivery.status == 200
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     return payload["response_url"].rsplit("/", 1)[1]
 
 
@@ -93,7 +93,7 @@ async def test_command_is_acked_before_a_slow_answer_which_is_then_posted_and_up
         assert not slack.calls_to("chat.update")
 
         await slack.wait_until(lambda: len(slack.in_channel("C1")) == 1 and slack.calls_to("chat.update"), 10)
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
     assert time.monotonic() - started >= 2.0
     # One message: who asked what (by name: the asker is not pinged), then the answer as it streamed.
     [answer] = slack.in_channel("C1")
@@ -148,7 +148,7 @@ async def test_presets_are_for_admins_and_reach_the_next_question(
 
     # A thread under a mention inherits the channel's preset.
     await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and in a thread?"))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     body = fake_upstream.bodies[-1]
     assert body is not None and body["preset"] == BUILTIN_PRESETS[name].prompt
     # The admin's users.info was looked up once, then cached.
@@ -163,7 +163,7 @@ async def test_a_mention_is_answered_in_a_thread_that_keeps_its_own_conversation
     mention = slack.mention(f"<@{BOT_USER_ID}> summarise   this &amp; that")
     thread = mention["event"]["ts"]
     await slack.deliver_http(bot.url, mention)
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     [answer] = slack.in_channel("C1", thread)
     assert answer.text.startswith("Answer 1 to:")
     body = fake_upstream.bodies[-1]
@@ -171,7 +171,7 @@ async def test_a_mention_is_answered_in_a_thread_that_keeps_its_own_conversation
     assert "<@" not in body["question"]
 
     await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and then?", thread_ts=thread))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     assert [m.text[:8] for m in slack.in_channel("C1", thread)] == ["Answer 1", "Answer 2"]
     follow_up = fake_upstream.bodies[-1]
     assert follow_up is not None
@@ -187,7 +187,7 @@ async def test_direct_messages_are_a_conversation_and_bot_messages_are_ignored(
     await slack.deliver_http(bot.url, slack.direct_message("hi in private"))
     await slack.deliver_http(bot.url, slack.direct_message("edited", subtype="message_changed"))
     await slack.deliver_http(bot.url, slack.direct_message("from a bot", user="U9", bot_id="B9"))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     assert len(fake_upstream.requests) == 1
     [answer] = slack.in_channel("D1")
     assert answer.text.startswith("Answer 1 to:") and answer.text.endswith("hi in private")
@@ -207,7 +207,7 @@ async def test_a_bad_signature_is_rejected_before_any_handler(
 ) -> None:
     at_startup = len(slack.calls)
     delivery = await slack.deliver_http(bot.url, slack.command("hello"), **how)  # type: ignore[arg-type]
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     assert delivery.status == 401
     assert len(slack.calls) == at_startup and slack.responses == [] and fake_upstream.requests == []
 
@@ -242,11 +242,11 @@ async def test_a_redelivered_event_is_answered_once_even_after_a_restart(
         for retry in (None, 1):
             assert (await slack.deliver_http(bot.url, event, retry_num=retry)).status == 200
             assert (await slack.deliver_http(bot.url, command, retry_num=retry)).status == 200
-            await bot.adapter.idle()
+            await bot.adapter.transport.idle()
     async with running(settings) as bot:
         assert (await slack.deliver_http(bot.url, event, retry_num=2)).status == 200
         assert (await slack.deliver_http(bot.url, command, retry_num=2)).status == 200
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
     assert len(fake_upstream.requests) == 2
     assert len(slack.calls_to("chat.postMessage")) == 2  # one answer in the thread, one in the channel
 
@@ -360,7 +360,7 @@ async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
         await slack.wait_for_ack(first)
         await slack.wait_for_ack(again)
         await slack.wait_until(lambda: len(slack.in_channel("C1", mention["event"]["ts"])) == 1, 5)
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
     assert slack.in_channel("C1")[-1].text.endswith("\n\nover the socket")
     assert len(fake_upstream.requests) == 2
 
@@ -401,7 +401,7 @@ async def test_edited_mentions_and_other_bots_are_not_answered(
     payload = slack.mention(f"<@{BOT_USER_ID}> say hi to the other bot")
     payload["event"].update(extra)
     assert (await slack.deliver_http(bot.url, payload)).status == 200
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     assert fake_upstream.requests == [] and not slack.calls_to("chat.postMessage")
 
 
@@ -433,7 +433,7 @@ async def test_a_demoted_admin_loses_the_rights_when_slack_says_so(
         "is_owner": False,
     }
     await slack.deliver_http(bot.url, slack.event({"type": "user_change", "user": demoted}))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     [refused] = slack.responses_to(await ask(slack, bot, "preset set writer", user=ADMIN))
     assert refused.ephemeral and "needs a workspace admin or owner" in refused.text
     assert len([c for c in slack.calls_to("users.info") if c.params.get("user") == ADMIN]) == 1
@@ -520,7 +520,7 @@ async def test_markdown_links_to_slack_tokens_ping_nobody_anywhere_an_answer_goe
     await ask(slack, bot, "[me](!channel) please <!everyone>")
     fake_upstream.queue(Behaviour(answer=hostile))
     await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and in a thread"))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     sent = [m.text for m in slack.messages] + [v for m in slack.messages for v in m.versions]
     sent += [r.text for r in slack.responses] + [str(e.get("text", "")) for e in slack.ephemerals]
     assert len(slack.messages) >= 4, "the answers were split: continuations are checked too"

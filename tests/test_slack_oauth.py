@@ -173,7 +173,7 @@ def posts_in(slack: FakeSlack, channel: str) -> list[str]:
 async def mention(bot: Bot, slack: FakeSlack, *, team: str, channel: str, org: str | None = None) -> None:
     payload = slack.mention(f"<@{BOT_USER_ID}> hello from {team}", channel=channel, team=team, org=org)
     assert (await slack.deliver_http(bot.url, payload)).status == 200
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
 
 
 # --- the install pages -----------------------------------------------------------------------------
@@ -287,7 +287,7 @@ async def test_a_workspace_without_an_installation_is_refused_quietly_and_logged
                 await mention(bot, slack, team="T404", channel="C1")
             command = slack.command("hello", team="T404")
             assert (await slack.deliver_http(bot.url, command)).status == 200
-            await bot.adapter.idle()
+            await bot.adapter.transport.idle()
     assert not slack.calls_to("chat.postMessage") and not slack.responses
     noted = [r for r in caplog.records if "not installed" in r.getMessage()]
     assert len(noted) == 1 and "T404" in noted[0].getMessage()
@@ -307,7 +307,7 @@ async def test_an_uninstall_deletes_that_workspaces_tokens_at_once(
         if event == "tokens_revoked":
             body["tokens"] = {"oauth": [], "bot": [BOT_USER_ID]}  # type: ignore[assignment]
         assert (await slack.deliver_http(bot.url, slack.event(body, team="T1"))).status == 200
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
         await mention(bot, slack, team="T1", channel="C1")
         await mention(bot, slack, team="T2", channel="C2")
     async with installations(settings) as table:
@@ -415,7 +415,7 @@ async def test_socket_mode_serves_the_install_pages_on_their_own_port(
         mentioned = slack.mention(f"<@{BOT_USER_ID}> over the socket", channel="C1", team="T1")
         await slack.wait_for_ack(await slack.deliver_socket(mentioned))
         await slack.wait_until(lambda: posts_in(slack, "C1"), 5)
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
     assert posts_in(slack, "C1") == [token]
 
 
@@ -476,7 +476,7 @@ async def test_admin_rights_are_those_of_the_requests_own_workspace(
         for team in ("T2", "T1"):
             command = slack.command("preset set coder", user="UBOSS", team=team)
             assert (await slack.deliver_http(bot.url, command)).status == 200
-            await bot.adapter.idle()
+            await bot.adapter.transport.idle()
     in_t2, in_t1 = (r.text for r in slack.responses)
     assert "needs a workspace admin" not in in_t2 and "needs a workspace admin or owner" in in_t1
     assert [c.token for c in slack.calls_to("users.info")] == [token2, token1]
@@ -494,7 +494,7 @@ async def test_an_org_wide_uninstall_deletes_the_orgs_tokens_and_a_user_token_re
         slack.uninstall("E1")
         uninstalled = slack.event({"type": "app_uninstalled"}, team="T7", org="E1")
         await slack.deliver_http(bot.url, uninstalled)
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
         await mention(bot, slack, team="T7", channel="C7", org="E1")
         await mention(bot, slack, team="T2", channel="C2")
     async with installations(settings) as table:

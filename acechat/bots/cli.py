@@ -66,7 +66,7 @@ def _fail(error: Exception | str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from acechat.demo.run import run_demo
+        from acechat.bots.console_demo import run_demo
 
         return run_demo(args.env_file)
     if args.command == "installs" and args.installs_command == "keygen":

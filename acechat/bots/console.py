@@ -13,9 +13,10 @@ from typing import TextIO
 
 from acechat.core.chat import ChatCore, Question
 from acechat.core.commands import is_command
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
+from acechat.core.reply_target import Mark, TargetLimits
 from acechat.core.scope import Scope
-from acechat.core.target import Actor, Mark, TargetLimits
 
 PROMPT = "you> "
 

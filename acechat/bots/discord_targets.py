@@ -17,8 +17,9 @@ import discord
 from discord.http import HTTPClient, Route
 
 from acechat.core.pacing import Call, Scheduler
+from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import InFlightWindow, KeyedBudgets
-from acechat.core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
+from acechat.core.reply_target import Mark, TargetLimits
 
 NO_MENTIONS = discord.AllowedMentions.none()
 

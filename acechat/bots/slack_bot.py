@@ -42,7 +42,7 @@ from acechat.bots.slack_oauth import (
 )
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from acechat.bots.slack_text import from_slack
-from acechat.bots.slack_transport import EVENTS_PATH, KnownBot, SlackTransport, check_tokens
+from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.core.cache import LRU
 from acechat.core.chat import ChatCore, Question
 from acechat.core.secret_box import SecretBox
@@ -130,7 +130,7 @@ class SlackAdapter:
         if settings.oauth is None:
             assert auth is not None
             self._single = self._workspace_clients(settings.bot_token)
-            authorize = KnownBot(auth, settings.bot_token)
+            authorize = StartupAuthorize(auth, settings.bot_token)
         else:
             oauth = settings.oauth
             self._installs = await open_installations(
@@ -141,7 +141,7 @@ class SlackAdapter:
             self._store = store
             # Bolt's type says an AuthorizeResult; its own AsyncAuthorize (and this) may answer None.
             authorize = cast(
-                KnownBot,
+                StartupAuthorize,
                 InstalledWorkspaces(
                     store, client, client_id=oauth.client_id, client_secret=oauth.client_secret
                 ),
@@ -229,11 +229,6 @@ class SlackAdapter:
     @property
     def connected(self) -> bool:
         return self._transport is not None and self._transport.connected
-
-    async def idle(self) -> None:
-        """Wait until every request taken so far has been fully handled."""
-        if self._transport is not None:
-            await self._transport.idle()
 
     async def close(self) -> None:
         if self._transport is not None:

@@ -17,9 +17,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
 from acechat.core.pacing import Scheduler
+from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import KeyedBudgets, TokenBucket
+from acechat.core.reply_target import Mark, TargetLimits
 from acechat.core.sanitize import neutralize_mentions
-from acechat.core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,16 @@ from acechat.core.cache import LRU
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
+from acechat.core.facts import Actor, Attachment
 from acechat.core.permissions import privilege_of, refusal, required
+from acechat.core.platform_errors import PlatformError, PlatformForbidden
+from acechat.core.reply_target import Mark, ReplyTarget
 from acechat.core.sanitize import format_answer
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
 from acechat.core.splitting import closing_fence, split_message
 from acechat.core.state import ScopeState
 from acechat.core.streaming import StreamingReply
-from acechat.core.target import Actor, Attachment, Mark, PlatformError, PlatformForbidden, ReplyTarget
 from acechat.core.upstream import AIChatClient, AnswerText, Turn
 from acechat.storage import RateCheck, Store, open_store
 from acechat.storage.records import ConversationRecord, TranscriptEntry

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from acechat.core.cache import LRU
+from acechat.core.facts import Actor
 from acechat.core.presets import BUILTIN_PRESETS, Preset, resolve_preset_name
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
-from acechat.core.target import Actor
 from acechat.storage import EVERYTHING, Change, Store
 from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, ScopeSettings
 
@@ -161,19 +161,19 @@ class ScopeState:
         """Start the scope afresh; True if it had a conversation. A turn in flight cannot undo it."""
         return await self.store.reset_conversation(scope.key)
 
-    async def set_setting(
+    async def change_setting(
         self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
-    ) -> tuple[bool, str | None]:
-        """Set `field` of setting `key` (None = inherit), audited; (changed, old value).
+    ) -> str | None:
+        """Set `field` of setting `key` (None = inherit), audited; returns the value it had.
 
         Setting a value to what it already is changes nothing: no audit entry, the conversation goes on.
         """
         (current,) = await self.scope_settings((key,))
         old: str | None = getattr(current, field) if current is not None else None
         if old == value:
-            return False, old
+            return old
         old = await self.store.set_setting(
             key, field, value, audit=audit_entry(scope, actor, action, old, value)
         )
         await self.reset(scope)
-        return True, old
+        return old

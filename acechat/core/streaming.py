@@ -24,8 +24,9 @@ from collections.abc import Callable
 
 from acechat.core import metrics
 from acechat.core.pacing import Call, Limits, Scheduler
+from acechat.core.platform_errors import MessageGone, PlatformRateLimited
+from acechat.core.reply_target import ReplyTarget, TargetLimits
 from acechat.core.splitting import split_message
-from acechat.core.target import MessageGone, PlatformRateLimited, ReplyTarget, TargetLimits
 from acechat.core.upstream import AnswerText
 
 log = logging.getLogger(__name__)

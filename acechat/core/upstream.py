@@ -150,9 +150,9 @@ class AnswerText:
 
 
 @dataclass(frozen=True, slots=True)
-class Chunk:
+class AnswerUpdate:
     """One streamed line that brought new text. `text` is the whole answer so far: the same object for
-    every chunk of a stream, growing with it."""
+    every update of a stream, growing with it."""
 
     text: AnswerText
     delta: str
@@ -196,13 +196,13 @@ class AIChatClient:
             await self._session.close()
             self._session = None
 
-    async def stream(self, turn: Turn) -> AsyncGenerator[Chunk, None]:
-        """The answer as it is written; once a chunk was yielded, a failure is never retried."""
+    async def stream(self, turn: Turn) -> AsyncGenerator[AnswerUpdate, None]:
+        """The answer as it is written; once an update was yielded, a failure is never retried."""
         body = _request_body(turn)
         attempt = 0
         while True:
             parser = _StreamParser(self._scrub)
-            # One generator, not one per attempt inside another: every chunk passes a single layer.
+            # One generator, not one per attempt inside another: every update passes a single layer.
             try:
                 responded = False
                 try:
@@ -214,10 +214,10 @@ class AIChatClient:
                         parser.trace_id = _header_trace(resp)
                         content = resp.content
                         while data := await content.readany():
-                            for chunk in parser.feed(data):
-                                yield chunk
-                        for chunk in parser.finish():
-                            yield chunk
+                            for update in parser.feed(data):
+                                yield update
+                        for update in parser.finish():
+                            yield update
                 except (aiohttp.ClientError, OSError) as exc:
                     raise self._failure(exc, responded=responded, partial=bool(len(parser.text))) from exc
                 return
@@ -302,7 +302,7 @@ class AIChatClient:
 
 
 class _StreamParser:
-    """Turns NDJSON bytes, in whatever pieces they arrive, into chunks of new text."""
+    """Turns NDJSON bytes, in whatever pieces they arrive, into updates of the answer."""
 
     def __init__(self, scrub: Callable[[str], str]) -> None:
         self._scrub = scrub
@@ -312,30 +312,30 @@ class _StreamParser:
         self.conversation_id: str | None = None
         self.trace_id: str | None = None
 
-    def feed(self, data: bytes) -> Iterator[Chunk]:
-        """Chunks of the complete lines in `data`, lazily: text before a bad line still gets out."""
+    def feed(self, data: bytes) -> Iterator[AnswerUpdate]:
+        """Updates from the complete lines in `data`, lazily: text before a bad line still gets out."""
         buffer = self._buffer
         buffer += data
         start = 0
         while (end := buffer.find(b"\n", max(start, self._scanned))) != -1:
-            chunk = self._line(buffer[start:end])
+            update = self._line(buffer[start:end])
             start = end + 1
-            if chunk is not None:
-                yield chunk
+            if update is not None:
+                yield update
         del buffer[:start]
         self._scanned = len(buffer)
         if self._scanned > MAX_LINE_BYTES:
             raise self._error(UNREADABLE, "a stream line exceeded the size limit")
 
-    def finish(self) -> list[Chunk]:
+    def finish(self) -> list[AnswerUpdate]:
         """The body closed: a last line may lack its newline, and there must have been some text."""
-        chunk = self._line(self._buffer) if self._buffer else None
+        update = self._line(self._buffer) if self._buffer else None
         self._buffer.clear()
         if not str(self.text).strip():
             raise self._error(EMPTY, "the stream ended without answer text")
-        return [chunk] if chunk is not None else []
+        return [update] if update is not None else []
 
-    def _line(self, raw: bytes | bytearray) -> Chunk | None:
+    def _line(self, raw: bytes | bytearray) -> AnswerUpdate | None:
         try:
             # JSON allows whitespace (a CR, say) around the object; a blank line fails here and is skipped.
             obj = _decode_json(raw.decode())
@@ -380,7 +380,7 @@ class _StreamParser:
             text.append(delta)
         else:
             return None
-        return Chunk(text, delta, self.conversation_id, self.trace_id)
+        return AnswerUpdate(text, delta, self.conversation_id, self.trace_id)
 
     def _error(self, message: str, detail: str, *, code: str | None = None) -> UpstreamError:
         return UpstreamError(

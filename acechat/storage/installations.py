@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 from sqlite_utils import Database
 
 from acechat.storage.errors import StoreError
-from acechat.storage.schema import write_transaction
+from acechat.storage.sqlite_schema import write_transaction
 from acechat.storage.worker import DatabaseThread
 
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from acechat.storage.installations import (
     InstallationEvent,
     InstallationRow,
 )
-from acechat.storage.postgres import CONNECT_TIMEOUT, safe_label
+from acechat.storage.postgres_connections import CONNECT_TIMEOUT, safe_label
 
 # Its own lock space: the advisory key of "schema" or of an installation, not a scope's.
 _SCHEMA_LOCK = "acechat:installations:schema"

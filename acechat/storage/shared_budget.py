@@ -18,7 +18,7 @@ from collections.abc import Callable
 import asyncpg
 
 from acechat.storage.errors import StoreError
-from acechat.storage.postgres import CONNECT_TIMEOUT, safe_label
+from acechat.storage.postgres_connections import CONNECT_TIMEOUT, safe_label
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from acechat.core.target import Mark, PlatformRateLimited, TargetLimits
+from acechat.core.platform_errors import PlatformRateLimited
+from acechat.core.reply_target import Mark, TargetLimits
 
 
 @dataclass
