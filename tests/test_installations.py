@@ -25,6 +25,7 @@ from acechat.storage.installations import (
     installation_key,
     open_installations,
 )
+from acechat.storage.installations_postgres import copy_installations
 from tests.fakes.slack import CLIENT_ID, CLIENT_SECRET, FakeSlack
 from tests.store_backends import _empty as empty_database
 from tests.store_backends import pg_database
@@ -302,3 +303,29 @@ async def test_a_burst_meeting_an_empty_cache_reads_once_and_a_save_meanwhile_is
     await reading
     again = await store.lookup(None, "T1", False)
     assert again is not None and again.installation.bot_token == "xoxb-new"
+
+
+async def test_db_copy_carries_the_installations_sealed_and_a_second_run_writes_nothing(
+    tmp_path: Path, pg_database: str
+) -> None:
+    await empty_database(pg_database)
+    db = tmp_path / "acechat.db"
+    assert "0 in the file" in await copy_installations(db, pg_database)  # no file yet: nothing
+    source = await open_installations(database_url=None, db_path=db)
+    try:
+        store = SealedInstallations(source, SecretBox([KEY]))
+        await store.async_save(installation("xoxb-moved", "xoxe-1-moved", int(NOW)))
+        [before] = await source.all()
+    finally:
+        await source.close()
+    assert "1 in the file, 1 written" in await copy_installations(db, pg_database)
+    assert "1 in the file, 0 written" in await copy_installations(db, pg_database)
+    target = await open_installations(database_url=pg_database, db_path=db)
+    try:
+        assert await target.all() == [before]
+        moved = await SealedInstallations(target, SecretBox([KEY])).async_find_installation(
+            enterprise_id=None, team_id="T1"
+        )
+        assert moved is not None and moved.bot_token == "xoxb-moved"
+    finally:
+        await target.close()

@@ -118,14 +118,17 @@ def _db_copy(settings: Settings, url: str) -> int:
     from acechat.core.settings import check_database_url
     from acechat.storage import StoreError
     from acechat.storage.copy import copy_to_postgres
+    from acechat.storage.installations_postgres import copy_installations
 
     try:
         check_database_url("--to", url)
         tables = asyncio.run(copy_to_postgres(settings.db_path, url))
+        installations = asyncio.run(copy_installations(settings.db_path, url))
     except (SettingsError, StoreError) as error:
         return _fail(error)
     for table in tables:
         print(f"acechat: {table.describe()}")
+    print(f"acechat: {installations}")
     print(f"acechat: copied {settings.db_path} into the PostgreSQL database; running it again adds nothing")
     return 0
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -181,3 +184,45 @@ class PostgresInstallations:
         async with self._refreshes, self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock(f"acechat:installation:{key}"))
             yield
+
+
+async def copy_installations(db_path: Path, url: str) -> str:
+    """`acechat db copy`'s part for the installations: the SQLite file's into PostgreSQL, the file's
+    version winning, running again writing nothing. Returns a line for the operator."""
+
+    def read() -> list[InstallationRow]:
+        if not db_path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'installations'"
+            ).fetchone():
+                return []
+            rows = conn.execute(f"SELECT {ROW_COLUMNS} FROM installations ORDER BY key").fetchall()
+        finally:
+            conn.close()
+        return [InstallationRow(k, e, t, bool(org), *rest) for k, e, t, org, *rest in rows]
+
+    try:
+        rows = await asyncio.to_thread(read)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the installations in {db_path}: {exc}") from exc
+    target = await PostgresInstallations.connect(url)
+    written = 0
+    try:
+        async with target._pool.acquire() as conn, conn.transaction():
+            for row in rows:
+                status = await conn.execute(
+                    f"INSERT INTO installations AS i ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                    "ON CONFLICT (key) DO UPDATE SET enterprise_id = excluded.enterprise_id, "
+                    "team_id = excluded.team_id, is_enterprise_install = excluded.is_enterprise_install, "
+                    "data = excluded.data, sealed = excluded.sealed, expires_at = excluded.expires_at, "
+                    "installed_at = excluded.installed_at, updated_at = excluded.updated_at, version = excluded.version "
+                    "WHERE (i.data, i.sealed, i.expires_at) IS DISTINCT FROM (excluded.data, excluded.sealed, excluded.expires_at)",
+                    *dataclasses.astuple(row),
+                )
+                written += status.endswith(" 1")
+    finally:
+        await target.close()
+    return f"installations: {len(rows)} in the file, {written} written (tokens stay sealed with ACECHAT_SECRET_KEY)"
