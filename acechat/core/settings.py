@@ -16,6 +16,7 @@ from dotenv import dotenv_values
 
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.sanitize import ThinkingMode
+from acechat.core.secret_box import KEYGEN_HINT, SecretKeyError, parse_keys
 
 T = TypeVar("T")
 
@@ -300,8 +301,6 @@ def _slack_oauth(r: _Reader) -> SlackOAuthSettings | None:
     client_id = r.raw("SLACK_CLIENT_ID")
     if client_id is None:
         return None
-    from acechat.core.secret_box import KEYGEN_HINT, SecretKeyError, parse_keys
-
     client_secret = r.required(
         "SLACK_CLIENT_SECRET", "OAuth mode needs the app's client secret (Basic Information)"
     )
