@@ -515,3 +515,24 @@ async def test_socket_mode_without_a_port_for_the_install_pages_refuses_to_start
         async with running(socket_settings):
             pass
     assert "ACECHAT_HEALTH_PORT" in str(refused.value) and "SLACK_INSTALL_PORT" in str(refused.value)
+
+
+async def test_a_refused_refresh_keeps_the_token_until_it_expires_and_says_why(
+    settings: Settings, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.rotation = True
+    slack.token_lifetime = 300
+    async with running(settings) as bot:
+        await install(bot, slack, "T1")
+        [token] = slack.tokens_of("T1")
+        slack._refresh.clear()  # Slack no longer knows the refresh token
+        with caplog.at_level(logging.INFO):
+            await mention(bot, slack, team="T1", channel="C1")
+    assert posts_in(slack, "C1") == [token]
+    [refused] = [
+        c for c in slack.calls_to("oauth.v2.access") if c.params.get("grant_type") == "refresh_token"
+    ]
+    assert refused.reply["error"] == "invalid_refresh_token"
+    assert any(
+        "could not refresh the token of T1: invalid_refresh_token" in r.getMessage() for r in caplog.records
+    )

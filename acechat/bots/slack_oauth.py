@@ -37,10 +37,11 @@ from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackTokenRotationError
 from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
+from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.core.cache import LRU
@@ -292,9 +293,7 @@ class InstalledWorkspaces(AsyncAuthorize):
         self, store: SealedInstallations, client: AsyncWebClient, *, client_id: str, client_secret: str
     ) -> None:
         self._store = store
-        self._client = client
-        self._client_id = client_id
-        self._client_secret = client_secret
+        self._rotator = AsyncTokenRotator(client_id=client_id, client_secret=client_secret, client=client)
 
     async def __call__(
         self,
@@ -344,32 +343,32 @@ class InstalledWorkspaces(AsyncAuthorize):
             return await self._refresh(current)
 
     async def _refresh(self, current: Found) -> Installation | None:
-        # A copy: requests under way keep the installation they were given.
-        installation = copy.copy(current.installation)
         key = current.row.key
         try:
-            reply = await self._client.oauth_v2_access(
-                client_id=self._client_id,
-                client_secret=self._client_secret,
-                grant_type="refresh_token",
-                refresh_token=installation.bot_refresh_token,
+            bot = await self._rotator.perform_bot_token_rotation(
+                bot=current.installation.to_bot(), minutes_before_expiration=int(REFRESH_BEFORE // 60)
             )
-        except SlackApiError as error:
-            log.error("slack: could not refresh the token of %s: %s", key, error.response.get("error"))
+        except SlackTokenRotationError as error:
+            log.error(
+                "slack: could not refresh the token of %s: %s", key, error.api_error.response.get("error")
+            )
             # Still good until it expires; past that, nothing can be done but a reinstall.
-            return installation if (current.row.expires_at or 0) > time.time() else None
-        installation.bot_token = reply["access_token"]
-        installation.bot_refresh_token = reply.get("refresh_token") or installation.bot_refresh_token
-        installation.bot_token_expires_at = int(time.time()) + int(reply["expires_in"])
-        sealed = self._store.row_of(installation, now=time.time())
+            return current.installation if (current.row.expires_at or 0) > time.time() else None
+        if bot is None:  # Slack answered with something other than a bot token
+            return current.installation
+        # A copy: requests under way keep the installation they were given.
+        installation = copy.copy(current.installation)
+        installation.bot_token = bot.bot_token
+        installation.bot_refresh_token = bot.bot_refresh_token
+        installation.bot_token_expires_at = bot.bot_token_expires_at
+        refreshed = self._store.row_of(installation, now=time.time())
+        lifetime = int((bot.bot_token_expires_at or 0) - time.time())
         written = await self._store.table.replace(
             key,
             current.row.version,
-            sealed=sealed.sealed,
-            expires_at=sealed.expires_at,
-            event=InstallationEvent(
-                key, "refreshed", f"expires in {int(reply['expires_in'])} s", time.time()
-            ),
+            sealed=refreshed.sealed,
+            expires_at=refreshed.expires_at,
+            event=InstallationEvent(key, "refreshed", f"expires in {lifetime} s", time.time()),
         )
         self._store.forget(key)
         if not written:
