@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.discord import FakeDiscord, RestCall
+from tests.fakes.discord import TOKEN, FakeDiscord, RestCall
 from tests.fakes.upstream import Behaviour, FakeUpstream
 from tests.processes import BotProcess, bot_environment, until
 
@@ -85,7 +85,7 @@ async def two_shards(
 ) -> Outcome:
     """Flood both processes; `database_url` None gives each its own SQLite file (no shared budget)."""
     bots: list[BotProcess] = []
-    async with TwoGuilds(per_guild, token="discord-shared-token") as discord:
+    async with TwoGuilds(per_guild, token=TOKEN.replace("fake-signature", "shards-signature")) as discord:
         try:
             for shard in (0, 1):
                 where = (

@@ -23,13 +23,15 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.bots.discord_targets import POST_WINDOW
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core import upstream as wording
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.facts import Actor
 from acechat.core.scope import Scope
-from acechat.core.settings import DiscordSettings, RateLimit, Settings, SlackSettings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.fakes.target import RecordingTarget
@@ -89,7 +91,7 @@ async def slack_bot(
         api_url=slack.api_url,
         port=0,
     )
-    core = await ChatCore.open(dataclasses.replace(settings, slack=slack_settings))
+    core = await ChatCore.open(dataclasses.replace(settings, platforms={"slack": slack_settings}))
     adapter = SlackAdapter(core, slack_settings, host="127.0.0.1")
     try:
         await adapter.start()

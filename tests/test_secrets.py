@@ -8,12 +8,22 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from acechat.bots.adapter import settings_groups
 from acechat.bots.cli import main
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core.logs import RedactSecrets
 from acechat.core.secret_box import SealedError, SecretBox, SecretKeyError, parse_keys
-from acechat.core.settings import SettingsError, parse_settings
+from acechat.core.settings import SettingsError
+from acechat.core.settings import parse_settings as parse_core
 
 KEY = Fernet.generate_key().decode()
+
+
+def parse_settings(env: dict[str, str]) -> object:
+    """Every platform's settings too, as the CLI reads them."""
+    return parse_core(env, settings_groups())
+
+
 BASE = {"ACEDATACLOUD_API_TOKEN": "upstream-secret"}
 OAUTH = {
     **BASE,
@@ -49,10 +59,11 @@ def test_oauth_mode_reads_its_settings() -> None:
     settings = parse_settings(
         {**OAUTH, "ACECHAT_SECRET_KEY": KEY, "SLACK_REDIRECT_URI": "https://h/slack/oauth_redirect"}
     )
-    assert settings.slack is not None and settings.slack.oauth is not None
-    assert settings.slack.bot_token == ""
-    assert settings.slack.oauth.secret_keys == (KEY,)
-    assert settings.slack.oauth.redirect_uri == "https://h/slack/oauth_redirect"
+    slack = settings.platform("slack", SlackSettings)
+    assert slack is not None and slack.oauth is not None
+    assert slack.bot_token == ""
+    assert slack.oauth.secret_keys == (KEY,)
+    assert slack.oauth.redirect_uri == "https://h/slack/oauth_redirect"
     assert {"client-secret", KEY} <= set(settings.secrets)
 
 
@@ -80,7 +91,8 @@ def test_the_cli_refuses_oauth_mode_without_a_key(
     for name, value in OAUTH.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("ACECHAT_SECRET_KEY", raising=False)
-    assert main(["--env-file", str(tmp_path / "none"), "slack"]) == 2
+    (tmp_path / "empty.env").write_text("")
+    assert main(["--env-file", str(tmp_path / "empty.env"), "slack"]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("acechat: ACECHAT_SECRET_KEY is not set") and "acechat installs keygen" in line
 
@@ -140,7 +152,8 @@ def test_installs_lists_and_removes_one(
     asyncio.run(seed())
     for name, value in {**OAUTH, "ACECHAT_SECRET_KEY": KEY, "ACECHAT_DB_PATH": str(db)}.items():
         monkeypatch.setenv(name, value)
-    env = ["--env-file", str(tmp_path / "none")]
+    (tmp_path / "empty.env").write_text("")
+    env = ["--env-file", str(tmp_path / "empty.env")]
     assert main([*env, "installs"]) == 0
     listing = capsys.readouterr().out
     assert "2 installation(s)" in listing and "T1: workspace T1 (Team T1)" in listing

@@ -26,8 +26,9 @@ from cryptography.fernet import Fernet
 from acechat.bots.adapter import StartupError
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
 from acechat.bots.slack_oauth import BOT_SCOPES, INSTALL_PATH, REDIRECT_PATH
+from acechat.bots.slack_settings import SlackOAuthSettings, SlackSettings
 from acechat.core.chat import ChatCore
-from acechat.core.settings import RateLimit, Settings, SlackOAuthSettings, SlackSettings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from acechat.storage.installations import Installations, open_installations
 from tests.fakes.slack import (
     APP_TOKEN,
@@ -85,13 +86,15 @@ def settings(
 ) -> Settings:
     return Settings(
         upstream=replace(upstream_settings, read_timeout=10.0),
-        slack=SlackSettings(
-            bot_token="",
-            signing_secret=SIGNING_SECRET,
-            api_url=slack.api_url,
-            port=0,
-            oauth=oauth_settings(slack),
-        ),
+        platforms={
+            "slack": SlackSettings(
+                bot_token="",
+                signing_secret=SIGNING_SECRET,
+                api_url=slack.api_url,
+                port=0,
+                oauth=oauth_settings(slack),
+            )
+        },
         db_path=tmp_path / "acechat.db",
         database_url=database,
         database_pool=4,
@@ -99,6 +102,16 @@ def settings(
         channel_rate=RateLimit(0, 60),
         shutdown_grace=5.0,
     )
+
+
+def slack_of(settings: Settings) -> SlackSettings:
+    found = settings.platform("slack", SlackSettings)
+    assert found is not None
+    return found
+
+
+def with_slack(settings: Settings, **changes: object) -> Settings:
+    return replace(settings, platforms={"slack": replace(slack_of(settings), **changes)})  # type: ignore[arg-type]
 
 
 @dataclass
@@ -117,9 +130,8 @@ class Bot:
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Bot]:
-    assert settings.slack is not None
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, settings.slack, host="127.0.0.1")
+    adapter = SlackAdapter(core, slack_of(settings), host="127.0.0.1")
     try:
         await adapter.start()
         yield Bot(core, adapter)
@@ -392,16 +404,11 @@ async def test_slacks_endpoint_check_is_answered_in_oauth_mode(settings: Setting
 async def test_socket_mode_serves_the_install_pages_on_their_own_port(
     settings: Settings, slack: FakeSlack
 ) -> None:
-    assert settings.slack is not None and settings.slack.oauth is not None
+    oauth = slack_of(settings).oauth
+    assert oauth is not None
     port = free_port()
-    socket_settings = replace(
-        settings,
-        slack=replace(
-            settings.slack,
-            app_token=APP_TOKEN,
-            signing_secret=None,
-            oauth=replace(settings.slack.oauth, install_port=port),
-        ),
+    socket_settings = with_slack(
+        settings, app_token=APP_TOKEN, signing_secret=None, oauth=replace(oauth, install_port=port)
     )
     async with running(socket_settings) as bot:
         assert bot.adapter.port is None and bot.adapter.connected
@@ -505,12 +512,7 @@ async def test_an_org_wide_uninstall_deletes_the_orgs_tokens_and_a_user_token_re
 async def test_socket_mode_without_a_port_for_the_install_pages_refuses_to_start(
     settings: Settings,
 ) -> None:
-    assert settings.slack is not None
-    socket_settings = replace(
-        settings,
-        health_port=0,
-        slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None),
-    )
+    socket_settings = replace(with_slack(settings, app_token=APP_TOKEN, signing_secret=None), health_port=0)
     with pytest.raises(StartupError) as refused:
         async with running(socket_settings):
             pass

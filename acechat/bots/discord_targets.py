@@ -16,6 +16,7 @@ from typing import Any
 import discord
 from discord.http import HTTPClient, Route
 
+from acechat.bots.discord_rules import RULES
 from acechat.core.pacing import Call, Scheduler
 from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import InFlightWindow, KeyedBudgets
@@ -135,6 +136,8 @@ class DiscordLimits:
 class MessageTarget:
     """Answers a message: the first part replies to it, later parts follow in the channel."""
 
+    rules = RULES
+
     def __init__(self, message: discord.Message, limits: TargetLimits) -> None:
         self._message = message
         self._channel = message.channel
@@ -185,6 +188,8 @@ class MessageTarget:
 class InteractionTarget:
     """Answers a slash command: its response first (the deferred "thinking…" one, if deferred), then
     follow-ups. Notices are ephemeral."""
+
+    rules = RULES
 
     def __init__(self, interaction: discord.Interaction) -> None:
         self._interaction = interaction

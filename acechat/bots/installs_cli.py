@@ -6,6 +6,7 @@ import argparse
 import time
 from dataclasses import dataclass
 
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core.secret_box import SealedError, SecretBox, generate_key
 from acechat.core.settings import Settings, SettingsError
 from acechat.storage.installations import (
@@ -69,7 +70,8 @@ def keygen() -> int:
 async def run(settings: Settings, args: argparse.Namespace) -> list[str]:
     """The tool's output lines; SettingsError if the settings do not allow it."""
     command = args.installs_command or "list"
-    oauth = settings.slack.oauth if settings.slack is not None else None
+    slack = settings.platform("slack", SlackSettings)
+    oauth = slack.oauth if slack is not None else None
     if command == "rekey" and oauth is None:
         raise SettingsError(
             "SLACK_CLIENT_ID is not set: `acechat installs rekey` needs OAuth mode's settings"

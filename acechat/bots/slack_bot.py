@@ -40,13 +40,14 @@ from acechat.bots.slack_oauth import (
     oauth_flow,
     unknown_workspace_gate,
 )
+from acechat.bots.slack_settings import SlackSettings
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from acechat.bots.slack_text import from_slack
 from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.core.cache import LRU
 from acechat.core.chat import ChatCore, Question
 from acechat.core.secret_box import SecretBox
-from acechat.core.settings import Settings, SlackSettings
+from acechat.core.settings import Settings
 from acechat.storage.installations import Installations, installation_key, open_installations
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 # Workspaces whose clients (and users.info cache) are kept at once in OAuth mode.
 WORKSPACE_CLIENTS = 1000
 
-__all__ = ["EVENTS_PATH", "SlackAdapter", "create"]
+__all__ = ["EVENTS_PATH", "SlackAdapter", "create", "verify"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +103,7 @@ class SlackAdapter:
 
     async def start(self) -> None:
         settings = self._settings
-        base_url = settings.api_url or AsyncWebClient.BASE_URL
-        if not base_url.endswith("/"):
-            base_url += "/"  # slack_sdk joins method names with urljoin
+        base_url = _base_url(settings)
         self._base_url = base_url
         self._session = aiohttp.ClientSession()
         retry_handlers = [
@@ -168,7 +167,7 @@ class SlackAdapter:
         if settings.oauth is not None:
             app.event("app_uninstalled")(self._on_uninstalled)
             app.event("tokens_revoked")(self._on_tokens_revoked)
-        if settings.socket_mode and pages:
+        if settings.app_token is not None and pages:
             await self._serve_pages(pages)
             pages = []
         await transport.start(app, pages=pages)
@@ -344,6 +343,35 @@ class SlackAdapter:
         await self._core.ask(question, target)
 
 
+def _base_url(settings: SlackSettings) -> str:
+    base_url = settings.api_url or AsyncWebClient.BASE_URL
+    # slack_sdk joins method names with urljoin.
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def _settings(settings: Settings) -> SlackSettings:
+    slack_settings = settings.platform("slack", SlackSettings)
+    assert slack_settings is not None, "the registry creates only configured adapters"
+    return slack_settings
+
+
 def create(core: ChatCore, settings: Settings) -> SlackAdapter:
-    assert settings.slack is not None, "the registry creates only configured adapters"
-    return SlackAdapter(core, settings.slack)
+    return SlackAdapter(core, _settings(settings))
+
+
+async def verify(settings: Settings) -> str:
+    """`auth.test` with the bot token (and, in Socket Mode, opening a connection with the app token):
+    which bot in which workspace, or a StartupError naming the token Slack refused."""
+    slack_settings = _settings(settings)
+    async with aiohttp.ClientSession() as session:
+        client = AsyncWebClient(
+            base_url=_base_url(slack_settings), session=session, token=slack_settings.bot_token or None
+        )
+        auth = await check_tokens(client, slack_settings)
+    if auth is None:
+        # OAuth mode: each workspace's token is checked as its requests arrive (`acechat installs`).
+        how = "Socket Mode (app-level token accepted)" if slack_settings.app_token else "HTTP mode"
+        return f"Slack app {slack_settings.oauth.client_id if slack_settings.oauth else '?'} in OAuth mode, {how}"
+    return (
+        f"Slack bot {auth.get('user')} ({auth.get('user_id')}) in {auth.get('team')} ({auth.get('team_id')})"
+    )

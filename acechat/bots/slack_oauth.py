@@ -44,9 +44,9 @@ from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
+from acechat.bots.slack_settings import SlackOAuthSettings
 from acechat.core.cache import LRU
 from acechat.core.secret_box import SealedError, SecretBox
-from acechat.core.settings import SlackOAuthSettings
 from acechat.storage.installations import (
     InstallationEvent,
     InstallationRow,

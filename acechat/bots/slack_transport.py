@@ -32,7 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from acechat.bots.adapter import StartupError
-from acechat.core.settings import SlackSettings
+from acechat.bots.slack_settings import SlackSettings
 
 log = logging.getLogger(__name__)
 

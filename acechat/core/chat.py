@@ -13,7 +13,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from acechat.core import metrics, notices
@@ -23,7 +23,8 @@ from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
 from acechat.core.facts import Actor, Attachment
-from acechat.core.permissions import privilege_of, refusal, required
+from acechat.core.permissions import GENERIC_RIGHTS, Privilege, privilege_of, refusal, required
+from acechat.core.platform import MentionRules
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
 from acechat.core.reply_target import Mark, ReplyTarget
 from acechat.core.sanitize import format_answer
@@ -167,7 +168,7 @@ class ChatCore:
         try:
             if delivery is not None and not await self._first_delivery(delivery, scope):
                 return None
-            reply = await self.execute(scope, actor, command)
+            reply = await self.execute(scope, actor, command, rights=target.rules.rights)
         except Exception:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
@@ -179,14 +180,22 @@ class ChatCore:
             log.exception("could not show a command's reply", extra=_context(scope, actor))
         return reply
 
-    async def execute(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        """A command's reply, after checking the actor holds the level the command needs."""
+    async def execute(
+        self,
+        scope: Scope,
+        actor: Actor,
+        command: Command,
+        *,
+        rights: Mapping[Privilege, str] = GENERIC_RIGHTS,
+    ) -> CommandReply:
+        """A command's reply, after checking the actor holds the level the command needs; a refusal
+        names the rights as `rights` (the platform's rules) names them."""
         if command.action is Action.ASK:
             return CommandReply(notices.NO_ASKING_HERE, ok=False)
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level < required(command.action):
             log.info("refused %s: not enough rights", command.action.value, extra=_context(scope, actor))
-            return CommandReply(refusal(command.action, scope.platform), ok=False)
+            return CommandReply(refusal(command.action, rights), ok=False)
         return await self._commands.run(scope, actor, command)
 
     async def ask(self, question: Question, target: ReplyTarget) -> Outcome:
@@ -209,7 +218,8 @@ class ChatCore:
         self._in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
-        reply = StreamingReply(target, render=self._render_partial)
+        mentions = target.rules.mentions
+        reply = StreamingReply(target, render=lambda raw: self._render_partial(raw, mentions))
         try:
             outcome = await self._take_turn(question, target, reply)
         finally:
@@ -304,7 +314,7 @@ class ChatCore:
                     return Outcome.REFUSED
                 # Typing starts with the turn: a queued question shows nothing until it is answered.
                 reply.start_typing()
-                return await self._answer(question, reply)
+                return await self._answer(question, reply, target.rules.mentions)
         except PlatformForbidden as error:
             log.warning("the platform refused the bot here: %s", error, extra=_context(scope, question.actor))
             await reply.abort()
@@ -325,7 +335,7 @@ class ChatCore:
                 del self._queued[key]
         return Outcome.FAILED
 
-    async def _answer(self, question: Question, reply: StreamingReply) -> Outcome:
+    async def _answer(self, question: Question, reply: StreamingReply, mentions: MentionRules) -> Outcome:
         scope = question.scope
         resolved = await self.state.resolve(scope)
         stored = await self.state.conversation(scope)
@@ -407,7 +417,7 @@ class ChatCore:
         )
         # The write overlaps the final edit, and is committed before the next turn of this scope starts.
         written = self.store.queue_turn(record, transcript)
-        final = format_answer(text, thinking_mode=self.settings.thinking)
+        final = format_answer(text, thinking_mode=self.settings.thinking, mentions=mentions)
         if notes:
             final = f"{final.rstrip()}\n\n" + "\n".join(notes)
         try:
@@ -498,8 +508,8 @@ class ChatCore:
         await reply.fail(message)
         return Outcome.FAILED
 
-    def _render_partial(self, raw: str) -> str:
-        return format_answer(raw, thinking_mode=self.settings.thinking, streaming=True)
+    def _render_partial(self, raw: str, mentions: MentionRules) -> str:
+        return format_answer(raw, thinking_mode=self.settings.thinking, mentions=mentions, streaming=True)
 
 
 def _context(scope: Scope, actor: Actor) -> dict[str, str]:
