@@ -538,3 +538,14 @@ async def test_a_refused_refresh_keeps_the_token_until_it_expires_and_says_why(
     assert any(
         "could not refresh the token of T1: invalid_refresh_token" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_check_online_in_oauth_mode_names_the_app_and_checks_the_app_token(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    from acechat.bots.slack_bot import verify
+
+    assert await verify(settings) == f"Slack app {CLIENT_ID} in OAuth mode, HTTP mode"
+    socket = with_slack(settings, app_token=APP_TOKEN, signing_secret=None)
+    assert "Socket Mode (app-level token accepted)" in await verify(socket)
+    assert [c.method for c in slack.calls] == ["apps.connections.open"]
