@@ -1,7 +1,8 @@
 """A local stand-in for Slack: the Web API, Socket Mode's WebSocket and `response_url`, on one port.
 
 Slack's limits that matter to a streaming bot are enforced first, before a call does anything, so
-tests and benchmarks catch abuse. One `FakeSlack` is one workspace; a call past a limit gets HTTP 429,
+tests and benchmarks catch abuse. One `FakeSlack` is one workspace unless OAuth installs add more (see
+below), each with its own limits as on Slack; a call past a limit gets HTTP 429,
 `{"ok": false, "error": "ratelimited"}` and a whole-second `Retry-After`, as Slack sends it.
 
 - Tiered methods (https://docs.slack.dev/apis/web-api/rate-limits: Tier 2 "20+ per minute", Tier 3
@@ -251,10 +252,12 @@ class FakeSlack:
         methods = {m: TIERS[t] for m, t in METHOD_TIERS.items()}
         methods["chat.update"] = Tier(update_per_minute, update_burst)
         methods.update(tiers or {})
-        self._buckets = {m: _Bucket(t.burst, t.per_minute / 60.0, clock) for m, t in methods.items()}
+        self._tiers = methods
+        # Slack's limits are per workspace: each token's workspace (or org) has buckets of its own.
+        self._buckets: dict[str, dict[str, _Bucket]] = {}
         self._post_burst = post_burst
         self._post_rate = post_per_second
-        self._posts: dict[str, _Bucket] = {}
+        self._posts: dict[tuple[str, str], _Bucket] = {}
         self._status: dict[tuple[str, str], Status] = {}
         self._caller = ""  # the token of the call being answered
         self._ts = itertools.count(1)
@@ -457,6 +460,7 @@ class FakeSlack:
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
+        self._caller = token
         bucket = self._bucket(method, params)
         if bucket is not None:
             wait = bucket.take()
@@ -465,17 +469,23 @@ class FakeSlack:
                 # Whole seconds, rounded up; the rounding first keeps float noise from adding a second.
                 retry_after = math.ceil(round(wait, 6))
                 return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
-        self._caller = token
         result: tuple[int, dict[str, Any], dict[str, str]] = handler(params)
         return result
 
     def _bucket(self, method: str, params: dict[str, Any]) -> _Bucket | None:
+        team = self.token_team.get(self._caller, self.team_id)
         if method != "chat.postMessage":
-            return self._buckets.get(method)
-        channel = str(params.get("channel", ""))
-        bucket = self._posts.get(channel)
+            tier = self._tiers.get(method)
+            if tier is None:
+                return None
+            buckets = self._buckets.setdefault(team, {})
+            if method not in buckets:
+                buckets[method] = _Bucket(tier.burst, tier.per_minute / 60.0, self._clock)
+            return buckets[method]
+        where = (team, str(params.get("channel", "")))
+        bucket = self._posts.get(where)
         if bucket is None:
-            bucket = self._posts[channel] = _Bucket(self._post_burst, self._post_rate, self._clock)
+            bucket = self._posts[where] = _Bucket(self._post_burst, self._post_rate, self._clock)
         return bucket
 
     def _ok(self, **fields: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
