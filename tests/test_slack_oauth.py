@@ -182,10 +182,22 @@ def posts_in(slack: FakeSlack, channel: str) -> list[str]:
     return [c.token for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == channel]
 
 
-async def mention(bot: Bot, slack: FakeSlack, *, team: str, channel: str, org: str | None = None) -> None:
-    payload = slack.mention(f"<@{BOT_USER_ID}> hello from {team}", channel=channel, team=team, org=org)
+async def mention(
+    bot: Bot,
+    slack: FakeSlack,
+    *,
+    team: str,
+    channel: str,
+    org: str | None = None,
+    thread_ts: str | None = None,
+) -> str:
+    """Mention the bot and wait for all it does about it; returns the mention's ts (its thread)."""
+    payload = slack.mention(
+        f"<@{BOT_USER_ID}> hello from {team}", channel=channel, team=team, org=org, thread_ts=thread_ts
+    )
     assert (await slack.deliver_http(bot.url, payload)).status == 200
     await bot.adapter.transport.idle()
+    return str(payload["event"]["ts"])
 
 
 # --- the install pages -----------------------------------------------------------------------------
@@ -219,16 +231,20 @@ async def test_two_workspaces_install_and_each_is_answered_with_its_own_token(
             assert "Thank you" in page.text or "successfully" in page.text.lower()
         [token1], [token2] = slack.tokens_of("T1"), slack.tokens_of("T2")
         assert token1 != token2
-        await mention(bot, slack, team="T1", channel="C1")
+        thread = await mention(bot, slack, team="T1", channel="C1")
         await mention(bot, slack, team="T2", channel="C2")
-        await mention(bot, slack, team="T1", channel="C1")
+        await mention(bot, slack, team="T1", channel="C1", thread_ts=thread)
     assert posts_in(slack, "C1") == [token1, token1]
     assert posts_in(slack, "C2") == [token2]
     # Every call the bot made for a workspace carried that workspace's token, and no other.
     assert not [c for c in slack.calls if c.token and c.token not in (token1, token2)]
     assert all(c.ok for c in slack.calls_to("chat.postMessage"))
-    # Conversations stay apart: one per workspace channel.
-    assert len({b["id"] for b in fake_upstream.bodies if b and b.get("id")}) <= 2
+    # Each workspace's thread has a conversation of its own: T2's question started one, and T1's
+    # follow-up in its thread continued T1's.
+    first, other, follow_up = fake_upstream.bodies
+    assert first is not None and other is not None and follow_up is not None
+    assert first.get("id") is None and other.get("id") is None
+    assert follow_up["id"] in fake_upstream.conversations
 
 
 async def test_an_org_wide_install_answers_every_workspace_of_the_org_with_the_orgs_token(
