@@ -33,15 +33,14 @@ from tests.fakes.discord import EPHEMERAL, FakeDiscord, FakeInteraction, Mention
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack, sign
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
-# The two restore_ fixtures are autouse: imported, they apply here too (discord.py and slack-bolt
-# change process-wide state).
+# The restore_ fixture is autouse: imported, it applies here too (discord.py changes process-wide
+# state).
 from tests.test_faults import (  # noqa: F401
     BOT,
     discord_answer,
     discord_bot,
     fault_settings,
     reply_to,
-    restore_bolt_app_logger,
     restore_discord_endpoints,
     slack_bot,
 )

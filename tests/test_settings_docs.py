@@ -31,6 +31,9 @@ SECRETS = {
     "SLACK_BOT_TOKEN": "xoxb-secret-0002",
     "SLACK_APP_TOKEN": "xapp-secret-0003",
     "SLACK_SIGNING_SECRET": "signing-secret-0004",
+    "SLACK_CLIENT_SECRET": "client-secret-0005",
+    # A Fernet key (32 url-safe base64 bytes), as `acechat installs keygen` prints one.
+    "ACECHAT_SECRET_KEY": "YWNlY2hhdC1leGFtcGxlLXNlY3JldC1rZXktMDAwNiE=",
 }
 # Every platform configured, so that every platform's settings are parsed.
 CONFIGURED = {**SECRETS, "SLACK_COMMAND": "/aichat"}

@@ -24,6 +24,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from acechat.bots.adapter import StartupError
+from acechat.bots.discord_budget import shared_global_limit
 from acechat.bots.discord_commands import build_tree
 from acechat.bots.discord_facts import (
     actor_of,
@@ -39,6 +40,7 @@ from acechat.bots.discord_facts import (
 from acechat.bots.discord_settings import DiscordSettings
 from acechat.bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget, ThreadTarget
 from acechat.core.chat import ChatCore, Question
+from acechat.core.pacing.limits import InFlightWindow
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
 
@@ -92,7 +94,13 @@ class AceClient(discord.AutoShardedClient):
     """An auto-sharded client whose events go to the core."""
 
     def __init__(
-        self, core: ChatCore, settings: DiscordSettings, *, message_content: bool, **options: Any
+        self,
+        core: ChatCore,
+        settings: DiscordSettings,
+        *,
+        message_content: bool,
+        global_limit: InFlightWindow | None = None,
+        **options: Any,
     ) -> None:
         if settings.shard_ids is not None:
             options["shard_ids"] = list(settings.shard_ids)
@@ -107,7 +115,7 @@ class AceClient(discord.AutoShardedClient):
         self.core = core
         self.settings = settings
         self.tree = build_tree(self, core, dms=settings.dms)
-        self.limits = DiscordLimits()
+        self.limits = DiscordLimits(global_limit)
         self.limits.pace(self.http)
         self.serving = asyncio.Event()  # set once the first shard is ready
 
@@ -254,6 +262,7 @@ class DiscordAdapter:
         self.core = core
         self.settings = settings
         self._guild_ready_timeout = guild_ready_timeout
+        self._shared = shared_global_limit(core.settings.database_url, settings.token)
         self.client = self._client(message_content=True)
         self._connect_timeout = connect_timeout
         self._task: asyncio.Task[None] | None = None
@@ -265,6 +274,7 @@ class DiscordAdapter:
             self.settings,
             message_content=message_content,
             guild_ready_timeout=self._guild_ready_timeout,
+            global_limit=None if self._shared is None else self._shared.limit,
         )
 
     @property
@@ -294,6 +304,8 @@ class DiscordAdapter:
             await self._start()
 
     async def _start(self) -> None:
+        if self._shared is not None and not self._shared.started:
+            await self._shared.start()
         self._task = asyncio.create_task(self.client.start(self.settings.token), name="discord")
         ready = asyncio.create_task(self.client.serving.wait())
         try:
@@ -326,6 +338,8 @@ class DiscordAdapter:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        if self._shared is not None:
+            await self._shared.close()
 
 
 def _settings(settings: Settings) -> DiscordSettings:

@@ -97,9 +97,10 @@ def platform_errors(*, granted: bool = False) -> Iterator[None]:
 class DiscordLimits:
     """Discord's allowances every answer of this connection shares: the global one, and per channel."""
 
-    def __init__(self) -> None:
+    def __init__(self, global_limit: InFlightWindow | None = None) -> None:
         self._scheduler = Scheduler()
-        self._global = InFlightWindow(GLOBAL_PER_SECOND, 1.0)
+        # A share of the token's limit when processes draw on it together (core.pacing.shared_window).
+        self._global = global_limit or InFlightWindow(GLOBAL_PER_SECOND, 1.0)
         self._posts: KeyedBudgets[InFlightWindow] = KeyedBudgets(
             lambda: InFlightWindow(POSTS_PER_WINDOW, POST_WINDOW)
         )

@@ -1,7 +1,8 @@
 """A local stand-in for Slack: the Web API, Socket Mode's WebSocket and `response_url`, on one port.
 
 Slack's limits that matter to a streaming bot are enforced first, before a call does anything, so
-tests and benchmarks catch abuse. One `FakeSlack` is one workspace; a call past a limit gets HTTP 429,
+tests and benchmarks catch abuse. One `FakeSlack` is one workspace unless OAuth installs add more (see
+below), each with its own limits as on Slack; a call past a limit gets HTTP 429,
 `{"ok": false, "error": "ratelimited"}` and a whole-second `Retry-After`, as Slack sends it.
 
 - Tiered methods (https://docs.slack.dev/apis/web-api/rate-limits: Tier 2 "20+ per minute", Tier 3
@@ -32,7 +33,16 @@ tests and benchmarks catch abuse. One `FakeSlack` is one workspace; a call past 
 - Not limited: `auth.test`, `apps.connections.open`, `conversations.info` and `users.info` (Tier 4; a
   burst of hundreds of distinct askers would meet it on real Slack).
 
-Every Web API call is recorded with its arrival time (`calls`), 429s by method (`limited`, and their
+OAuth (many workspaces, one app): `grant(team_id)` stands for a person approving the install on Slack's
+authorize page and returns the `code` the redirect brings; `oauth.v2.access` takes it once, with the
+app's client id and secret (HTTP Basic, as slack_sdk sends them), and answers as Slack does: `access_token`,
+`token_type: "bot"`, `scope`, `bot_user_id`, `app_id`, `team` (null for an org-wide install), `enterprise`,
+`is_enterprise_install`, and with `rotation` on, `refresh_token` and `expires_in` (`xoxe.xoxb-` tokens).
+`grant_type=refresh_token` trades a refresh token, once, for new tokens; the old access token keeps working
+until it expires. Each workspace's token works only for its workspace (`token_team`); `uninstall()`
+revokes a workspace's tokens (`token_revoked`), an expired one answers `token_expired`.
+
+Every Web API call is recorded with its arrival time and token (`calls`), 429s by method (`limited`, and their
 total `rate_limited`), every text a message has shown with its time (`Message.versions` / `Message.at`,
 deleted messages in `deleted`), as are Socket Mode acks (`acks`) and `respond()` posts (`responses`).
 The helpers at the bottom build signed slash-command and event requests the way Slack sends them,
@@ -42,6 +52,7 @@ for HTTP mode (`deliver_http`) or Socket Mode (`deliver_socket`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import itertools
@@ -64,6 +75,10 @@ TEAM_ID = "T0001"
 APP_ID = "A0001"
 BOT_USER_ID = "UBOT"
 BOT_ID = "B0001"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "test-client-secret"
+BOT_SCOPES = "app_mentions:read,chat:write,commands,im:history,users:read"
+TOKEN_LIFETIME = 43200
 MAX_TEXT_CHARS = 4000
 MAX_STREAM_CHUNK_CHARS = 12000
 STATUS_TIMEOUT = 120.0
@@ -108,6 +123,7 @@ class ApiCall:
     at: float
     status: int
     reply: dict[str, Any]
+    token: str = ""
 
     @property
     def ok(self) -> bool:
@@ -255,16 +271,95 @@ class FakeSlack:
         methods = {m: TIERS[t] for m, t in METHOD_TIERS.items()}
         methods["chat.update"] = Tier(update_per_minute, update_burst)
         methods.update(tiers or {})
-        self._buckets = {m: _Bucket(t.burst, t.per_minute / 60.0, clock) for m, t in methods.items()}
+        self._tiers = methods
+        # Slack's limits are per workspace: each token's workspace (or org) has buckets of its own.
+        self._buckets: dict[str, dict[str, _Bucket]] = {}
         self._post_burst = post_burst
         self._post_rate = post_per_second
-        self._posts: dict[str, _Bucket] = {}
+        self._posts: dict[tuple[str, str], _Bucket] = {}
         self._status: dict[tuple[str, str], Status] = {}
+        self._caller = ""  # the token of the call being answered
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._socket: web.WebSocketResponse | None = None
         self._changed = asyncio.Condition()
+        # OAuth: the token each workspace (or org) has, what each code and refresh token is worth.
+        self.token_team: dict[str, str] = {BOT_TOKEN: team_id}
+        self.token_expires: dict[str, float] = {}
+        self.revoked: set[str] = set()
+        self.rotation = False
+        self.token_lifetime = TOKEN_LIFETIME
+        self.enterprises: dict[str, str] = {}  # team (or org) id -> its Enterprise Grid org id
+        self._codes: dict[str, tuple[str, str | None, bool]] = {}
+        self._refresh: dict[str, str] = {}
+        self._minted = itertools.count(1)
+
+    # --- OAuth -----------------------------------------------------------------------------------
+
+    def grant(self, team_id: str, *, enterprise_id: str | None = None, org_install: bool = False) -> str:
+        """Someone approved the install for `team_id` (an org-wide install: `enterprise_id`): the code."""
+        code = f"code-{next(self._minted)}-{team_id}"
+        self._codes[code] = (team_id, enterprise_id, org_install)
+        if enterprise_id is not None:
+            self.enterprises[enterprise_id if org_install else team_id] = enterprise_id
+        return code
+
+    def tokens_of(self, team: str) -> list[str]:
+        return [t for t, owner in self.token_team.items() if owner == team and t not in self.revoked]
+
+    def uninstall(self, team: str) -> None:
+        """The workspace (or org) removed the app: its tokens stop working at once."""
+        self.revoked.update(t for t, owner in self.token_team.items() if owner == team)
+        self._refresh = {r: owner for r, owner in self._refresh.items() if owner != team}
+
+    def _mint(self, team: str) -> dict[str, Any]:
+        n = next(self._minted)
+        prefix = "xoxe.xoxb-" if self.rotation else "xoxb-"
+        token = f"{prefix}{team}-{n}-{'x' * 8}"
+        self.token_team[token] = team
+        fields: dict[str, Any] = {"access_token": token, "token_type": "bot", "scope": BOT_SCOPES}
+        if self.rotation:
+            refresh = f"xoxe-1-{team}-{n}-{'r' * 8}"
+            self._refresh[refresh] = team
+            self.token_expires[token] = time.time() + self.token_lifetime
+            fields.update(refresh_token=refresh, expires_in=self.token_lifetime)
+        return fields
+
+    def _oauth_v2_access(
+        self, params: dict[str, Any], basic: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        credentials = (params.get("client_id"), params.get("client_secret"))
+        if basic:
+            try:
+                user, _, password = base64.b64decode(basic).decode().partition(":")
+            except ValueError:
+                return self._error("invalid_client_id")
+            credentials = (user, password)
+        if credentials[0] != CLIENT_ID:
+            return self._error("invalid_client_id")
+        if credentials[1] != CLIENT_SECRET:
+            return self._error("bad_client_secret")
+        if params.get("grant_type") == "refresh_token":
+            team = self._refresh.pop(str(params.get("refresh_token")), None)
+            if team is None:
+                return self._error("invalid_refresh_token")
+            return self._ok(**self._mint(team))
+        grant = self._codes.pop(str(params.get("code")), None)
+        if grant is None:
+            return self._error("invalid_code")
+        team_id, enterprise_id, org_install = grant
+        owner = enterprise_id if org_install and enterprise_id else team_id
+        enterprise = {"id": enterprise_id, "name": f"Org {enterprise_id}"} if enterprise_id else None
+        return self._ok(
+            **self._mint(owner),
+            bot_user_id=BOT_USER_ID,
+            app_id=APP_ID,
+            team=None if org_install else {"id": team_id, "name": f"Team {team_id}"},
+            enterprise=enterprise,
+            is_enterprise_install=org_install,
+            authed_user={"id": "U1"},
+        )
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -356,12 +451,19 @@ class FakeSlack:
                 params.update(await request.json())
             else:
                 params.update(await request.post())
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        authorization = request.headers.get("Authorization", "")
         if self.drop_before_delivery[method] > 0:
             self.drop_before_delivery[method] -= 1
             self._drop(request)
-        status, reply, headers = self._dispatch(method, params, token)
-        self.calls.append(ApiCall(method, params, self._clock(), status, reply))
+        if method == "oauth.v2.access":
+            token = ""
+            status, reply, headers = self._oauth_v2_access(
+                params, authorization.removeprefix("Basic ").strip()
+            )
+        else:
+            token = authorization.removeprefix("Bearer ").strip()
+            status, reply, headers = self._dispatch(method, params, token)
+        self.calls.append(ApiCall(method, params, self._clock(), status, reply, token))
         await self._record()
         if self.drop_after_delivery[method] > 0:
             self.drop_after_delivery[method] -= 1
@@ -377,12 +479,19 @@ class FakeSlack:
     def _dispatch(
         self, method: str, params: dict[str, Any], token: str
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        expected = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
-        if token != expected:
-            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if method == "apps.connections.open":
+            if token != APP_TOKEN:
+                return self._error("invalid_auth")
+        elif token in self.revoked:
+            return self._error("token_revoked")
+        elif token not in self.token_team:
+            return self._error("invalid_auth")
+        elif self.token_expires.get(token, math.inf) <= time.time():
+            return self._error("token_expired")
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
+        self._caller = token
         bucket = self._bucket(method, params)
         if bucket is not None:
             wait = bucket.take()
@@ -395,12 +504,19 @@ class FakeSlack:
         return result
 
     def _bucket(self, method: str, params: dict[str, Any]) -> _Bucket | None:
+        team = self.token_team.get(self._caller, self.team_id)
         if method != "chat.postMessage":
-            return self._buckets.get(method)
-        channel = str(params.get("channel", ""))
-        bucket = self._posts.get(channel)
+            tier = self._tiers.get(method)
+            if tier is None:
+                return None
+            buckets = self._buckets.setdefault(team, {})
+            if method not in buckets:
+                buckets[method] = _Bucket(tier.burst, tier.per_minute / 60.0, self._clock)
+            return buckets[method]
+        where = (team, str(params.get("channel", "")))
+        bucket = self._posts.get(where)
         if bucket is None:
-            bucket = self._posts[channel] = _Bucket(self._post_burst, self._post_rate, self._clock)
+            bucket = self._posts[where] = _Bucket(self._post_burst, self._post_rate, self._clock)
         return bucket
 
     def _ok(self, **fields: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -438,14 +554,18 @@ class FakeSlack:
         return message
 
     def _api_auth_test(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        owner = self.token_team.get(self._caller, self.team_id)
+        enterprise = self.enterprises.get(owner)
+        org = enterprise == owner
         return self._ok(
             url="https://fake.slack.com/",
             team="Fake",
             user="aichat",
-            team_id=self.team_id,
+            team_id=None if org else owner,
+            enterprise_id=enterprise,
             user_id=BOT_USER_ID,
             bot_id=BOT_ID,
-            is_enterprise_install=False,
+            is_enterprise_install=org,
         )
 
     def _api_apps_connections_open(
@@ -568,10 +688,15 @@ class FakeSlack:
         user = str(params.get("user", ""))
         if not user.startswith("U"):
             return self._error("user_not_found")
+        # The caller's workspace (OAuth: each token has its own); an org-wide install's users are the org's.
+        owner = self.token_team.get(self._caller, self.team_id)
+        enterprise = self.enterprises.get(owner)
+        grid = {"enterprise_user": {"enterprise_id": enterprise}} if enterprise else {}
         return self._ok(
             user={
+                **grid,
                 "id": user,
-                "team_id": self.home_teams.get(user, self.team_id),
+                "team_id": self.home_teams.get(user, self.team_id if enterprise == owner else owner),
                 "name": user.lower(),
                 "real_name": f"Real {user}",
                 "profile": {"display_name": f"{user.lower()}-display", "real_name": f"Real {user}"},
@@ -707,12 +832,16 @@ class FakeSlack:
         channel: str = "C1",
         command: str = "/aichat",
         trigger_id: str | None = None,
+        team: str | None = None,
+        org: str | None = None,
     ) -> dict[str, str]:
         """The form fields of one slash command, with a `response_url` served by this fake."""
         n = next(self._ids)
+        grid = {"enterprise_id": org, "is_enterprise_install": "true"} if org else {}
         return {
+            **grid,
             "token": "legacy-verification-token",
-            "team_id": self.team_id,
+            "team_id": team or self.team_id,
             "team_domain": "fake",
             "channel_id": channel,
             "channel_name": "directmessage" if channel.startswith("D") else "general",
@@ -725,11 +854,20 @@ class FakeSlack:
             "trigger_id": trigger_id or f"trigger-{n}",
         }
 
-    def event(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-        """An Events API `event_callback` body around `event`."""
-        return {
+    def event(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        team: str | None = None,
+        org: str | None = None,
+    ) -> dict[str, Any]:
+        """An Events API `event_callback` body around `event` (from `team`, a workspace of the org-wide
+        install `org` if given)."""
+        team = team or self.team_id
+        body: dict[str, Any] = {
             "token": "legacy-verification-token",
-            "team_id": self.team_id,
+            "team_id": team,
             "api_app_id": APP_ID,
             "event": event,
             "type": "event_callback",
@@ -737,13 +875,17 @@ class FakeSlack:
             "event_time": int(time.time()),
             "authorizations": [
                 {
-                    "team_id": self.team_id,
+                    "enterprise_id": org,
+                    "team_id": None if org else team,
                     "user_id": BOT_USER_ID,
                     "is_bot": True,
-                    "is_enterprise_install": False,
+                    "is_enterprise_install": org is not None,
                 }
             ],
         }
+        if org is not None:
+            body["enterprise_id"] = org
+        return body
 
     def mention(
         self,
@@ -753,6 +895,8 @@ class FakeSlack:
         channel: str = "C1",
         thread_ts: str | None = None,
         event_id: str | None = None,
+        team: str | None = None,
+        org: str | None = None,
     ) -> dict[str, Any]:
         """Someone mentions the bot: `text` should contain `<@UBOT>` as Slack writes it."""
         ts = self.next_ts()
@@ -763,14 +907,21 @@ class FakeSlack:
             "ts": ts,
             "channel": channel,
             "event_ts": ts,
-            "team": self.team_id,
+            "team": team or self.team_id,
         }
         if thread_ts is not None:
             event["thread_ts"] = thread_ts
-        return self.event(event, event_id=event_id)
+        return self.event(event, event_id=event_id, team=team, org=org)
 
     def direct_message(
-        self, text: str, *, user: str = "U1", channel: str = "D1", **extra: Any
+        self,
+        text: str,
+        *,
+        user: str = "U1",
+        channel: str = "D1",
+        team: str | None = None,
+        org: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
         ts = self.next_ts()
         event = {
@@ -781,10 +932,10 @@ class FakeSlack:
             "ts": ts,
             "channel": channel,
             "event_ts": ts,
-            "team": self.team_id,
+            "team": team or self.team_id,
             **extra,
         }
-        return self.event(event)
+        return self.event(event, team=team, org=org)
 
     async def deliver_http(
         self,
