@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from acechat.bots.discord_rules import RULES
 from acechat.core.reply_target import Mark, TargetLimits
 
 # Discord's limits, without the typing indicator (a platform call, not core work).
@@ -14,6 +15,7 @@ class FastTarget:
     """Keeps only counters and the last text, so the target costs next to nothing."""
 
     _handles = itertools.count(1)
+    rules = RULES
 
     def __init__(self) -> None:
         self.posts = 0

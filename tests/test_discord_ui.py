@@ -13,9 +13,10 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.core import notices
 from acechat.core.chat import ChatCore
-from acechat.core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.discord import EPHEMERAL, FakeDiscord, FakeInteraction, FakeMessage, attachment_payload
 from tests.fakes.upstream import Behaviour, FakeUpstream
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,13 +22,15 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.bots.discord_targets import POST_WINDOW
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core import upstream as wording
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.facts import Actor
 from acechat.core.scope import Scope
-from acechat.core.settings import DiscordSettings, RateLimit, Settings, SlackSettings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.fakes.target import RecordingTarget
@@ -56,16 +57,6 @@ def restore_discord_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", DiscordWebSocket.DEFAULT_GATEWAY)
 
 
-@pytest.fixture(autouse=True)
-def restore_bolt_app_logger() -> Iterator[None]:
-    """slack-bolt sets the level of the logger named after the app ("acechat") to the root's level when
-    an app is made; undo that so later tests logging under "acechat." see their own configuration."""
-    logger = logging.getLogger("acechat")
-    saved = (logger.level, logger.disabled)
-    yield
-    logger.level, logger.disabled = saved
-
-
 def fault_settings(tmp_path: Path, upstream: UpstreamSettings, **changes: object) -> Settings:
     base = Settings(
         upstream=upstream,
@@ -89,7 +80,7 @@ async def slack_bot(
         api_url=slack.api_url,
         port=0,
     )
-    core = await ChatCore.open(dataclasses.replace(settings, slack=slack_settings))
+    core = await ChatCore.open(dataclasses.replace(settings, platforms={"slack": slack_settings}))
     adapter = SlackAdapter(core, slack_settings, host="127.0.0.1")
     try:
         await adapter.start()

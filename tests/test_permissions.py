@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from acechat.bots import console, discord_rules, slack_rules
 from acechat.core.commands import Action
 from acechat.core.permissions import Privilege, privilege_of, refusal, required
 
 A = Action
 P = Privilege
 
-CHANNEL_ACTIONS = [A.PRESET_SET, A.PRESET_CLEAR, A.MODEL_SET]
+CHANNEL_ACTIONS = [A.PRESET_SET, A.PRESET_CLEAR, A.MODEL_SET, A.CHANNEL, A.ENGAGE, A.AUTOTHREAD]
 WORKSPACE_ACTIONS = [
     A.FEEDBACK,
     A.PRESET_DEFAULT,
@@ -19,6 +20,15 @@ WORKSPACE_ACTIONS = [
     A.PRESET_DELETE,
     A.MODEL_DEFAULT,
     A.AUDIT,
+    A.ACCESS,
+    A.ACCESS_DMS,
+    A.USERS_ALLOW,
+    A.USERS_DENY,
+    A.USERS_REMOVE,
+    A.USERS_LIST,
+    A.QUOTA,
+    A.USAGE,
+    A.TRANSCRIPTS,
 ]
 
 
@@ -71,7 +81,8 @@ def test_configured_admins_hold_the_top_level(
         (
             A.MODEL_SET,
             "slack",
-            "`model set` needs a workspace admin or owner. Ask someone who has that, or the bot's operator.",
+            "`model set` needs a workspace admin or owner, the channel's creator or a member of the bot's "
+            "admin user group. Ask someone who has that, or the bot's operator.",
         ),
         (
             A.PRESET_DELETE,
@@ -91,4 +102,5 @@ def test_configured_admins_hold_the_top_level(
     ],
 )
 def test_a_refusal_names_the_rights_as_the_platform_does(action: Action, platform: str, text: str) -> None:
-    assert refusal(action, platform) == text
+    rules = {"discord": discord_rules.RULES, "slack": slack_rules.RULES, "console": console.RULES}[platform]
+    assert refusal(action, rules.rights) == text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -14,9 +15,10 @@ import pytest_asyncio
 
 from acechat.bots.adapter import StartupError
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core.chat import ChatCore
 from acechat.core.presets import BUILTIN_PRESETS
-from acechat.core.settings import RateLimit, Settings, SlackSettings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from acechat.core.upstream import USED_UP
 from tests.conftest import SLACK_ADMIN as ADMIN
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
@@ -37,25 +39,36 @@ class Bot:
 def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
     return Settings(
         upstream=replace(upstream_settings, read_timeout=10.0),
-        slack=SlackSettings(
-            bot_token=BOT_TOKEN,
-            signing_secret=SIGNING_SECRET,
-            api_url=slack.api_url,
-            command="/aichat",
-            port=0,
-        ),
+        platforms={
+            "slack": SlackSettings(
+                bot_token=BOT_TOKEN,
+                signing_secret=SIGNING_SECRET,
+                api_url=slack.api_url,
+                command="/aichat",
+                port=0,
+            )
+        },
         db_path=tmp_path / "acechat.db",
         shutdown_grace=5.0,
     )
+
+
+def slack_of(settings: Settings) -> SlackSettings:
+    found = settings.platform("slack", SlackSettings)
+    assert found is not None
+    return found
+
+
+def with_slack(settings: Settings, **changes: object) -> Settings:
+    return replace(settings, platforms={"slack": replace(slack_of(settings), **changes)})  # type: ignore[arg-type]
 
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Bot]:
     """The core and the adapter as `acechat slack` runs them; `adapter.transport.idle()` waits for all
     the work of the requests it has acknowledged."""
-    assert settings.slack is not None
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, settings.slack, host="127.0.0.1")
+    adapter = SlackAdapter(core, slack_of(settings), host="127.0.0.1")
     await adapter.start()
     try:
         yield Bot(core, adapter)
@@ -216,14 +229,13 @@ async def test_a_bad_signature_is_rejected_before_any_handler(
 async def test_a_rejected_token_or_missing_secret_stops_startup_with_a_clear_error(
     settings: Settings, token: str
 ) -> None:
-    assert settings.slack is not None
     changes = {
         "bot": {"bot_token": "xoxb-wrong"},
         "app": {"app_token": "xapp-wrong"},
         "secret": {"signing_secret": None},
     }[token]
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, replace(settings.slack, **changes), host="127.0.0.1")  # type: ignore[arg-type]
+    adapter = SlackAdapter(core, replace(slack_of(settings), **changes), host="127.0.0.1")  # type: ignore[arg-type]
     try:
         with pytest.raises(StartupError, match="SLACK_") as caught:
             await adapter.start()
@@ -318,8 +330,7 @@ async def test_chat_update_429_is_honoured_and_the_final_text_still_arrives(
     full = " ".join(f"word{i}" for i in range(150))
     fake_upstream.queue(Behaviour(answer=full, fragment_size=20, fragment_delay=0.03))
     async with FakeSlack(update_burst=1, update_per_minute=120) as strict:
-        assert settings.slack is not None
-        tight = replace(settings, slack=replace(settings.slack, api_url=strict.api_url))
+        tight = with_slack(settings, api_url=strict.api_url)
         async with running(tight) as bot:
             await ask(strict, bot, "stream a lot")
         assert strict.rate_limited >= 1
@@ -341,10 +352,7 @@ async def test_close_lets_an_answer_in_flight_finish(
 async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
-    assert settings.slack is not None
-    socket_settings = replace(
-        settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None)
-    )
+    socket_settings = with_slack(settings, app_token=APP_TOKEN, signing_secret=None)
     fake_upstream.queue(Behaviour(latency=0.5, answer="over the socket"))
     async with running(socket_settings) as bot:
         assert bot.adapter.connected and bot.adapter.port is None
@@ -368,10 +376,7 @@ async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
 async def test_socket_mode_reconnects_after_slack_drops_the_connection(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
-    assert settings.slack is not None
-    socket_settings = replace(
-        settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None)
-    )
+    socket_settings = with_slack(settings, app_token=APP_TOKEN, signing_secret=None)
     async with running(socket_settings) as bot:
         await slack.wait_for_socket(1)
         await slack.drop_socket()
@@ -443,9 +448,8 @@ async def test_an_admin_is_looked_up_again_within_a_minute(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
     now = [1000.0]
-    assert settings.slack is not None
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, settings.slack, host="127.0.0.1", clock=lambda: now[0])
+    adapter = SlackAdapter(core, slack_of(settings), host="127.0.0.1", clock=lambda: now[0])
     await adapter.start()
     bot = Bot(core, adapter)
     try:
@@ -488,13 +492,12 @@ async def test_questions_that_start_with_a_command_word_are_answered(
 
 
 async def test_an_unreachable_slack_is_one_line(settings: Settings) -> None:
-    assert settings.slack is not None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     core = await ChatCore.open(settings)
     adapter = SlackAdapter(
-        core, replace(settings.slack, api_url=f"http://127.0.0.1:{closed}/api/"), host="127.0.0.1"
+        core, replace(slack_of(settings), api_url=f"http://127.0.0.1:{closed}/api/"), host="127.0.0.1"
     )
     try:
         with pytest.raises(StartupError) as caught:
@@ -527,3 +530,84 @@ async def test_markdown_links_to_slack_tokens_ping_nobody_anywhere_an_answer_goe
     for text in sent:
         for token in ("<!", "<@", "<#"):
             assert token not in text, (token, text[:200])
+
+
+# --- sends with an unknown outcome ---------------------------------------------------------------------
+
+
+async def mention_and_wait(slack: FakeSlack, bot: Bot, text: str) -> str:
+    payload = slack.mention(f"<@{BOT_USER_ID}> {text}", channel="C1")
+    delivery = await slack.deliver_http(bot.url, payload)
+    assert delivery.status == 200
+    await bot.adapter.transport.idle()
+    return str(payload["event"]["ts"])
+
+
+async def test_a_post_delivered_but_unanswered_is_found_not_posted_twice(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Delivered once."))
+    slack.drop_after_delivery["chat.postMessage"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == "Delivered once."
+    assert len(slack.calls_to("chat.postMessage")) == 1, "never sent again"
+    [lookup] = slack.calls_to("conversations.replies")
+    assert lookup.params["ts"] == thread
+
+
+async def test_a_post_that_did_not_arrive_is_posted_again_once_looked_for(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Posted on the second try."))
+    slack.drop_before_delivery["chat.postMessage"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == "Posted on the second try."
+    posts = slack.calls_to("chat.postMessage")
+    lookups = slack.calls_to("conversations.replies")
+    assert len(posts) == 1, "the lost one never reached the fake's record"
+    assert len(lookups) == 2 and all(lookup.at < posts[0].at for lookup in lookups), (
+        "looked for at once and again before posting anew"
+    )
+
+
+async def test_an_edit_delivered_but_unanswered_is_made_again_on_the_same_message(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Streamed " + "word " * 60, fragment_size=8, fragment_delay=0.02))
+    slack.drop_after_delivery["chat.update"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == ("Streamed " + "word " * 60).strip()
+    assert len(slack.calls_to("chat.postMessage")) == 1, "one message, edited, never posted again"
+
+
+# --- many answers in one channel -----------------------------------------------------------------------
+
+
+async def test_askers_in_one_channel_take_turns_for_its_posts(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    """Slack posts about once a second per channel: with every answer ready at once, each asker's next
+    answer waits behind the other's earlier ones."""
+    gate = asyncio.Event()
+    fake_upstream.queue(*(Behaviour(gate=gate) for _ in range(8)))
+    threads: dict[str, str] = {}
+    for user, n in [("UA", 1), ("UA", 2), ("UA", 3), ("UA", 4), ("UB", 1), ("UB", 2), ("UB", 3), ("UB", 4)]:
+        payload = slack.mention(f"<@{BOT_USER_ID}> question {n}", user=user, channel="C1")
+        assert (await slack.deliver_http(bot.url, payload)).status == 200
+        threads[f"{user}{n}"] = str(payload["event"]["ts"])
+    async with asyncio.timeout(5):
+        await fake_upstream.wait_for_requests(8)
+    gate.set()
+    await bot.adapter.transport.idle()
+    shown = {name: slack.in_channel("C1", ts) for name, ts in threads.items()}
+    assert all(len(messages) == 1 for messages in shown.values()), "every answer whole, none twice"
+    order = sorted(shown, key=lambda name: shown[name][0].at[-1])
+    arrival = list(threads)
+    # The channel's burst of three goes to whichever answers were ready first; the rest wait in line:
+    # each asker's n-th answer behind every asker's earlier ones, then in order of arrival.
+    queued = order[3:]
+    assert queued == sorted(queued, key=lambda name: (int(name[2:]), arrival.index(name)))
+    assert slack.rate_limited == 0

@@ -9,7 +9,6 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 from unittest.mock import patch
 
@@ -22,7 +21,7 @@ from slack_bolt.response import BoltResponse
 from acechat.core.settings import Settings
 from tests.fakes.slack import APP_TOKEN, BOT_USER_ID, Ack, FakeSlack, sign
 from tests.fakes.upstream import Behaviour, FakeUpstream
-from tests.test_slack import Bot, bot, running, settings
+from tests.test_slack import Bot, bot, running, settings, with_slack
 
 __all__ = ["bot", "settings"]  # fixtures shared with test_slack.py
 
@@ -65,8 +64,7 @@ async def post(url: str, body: str, content_type: str, **signing: Any) -> tuple[
 
 
 def socket_settings(settings: Settings) -> Settings:
-    assert settings.slack is not None
-    return replace(settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None))
+    return with_slack(settings, app_token=APP_TOKEN, signing_secret=None)
 
 
 async def test_http_requests_are_acknowledged_before_bolt_runs_and_answered_after(

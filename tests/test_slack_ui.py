@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core import notices
 from acechat.core.chat import ChatCore
 from acechat.core.presets import SUGGESTIONS
-from acechat.core.settings import RateLimit, Settings, SlackSettings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.conftest import SLACK_ADMIN as ADMIN
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack, Message
 from tests.fakes.upstream import Behaviour, FakeUpstream
@@ -39,13 +40,15 @@ class Bot:
 def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
     return Settings(
         upstream=replace(upstream_settings, read_timeout=10.0),
-        slack=SlackSettings(
-            bot_token=BOT_TOKEN,
-            signing_secret=SIGNING_SECRET,
-            api_url=slack.api_url,
-            command="/aichat",
-            port=0,
-        ),
+        platforms={
+            "slack": SlackSettings(
+                bot_token=BOT_TOKEN,
+                signing_secret=SIGNING_SECRET,
+                api_url=slack.api_url,
+                command="/aichat",
+                port=0,
+            )
+        },
         db_path=tmp_path / "acechat.db",
         user_rate=RateLimit(0, 60.0),
         channel_rate=RateLimit(0, 60.0),
@@ -55,9 +58,8 @@ def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSla
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Bot]:
-    assert settings.slack is not None
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, settings.slack, host="127.0.0.1")
+    adapter = SlackAdapter(core, slack_of(settings), host="127.0.0.1")
     await adapter.start()
     try:
         yield Bot(core, adapter)
@@ -66,9 +68,18 @@ async def running(settings: Settings) -> AsyncIterator[Bot]:
         await core.aclose()
 
 
+def slack_of(settings: Settings) -> SlackSettings:
+    found = settings.platforms["slack"]
+    assert isinstance(found, SlackSettings)
+    return found
+
+
+def with_slack(settings: Settings, **changes: object) -> Settings:
+    return replace(settings, platforms={"slack": replace(slack_of(settings), **changes)})  # type: ignore[arg-type]
+
+
 def socket_mode(settings: Settings) -> Settings:
-    assert settings.slack is not None
-    return replace(settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None))
+    return with_slack(settings, app_token=APP_TOKEN, signing_secret=None)
 
 
 async def deliver(slack: FakeSlack, bot: Bot, payload: dict[str, object]) -> None:
@@ -301,8 +312,7 @@ async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audi
 async def test_as_an_agent_threads_are_sessions_stopped_by_slacks_own_stop(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
-    assert settings.slack is not None
-    agent = replace(settings, slack=replace(settings.slack, agent=True))
+    agent = with_slack(settings, agent=True)
     async with running(agent) as bot:
         # Opening the Messages tab suggests first questions that suit the workspace's preset.
         await deliver(slack, bot, slack.app_home_opened(tab="messages"))

@@ -23,6 +23,7 @@ from acechat.storage.records import (
     ConversationRecord,
     CustomPreset,
     TranscriptEntry,
+    UsageRecord,
 )
 from acechat.storage.sqlite import SQLiteStore
 from tests.store_backends import pg_database, pg_url
@@ -51,6 +52,10 @@ async def populate(path: Path) -> None:
         create = AuditEntry(WS, WS, "U1", "ann", AuditAction.PRESET_CREATE, None, "Yo ho.", 20.0)
         await store.put_preset(CustomPreset(WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0), audit=create)
         assert await store.first_sighting("T1:Ev1")
+        off = AuditEntry(WS, f"{WS}:C1:-", "U1", "ann", AuditAction.CHANNEL, None, "off", 30.0)
+        await store.set_control(f"{WS}:C1:-", "channel", "off", audit=off)
+        await store.record_usage(UsageRecord(WS, f"{WS}:C1:-", "U1", "gpt-4o", 6, 0.5, "answered", 2.0, 42))
+        await store.engage_thread(f"{WS}:C1:7.1", f"{WS}:C1:-", 2.0)
         answer = AnswerRecord("ab12", f"{WS}:C1:-", WS, "U1", "gpt-4o", "assistant", 30.0)
         await store.end_answer(replace(answer, state="answered"))
         await store.vote(answer, "U2", -1, 31.0)
@@ -66,9 +71,12 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         "conversations": (3, 3, 0),
         "scope_settings": (1, 1, 0),
         "presets": (1, 1, 0),
-        "audit": (3, 3, 0),
+        "audit": (4, 4, 0),
         "transcripts": (3, 3, 0),
         "seen_events": (1, 1, 0),
+        "controls": (1, 1, 0),
+        "usage": (1, 1, 0),
+        "engaged_threads": (1, 1, 0),
         "answers": (1, 1, 0),
         "feedback": (1, 1, 0),
     }
@@ -90,11 +98,15 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
             WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0
         )
         assert [(e.action, e.new) for e in await store.list_audit(WS, 10)] == [
+            (AuditAction.CHANNEL, "off"),
             (AuditAction.PRESET_CREATE, "Yo ho."),
             (AuditAction.MODEL_SET, "o3-mini"),
             (AuditAction.MODEL_SET, "gpt-4"),
         ]
         assert not await store.first_sighting("T1:Ev1")
+        assert [(c.name, c.value) for c in await store.get_controls([f"{WS}:C1:-"])] == [("channel", "off")]
+        assert (await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0)).user_tokens == 42
+        assert await store.is_engaged(f"{WS}:C1:7.1")
         # The copy continues where the file left off: the reset's epoch holds.
         assert not await store.save_conversation(
             ConversationRecord(f"{WS}:C0:-", "old", "m", "p", 1, 1.0, 2.0)
@@ -129,7 +141,7 @@ def acechat(tmp_path: Path, *args: str, **variables: str) -> subprocess.Complete
         "ACECHAT_DB_PATH": str(tmp_path / "acechat.db"),
         **variables,
     }
-    command = [sys.executable, "-m", "acechat.bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
+    command = [sys.executable, "-m", "acechat.bots.cli", *args]
     return subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )
@@ -140,7 +152,7 @@ async def test_the_db_copy_command_reports_counts_per_table(tmp_path: Path, pg_u
     first = acechat(tmp_path, "db", "copy", "--to", pg_url)
     assert first.returncode == 0, first.stderr
     assert "acechat: conversations: 3 in the file, 3 new, 0 updated\n" in first.stdout
-    assert "acechat: audit: 3 in the file, 3 new, 0 updated\n" in first.stdout
+    assert "acechat: audit: 4 in the file, 4 new, 0 updated\n" in first.stdout
     second = acechat(tmp_path, "db", "copy", "--to", pg_url)
     assert second.returncode == 0, second.stderr
     assert "acechat: transcripts: 3 in the file, 0 new, 0 updated\n" in second.stdout

@@ -11,25 +11,53 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import aiohttp
+from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from acechat.bots.adapter import StartupError
 from acechat.bots.slack_facts import (
+    ChannelAdmins,
     People,
     command_delivery,
+    command_line,
     event_delivery,
     event_scope,
+    is_direct,
     is_new_question,
+    is_thread_message,
+    mentions,
+    mentions_someone,
 )
-from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, FormReply, SlackLimits, ThreadReply
+from acechat.bots.slack_oauth import (
+    INSTALL_PATH,
+    InstalledWorkspaces,
+    SealedInstallations,
+    SignedStates,
+    install_routes,
+    oauth_flow,
+    unknown_workspace_gate,
+)
+from acechat.bots.slack_rules import RULES
+from acechat.bots.slack_settings import SlackSettings
+from acechat.bots.slack_targets import (
+    ANSWER_CALL_TIMEOUT,
+    STATUS_INTERVAL,
+    CommandAnswer,
+    FormReply,
+    SlackLimits,
+    ThreadReply,
+)
 from acechat.bots.slack_text import from_slack, render
 from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.bots.slack_ui import (
@@ -43,17 +71,34 @@ from acechat.bots.slack_ui import (
     preset_view,
     submitted,
 )
+from acechat.core.cache import LRU
 from acechat.core.chat import ChatCore, Question
 from acechat.core.commands import Action, Command, CommandReply
 from acechat.core.facts import Actor
 from acechat.core.interactions import ASK, FORM, PRESET, STOP, VOTE, parse_control, preset_form_request
-from acechat.core.settings import Settings, SlackSettings
+from acechat.core.permissions import Privilege
+from acechat.core.secret_box import SecretBox
+from acechat.core.settings import Settings
+from acechat.storage.installations import Installations, installation_key, open_installations
 
 log = logging.getLogger(__name__)
 
 ACECHAT_ID = re.compile(r"^acechat:")
 
-__all__ = ["EVENTS_PATH", "SlackAdapter", "create"]
+# Workspaces whose clients (and users.info cache) are kept at once in OAuth mode.
+WORKSPACE_CLIENTS = 1000
+
+__all__ = ["EVENTS_PATH", "SlackAdapter", "create", "verify"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Workspace:
+    """One workspace's Web API clients: calls that ride out a 429, answers that report it, users.info."""
+
+    client: AsyncWebClient
+    answers: AsyncWebClient
+    people: People
+    admins: ChannelAdmins
 
 
 class SlackAdapter:
@@ -79,39 +124,77 @@ class SlackAdapter:
         self._limits = SlackLimits(clock)
         self._session: aiohttp.ClientSession | None = None
         self._transport: SlackTransport | None = None
+        self._base_url = ""
+        self._retry_handlers: list[AsyncRetryHandler] = []
+        # One workspace's clients (SLACK_BOT_TOKEN), or, in OAuth mode, each installation's.
+        self._single: _Workspace | None = None
+        self._workspaces: LRU[str, _Workspace] = LRU(WORKSPACE_CLIENTS)
+        self._installs: Installations | None = None
+        self._store: SealedInstallations | None = None
+        self._pages: web.AppRunner | None = None
+        # Socket Mode's install pages, for the runtime to serve on the health port.
+        self.web_routes: list[web.RouteDef] = []
 
     async def start(self) -> None:
         settings = self._settings
-        base_url = settings.api_url or AsyncWebClient.BASE_URL
-        if not base_url.endswith("/"):
-            base_url += "/"  # slack_sdk joins method names with urljoin
+        base_url = _base_url(settings)
+        self._base_url = base_url
         self._session = aiohttp.ClientSession()
         retry_handlers = [
             AsyncConnectionErrorRetryHandler(),
             AsyncRateLimitErrorRetryHandler(max_retry_count=2),
         ]
+        self._retry_handlers = retry_handlers
         # Ordinary calls ride out a 429 inside slack_sdk; answers do not, because the core paces them
         # and must hear about a 429 to back off (PlatformRateLimited).
         client = AsyncWebClient(
-            token=settings.bot_token, base_url=base_url, session=self._session, retry_handlers=retry_handlers
+            token=settings.bot_token or None,
+            base_url=base_url,
+            session=self._session,
+            retry_handlers=retry_handlers,
         )
-        self._answers = AsyncWebClient(token=settings.bot_token, base_url=base_url, session=self._session)
-        self._people = People(client, self._clock)
         transport = SlackTransport(
             settings, client, host=self._host, shutdown_grace=self._core.settings.shutdown_grace
         )
         self._transport = transport
         auth = await check_tokens(client, settings)
+        options: dict[str, Any] = {}
+        pages: list[web.RouteDef] = []
+        if settings.oauth is None:
+            assert auth is not None
+            self._single = self._workspace_clients(settings.bot_token)
+            authorize = StartupAuthorize(auth, settings.bot_token)
+        else:
+            oauth = settings.oauth
+            self._installs = await open_installations(
+                database_url=self._core.settings.database_url, db_path=self._core.settings.db_path
+            )
+            box = SecretBox(oauth.secret_keys)
+            store = SealedInstallations(self._installs, box, clock=self._clock)
+            self._store = store
+            # Bolt's type says an AuthorizeResult; its own AsyncAuthorize (and this) may answer None.
+            authorize = cast(
+                StartupAuthorize,
+                InstalledWorkspaces(
+                    store, client, client_id=oauth.client_id, client_secret=oauth.client_secret
+                ),
+            )
+            flow = oauth_flow(oauth, store, SignedStates(self._installs, box), client)
+            options = {"before_authorize": unknown_workspace_gate(store), "oauth_flow": flow}
+            pages = install_routes(flow)
         app = AsyncApp(
-            name="acechat",
+            # Bolt names its listeners' logger after the app and resets that logger's level: a name
+            # outside the "acechat" logger tree keeps the operator's log levels ours.
+            name="acechat-slack",
             # No token here: bolt takes it from `authorize`, and would warn that one of the two is unused.
             client=AsyncWebClient(base_url=base_url, session=self._session, retry_handlers=retry_handlers),
-            authorize=StartupAuthorize(auth, settings.bot_token),
+            authorize=authorize,
             signing_secret=settings.signing_secret or "",
             # The transport checks every signature before acknowledging; bolt need not check again.
             request_verification_enabled=False,
             # The listeners only queue work, so bolt may as well run them before it returns.
             process_before_response=True,
+            **options,
         )
         app.command(settings.command)(self._on_command)
         app.event("app_mention")(self._on_mention)
@@ -123,7 +206,66 @@ class SlackAdapter:
         app.shortcut(ASK_SHORTCUT)(self._on_shortcut)
         app.event("app_home_opened")(self._on_home_opened)
         app.event("agent_session_stopped")(self._on_session_stopped)
-        await transport.start(app)
+        if settings.oauth is not None:
+            app.event("app_uninstalled")(self._on_uninstalled)
+            app.event("tokens_revoked")(self._on_tokens_revoked)
+        if settings.app_token is not None and pages:
+            await self._serve_pages(pages)
+            pages = []
+        await transport.start(app, pages=pages)
+
+    async def _serve_pages(self, pages: list[web.RouteDef]) -> None:
+        """Socket Mode's install pages: on SLACK_INSTALL_PORT if set, else handed to the runtime, which
+        serves them on the health port."""
+        assert self._settings.oauth is not None
+        port = self._settings.oauth.install_port
+        if not port:
+            if not self._core.settings.health_port:
+                raise StartupError(
+                    "Socket Mode serves the install pages on ACECHAT_HEALTH_PORT, which is 0: "
+                    "set it or SLACK_INSTALL_PORT"
+                )
+            self.web_routes = pages
+            return
+        web_app = web.Application()
+        web_app.router.add_routes(pages)
+        self._pages = web.AppRunner(web_app, access_log=None)
+        await self._pages.setup()
+        try:
+            await web.TCPSite(self._pages, self._host, port).start()
+        except OSError as error:
+            raise StartupError(f"cannot listen on {self._host}:{port}: {error.strerror or error}") from None
+        log.info("slack: install pages on http://%s:%d%s", self._host, port, INSTALL_PATH)
+
+    def _workspace_clients(self, token: str) -> _Workspace:
+        client = AsyncWebClient(
+            token=token, base_url=self._base_url, session=self._session, retry_handlers=self._retry_handlers
+        )
+        # No retries for answers: a post whose connection broke may have been delivered, and slack_sdk
+        # would send it again blindly; the targets look for it first (slack_targets.MarkedPosts).
+        answers = AsyncWebClient(
+            token=token,
+            base_url=self._base_url,
+            session=self._session,
+            timeout=ANSWER_CALL_TIMEOUT,
+            retry_handlers=[],
+        )
+        admins = ChannelAdmins(client, self._settings.admin_group, self._clock)
+        return _Workspace(client, answers, People(client, self._clock), admins)
+
+    def _workspace(self, context: AsyncBoltContext) -> tuple[str, _Workspace]:
+        """The budget key and Web API clients of the request's installation."""
+        if self._single is not None:
+            return context.team_id or "", self._single
+        key = str(context.get("installation_key") or context.team_id or "")
+        token = context.bot_token or ""
+        found = self._workspaces.get(key)
+        if found is None:
+            found = self._workspace_clients(token)
+            self._workspaces.put(key, found)
+        elif found.client.token != token:  # refreshed (token rotation) or reinstalled
+            found.client.token = found.answers.token = token
+        return key, found
 
     @property
     def transport(self) -> SlackTransport:
@@ -141,71 +283,125 @@ class SlackAdapter:
     async def close(self) -> None:
         if self._transport is not None:
             await self._transport.close()
+        if self._pages is not None:
+            await self._pages.cleanup()
         if self._session is not None:
             await self._session.close()
+        if self._installs is not None:
+            await self._installs.close()
 
     # --- bolt listeners: queue the work in a tracked task ----------------------------------------
 
-    async def _on_command(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def _on_command(
+        self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
         await ack()  # Slack has its acknowledgement already; this only tells bolt the listener took it
-        self.transport.spawn(self._command(body, respond))
+        self.transport.spawn(self._command(body, respond, *self._workspace(context)))
 
     async def _on_mention(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         event = body["event"]
         if is_new_question(event):
             thread_ts = event.get("thread_ts") or event["ts"]
-            self.transport.spawn(self._question(body, context.bot_user_id, thread_ts))
+            self.transport.spawn(
+                self._question(body, context.bot_user_id, thread_ts, *self._workspace(context))
+            )
 
     async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         event = body["event"]
-        # Direct messages only: in channels the bot answers mentions, which come as app_mention.
-        if event.get("channel_type") == "im" and is_new_question(event):
+        if not is_new_question(event):
+            return
+        if is_direct(event):
             # An agent's Messages tab: each thread is a conversation of its own.
             thread = event.get("thread_ts") or (event["ts"] if self._settings.agent else None)
-            self.transport.spawn(self._question(body, context.bot_user_id, thread))
+            self.transport.spawn(self._question(body, context.bot_user_id, thread, *self._workspace(context)))
+        elif is_thread_message(event) and not mentions(event, context.bot_user_id):
+            # A mention comes as app_mention too, and is answered from there: once. The core decides
+            # whether the thread is engaged.
+            self.transport.spawn(
+                self._question(
+                    body, context.bot_user_id, event["thread_ts"], *self._workspace(context), mentioned=False
+                )
+            )
 
-    async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_action(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
-        self.transport.spawn(self._press(body))
+        self.transport.spawn(self._press(body, *self._workspace(context)))
 
-    async def _on_view(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_view(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()  # closes the form; what the submission did is told in the channel
-        self.transport.spawn(self._submit(body))
+        self.transport.spawn(self._submit(body, *self._workspace(context)))
 
-    async def _on_shortcut(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_shortcut(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
-        self.transport.spawn(self._open_ask(body))
+        self.transport.spawn(self._open_ask(body, *self._workspace(context)))
 
-    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+    async def _on_home_opened(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         tab = body["event"].get("tab")
         if tab == "home":
-            self.transport.spawn(self._publish_home(body))
+            self.transport.spawn(self._publish_home(body, *self._workspace(context)))
         elif tab == "messages" and self._settings.agent:
-            self.transport.spawn(self._suggest(body))
+            self.transport.spawn(self._suggest(body, *self._workspace(context)))
 
-    async def _on_session_stopped(self, body: dict[str, Any]) -> None:
-        self.transport.spawn(self._session_stopped(body))
+    async def _on_session_stopped(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        self.transport.spawn(self._session_stopped(body, *self._workspace(context)))
 
-    async def _on_user_change(self, body: dict[str, Any]) -> None:
+    async def _on_user_change(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         user = body["event"].get("user")
         if isinstance(user, dict):
-            self._people.changed(user)
+            self._workspace(context)[1].people.changed(user)
+
+    async def _on_uninstalled(self, context: AsyncBoltContext) -> None:
+        await self._drop_tokens(context, "uninstalled", "Slack sent app_uninstalled")
+
+    async def _on_tokens_revoked(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        # Only the bot's token matters: the app asks for no user scopes.
+        if (event.get("tokens") or {}).get("bot"):
+            await self._drop_tokens(context, "tokens_revoked", "Slack sent tokens_revoked for the bot")
+
+    async def _drop_tokens(self, context: AsyncBoltContext, action: str, why: str) -> None:
+        assert self._store is not None
+        key = installation_key(context.enterprise_id, context.team_id, bool(context.is_enterprise_install))
+        if await self._store.remove(key, action, why):
+            self._workspaces.pop(key)
+            log.warning(
+                "slack: %s: the tokens of %s are deleted; its conversations, settings and presets are kept",
+                why,
+                key,
+            )
 
     # --- the work --------------------------------------------------------------------------------
 
-    async def _command(self, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def _actor(
+        self,
+        workspace: _Workspace,
+        user: str,
+        team: str,
+        channel: str,
+        enterprise: str | None,
+        fallback: str | None,
+    ) -> Actor:
+        """Who asks, and their level here: a workspace admin or owner, or at channel level the
+        channel's creator or a member of the operator's admin group."""
+        actor = await workspace.people.actor(user, team=team, enterprise=enterprise, fallback=fallback)
+        if actor.privilege < Privilege.CHANNEL_ADMIN and await workspace.admins.holds(user, channel):
+            return replace(actor, privilege=Privilege.CHANNEL_ADMIN)
+        return actor
+
+    async def _command(
+        self, body: dict[str, Any], respond: AsyncRespond, budget: str, workspace: _Workspace
+    ) -> None:
         team, channel, user = body["team_id"], body["channel_id"], body["user_id"]
-        actor = await self._people.actor(
-            user, team=team, enterprise=body.get("enterprise_id"), fallback=body.get("user_name")
+        actor = await self._actor(
+            workspace, user, team, channel, body.get("enterprise_id"), body.get("user_name")
         )
-        text = from_slack(body.get("text", ""))
+        text = command_line(body.get("text", ""))
 
         async def say(reply: str, public: bool) -> None:
             await respond(text=reply, response_type="in_channel" if public else "ephemeral")
 
         target = CommandAnswer(
-            self._answers,
-            self._limits.limits(team, channel, typing_interval=None),
+            workspace.answers,
+            self._limits.limits(budget, channel, typing_interval=None),
             say,
             channel=channel,
             asker=actor.display_name,
@@ -215,23 +411,38 @@ class SlackAdapter:
         form_request = preset_form_request(text)
         if form_request is not None:
             editing, name = form_request
-            form = await self._core.preset_form(scope, actor, editing=editing, name=name)
+            form = await self._core.preset_form(scope, actor, editing=editing, name=name, rights=RULES.rights)
             if isinstance(form, CommandReply):
                 await say(render(form.text), False)
             else:
-                await self._open(body["trigger_id"], preset_view(form, channel), lambda t: say(t, False))
+                await self._open(
+                    workspace, body["trigger_id"], preset_view(form, channel), lambda t: say(t, False)
+                )
             return
-        await self._core.run_line(scope, actor, text, target, delivery=command_delivery(body))
+        await self._core.run_line(
+            scope, actor, text, target, delivery=command_delivery(body), direct=channel.startswith("D")
+        )
 
-    async def _question(self, body: dict[str, Any], bot_user_id: str | None, thread_ts: str | None) -> None:
+    async def _question(
+        self,
+        body: dict[str, Any],
+        bot_user_id: str | None,
+        thread_ts: str | None,
+        budget: str,
+        workspace: _Workspace,
+        *,
+        mentioned: bool = True,
+    ) -> None:
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
-        actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
+        if not mentioned and not await self._core.follows_thread(event_scope(team, channel, thread_ts)):
+            return  # most thread replies are not for the bot: no lookups for them
+        actor = await self._actor(workspace, user, team, channel, body.get("enterprise_id"), None)
         text = from_slack(event.get("text", ""), bot_user_id)
         target = ThreadReply(
-            self._answers,
-            self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL),
+            workspace.answers,
+            self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL),
             channel=channel,
             thread_ts=thread_ts,
             user=user,
@@ -239,20 +450,26 @@ class SlackAdapter:
             session_title=text if self._settings.agent else None,
         )
         question = Question(
-            event_scope(team, channel, thread_ts), actor, text, delivery=event_delivery(body, team, event)
+            event_scope(team, channel, thread_ts),
+            actor,
+            text,
+            delivery=event_delivery(body, team, event),
+            direct=is_direct(event),
+            mentioned=mentioned,
+            mentions_others=mentions_someone(event, bot_user_id),
         )
         await self._core.ask(question, target)
 
     # --- interactivity -----------------------------------------------------------------------------
 
-    async def _actor_of(self, body: dict[str, Any]) -> Actor:
+    async def _actor_of(self, body: dict[str, Any], workspace: _Workspace, channel: str) -> Actor:
         user = body["user"]
         enterprise = (body.get("enterprise") or {}).get("id")
-        return await self._people.actor(
-            user["id"], team=body["team"]["id"], enterprise=enterprise, fallback=user.get("username")
+        return await self._actor(
+            workspace, user["id"], body["team"]["id"], channel, enterprise, user.get("username")
         )
 
-    async def _press(self, body: dict[str, Any]) -> None:
+    async def _press(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
         """A press on an answer's Stop or feedback buttons."""
         action = (body.get("actions") or [{}])[0]
         parsed = parse_control(str(action.get("action_id", "")))
@@ -264,16 +481,21 @@ class SlackAdapter:
         feature, argument = parsed
         thread = (body.get("message") or {}).get("thread_ts")
         scope = event_scope(body["team"]["id"], channel, thread)
-        actor = await self._actor_of(body)
+        actor = await self._actor_of(body, workspace, channel)
         notice: str | None = None
         if feature == FORM and argument in ("create", "edit"):
             name = str((action.get("selected_option") or {}).get("value") or "")
-            form = await self._core.preset_form(scope, actor, editing=argument == "edit", name=name)
+            form = await self._core.preset_form(
+                scope, actor, editing=argument == "edit", name=name, rights=RULES.rights
+            )
             if isinstance(form, CommandReply):
                 notice = form.text
             else:
                 await self._open(
-                    body["trigger_id"], preset_view(form, None), lambda t: self._dm(actor.user_id, t)
+                    workspace,
+                    body["trigger_id"],
+                    preset_view(form, None),
+                    lambda t: self._dm(workspace, actor.user_id, t),
                 )
         elif feature == STOP:
             notice = await self._core.stop(argument, scope, actor)
@@ -282,18 +504,19 @@ class SlackAdapter:
         if notice is None:
             return
         if channel == actor.user_id:
-            await self._dm(actor.user_id, notice)
+            await self._dm(workspace, actor.user_id, notice)
         else:
-            await self._tell(channel, actor.user_id, notice, thread)
+            await self._tell(workspace, channel, actor.user_id, notice, thread)
 
-    async def _publish_home(self, body: dict[str, Any]) -> None:
+    async def _publish_home(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
         """The App Home tab, rebuilt each time someone opens it."""
         user = body["event"]["user"]
         team = body.get("team_id") or body["event"].get("team")
-        actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
-        home = await self._core.home(event_scope(team, user, None), actor)
+        channel = body["event"].get("channel") or user
+        actor = await self._actor(workspace, user, team, channel, body.get("enterprise_id"), None)
+        home = await self._core.home(event_scope(team, user, None), actor, rights=RULES.rights)
         try:
-            await self._answers.views_publish(user_id=user, view=home_view(home, render))
+            await workspace.answers.views_publish(user_id=user, view=home_view(home, render))
         except SlackApiError as error:
             log.warning(
                 "slack: could not publish the Home tab: %s",
@@ -301,7 +524,7 @@ class SlackAdapter:
                 extra={"platform": "slack"},
             )
 
-    async def _suggest(self, body: dict[str, Any]) -> None:
+    async def _suggest(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
         """An agent's Messages tab opened: first questions that suit the workspace's preset."""
         event = body["event"]
         team = body.get("team_id") or event.get("team")
@@ -311,51 +534,52 @@ class SlackAdapter:
         prompts = await self._core.suggested_prompts(event_scope(team, channel, None))
         try:
             # No thread_ts: an agent's prompts belong to the conversation (Slack ignores a call with one).
-            await self._answers.assistant_threads_setSuggestedPrompts(
+            await workspace.answers.assistant_threads_setSuggestedPrompts(
                 channel_id=channel, prompts=[{"title": t, "message": m} for t, m in prompts]
             )
         except SlackApiError as error:
             log.warning("slack: could not suggest prompts: %s", error.response.get("error"))
 
-    async def _session_stopped(self, body: dict[str, Any]) -> None:
+    async def _session_stopped(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
         """Slack's Stop on an agent session: stop the answer running in that thread. Slack leaves the
         session "processing"; the answer's end moves it on, or this does when nothing was running."""
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, thread, user = event["channel"], event.get("thread_ts"), event["user"]
-        actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
+        actor = await self._actor(workspace, user, team, channel, body.get("enterprise_id"), None)
         notice = await self._core.stop_in(event_scope(team, channel, thread), actor)
         if notice is not None:
-            await self._tell(channel, user, notice, thread)
+            await self._tell(workspace, channel, user, notice, thread)
             return
         try:
-            await self._answers.agents_sessions_setStatus(
+            await workspace.answers.agents_sessions_setStatus(
                 channel_id=channel, thread_ts=thread, status="active"
             )
         except SlackApiError as error:
             log.warning("slack: could not end a stopped session: %s", error.response.get("error"))
 
-    async def _dm(self, user: str, text: str) -> None:
+    async def _dm(self, workspace: _Workspace, user: str, text: str) -> None:
         """Something for `user` in the app's DM (pressed on the Home tab, where nothing else reaches them)."""
         try:
-            await self._answers.chat_postMessage(channel=user, text=render(text))
+            await workspace.answers.chat_postMessage(channel=user, text=render(text))
         except SlackApiError as error:
             log.warning(
                 "slack: could not send a notice: %s", error.response.get("error"), extra={"platform": "slack"}
             )
 
-    async def _open_ask(self, body: dict[str, Any]) -> None:
+    async def _open_ask(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
         """The "Ask acechat" message shortcut: the form for the question."""
         channel = body["channel"]["id"]
         user = body["user"]["id"]
         thread = body["message"].get("thread_ts")
         await self._open(
+            workspace,
             body["trigger_id"],
             ask_view(channel, body["message"]),
-            lambda t: self._tell(channel, user, t, thread),
+            lambda t: self._tell(workspace, channel, user, t, thread),
         )
 
-    async def _submit(self, body: dict[str, Any]) -> None:
+    async def _submit(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
         """A submitted form of acechat's, whichever process opened it."""
         view = body["view"]
         parsed = parse_control(str(view.get("callback_id", "")))
@@ -364,7 +588,7 @@ class SlackAdapter:
         feature, argument = parsed
         values, metadata = submitted(view)
         team = body["team"]["id"]
-        actor = await self._actor_of(body)
+        actor = await self._actor_of(body, workspace, metadata.get("channel") or body["user"]["id"])
         if feature == PRESET and argument in ("create", "edit"):
             channel = metadata.get("channel")
             command = Command(
@@ -374,8 +598,8 @@ class SlackAdapter:
                 description=values.get(DESCRIPTION_FIELD) or None,
             )
             form_reply = FormReply(
-                self._answers,
-                self._limits.limits(team, channel or actor.user_id, typing_interval=None),
+                workspace.answers,
+                self._limits.limits(budget, channel or actor.user_id, typing_interval=None),
                 channel=channel,
                 user=actor.user_id,
             )
@@ -385,8 +609,8 @@ class SlackAdapter:
         elif feature == ASK and metadata.get("channel") and metadata.get("ts"):
             channel, thread = metadata["channel"], metadata.get("thread_ts") or metadata["ts"]
             target = ThreadReply(
-                self._answers,
-                self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL),
+                workspace.answers,
+                self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL),
                 channel=channel,
                 thread_ts=thread,
                 user=actor.user_id,
@@ -402,20 +626,26 @@ class SlackAdapter:
             await self._core.ask(question, target)
 
     async def _open(
-        self, trigger_id: str, view: dict[str, Any], tell: Callable[[str], Awaitable[None]]
+        self,
+        workspace: _Workspace,
+        trigger_id: str,
+        view: dict[str, Any],
+        tell: Callable[[str], Awaitable[None]],
     ) -> None:
         """Open a form with the interaction's trigger id (good once, for 3 s)."""
         try:
-            await self._answers.views_open(trigger_id=trigger_id, view=view)
+            await workspace.answers.views_open(trigger_id=trigger_id, view=view)
         except SlackApiError as error:
             code = error.response.get("error")
             log.warning("slack: could not open a form: %s", code, extra={"platform": "slack"})
             await tell(f"The form could not open ({code}); try again.")
 
-    async def _tell(self, channel: str, user: str, text: str, thread: str | None) -> None:
+    async def _tell(
+        self, workspace: _Workspace, channel: str, user: str, text: str, thread: str | None
+    ) -> None:
         """Something only `user` should read, where they are."""
         try:
-            await self._answers.chat_postEphemeral(
+            await workspace.answers.chat_postEphemeral(
                 channel=channel, user=user, text=render(text), thread_ts=thread
             )
         except SlackApiError as error:
@@ -424,6 +654,35 @@ class SlackAdapter:
             )
 
 
+def _base_url(settings: SlackSettings) -> str:
+    base_url = settings.api_url or AsyncWebClient.BASE_URL
+    # slack_sdk joins method names with urljoin.
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def _settings(settings: Settings) -> SlackSettings:
+    slack_settings = settings.platform("slack", SlackSettings)
+    assert slack_settings is not None, "the registry creates only configured adapters"
+    return slack_settings
+
+
 def create(core: ChatCore, settings: Settings) -> SlackAdapter:
-    assert settings.slack is not None, "the registry creates only configured adapters"
-    return SlackAdapter(core, settings.slack)
+    return SlackAdapter(core, _settings(settings))
+
+
+async def verify(settings: Settings) -> str:
+    """`auth.test` with the bot token (and, in Socket Mode, opening a connection with the app token):
+    which bot in which workspace, or a StartupError naming the token Slack refused."""
+    slack_settings = _settings(settings)
+    async with aiohttp.ClientSession() as session:
+        client = AsyncWebClient(
+            base_url=_base_url(slack_settings), session=session, token=slack_settings.bot_token or None
+        )
+        auth = await check_tokens(client, slack_settings)
+    if auth is None:
+        # OAuth mode: each workspace's token is checked as its requests arrive (`acechat installs`).
+        how = "Socket Mode (app-level token accepted)" if slack_settings.app_token else "HTTP mode"
+        return f"Slack app {slack_settings.oauth.client_id if slack_settings.oauth else '?'} in OAuth mode, {how}"
+    return (
+        f"Slack bot {auth.get('user')} ({auth.get('user_id')}) in {auth.get('team')} ({auth.get('team_id')})"
+    )

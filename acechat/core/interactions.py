@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from acechat.core.pacing import Call
+from acechat.core.pacing.scheduler import Urgency
 from acechat.core.reply_target import TargetLimits
 
 PREFIX = "acechat"
@@ -177,7 +177,7 @@ async def paced_edit(limits: TargetLimits, edit: Callable[[], Awaitable[None]]) 
     if scheduler is None or not limits.edits:
         await edit()
         return
-    await scheduler.call(Call.FINAL, limits.edits)
+    await scheduler.call(Urgency.FINAL, limits.edits)
     try:
         await edit()
     finally:

@@ -11,7 +11,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from acechat.core.pacing import Limits, Scheduler
+from acechat.core.pacing.limits import Limits
+from acechat.core.pacing.scheduler import Scheduler
+from acechat.core.platform import PlatformRules
 
 
 class Mark(enum.Enum):
@@ -48,6 +50,11 @@ class ReplyTarget(Protocol):
 
     @property
     def limits(self) -> TargetLimits: ...
+
+    @property
+    def rules(self) -> PlatformRules:
+        """What pings people on this platform, and what it calls each level's rights."""
+        ...
 
     async def post(self, text: str) -> str:
         """Send a new visible message; return its handle."""

@@ -158,6 +158,8 @@ class AnswerUpdate:
     delta: str
     conversation_id: str | None
     trace_id: str | None = None
+    # Total tokens the service reported for the answer (AI Chat v2's `done.usage`); v1 reports none.
+    tokens: int | None = None
 
 
 class AIChatClient:

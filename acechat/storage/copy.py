@@ -88,6 +88,18 @@ _TRANSCRIPTS = (
     "asked_at",
     "answered_at",
 )
+_USAGE = (
+    "workspace_key",
+    "channel_key",
+    "user_id",
+    "model",
+    "answer_chars",
+    "upstream_seconds",
+    "outcome",
+    "tokens",
+    "at",
+    "forgotten",
+)
 _ANSWERS = ("answer_id", "scope_key", "workspace_key", "asker_id", "model", "preset", "started_at", "state")
 _FEEDBACK = ("answer_id", "user_id", "workspace_key", "model", "preset", "vote", "at")
 TABLES = (
@@ -98,11 +110,15 @@ TABLES = (
     _append("audit", _AUDIT, _AUDIT),
     _append("transcripts", _TRANSCRIPTS, ("answered_at", "scope_key", "asked_at", "author_id", "question")),
     _upsert("seen_events", ("key", "seen_at"), ("key",)),
+    # admins' controls, usage and engaged threads (issue 17)
+    _upsert("controls", ("key", "name", "value", "updated_at"), ("key", "name")),
+    _append("usage", _USAGE, _USAGE),
+    _upsert("engaged_threads", ("thread_key", "channel_key", "at"), ("thread_key",)),
     # Answers' owners and votes (issue 18): buttons keep working, ratings keep counting, after the move.
     _upsert("answers", _ANSWERS, ("answer_id",)),
     _upsert("feedback", _FEEDBACK, ("answer_id", "user_id")),
 )
-_ORDERED = {"audit", "transcripts"}
+_ORDERED = {"audit", "transcripts", "usage"}
 
 
 def _open_source(path: Path) -> sqlite3.Connection:
@@ -134,7 +150,7 @@ async def copy_to_postgres(db_path: Path, url: str) -> list[TableCopy]:
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
                 results = [await _copy_table(source, conn, table) for table in TABLES]
                 # Processes already running on the target drop whatever they cached.
-                for kind in ("setting", "preset"):
+                for kind in ("setting", "preset", "control"):
                     payload = json.dumps({"origin": "copy", "kind": kind, "key": EVERYTHING})
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
         finally:

@@ -119,7 +119,26 @@ BEGIN
 END $$;
 """
 
-_V2_ANSWERS_AND_FEEDBACK = """
+_V2_CONTROLS = """
+CREATE TABLE controls (
+    key text NOT NULL, name text NOT NULL, value text NOT NULL, updated_at double precision NOT NULL,
+    PRIMARY KEY (key, name)
+);
+CREATE TABLE usage (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, workspace_key text NOT NULL,
+    channel_key text NOT NULL, user_id text NOT NULL, model text NOT NULL, answer_chars integer NOT NULL,
+    upstream_seconds double precision NOT NULL, outcome text NOT NULL, tokens bigint,
+    at double precision NOT NULL, forgotten integer NOT NULL DEFAULT 0
+);
+CREATE INDEX usage_workspace_at ON usage (workspace_key, at);
+CREATE INDEX usage_at ON usage (at);
+CREATE TABLE engaged_threads (
+    thread_key text PRIMARY KEY, channel_key text NOT NULL, at double precision NOT NULL
+);
+CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key);
+"""
+
+_V3_ANSWERS_AND_FEEDBACK = """
 CREATE TABLE answers (
     answer_id text PRIMARY KEY, scope_key text NOT NULL, workspace_key text NOT NULL, asker_id text NOT NULL,
     model text NOT NULL, preset text NOT NULL, started_at double precision NOT NULL, state text NOT NULL
@@ -134,7 +153,7 @@ CREATE INDEX feedback_workspace ON feedback (workspace_key, at);
 """
 
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_ANSWERS_AND_FEEDBACK)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V3_ANSWERS_AND_FEEDBACK)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
