@@ -230,6 +230,8 @@ async def test_votes_one_per_person_changeable_with_model_and_preset(
     assert not refused.ok
     empty = await core.execute(Scope.of("test", "W9", "C1"), ADMIN, Command(Action.FEEDBACK))
     assert "No answer here was rated" in empty.text
+    usage = await core.execute(CHANNEL, ADMIN, Command(Action.USAGE))
+    assert f"**Ratings:** `{resolved.model}` · `{resolved.preset.name}` 0 👍 / 2 👎" in usage.text
 
 
 async def test_votes_and_stops_survive_a_restart(settings: Settings, fake_upstream: FakeUpstream) -> None:

@@ -274,7 +274,7 @@ async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audi
         assert "Talk like a pirate" not in member, "prompts are folded"
         assert "acechat:form:create" not in member and "Recent changes" not in member
         assert "acechat:form:create" in admin and "acechat:form:edit" in admin
-        assert "rated" in admin
+        assert "rated" in admin and "No questions went to the AI service the last 7 days" in admin
 
         # The Home tab's buttons open the forms; their notices go to the app's DM.
         (actions,) = [b for b in slack.homes[ADMIN]["blocks"] if b["type"] == "actions"]

@@ -409,7 +409,7 @@ class ChatCore:
         self, scope: Scope, actor: Actor, *, rights: Mapping[Privilege, str] = GENERIC_RIGHTS
     ) -> Home:
         """`actor`'s home page for the workspace of `scope`: its presets (prompts folded) and defaults;
-        for workspace admins also the recent changes and how answers were rated."""
+        for workspace admins also the last 7 days' usage, how answers were rated and the recent changes."""
         presets = await self.execute(scope, actor, Command(Action.PRESET_LIST), rights=rights)
         resolved = await self.state.resolve(scope)
         defaults = (
@@ -421,8 +421,8 @@ class ChatCore:
         admin = self._level(scope, actor) >= Privilege.WORKSPACE_ADMIN
         if not admin:
             return Home(tuple(sections), False)
-        for action in (Action.FEEDBACK, Action.AUDIT):
-            sections.append((await self.execute(scope, actor, Command(action), rights=rights)).text)
+        for command in (Command(Action.USAGE, name="7d"), Command(Action.FEEDBACK), Command(Action.AUDIT)):
+            sections.append((await self.execute(scope, actor, command, rights=rights)).text)
         custom = await self.store.list_presets(scope.workspace_key)
         return Home(tuple(sections), True, tuple(p.name for p in custom))
 

@@ -319,6 +319,15 @@ class ControlCommands:
             lines.append(
                 "**Top channels:** " + ", ".join(f"`{_channel_of(c)}` {n}" for c, n in totals.top_channels)
             )
+        # How answers were rated (issue 18), by model and preset.
+        ratings = await self._store.feedback(scope.workspace_key, since)
+        if ratings:
+            lines.append(
+                "**Ratings:** "
+                + ", ".join(
+                    f"`{t.model}` · `{t.preset}` {t.up} 👍 / {t.down} 👎" for t in ratings[:USAGE_TOP]
+                )
+            )
         return CommandReply("\n".join(lines))
 
     # --- threads ----------------------------------------------------------------------------------
