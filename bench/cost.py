@@ -183,6 +183,29 @@ async def memory_per_channel(url: str, db_path: Path, *, top: int = 0) -> tuple[
     return grown / CHANNELS, traced / CHANNELS, report
 
 
+def _owner(filename: str) -> str:
+    """Who a profiled function belongs to: an acechat module, a library, or the standard library."""
+    path = Path(filename)
+    if "acechat" in path.parts:
+        return "acechat." + ".".join(path.parts[path.parts.index("acechat") + 1 :]).removesuffix(".py")
+    if "site-packages" in path.parts:
+        return path.parts[path.parts.index("site-packages") + 1].removesuffix(".py")
+    if filename.startswith("<") or filename == "~":
+        return "builtins"
+    return "stdlib " + path.stem
+
+
+def shares(stats: pstats.Stats) -> str:
+    """The profile's own time by owner, largest first, as shares of the whole."""
+    owners: dict[str, float] = {}
+    table: dict[tuple[str, int, str], tuple[int, int, float, float, object]] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _, _), (_, _, own, _, _) in table.items():
+        owners[_owner(filename)] = owners.get(_owner(filename), 0.0) + own
+    total = sum(owners.values()) or 1.0
+    lines = [f"{share / total:6.1%}  {owner}" for owner, share in sorted(owners.items(), key=lambda o: -o[1])]
+    return "own time by owner (main thread):\n" + "\n".join(lines[:25]) + "\n\n"
+
+
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} µs"
 
@@ -277,6 +300,7 @@ async def profile(seconds: float = 5.0) -> str:
                 f"{_us(process / done)}, main thread {_us(thread / done)} (profiler included)\n"
             )
             stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
+            out.write(shares(stats))
             stats.print_stats(30)
             stats.sort_stats("cumulative").print_stats(40)
             per_rss, per_heap, top = await memory_per_channel(url, Path(tmp) / "memory.db", top=25)
