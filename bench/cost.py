@@ -185,6 +185,8 @@ def _owner(filename: str) -> str:
     path = Path(filename)
     if "acechat" in path.parts:
         return "acechat." + ".".join(path.parts[path.parts.index("acechat") + 1 :]).removesuffix(".py")
+    if path.parent.name == "bench":
+        return "bench." + path.stem
     if "site-packages" in path.parts:
         return path.parts[path.parts.index("site-packages") + 1].removesuffix(".py")
     if filename.startswith("<") or filename == "~":
