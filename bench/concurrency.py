@@ -32,7 +32,7 @@ from bench.report import Row, median, mib
 NAME = "concurrency"
 CHANNELS = 1000
 LATENCY = 1.0
-ROUNDS = 3
+ROUNDS = 5
 TARGET = 1.2  # the core's wall time ÷ bare aiohttp's, same requests, same run
 POSTGRES_TARGET = 1.2  # ÷ the SQLite figure of the same run
 
