@@ -194,8 +194,11 @@ def _owner(filename: str) -> str:
     if "site-packages" in path.parts:
         return path.parts[path.parts.index("site-packages") + 1].removesuffix(".py")
     if filename.startswith("<") or filename == "~":
-        return "builtins"
-    return "stdlib " + path.stem
+        return "builtins (C functions, whoever calls them)"
+    package = path.parent.name
+    if package.startswith("python3"):
+        return "stdlib " + path.stem
+    return "stdlib " + (package if path.stem == "__init__" else f"{package}.{path.stem}")
 
 
 def shares(stats: pstats.Stats) -> str:
@@ -206,7 +209,12 @@ def shares(stats: pstats.Stats) -> str:
         owners[_owner(filename)] = owners.get(_owner(filename), 0.0) + own
     total = sum(owners.values()) or 1.0
     lines = [f"{share / total:6.1%}  {owner}" for owner, share in sorted(owners.items(), key=lambda o: -o[1])]
-    return "own time by owner (main thread):\n" + "\n".join(lines[:25]) + "\n\n"
+    summed = {
+        prefix: sum(share for owner, share in owners.items() if owner.startswith(prefix))
+        for prefix in ("acechat.", "stdlib asyncio.", "aiohttp")
+    }
+    together = ", ".join(f"{prefix.rstrip('.')} {share / total:.1%}" for prefix, share in summed.items())
+    return f"own time by owner (main thread); all modules of {together}:\n" + "\n".join(lines[:25]) + "\n\n"
 
 
 def _us(seconds: float) -> str:
