@@ -256,7 +256,7 @@ async def measure() -> list[Row]:
         ),
         Row(
             NAME,
-            "CPU per answered question, one at a time, with a delivery id (Slack)",
+            "CPU per answered question, one at a time, Slack (delivery id)",
             f"{_us(slack)} ({slack / CPU_BUDGET:.2f} of budget; bare aiohttp {_us(bare_slack_one)})",
             f"≤ {_us(CPU_BUDGET)}",
             slack <= CPU_BUDGET,
