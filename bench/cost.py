@@ -38,6 +38,7 @@ from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.facts import Actor
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings, UpstreamSettings
+from bench.cost_parts import parts
 from bench.fast_target import FastTarget
 from bench.overhead import QUESTION, BareSide
 from bench.procs import rss, server
@@ -288,8 +289,8 @@ async def measure() -> list[Row]:
 
 
 async def profile(seconds: float = 5.0) -> str:
-    """Where a question's CPU goes (cProfile of the main thread, 32 scopes at once) and what a channel
-    leaves in memory (tracemalloc's largest growth by line)."""
+    """Where a question's CPU goes (cProfile of the main thread, 32 scopes at once, then the parts of a
+    question timed alone) and what a channel leaves in memory (tracemalloc's largest growth by line)."""
     out = io.StringIO()
     with tempfile.TemporaryDirectory() as tmp:
         async with server("bench.upstream") as url:
@@ -328,6 +329,7 @@ async def profile(seconds: float = 5.0) -> str:
             out.write(shares(stats))
             stats.print_stats(30)
             stats.sort_stats("cumulative").print_stats(40)
+            out.write(await parts(settings, Path(tmp) / "parts.db"))
             per_rss, per_heap, top = await memory_per_channel(url, Path(tmp) / "memory.db", top=25)
     out.write(
         f"\nmemory per channel: {per_rss:,.0f} B RSS, {per_heap:,.0f} B Python heap; heap growth by line:\n"
