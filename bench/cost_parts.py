@@ -82,8 +82,10 @@ async def parts(settings: Settings, db_path: Path) -> str:
 
         target = FastTarget()
 
+        mentions = target.rules.mentions
+
         def render(raw: str) -> str:
-            return format_answer(raw, thinking_mode=settings.thinking, streaming=True)
+            return format_answer(raw, thinking_mode=settings.thinking, mentions=mentions, streaming=True)
 
         async def reply(_: int) -> None:
             answer = StreamingReply(target, render=render)
@@ -92,7 +94,7 @@ async def parts(settings: Settings, db_path: Path) -> str:
             for _ in range(4):
                 text.append("stream edit pace")
                 answer.update(text)
-            await answer.finish(format_answer(str(text), thinking_mode=settings.thinking))
+            await answer.finish(format_answer(str(text), thinking_mode=settings.thinking, mentions=mentions))
 
         await measure("StreamingReply: 4 fragments, the final text", reply)
 
