@@ -2,10 +2,10 @@
 
 With no name every benchmark runs, each in a fresh process one after the other (so memory figures
 and global library state do not leak from one into the next). Names: cost, concurrency, storage,
-discord, slack, burst, slack-flood, discord-flood, discord-shards, render. Exits non-zero if a figure
-misses its target. `--json` prints the rows as JSON instead (what the parent process reads);
-`--profile` prints where a question's CPU and a channel's memory go (cProfile, tracemalloc) instead
-of benchmarking.
+discord, slack, burst, slack-flood, slack-channel, discord-flood, discord-shards, render. Exits
+non-zero if a figure misses its target. `--json` prints the rows as JSON instead (what the parent
+process reads); `--profile` prints where a question's CPU and a channel's memory go (cProfile,
+tracemalloc) instead of benchmarking.
 """
 
 from __future__ import annotations
