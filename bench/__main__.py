@@ -1,10 +1,11 @@
 """`python -m bench [NAME ...]`: run the benchmarks and print one table.
 
 With no name every benchmark runs, each in a fresh process one after the other (so memory figures
-and global library state do not leak from one into the next). Names: core, concurrency, storage,
-discord, slack, burst, slack-flood, discord-flood, discord-shards, render. Exits non-zero if a figure misses its
-target. `--json` prints the rows as JSON instead (what the parent process reads); `--profile` prints a
-cProfile of the core under load instead of benchmarking.
+and global library state do not leak from one into the next). Names: cost, concurrency, storage,
+discord, slack, burst, slack-flood, slack-channel, discord-flood, discord-shards, render. Exits
+non-zero if a figure misses its target. `--json` prints the rows as JSON instead (what the parent
+process reads); `--profile` prints where a question's CPU and a channel's memory go (cProfile,
+tracemalloc) instead of benchmarking.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bench.procs import REPO
 from bench.report import Row, from_json, table, to_json
 
 BENCHMARKS: dict[str, str] = {
-    "core": "bench.overhead",
+    "cost": "bench.cost",
     "concurrency": "bench.concurrency",
     "storage": "bench.storage_lookup",
     "discord": "bench.discord_stream",
@@ -68,10 +69,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
-    parser.add_argument("--profile", action="store_true", help="profile the core under load instead")
+    parser.add_argument(
+        "--profile", action="store_true", help="profile a question's CPU and a channel's memory instead"
+    )
     args = parser.parse_args()
     if args.profile:
-        from bench.overhead import profile
+        from bench.cost import profile
 
         print(asyncio.run(profile()))
         return

@@ -6,7 +6,7 @@ upstream conversation; a thread's settings fall back to its channel's, then the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Direct messages belong to no workspace; they get one of their own so keys stay unambiguous.
 DIRECT = "@dm"
@@ -18,6 +18,14 @@ class Scope:
     workspace: str
     channel: str
     thread: str | None = None
+    # Made once: every question reads it many times (its lock, caches, rate limits, records), and the
+    # caches that keep it then share one string rather than each holding a copy.
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "key", f"{self.platform}:{self.workspace}:{self.channel}:{self.thread or '-'}"
+        )
 
     @classmethod
     def of(cls, platform: str, workspace: str | None, channel: str, thread: str | None = None) -> Scope:
@@ -27,16 +35,12 @@ class Scope:
         return cls(platform, workspace or DIRECT, channel, thread or None)
 
     @property
-    def key(self) -> str:
-        return f"{self.platform}:{self.workspace}:{self.channel}:{self.thread or '-'}"
-
-    @property
     def workspace_key(self) -> str:
         return f"{self.platform}:{self.workspace}"
 
     @property
     def channel_scope(self) -> Scope:
-        return Scope(self.platform, self.workspace, self.channel, None)
+        return self if self.thread is None else Scope(self.platform, self.workspace, self.channel, None)
 
     @property
     def is_thread(self) -> bool:

@@ -72,6 +72,9 @@ class ScopeState:
         # What `resolve` made of each scope's settings, while it used only built-in presets (custom
         # ones are read afresh each time); dropped whole whenever a setting changes.
         self._resolved: LRU[str, Resolved] = LRU(CACHE_SIZE)
+        # One object per distinct resolution, shared by every scope that resolves alike (most resolve
+        # to the defaults): a few, since only built-in presets are cached.
+        self._distinct: dict[Resolved, Resolved] = {}
         self._generation = 0
         store.on_change(self._changed)
 
@@ -122,6 +125,7 @@ class ScopeState:
         resolved, warned = await self._resolve(scope)
         # Not kept if a setting changed meanwhile, nor if it needed a warning (which is logged each time).
         if resolved.preset.builtin and not warned and generation == self._generation:
+            resolved = self._distinct.setdefault(resolved, resolved)
             self._resolved.put(key, resolved)
         return resolved
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from acechat.storage.records import RateCheck, RateVerdict
@@ -15,12 +15,14 @@ class SlidingWindows:
     """Hits per key within each window length; a check refuses at `count` hits in the last `per_seconds`.
 
     Keys with no hit inside their window are dropped as time passes, so memory follows active keys only.
+    A key's hits are a plain list, oldest first: an empty deque alone takes over 600 bytes, and a
+    deployment holds one per user and one per channel that spoke within the window.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         # One map per window length, least recently hit key first, so idle keys are found at the front.
-        self._windows: dict[float, OrderedDict[str, deque[float]]] = {}
+        self._windows: dict[float, OrderedDict[str, list[float]]] = {}
 
     def __len__(self) -> int:
         """How many (window, key) pairs are remembered."""
@@ -43,8 +45,9 @@ class SlidingWindows:
             window = self._windows.setdefault(check.per_seconds, OrderedDict())
             hits = window.get(check.key)
             if hits is None:
-                hits = window[check.key] = deque()
-            hits.append(now)
+                window[check.key] = [now]
+            else:
+                hits.append(now)
             window.move_to_end(check.key)
         return ALLOWED
 
@@ -56,20 +59,23 @@ class SlidingWindows:
             if not window:
                 del self._windows[per_seconds]
 
-    def _current(self, check: RateCheck, now: float) -> deque[float] | None:
+    def _current(self, check: RateCheck, now: float) -> list[float] | None:
         window = self._windows.get(check.per_seconds)
         if window is None:
             return None
         horizon = now - check.per_seconds
         self._evict(window, horizon)
         hits = window.get(check.key)
-        if hits is not None:
-            while hits and hits[0] <= horizon:
-                hits.popleft()
+        if hits and hits[0] <= horizon:
+            # The expired hits lead the list; they go in one slice rather than one by one.
+            expired = 1
+            while expired < len(hits) and hits[expired] <= horizon:
+                expired += 1
+            del hits[:expired]
         return hits
 
     @staticmethod
-    def _evict(window: OrderedDict[str, deque[float]], horizon: float) -> None:
+    def _evict(window: OrderedDict[str, list[float]], horizon: float) -> None:
         while window:
             oldest = next(iter(window.values()))
             if oldest and oldest[-1] > horizon:
