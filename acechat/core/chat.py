@@ -208,7 +208,7 @@ class ChatCore:
         posts = target.limits.posts if reply.in_channel else ()
         scheduler = target.limits.scheduler or Scheduler()
         try:
-            for part in split_message(reply.text, target.limits.max_chars):
+            for part in split_message(reply.text, target.limits.max_chars, target.limits.measure):
                 await scheduler.call(Urgency.POST, posts)
                 try:
                     await say(part)
