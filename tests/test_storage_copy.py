@@ -233,6 +233,13 @@ def test_the_database_password_is_a_secret_logs_never_show() -> None:
     )
     assert {"p%40ss-word", "p@ss-word"} <= set(settings.secrets)
     assert "bot" not in settings.secrets
+    as_parameter = parse_settings(
+        {
+            "ACEDATACLOUD_API_TOKEN": "tok-123456",
+            "ACECHAT_DATABASE_URL": "postgresql://bot@db/acechat?sslmode=require&password=a%2Bb&sslpassword=k",
+        }
+    )
+    assert {"a%2Bb", "a+b", "k"} <= set(as_parameter.secrets)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("1", 1), ("25", 25), ("1000", 1000)])

@@ -14,6 +14,7 @@ from acechat.bots import installs_cli
 from acechat.bots.adapter import ADAPTERS, StartupError, adapter, configured, settings_groups
 from acechat.core.logs import configure_logging
 from acechat.core.settings import Settings, SettingsError, load_settings
+from acechat.core.urlmask import mask_urls_in
 
 DEFAULT_ENV_FILE = ".env"
 
@@ -78,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 def _fail(error: Exception | str) -> int:
     lines = error.problems if isinstance(error, SettingsError) else str(error).splitlines() or [""]
     for line in lines:
-        print(f"acechat: {line}", file=sys.stderr)
+        # A driver's error may quote the database URL it was given.
+        print(f"acechat: {mask_urls_in(line)}", file=sys.stderr)
     return 2
 
 
