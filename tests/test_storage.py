@@ -240,12 +240,46 @@ async def test_in_an_existing_directory_only_the_files_we_create_are_private(tmp
     finally:
         await store.close()
 
-    # A file that was there before keeps its mode.
-    shared = tmp_path / "shared.db"
-    await (await SQLiteStore.open(shared)).close()
-    os.chmod(shared, 0o640)
-    await (await SQLiteStore.open(shared)).close()
-    assert mode(shared) == 0o640
+
+
+async def test_files_an_older_version_left_readable_are_private_from_the_first_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tmp_path / "old.db"
+    store = await SQLiteStore.open(old)
+    await store.save_conversation(conversation())
+    await store.close()
+    # As an older version left them: the file and a -wal and -shm of a process that was killed.
+    for name in ("old.db", "old.db-wal", "old.db-shm"):
+        (tmp_path / name).touch()
+        os.chmod(tmp_path / name, 0o644)
+    store = await SQLiteStore.open(old)
+    try:
+        await store.save_conversation(conversation())
+        assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
+            "old.db": 0o600,
+            "old.db-wal": 0o600,
+            "old.db-shm": 0o600,
+        }
+    finally:
+        await store.close()
+    assert "old.db was readable by others (mode 644); it is now 0600" in caplog.text
+
+    # A database file alone (its -wal and -shm are made by SQLite from its mode).
+    bare = tmp_path / "bare" / "acechat.db"
+    bare.parent.mkdir()
+    await (await SQLiteStore.open(bare)).close()
+    os.chmod(bare, 0o664)
+    store = await SQLiteStore.open(bare)
+    try:
+        await store.save_conversation(conversation())
+        assert {p.name: mode(p) for p in bare.parent.iterdir()} == {
+            "acechat.db": 0o600,
+            "acechat.db-wal": 0o600,
+            "acechat.db-shm": 0o600,
+        }
+    finally:
+        await store.close()
 
 
 # conversations: the write-through cache

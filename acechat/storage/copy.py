@@ -22,6 +22,7 @@ from acechat.storage.postgres_connections import safe_label
 from acechat.storage.postgres_notify import CHANNEL
 from acechat.storage.postgres_schema import MIGRATION_LOCK
 from acechat.storage.records import EVERYTHING
+from acechat.storage.sqlite import make_private
 
 BATCH = 5_000
 
@@ -122,6 +123,7 @@ def _open_source(path: Path) -> sqlite3.Connection:
     # Brought to the current schema first, as the bot would on start, so every column exists.
     from sqlite_utils import Database
 
+    make_private(path)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
         sqlite_schema.migrate(Database(conn, execute_plugins=False), label=str(path))
