@@ -212,6 +212,10 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def modes(directory: Path) -> dict[str, int]:
+    return {p.name: mode(p) for p in directory.iterdir()}
+
+
 async def test_a_new_data_directory_is_0700_and_the_database_files_0600(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "data" / "acechat.db"
     store = await SQLiteStore.open(path)
@@ -241,7 +245,6 @@ async def test_in_an_existing_directory_only_the_files_we_create_are_private(tmp
         await store.close()
 
 
-
 async def test_files_an_older_version_left_readable_are_private_from_the_first_open(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -256,7 +259,7 @@ async def test_files_an_older_version_left_readable_are_private_from_the_first_o
     store = await SQLiteStore.open(old)
     try:
         await store.save_conversation(conversation())
-        assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
+        assert modes(tmp_path) == {
             "old.db": 0o600,
             "old.db-wal": 0o600,
             "old.db-shm": 0o600,
@@ -273,7 +276,7 @@ async def test_files_an_older_version_left_readable_are_private_from_the_first_o
     store = await SQLiteStore.open(bare)
     try:
         await store.save_conversation(conversation())
-        assert {p.name: mode(p) for p in bare.parent.iterdir()} == {
+        assert modes(bare.parent) == {
             "acechat.db": 0o600,
             "acechat.db-wal": 0o600,
             "acechat.db-shm": 0o600,
