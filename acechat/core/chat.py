@@ -710,7 +710,9 @@ class ChatCore:
             },
         )
         message = error.user_message
-        if error.trace_id and error.status is not None and error.status >= 500:
+        # The service's own failures carry the id its operators trace them by: a 5xx, and an error
+        # inside a stream (the request itself succeeded, 200). Refusals of ours (4xx) need no trace.
+        if error.trace_id and error.status is not None and (error.status >= 500 or error.status == 200):
             message = f"{message} (trace `{error.trace_id}`)"
         await reply.fail(message)
         return Outcome.FAILED
