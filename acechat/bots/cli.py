@@ -223,23 +223,21 @@ def _installs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _console(settings: Settings, args: argparse.Namespace) -> int:
-    from acechat.bots.console import run_console
+    from acechat.bots.console import LineReader, run_console, run_interactive
     from acechat.core.chat import ChatCore
     from acechat.storage import StoreError
 
-    async def console() -> None:
+    async def console(read_line: LineReader) -> None:
         core = await ChatCore.open(settings)
         try:
-            await run_console(core, channel=args.channel, user=args.user)
+            await run_console(core, channel=args.channel, user=args.user, read_line=read_line)
         finally:
             await core.aclose()
 
     try:
-        asyncio.run(console())
+        run_interactive(console)
     except StoreError as error:
         return _fail(error)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
