@@ -250,3 +250,6 @@ def test_the_image_is_pinned_and_built_clean() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"build", "dist", "**/*.egg-info"} <= set(ignored)
     assert "COPY . " not in dockerfile, "copy only what the image needs"
+    # As built and run with Podman: a non-root user, state on /data, a health check.
+    assert "--uid 10001" in dockerfile and "USER acechat" in dockerfile
+    assert 'VOLUME ["/data"]' in dockerfile and "HEALTHCHECK " in dockerfile

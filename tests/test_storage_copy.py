@@ -345,10 +345,20 @@ async def test_check_and_db_copy_never_show_a_database_password(tmp_path: Path, 
     assert copied.returncode == 0, copied.stderr
     for shown in (checked, copied):
         assert ":pw@" not in shown.stdout + shown.stderr and "k9" not in shown.stdout + shown.stderr
-    unreachable = acechat(
-        tmp_path, "check", ACECHAT_DATABASE_URL="postgresql://bot@127.0.0.1:1/acechat?password=k9"
-    )
-    assert unreachable.returncode == 2 and "k9" not in unreachable.stderr
+    for command in ("check", "run"):
+        unreachable = acechat(
+            tmp_path,
+            command,
+            ACECHAT_DATABASE_URL="postgresql://bot:pw@127.0.0.1:1/acechat?password=k9",
+            DISCORD_BOT_TOKEN="discord-token",
+            ACECHAT_LOG_LEVEL="DEBUG",
+        )
+        assert unreachable.returncode == 2, unreachable.stderr
+        assert (
+            "cannot open the database postgresql://bot:***@127.0.0.1:1/acechat?password=***"
+            in unreachable.stderr
+        )
+        assert "k9" not in unreachable.stderr and ":pw@" not in unreachable.stderr
 
 
 # settings
