@@ -180,6 +180,10 @@ async def test_folded_reasoning_is_one_marker_the_answer_follows(
 # --- at a real terminal -------------------------------------------------------------------------------
 
 
+# x86-64 system calls readline waits for a key in: select, pselect6, poll, ppoll.
+WAITING_FOR_INPUT = {"23", "270", "7", "271"}
+
+
 class Terminal:
     """`acechat demo` on a pseudo-terminal of its own, as someone at a keyboard runs it."""
 
@@ -227,6 +231,21 @@ class Terminal:
                     break
         return self.screen.decode(errors="replace")
 
+    def interrupt_at_the_prompt(self) -> None:
+        """Ctrl-C once readline waits for a key. A SIGINT that lands between the prompt being drawn and
+        CPython's readline entering its wait is only seen at the next key (a limit of CPython's readline
+        module), so this waits, on the kernel's word, until the process sleeps in that wait."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                call = Path(f"/proc/{self.process.pid}/syscall").read_text().split()[0]
+            except (OSError, IndexError):
+                break  # no /proc here: nothing to wait on
+            if call in WAITING_FOR_INPUT:
+                break
+            time.sleep(0.01)
+        self.type("\x03")
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -262,7 +281,7 @@ def test_at_a_terminal_typing_ahead_history_and_ctrl_c(terminal: Terminal) -> No
     assert "turn 3" in screen.rsplit("bot> ", 1)[1]
     assert "“!hello”" in screen or "!hello" in screen.rsplit("bot> ", 1)[1], screen[-600:]
     # Ctrl-C at the prompt: the demo ends at once, cleanly, and the terminal echoes again.
-    terminal.type("\x03")
+    terminal.interrupt_at_the_prompt()
     assert terminal.process.wait(timeout=15) == 0
     assert termios.tcgetattr(terminal.slave)[3] & termios.ECHO
     assert "Traceback" not in terminal.wait_for("", timeout=1)

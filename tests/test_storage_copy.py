@@ -26,6 +26,7 @@ from acechat.storage.records import (
     UsageRecord,
 )
 from acechat.storage.sqlite import SQLiteStore
+from tests.fakes.discord import TOKEN as DISCORD_TOKEN
 from tests.store_backends import pg_database, pg_url
 
 __all__ = ["pg_database", "pg_url"]  # fixtures
@@ -350,7 +351,7 @@ async def test_check_and_db_copy_never_show_a_database_password(tmp_path: Path, 
             tmp_path,
             command,
             ACECHAT_DATABASE_URL="postgresql://bot:pw@127.0.0.1:1/acechat?password=k9",
-            DISCORD_BOT_TOKEN="discord-token",
+            DISCORD_BOT_TOKEN=DISCORD_TOKEN,
             ACECHAT_LOG_LEVEL="DEBUG",
         )
         assert unreachable.returncode == 2, unreachable.stderr

@@ -245,7 +245,10 @@ def run_interactive(
 
 
 class _Terminal:
-    """The main thread reads lines with readline; the session runs on a loop in a worker thread."""
+    """The main thread reads lines with readline; the session runs on a loop in a worker thread.
+
+    CPython's readline notices Ctrl-C when it interrupts the wait for a key; one that lands in the
+    instant between the prompt being drawn and that wait takes effect at the next key."""
 
     def __init__(self, stdin: TextIO, out: TextIO) -> None:
         self._stdin = stdin
