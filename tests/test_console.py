@@ -159,6 +159,13 @@ async def test_escape_sequences_and_control_characters_in_an_answer_never_reach_
     )
 
 
+def test_an_escape_sequence_that_never_ends_takes_no_text_with_it() -> None:
+    assert terminal_safe("a\x1b]0;title\nthe rest\nand more") == "a0;title\nthe rest\nand more"
+    assert terminal_safe("a\x1b[12\nb") == "a12\nb"
+    # Cut off at the end of an answer still arriving: held back whole, never shown in part.
+    assert terminal_safe("text\x1b]0;ti") == terminal_safe("text\x1b[3") == "text"
+
+
 def test_terminal_safe_is_linear_on_hostile_text() -> None:
     for unit in ("\x1b[", "\x1b]", "\x1b[0;", "\x1b", "\x9b"):
         text = unit * 50_000

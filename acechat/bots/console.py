@@ -54,9 +54,12 @@ _IN_CONSOLE_TERMS = (
 )
 
 # Escape sequences whole (a CSI or OSC cut off at the end of a partial answer too, so that it never
-# shows half), then any other control character but newline and tab, then bidirectional overrides
-# that would make text read in another order than it is. No nested quantifiers: linear in the text.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*(?:[@-~]|$)|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\|$)|\x1b[@-_]?")
+# shows half; an OSC that never ends loses only its introducer, not the lines after it), then any
+# other control character but newline and tab, then bidirectional overrides that would make text read
+# in another order than it is. No nested quantifiers: linear in the text.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*(?:[@-~]|\Z)|\x1b\][^\x07\x1b\n]{0,512}(?:\x07|\x1b\\|\Z)|\x1b[@-_]?"
+)
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
 
