@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from acechat.core import notices
 from acechat.core.chat import ChatCore, Question
-from acechat.core.commands import HELP_TEXT, Action, is_command, parse_command
+from acechat.core.commands import COMMAND_WORDS, HELP_TEXT, is_command
 from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.platform import MentionRules, PlatformRules
@@ -77,14 +77,6 @@ def terminal_safe(text: str) -> str:
     return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
-def _names_a_command(word: str) -> bool:
-    """Whether `word` is one of the commands (not merely parsed as a request for help about it)."""
-    if word.lower() == "ask":
-        return True
-    command = parse_command(word)
-    return command.action is not Action.ASK and not (command.action is Action.HELP and command.text)
-
-
 def _as_typed(reply: str) -> str:
     """A command reply in the console's terms: commands are typed with their `/`, and one asks by
     typing, not by mentioning."""
@@ -93,7 +85,7 @@ def _as_typed(reply: str) -> str:
 
     def slashed(match: re.Match[str]) -> str:
         span = match.group(1)
-        return f"`/{span}`" if _names_a_command(span.split()[0]) else match.group()
+        return f"`/{span}`" if span.split()[0].lower() in COMMAND_WORDS else match.group()
 
     return _CODE_SPAN.sub(slashed, reply)
 
