@@ -113,6 +113,10 @@ class Backend(Protocol):
 
     def migrations(self) -> Sequence[Any]: ...
 
+    def version(self, migrations: Sequence[Any]) -> int:
+        """The schema version `migrations` produce: acechat's, the same on every backend."""
+        ...
+
     def broken_migration(self) -> Any:
         """A migration that creates a table, then fails."""
 
@@ -155,6 +159,9 @@ class SQLiteBackend:
     def migrations(self) -> Sequence[Any]:
         return sqlite_schema.MIGRATIONS
 
+    def version(self, migrations: Sequence[Any]) -> int:
+        return len(migrations)
+
     def broken_migration(self) -> Any:
         def broken(db: Any) -> None:
             db.execute("CREATE TABLE half_done (x)")
@@ -196,6 +203,9 @@ class PostgresBackend:
 
     def migrations(self) -> Sequence[Any]:
         return postgres_schema.MIGRATIONS
+
+    def version(self, migrations: Sequence[Any]) -> int:
+        return postgres_schema.version_after(migrations)
 
     def broken_migration(self) -> Any:
         return "CREATE TABLE half_done (x integer); SELECT 1 / 0"

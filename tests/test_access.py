@@ -120,7 +120,7 @@ async def test_the_console_speaks_the_same_grammar(core: ChatCore, fake_upstream
     assert "dana turned me off in this channel." in out
     assert "dana set a quota of 5 questions a day per user (UTC days)." in out
     assert "Tokens count where the AI service reports them." in out
-    assert "`autothread` is for Discord" in out and "`access dms` is for Slack workspaces." in out
+    assert "`/autothread` is for Discord" in out and "`/access dms` is for Slack workspaces." in out
     assert "Roles are Discord's" in out and "put user `U9` on the deny list" in out
     assert "**Quotas:** 5 questions a day per user; 200,000 tokens a day (workspace setting)" in out
     assert "**Transcripts:** off: counts only (workspace setting)" in out
@@ -144,7 +144,7 @@ async def test_a_token_quota_counts_the_tokens_recorded_and_refuses_the_next_que
     assert await core.ask(Question(HERE, member, "first"), ConsoleTarget(out)) is Outcome.ANSWERED
     await core.store.record_usage(UsageRecord(WS, HERE.key, "U1", "gpt-4o", 10, 1.0, "answered", now, 20))
     assert await core.ask(Question(HERE, member, "second"), ConsoleTarget(out)) is Outcome.REFUSED
-    assert "(bot) Your quota of 100 tokens a day is used up; it resets at 00:00 UTC" in out.getvalue()
+    assert "bot> Your quota of 100 tokens a day is used up; it resets at 00:00 UTC" in out.getvalue()
     assert [b["question"] for b in fake_upstream.bodies if b] == ["u1: first"]
     # Recorded: the answered question (v1 reports no tokens), beside the rows written here.
     used = await core.store.count_usage(WS, HERE.key, "U1", access.day_start(now))

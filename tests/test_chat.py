@@ -321,6 +321,31 @@ async def test_every_upstream_failure_gives_the_user_a_short_clear_message(
     assert "Answer" in after.text, "the core keeps serving after a failure"
 
 
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        Behaviour.fail(500, "api_error"),
+        Behaviour(error_after=1, answer="partial answer here", fragment_size=4),
+        Behaviour(error_after=0, error_line_code="api_error"),
+        Behaviour(garbage_after=1, answer="partial answer here", fragment_size=4),
+    ],
+    ids=["http-500", "error-line-after-text", "error-line-first", "malformed-line"],
+)
+async def test_a_failure_of_the_service_shows_its_trace_id_in_a_stream_as_over_http(
+    core: ChatCore, fake_upstream: FakeUpstream, behaviour: Behaviour
+) -> None:
+    fake_upstream.queue(*([behaviour] * 3))
+    target = await ask(core, "hi")
+    traces = [request["trace_id"] for request in fake_upstream.requests]
+    assert f"(trace `{traces[-1]}`)" in target.text, target.text
+
+
+async def test_a_refusal_shows_no_trace_id(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.queue(Behaviour.fail(403, "used_up"))
+    target = await ask(core, "hi")
+    assert "balance is used up" in target.text and "trace" not in target.text
+
+
 async def test_connection_refused_and_timeouts(
     upstream_settings: UpstreamSettings, tmp_path: Path, fake_upstream: FakeUpstream
 ) -> None:

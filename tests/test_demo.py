@@ -193,8 +193,9 @@ def test_acechat_demo_end_to_end(tmp_path: Path) -> None:
     assert first_line.startswith("acechat demo: answers come from a local stand-in of the AI Chat API")
     assert "not from a real model" in first_line
 
-    answers = out.split("bot> ")[1:]
-    assert len(answers) == 4
+    said = out.split("bot> ")[1:]
+    answers = [text for text in said if text.startswith("**Local stand-in")]
+    assert len(answers) == 4 and len(said) == 6, "four answers and two command replies"
     assert all(" · streamed line by line" in answer for answer in answers), "the console streams"
     assert re.findall(r"· turn (\d+) ·", out) == ["1", "1", "2", "1"]
     assert "*a helpful, knowledgeable assistant for a team*" in answers[0]
@@ -234,7 +235,7 @@ def test_demo_help_describes_it(capsys: pytest.CaptureFixture[str]) -> None:
 def test_everything_installs_under_the_one_name_acechat() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["acechat*"]
-    assert "COPY acechat ./acechat" in (ROOT / "Dockerfile").read_text()
+    assert "COPY acechat /tmp/src/acechat" in (ROOT / "Dockerfile").read_text()
     assert {path.parent.name for path in (ROOT / "acechat").glob("*/__init__.py")} >= {
         "core", "bots", "storage", "demo"
     }

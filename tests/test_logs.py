@@ -68,9 +68,29 @@ def test_secrets_leave_exception_text() -> None:
     assert TOKEN not in JsonFormatter().format(item)
 
 
-def test_the_longest_secret_wins_and_short_ones_are_ignored() -> None:
-    redact = RedactSecrets(["abcdef", "abcdefgh", "abc", ""])
-    assert redact.scrub("x abcdefgh y abcdef z abc") == "x [redacted] y [redacted] z abc"
+def test_the_longest_secret_wins_and_short_ones_go_where_they_stand_alone() -> None:
+    redact = RedactSecrets(["abcdef", "abcdefgh", "abc", "p", ""])
+    assert redact.scrub("x abcdefgh y abcdef z abc xabcx (p) pp") == (
+        "x [redacted] y [redacted] z [redacted] xabcx ([redacted]) pp"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("to postgresql://bot:p@db/acechat", "to postgresql://bot:***@db/acechat"),
+        ("to postgres://bot@db/acechat?sslmode=require&password=pw", "?sslmode=require&password=***"),
+        ('DSN "host=db password=x user=bot"', 'DSN "host=db password=*** user=bot"'),
+        ("see https://user:ab@example.com/x and postgresql://a:b:c@h/d", "https://user:***@example.com/x"),
+        ("sslpassword=key1&x=1", "sslpassword=***&x=1"),
+    ],
+)
+def test_a_password_in_any_url_is_masked_whatever_its_length(line: str, shown: str) -> None:
+    # No secret configured: the URL alone says where its password is.
+    item = record("%s", line)
+    RedactSecrets([]).filter(item)
+    assert shown in item.getMessage()
+    assert "postgresql://a:***@h/d" in RedactSecrets([]).scrub("postgresql://a:b:c@h/d")
 
 
 def test_without_secrets_records_are_untouched() -> None:

@@ -380,3 +380,7 @@ async def test_an_unreachable_server_is_one_line_without_the_password() -> None:
     with pytest.raises(StoreError) as checked:
         await check_database(database_url=url, db_path=Path("unused.db"))
     assert "sekrit-pass" not in str(checked.value)
+    short = "postgresql://acechat@127.0.0.1:1/acechat?password=pw&sslmode=disable"
+    with pytest.raises(StoreError) as caught:
+        await PostgresStore.connect(short)
+    assert "?password=***&sslmode=disable" in str(caught.value) and "pw&" not in str(caught.value)

@@ -289,6 +289,21 @@ async def test_a_long_answer_arrives_as_several_messages_under_the_limit(
     assert all(p.strip() in shown for p in paragraphs)
 
 
+async def test_an_answer_dense_in_escapable_characters_loses_no_row(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    # Each `<` shows as `&lt;`: split on the Markdown's own length, 41 to 44 of these rows were cut.
+    rows = [f"<tr><td>row {i}</td><td>a & b</td><td>{'<b>x</b>' * 3}</td></tr>" for i in range(150)]
+    answer = "<table>\n" + "\n".join(rows) + "\n</table>"
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=700))
+    await ask(slack, bot, "an html table please")
+    messages = slack.in_channel("C1")
+    assert len(messages) >= 4 and slack.too_long == 0
+    assert not any(m.text.endswith(" …") for m in messages)
+    shown = "".join(m.text for m in messages).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    assert all(row in shown for row in rows)
+
+
 async def test_markdown_is_converted_to_mrkdwn_and_escaped(
     bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:

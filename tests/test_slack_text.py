@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, from_slack, render
+from acechat.bots.slack_targets import SlackLimits
+from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, from_slack, render, shown_length
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.facts import Actor
 from acechat.core.reply_target import TargetLimits
 from acechat.core.scope import Scope
+from acechat.core.splitting import split_message
 from tests.fakes.target import RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
@@ -291,12 +293,71 @@ def test_escaped_text_survives_as_text(text: str) -> None:
     assert render(f"{fence}\n{text}\n{fence}") == f"```\n{escape(text)}\n```"
 
 
-# --- through the core: every message of a streamed answer -----------------------------------------------
+# --- split on what Slack shows: no text lost to escaping ---------------------------------------------------
+
+TEXT_WORDS = st.builds("{}{}".format, st.sampled_from("abcxyz"), st.text(alphabet='abc<>&="/', max_size=12))
+URL_PATHS = st.text(alphabet="abcdefghij0123456789/?=&.-", min_size=1, max_size=1200)
+URLS = st.builds("https://example.com/{}".format, URL_PATHS)
+
+
+@st.composite
+def escapable_answers(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """An answer dense in `<`, `>`, `&` and long URLs, and the words a reader must find in it, in order."""
+    parts: list[str] = []
+    words: list[str] = []
+    for _ in range(draw(st.integers(1, 40))):
+        kind = draw(st.sampled_from(["word", "word", "word", "tag", "url", "link", "autolink", "break"]))
+        if kind == "word":
+            word = draw(TEXT_WORDS)
+            parts.append(word)
+            words.append(word)
+        elif kind == "tag":
+            parts.append(draw(st.sampled_from(["<td>", "</td>", "<tr>", "a&b", "x<y>z"])))
+            words.append(parts[-1])
+        elif kind == "url":
+            parts.append(draw(URLS))
+            words.append(parts[-1])
+        elif kind == "link":
+            label, url = draw(TEXT_WORDS), draw(URLS)
+            parts.append(f"[{label}]({url})")
+            words += [label, url]
+        elif kind == "autolink":
+            url = draw(URLS)
+            parts.append(f"<{url}>")
+            words.append(url)
+        else:
+            parts.append(draw(st.sampled_from(["\n", "\n\n"])) + draw(TEXT_WORDS))
+            words.append(parts[-1].strip())
+    # Repeated, so that most answers need several messages.
+    times = draw(st.integers(1, 120))
+    return " ".join(parts * times), words * times
+
+
+def shown_words(mrkdwn: str) -> str:
+    """What a reader sees: a link token as its label then its target, entities as their characters."""
+    text = re.sub(r"<([^<>|]*)\|([^<>]*)>", r"\2 \1", mrkdwn)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+@settings(derandomize=True, max_examples=150, deadline=None, database=None)
+@given(escapable_answers())
+def test_messages_split_on_their_shown_length_hold_all_the_text(answer: tuple[str, list[str]]) -> None:
+    text, words = answer
+    limits = SlackLimits().limits("T1", "C1", typing_interval=None)
+    messages = [render(part) for part in split_message(text, limits.max_chars, limits.measure)]
+    assert all(len(message) <= MAX_MESSAGE_CHARS and not message.endswith(" …") for message in messages)
+    shown = "".join(shown_words(message) for message in messages)
+    at = 0
+    for word in words:
+        found = shown.find(word, at)
+        assert found != -1, (word, shown[at : at + 200])
+        at = found + len(word)
+
 
 SCOPE = Scope.of("test", "W1", "C1")
 ASKER = Actor("U1", "Dana")
-# The Slack adapter's message size, in Markdown characters, and a pace of edits as brisk as it allows.
-SLACK_LIKE = TargetLimits(max_chars=3500, edit_burst=5, edit_window=0.2)
+# The Slack adapter's message size, measured as shown, and a pace of edits as brisk as it allows.
+SLACK_LIKE = TargetLimits(max_chars=MAX_MESSAGE_CHARS, edit_burst=5, edit_window=0.2, measure=shown_length)
 
 
 class RenderingTarget(RecordingTarget):
@@ -316,7 +377,8 @@ async def test_links_in_every_part_of_a_split_answer_are_text(
     core: ChatCore, fake_upstream: FakeUpstream
 ) -> None:
     pings = "[heads up](!channel) ![x](!everyone) [boss](@U123) [ops](!subteam^S1)"
-    answer = "\n\n".join(f"Paragraph {i}: {'lorem ipsum ' * 20}{pings}" for i in range(40))
+    # Under the 12,000-character answer cap, so that every message ends on a whole paragraph.
+    answer = "\n\n".join(f"Paragraph {i}: {'lorem ipsum ' * 20}{pings}" for i in range(35))
     fake_upstream.queue(Behaviour(answer=answer, fragment_size=500))
     target = RenderingTarget(SLACK_LIKE)
     assert await core.ask(Question(SCOPE, ASKER, "go"), target) is Outcome.ANSWERED

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acechat.core.splitting import MIN_LIMIT, Chunk, split_chunks, split_message
+from acechat.core.splitting import MIN_LIMIT, Chunk, Measure, split_chunks, split_message
 
 SPACE = re.compile(r"\s*")
 
@@ -43,11 +43,12 @@ def open_fence(text: str) -> tuple[str, int] | None:
     return fence
 
 
-def check_invariants(text: str, limit: int) -> list[Chunk]:
-    chunks = split_chunks(text, limit)
-    assert [c.text for c in chunks] == split_message(text, limit)
+def check_invariants(text: str, limit: int, measure: Measure = len) -> list[Chunk]:
+    chunks = split_chunks(text, limit, None if measure is len else measure)
+    assert [c.text for c in chunks] == split_message(text, limit, None if measure is len else measure)
     for i, chunk in enumerate(chunks):
         assert 0 < len(chunk.text) <= limit
+        assert measure(chunk.text) <= limit
         assert chunk.text.strip()
         assert chunk.body
         # A reopened fence continues exactly the fence the previous chunk closed.
@@ -142,6 +143,35 @@ def test_the_first_cut_reads_nothing_past_the_room(text: str, rests: list[str], 
     start = len(padded) - len(padded.lstrip())
     room = padded[: start + limit + 1]
     assert len({split_message(room + rest + " " + "z" * limit, limit)[0] for rest in rests}) == 1
+
+
+def escaped_length(text: str) -> int:
+    """A platform that shows `<`, `>` and `&` as entities, as Slack does (written apart from its adapter)."""
+    return len(text) + 3 * (text.count("<") + text.count(">")) + 4 * text.count("&")
+
+
+dense = st.lists(
+    st.sampled_from([*"<>&", "a", " ", "\n", "<td>", "a&b ", "```\n", "\n```\n"]), max_size=300
+).map("".join)
+
+
+@given(text=st.one_of(raw, markdown(), dense), limit=limits)
+@examples(80)
+def test_measured_chunks_show_within_the_limit_and_reassemble(text: str, limit: int) -> None:
+    check_invariants(text, limit, escaped_length)
+
+
+@given(text=st.one_of(markdown(), dense), more=st.one_of(raw, dense), limit=limits)
+@examples(60)
+def test_measured_appending_changes_only_the_last_two_chunks(text: str, more: str, limit: int) -> None:
+    # Only the last message's own cut, decided while its text fit the room but not the screen, may move.
+    before = split_message(text, limit, escaped_length)[:-2]
+    assert split_message(text + more, limit, escaped_length)[: len(before)] == before
+
+
+def test_a_measure_that_never_fits_still_makes_progress() -> None:
+    chunks = split_message("<" * 500, 60, lambda text: 1000)
+    assert "".join(chunks) == "<" * 500
 
 
 # --- examples -------------------------------------------------------------------------------------

@@ -212,6 +212,10 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def modes(directory: Path) -> dict[str, int]:
+    return {p.name: mode(p) for p in directory.iterdir()}
+
+
 async def test_a_new_data_directory_is_0700_and_the_database_files_0600(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "data" / "acechat.db"
     store = await SQLiteStore.open(path)
@@ -240,12 +244,45 @@ async def test_in_an_existing_directory_only_the_files_we_create_are_private(tmp
     finally:
         await store.close()
 
-    # A file that was there before keeps its mode.
-    shared = tmp_path / "shared.db"
-    await (await SQLiteStore.open(shared)).close()
-    os.chmod(shared, 0o640)
-    await (await SQLiteStore.open(shared)).close()
-    assert mode(shared) == 0o640
+
+async def test_files_an_older_version_left_readable_are_private_from_the_first_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tmp_path / "old.db"
+    store = await SQLiteStore.open(old)
+    await store.save_conversation(conversation())
+    await store.close()
+    # As an older version left them: the file and a -wal and -shm of a process that was killed.
+    for name in ("old.db", "old.db-wal", "old.db-shm"):
+        (tmp_path / name).touch()
+        os.chmod(tmp_path / name, 0o644)
+    store = await SQLiteStore.open(old)
+    try:
+        await store.save_conversation(conversation())
+        assert modes(tmp_path) == {
+            "old.db": 0o600,
+            "old.db-wal": 0o600,
+            "old.db-shm": 0o600,
+        }
+    finally:
+        await store.close()
+    assert "old.db was readable by others (mode 644); it is now 0600" in caplog.text
+
+    # A database file alone (its -wal and -shm are made by SQLite from its mode).
+    bare = tmp_path / "bare" / "acechat.db"
+    bare.parent.mkdir()
+    await (await SQLiteStore.open(bare)).close()
+    os.chmod(bare, 0o664)
+    store = await SQLiteStore.open(bare)
+    try:
+        await store.save_conversation(conversation())
+        assert modes(bare.parent) == {
+            "acechat.db": 0o600,
+            "acechat.db-wal": 0o600,
+            "acechat.db-shm": 0o600,
+        }
+    finally:
+        await store.close()
 
 
 # conversations: the write-through cache

@@ -14,6 +14,7 @@ from acechat.bots import installs_cli
 from acechat.bots.adapter import ADAPTERS, StartupError, adapter, configured, settings_groups
 from acechat.core.logs import configure_logging
 from acechat.core.settings import Settings, SettingsError, load_settings
+from acechat.core.urlmask import mask_urls_in
 
 DEFAULT_ENV_FILE = ".env"
 
@@ -66,11 +67,28 @@ def _parser() -> argparse.ArgumentParser:
         "copy",
         help="copy every table of the SQLite file (ACECHAT_DB_PATH) into a PostgreSQL database",
         description="Copy every table of the SQLite file (ACECHAT_DB_PATH) into a PostgreSQL database, "
-        "creating its tables; running it again adds nothing.",
+        "creating its tables, in one transaction. A database that already holds data is refused unless "
+        "--merge or --replace says how to combine; the copy is recorded in each workspace's audit log.",
     )
     copy.add_argument(
         "--to", required=True, metavar="URL", help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
     )
+    combine = copy.add_mutually_exclusive_group()
+    combine.add_argument(
+        "--merge",
+        dest="mode",
+        action="store_const",
+        const="merge",
+        help="for a row in both, keep the newer by its own time; add audit entries and transcripts",
+    )
+    combine.add_argument(
+        "--replace",
+        dest="mode",
+        action="store_const",
+        const="replace",
+        help="delete the target's rows first: it then holds exactly what the file holds",
+    )
+    copy.add_argument("--dry-run", action="store_true", help="say what would change, and change nothing")
     installs_cli.add_parser(commands)
     return parser
 
@@ -78,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 def _fail(error: Exception | str) -> int:
     lines = error.problems if isinstance(error, SettingsError) else str(error).splitlines() or [""]
     for line in lines:
-        print(f"acechat: {line}", file=sys.stderr)
+        # A driver's error may quote the database URL it was given.
+        print(f"acechat: {mask_urls_in(line)}", file=sys.stderr)
     return 2
 
 
@@ -107,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _check(settings, online=args.online)
     if args.command == "db":
-        return _db_copy(settings, args.to)
+        return _db_copy(settings, args)
     if args.command == "console":
         return _console(settings, args)
     if args.command == "installs":
@@ -157,22 +176,37 @@ def _check(settings: Settings, *, online: bool) -> int:
     return 0
 
 
-def _db_copy(settings: Settings, url: str) -> int:
+def _db_copy(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
     from acechat.core.settings import check_database_url
     from acechat.storage import StoreError
-    from acechat.storage.copy import copy_to_postgres
+    from acechat.storage.copy import CopyMode, copy_to_postgres
     from acechat.storage.installations_postgres import copy_installations
 
+    def announce(line: str) -> None:
+        print(f"acechat: {line}", flush=True)
+
+    mode = CopyMode(args.mode) if args.mode else None
     try:
-        check_database_url("--to", url)
-        tables = asyncio.run(copy_to_postgres(settings.db_path, url))
-        installations = asyncio.run(copy_installations(settings.db_path, url))
+        check_database_url("--to", args.to)
+        tables = asyncio.run(
+            copy_to_postgres(settings.db_path, args.to, mode=mode, dry_run=args.dry_run, announce=announce)
+        )
+        # Slack's installations, still sealed, in a step of their own (the file's version wins).
+        installations = None if args.dry_run else asyncio.run(copy_installations(settings.db_path, args.to))
     except (SettingsError, StoreError) as error:
         return _fail(error)
     for table in tables:
         print(f"acechat: {table.describe()}")
+    if args.dry_run or installations is None:
+        print("acechat: dry run: nothing was changed")
+        return 0
     print(f"acechat: {installations}")
-    print(f"acechat: copied {settings.db_path} into the PostgreSQL database; running it again adds nothing")
+    logging.getLogger("acechat.db").warning(
+        "copied %s into %s (%s)", settings.db_path, mask_urls_in(args.to), mode or "into an empty database"
+    )
+    print(f"acechat: copied {settings.db_path}; the copy is in the audit log of every workspace it touched")
     return 0
 
 
@@ -189,23 +223,21 @@ def _installs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _console(settings: Settings, args: argparse.Namespace) -> int:
-    from acechat.bots.console import run_console
+    from acechat.bots.console import LineReader, run_console, run_interactive
     from acechat.core.chat import ChatCore
     from acechat.storage import StoreError
 
-    async def console() -> None:
+    async def console(read_line: LineReader) -> None:
         core = await ChatCore.open(settings)
         try:
-            await run_console(core, channel=args.channel, user=args.user)
+            await run_console(core, channel=args.channel, user=args.user, read_line=read_line)
         finally:
             await core.aclose()
 
     try:
-        asyncio.run(console())
+        run_interactive(console)
     except StoreError as error:
         return _fail(error)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -7,13 +7,12 @@ temporary directory that goes when the demo ends, so no real state is touched.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from acechat.bots.console import run_console
+from acechat.bots.console import LineReader, run_console, run_interactive
 from acechat.core.chat import ChatCore
 from acechat.core.logs import configure_logging
 from acechat.core.settings import SettingsError, load_settings
@@ -28,17 +27,16 @@ def run_demo(
 ) -> int:
     """Run the demo until end of input or Ctrl-C; the exit code for `acechat demo`."""
     with tempfile.TemporaryDirectory(prefix="acechat-demo-") as scratch:
+        db_path = Path(scratch) / "acechat.db"
         try:
-            asyncio.run(_demo(env_file, Path(scratch) / "acechat.db", stdin, out))
+            run_interactive(lambda read_line: _demo(env_file, db_path, read_line, out), stdin=stdin, out=out)
         except (SettingsError, StoreError) as error:
             print(f"acechat: {error}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
-async def _demo(env_file: str | Path | None, db_path: Path, stdin: TextIO, out: TextIO) -> None:
+async def _demo(env_file: str | Path | None, db_path: Path, read_line: LineReader, out: TextIO) -> None:
     async with StandIn() as standin:
         settings = load_settings(
             dotenv_path=env_file,
@@ -59,6 +57,6 @@ async def _demo(env_file: str | Path | None, db_path: Path, stdin: TextIO, out: 
         )
         core = await ChatCore.open(settings)
         try:
-            await run_console(core, stdin=stdin, out=out)
+            await run_console(core, out=out, read_line=read_line)
         finally:
             await core.aclose()

@@ -68,6 +68,7 @@ BOT_SCOPES = (
     "groups:history",
     "im:history",
     "mpim:history",
+    "reactions:write",
     "users:read",
     "channels:read",
     "groups:read",

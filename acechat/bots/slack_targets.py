@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_rules import RULES
-from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
+from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render, shown_length
 from acechat.bots.slack_ui import message_blocks
 from acechat.core.interactions import ControlBoard, Controls, paced_edit
 from acechat.core.pacing.limits import KeyedBudgets, TokenBucket
@@ -30,8 +30,6 @@ from acechat.core.reply_target import Mark, TargetLimits
 
 log = logging.getLogger(__name__)
 
-# The core splits Markdown at this length; mrkdwn conversion keeps it well under MAX_MESSAGE_CHARS.
-CHUNK_CHARS = 3500
 # Per message: about one chat.update a second.
 EDIT_BURST = 4
 EDIT_WINDOW = 4.0
@@ -120,7 +118,9 @@ class SlackLimits:
 
     def limits(self, team: str, channel: str, *, typing_interval: float | None) -> TargetLimits:
         return TargetLimits(
-            max_chars=CHUNK_CHARS,
+            # Split on the length each message shows at once written as mrkdwn, entities and all.
+            max_chars=MAX_MESSAGE_CHARS,
+            measure=shown_length,
             edit_burst=EDIT_BURST,
             edit_window=EDIT_WINDOW,
             typing_interval=typing_interval,

@@ -9,6 +9,7 @@ place a `<…>` token is made: a link whose target is an `http(s)://` or `mailto
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import types
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # Slack refuses texts near 4,000 characters with msg_too_long, far below the documented 40,000.
 MAX_MESSAGE_CHARS = 3900
+# How far `shown_length` measures: far enough for the splitter to scale a room down in one or two tries.
+MEASURE_CAP = 8 * MAX_MESSAGE_CHARS
+# Messages measured and written recently: a streaming answer's earlier messages, measured on every update.
+MEASURED_MESSAGES = 256
 
 CUT = " …"
 RULE = "──────────"
@@ -407,6 +412,10 @@ def render(markdown: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     between pieces (never inside an entity or a link token), open marks are closed and " …" ends it.
     Markdown past `limit` characters is not read at all.
     """
+    if len(markdown) <= limit:
+        whole = _whole(markdown)
+        if whole is not None and len(whole) <= limit:
+            return whole
     source = _head(markdown, limit)
     writer = _Writer(limit)
     try:
@@ -418,6 +427,27 @@ def render(markdown: str, limit: int = MAX_MESSAGE_CHARS) -> str:
             return "".join(p.text for p in writer.pieces)
     log.warning("Markdown of %d characters does not fit %d of mrkdwn; cutting it", len(markdown), limit)
     return _cut(writer.pieces, limit)
+
+
+def shown_length(markdown: str) -> int:
+    """How many characters of mrkdwn `markdown` becomes (at most a little over `MEASURE_CAP`).
+
+    The core splits answers on this length, so what `render` then writes is never cut. The splitter
+    measures the same messages `render` writes next, hence the cache they share."""
+    whole = _whole(markdown)
+    return len(whole) if whole is not None else MEASURE_CAP + 1
+
+
+@functools.lru_cache(maxsize=MEASURED_MESSAGES)
+def _whole(markdown: str) -> str | None:
+    """`markdown` as mrkdwn, or None once that passes `MEASURE_CAP` (writing stops there: reference
+    links can repeat a long target any number of times)."""
+    writer = _Writer(MEASURE_CAP)
+    try:
+        writer.write(_PARSER.parse(markdown))
+    except _Full:
+        return None
+    return "".join(p.text for p in writer.pieces)
 
 
 def _head(markdown: str, limit: int) -> str:

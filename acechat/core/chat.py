@@ -248,7 +248,7 @@ class ChatCore:
         posts = target.limits.posts if reply.in_channel else ()
         scheduler = target.limits.scheduler or Scheduler()
         try:
-            for part in split_message(reply.text, target.limits.max_chars):
+            for part in split_message(reply.text, target.limits.max_chars, target.limits.measure):
                 await scheduler.call(Urgency.POST, posts)
                 try:
                     await say(part)
@@ -958,7 +958,9 @@ class ChatCore:
             },
         )
         message = error.user_message
-        if error.trace_id and error.status is not None and error.status >= 500:
+        # The service's own failures carry the id its operators trace them by: a 5xx, and an error
+        # inside a stream (the request itself succeeded, 200). Refusals of ours (4xx) need no trace.
+        if error.trace_id and error.status is not None and (error.status >= 500 or error.status == 200):
             message = f"{message} (trace `{error.trace_id}`)"
         if controls is not None:
             controls.set_controls(NONE)

@@ -99,6 +99,8 @@ CONTROL_WORDS = (
     "forget",
 )
 _TOP = ("help", "ask", "reset", "status", "audit", "feedback", "preset", "model", *CONTROL_WORDS)
+# The word every command starts with (the console writes them with their `/`).
+COMMAND_WORDS = frozenset(_TOP)
 _PRESET_SUBS = ("list", "show", "set", "clear", "default", "create", "edit", "delete")
 _MODEL_SUBS = ("list", "show", "set", "default")
 _NEEDS_NAME = {"set", "default", "delete"}

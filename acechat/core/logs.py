@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from acechat.core.urlmask import mask_urls_in
+
 # Fields the core attaches with `extra=` so a log line can be traced to a channel and an upstream call.
 CONTEXT_FIELDS = ("platform", "channel", "conversation_id", "trace_id", "status", "code", "user", "chars")
 
@@ -17,23 +19,32 @@ CONTEXT_FIELDS = ("platform", "channel", "conversation_id", "trace_id", "status"
 # Slack's tokens by their shape (bot, user, app, rotating and refresh tokens): in OAuth mode each
 # workspace's token is known only at run time. One character class, so matching stays linear.
 SLACK_TOKEN = re.compile(r"\bx(?:ox[a-z]?|app)[.-][A-Za-z0-9.-]+")
+# Shorter secrets are replaced only where they stand alone, not inside every word that contains them.
+WHOLE_WORD_BELOW = 6
 
 
 class RedactSecrets(logging.Filter):
     """Replace every configured secret, and anything shaped like a Slack token, in a record's final
-    text, whoever logged it (libraries too)."""
+    text, whoever logged it (libraries too), and the password of any URL or `password=` setting in
+    it, whatever its length."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        unique = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = [s for s in unique if len(s) >= WHOLE_WORD_BELOW]
+        short = [re.escape(s) for s in unique if len(s) < WHOLE_WORD_BELOW]
+        # Literal alternatives of at most five characters: no input makes this backtrack far.
+        self._short = re.compile(rf"(?<!\w)(?:{'|'.join(short)})(?!\w)") if short else None
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "[redacted]")
+        if self._short is not None:
+            text = self._short.sub("[redacted]", text)
         if "x" in text:
             text = SLACK_TOKEN.sub("[redacted]", text)
-        return text
+        return mask_urls_in(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         flatten = bool(self._secrets)

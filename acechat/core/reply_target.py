@@ -14,6 +14,7 @@ from typing import Protocol
 from acechat.core.pacing.limits import Limits
 from acechat.core.pacing.scheduler import Scheduler
 from acechat.core.platform import PlatformRules
+from acechat.core.splitting import Measure
 
 
 class Mark(enum.Enum):
@@ -31,7 +32,8 @@ class TargetLimits:
     (Discord's global and per-channel limits, Slack's per-workspace `chat.update` and per-channel posts):
     every call of that kind takes one call from each, through `scheduler`, most urgent first.
     `private_notices` says whether `notify` reaches the asker alone; where it is a public reply, the
-    core sends fewer of them.
+    core sends fewer of them. `measure`, where the platform shows text longer than it is written (Slack
+    escapes `<` as `&lt;`), is the length a message's text shows at: the core splits on it.
     """
 
     max_chars: int
@@ -43,6 +45,7 @@ class TargetLimits:
     typing_limits: Limits = field(default=(), compare=False)
     scheduler: Scheduler | None = field(default=None, compare=False)
     private_notices: bool = True
+    measure: Measure | None = field(default=None, compare=False)
 
 
 class ReplyTarget(Protocol):

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.sanitize import ThinkingMode
+from acechat.core.urlmask import url_passwords
 
 T = TypeVar("T")
 
@@ -109,8 +110,7 @@ class Settings:
         """Every credential in force: what logs must never show."""
         found = [self.upstream.token, *self.secret_values]
         if self.database_url is not None:
-            password = urlsplit(self.database_url).password or ""
-            found += [password, unquote(password)]  # as written in the URL, and as sent
+            found += url_passwords(self.database_url)
         return tuple(dict.fromkeys(secret for secret in found if secret))
 
 

@@ -20,12 +20,20 @@ fence), and only once the text after `start` is known not to fit in one message.
 therefore never change a decided cut: `split_message(text)[:-1]` is a prefix of
 `split_message(text + more)`, so core.streaming, which splits the whole answer so far on every update,
 never has to rewrite a message once a later one exists.
+
+Shown length: a platform may show a chunk longer than its text (Slack writes each `<` as `&lt;`). With a
+`measure` (the length a chunk's text has once shown), a chunk that would show longer than `limit` is
+decided again in a smaller room until it fits, so no message is ever cut after splitting. The first try
+is scaled by how much longer the previous chunk showed. A smaller room reads less text, so a decided cut
+stays decided as text grows; only the last message's own cut, when its text fits the room but not the
+screen, may move while the answer grows (the streamer then edits that message).
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MIN_LIMIT = 50
@@ -34,6 +42,9 @@ _FENCE_LINE = re.compile(r"^ {0,3}(?:`{3,}|~{3,})", re.MULTILINE)
 _SPACE = re.compile(r"\s+")
 _FENCES = ("```", "~~~")
 _NEVER = sys.maxsize
+
+# The length a message's text has once the platform shows it.
+Measure = Callable[[str], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,26 +175,48 @@ def _choose(text: str, pos: int, hi: int, window: int, fence: _Fence | None, lin
 
 
 def _decide(
-    text: str, pos: int, fence: _Fence | None, scan_from: int, limit: int
+    text: str, pos: int, fence: _Fence | None, scan_from: int, limit: int, room: int
 ) -> tuple[Chunk, _Fence | None, int]:
-    """The chunk starting at `pos` when the text after it does not fit; reads text[:pos + room + 1].
+    """The chunk starting at `pos` when the text after it does not fit in `room` (at most the limit less
+    the reopened fence); reads text[:pos + room + 1].
 
     `fence` is the fence open at `pos`, and every fence-like line before `scan_from` is accounted for in
     it. Returns the chunk, the fence open at its cut and where the next scan for fence lines starts.
     """
     reopen = fence.reopen if fence else ""
-    room = limit - len(reopen)
     window = pos + room + 1
     lines = _fence_lines(text, scan_from, window, fence, limit)
     reserve = max((len(f.close) for f in (fence, *(ln.fence for ln in lines)) if f), default=0)
-    cut = _choose(text, pos, pos + room - reserve, window, fence, lines)
+    cut = _choose(text, pos, pos + max(1, room - reserve), window, fence, lines)
     counted = [ln for ln in lines if ln.end <= cut]
     after = counted[-1].fence if counted else fence
     pending = next((ln.start for ln in lines if ln.end > cut), cut)
     return Chunk(text[pos:cut], reopen, after.close if after else ""), after, min(cut, pending)
 
 
-def split_chunks(text: str, limit: int) -> list[Chunk]:
+def _fitted(
+    text: str, pos: int, fence: _Fence | None, scan_from: int, limit: int, room: int, measure: Measure
+) -> tuple[Chunk, _Fence | None, int, float]:
+    """`_decide` in rooms made smaller until the chunk shows within `limit`; also returns how much longer
+    than its text the chunk shows, which is where the next chunk's first try starts.
+
+    Each smaller room is the last one scaled by how much too long the chunk showed, aiming a little under
+    the limit: density varies along the text, and every try costs a measure.
+    """
+    while True:
+        decided = _decide(text, pos, fence, scan_from, limit, room)
+        written = decided[0].text
+        shown = measure(written)
+        if shown <= limit or room <= 1:
+            return (*decided, shown / len(written))
+        room = min(room - 1, _scaled(room, shown, limit))
+
+
+def _scaled(room: int, shown: int, limit: int) -> int:
+    return room * (limit - limit // 50) // shown
+
+
+def split_chunks(text: str, limit: int, measure: Measure | None = None) -> list[Chunk]:
     """`split_message` with each chunk's added fence lines kept apart from its body."""
     if limit < MIN_LIMIT:
         raise ValueError(f"a message limit of {limit} is too small to split into (minimum {MIN_LIMIT})")
@@ -192,12 +225,25 @@ def split_chunks(text: str, limit: int) -> list[Chunk]:
     cut = 0  # where the last chunk's body ended
     fence: _Fence | None = None  # the fence open at `cut`
     scan_from = 0
+    growth = 1.0  # how much longer than its text the last chunk showed
     while True:
         pos = _skip(text, cut, end, fence)
         reopen = fence.reopen if fence else ""
-        if end - pos <= limit - len(reopen):
-            break
-        chunk, fence, scan_from = _decide(text, pos, fence, scan_from, limit)
+        room = limit - len(reopen)
+        if end - pos <= room:
+            if measure is None or pos >= end:
+                break
+            shown = measure(reopen + text[pos:end])
+            if shown <= limit:
+                break
+            # Fits the room, not the screen: this cut reads all the text there is, so it may move later.
+            room = min(end - pos - 1, _scaled(end - pos, shown, limit))
+        elif measure is not None and growth > 1:
+            room = _scaled(room, round(growth * room), limit)
+        if measure is None:
+            chunk, fence, scan_from = _decide(text, pos, fence, scan_from, limit, room)
+        else:
+            chunk, fence, scan_from, growth = _fitted(text, pos, fence, scan_from, limit, room, measure)
         chunks.append(chunk)
         cut = pos + len(chunk.body)
     if pos < end:
@@ -205,9 +251,10 @@ def split_chunks(text: str, limit: int) -> list[Chunk]:
     return chunks
 
 
-def split_message(text: str, limit: int) -> list[str]:
-    """Split `text` into messages of at most `limit` characters; a blank text gives no messages."""
-    return [chunk.text for chunk in split_chunks(text, limit)]
+def split_message(text: str, limit: int, measure: Measure | None = None) -> list[str]:
+    """Split `text` into messages of at most `limit` characters (as `measure` counts them, if given);
+    a blank text gives no messages."""
+    return [chunk.text for chunk in split_chunks(text, limit, measure)]
 
 
 def closing_fence(text: str) -> str:

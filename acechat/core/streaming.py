@@ -240,7 +240,7 @@ class StreamingReply:
     def _chunks(self) -> list[str]:
         text = self._current()
         if self._split[0] is not text:
-            self._split = (text, split_message(text, self._limits.max_chars))
+            self._split = (text, split_message(text, self._limits.max_chars, self._limits.measure))
         return self._split[1]
 
     def _next(self) -> tuple[int, str] | None:
@@ -419,7 +419,7 @@ class StreamingReply:
         tell the asker the answer could not be shown whole. An answer is never left silently partial."""
         await self.abort()
         limit = self._limits.max_chars - len(RESCUED) - 2
-        chunks = split_message(self._desired, limit)
+        chunks = split_message(self._desired, limit, self._limits.measure)
         missing = [c for i, c in enumerate(chunks) if i >= len(self._shown) or self._shown[i] != c]
         self._failed = 0
         try:

@@ -8,11 +8,12 @@ processes' settings and preset changes (`postgres_notify`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import asyncpg
@@ -22,7 +23,7 @@ from acechat.storage.errors import StoreClosedError, StoreError
 from acechat.storage.postgres_connections import CONNECT_TIMEOUT, close_pools, safe_label
 from acechat.storage.postgres_locks import AdvisoryLockSession, SharedScopeTurn
 from acechat.storage.postgres_notify import NotificationListener, notify
-from acechat.storage.postgres_schema import migrate
+from acechat.storage.postgres_schema import MIGRATION_LOCK, migrate
 from acechat.storage.probe import RecentProbe
 from acechat.storage.protocol import Backend, Store
 from acechat.storage.records import (
@@ -162,6 +163,15 @@ class PostgresStore(Store):
             await close_pools(pool, waiters)
             raise
         return store
+
+    @contextlib.asynccontextmanager
+    async def exclusive_transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        """One connection in one transaction, holding the migration lock: for a tool that rewrites whole
+        tables (`acechat db copy`), so no migration or other such tool runs meanwhile. Everything done
+        on it commits when the block ends, or nothing does."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
+            yield conn
 
     async def close(self) -> None:
         if self._close_task is None:

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from acechat.core.urlmask import mask_url
 
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 10.0
 
 
 def safe_label(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "the PostgreSQL database"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL without its passwords (user info and `?password=`), for messages and logs."""
+    return mask_url(url)
 
 
 async def close_connection(conn: asyncpg.Connection) -> None:

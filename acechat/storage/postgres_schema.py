@@ -152,9 +152,23 @@ CREATE TABLE feedback (
 CREATE INDEX feedback_workspace ON feedback (workspace_key, at);
 """
 
-# Append only: position + 1 is the schema version a migration produces. Never edit a released one.
+# Schema versions are acechat's, not a backend's: one number means the same tables and columns on SQLite
+# and PostgreSQL (`acechat check` reports it for either). PostgreSQL arrived at version 3, which its first
+# migration creates whole; a later change gets the same next number on both.
+FIRST_VERSION = 3
+# Before versions were shared, PostgreSQL counted its own: what it recorded as 1 is version 3, 2 is 4.
+_OWN_NUMBERING = {1: 3, 2: 4}
+
+# Append only: position + FIRST_VERSION is the schema version a migration produces. Never edit a released one.
 MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V3_ANSWERS_AND_FEEDBACK)
-SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def version_after(migrations: Sequence[str]) -> int:
+    """The schema version a database has once `migrations` have run."""
+    return FIRST_VERSION - 1 + len(migrations) if migrations else 0
+
+
+SCHEMA_VERSION = version_after(MIGRATIONS)
 
 
 async def schema_version(conn: AnyConnection) -> int:
@@ -162,7 +176,8 @@ async def schema_version(conn: AnyConnection) -> int:
     if await conn.fetchval("SELECT to_regclass('meta')") is None:
         return 0
     value = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
-    return int(value) if value is not None else 0
+    found = int(value) if value is not None else 0
+    return _OWN_NUMBERING.get(found, found)
 
 
 def newer_schema(label: str, found: int, known: int) -> SchemaVersionError:
@@ -175,18 +190,20 @@ def newer_schema(label: str, found: int, known: int) -> SchemaVersionError:
 async def migrate(
     conn: AnyConnection, migrations: Sequence[str] = MIGRATIONS, *, label: str = "database"
 ) -> int:
-    """Bring the database up to `len(migrations)` in one transaction (all or nothing); returns the version."""
+    """Bring the database up to `version_after(migrations)` in one transaction (all or nothing); returns
+    the version."""
+    target = version_after(migrations)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
         await conn.execute("CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)")
         found = await schema_version(conn)
-        if found > len(migrations):
-            raise newer_schema(label, found, len(migrations))
-        for step in migrations[found:]:
+        if found > target:
+            raise newer_schema(label, found, target)
+        for step in migrations[found - FIRST_VERSION + 1 if found else 0 :]:
             await conn.execute(step)
         await conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            str(len(migrations)),
+            str(target),
         )
-    return len(migrations)
+    return target

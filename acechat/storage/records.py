@@ -67,6 +67,8 @@ class AuditAction(enum.StrEnum):
     AUTOTHREAD = "autothread"
     TRANSCRIPTS = "transcripts"
     FORGET = "forget me"
+    # `acechat db copy` into a database that held data: an operator's change to every workspace it touched.
+    DATABASE_COPY = "database copy"
 
 
 @dataclass(frozen=True, slots=True)

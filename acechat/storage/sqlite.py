@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -153,22 +154,36 @@ def _select_conversation(db: Database, scope_key: str) -> ConversationRecord | N
     return ConversationRecord(*row) if row else None
 
 
-def _create_private(path: Path) -> None:
-    """Create the data directory (0700) and the database file (0600) if absent; SQLite gives the -wal
-    and -shm files the database file's mode. What exists already is left as it is."""
+def make_private(path: Path) -> None:
+    """Make the data directory (0700) if absent, and the database file and its -wal and -shm files 0600,
+    before SQLite opens them: SQLite gives new -wal and -shm files the database file's mode, and files
+    an older version left readable to others are made private too. A directory that exists is not ours
+    to change."""
     if not path.parent.exists():
         path.parent.parent.mkdir(parents=True, exist_ok=True)
         path.parent.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
+        pass
+    else:
+        os.close(fd)
         return
-    os.close(fd)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & ~FILE_MODE:
+                os.chmod(file, FILE_MODE)
+                log.warning("%s was readable by others (mode %03o); it is now 0600", file, mode)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:
+            log.warning("%s is readable by others and cannot be made private: %s", file, exc)
 
 
 def _open_database(path: Path) -> Database:
     if str(path) != ":memory:":
-        _create_private(path)
+        make_private(path)
     # isolation_level=None: no implicit transactions; writes are grouped by write_transaction only.
     conn = sqlite3.connect(str(path), isolation_level=None, cached_statements=256)
     try:
