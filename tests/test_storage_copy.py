@@ -202,7 +202,7 @@ async def test_a_target_holding_data_is_refused_unless_told_to_merge_or_replace(
         assert (latest.action, latest.actor_id, latest.old, latest.new) == (
             AuditAction.DATABASE_COPY,
             "acechat db copy",
-            "20 rows",
+            "22 rows",  # the file's rows, its answer and vote among them
             f"merge from {path}",
         )
     finally:
@@ -328,17 +328,17 @@ async def test_one_schema_version_means_the_same_tables_on_both_backends(tmp_pat
 
 
 async def test_a_postgresql_schema_numbered_on_its_own_reads_as_the_shared_version(pg_url: str) -> None:
-    await (await PostgresStore.connect(pg_url, pool_size=1, listen=False)).close()
     conn = await asyncpg.connect(pg_url)
     try:
-        # What an acechat before shared versions wrote for this very schema (its own 2), and for the
-        # one before it (its own 1, SQLite's 3).
+        # What an acechat before shared versions wrote for the schema of its own 2 (shared 4), and for
+        # the one before it (its own 1, SQLite's 3); schema 5 (answers and votes) came after.
+        await postgres_schema.migrate(conn, postgres_schema.MIGRATIONS[:2])
         await conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-        assert await postgres_schema.schema_version(conn) == sqlite_schema.SCHEMA_VERSION == 4
+        assert await postgres_schema.schema_version(conn) == 4
         status = await check_database(database_url=pg_url, db_path=Path("unused.db"))
-        assert status.describe().endswith("(schema 4, current)")
+        assert status.describe().endswith(f"(schema 4; migrated to {sqlite_schema.SCHEMA_VERSION} on start)")
         await (await PostgresStore.connect(pg_url, pool_size=1, listen=False)).close()
-        assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "4"
+        assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "5"
         await conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         assert await postgres_schema.schema_version(conn) == 3
     finally:
