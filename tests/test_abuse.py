@@ -60,8 +60,8 @@ SLACK_LINES = {
     Action.PRESET_CREATE: "preset create mine Be brief.",
     Action.PRESET_EDIT: "preset edit mine Be briefer.",
     Action.PRESET_DELETE: "preset delete mine",
-    Action.MODEL_SET: "model set gpt-4",
-    Action.MODEL_DEFAULT: "model default gpt-4",
+    Action.MODEL_SET: "model set grok-4",
+    Action.MODEL_DEFAULT: "model default grok-4",
 }
 DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, str]]] = {
     Action.AUDIT: ("audit", {}),
@@ -71,8 +71,8 @@ DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, str]]] = {
     Action.PRESET_CREATE: ("preset create", {"name": "mine", "prompt": "Be brief."}),
     Action.PRESET_EDIT: ("preset edit", {"name": "mine", "prompt": "Be briefer."}),
     Action.PRESET_DELETE: ("preset delete", {"name": "mine"}),
-    Action.MODEL_SET: ("model set", {"name": "gpt-4"}),
-    Action.MODEL_DEFAULT: ("model default", {"name": "gpt-4"}),
+    Action.MODEL_SET: ("model set", {"name": "grok-4"}),
+    Action.MODEL_DEFAULT: ("model default", {"name": "grok-4"}),
 }
 
 
@@ -120,7 +120,7 @@ async def test_slack_refuses_every_admin_command_to_a_member_and_writes_nothing(
         assert slack.messages == [] and fake_upstream.requests == []
 
         # The same commands from a workspace admin do write: the check above could have failed.
-        for line in ("preset create mine Be brief.", "preset set mine", "model set gpt-4"):
+        for line in ("preset create mine Be brief.", "preset set mine", "model set grok-4"):
             await slack.deliver_http(url, slack.command(line, user=SLACK_ADMIN))
             await adapter.idle()
         written = await db_rows(settings.db_path)
@@ -148,7 +148,7 @@ async def test_discord_refuses_every_admin_command_to_a_member_and_writes_nothin
 
         done = [
             await fake.slash("preset create", {"name": "mine", "prompt": "Be brief."}, user=fake.admin),
-            await fake.slash("model set", {"name": "gpt-4"}, user=fake.admin),
+            await fake.slash("model set", {"name": "grok-4"}, user=fake.admin),
         ]
         await fake.wait_for(lambda: all(i.original is not None for i in done))
         assert not any(i.ephemeral for i in done)

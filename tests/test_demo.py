@@ -20,7 +20,8 @@ import pytest_asyncio
 
 from acechat.bots.cli import main
 from acechat.core.presets import BUILTIN_PRESETS
-from acechat.demo.standin import PATH, StandIn, compose_answer, first_sentence
+from acechat.demo.standin import V1_PATH as PATH
+from acechat.demo.standin import StandIn, compose_answer, first_sentence
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("acechat/core", "acechat/storage", "acechat/bots", "acechat/demo")
@@ -133,7 +134,7 @@ async def test_a_bad_request_is_400_in_the_documented_shape(
 
 
 async def test_another_path_is_no_api(standin: StandIn, http: aiohttp.ClientSession) -> None:
-    async with http.get(standin.url + "/aichat2/conversations") as response:
+    async with http.get(standin.url + "/aichat3/conversations") as response:
         assert response.status == 404
         assert (await response.json())["error"]["code"] == "no_api"
 
@@ -193,8 +194,12 @@ def test_acechat_demo_end_to_end(tmp_path: Path) -> None:
     assert first_line.startswith("acechat demo: answers come from a local stand-in of the AI Chat API")
     assert "not from a real model" in first_line
 
-    answers = out.split("bot> ")[1:]
+    # Each answer shows its tool steps as lines of their own (a terminal cannot edit), then the answer.
+    assert out.count("bot> _🔎 Searching the web for “root: hello there”…_") == 1
+    assert "bot> _📖 Reading platform.acedata.cloud/documents/aichat2-conversations…_" in out
+    answers = out.split("bot> **Local stand-in")[1:]
     assert len(answers) == 4
+    assert all("**Sources**\n1. [AI Chat v2 API integration guide](<https://" in a for a in answers)
     assert all(" · streamed line by line" in answer for answer in answers), "the console streams"
     assert re.findall(r"· turn (\d+) ·", out) == ["1", "1", "2", "1"]
     assert "*a helpful, knowledgeable assistant for a team*" in answers[0]
@@ -209,12 +214,12 @@ def test_the_operators_settings_apply_but_not_their_token_or_database(tmp_path: 
     env_file = tmp_path / "operator.env"
     env_file.write_text(
         "ACEDATACLOUD_API_TOKEN=\nACEDATACLOUD_API_BASE_URL=not a url\n"
-        f"ACECHAT_DB_PATH={real_db}\nACECHAT_THINKING=show\nACECHAT_DEFAULT_MODEL=deepseek-r1\n"
+        f"ACECHAT_DB_PATH={real_db}\nACECHAT_THINKING=show\nACECHAT_DEFAULT_MODEL=deepseek-v4-pro\n"
     )
     result = run_demo_process(tmp_path, "think aloud\n", "--env-file", str(env_file))
     assert result.returncode == 0, result.stderr
-    assert "model `deepseek-r1`" in result.stdout
-    assert "> The stand-in plays deepseek-r1, which reasons before it answers" in result.stdout, (
+    assert "model `deepseek-v4-pro`" in result.stdout
+    assert "> The stand-in plays deepseek-v4-pro, which reasons before it answers" in result.stdout, (
         "ACECHAT_THINKING=show quotes the reasoning"
     )
     assert not real_db.exists()
@@ -236,7 +241,10 @@ def test_everything_installs_under_the_one_name_acechat() -> None:
     assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["acechat*"]
     assert "COPY acechat ./acechat" in (ROOT / "Dockerfile").read_text()
     assert {path.parent.name for path in (ROOT / "acechat").glob("*/__init__.py")} >= {
-        "core", "bots", "storage", "demo"
+        "core",
+        "bots",
+        "storage",
+        "demo",
     }
 
 

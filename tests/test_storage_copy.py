@@ -14,7 +14,15 @@ from acechat.core.settings import DEFAULT_DATABASE_POOL, SettingsError, parse_se
 from acechat.storage.copy import copy_to_postgres
 from acechat.storage.errors import StoreError
 from acechat.storage.postgres import PostgresStore
-from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, CustomPreset, TranscriptEntry
+from acechat.storage.records import (
+    AuditAction,
+    AuditEntry,
+    ConversationRecord,
+    CustomPreset,
+    PendingDelete,
+    TranscriptEntry,
+    UsageRecord,
+)
 from acechat.storage.sqlite import SQLiteStore
 from tests.store_backends import pg_database, pg_url
 
@@ -42,8 +50,13 @@ async def populate(path: Path) -> None:
         create = AuditEntry(WS, WS, "U1", "ann", AuditAction.PRESET_CREATE, None, "Yo ho.", 20.0)
         await store.put_preset(CustomPreset(WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0), audit=create)
         assert await store.first_sighting("T1:Ev1")
+        await store.record_usage(USAGE)
+        await store.queue_delete(PendingDelete("up-old", "gpt-4o", 2, 99.0))
     finally:
         await store.close()
+
+
+USAGE = UsageRecord(WS, f"{WS}:C1:-", "U1", "up-1", "gpt-4o", 10, 5, 15, 30.0)
 
 
 async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Path, pg_url: str) -> None:
@@ -57,6 +70,8 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         "audit": (3, 3, 0),
         "transcripts": (3, 3, 0),
         "seen_events": (1, 1, 0),
+        "token_usage": (1, 1, 0),
+        "upstream_deletes": (1, 1, 0),
     }
     again = await copy_to_postgres(path, pg_url)
     assert {(t.inserted, t.updated) for t in again} == {(0, 0)}
@@ -78,6 +93,8 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
             (AuditAction.MODEL_SET, "gpt-4"),
         ]
         assert not await store.first_sighting("T1:Ev1")
+        assert await store.list_usage(WS) == [USAGE]
+        assert await store.due_deletes(100.0) == [PendingDelete("up-old", "gpt-4o", 2, 99.0)]
         # The copy continues where the file left off: the reset's epoch holds.
         assert not await store.save_conversation(
             ConversationRecord(f"{WS}:C0:-", "old", "m", "p", 1, 1.0, 2.0)
@@ -136,7 +153,7 @@ async def test_the_db_copy_command_reports_counts_per_table(tmp_path: Path, pg_u
 async def test_check_reports_the_database_it_will_use(tmp_path: Path, pg_url: str) -> None:
     sqlite = acechat(tmp_path, "check")
     assert sqlite.returncode == 0, sqlite.stderr
-    assert sqlite.stdout.rstrip().endswith("(no schema yet; schema 3 is created on start)")
+    assert sqlite.stdout.rstrip().endswith("(no schema yet; schema 4 is created on start)")
     assert not (tmp_path / "acechat.db").exists()  # checking creates nothing
 
     fresh = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
@@ -144,7 +161,7 @@ async def test_check_reports_the_database_it_will_use(tmp_path: Path, pg_url: st
     assert f"database: postgresql {pg_url} (no schema yet" in fresh.stdout
     await (await PostgresStore.connect(pg_url, pool_size=1, listen=False)).close()
     current = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
-    assert current.stdout.rstrip().endswith(f"database: postgresql {pg_url} (schema 1, current)")
+    assert current.stdout.rstrip().endswith(f"database: postgresql {pg_url} (schema 2, current)")
 
     conn = await asyncpg.connect(pg_url)
     try:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from acechat.core import metrics, notices
+from acechat.core.answer import AnswerView
 from acechat.core.attachments import AttachmentChoice, choose_references
 from acechat.core.cache import LRU
 from acechat.core.command_runner import CommandRunner
@@ -28,11 +29,11 @@ from acechat.core.scope import Scope
 from acechat.core.settings import Settings
 from acechat.core.splitting import closing_fence, split_message
 from acechat.core.state import ScopeState
-from acechat.core.streaming import StreamingReply
+from acechat.core.streaming import Draft, StreamingReply
 from acechat.core.target import Actor, Attachment, Mark, PlatformError, PlatformForbidden, ReplyTarget
-from acechat.core.upstream import AIChatClient, AnswerText, Turn
+from acechat.core.upstream import AIChatClient, Chunk, Turn
 from acechat.storage import RateCheck, Store, open_store
-from acechat.storage.records import ConversationRecord, TranscriptEntry
+from acechat.storage.records import ConversationRecord, TranscriptEntry, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class ChatCore:
         self._idle.set()
         self._closing = False
         self._maintenance: asyncio.Task[None] | None = None
+        # Writes nobody waits for (token usage), kept so they are not collected mid-flight.
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, settings: Settings) -> ChatCore:
@@ -121,6 +124,8 @@ class ChatCore:
     async def aclose(self) -> None:
         """Drain, then close the upstream client and the store."""
         await self.drain()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -344,7 +349,8 @@ class ChatCore:
             model=resolved.model,
             preset=resolved.preset.prompt,
             conversation_id=conversation.upstream_id if conversation else None,
-            references=choice.references,
+            blocks=choice.blocks,
+            tools=self.settings.tools,
         )
         notes = [f"_Skipped {reason}._" for reason in choice.skipped]
         asked_at = time.time()
@@ -358,8 +364,9 @@ class ChatCore:
             )
             await self.store.save_conversation(early)
 
+        view = AnswerView(self.settings.thinking)
         try:
-            text, conversation_id, trace_id = await self._stream(turn, reply, notes, remember)
+            conversation_id, trace_id = await self._stream(turn, reply, view, notes, remember)
         except UpstreamError as error:
             if (
                 error.status == 404
@@ -370,14 +377,16 @@ class ChatCore:
                 # The service forgot this conversation: start a new one rather than fail.
                 log.info("upstream forgot conversation %s; starting a new one", turn.conversation_id)
                 notes.insert(0, "_The previous conversation had expired, so this starts a new one._")
+                view = AnswerView(self.settings.thinking)
                 try:
-                    text, conversation_id, trace_id = await self._stream(
-                        replace(turn, conversation_id=None), reply, notes, remember
+                    conversation_id, trace_id = await self._stream(
+                        replace(turn, conversation_id=None), reply, view, notes, remember
                     )
                 except UpstreamError as again:
-                    return await self._failed(question, reply, again, turn.conversation_id)
+                    return await self._failed(question, reply, view, again, turn.conversation_id)
             else:
-                return await self._failed(question, reply, error, turn.conversation_id)
+                return await self._failed(question, reply, view, error, turn.conversation_id)
+        text = view.text
 
         now = time.time()
         same = conversation is not None and conversation.upstream_id == conversation_id
@@ -405,7 +414,8 @@ class ChatCore:
         )
         # The write overlaps the final edit, and is committed before the next turn of this scope starts.
         written = self.store.queue_turn(record, transcript)
-        final = format_answer(text, thinking_mode=self.settings.thinking)
+        self._record_usage(question, view, conversation_id, resolved.model)
+        final = view.render(streaming=False)
         if notes:
             final = f"{final.rstrip()}\n\n" + "\n".join(notes)
         try:
@@ -433,48 +443,83 @@ class ChatCore:
         self,
         turn: Turn,
         reply: StreamingReply,
+        view: AnswerView,
         notes: list[str],
         remember: Callable[[str], Awaitable[None]],
-    ) -> tuple[str, str | None, str | None]:
+    ) -> tuple[str | None, str | None]:
+        """Stream the turn into `view` (and onto `reply`); (conversation id, trace id)."""
         started = time.monotonic()
-        answer: AnswerText | None = None
         cut = False
         cap = self.settings.max_answer_chars
         conversation_id = turn.conversation_id
         trace_id: str | None = None
-        chunks = self.client.stream(turn)
+        items = self.client.stream(turn)
         try:
             async with asyncio.timeout(self.settings.answer_timeout):
                 try:
-                    async for chunk in chunks:
-                        answer = chunk.text
-                        trace_id = chunk.trace_id or trace_id
-                        if chunk.conversation_id and chunk.conversation_id != conversation_id:
-                            conversation_id = chunk.conversation_id
-                            await remember(conversation_id)
-                        if len(answer) > cap:
-                            cut = True
-                            break
-                        reply.update(answer)
+                    async for item in items:
+                        if isinstance(item, Chunk):
+                            view.on_text(item.text)
+                            trace_id = item.trace_id or trace_id
+                            if item.conversation_id and item.conversation_id != conversation_id:
+                                conversation_id = item.conversation_id
+                                await remember(conversation_id)
+                            if len(item.text) > cap:
+                                cut = True
+                                break
+                        else:
+                            view.on_event(item)
+                        reply.update(view)
                 finally:
                     # Closed here, not by the garbage collector: the connection goes back at once.
-                    await chunks.aclose()
+                    await items.aclose()
         except TimeoutError:
-            if answer is None or not len(answer):
+            if not len(view):
                 raise UpstreamError(
                     "The AI service took too long to answer.", detail="answer timeout", retryable=False
                 ) from None
             notes.append("_The answer was stopped because it ran too long._")
         metrics.UPSTREAM_SECONDS.observe(time.monotonic() - started)
-        text = str(answer) if answer is not None else ""
         if cut:
-            text = text[:cap]
-            text += closing_fence(text)
+            text = view.text[:cap]
+            view.replace_text(text + closing_fence(text))
             notes.append(f"_The answer was cut here: it reached this bot's limit of {cap:,} characters._")
-        return text, conversation_id, trace_id
+        return conversation_id, trace_id
+
+    def _record_usage(
+        self, question: Question, view: AnswerView, conversation_id: str | None, model: str
+    ) -> None:
+        """Token usage of the turn (v2's `done`), for usage reports and quotas; recorded in the background."""
+        if view.usage is None:
+            return
+        scope = question.scope
+        record = UsageRecord(
+            workspace_key=scope.workspace_key,
+            scope_key=scope.key,
+            user_id=question.actor.user_id,
+            conversation_id=conversation_id,
+            model=model,
+            prompt_tokens=view.usage.prompt_tokens,
+            completion_tokens=view.usage.completion_tokens,
+            total_tokens=view.usage.total_tokens,
+            at=time.time(),
+        )
+        task = asyncio.create_task(self.store.record_usage(record))
+        self._background.add(task)
+        task.add_done_callback(self._usage_recorded)
+
+    def _usage_recorded(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("could not record token usage: %s", task.exception())
 
     async def _failed(
-        self, question: Question, reply: StreamingReply, error: UpstreamError, conversation_id: str | None
+        self,
+        question: Question,
+        reply: StreamingReply,
+        view: AnswerView,
+        error: UpstreamError,
+        conversation_id: str | None,
     ) -> Outcome:
         scope = question.scope
         metrics.UPSTREAM_ERRORS.labels(error.code or (str(error.status) if error.status else "network")).inc()
@@ -491,13 +536,21 @@ class ChatCore:
             },
         )
         message = error.user_message
-        if error.trace_id and error.status is not None and error.status >= 500:
+        # Support asks for the trace id of a failure on the service's side, or mid-stream.
+        if error.trace_id and (error.status is None or error.status >= 500 or error.status == 200):
             message = f"{message} (trace `{error.trace_id}`)"
-        await reply.fail(message)
+        shown = view.render(streaming=False) if len(view) else ""
+        if shown.strip():
+            # What was shown stays, with its sources, and says plainly that it is not the whole answer.
+            await reply.finish(f"{shown.rstrip()}\n\n⚠️ {message} _(The answer above is incomplete.)_")
+        else:
+            await reply.fail(message)
         return Outcome.FAILED
 
-    def _render_partial(self, raw: str) -> str:
-        return format_answer(raw, thinking_mode=self.settings.thinking, streaming=True)
+    def _render_partial(self, raw: str | Draft) -> str:
+        if isinstance(raw, AnswerView):
+            return raw.render(streaming=True)
+        return format_answer(str(raw), thinking_mode=self.settings.thinking, streaming=True)
 
 
 def _context(scope: Scope, actor: Actor) -> dict[str, str]:

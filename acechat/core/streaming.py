@@ -21,12 +21,12 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from acechat.core import metrics
 from acechat.core.pacing import Call, Limits, Scheduler
 from acechat.core.splitting import split_message
 from acechat.core.target import MessageGone, PlatformRateLimited, ReplyTarget, TargetLimits
-from acechat.core.upstream import AnswerText
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,16 @@ TYPING_SOONEST = 0.02
 TYPING_RETRY = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
+
+
+class Draft(Protocol):
+    """An answer still being written, read only when a post or edit goes out: `version` changes with
+    every change, and `len()` is non-zero once there is something to show (`AnswerText`, say)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def __len__(self) -> int: ...
 
 
 class Mode(enum.Enum):
@@ -86,13 +96,17 @@ class StreamingReply:
     """One answer's messages on one target. Feed it with `update`, end it with `finish` or `fail`."""
 
     def __init__(
-        self, target: ReplyTarget, *, render: Callable[[str], str] = str, finish_timeout: float = 60.0
+        self,
+        target: ReplyTarget,
+        *,
+        render: Callable[[str | Draft], str] = str,
+        finish_timeout: float = 60.0,
     ) -> None:
         self._target = target
         # Partial text is rendered only when a post or edit is about to go out, not for every fragment.
         self._render = render
-        self._raw: str | AnswerText = ""
-        self._rendered_raw: str | AnswerText = ""
+        self._raw: str | Draft = ""
+        self._rendered_raw: str | Draft = ""
         self._rendered_version = -1
         self._limits = target.limits
         self._pacer = EditPacer(self._limits)
@@ -128,7 +142,7 @@ class StreamingReply:
     def _begin_typing(self) -> None:
         self._typing = asyncio.create_task(self._keep_typing())
 
-    def update(self, raw: str | AnswerText) -> None:
+    def update(self, raw: str | Draft) -> None:
         """The raw answer so far. Never blocks: a background task renders and catches up.
 
         An `AnswerText` is read only when a post or edit goes out, so fragments cost nothing here.
@@ -180,10 +194,10 @@ class StreamingReply:
         if self._done:
             return self._desired
         raw = self._raw
-        version = raw.version if isinstance(raw, AnswerText) else 0
+        version = 0 if isinstance(raw, str) else raw.version
         if raw is not self._rendered_raw or version != self._rendered_version:
             self._rendered_raw, self._rendered_version = raw, version
-            self._desired = self._render(str(raw))
+            self._desired = self._render(raw)
         return self._desired
 
     def _chunks(self) -> list[str]:

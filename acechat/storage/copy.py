@@ -71,7 +71,7 @@ def _append(name: str, columns: tuple[str, ...], same: tuple[str, ...]) -> _Tabl
 
 
 _CONVERSATION = ("scope_key", "upstream_id", "model", "preset", "turns", "created_at", "updated_at", "epoch")
-_SETTINGS = ("key", "preset", "model", "updated_at")
+_SETTINGS = ("key", "preset", "model", "updated_at", "tools")
 _PRESETS = ("workspace_key", "name", "description", "prompt", "author_id", "created_at", "updated_at")
 _AUDIT = ("workspace_key", "scope_key", "actor_id", "actor_name", "action", "old", "new", "at")
 _TRANSCRIPTS = (
@@ -86,6 +86,17 @@ _TRANSCRIPTS = (
     "asked_at",
     "answered_at",
 )
+_USAGE = (
+    "workspace_key",
+    "scope_key",
+    "user_id",
+    "conversation_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "at",
+)
 TABLES = (
     _upsert("conversations", _CONVERSATION, ("scope_key",)),
     _upsert("scope_settings", _SETTINGS, ("key",)),
@@ -94,8 +105,10 @@ TABLES = (
     _append("audit", _AUDIT, _AUDIT),
     _append("transcripts", _TRANSCRIPTS, ("answered_at", "scope_key", "asked_at", "author_id", "question")),
     _upsert("seen_events", ("key", "seen_at"), ("key",)),
+    _append("token_usage", _USAGE, _USAGE),
+    _upsert("upstream_deletes", ("conversation_id", "model", "attempts", "next_at"), ("conversation_id",)),
 )
-_ORDERED = {"audit", "transcripts"}
+_ORDERED = {"audit", "transcripts", "token_usage"}
 
 
 def _open_source(path: Path) -> sqlite3.Connection:

@@ -26,15 +26,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from acechat.storage.errors import StoreClosedError, StoreError
 from acechat.storage.postgres_schema import migrate
+from acechat.storage.postgres_v2 import AiChatV2Queries
 from acechat.storage.probe import RecentProbe
-from acechat.storage.protocol import Backend, Store
+from acechat.storage.protocol import Backend, SettingField, Store
 from acechat.storage.records import (
     EVERYTHING,
     AuditAction,
@@ -86,7 +87,7 @@ _SAVE_TURN = (
 )
 PRESET_COLUMNS = "workspace_key, name, description, prompt, author_id, created_at, updated_at"
 AUDIT_COLUMNS = "workspace_key, scope_key, actor_id, actor_name, action, old, new, at"
-SETTING_FIELDS = frozenset({"preset", "model"})
+SETTING_FIELDS = frozenset({"preset", "model", "tools"})
 
 
 def safe_label(url: str) -> str:
@@ -355,7 +356,7 @@ class _Listener:
             await _close_connection(conn)
 
 
-class PostgresStore(Store):
+class PostgresStore(AiChatV2Queries, Store):
     """Open with `await PostgresStore.connect(url)`; close with `await store.close()`."""
 
     backend: Backend = "postgresql"
@@ -522,12 +523,13 @@ class PostgresStore(Store):
         if not wanted:
             return {}
         rows = await self._db().fetch(
-            "SELECT key, preset, model, updated_at FROM scope_settings WHERE key = ANY($1::text[])", wanted
+            "SELECT key, preset, model, updated_at, tools FROM scope_settings WHERE key = ANY($1::text[])",
+            wanted,
         )
         return {row["key"]: ScopeSettings(*row) for row in rows}
 
     async def set_setting(
-        self, key: str, field: Literal["preset", "model"], value: str | None, *, audit: AuditEntry
+        self, key: str, field: SettingField, value: str | None, *, audit: AuditEntry
     ) -> str | None:
         if field not in SETTING_FIELDS:
             raise ValueError(f"unknown setting {field!r}")

@@ -119,8 +119,23 @@ BEGIN
 END $$;
 """
 
+# Issue 16: who may use tools, token usage per question, conversations to delete at the service.
+_V2_AI_CHAT_V2 = """
+ALTER TABLE scope_settings ADD COLUMN tools text;
+CREATE TABLE token_usage (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, workspace_key text NOT NULL, scope_key text NOT NULL,
+    user_id text NOT NULL, conversation_id text, model text NOT NULL, prompt_tokens bigint NOT NULL,
+    completion_tokens bigint NOT NULL, total_tokens bigint NOT NULL, at double precision NOT NULL
+);
+CREATE INDEX token_usage_workspace_at ON token_usage (workspace_key, at);
+CREATE TABLE upstream_deletes (
+    conversation_id text PRIMARY KEY, model text NOT NULL, attempts integer NOT NULL,
+    next_at double precision NOT NULL
+);
+"""
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES,)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_AI_CHAT_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

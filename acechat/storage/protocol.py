@@ -11,11 +11,15 @@ from acechat.storage.records import (
     Change,
     ConversationRecord,
     CustomPreset,
+    PendingDelete,
     RateCheck,
     RateVerdict,
     ScopeSettings,
     TranscriptEntry,
+    UsageRecord,
 )
+
+SettingField = Literal["preset", "model", "tools"]
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -62,7 +66,7 @@ class Store(Protocol):
         """The settings rows among `keys`; keys without a row are absent."""
 
     async def set_setting(
-        self, key: str, field: Literal["preset", "model"], value: str | None, *, audit: AuditEntry
+        self, key: str, field: SettingField, value: str | None, *, audit: AuditEntry
     ) -> str | None:
         """Set one field (None = inherit) and log `audit` in the same transaction, its `old` being the
         value actually replaced; returns that old value."""
@@ -106,3 +110,23 @@ class Store(Protocol):
         """Call `listener` on the event loop after every committed settings or preset change (this
         process's own at once; PostgreSQL: other processes' within a second, and a change with key
         `EVERYTHING` after a lost notification connection comes back)."""
+
+    # --- AI Chat v2 (issue 16): token usage, and conversations to delete at the service ------------
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        """Keep one answered question's token usage (v2's `done`)."""
+
+    async def list_usage(self, workspace_key: str, since: float = 0.0) -> list[UsageRecord]:
+        """The workspace's usage records at or after `since`, oldest first."""
+
+    async def queue_delete(self, item: PendingDelete) -> None:
+        """Remember a conversation to delete at the service (kept across restarts); idempotent."""
+
+    async def due_deletes(self, now: float, limit: int = 20) -> list[PendingDelete]:
+        """Pending deletes whose `next_at` has come, soonest first."""
+
+    async def finish_delete(self, conversation_id: str) -> None:
+        """The delete succeeded or was given up: forget it."""
+
+    async def retry_delete(self, conversation_id: str, next_at: float) -> None:
+        """The delete failed: count the attempt and try again at `next_at`."""

@@ -33,6 +33,8 @@ class ScopeSettings:
     preset: str | None = None
     model: str | None = None
     updated_at: float | None = None
+    # "on" or "off": whether the model may use AI Chat v2's tools here.
+    tools: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ class AuditAction(enum.StrEnum):
     PRESET_DELETE = "preset delete"
     MODEL_SET = "model set"
     MODEL_DEFAULT = "model default"
+    TOOLS_SET = "tools set"
+    TOOLS_DEFAULT = "tools default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +124,31 @@ class Change:
 
     kind: ChangeKind
     key: str
+
+
+# --- AI Chat v2 (issue 16): token usage, and conversations to delete at the service ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """The tokens one answered question cost, as v2's `done` event reports them."""
+
+    workspace_key: str
+    scope_key: str
+    user_id: str
+    conversation_id: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelete:
+    """A conversation a reset left behind, to delete at the service; retried until `attempts` run out."""
+
+    conversation_id: str
+    model: str
+    attempts: int = 0
+    next_at: float = 0.0

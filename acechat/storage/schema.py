@@ -78,11 +78,32 @@ def _v3_conversation_epochs(db: Database) -> None:
     db.execute("ALTER TABLE conversations ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
 
 
+def _v4_ai_chat_v2(db: Database) -> None:
+    """Issue 16: who may use tools, token usage per question, conversations to delete at the service."""
+    db.execute("ALTER TABLE scope_settings ADD COLUMN tools TEXT")
+    db.execute(
+        """CREATE TABLE token_usage (
+            id INTEGER PRIMARY KEY, workspace_key TEXT NOT NULL, scope_key TEXT NOT NULL,
+            user_id TEXT NOT NULL, conversation_id TEXT, model TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+            total_tokens INTEGER NOT NULL, at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX token_usage_workspace_at ON token_usage (workspace_key, at)")
+    db.execute(
+        """CREATE TABLE upstream_deletes (
+            conversation_id TEXT PRIMARY KEY, model TEXT NOT NULL, attempts INTEGER NOT NULL,
+            next_at REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_settings_and_conversations,
     _v2_transcripts_and_seen_events,
     _v3_conversation_epochs,
+    _v4_ai_chat_v2,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

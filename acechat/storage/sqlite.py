@@ -19,13 +19,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlite_utils import Database
 
 from acechat.storage.errors import StoreError
 from acechat.storage.probe import RecentProbe
-from acechat.storage.protocol import Backend, Store
+from acechat.storage.protocol import Backend, SettingField, Store
 from acechat.storage.ratelimit import SlidingWindows
 from acechat.storage.records import (
     AuditAction,
@@ -34,10 +34,12 @@ from acechat.storage.records import (
     ChangeKind,
     ConversationRecord,
     CustomPreset,
+    PendingDelete,
     RateCheck,
     RateVerdict,
     ScopeSettings,
     TranscriptEntry,
+    UsageRecord,
 )
 from acechat.storage.schema import migrate, write_transaction
 from acechat.storage.scope_lock import ScopeQueue, ScopeTurn
@@ -76,7 +78,7 @@ TRANSCRIPT_COLUMNS = (
 _INSERT_TRANSCRIPT = f"INSERT INTO transcripts ({TRANSCRIPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 PRESET_COLUMNS = "workspace_key, name, description, prompt, author_id, created_at, updated_at"
 AUDIT_COLUMNS = "workspace_key, scope_key, actor_id, actor_name, action, old, new, at"
-SETTING_FIELDS = frozenset({"preset", "model"})
+SETTING_FIELDS = frozenset({"preset", "model", "tools"})
 
 # A conversation's stored state as the cache knows it: the record, or None for no row.
 _Cached = ConversationRecord | None
@@ -372,14 +374,15 @@ class SQLiteStore(Store):
         def get(db: Database) -> dict[str, ScopeSettings]:
             marks = ", ".join("?" * len(wanted))
             rows = db.execute(
-                f"SELECT key, preset, model, updated_at FROM scope_settings WHERE key IN ({marks})", wanted
+                f"SELECT key, preset, model, updated_at, tools FROM scope_settings WHERE key IN ({marks})",
+                wanted,
             ).fetchall()
             return {row[0]: ScopeSettings(*row) for row in rows}
 
         return await self._worker.submit(get)
 
     async def set_setting(
-        self, key: str, field: Literal["preset", "model"], value: str | None, *, audit: AuditEntry
+        self, key: str, field: SettingField, value: str | None, *, audit: AuditEntry
     ) -> str | None:
         if field not in SETTING_FIELDS:
             raise ValueError(f"unknown setting {field!r}")
@@ -530,3 +533,72 @@ class SQLiteStore(Store):
                 listener(change)
             except Exception:
                 log.exception("a change listener failed")
+
+    # --- AI Chat v2 (issue 16): token usage, and conversations to delete at the service ------------
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        row = tuple(getattr(record, name) for name in USAGE_COLUMNS)
+        await self._worker.submit(
+            lambda db: db.execute(f"INSERT INTO token_usage ({_USAGE}) VALUES ({_USAGE_MARKS})", row)
+        )
+
+    async def list_usage(self, workspace_key: str, since: float = 0.0) -> list[UsageRecord]:
+        def listing(db: Database) -> list[UsageRecord]:
+            rows = db.execute(
+                f"SELECT {_USAGE} FROM token_usage WHERE workspace_key = ? AND at >= ? ORDER BY at, id",
+                (workspace_key, since),
+            ).fetchall()
+            return [UsageRecord(*row) for row in rows]
+
+        return await self._worker.submit(listing)
+
+    async def queue_delete(self, item: PendingDelete) -> None:
+        args = (item.conversation_id, item.model, item.attempts, item.next_at)
+        await self._worker.submit(
+            lambda db: db.execute(
+                "INSERT INTO upstream_deletes (conversation_id, model, attempts, next_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (conversation_id) DO NOTHING",
+                args,
+            )
+        )
+
+    async def due_deletes(self, now: float, limit: int = 20) -> list[PendingDelete]:
+        def due(db: Database) -> list[PendingDelete]:
+            rows = db.execute(
+                "SELECT conversation_id, model, attempts, next_at FROM upstream_deletes "
+                "WHERE next_at <= ? ORDER BY next_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [PendingDelete(*row) for row in rows]
+
+        return await self._worker.submit(due)
+
+    async def finish_delete(self, conversation_id: str) -> None:
+        await self._worker.submit(
+            lambda db: db.execute(
+                "DELETE FROM upstream_deletes WHERE conversation_id = ?", (conversation_id,)
+            )
+        )
+
+    async def retry_delete(self, conversation_id: str, next_at: float) -> None:
+        await self._worker.submit(
+            lambda db: db.execute(
+                "UPDATE upstream_deletes SET attempts = attempts + 1, next_at = ? WHERE conversation_id = ?",
+                (next_at, conversation_id),
+            )
+        )
+
+
+USAGE_COLUMNS = (
+    "workspace_key",
+    "scope_key",
+    "user_id",
+    "conversation_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "at",
+)
+_USAGE = ", ".join(USAGE_COLUMNS)
+_USAGE_MARKS = ", ".join("?" * len(USAGE_COLUMNS))

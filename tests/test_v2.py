@@ -1,0 +1,312 @@
+"""AI Chat v2 (issue 16): the endpoint, its events shown in answers, usage, tools and conversation deletes.
+
+Everything runs through the real core against the fake API (tests/fakes/upstream.py), which speaks v2's
+typed NDJSON events as the vendor's guide and OpenAPI spec describe them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from acechat.core import events
+from acechat.core.answer import AnswerView, progress_line, safe_url
+from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.events import ToolStarted
+from acechat.core.sanitize import ThinkingMode
+from acechat.core.scope import Scope
+from acechat.core.settings import Settings, UpstreamSettings
+from acechat.core.target import Actor
+from tests.fakes.target import RecordingTarget
+from tests.fakes.upstream import Behaviour, FakeUpstream
+
+CHANNEL = Scope.of("test", "W1", "C1")
+DANA = Actor("U1", "Dana")
+
+
+def tool(tool_id: str, name: str, **tool_input: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "tool_id": tool_id, "tool_name": name, "input": tool_input}
+
+
+def result(tool_id: str, output: str = "raw tool output", *, failed: bool = False) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_id": tool_id, "output": output, "is_error": failed}
+
+
+def cite(url: str, title: str | None = None) -> dict[str, Any]:
+    return {"type": "citation", "url": url, **({"title": title} if title else {})}
+
+
+async def ask(core: ChatCore, text: str = "hi", actor: Actor = DANA) -> RecordingTarget:
+    target = RecordingTarget()
+    await core.ask(Question(CHANNEL, actor, text), target)
+    return target
+
+
+def shown(target: RecordingTarget) -> list[str]:
+    """Every text the target's messages showed, posts and edits, in order."""
+    return [c.text for c in target.calls if c.kind in ("post", "edit")]
+
+
+# --- endpoint and request body ---------------------------------------------------------------------
+
+
+async def test_v2_is_the_default_endpoint_and_sends_nothing_unattended(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    target = await ask(core)
+    request = fake_upstream.requests[0]
+    assert request["path"] == "/aichat2/conversations"
+    body = request["body"]
+    assert body["allowed_skills"] == [] and body["allowed_mcp_servers"] == []
+    assert "max_turns" not in body, "tools are on by default"
+    assert target.text == "Answer 1 to: Dana: hi"
+
+
+async def test_v1_setting_keeps_the_old_endpoint_and_body(
+    settings: Settings, fake_upstream: FakeUpstream
+) -> None:
+    v1 = dataclasses.replace(settings, upstream=dataclasses.replace(settings.upstream, api_version="v1"))
+    core = await ChatCore.open(v1)
+    try:
+        first = await ask(core, "one")
+        second = await ask(core, "two")
+    finally:
+        await core.aclose()
+    one, two = fake_upstream.requests
+    assert one["path"] == two["path"] == "/aichat/conversations"
+    assert set(one["body"]) == {"model", "question", "stateful", "preset"}
+    assert two["body"]["id"] in fake_upstream.conversations
+    assert first.text == "Answer 1 to: Dana: one" and second.text == "Answer 2 to: Dana: two"
+
+
+async def test_text_comes_from_content_not_from_the_v1_fields(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    lines = [
+        {"type": "text_delta", "content": "Real ", "delta_answer": "WRONG ", "answer": "WRONG", "id": "c1"},
+        {"type": "text_delta", "content": "text.", "id": "c1"},
+        {
+            "type": "done",
+            "conversation_id": "c1",
+            "usage": {"total_tokens": 3},
+            "terminal_reason": "natural_stop",
+        },
+    ]
+    fake_upstream.queue(Behaviour(raw=tuple(f"{_json(line)}\n".encode() for line in lines)))
+    target = await ask(core)
+    assert target.text == "Real text."
+
+
+# --- events shown in the answer ---------------------------------------------------------------------
+
+
+async def test_tool_steps_show_one_live_line_that_is_gone_from_the_final_answer(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Behaviour(
+            answer="Found it.",
+            fragment_delay=0.15,
+            before=(
+                tool("t1", "web_search", query="acechat <@123> @everyone"),
+                result("t1", "SECRET RAW SEARCH OUTPUT"),
+                tool("t2", "web_fetch", url="https://www.example.com/docs/page?x=1"),
+                result("t2", "the page: <!channel>", failed=True),
+                tool("t3", "mcp__github__list_issues"),
+                result("t3"),
+            ),
+        )
+    )
+    target = await ask(core)
+    texts = shown(target)
+    assert any(t == "_🔎 Searching the web for “acechat @123 @\u200beveryone”…_" for t in texts), texts
+    assert any("📖 Reading example.com/docs/page…" in t for t in texts)
+    assert any("🛠️ Using `mcp__github__list_issues`…" in t for t in texts)
+    assert any("⚠️ `web_fetch` did not work" in t for t in texts)
+    assert target.text == "Found it.", "the tool line is gone from the final answer"
+    everything = "\n".join(texts)
+    assert "SECRET RAW SEARCH OUTPUT" not in everything and "the page" not in everything
+    assert "@everyone" not in everything and "<@123>" not in everything
+
+
+async def test_a_failed_tool_never_becomes_the_answer(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.queue(
+        Behaviour(
+            answer="", before=(tool("t1", "web_search", query="q"), result("t1", "Error: boom", failed=True))
+        )
+    )
+    target = await ask(core)
+    assert "boom" not in target.text
+    assert "empty answer" in target.text
+
+
+async def test_sources_are_numbered_deduplicated_capped_and_safe(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    citations = [
+        cite("https://a.example/1", "First <@42> @here [x](javascript:alert(1))"),
+        cite("https://a.example/1", "Duplicate"),
+        cite("javascript:alert(1)", "Script"),
+        cite("ftp://files.example/x", "FTP"),
+        {"type": "citation", "source": {"uri": "https://b.example/nested", "name": "Nested"}},
+        {"type": "citation", "url": 42},
+        cite("https://c.example/" + "x" * 10, "T" * 300),
+        *[cite(f"https://d.example/{n}") for n in range(20)],
+    ]
+    fake_upstream.queue(Behaviour(answer="Answer.", after=tuple(citations)))
+    target = await ask(core)
+    text = target.text
+    answer, _, sources = text.partition("\n\n**Sources**\n")
+    assert answer == "Answer."
+    lines = sources.splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("1. [First @42 @\u200bhere x javascript:alert 1](<https://a.example/1>)")
+    assert lines[1] == "2. [Nested](<https://b.example/nested>)"
+    assert lines[2].startswith("3. [" + "T" * 79 + "…](<https://c.example/")
+    assert lines[3] == "4. <https://d.example/0>"
+    assert "Duplicate" not in text and "Script" not in text and "ftp:" not in text
+
+
+async def test_cards_and_artifacts_are_shown_never_dropped(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Behaviour(
+            answer="See below.",
+            after=(
+                {"type": "card", "title": "A cat", "image_url": "https://img.example/cat.png"},
+                {"type": "card", "card": {"title": "Docs", "url": "https://docs.example/x"}},
+                {
+                    "type": "artifact",
+                    "title": "script.py",
+                    "language": "python",
+                    "content": "print(1)\n```\n@everyone",
+                },
+                {"type": "artifact", "title": "big", "content": "y" * 5000},
+            ),
+        )
+    )
+    target = await ask(core)
+    text = target.text
+    assert "🖼️ [A cat](<https://img.example/cat.png>)" in text
+    assert "🔗 [Docs](<https://docs.example/x>)" in text
+    assert "**📎 script.py**\n```python\nprint(1)\n`\u200b``\n@\u200beveryone\n```" in text
+    assert "1,500 more characters of this artifact are not shown" in text
+
+
+async def test_an_error_event_keeps_the_text_marks_it_incomplete_and_shows_the_trace(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Partial answer here", fragment_size=8, error_after=2))
+    target = await ask(core)
+    assert target.text.startswith("Partial answer ")
+    trace = fake_upstream.requests[0]["trace_id"]
+    assert target.text.endswith(
+        f"⚠️ The AI service failed to answer; try again in a moment. (trace `{trace}`) "
+        "_(The answer above is incomplete.)_"
+    )
+
+
+async def test_done_records_token_usage_per_question(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    await ask(core, "count me")
+    await ask(core, "and me", actor=Actor("U2", "Lee"))
+    await core.aclose()  # waits for the background usage writes
+    core2 = await ChatCore.open(core.settings)
+    try:
+        usage = await core2.store.list_usage(CHANNEL.workspace_key)
+    finally:
+        await core2.aclose()
+    assert [u.user_id for u in usage] == ["U1", "U2"]
+    first = usage[0]
+    assert first.model == core.settings.default_model and first.scope_key == CHANNEL.key
+    assert first.total_tokens == first.prompt_tokens + first.completion_tokens > 0
+    assert first.conversation_id in fake_upstream.conversations
+
+
+async def test_an_unnatural_stop_is_said_and_unknown_events_are_logged_once(
+    core: ChatCore, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    events.UNKNOWN_TYPES.seen.clear()
+    odd = ({"type": "hologram", "data": 1}, {"type": "hologram"}, {"type": "compact"})
+    fake_upstream.queue(Behaviour(answer="Short.", before=odd, terminal_reason="max_turns"))
+    with caplog.at_level(logging.INFO, logger="acechat.core.events"):
+        target = await ask(core)
+        await ask(core)
+    assert (
+        target.text
+        == "Short.\n\n_The model stopped before a natural end: it reached its limit of tool steps._"
+    )
+    assert [r.getMessage() for r in caplog.records].count(
+        "ignoring AI Chat stream events of unknown type 'hologram'"
+    ) == 1
+
+
+async def test_thinking_events_are_folded_like_think_tags(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Behaviour(answer="The answer.", before=({"type": "thinking", "content": "hmm </think> @everyone"},))
+    )
+    target = await ask(core)
+    assert target.text == "> 💭 _Thought for a while_\n\nThe answer."
+
+
+# --- pure rendering ------------------------------------------------------------------------------
+
+
+def test_progress_lines_name_what_a_tool_does() -> None:
+    assert progress_line(ToolStarted("1", "web_search", "best `pizza`\n*now*")) == (
+        "🔎 Searching the web for “best pizza now ”…".replace(" ”", "”")
+    )
+    assert progress_line(ToolStarted("1", "fetch_url", "http://example.com/")) == "📖 Reading example.com…"
+    assert progress_line(ToolStarted("1", "file_read", "report.pdf")) == "📖 Reading report.pdf…"
+    assert progress_line(ToolStarted("1", "evil`name<@1>")) == "🛠️ Using `evilname1`…"
+
+
+def test_safe_url_keeps_only_http_links_that_fit_in_angle_brackets() -> None:
+    assert safe_url("https://x.example/a?b=c") == "https://x.example/a?b=c"
+    for bad in ("javascript:alert(1)", "https://x.example/a>b", "https://", "http://x y", "mailto:a@b", None):
+        assert safe_url(bad) is None
+
+
+def test_view_length_counts_a_tool_line_before_any_text() -> None:
+    view = AnswerView(ThinkingMode.FOLD)
+    assert len(view) == 0
+    view.on_event(ToolStarted("1", "web_search", "q"))
+    assert len(view) == 1 and view.render(streaming=True).startswith("_🔎")
+    assert view.render(streaming=False) == ""
+
+
+def _json(obj: object) -> str:
+    import json
+
+    return json.dumps(obj)
+
+
+@pytest_asyncio.fixture
+async def v1_core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncIterator[ChatCore]:
+    settings = Settings(
+        upstream=dataclasses.replace(upstream_settings, api_version="v1"), db_path=tmp_path / "a.db"
+    )
+    chat = await ChatCore.open(settings)
+    try:
+        yield chat
+    finally:
+        await chat.aclose()
+
+
+async def test_v1_sends_attachments_as_references(v1_core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    from acechat.core.target import Attachment
+
+    files = (Attachment("https://cdn.example/cat.png", "cat.png", "image/png", 10),)
+    assert await v1_core.ask(Question(CHANNEL, DANA, "look", files), RecordingTarget()) is Outcome.ANSWERED
+    body = fake_upstream.bodies[0]
+    assert (
+        body is not None and body["references"] == ["https://cdn.example/cat.png"] and "message" not in body
+    )
