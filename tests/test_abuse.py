@@ -62,6 +62,8 @@ SLACK_LINES = {
     Action.PRESET_DELETE: "preset delete mine",
     Action.MODEL_SET: "model set grok-4",
     Action.MODEL_DEFAULT: "model default grok-4",
+    Action.TOOLS_SET: "tools off",
+    Action.TOOLS_DEFAULT: "tools default off",
 }
 DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, str]]] = {
     Action.AUDIT: ("audit", {}),
@@ -73,6 +75,8 @@ DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, str]]] = {
     Action.PRESET_DELETE: ("preset delete", {"name": "mine"}),
     Action.MODEL_SET: ("model set", {"name": "grok-4"}),
     Action.MODEL_DEFAULT: ("model default", {"name": "grok-4"}),
+    Action.TOOLS_SET: ("tools set", {"state": "off"}),
+    Action.TOOLS_DEFAULT: ("tools default", {"state": "off"}),
 }
 
 

@@ -60,6 +60,9 @@ GRAMMAR = [
     ("model show", Command(A.MODEL_SHOW)),
     ("model set gpt-4", Command(A.MODEL_SET, name="gpt-4")),
     ("MODEL Default o3-mini", Command(A.MODEL_DEFAULT, name="o3-mini")),
+    ("tools", Command(A.TOOLS_SHOW)),
+    ("tools on", Command(A.TOOLS_SET, name="on")),
+    ("Tools Default Off", Command(A.TOOLS_DEFAULT, name="off")),
 ]
 
 

@@ -307,7 +307,7 @@ async def test_slash_commands_are_synced_on_start_with_the_admin_hint(
     fake: FakeDiscord, bot: DiscordAdapter
 ) -> None:
     synced = {c["name"]: c for c in fake.commands["global"]}
-    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model"}
+    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model", "tools"}
     assert str(synced["preset"]["default_member_permissions"]) == "32"  # Manage Server
     assert str(synced["model"]["default_member_permissions"]) == "32"
     assert synced["ask"].get("default_member_permissions") is None

@@ -10,13 +10,14 @@ from acechat.core.permissions import Privilege, privilege_of, refusal, required
 A = Action
 P = Privilege
 
-CHANNEL_ACTIONS = [A.PRESET_SET, A.PRESET_CLEAR, A.MODEL_SET]
+CHANNEL_ACTIONS = [A.PRESET_SET, A.PRESET_CLEAR, A.MODEL_SET, A.TOOLS_SET]
 WORKSPACE_ACTIONS = [
     A.PRESET_DEFAULT,
     A.PRESET_CREATE,
     A.PRESET_EDIT,
     A.PRESET_DELETE,
     A.MODEL_DEFAULT,
+    A.TOOLS_DEFAULT,
     A.AUDIT,
 ]
 

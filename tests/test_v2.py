@@ -18,7 +18,9 @@ import pytest_asyncio
 from acechat.core import events
 from acechat.core.answer import AnswerView, progress_line, safe_url
 from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.commands import Action, Command, parse_command
 from acechat.core.events import ToolStarted
+from acechat.core.permissions import Privilege, required
 from acechat.core.sanitize import ThinkingMode
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings, UpstreamSettings
@@ -310,3 +312,60 @@ async def test_v1_sends_attachments_as_references(v1_core: ChatCore, fake_upstre
     assert (
         body is not None and body["references"] == ["https://cdn.example/cat.png"] and "message" not in body
     )
+
+
+# --- tools are an admin's choice -----------------------------------------------------------------
+
+ADMIN = Actor("U9", "Ada", privilege=Privilege.WORKSPACE_ADMIN)
+CHANNEL_ADMIN = Actor("U8", "Cy", privilege=Privilege.CHANNEL_ADMIN)
+
+
+def test_tools_grammar() -> None:
+    assert parse_command("tools") == Command(Action.TOOLS_SHOW)
+    assert parse_command("tools OFF") == Command(Action.TOOLS_SET, name="off")
+    assert parse_command("tools default on") == Command(Action.TOOLS_DEFAULT, name="on")
+    assert parse_command("tools default").action is Action.HELP
+    assert parse_command("tools for research are great").action is Action.ASK
+    assert required(Action.TOOLS_SET) is Privilege.CHANNEL_ADMIN
+    assert required(Action.TOOLS_DEFAULT) is Privilege.WORKSPACE_ADMIN
+
+
+async def test_tools_off_sends_max_turns_1_is_audited_shown_and_keeps_the_conversation(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await ask(core, "one")
+    refused = await core.execute(CHANNEL, DANA, Command(Action.TOOLS_SET, name="off"))
+    assert not refused.ok and "needs" in refused.text
+    off = await core.execute(CHANNEL, CHANNEL_ADMIN, Command(Action.TOOLS_SET, name="off"))
+    assert off.ok and off.public and "Cy turned tools off in this channel" in off.text
+    await ask(core, "two")
+    status = await core.execute(CHANNEL, DANA, Command(Action.STATUS))
+    assert "**Tools:** off (channel)" in status.text
+    one, two = fake_upstream.bodies
+    assert one is not None and two is not None
+    assert "max_turns" not in one and two["max_turns"] == 1
+    assert two["id"] == next(iter(fake_upstream.conversations)), "turning tools off keeps the conversation"
+    assert two["allowed_skills"] == [] and two["allowed_mcp_servers"] == []
+
+    # The workspace default applies where a channel has not chosen, and only a workspace admin sets it.
+    other = Scope.of("test", "W1", "C2")
+    assert not (await core.execute(other, CHANNEL_ADMIN, Command(Action.TOOLS_DEFAULT, name="off"))).ok
+    assert (await core.execute(other, ADMIN, Command(Action.TOOLS_DEFAULT, name="off"))).public
+    shown_here = await core.execute(other, DANA, Command(Action.TOOLS_SHOW))
+    assert "off (workspace setting)" in shown_here.text
+    await core.execute(CHANNEL, CHANNEL_ADMIN, Command(Action.TOOLS_SET, name="on"))
+    await ask(core, "three")
+    assert "max_turns" not in fake_upstream.bodies[-1]  # type: ignore[operator]
+    audit = await core.execute(CHANNEL, ADMIN, Command(Action.AUDIT))
+    assert "tools default" in audit.text and audit.text.count("tools set") == 2
+
+
+async def test_the_operator_default_turns_tools_off(settings: Settings, fake_upstream: FakeUpstream) -> None:
+    core = await ChatCore.open(dataclasses.replace(settings, tools=False))
+    try:
+        await ask(core)
+        status = await core.execute(CHANNEL, DANA, Command(Action.STATUS))
+    finally:
+        await core.aclose()
+    assert fake_upstream.bodies[0]["max_turns"] == 1  # type: ignore[index]
+    assert "**Tools:** off (default)" in status.text

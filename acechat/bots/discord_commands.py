@@ -110,6 +110,7 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
 
     tree.add_command(_preset_group(run, complete_preset))
     tree.add_command(_model_group(run, complete_model))
+    tree.add_command(_tools_group(run))
     return tree
 
 
@@ -203,5 +204,35 @@ def _model_group(run: Run, complete: Complete) -> app_commands.Group:
     @app_commands.describe(name="One of the models this bot allows (see /model list)")
     async def model_default(interaction: discord.Interaction, name: str) -> None:
         await run(interaction, Command(Action.MODEL_DEFAULT, name=name))
+
+    return group
+
+
+def _tools_group(run: Run) -> app_commands.Group:
+    """AI Chat v2's tools (web search, page fetch, files, the account's MCP servers) per channel."""
+    group = app_commands.Group(
+        name="tools",
+        description="Whether the AI may search the web and read pages here",
+        default_permissions=ADMIN_HINT,
+    )
+    switch = [app_commands.Choice(name="on", value="on"), app_commands.Choice(name="off", value="off")]
+
+    @group.command(name="show", description="Whether tools are on here, and where that choice comes from")
+    async def tools_show(interaction: discord.Interaction) -> None:
+        await run(interaction, Command(Action.TOOLS_SHOW))
+
+    @group.command(name="set", description="Turn tools on or off in this channel or thread (channel admins)")
+    @app_commands.choices(state=switch)
+    @app_commands.describe(state="on: the AI may search the web and read pages and files; off: it may not")
+    async def tools_set(interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
+        await run(interaction, Command(Action.TOOLS_SET, name=state.value))
+
+    @group.command(
+        name="default", description="Tools on or off for every channel without a choice (server admins)"
+    )
+    @app_commands.choices(state=switch)
+    @app_commands.describe(state="The choice for channels and threads that have none of their own")
+    async def tools_default(interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
+        await run(interaction, Command(Action.TOOLS_DEFAULT, name=state.value))
 
     return group

@@ -350,7 +350,7 @@ class ChatCore:
             preset=resolved.preset.prompt,
             conversation_id=conversation.upstream_id if conversation else None,
             blocks=choice.blocks,
-            tools=self.settings.tools,
+            tools=resolved.tools,
         )
         notes = [f"_Skipped {reason}._" for reason in choice.skipped]
         asked_at = time.time()

@@ -29,6 +29,10 @@ class Action(enum.StrEnum):
     MODEL_SHOW = "model show"
     MODEL_SET = "model set"
     MODEL_DEFAULT = "model default"
+    # AI Chat v2's tools (issue 16): `tools`, `tools on|off`, `tools default on|off`.
+    TOOLS_SHOW = "tools show"
+    TOOLS_SET = "tools set"
+    TOOLS_DEFAULT = "tools default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +66,13 @@ HELP_TEXT = """\
 `reset` — start a new conversation here
 `status` — this channel's model, preset and conversation
 `preset list` · `preset show [NAME]`
-`model list` · `model show`
-Channel admins: `preset set NAME` · `preset clear` · `model set NAME`
+`model list` · `model show` · `tools` (may the AI search the web, read pages and files?)
+Channel admins: `preset set NAME` · `preset clear` · `model set NAME` · `tools on|off`
 Workspace admins: `preset default NAME` · `preset create NAME PROMPT` · `preset edit NAME PROMPT` · \
-`preset delete NAME` · `model default NAME` · `audit [PAGE]`"""
+`preset delete NAME` · `model default NAME` · `tools default on|off` · `audit [PAGE]`"""
 
-_TOP = ("help", "ask", "reset", "status", "audit", "preset", "model")
+_TOP = ("help", "ask", "reset", "status", "audit", "preset", "model", "tools")
+_SWITCH = ("on", "off")
 _PRESET_SUBS = ("list", "show", "set", "clear", "default", "create", "edit", "delete")
 _MODEL_SUBS = ("list", "show", "set", "default")
 _NEEDS_NAME = {"set", "default", "delete"}
@@ -114,8 +119,24 @@ def parse_command(line: str) -> Command:
             return Command(Action.AUDIT)
         page = _page(rest)
         return Command(Action.AUDIT, page=page) if page is not None else question
+    if keyword == "tools":
+        return _parse_tools(rest) or question
     subs = _PRESET_SUBS if keyword == "preset" else _MODEL_SUBS
     return _parse_group(keyword, subs, rest) or question
+
+
+def _parse_tools(rest: str) -> Command | None:
+    """`tools`, `tools on|off`, `tools default on|off`; None for any other shape (a question)."""
+    words = rest.lower().split()
+    if not words:
+        return Command(Action.TOOLS_SHOW)
+    if len(words) == 1 and words[0] in _SWITCH:
+        return Command(Action.TOOLS_SET, name=words[0])
+    if words[0] == "default":
+        if len(words) == 2 and words[1] in _SWITCH:
+            return Command(Action.TOOLS_DEFAULT, name=words[1])
+        return _help("Usage: `tools default on` or `tools default off`.") if len(words) == 1 else None
+    return None
 
 
 def _page(word: str) -> int | None:

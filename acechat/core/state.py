@@ -43,9 +43,12 @@ class Resolved:
     model_source: Source
     preset: Preset
     preset_source: Source
+    # Whether the model may use AI Chat v2's tools here, and where that choice came from.
+    tools: bool = True
+    tools_source: Source = Source.DEFAULT
 
 
-Field = Literal["preset", "model"]
+Field = Literal["preset", "model", "tools"]
 
 
 def audit_entry(
@@ -142,6 +145,12 @@ class ScopeState:
                 log.warning("stored model %r is no longer allowed; using the default", setting.model)
                 warned = True
 
+        tools, tools_source = self.settings.tools, Source.DEFAULT
+        for label, setting in zip(labels, found, strict=True):
+            if setting is not None and setting.tools in ("on", "off"):
+                tools, tools_source = setting.tools == "on", label
+                break
+
         preset_names = [s.preset if s is not None else None for s in found]
         name = resolve_preset_name(preset_names, self.settings.default_preset)
         source = next((lab for lab, value in zip(labels, preset_names, strict=True) if value), Source.DEFAULT)
@@ -151,7 +160,7 @@ class ScopeState:
             preset = BUILTIN_PRESETS.get(self.settings.default_preset) or BUILTIN_PRESETS["assistant"]
             source = Source.DEFAULT
             warned = True
-        return Resolved(model, model_source, preset, source), warned
+        return Resolved(model, model_source, preset, source, tools, tools_source), warned
 
     async def conversation(self, scope: Scope) -> ConversationRecord | None:
         """The scope's conversation record; after a reset it has no upstream id but keeps its epoch."""
@@ -162,9 +171,18 @@ class ScopeState:
         return await self.store.reset_conversation(scope.key)
 
     async def set_setting(
-        self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
+        self,
+        scope: Scope,
+        actor: Actor,
+        key: str,
+        field: Field,
+        value: str | None,
+        action: AuditAction,
+        *,
+        fresh: bool = True,
     ) -> tuple[bool, str | None]:
-        """Set `field` of setting `key` (None = inherit), audited; (changed, old value).
+        """Set `field` of setting `key` (None = inherit), audited; (changed, old value). With `fresh`,
+        the scope's conversation starts over (a new preset or model would not fit the old one).
 
         Setting a value to what it already is changes nothing: no audit entry, the conversation goes on.
         """
@@ -175,5 +193,6 @@ class ScopeState:
         old = await self.store.set_setting(
             key, field, value, audit=audit_entry(scope, actor, action, old, value)
         )
-        await self.reset(scope)
+        if fresh:
+            await self.reset(scope)
         return True, old
