@@ -6,9 +6,11 @@ typed NDJSON events as the vendor's guide and OpenAPI spec describe them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from acechat.core.sanitize import ThinkingMode
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings, UpstreamSettings
 from acechat.core.target import Actor
+from acechat.storage.records import PendingDelete
 from tests.fakes.target import RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
@@ -369,3 +372,69 @@ async def test_the_operator_default_turns_tools_off(settings: Settings, fake_ups
         await core.aclose()
     assert fake_upstream.bodies[0]["max_turns"] == 1  # type: ignore[index]
     assert "**Tools:** off (default)" in status.text
+
+
+# --- reset deletes the conversation at the service ------------------------------------------------
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def test_reset_deletes_the_previous_conversation_at_the_service(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await ask(core, "remember this")
+    (conversation_id,) = fake_upstream.conversations
+    reply = await core.execute(CHANNEL, DANA, Command(Action.RESET))
+    assert reply.ok and reply.public
+    await until(lambda: fake_upstream.deleted == [conversation_id])
+    delete = fake_upstream.actions[-1]
+    assert delete["body"] == {"action": "delete", "id": conversation_id, "model": core.settings.default_model}
+    assert delete["path"] == "/aichat2/conversations"
+    await until(lambda: not core._delete_soon.is_set())
+    assert await core.store.due_deletes(time.time() + 10**6) == []
+
+
+async def test_a_failed_delete_never_blocks_the_reset_and_is_retried_later(
+    core: ChatCore, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    await ask(core, "remember this")
+    (conversation_id,) = fake_upstream.conversations
+    fake_upstream.queue(Behaviour.fail(500, "api_error"))
+    with caplog.at_level(logging.WARNING, logger="acechat.core.chat"):
+        reply = await core.execute(CHANNEL, DANA, Command(Action.RESET))
+        assert reply.ok and "started a new conversation" in reply.text
+        await until(lambda: any("could not delete conversation" in r.getMessage() for r in caplog.records))
+    assert fake_upstream.deleted == []
+    # The next question starts a new conversation at once; the old one waits for its retry.
+    await ask(core, "fresh start")
+    assert "id" not in fake_upstream.bodies[-1]  # type: ignore[operator]
+    (pending,) = await core.store.due_deletes(time.time() + 10**6)
+    assert pending.conversation_id == conversation_id and pending.attempts == 1
+    # It survives a restart (it is in the database) and the next attempt after the back-off succeeds.
+    await core.aclose()
+    again = await ChatCore.open(core.settings)
+    try:
+        assert await again.run_deletes(now=time.time()) == 0, "not before its back-off"
+        assert await again.run_deletes(now=pending.next_at + 1) == 1
+    finally:
+        await again.aclose()
+    assert fake_upstream.deleted == [conversation_id]
+
+
+async def test_an_already_deleted_conversation_counts_as_deleted(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await core.store.queue_delete(PendingDelete("gone-already", "m", 0, 0.0))
+    assert await core.run_deletes(now=1.0) == 1
+    assert await core.store.due_deletes(10**12) == []
+
+
+async def test_v1_deletes_nothing(v1_core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    await v1_core.ask(Question(CHANNEL, DANA, "hi"), RecordingTarget())
+    assert (await v1_core.execute(CHANNEL, DANA, Command(Action.RESET))).ok
+    assert await v1_core.store.due_deletes(10**12) == []
+    assert len(fake_upstream.requests) == 1 and fake_upstream.actions == []

@@ -25,6 +25,7 @@ from acechat.bots.slack_facts import (
     command_delivery,
     event_delivery,
     event_scope,
+    files_of,
     is_new_question,
 )
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
@@ -188,6 +189,7 @@ class SlackAdapter:
             event_scope(team, channel, thread_ts),
             actor,
             from_slack(event.get("text", ""), bot_user_id),
+            files_of(event),
             delivery=event_delivery(body, team, event),
         )
         await self._core.ask(question, target)

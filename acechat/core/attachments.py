@@ -41,10 +41,11 @@ def _kind(attachment: Attachment) -> str | None:
 def choose_references(attachments: Sequence[Attachment]) -> AttachmentChoice:
     blocks: list[tuple[str, str]] = []
     skipped: list[str] = []
+    private: list[str] = []
     for attachment in attachments:
         name = attachment.filename or "attachment"
         if not attachment.url.startswith("https://") and not attachment.url.startswith("http://"):
-            skipped.append(f"{name}: it has no public link")
+            private.append(name)
         elif (kind := _kind(attachment)) is None:
             skipped.append(f"{name}: only images and text or PDF documents can be read")
         elif attachment.size is not None and attachment.size > MAX_BYTES:
@@ -53,4 +54,12 @@ def choose_references(attachments: Sequence[Attachment]) -> AttachmentChoice:
             skipped.append(f"{name}: at most {MAX_REFERENCES} attachments are read per question")
         else:
             blocks.append(("image_url" if kind == "image" else "file_url", attachment.url))
+    if private:
+        # One line for all of them (Slack's files, say): the reason is the same for each.
+        names = ", ".join(private[:3]) + (f" and {len(private) - 3} more" if len(private) > 3 else "")
+        they = "it has" if len(private) == 1 else "they have"
+        skipped.insert(
+            0,
+            f"{names}: {they} no public link the AI service could read, so files shared here are not passed on",
+        )
     return AttachmentChoice(tuple(blocks), tuple(skipped))

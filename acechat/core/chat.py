@@ -33,12 +33,18 @@ from acechat.core.streaming import Draft, StreamingReply
 from acechat.core.target import Actor, Attachment, Mark, PlatformError, PlatformForbidden, ReplyTarget
 from acechat.core.upstream import AIChatClient, Chunk, Turn
 from acechat.storage import RateCheck, Store, open_store
-from acechat.storage.records import ConversationRecord, TranscriptEntry, UsageRecord
+from acechat.storage.records import ConversationRecord, PendingDelete, TranscriptEntry, UsageRecord
 
 log = logging.getLogger(__name__)
 
 NO_ATTACHMENTS = AttachmentChoice((), ())
 PRUNE_INTERVAL = 3600.0
+# Conversations left by a reset are deleted at the service (v2) in the background: looked for this
+# often, retried with back-off up to a day apart, and given up (logged) after this many attempts.
+DELETE_INTERVAL = 60.0
+DELETE_BACKOFF = 30.0
+DELETE_BACKOFF_MAX = 86_400.0
+DELETE_ATTEMPTS = 10
 # Users told "slow down" in a channel recently, on platforms where that notice is public.
 NOTICED_USERS = 10_000
 
@@ -77,6 +83,8 @@ class ChatCore:
         self._maintenance: asyncio.Task[None] | None = None
         # Writes nobody waits for (token usage), kept so they are not collected mid-flight.
         self._background: set[asyncio.Task[None]] = set()
+        self._deleter: asyncio.Task[None] | None = None
+        self._delete_soon = asyncio.Event()
 
     @classmethod
     async def open(cls, settings: Settings) -> ChatCore:
@@ -88,6 +96,9 @@ class ChatCore:
         )
         core = cls(settings, store, AIChatClient(settings.upstream))
         core._maintenance = asyncio.create_task(core._prune_periodically())
+        if core.client.api_version == "v2":
+            core.state.forgotten = core._forget_upstream
+            core._deleter = asyncio.create_task(core._delete_periodically())
         return core
 
     async def _prune_periodically(self) -> None:
@@ -100,6 +111,59 @@ class ChatCore:
             except Exception:
                 log.exception("pruning the database failed; will try again")
             await asyncio.sleep(PRUNE_INTERVAL)
+
+    # --- conversations deleted at the service (v2, issue 16 item 5) ------------------------------------
+
+    async def _forget_upstream(self, record: ConversationRecord) -> None:
+        """A reset left `record` behind: remember to delete it at the service. Never fails the reset."""
+        if record.upstream_id is None:
+            return
+        try:
+            await self.store.queue_delete(PendingDelete(record.upstream_id, record.model, 0, time.time()))
+        except Exception:
+            log.exception("could not remember to delete conversation %s at the service", record.upstream_id)
+            return
+        self._delete_soon.set()
+
+    async def _delete_periodically(self) -> None:
+        while True:
+            try:
+                await self.run_deletes()
+            except Exception:
+                log.exception("deleting conversations at the service failed; will try again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._delete_soon.wait(), DELETE_INTERVAL)
+            self._delete_soon.clear()
+
+    async def run_deletes(self, now: float | None = None) -> int:
+        """Delete the conversations whose time has come; returns how many are done with (deleted, or
+        given up after `DELETE_ATTEMPTS`). A failure is logged and tried again later, with back-off."""
+        at = time.time() if now is None else now
+        finished = 0
+        for item in await self.store.due_deletes(at):
+            try:
+                await self.client.delete(item.conversation_id, item.model)
+            except UpstreamError as error:
+                attempts = item.attempts + 1
+                log.warning(
+                    "could not delete conversation %s at the service (attempt %d): %s",
+                    item.conversation_id,
+                    attempts,
+                    error,
+                    extra={"conversation_id": item.conversation_id, "trace_id": error.trace_id},
+                )
+                if attempts < DELETE_ATTEMPTS:
+                    delay = min(DELETE_BACKOFF * 2**item.attempts, DELETE_BACKOFF_MAX)
+                    await self.store.retry_delete(item.conversation_id, at + delay)
+                    continue
+                log.error("giving up deleting conversation %s at the service", item.conversation_id)
+            else:
+                log.info(
+                    "deleted conversation at the service", extra={"conversation_id": item.conversation_id}
+                )
+            await self.store.finish_delete(item.conversation_id)
+            finished += 1
+        return finished
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -126,10 +190,11 @@ class ChatCore:
         await self.drain()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        for task in (self._maintenance, self._deleter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.client.close()
         await self.store.close()
 
@@ -340,6 +405,10 @@ class ChatCore:
             # The preset or model changed since this conversation began (perhaps on the parent channel).
             conversation = None
         choice = choose_references(question.attachments) if question.attachments else NO_ATTACHMENTS
+        if not question.text.strip() and not choice.blocks:
+            # Files alone, none of them readable by the service: say why, and ask nothing.
+            await reply.finish("\n".join(f"_Skipped {reason}._" for reason in choice.skipped))
+            return Outcome.REFUSED
         author = question.actor.display_name or question.actor.user_id
         upstream_text = question.text.strip() or "(see the attached files)"
         if self.settings.author_prefix:

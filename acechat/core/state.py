@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,6 +77,8 @@ class ScopeState:
         # ones are read afresh each time); dropped whole whenever a setting changes.
         self._resolved: LRU[str, Resolved] = LRU(CACHE_SIZE)
         self._generation = 0
+        # Told of every conversation a reset leaves behind (ChatCore deletes it at the service).
+        self.forgotten: Callable[[ConversationRecord], Awaitable[None]] | None = None
         store.on_change(self._changed)
 
     def _changed(self, change: Change) -> None:
@@ -168,7 +171,11 @@ class ScopeState:
 
     async def reset(self, scope: Scope) -> bool:
         """Start the scope afresh; True if it had a conversation. A turn in flight cannot undo it."""
-        return await self.store.reset_conversation(scope.key)
+        old = await self.store.get_conversation(scope.key) if self.forgotten is not None else None
+        live = await self.store.reset_conversation(scope.key)
+        if live and old is not None and old.upstream_id and self.forgotten is not None:
+            await self.forgotten(old)
+        return live
 
     async def set_setting(
         self,

@@ -119,6 +119,8 @@ class FakeUpstream:
         # v2: conversation id -> the tool_id its paused question waits on; ids deleted by `action: delete`.
         self.paused: dict[str, str] = {}
         self.deleted: list[str] = []
+        # Requests with an `action` other than `chat`, recorded like `requests`.
+        self.actions: list[dict[str, Any]] = []
         self.answerer: Callable[[str, list[dict[str, Any]]], str] = default_answer
         self.active = 0
         self.peak_active = 0
@@ -179,7 +181,9 @@ class FakeUpstream:
             body = json.loads(raw)
         except ValueError:
             body = None
-        self.requests.append(
+        acting = isinstance(body, dict) and body.get("action", "chat") != "chat"
+        # Conversation actions (`delete`) are kept apart: `requests` are the turns asked.
+        (self.actions if acting else self.requests).append(
             {
                 "body": body,
                 "accept": request.headers.get("accept", ""),
