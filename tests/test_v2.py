@@ -114,30 +114,51 @@ async def test_text_comes_from_content_not_from_the_v1_fields(
 async def test_tool_steps_show_one_live_line_that_is_gone_from_the_final_answer(
     core: ChatCore, fake_upstream: FakeUpstream
 ) -> None:
-    fake_upstream.queue(
-        Behaviour(
-            answer="Found it.",
-            fragment_delay=0.15,
-            before=(
-                tool("t1", "web_search", query="acechat <@123> @everyone"),
-                result("t1", "SECRET RAW SEARCH OUTPUT"),
-                tool("t2", "web_fetch", url="https://www.example.com/docs/page?x=1"),
-                result("t2", "the page: <!channel>", failed=True),
-                tool("t3", "mcp__github__list_issues"),
-                result("t3"),
-            ),
-        )
-    )
-    target = await ask(core)
-    texts = shown(target)
-    assert any(t == "_🔎 Searching the web for “acechat @123 @\u200beveryone”…_" for t in texts), texts
-    assert any("📖 Reading example.com/docs/page…" in t for t in texts)
-    assert any("🛠️ Using `mcp__github__list_issues`…" in t for t in texts)
-    assert any("⚠️ `web_fetch` did not work" in t for t in texts)
-    assert target.text == "Found it.", "the tool line is gone from the final answer"
+    steps = [
+        (
+            tool("t1", "web_search", query="acechat <@123> @everyone"),
+            result("t1", "SECRET RAW SEARCH OUTPUT"),
+        ),
+        (
+            tool("t2", "web_fetch", url="https://www.example.com/docs/page?x=1"),
+            result("t2", "the page: <!channel>", failed=True),
+        ),
+        (tool("t3", "mcp__github__list_issues"), result("t3")),
+    ]
+    texts: list[str] = []
+    finals: list[str] = []
+    for use, done in steps:
+        fake_upstream.queue(Behaviour(answer="Found it.", fragment_delay=0.05, before=(use, done)))
+        target = await ask(core)
+        texts += shown(target)
+        finals.append(target.text)
+    assert "_🔎 Searching the web for “acechat @123 @\u200beveryone”…_" in texts, texts
+    assert any("📖 Reading example.com/docs/page…" in t or "`web_fetch` did not work" in t for t in texts)
+    assert "_🛠️ Using `mcp__github__list_issues`…_" in texts
+    assert finals == ["Found it."] * 3, "the tool line is gone from the final answer"
     everything = "\n".join(texts)
     assert "SECRET RAW SEARCH OUTPUT" not in everything and "the page" not in everything
     assert "@everyone" not in everything and "<@123>" not in everything
+
+
+async def test_tool_progress_costs_at_most_a_call_a_second_and_never_delays_the_text(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    steps = tuple(
+        event for k in range(10) for event in (tool(f"t{k}", "web_search", query=f"q{k}"), result(f"t{k}"))
+    )
+    fake_upstream.queue(
+        Behaviour(answer="The answer text.", fragment_size=4, fragment_delay=0.03, before=steps)
+    )
+    target = RecordingTarget()
+    started = time.monotonic()
+    await core.ask(Question(CHANNEL, DANA, "dig"), target)
+    calls = [c for c in target.calls if c.kind in ("post", "edit")]
+    progress = [c for c in calls if c.text.startswith("_")]
+    first_text = next(c for c in calls if c.text.startswith("The"))
+    phase = first_text.at - started
+    assert len(progress) <= 1 + phase / 1.0, (len(progress), phase)
+    assert target.text == "The answer text."
 
 
 async def test_a_failed_tool_never_becomes_the_answer(core: ChatCore, fake_upstream: FakeUpstream) -> None:

@@ -143,6 +143,7 @@ class AnswerView:
         "terminal_reason",
         "usage",
         "version",
+        "text_version",
     )
 
     def __init__(self, thinking: ThinkingMode) -> None:
@@ -158,6 +159,8 @@ class AnswerView:
         self.usage: Usage | None = None
         self.terminal_reason: str | None = None
         self.version = 0
+        # Changes of the answer text alone: the streamer paces a change of the tool line alone apart.
+        self.text_version = 0
 
     def __len__(self) -> int:
         return len(self._text or "") + (1 if self._step is not None else 0)
@@ -175,6 +178,7 @@ class AnswerView:
         self._text = text
         self._step = None
         self.version += 1
+        self.text_version += 1
 
     def replace_text(self, text: str) -> None:
         """The text cut to a limit: what is shown from now on."""
@@ -182,6 +186,7 @@ class AnswerView:
         answer.replace(text)
         self._text = answer
         self.version += 1
+        self.text_version += 1
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, ToolStarted):

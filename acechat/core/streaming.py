@@ -15,6 +15,7 @@ posts, first posts before intermediate edits, and those before typing, which is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
@@ -41,6 +42,10 @@ TYPING_DELAY = 0.05
 # A sign of life that found no room is tried again when there might be room, between these bounds.
 TYPING_SOONEST = 0.02
 TYPING_RETRY = 1.0
+# A change that only moves the live tool line (no new answer text) waits at least this long after the
+# last edit, and only while the window keeps room for the next text and the final edit: progress is
+# the first thing to give way, and never delays the answer itself.
+PROGRESS_INTERVAL = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
 
@@ -73,15 +78,20 @@ class EditPacer:
         self._blocked_until = 0.0
         self._clock = clock
 
-    def delay(self, final: bool) -> float:
+    def delay(self, final: bool, *, spaced: bool = True, spare: int = 0) -> float:
+        """Seconds until an edit may go. `spaced=False` skips the spreading of intermediate edits (the
+        first answer text after a tool line); `spare` more slots must stay free after it (progress)."""
         now = self._clock()
         while self._times and now - self._times[0] >= self._window:
             self._times.popleft()
         wait = max(0.0, self._blocked_until - now)
         allowed = self._burst if final or self._burst == 1 else self._burst - 1
+        allowed -= spare
+        if allowed <= 0:
+            return max(wait, self._window)
         if len(self._times) >= allowed:
             wait = max(wait, self._times[len(self._times) - allowed] + self._window - now)
-        if not final and self._times:
+        if not final and spaced and self._times:
             wait = max(wait, self._times[-1] + self._spacing - now)
         return wait
 
@@ -126,6 +136,11 @@ class StreamingReply:
         self._task: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | asyncio.TimerHandle | None = None
         self.first_text_at: float | None = None
+        # The draft's `text_version` (answer text only, no tool line) last shown; None for drafts
+        # without one, whose every change is text.
+        self._shown_text_version: int | None = None
+        self._last_was_progress = False
+        self._last_call_at = -PROGRESS_INTERVAL
 
     @property
     def started(self) -> bool:
@@ -269,6 +284,8 @@ class StreamingReply:
             if step is None or step[0] < len(self._handles):
                 return
             _, chunk = step
+            progress, version = self._progress_only(), self._text_version()
+            self._last_call_at = time.monotonic()
             handle = await self._target.post(chunk)
         except PlatformRateLimited as limited:
             self._scheduler.penalize(posts, limited.retry_after)
@@ -281,6 +298,7 @@ class StreamingReply:
             self._stop_typing()
         self._handles.append(handle)
         self._shown.append(chunk)
+        self._shown_text_version, self._last_was_progress = version, progress
 
     async def _final_edit(self) -> None:
         wait = self._pacer.delay(final=True)
@@ -295,8 +313,29 @@ class StreamingReply:
         finally:
             self._scheduler.done(self._limits.edits)
 
+    def _text_version(self) -> int | None:
+        version = getattr(self._raw, "text_version", None)
+        return version if isinstance(version, int) else None
+
+    def _progress_only(self) -> bool:
+        version = self._text_version()
+        return version is not None and version == self._shown_text_version
+
     async def _intermediate_edit(self) -> None:
-        wait = self._pacer.delay(final=False)
+        if self._progress_only():
+            wait = max(
+                self._pacer.delay(final=False, spare=1),
+                self._last_call_at + PROGRESS_INTERVAL - time.monotonic(),
+            )
+            if wait > 0:
+                # Woken by anything new: answer text must not wait out a tool line's interval.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                return
+        else:
+            # New text after a tool line goes at once: the tool line must not have spent its spacing.
+            wait = self._pacer.delay(final=False, spaced=not self._last_was_progress)
         if wait <= 0:
             edits = self._limits.edits
             if self._scheduler.try_call(Call.EDIT, edits):
@@ -312,6 +351,8 @@ class StreamingReply:
         await self._sleep(wait)
 
     async def _edit(self, index: int, chunk: str) -> None:
+        progress, version = self._progress_only(), self._text_version()
+        self._last_call_at = time.monotonic()
         self._pacer.record()
         try:
             await self._target.edit(self._handles[index], chunk)
@@ -324,6 +365,7 @@ class StreamingReply:
             # Someone removed the message (a moderator, say): that is their call, not a failure to repeat.
             log.info("a message of an answer was deleted; leaving it out")
         self._shown[index] = chunk
+        self._shown_text_version, self._last_was_progress = version, progress
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when the answer completes: the final edit may go sooner."""
