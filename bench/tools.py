@@ -44,7 +44,9 @@ def complete(text: str, expected: str, heavy: bool) -> bool:
     return not heavy or ("**Sources**" in text and "Which one?" in text and f"{CITES}. [Source" in text)
 
 
-async def one(platform: DiscordPlatform, url: str, slot: int, heavy: bool) -> tuple[float, float, float | None]:
+async def one(
+    platform: DiscordPlatform, url: str, slot: int, heavy: bool
+) -> tuple[float, float, float | None]:
     """(first-text lag, completion lag, progress calls per second) of one answer."""
     tag = f"{'heavy' if heavy else 'plain'}-{slot}"
     answer = script(tag, heavy)
@@ -55,7 +57,11 @@ async def one(platform: DiscordPlatform, url: str, slot: int, heavy: bool) -> tu
 
     def whole() -> float | None:
         return next(
-            (c.at for c in fake.changes_in(channel) if c.text is not None and complete(c.text, expected, heavy)),
+            (
+                c.at
+                for c in fake.changes_in(channel)
+                if c.text is not None and complete(c.text, expected, heavy)
+            ),
             None,
         )
 

@@ -141,9 +141,9 @@ class AnswerView:
         "_thinking",
         "question",
         "terminal_reason",
+        "text_version",
         "usage",
         "version",
-        "text_version",
     )
 
     def __init__(self, thinking: ThinkingMode) -> None:
