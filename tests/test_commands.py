@@ -63,6 +63,8 @@ GRAMMAR = [
     ("tools", Command(A.TOOLS_SHOW)),
     ("tools on", Command(A.TOOLS_SET, name="on")),
     ("Tools Default Off", Command(A.TOOLS_DEFAULT, name="off")),
+    ("answer 2", Command(A.ANSWER, text="2")),
+    ("answer in  my own words", Command(A.ANSWER, text="in  my own words")),
 ]
 
 

@@ -20,6 +20,7 @@ from acechat.storage.records import (
     ConversationRecord,
     CustomPreset,
     PendingDelete,
+    PendingQuestion,
     TranscriptEntry,
     UsageRecord,
 )
@@ -52,11 +53,13 @@ async def populate(path: Path) -> None:
         assert await store.first_sighting("T1:Ev1")
         await store.record_usage(USAGE)
         await store.queue_delete(PendingDelete("up-old", "gpt-4o", 2, 99.0))
+        await store.save_question(QUESTION)
     finally:
         await store.close()
 
 
 USAGE = UsageRecord(WS, f"{WS}:C1:-", "U1", "up-1", "gpt-4o", 10, 5, 15, 30.0)
+QUESTION = PendingQuestion("q1", f"{WS}:C1:-", "up-1", 2, "toolu_1", "Which?", ("A", "B"), "U1", 31.0)
 
 
 async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Path, pg_url: str) -> None:
@@ -72,6 +75,7 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         "seen_events": (1, 1, 0),
         "token_usage": (1, 1, 0),
         "upstream_deletes": (1, 1, 0),
+        "pending_questions": (1, 1, 0),
     }
     again = await copy_to_postgres(path, pg_url)
     assert {(t.inserted, t.updated) for t in again} == {(0, 0)}
@@ -94,6 +98,7 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         ]
         assert not await store.first_sighting("T1:Ev1")
         assert await store.list_usage(WS) == [USAGE]
+        assert await store.get_question("q1") == QUESTION
         assert await store.due_deletes(100.0) == [PendingDelete("up-old", "gpt-4o", 2, 99.0)]
         # The copy continues where the file left off: the reset's epoch holds.
         assert not await store.save_conversation(

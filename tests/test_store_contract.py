@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from acechat.storage.records import (
     ConversationRecord,
     CustomPreset,
     PendingDelete,
+    PendingQuestion,
     RateCheck,
     RateVerdict,
     TranscriptEntry,
@@ -509,3 +511,17 @@ async def test_pending_deletes_are_kept_until_done_and_retried_later(store: Stor
     ]
     await store.finish_delete("c1")
     assert [d.conversation_id for d in await store.due_deletes(NOW + 200)] == ["c2"]
+
+
+async def test_questions_asked_back_are_kept_and_answered_exactly_once(store: Store) -> None:
+    first = PendingQuestion("q1", KEY, "c1", 1, "toolu_1", "Which?", ("A", "B"), "U1", NOW)
+    second = dataclasses.replace(first, id="q2", turns=2, created_at=NOW + 1, options=())
+    await store.save_question(first)
+    await store.save_question(second)
+    assert await store.get_question("q1") == first
+    assert await store.latest_question(KEY) == second
+    assert await store.latest_question("elsewhere") is None
+    presses = await asyncio.gather(*(store.answer_question("q1") for _ in range(5)))
+    assert presses.count(True) == 1
+    assert (await store.get_question("q1")) == dataclasses.replace(first, answered=True)
+    assert not await store.answer_question("missing")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from acechat.core import events
+from acechat.core import events, notices
 from acechat.core.answer import AnswerView, progress_line, safe_url
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.commands import Action, Command, parse_command
@@ -459,3 +459,101 @@ async def test_v1_deletes_nothing(v1_core: ChatCore, fake_upstream: FakeUpstream
     assert (await v1_core.execute(CHANNEL, DANA, Command(Action.RESET))).ok
     assert await v1_core.store.due_deletes(10**12) == []
     assert len(fake_upstream.requests) == 1 and fake_upstream.actions == []
+
+
+# --- questions the model asks back ------------------------------------------------------------------
+
+ASKED = {
+    "type": "ask_user_question",
+    "tool_id": "toolu_ask_1",
+    "tool_name": "ask_user_question",
+    "question": "Chinese or English? <!here>",
+    "options": ["Chinese", "English", {"label": "Both"}],
+}
+
+
+async def paused(core: ChatCore, fake_upstream: FakeUpstream, actor: Actor = DANA) -> RecordingTarget:
+    fake_upstream.queue(Behaviour(answer="", before=(ASKED,), terminal_reason="awaiting_user_input"))
+    return await ask(core, "write the report", actor=actor)
+
+
+async def test_a_question_back_is_shown_with_numbered_choices_and_resumed_by_its_asker(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    asked = await paused(core, fake_upstream)
+    assert asked.text == (
+        "**❓ Chinese or English? !here**\n1. Chinese\n2. English\n3. Both\n"
+        "_Reply with `answer NUMBER` or `answer` and your own words (the asker or a channel admin)._"
+    )
+    (conversation_id,) = fake_upstream.conversations
+    assert fake_upstream.paused == {conversation_id: "toolu_ask_1"}
+
+    stranger = RecordingTarget()
+    assert await core.answer(CHANNEL, Actor("U7", "Kim"), "1", stranger) is Outcome.REFUSED
+    assert stranger.notices == [notices.NOT_YOUR_QUESTION] and stranger.messages == {}
+    assert len(fake_upstream.requests) == 1
+
+    answered = RecordingTarget()
+    assert await core.answer(CHANNEL, DANA, "2", answered) is Outcome.ANSWERED
+    body = fake_upstream.bodies[-1]
+    assert body is not None and body["id"] == conversation_id
+    assert body["tool_results"] == [{"tool_use_id": "toolu_ask_1", "output": "English"}]
+    assert answered.text == "Answer 2 to: (answered: English)"
+
+    again = RecordingTarget()
+    assert await core.answer(CHANNEL, DANA, "1", again) is Outcome.REFUSED
+    assert again.notices == [notices.QUESTION_ANSWERED]
+    assert len(fake_upstream.requests) == 2
+
+
+async def test_a_channel_admin_may_answer_in_own_words_and_a_double_press_answers_once(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await paused(core, fake_upstream)
+    first, second = RecordingTarget(), RecordingTarget()
+    outcomes = await asyncio.gather(
+        core.answer(CHANNEL, CHANNEL_ADMIN, "Klingon, please", first),
+        core.answer(CHANNEL, DANA, "1", second),
+    )
+    assert sorted(o.value for o in outcomes) == ["answered", "refused"]
+    resumed = [b for b in fake_upstream.bodies if b is not None and "tool_results" in b]
+    assert len(resumed) == 1
+    assert resumed[0]["tool_results"][0]["output"] in ("Klingon, please", "Chinese")
+    assert notices.QUESTION_ANSWERED in first.notices + second.notices
+
+
+async def test_a_new_question_skips_the_pending_one(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    await paused(core, fake_upstream)
+    await ask(core, "never mind, something else")
+    assert "tool_results" not in fake_upstream.bodies[-1]  # type: ignore[operator]
+    late = RecordingTarget()
+    assert await core.answer(CHANNEL, DANA, "1", late) is Outcome.REFUSED
+    assert late.notices == [notices.QUESTION_SKIPPED]
+    assert await core.open_question(CHANNEL) is None
+
+
+async def test_a_pending_question_survives_a_restart_and_the_text_grammar_answers_it(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await paused(core, fake_upstream)
+    await core.aclose()
+    again = await ChatCore.open(core.settings)
+    try:
+        assert (await again.open_question(CHANNEL)) is not None
+        target = RecordingTarget()
+        assert await again.run_line(CHANNEL, DANA, "answer 3", target) is Outcome.ANSWERED
+        assert fake_upstream.bodies[-1]["tool_results"][0]["output"] == "Both"  # type: ignore[index]
+        # With no question waiting, "answer …" is an ordinary question.
+        plain = RecordingTarget()
+        assert await again.run_line(CHANNEL, DANA, "answer me this", plain) is Outcome.ANSWERED
+        assert fake_upstream.bodies[-1]["question"] == "Dana: answer me this"  # type: ignore[index]
+    finally:
+        await again.aclose()
+
+
+async def test_a_reset_skips_the_pending_question(core: ChatCore, fake_upstream: FakeUpstream) -> None:
+    await paused(core, fake_upstream)
+    await core.execute(CHANNEL, DANA, Command(Action.RESET))
+    target = RecordingTarget()
+    assert await core.answer(CHANNEL, DANA, "1", target) is Outcome.REFUSED
+    assert target.notices == [notices.QUESTION_SKIPPED]

@@ -287,4 +287,6 @@ def _artifact(artifact: Artifact) -> str:
 def _question(question: AskUser) -> str:
     lines = [f"**❓ {one_line(question.question, 300)}**"]
     lines += [f"{n}. {one_line(option, TITLE_CHARS)}" for n, option in enumerate(question.options, 1)]
+    how = "`answer NUMBER` or `answer` and your own words" if question.options else "`answer` and your words"
+    lines.append(f"_Reply with {how} (the asker or a channel admin)._")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import contextlib
 import enum
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
@@ -23,7 +24,8 @@ from acechat.core.cache import LRU
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
-from acechat.core.permissions import privilege_of, refusal, required
+from acechat.core.events import Finished
+from acechat.core.permissions import Privilege, privilege_of, refusal, required
 from acechat.core.sanitize import format_answer
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
@@ -33,7 +35,13 @@ from acechat.core.streaming import Draft, StreamingReply
 from acechat.core.target import Actor, Attachment, Mark, PlatformError, PlatformForbidden, ReplyTarget
 from acechat.core.upstream import AIChatClient, Chunk, Turn
 from acechat.storage import RateCheck, Store, open_store
-from acechat.storage.records import ConversationRecord, PendingDelete, TranscriptEntry, UsageRecord
+from acechat.storage.records import (
+    ConversationRecord,
+    PendingDelete,
+    PendingQuestion,
+    TranscriptEntry,
+    UsageRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,8 @@ class Question:
     attachments: tuple[Attachment, ...] = ()
     # The platform's id for this delivery: a re-delivery of an id already seen is dropped.
     delivery: str | None = None
+    # Set when `text` answers a question the model asked back (v2): the turn resumes the paused call.
+    resumes: PendingQuestion | None = None
 
 
 class ChatCore:
@@ -165,6 +175,87 @@ class ChatCore:
             finished += 1
         return finished
 
+    # --- questions the model asks back (v2 ask_user_question) -----------------------------------------
+
+    async def answer(
+        self,
+        scope: Scope,
+        actor: Actor,
+        text: str,
+        target: ReplyTarget,
+        *,
+        question_id: str | None = None,
+        delivery: str | None = None,
+    ) -> Outcome:
+        """Answer the question the model asked back here (`question_id`, or the scope's newest): a number
+        picks that option, anything else is the answer in the asker's own words. Only the person who
+        asked, or a channel admin, may answer; the answer resumes the paused turn and streams on `target`."""
+        pending = await (
+            self.store.get_question(question_id) if question_id else self.store.latest_question(scope.key)
+        )
+        if pending is None or pending.scope_key != scope.key:
+            await self._quietly(target.notify(notices.NO_OPEN_QUESTION))
+            return Outcome.REFUSED
+        if pending.answered:
+            await self._quietly(target.notify(notices.QUESTION_ANSWERED))
+            return Outcome.REFUSED
+        level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
+        if actor.user_id != pending.asker_id and level < Privilege.CHANNEL_ADMIN:
+            await self._quietly(target.notify(notices.NOT_YOUR_QUESTION))
+            return Outcome.REFUSED
+        output = chosen(pending, text)
+        if not output:
+            await self._quietly(target.notify(notices.ANSWER_USAGE))
+            return Outcome.REFUSED
+        return await self.ask(Question(scope, actor, output, delivery=delivery, resumes=pending), target)
+
+    async def open_question(self, scope: Scope) -> PendingQuestion | None:
+        """The scope's question still waiting for an answer, if any."""
+        pending = await self.store.latest_question(scope.key)
+        if pending is None or pending.answered:
+            return None
+        stored = await self.state.conversation(scope)
+        return pending if await self._unanswerable(pending, stored, claim=False) is None else None
+
+    async def _unanswerable(
+        self, pending: PendingQuestion, stored: ConversationRecord | None, *, claim: bool = True
+    ) -> str | None:
+        """Why `pending` cannot be answered now, or None (and, with `claim`, it is now answered)."""
+        if claim:
+            # Read afresh: another press may have answered it while this one waited for the turn.
+            current = await self.store.get_question(pending.id)
+            if current is None or current.answered:
+                return notices.QUESTION_ANSWERED
+        if stored is None or stored.upstream_id != pending.conversation_id or stored.turns != pending.turns:
+            # A later question or a reset moved the conversation on: the service skipped the call.
+            return notices.QUESTION_SKIPPED
+        if claim and not await self.store.answer_question(pending.id):
+            return notices.QUESTION_ANSWERED
+        return None
+
+    async def _keep_question(
+        self, question: Question, view: AnswerView, conversation_id: str, turns: int
+    ) -> None:
+        asked = view.question
+        assert asked is not None
+        pending = PendingQuestion(
+            id=uuid.uuid4().hex[:16],
+            scope_key=question.scope.key,
+            conversation_id=conversation_id,
+            turns=turns,
+            tool_id=asked.tool_id,
+            question=asked.question,
+            options=asked.options,
+            asker_id=question.actor.user_id,
+            created_at=time.time(),
+        )
+        try:
+            await self.store.save_question(pending)
+        except Exception:
+            log.exception(
+                "could not keep a question the model asked", extra={"platform": question.scope.platform}
+            )
+
     @property
     def models(self) -> tuple[str, ...]:
         return self.settings.models
@@ -213,6 +304,11 @@ class ChatCore:
         """A line typed to the bot (Slack's command, the console): a command if it has one's exact
         shape, otherwise a question."""
         command = parse_command(line)
+        if command.action is Action.ANSWER:
+            # An answer only while a question waits here; otherwise "answer …" is just a question.
+            if await self.open_question(scope) is not None:
+                return await self.answer(scope, actor, command.text or "", target, delivery=delivery)
+            command = Command(Action.ASK, text=line.strip())
         if command.action is Action.ASK:
             question = Question(scope, actor, command.text or "", attachments, delivery)
             return await self.ask(question, target)
@@ -372,7 +468,7 @@ class ChatCore:
                     return Outcome.REFUSED
                 # Typing starts with the turn: a queued question shows nothing until it is answered.
                 reply.start_typing()
-                return await self._answer(question, reply)
+                return await self._answer(question, reply, target)
         except PlatformForbidden as error:
             log.warning("the platform refused the bot here: %s", error, extra=_context(scope, question.actor))
             await reply.abort()
@@ -393,10 +489,18 @@ class ChatCore:
                 del self._queued[key]
         return Outcome.FAILED
 
-    async def _answer(self, question: Question, reply: StreamingReply) -> Outcome:
+    async def _answer(self, question: Question, reply: StreamingReply, target: ReplyTarget) -> Outcome:
         scope = question.scope
         resolved = await self.state.resolve(scope)
         stored = await self.state.conversation(scope)
+        resumes = question.resumes
+        if resumes is not None:
+            # Checked in the scope's turn: nothing can be asked between the check and the resumed turn.
+            refusal = await self._unanswerable(resumes, stored)
+            if refusal is not None:
+                await reply.abort()
+                await self._quietly(target.notify(refusal))
+                return Outcome.REFUSED
         epoch = stored.epoch if stored is not None else 0
         conversation = stored if stored is not None and stored.upstream_id else None
         if conversation is not None and (
@@ -411,7 +515,7 @@ class ChatCore:
             return Outcome.REFUSED
         author = question.actor.display_name or question.actor.user_id
         upstream_text = question.text.strip() or "(see the attached files)"
-        if self.settings.author_prefix:
+        if self.settings.author_prefix and resumes is None:
             upstream_text = f"{author}: {upstream_text}"
         turn = Turn(
             question=upstream_text,
@@ -420,6 +524,8 @@ class ChatCore:
             conversation_id=conversation.upstream_id if conversation else None,
             blocks=choice.blocks,
             tools=resolved.tools,
+            # Exactly the paused call's id, as the service requires.
+            tool_results=((resumes.tool_id, question.text.strip()),) if resumes is not None else (),
         )
         notes = [f"_Skipped {reason}._" for reason in choice.skipped]
         asked_at = time.time()
@@ -484,6 +590,9 @@ class ChatCore:
         # The write overlaps the final edit, and is committed before the next turn of this scope starts.
         written = self.store.queue_turn(record, transcript)
         self._record_usage(question, view, conversation_id, resolved.model)
+        if view.question is not None and conversation_id is not None:
+            # Kept before the question shows, so an answer given at once finds it.
+            await self._keep_question(question, view, conversation_id, record.turns)
         final = view.render(streaming=False)
         if notes:
             final = f"{final.rstrip()}\n\n" + "\n".join(notes)
@@ -538,6 +647,13 @@ class ChatCore:
                                 break
                         else:
                             view.on_event(item)
+                            if (
+                                isinstance(item, Finished)
+                                and item.conversation_id
+                                and item.conversation_id != conversation_id
+                            ):
+                                conversation_id = item.conversation_id
+                                await remember(conversation_id)
                         reply.update(view)
                 finally:
                     # Closed here, not by the garbage collector: the connection goes back at once.
@@ -620,6 +736,14 @@ class ChatCore:
         if isinstance(raw, AnswerView):
             return raw.render(streaming=True)
         return format_answer(str(raw), thinking_mode=self.settings.thinking, streaming=True)
+
+
+def chosen(pending: PendingQuestion, text: str) -> str:
+    """The answer to send: option N for "N" (1-based), else the words themselves."""
+    words = " ".join(text.split())
+    if words.isascii() and words.isdecimal() and len(words) <= 3 and 1 <= int(words) <= len(pending.options):
+        return pending.options[int(words) - 1]
+    return words
 
 
 def _context(scope: Scope, actor: Actor) -> dict[str, str]:

@@ -33,6 +33,8 @@ class Action(enum.StrEnum):
     TOOLS_SHOW = "tools show"
     TOOLS_SET = "tools set"
     TOOLS_DEFAULT = "tools default"
+    # Answers the question the model asked back: `answer NUMBER` or `answer WORDS`.
+    ANSWER = "answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +69,12 @@ HELP_TEXT = """\
 `status` — this channel's model, preset and conversation
 `preset list` · `preset show [NAME]`
 `model list` · `model show` · `tools` (may the AI search the web, read pages and files?)
+`answer NUMBER` or `answer WORDS` — answer a question the AI asked back (the asker or a channel admin)
 Channel admins: `preset set NAME` · `preset clear` · `model set NAME` · `tools on|off`
 Workspace admins: `preset default NAME` · `preset create NAME PROMPT` · `preset edit NAME PROMPT` · \
 `preset delete NAME` · `model default NAME` · `tools default on|off` · `audit [PAGE]`"""
 
-_TOP = ("help", "ask", "reset", "status", "audit", "preset", "model", "tools")
+_TOP = ("help", "ask", "reset", "status", "audit", "preset", "model", "tools", "answer")
 _SWITCH = ("on", "off")
 _PRESET_SUBS = ("list", "show", "set", "clear", "default", "create", "edit", "delete")
 _MODEL_SUBS = ("list", "show", "set", "default")
@@ -121,6 +124,12 @@ def parse_command(line: str) -> Command:
         return Command(Action.AUDIT, page=page) if page is not None else question
     if keyword == "tools":
         return _parse_tools(rest) or question
+    if keyword == "answer":
+        return (
+            Command(Action.ANSWER, text=rest)
+            if rest
+            else _help("Usage: `answer NUMBER` or `answer YOUR WORDS`.")
+        )
     subs = _PRESET_SUBS if keyword == "preset" else _MODEL_SUBS
     return _parse_group(keyword, subs, rest) or question
 

@@ -83,6 +83,8 @@ class Finished:
 
     usage: Usage | None = None
     terminal_reason: str | None = None
+    # A turn with no answer text (one that only asked back) names its conversation here alone.
+    conversation_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -196,7 +198,9 @@ def parse_event(kind: str, obj: Mapping[str, Any]) -> Event | None:
                 _count(usage.get("completion_tokens")),
                 _count(usage.get("total_tokens")),
             )
-        return Finished(counted, _first(obj, "terminal_reason", limit=80))
+        return Finished(
+            counted, _first(obj, "terminal_reason", limit=80), _first(obj, "conversation_id", "id", limit=200)
+        )
     if kind not in IGNORED:
         UNKNOWN_TYPES.note(kind)
     return None

@@ -97,6 +97,18 @@ _USAGE = (
     "total_tokens",
     "at",
 )
+_QUESTIONS = (
+    "id",
+    "scope_key",
+    "conversation_id",
+    "turns",
+    "tool_id",
+    "question",
+    "options",
+    "asker_id",
+    "created_at",
+    "answered",
+)
 TABLES = (
     _upsert("conversations", _CONVERSATION, ("scope_key",)),
     _upsert("scope_settings", _SETTINGS, ("key",)),
@@ -107,6 +119,7 @@ TABLES = (
     _upsert("seen_events", ("key", "seen_at"), ("key",)),
     _append("token_usage", _USAGE, _USAGE),
     _upsert("upstream_deletes", ("conversation_id", "model", "attempts", "next_at"), ("conversation_id",)),
+    _upsert("pending_questions", _QUESTIONS, ("id",)),
 )
 _ORDERED = {"audit", "transcripts", "token_usage"}
 

@@ -119,7 +119,8 @@ BEGIN
 END $$;
 """
 
-# Issue 16: who may use tools, token usage per question, conversations to delete at the service.
+# Issue 16: who may use tools, token usage per question, conversations to delete at the service,
+# questions the model asked back.
 _V2_AI_CHAT_V2 = """
 ALTER TABLE scope_settings ADD COLUMN tools text;
 CREATE TABLE token_usage (
@@ -132,6 +133,12 @@ CREATE TABLE upstream_deletes (
     conversation_id text PRIMARY KEY, model text NOT NULL, attempts integer NOT NULL,
     next_at double precision NOT NULL
 );
+CREATE TABLE pending_questions (
+    id text PRIMARY KEY, scope_key text NOT NULL, conversation_id text NOT NULL, turns integer NOT NULL,
+    tool_id text NOT NULL, question text NOT NULL, options text NOT NULL, asker_id text NOT NULL,
+    created_at double precision NOT NULL, answered integer NOT NULL
+);
+CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at);
 """
 
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.

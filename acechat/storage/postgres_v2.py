@@ -3,9 +3,11 @@ at the service. A mixin of `PostgresStore`, kept apart so the store's other quer
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
-from acechat.storage.records import PendingDelete, UsageRecord
+from acechat.storage.records import PendingDelete, PendingQuestion, UsageRecord
 
 USAGE_COLUMNS = (
     "workspace_key",
@@ -65,3 +67,62 @@ class AiChatV2Queries:
             conversation_id,
             next_at,
         )
+
+    async def save_question(self, question: PendingQuestion) -> None:
+        q = question
+        await self._db().execute(
+            f"INSERT INTO pending_questions ({_QUESTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "ON CONFLICT (id) DO NOTHING",
+            q.id,
+            q.scope_key,
+            q.conversation_id,
+            q.turns,
+            q.tool_id,
+            q.question,
+            json.dumps(list(q.options)),
+            q.asker_id,
+            q.created_at,
+            int(q.answered),
+        )
+
+    async def get_question(self, question_id: str) -> PendingQuestion | None:
+        row = await self._db().fetchrow(
+            f"SELECT {_QUESTION_COLUMNS} FROM pending_questions WHERE id = $1", question_id
+        )
+        return _question(row) if row is not None else None
+
+    async def latest_question(self, scope_key: str) -> PendingQuestion | None:
+        row = await self._db().fetchrow(
+            f"SELECT {_QUESTION_COLUMNS} FROM pending_questions WHERE scope_key = $1 "
+            "ORDER BY created_at DESC LIMIT 1",
+            scope_key,
+        )
+        return _question(row) if row is not None else None
+
+    async def answer_question(self, question_id: str) -> bool:
+        # One statement: of two processes pressing at once, exactly one sees its row updated.
+        done = await self._db().fetchval(
+            "UPDATE pending_questions SET answered = 1 WHERE id = $1 AND answered = 0 RETURNING 1",
+            question_id,
+        )
+        return done is not None
+
+
+_QUESTION_COLUMNS = (
+    "id, scope_key, conversation_id, turns, tool_id, question, options, asker_id, created_at, answered"
+)
+
+
+def _question(row: asyncpg.Record) -> PendingQuestion:
+    return PendingQuestion(
+        row["id"],
+        row["scope_key"],
+        row["conversation_id"],
+        row["turns"],
+        row["tool_id"],
+        row["question"],
+        tuple(json.loads(row["options"])),
+        row["asker_id"],
+        row["created_at"],
+        bool(row["answered"]),
+    )

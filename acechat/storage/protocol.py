@@ -12,6 +12,7 @@ from acechat.storage.records import (
     ConversationRecord,
     CustomPreset,
     PendingDelete,
+    PendingQuestion,
     RateCheck,
     RateVerdict,
     ScopeSettings,
@@ -130,3 +131,14 @@ class Store(Protocol):
 
     async def retry_delete(self, conversation_id: str, next_at: float) -> None:
         """The delete failed: count the attempt and try again at `next_at`."""
+
+    async def save_question(self, question: PendingQuestion) -> None:
+        """Keep a question the model asked back (kept across restarts, seen by every process)."""
+
+    async def get_question(self, question_id: str) -> PendingQuestion | None: ...
+
+    async def latest_question(self, scope_key: str) -> PendingQuestion | None:
+        """The scope's newest question the model asked back, answered or not."""
+
+    async def answer_question(self, question_id: str) -> bool:
+        """Mark the question answered; True only for the one call that did (a double press gets False)."""

@@ -152,3 +152,23 @@ class PendingDelete:
     model: str
     attempts: int = 0
     next_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingQuestion:
+    """A question the model asked back (v2 `ask_user_question`); the conversation waits for its answer.
+
+    It is open while the scope's conversation is still `conversation_id` at `turns` turns: any later
+    turn or a reset skips it (the service marks the paused call skipped by itself). `answered` is set
+    once, by whoever answers first."""
+
+    id: str
+    scope_key: str
+    conversation_id: str
+    turns: int
+    tool_id: str
+    question: str
+    options: tuple[str, ...]
+    asker_id: str
+    created_at: float
+    answered: bool = False

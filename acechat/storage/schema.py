@@ -79,7 +79,8 @@ def _v3_conversation_epochs(db: Database) -> None:
 
 
 def _v4_ai_chat_v2(db: Database) -> None:
-    """Issue 16: who may use tools, token usage per question, conversations to delete at the service."""
+    """Issue 16: who may use tools, token usage per question, conversations to delete at the service,
+    questions the model asked back."""
     db.execute("ALTER TABLE scope_settings ADD COLUMN tools TEXT")
     db.execute(
         """CREATE TABLE token_usage (
@@ -96,6 +97,14 @@ def _v4_ai_chat_v2(db: Database) -> None:
             next_at REAL NOT NULL
         ) WITHOUT ROWID"""
     )
+    db.execute(
+        """CREATE TABLE pending_questions (
+            id TEXT PRIMARY KEY, scope_key TEXT NOT NULL, conversation_id TEXT NOT NULL,
+            turns INTEGER NOT NULL, tool_id TEXT NOT NULL, question TEXT NOT NULL, options TEXT NOT NULL,
+            asker_id TEXT NOT NULL, created_at REAL NOT NULL, answered INTEGER NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at)")
 
 
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import sqlite3
@@ -35,6 +36,7 @@ from acechat.storage.records import (
     ConversationRecord,
     CustomPreset,
     PendingDelete,
+    PendingQuestion,
     RateCheck,
     RateVerdict,
     ScopeSettings,
@@ -587,6 +589,82 @@ class SQLiteStore(Store):
                 (next_at, conversation_id),
             )
         )
+
+    async def save_question(self, question: PendingQuestion) -> None:
+        row = question_row(question)
+        await self._worker.submit(
+            lambda db: db.execute(
+                f"INSERT OR REPLACE INTO pending_questions ({QUESTION_COLUMNS}) VALUES ({_QUESTION_MARKS})",
+                row,
+            )
+        )
+
+    async def get_question(self, question_id: str) -> PendingQuestion | None:
+        def get(db: Database) -> PendingQuestion | None:
+            found = db.execute(
+                f"SELECT {QUESTION_COLUMNS} FROM pending_questions WHERE id = ?", (question_id,)
+            ).fetchone()
+            return pending_question(found) if found else None
+
+        return await self._worker.submit(get)
+
+    async def latest_question(self, scope_key: str) -> PendingQuestion | None:
+        def latest(db: Database) -> PendingQuestion | None:
+            found = db.execute(
+                f"SELECT {QUESTION_COLUMNS} FROM pending_questions WHERE scope_key = ? "
+                "ORDER BY created_at DESC LIMIT 1",
+                (scope_key,),
+            ).fetchone()
+            return pending_question(found) if found else None
+
+        return await self._worker.submit(latest)
+
+    async def answer_question(self, question_id: str) -> bool:
+        def answer(db: Database) -> bool:
+            cursor = db.execute(
+                "UPDATE pending_questions SET answered = 1 WHERE id = ? AND answered = 0", (question_id,)
+            )
+            return bool(cursor.rowcount == 1)
+
+        return await self._worker.submit(answer)
+
+
+QUESTION_COLUMNS = (
+    "id, scope_key, conversation_id, turns, tool_id, question, options, asker_id, created_at, answered"
+)
+_QUESTION_MARKS = ", ".join("?" * 10)
+
+
+def question_row(q: PendingQuestion) -> tuple[Any, ...]:
+    options = json.dumps(list(q.options))
+    return (
+        q.id,
+        q.scope_key,
+        q.conversation_id,
+        q.turns,
+        q.tool_id,
+        q.question,
+        options,
+        q.asker_id,
+        q.created_at,
+        int(q.answered),
+    )
+
+
+def pending_question(row: Sequence[Any]) -> PendingQuestion:
+    id_, scope_key, conversation_id, turns, tool_id, question, options, asker_id, at, answered = row
+    return PendingQuestion(
+        id_,
+        scope_key,
+        conversation_id,
+        turns,
+        tool_id,
+        question,
+        tuple(json.loads(options)),
+        asker_id,
+        at,
+        bool(answered),
+    )
 
 
 USAGE_COLUMNS = (
