@@ -196,7 +196,7 @@ def test_acechat_demo_end_to_end(tmp_path: Path) -> None:
 
     # Each answer shows its tool steps as lines of their own (a terminal cannot edit), then the answer.
     assert out.count("bot> _🔎 Searching the web for “root: hello there”…_") == 1
-    assert "bot> _📖 Reading platform.acedata.cloud/documents/aichat2-conversations…_" in out
+    # Later steps replace that line at most once a second: the stand-in's reading step may not show.
     answers = out.split("bot> **Local stand-in")[1:]
     assert len(answers) == 4
     assert all("**Sources**\n1. [AI Chat v2 API integration guide](<https://" in a for a in answers)

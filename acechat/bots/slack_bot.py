@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -28,11 +28,13 @@ from acechat.bots.slack_facts import (
     files_of,
     is_new_question,
 )
+from acechat.bots.slack_interactive import SlackInteractions
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from acechat.bots.slack_text import from_slack
 from acechat.bots.slack_transport import EVENTS_PATH, KnownBot, SlackTransport, check_tokens
 from acechat.core.chat import ChatCore, Question
 from acechat.core.settings import Settings, SlackSettings
+from acechat.core.target import Actor, TargetLimits
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,14 @@ class SlackAdapter:
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.event("user_change")(self._on_user_change)
+        SlackInteractions(
+            self._core,
+            client,
+            self._answers,
+            self._interactive_actor,
+            self._interactive_limits,
+            transport.spawn,
+        ).register(app)
         await transport.start(app)
 
     @property
@@ -125,6 +135,17 @@ class SlackAdapter:
             await self._transport.close()
         if self._session is not None:
             await self._session.close()
+
+    async def _interactive_actor(self, user: str, team: str, body: Mapping[str, Any]) -> Actor:
+        return await self._people.actor(
+            user,
+            team=team,
+            enterprise=body.get("enterprise", {}) and body["enterprise"].get("id"),
+            fallback=None,
+        )
+
+    def _interactive_limits(self, team: str, channel: str) -> TargetLimits:
+        return self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL)
 
     # --- bolt listeners: queue the work in a tracked task ----------------------------------------
 

@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from acechat.bots.slack_blocks import choice_blocks
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
+from acechat.core.choices import Choices
 from acechat.core.pacing import Scheduler
 from acechat.core.ratelimit import KeyedBudgets, TokenBucket
 from acechat.core.sanitize import neutralize_mentions
@@ -172,6 +174,18 @@ class ThreadReply:
         with platform_errors():
             await self._client.reactions_add(
                 channel=self._channel, timestamp=self._question_ts, name=MARKS[mark]
+            )
+
+    async def offer_choices(self, choices: Choices) -> None:
+        """The options of a question the model asked back, as buttons under the answer."""
+        with platform_errors():
+            await self._client.chat_postMessage(
+                channel=self._channel,
+                thread_ts=self._thread_ts,
+                text=escape(choices.question[:MAX_MESSAGE_CHARS]),
+                blocks=choice_blocks(choices),
+                unfurl_links=False,
+                unfurl_media=False,
             )
 
 

@@ -16,17 +16,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 from acechat.core import metrics, notices
-from acechat.core.answer import AnswerView
+from acechat.core.answer import AnswerView, one_line
 from acechat.core.attachments import AttachmentChoice, choose_references
 from acechat.core.cache import LRU
+from acechat.core.choices import FORM_CHARS, Choices, Form, choices_for, form_for, parse_control
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
 from acechat.core.events import Finished
 from acechat.core.permissions import Privilege, privilege_of, refusal, required
-from acechat.core.sanitize import format_answer
+from acechat.core.sanitize import format_answer, neutralize_mentions
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
 from acechat.core.splitting import closing_fence, split_message
@@ -74,6 +76,23 @@ class Question:
     delivery: str | None = None
     # Set when `text` answers a question the model asked back (v2): the turn resumes the paused call.
     resumes: PendingQuestion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PressResult:
+    """What a press of one of the core's buttons came to: `form` to open (Other…), and `closed`, the text
+    the buttons should show instead once their question cannot be answered any more."""
+
+    outcome: Outcome
+    form: Form | None = None
+    closed: str | None = None
+
+
+@runtime_checkable
+class OffersChoices(Protocol):
+    """A target that can show buttons under an answer (Slack, Discord); others show numbered lines."""
+
+    async def offer_choices(self, choices: Choices) -> None: ...
 
 
 class ChatCore:
@@ -190,24 +209,95 @@ class ChatCore:
         """Answer the question the model asked back here (`question_id`, or the scope's newest): a number
         picks that option, anything else is the answer in the asker's own words. Only the person who
         asked, or a channel admin, may answer; the answer resumes the paused turn and streams on `target`."""
+        result = await self._reply_to_question(scope, actor, text, target, question_id, delivery)
+        return result.outcome
+
+    async def press(
+        self, scope: Scope, actor: Actor, control_id: str, target: ReplyTarget, *, delivery: str | None = None
+    ) -> PressResult:
+        """A button an adapter rendered from `Choices` was pressed. The result says whether to open a
+        form (`Other…`) and what the buttons should show instead, once they are done with."""
+        pressed = parse_control(control_id)
+        if pressed is None or pressed.kind == "form":
+            log.info("ignoring a press of an unknown control", extra=_context(scope, actor))
+            return PressResult(Outcome.REFUSED)
+        if pressed.kind == "other":
+            pending = await self.store.get_question(pressed.question_id)
+            refusal = await self._may_answer(scope, actor, pending)
+            if refusal is not None:
+                await self._quietly(target.notify(refusal))
+                return PressResult(Outcome.REFUSED, closed=await self._closed_text(scope, pending))
+            return PressResult(Outcome.ANSWERED, form=form_for(pressed.question_id))
+        return await self._reply_to_question(
+            scope, actor, str((pressed.option or 0) + 1), target, pressed.question_id, delivery
+        )
+
+    async def submit(
+        self, scope: Scope, actor: Actor, form_id: str, text: str, target: ReplyTarget
+    ) -> PressResult:
+        """A form from `press` came back with `text`: the answer in the asker's own words."""
+        pressed = parse_control(form_id)
+        if pressed is None or pressed.kind != "form":
+            return PressResult(Outcome.REFUSED)
+        words = " ".join(text.split())[:FORM_CHARS]
+        # Typed words are never an option number, even if they look like one.
+        return await self._reply_to_question(
+            scope, actor, words, target, pressed.question_id, None, typed=True
+        )
+
+    async def _may_answer(self, scope: Scope, actor: Actor, pending: PendingQuestion | None) -> str | None:
+        """Why `actor` may not answer `pending` now (a notice), or None."""
+        if pending is None or pending.scope_key != scope.key:
+            return notices.NO_OPEN_QUESTION
+        if pending.answered:
+            return notices.QUESTION_ANSWERED
+        level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
+        if actor.user_id != pending.asker_id and level < Privilege.CHANNEL_ADMIN:
+            return notices.NOT_YOUR_QUESTION
+        return await self._unanswerable(pending, await self.state.conversation(scope), claim=False)
+
+    async def _reply_to_question(
+        self,
+        scope: Scope,
+        actor: Actor,
+        text: str,
+        target: ReplyTarget,
+        question_id: str | None,
+        delivery: str | None,
+        *,
+        typed: bool = False,
+    ) -> PressResult:
         pending = await (
             self.store.get_question(question_id) if question_id else self.store.latest_question(scope.key)
         )
-        if pending is None or pending.scope_key != scope.key:
-            await self._quietly(target.notify(notices.NO_OPEN_QUESTION))
-            return Outcome.REFUSED
-        if pending.answered:
-            await self._quietly(target.notify(notices.QUESTION_ANSWERED))
-            return Outcome.REFUSED
-        level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
-        if actor.user_id != pending.asker_id and level < Privilege.CHANNEL_ADMIN:
-            await self._quietly(target.notify(notices.NOT_YOUR_QUESTION))
-            return Outcome.REFUSED
-        output = chosen(pending, text)
+        refusal = await self._may_answer(scope, actor, pending)
+        if refusal is not None:
+            await self._quietly(target.notify(refusal))
+            return PressResult(Outcome.REFUSED, closed=await self._closed_text(scope, pending))
+        assert pending is not None
+        output = " ".join(text.split()) if typed else chosen(pending, text)
         if not output:
             await self._quietly(target.notify(notices.ANSWER_USAGE))
-            return Outcome.REFUSED
-        return await self.ask(Question(scope, actor, output, delivery=delivery, resumes=pending), target)
+            return PressResult(Outcome.REFUSED)
+        outcome = await self.ask(Question(scope, actor, output, delivery=delivery, resumes=pending), target)
+        if outcome is Outcome.ANSWERED:
+            who = actor.display_name or actor.user_id
+            done = f"✅ {one_line(who, 40)} answered: {one_line(output, 80)}"
+            return PressResult(outcome, closed=neutralize_mentions(done))
+        return PressResult(outcome, closed=await self._closed_text(scope, pending))
+
+    async def _closed_text(self, scope: Scope, pending: PendingQuestion | None) -> str | None:
+        """What a question's buttons should show once it cannot be answered any more; None while it can."""
+        if pending is None:
+            return None
+        current = await self.store.get_question(pending.id)
+        if current is None:
+            return None
+        if current.answered:
+            return "✅ This question was answered."
+        if await self._unanswerable(current, await self.state.conversation(scope), claim=False) is not None:
+            return "⏭️ Skipped: a newer question was asked here, or the conversation was reset."
+        return None
 
     async def open_question(self, scope: Scope) -> PendingQuestion | None:
         """The scope's question still waiting for an answer, if any."""
@@ -235,7 +325,7 @@ class ChatCore:
 
     async def _keep_question(
         self, question: Question, view: AnswerView, conversation_id: str, turns: int
-    ) -> None:
+    ) -> PendingQuestion | None:
         asked = view.question
         assert asked is not None
         pending = PendingQuestion(
@@ -255,6 +345,8 @@ class ChatCore:
             log.exception(
                 "could not keep a question the model asked", extra={"platform": question.scope.platform}
             )
+            return None
+        return pending
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -590,14 +682,17 @@ class ChatCore:
         # The write overlaps the final edit, and is committed before the next turn of this scope starts.
         written = self.store.queue_turn(record, transcript)
         self._record_usage(question, view, conversation_id, resolved.model)
+        kept = None
         if view.question is not None and conversation_id is not None:
             # Kept before the question shows, so an answer given at once finds it.
-            await self._keep_question(question, view, conversation_id, record.turns)
+            kept = await self._keep_question(question, view, conversation_id, record.turns)
         final = view.render(streaming=False)
         if notes:
             final = f"{final.rstrip()}\n\n" + "\n".join(notes)
         try:
             await reply.finish(final)
+            if kept is not None and isinstance(target, OffersChoices):
+                await self._quietly(target.offer_choices(choices_for(kept.id, kept.question, kept.options)))
         finally:
             try:
                 await written
