@@ -16,6 +16,8 @@ from typing import Any
 import discord
 from discord.http import HTTPClient, Route
 
+from acechat.bots.discord_components import CHOOSE, choices_view
+from acechat.core.choices import Choices
 from acechat.core.pacing import Call, Scheduler
 from acechat.core.ratelimit import InFlightWindow, KeyedBudgets
 from acechat.core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
@@ -172,6 +174,11 @@ class MessageTarget:
         with platform_errors():
             await self._message.add_reaction(MARKS[mark])
 
+    async def offer_choices(self, choices: Choices) -> None:
+        """The options of a question the model asked back, as buttons under the answer."""
+        with platform_errors():
+            await self._channel.send(CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS)
+
     async def _reply(self, text: str) -> discord.Message:
         # The question may be deleted while the answer is written: then post without the reply link.
         reference = self._message.to_reference(fail_if_not_exists=False)
@@ -225,6 +232,12 @@ class InteractionTarget:
 
     async def mark(self, mark: Mark) -> None:
         """An interaction has no message of the asker's to react to."""
+
+    async def offer_choices(self, choices: Choices) -> None:
+        with platform_errors():
+            await self._interaction.followup.send(
+                CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS
+            )
 
     async def _send(self, text: str, *, ephemeral: bool) -> None:
         interaction = self._interaction
