@@ -265,3 +265,12 @@ def test_the_product_does_not_import_the_tests() -> None:
                     if name == "tests" or name.startswith("tests.")
                 ]
     assert offenders == []
+
+
+def test_the_demo_asks_back_with_choices_and_the_console_answers_by_number(tmp_path: Path) -> None:
+    result = run_demo_process(tmp_path, "please choose a format\n/answer 2\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "**❓ Which would you like the stand-in to pretend to do?**" in out
+    assert "1. Write a summary\n2. Make a plan\n3. Compare options" in out
+    assert "you chose **Make a plan**" in out

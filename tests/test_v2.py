@@ -557,3 +557,12 @@ async def test_a_reset_skips_the_pending_question(core: ChatCore, fake_upstream:
     target = RecordingTarget()
     assert await core.answer(CHANNEL, DANA, "1", target) is Outcome.REFUSED
     assert target.notices == [notices.QUESTION_SKIPPED]
+
+
+async def test_a_mention_saying_answer_n_answers_the_waiting_question(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    await paused(core, fake_upstream)
+    target = await ask(core, "answer 1")
+    assert fake_upstream.bodies[-1]["tool_results"][0]["output"] == "Chinese"  # type: ignore[index]
+    assert target.text == "Answer 2 to: (answered: Chinese)"

@@ -448,6 +448,13 @@ class ChatCore:
     async def ask(self, question: Question, target: ReplyTarget) -> Outcome:
         received = time.monotonic()
         scope = question.scope
+        if question.resumes is None and question.text.lstrip()[:7].lower() == "answer ":
+            # "@bot answer 2" answers the question waiting here, as `answer 2` does as a command.
+            command = parse_command(question.text)
+            if command.action is Action.ANSWER and await self.open_question(scope) is not None:
+                return await self.answer(
+                    scope, question.actor, command.text or "", target, delivery=question.delivery
+                )
         try:
             if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
                 return Outcome.DUPLICATE
