@@ -124,3 +124,17 @@ async def test_presses_arrive_over_socket_mode_too(
         await slack.wait_until(lambda: buttons.text.startswith("✅"), 5)
         await bot.adapter.idle()
     assert fake_upstream.bodies[-1]["tool_results"][0]["output"] == "Both"  # type: ignore[index]
+
+
+async def test_an_aichat_command_offers_buttons_in_the_channel(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="", before=(ASKED,), terminal_reason="awaiting_user_input"))
+    await slack.deliver_http(bot.url, slack.command("write the report"))
+    await bot.adapter.idle()
+    buttons = next(m for m in slack.in_channel("C1") if m.blocks)
+    assert buttons.thread_ts is None
+    await slack.deliver_http(bot.url, slack.press(buttons, ids(buttons)[0]))
+    await bot.adapter.idle()
+    assert fake_upstream.bodies[-1]["tool_results"][0]["output"] == "Chinese"  # type: ignore[index]
+    assert buttons.text.startswith("✅")

@@ -255,3 +255,14 @@ class CommandAnswer:
 
     async def mark(self, mark: Mark) -> None:
         """A slash command leaves no message of the asker's to react to."""
+
+    async def offer_choices(self, choices: Choices) -> None:
+        """The options of a question the model asked back, as buttons under the answer in the channel."""
+        with platform_errors():
+            await self._client.chat_postMessage(
+                channel=self._channel,
+                text=escape(choices.question[:MAX_MESSAGE_CHARS]),
+                blocks=choice_blocks(choices),
+                unfurl_links=False,
+                unfurl_media=False,
+            )

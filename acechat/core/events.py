@@ -147,7 +147,7 @@ def parse_event(kind: str, obj: Mapping[str, Any]) -> Event | None:
         elif isinstance(tool_input, str):
             detail = text(tool_input)
         return ToolStarted(
-            _first(obj, "tool_id", "id") or "", _first(obj, "tool_name", "name") or "tool", detail
+            _first(obj, "tool_id") or "", _first(obj, "tool_name", "name") or "tool", detail
         )
     if kind == "tool_result":
         return ToolFinished(_first(obj, "tool_id") or "", obj.get("is_error") is True)
