@@ -79,9 +79,12 @@ async def test_a_new_question_skips_the_old_buttons(
     fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
 ) -> None:
     buttons = await asked(fake, fake_upstream)
+    stale = replace(buttons, payload=copy.deepcopy(buttons.payload))
     await fake.post_message(f"{BOT} something else", author=fake.member)
+    # The buttons say so as soon as the new question is asked, without anyone pressing them.
+    await fake.wait_for(lambda: buttons.content == notices.BUTTONS_SKIPPED and not fake.custom_ids(buttons))
     await fake.wait_for(lambda: any(m.content.startswith("Answer ") for m in fake.bot_messages()))
-    late = await fake.press(buttons, fake.custom_ids(buttons)[0])
-    await fake.wait_for(lambda: buttons.content.startswith("⏭️"))
+    late = await fake.press(stale, fake.custom_ids(stale)[0])
+    await fake.wait_for(lambda: len(late.followups) == 1)
     assert notices.QUESTION_SKIPPED in late.followups[0].content
     assert all("tool_results" not in (b or {}) for b in fake_upstream.bodies)

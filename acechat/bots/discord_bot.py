@@ -95,7 +95,7 @@ class AceClient(discord.AutoShardedClient):
         self.tree = build_tree(self, core)
         self.limits = DiscordLimits()
         self.limits.pace(self.http)
-        self.interactions = DiscordInteractions(core, self.limits.limits)
+        self.interactions = DiscordInteractions(core, self.limits.limits, self)
         self.serving = asyncio.Event()  # set once the first shard is ready
 
     async def setup_hook(self) -> None:

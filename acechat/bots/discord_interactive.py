@@ -69,9 +69,18 @@ class PressTarget(MessageTarget):
 class DiscordInteractions:
     """Hands presses and form submissions to the core, and shows what it decided."""
 
-    def __init__(self, core: ChatCore, limits: Callable[[int], TargetLimits]) -> None:
+    def __init__(self, core: ChatCore, limits: Callable[[int], TargetLimits], client: discord.Client) -> None:
         self._core = core
         self._limits = limits
+        self._client = client
+        core.register_closer("discord", self._replace)
+
+    async def _replace(self, where: str, text: str) -> None:
+        """Buttons at `where` ("channel:message", from `offer_choices`) give way to `text`."""
+        channel_id, _, message_id = where.partition(":")
+        message = self._client.get_partial_messageable(int(channel_id)).get_partial_message(int(message_id))
+        with contextlib.suppress(discord.HTTPException):
+            await message.edit(content=text, view=None, allowed_mentions=NO_MENTIONS)
 
     async def pressed(self, interaction: discord.Interaction, control_id: str) -> None:
         pressed = parse_control(control_id)

@@ -174,10 +174,11 @@ class MessageTarget:
         with platform_errors():
             await self._message.add_reaction(MARKS[mark])
 
-    async def offer_choices(self, choices: Choices) -> None:
+    async def offer_choices(self, choices: Choices) -> str:
         """The options of a question the model asked back, as buttons under the answer."""
         with platform_errors():
-            await self._channel.send(CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS)
+            sent = await self._channel.send(CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS)
+        return f"{sent.channel.id}:{sent.id}"
 
     async def _reply(self, text: str) -> discord.Message:
         # The question may be deleted while the answer is written: then post without the reply link.
@@ -233,11 +234,12 @@ class InteractionTarget:
     async def mark(self, mark: Mark) -> None:
         """An interaction has no message of the asker's to react to."""
 
-    async def offer_choices(self, choices: Choices) -> None:
+    async def offer_choices(self, choices: Choices) -> str:
         with platform_errors():
-            await self._interaction.followup.send(
-                CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS
+            sent = await self._interaction.followup.send(
+                CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS, wait=True
             )
+        return f"{sent.channel.id}:{sent.id}"
 
     async def _send(self, text: str, *, ephemeral: bool) -> None:
         interaction = self._interaction

@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_facts import event_scope
 from acechat.bots.slack_targets import ThreadReply
-from acechat.core.chat import ChatCore, PressResult
+from acechat.core.chat import ChatCore, Outcome, PressResult
 from acechat.core.choices import PREFIX, Form
 from acechat.core.target import Actor, TargetLimits
 
@@ -84,6 +84,12 @@ class SlackInteractions:
     def register(self, app: AsyncApp) -> None:
         app.action(CONTROL)(self._on_action)
         app.view(CONTROL)(self._on_view)
+        self._core.register_closer("slack", self._replace)
+
+    async def _replace(self, where: str, text: str) -> None:
+        """Buttons at `where` ("channel:ts", from `offer_choices`) give way to `text`."""
+        channel, _, ts = where.partition(":")
+        await self._close(channel, ts, PressResult(Outcome.ANSWERED, closed=text))
 
     async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()  # Slack has its acknowledgement already; this only tells bolt the listener took it

@@ -176,10 +176,10 @@ class ThreadReply:
                 channel=self._channel, timestamp=self._question_ts, name=MARKS[mark]
             )
 
-    async def offer_choices(self, choices: Choices) -> None:
+    async def offer_choices(self, choices: Choices) -> str:
         """The options of a question the model asked back, as buttons under the answer."""
         with platform_errors():
-            await self._client.chat_postMessage(
+            sent = await self._client.chat_postMessage(
                 channel=self._channel,
                 thread_ts=self._thread_ts,
                 text=escape(choices.question[:MAX_MESSAGE_CHARS]),
@@ -187,6 +187,7 @@ class ThreadReply:
                 unfurl_links=False,
                 unfurl_media=False,
             )
+        return f"{self._channel}:{sent['ts']}"
 
 
 class CommandAnswer:
@@ -256,13 +257,14 @@ class CommandAnswer:
     async def mark(self, mark: Mark) -> None:
         """A slash command leaves no message of the asker's to react to."""
 
-    async def offer_choices(self, choices: Choices) -> None:
+    async def offer_choices(self, choices: Choices) -> str:
         """The options of a question the model asked back, as buttons under the answer in the channel."""
         with platform_errors():
-            await self._client.chat_postMessage(
+            sent = await self._client.chat_postMessage(
                 channel=self._channel,
                 text=escape(choices.question[:MAX_MESSAGE_CHARS]),
                 blocks=choice_blocks(choices),
                 unfurl_links=False,
                 unfurl_media=False,
             )
+        return f"{self._channel}:{sent['ts']}"

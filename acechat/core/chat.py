@@ -14,9 +14,9 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from acechat.core import metrics, notices
 from acechat.core.answer import AnswerView, one_line
@@ -92,7 +92,9 @@ class PressResult:
 class OffersChoices(Protocol):
     """A target that can show buttons under an answer (Slack, Discord); others show numbered lines."""
 
-    async def offer_choices(self, choices: Choices) -> None: ...
+    async def offer_choices(self, choices: Choices) -> str | None:
+        """Show the buttons; returns where they are (for `ChatCore.register_closer`'s closer), if known."""
+        ...
 
 
 class ChatCore:
@@ -113,6 +115,9 @@ class ChatCore:
         # Writes nobody waits for (token usage), kept so they are not collected mid-flight.
         self._background: set[asyncio.Task[None]] = set()
         self._deleter: asyncio.Task[None] | None = None
+        # Buttons of waiting questions this process showed: scope key -> (question id, where).
+        self._buttons: LRU[str, tuple[str, str]] = LRU(NOTICED_USERS)
+        self._closers: dict[str, Callable[[str, str], Coroutine[Any, Any, None]]] = {}
         self._delete_soon = asyncio.Event()
 
     @classmethod
@@ -322,6 +327,30 @@ class ChatCore:
         if claim and not await self.store.answer_question(pending.id):
             return notices.QUESTION_ANSWERED
         return None
+
+    def register_closer(self, platform: str, closer: Callable[[str, str], Coroutine[Any, Any, None]]) -> None:
+        """How an adapter replaces a question's buttons (where `offer_choices` said they are) by a text."""
+        self._closers[platform] = closer
+
+    async def _offer(self, scope: Scope, kept: PendingQuestion, target: OffersChoices) -> None:
+        try:
+            where = await target.offer_choices(choices_for(kept.id, kept.question, kept.options))
+        except Exception:
+            log.exception("could not show a question's buttons", extra={"platform": scope.platform})
+            return
+        if where is not None:
+            self._buttons.put(scope.key, (kept.id, where))
+
+    def _skip_buttons(self, scope: Scope) -> None:
+        """A new question skips the one waiting here: its buttons (shown from this process) say so now;
+        buttons shown by another process say so when pressed."""
+        shown = self._buttons.get(scope.key)
+        self._buttons.pop(scope.key)
+        closer = self._closers.get(scope.platform)
+        if shown is not None and closer is not None:
+            self._in_background(
+                closer(shown[1], notices.BUTTONS_SKIPPED), "could not mark a question skipped"
+            )
 
     async def _keep_question(
         self, question: Question, view: AnswerView, conversation_id: str, turns: int
@@ -593,6 +622,10 @@ class ChatCore:
         resolved = await self.state.resolve(scope)
         stored = await self.state.conversation(scope)
         resumes = question.resumes
+        if resumes is None and self._buttons:
+            self._skip_buttons(scope)
+        elif resumes is not None:
+            self._buttons.pop(scope.key)
         if resumes is not None:
             # Checked in the scope's turn: nothing can be asked between the check and the resumed turn.
             refusal = await self._unanswerable(resumes, stored)
@@ -699,7 +732,7 @@ class ChatCore:
         try:
             await reply.finish(final)
             if kept is not None and isinstance(target, OffersChoices):
-                await self._quietly(target.offer_choices(choices_for(kept.id, kept.question, kept.options)))
+                await self._offer(scope, kept, target)
         finally:
             try:
                 await written
@@ -791,14 +824,18 @@ class ChatCore:
             total_tokens=view.usage.total_tokens,
             at=time.time(),
         )
-        task = asyncio.create_task(self.store.record_usage(record))
-        self._background.add(task)
-        task.add_done_callback(self._usage_recorded)
+        self._in_background(self.store.record_usage(record), "could not record token usage")
 
-    def _usage_recorded(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("could not record token usage: %s", task.exception())
+    def _in_background(self, work: Coroutine[Any, Any, None], failure: str) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._background.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s: %s", failure, task.exception())
+
+        task.add_done_callback(done)
 
     async def _failed(
         self,
