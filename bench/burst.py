@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core.chat import ChatCore
-from acechat.core.settings import SlackSettings
 from bench import slack_load, slack_replicas
 from bench.database import UNAVAILABLE, bench_database, not_measured
 from bench.overhead import bench_settings
@@ -62,7 +62,7 @@ async def slack_bot(
             api_url=fake.api_url,
             port=0,
         )
-        core = await ChatCore.open(replace(bench_settings(upstream_url, db_path), slack=slack))
+        core = await ChatCore.open(replace(bench_settings(upstream_url, db_path), platforms={"slack": slack}))
         adapter = SlackAdapter(core, slack, host="127.0.0.1")
         await adapter.start()
         try:

@@ -19,8 +19,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.core.chat import ChatCore
-from acechat.core.settings import DiscordSettings
 from bench.discord_stream import DiscordPlatform, ManyChannels
 from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows
 from bench.procs import server

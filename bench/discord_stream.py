@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.bots.discord_targets import EDIT_WINDOW, EDITS_PER_WINDOW
 from acechat.core.chat import ChatCore
-from acechat.core.settings import DiscordSettings
 from bench.overhead import bench_settings
 from bench.procs import server
 from bench.report import Row

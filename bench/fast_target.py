@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from acechat.core.target import Mark, TargetLimits
+from acechat.bots.discord_rules import RULES
+from acechat.core.reply_target import Mark, TargetLimits
 
 # Discord's limits, without the typing indicator (a platform call, not core work).
 LIMITS = TargetLimits(max_chars=2000, edit_burst=5, edit_window=5.0, typing_interval=None)
@@ -14,6 +15,7 @@ class FastTarget:
     """Keeps only counters and the last text, so the target costs next to nothing."""
 
     _handles = itertools.count(1)
+    rules = RULES
 
     def __init__(self) -> None:
         self.posts = 0

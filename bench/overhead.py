@@ -25,10 +25,10 @@ from pathlib import Path
 import aiohttp
 
 from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.facts import Actor
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.scope import Scope
 from acechat.core.settings import RateLimit, Settings, UpstreamSettings
-from acechat.core.target import Actor
 from bench.fast_target import FastTarget
 from bench.procs import server
 from bench.report import Row, median

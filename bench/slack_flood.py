@@ -24,8 +24,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from acechat.bots.slack_bot import SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core.chat import ChatCore
-from acechat.core.settings import SlackSettings
 from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows, spread
 from bench.procs import server
 from bench.report import Row, median, ms

@@ -18,9 +18,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from acechat.bots.slack_bot import SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.bots.slack_targets import EDIT_BURST, EDIT_WINDOW
 from acechat.core.chat import ChatCore
-from acechat.core.settings import SlackSettings
 from bench.overhead import bench_settings
 from bench.procs import server
 from bench.report import Row

@@ -74,8 +74,6 @@ class BotProcess:
                 sys.executable,
                 "-m",
                 "acechat.bots.cli",
-                "--env-file",
-                "/nonexistent",
                 command,
                 env=env,
                 cwd=tmp_path,

@@ -22,8 +22,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from acechat.storage import postgres_schema, schema
-from acechat.storage.postgres import PostgresStore, lock_key
+from acechat.storage import postgres_schema, sqlite_schema
+from acechat.storage.postgres import PostgresStore
+from acechat.storage.postgres_locks import lock_key
 from acechat.storage.protocol import Store
 from acechat.storage.sqlite import SQLiteStore
 
@@ -145,14 +146,14 @@ class SQLiteBackend:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = Database(self.path)
             try:
-                return schema.migrate(db, migrations)
+                return sqlite_schema.migrate(db, migrations)
             finally:
                 db.close()
 
         return await asyncio.to_thread(run)
 
     def migrations(self) -> Sequence[Any]:
-        return schema.MIGRATIONS
+        return sqlite_schema.MIGRATIONS
 
     def broken_migration(self) -> Any:
         def broken(db: Any) -> None:

@@ -112,7 +112,7 @@ async def test_slack_refuses_every_admin_command_to_a_member_and_writes_nothing(
             for user, channel in (("U1", "C1"), ("U2", "D1")):  # a member in a channel and in a DM
                 payload = slack.command(line, user=user, channel=channel)
                 assert (await slack.deliver_http(url, payload)).status == 200
-                await adapter.idle()
+                await adapter.transport.idle()
                 [reply] = slack.responses_to(payload["response_url"].rsplit("/", 1)[1])
                 assert reply.ephemeral and "needs a workspace admin or owner" in reply.text, (
                     action,
@@ -126,7 +126,7 @@ async def test_slack_refuses_every_admin_command_to_a_member_and_writes_nothing(
         # The same commands from a workspace admin do write: the check above could have failed.
         for line in ("preset create mine Be brief.", "preset set mine", "model set grok-4"):
             await slack.deliver_http(url, slack.command(line, user=SLACK_ADMIN))
-            await adapter.idle()
+            await adapter.transport.idle()
         written = await db_rows(settings.db_path)
         assert written["presets"] == 1 and written["scope_settings"] == 1 and written["audit"] == 3
 
@@ -221,7 +221,7 @@ async def test_forged_tampered_and_replayed_slack_requests_get_401_and_reach_no_
                     text = await reply.text()
                     assert reply.status == 401, (name, reply.status, text)
                     assert "forged-challenge" not in text
-            await adapter.idle()
+            await adapter.transport.idle()
             assert len(slack.calls) == calls and slack.responses == [] and fake_upstream.requests == []
             assert await db_rows(settings.db_path) == before
 
@@ -231,7 +231,7 @@ async def test_forged_tampered_and_replayed_slack_requests_get_401_and_reach_no_
                 url, data=body, headers={"Content-Type": "application/json"} | sign(body)
             ) as ok:
                 assert ok.status == 200
-            await adapter.idle()
+            await adapter.transport.idle()
         assert len(fake_upstream.requests) == 1
         assert (await db_rows(settings.db_path))["seen_events"] == before["seen_events"] + 1
 
@@ -249,7 +249,7 @@ async def test_a_non_numeric_slack_timestamp_is_refused_without_a_server_error(
         }
         async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as reply:
             assert reply.status == 401
-        await adapter.idle()
+        await adapter.transport.idle()
     assert fake_upstream.requests == []
 
 
@@ -268,7 +268,7 @@ async def test_a_megabyte_message_is_refused_with_its_size_on_slack(
         assert (await slack.deliver_http(url, command)).status == 200
         mention = slack.mention(f"<@{BOT_USER_ID}> {MEGABYTE}", channel="C2")
         assert (await slack.deliver_http(url, mention)).status == 200
-        await adapter.idle()
+        await adapter.transport.idle()
         [reply] = slack.responses
         assert reply.ephemeral
         [notice] = slack.ephemerals
@@ -303,7 +303,7 @@ async def test_a_100_kb_preset_prompt_is_refused_with_the_numbers_and_nothing_is
     size = f"{len(BIG_PROMPT.strip()):,}"
     async with FakeSlack(admins={SLACK_ADMIN}) as slack, slack_bot(settings, slack) as (_, adapter, url):
         await slack.deliver_http(url, slack.command(f"preset create big {BIG_PROMPT}", user=SLACK_ADMIN))
-        await adapter.idle()
+        await adapter.transport.idle()
         [reply] = slack.responses
         assert reply.ephemeral and size in reply.text and "4,000" in reply.text, reply.text[:300]
         assert (await db_rows(settings.db_path))["presets"] == 0
@@ -349,7 +349,7 @@ async def test_a_10000_line_code_block_is_cut_at_the_cap_and_split_correctly_on_
     fake_upstream.set_default(answer=CODE_ANSWER, fragment_size=10_000)
     async with FakeSlack() as slack, slack_bot(settings, slack) as (_, adapter, url):
         await slack.deliver_http(url, slack.command("the whole file please"))
-        await adapter.idle()
+        await adapter.transport.idle()
         answer = [m.text for m in slack.in_channel("C1")]
         assert slack.too_long == 0 and slack.rate_limited == 0
         assert len(answer) <= 4
@@ -425,14 +425,14 @@ async def session(tmp_path: Path, upstream: FakeUpstream, discord_token: str) ->
             )
             await slack.deliver_http(url, slack.mention(f"<@{BOT_USER_ID}> retried"))
             await slack.deliver_http(url, slack.command("forged"), secret="wrong")
-            await adapter.idle()
+            await adapter.transport.idle()
         settings = dataclasses.replace(settings, db_path=tmp_path / "socket.db")
         async with slack_bot(settings, slack, socket=True) as (_, adapter, _url):
             await slack.wait_for_ack(
                 await slack.deliver_socket(slack.command("over the socket", channel="C7"))
             )
             await slack.wait_until(lambda: len(slack.in_channel("C7")) == 1)
-            await adapter.idle()
+            await adapter.transport.idle()
         settings = dataclasses.replace(settings, db_path=tmp_path / "discord.db")
         async with discord_bot(settings, fake):
             asked = await fake.post_message(f"{BOT} hello from discord")

@@ -14,11 +14,13 @@ import pytest
 from acechat.core import notices
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.commands import Action, Command, parse_command
+from acechat.core.facts import Actor, Attachment
 from acechat.core.permissions import Privilege, privilege_of
+from acechat.core.platform_errors import PlatformError, PlatformForbidden
 from acechat.core.presets import BUILTIN_PRESETS
+from acechat.core.reply_target import TargetLimits
 from acechat.core.scope import Scope
 from acechat.core.settings import RateLimit, Settings, UpstreamSettings
-from acechat.core.target import Actor, Attachment, PlatformError, PlatformForbidden, TargetLimits
 from tests.fakes.target import RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
 

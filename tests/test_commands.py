@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from acechat.core.chat import ChatCore
 from acechat.core.commands import HELP_TEXT, Action, Command, CommandReply, is_command, parse_command
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege, privilege_of, required
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.scope import Scope
 from acechat.core.settings import DEFAULT_MODELS
-from acechat.core.target import Actor
 
 A = Action
 GRAMMAR = [

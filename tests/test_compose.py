@@ -16,7 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from acechat.bots.adapter import settings_groups
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.core.settings import parse_settings
+from tests.fakes.discord import TOKEN as DISCORD_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -76,19 +79,24 @@ def test_two_replicas_of_the_image_run_acechat_after_the_database_is_healthy(com
 
 
 def test_the_replicas_settings_are_valid_and_point_at_the_db_service(compose: dict[str, Any]) -> None:
-    env_file = {"POSTGRES_PASSWORD": "s3cret", "ACEDATACLOUD_API_TOKEN": "t", "DISCORD_BOT_TOKEN": "d"}
+    env_file = {
+        "POSTGRES_PASSWORD": "s3cret",
+        "ACEDATACLOUD_API_TOKEN": "t",
+        "DISCORD_BOT_TOKEN": DISCORD_TOKEN,
+    }
     shards = []
     for name in REPLICAS:
         environment = {
             k: substitute(str(v), env_file) for k, v in compose["services"][name]["environment"].items()
         }
-        settings = parse_settings({**env_file, **environment})
+        settings = parse_settings({**env_file, **environment}, settings_groups())
         assert settings.database_url is not None
         url = urlsplit(settings.database_url)
         assert (url.hostname, url.port, url.path) == ("db", 5432, "/acechat") and url.password == "s3cret"
         assert url.username == compose["services"]["db"]["environment"]["POSTGRES_USER"]
-        assert settings.discord is not None
-        shards.append((settings.discord.shard_count, settings.discord.shard_ids))
+        discord = settings.platform("discord", DiscordSettings)
+        assert discord is not None
+        shards.append((discord.shard_count, discord.shard_ids))
         assert settings.health_port == 9100
     # One Discord shard each: two processes on one shard would both answer every message.
     assert shards == [(2, (0,)), (2, (1,))]

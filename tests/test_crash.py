@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from acechat.storage import integrity_check
+from acechat.storage import check_database
 from acechat.storage.sqlite import SQLiteStore
 from tests.fakes.slack import BOT_USER_ID, FakeSlack
 from tests.fakes.upstream import FakeUpstream
@@ -186,7 +186,7 @@ async def test_everything_acknowledged_before_a_sigkill_is_there_after_a_restart
         assert len(load.admin) > len(responses), "some admin commands were still unanswered at the kill"
         assert sum(len(turns) for turns in per_scope.values()) < len(questions) + len(roots)
 
-        assert integrity_check(db) == "ok"
+        await check_database(database_url=None, db_path=db)  # raises unless PRAGMA integrity_check is ok
         store = await SQLiteStore.open(db)
         try:
             # Admin commands.
@@ -265,4 +265,4 @@ async def test_everything_acknowledged_before_a_sigkill_is_there_after_a_restart
         entries = [line for line in audit_text.splitlines() if " UTC · " in line]
         assert len(entries) == min(15, len(audit)), "one line for each of the latest entries"
         assert "gpt-5.4-mini" in replies[status_request["response_url"].rsplit("/", 1)[1]]
-        assert integrity_check(db) == "ok"
+        await check_database(database_url=None, db_path=db)  # raises unless PRAGMA integrity_check is ok

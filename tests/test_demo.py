@@ -248,23 +248,31 @@ def test_everything_installs_under_the_one_name_acechat() -> None:
     }
 
 
-def test_the_product_does_not_import_the_tests() -> None:
+def imports_of(package: str, forbidden: str) -> list[str]:
+    """Where the modules under `package` import `forbidden` or anything under it."""
     offenders = []
-    for package in PRODUCT:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                    names = [node.module or ""]
-                else:
-                    continue
-                offenders += [
-                    f"{path.relative_to(ROOT)}:{node.lineno} {name}"
-                    for name in names
-                    if name == "tests" or name.startswith("tests.")
-                ]
-    assert offenders == []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {name}"
+                for name in names
+                if name == forbidden or name.startswith(f"{forbidden}.")
+            ]
+    return offenders
+
+
+def test_the_product_does_not_import_the_tests() -> None:
+    assert [offender for package in PRODUCT for offender in imports_of(package, "tests")] == []
+
+
+def test_the_demo_stand_in_does_not_import_the_bots() -> None:
+    assert imports_of("acechat/demo", "acechat.bots") == []
 
 
 def test_the_demo_asks_back_with_choices_and_the_console_answers_by_number(tmp_path: Path) -> None:

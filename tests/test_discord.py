@@ -17,8 +17,9 @@ from discord.http import Route
 
 from acechat.bots.discord_bot import DiscordAdapter, DiscordStartupError, invite_url
 from acechat.bots.discord_commands import _choices, build_tree
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.core.chat import ChatCore
-from acechat.core.settings import DiscordSettings, RateLimit, Settings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.discord import (
     EPHEMERAL,
     MANAGE_CHANNELS,

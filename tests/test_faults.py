@@ -23,13 +23,15 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from acechat.bots.discord_bot import DiscordAdapter
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.bots.discord_targets import POST_WINDOW
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core import upstream as wording
 from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.facts import Actor
 from acechat.core.scope import Scope
-from acechat.core.settings import DiscordSettings, RateLimit, Settings, SlackSettings, UpstreamSettings
-from acechat.core.target import Actor
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.fakes.target import RecordingTarget
@@ -89,7 +91,7 @@ async def slack_bot(
         api_url=slack.api_url,
         port=0,
     )
-    core = await ChatCore.open(dataclasses.replace(settings, slack=slack_settings))
+    core = await ChatCore.open(dataclasses.replace(settings, platforms={"slack": slack_settings}))
     adapter = SlackAdapter(core, slack_settings, host="127.0.0.1")
     try:
         await adapter.start()
@@ -192,14 +194,14 @@ async def test_every_upstream_failure_reaches_slack_as_a_clear_message_in_time(
             assert (
                 await slack.deliver_http(url, slack.command(f"question {n}", channel=f"C{n}"))
             ).status == 200
-            await adapter.idle()
+            await adapter.transport.idle()
             [answer] = slack.in_channel(f"C{n}")
             check_fault_message(
                 command_answer(answer.text), name, expected, shown, time.monotonic() - started, settings
             )
         fake_upstream.script.clear()
         await slack.deliver_http(url, slack.command("and now?", channel="C0"))
-        await adapter.idle()
+        await adapter.transport.idle()
         assert command_answer(slack.in_channel("C0")[-1].text).startswith("Answer 1 to:")
     assert slack.too_long == 0 and slack.rate_limited == 0
 
@@ -377,7 +379,7 @@ async def test_slack_socket_drops_mid_answer_the_answer_completes_and_the_bot_re
         await slack.wait_for_socket(1)
         for drop in (1, 2, 3):
             await drop_while_streaming(drop)
-        await adapter.idle()
+        await adapter.transport.idle()
     assert slack.rate_limited == 0
 
 
@@ -395,7 +397,7 @@ async def test_chat_update_429s_are_waited_out_across_answers_and_every_answer_c
             await asyncio.gather(
                 *(slack.deliver_http(url, slack.command(f"stream in {c}", channel=c)) for c in answers)
             )
-            await adapter.idle()
+            await adapter.transport.idle()
         for channel, text in answers.items():
             assert command_answer(slack.in_channel(channel)[-1].text) == text
         updates = slack.calls_to("chat.update")

@@ -9,10 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from acechat.bots.adapter import ADAPTERS
+from acechat.bots.cli import configure_platform_logging
 from acechat.core.logs import ContextFormatter, JsonFormatter, RedactSecrets, configure_logging
+from acechat.core.settings import Settings, UpstreamSettings
 
 TOKEN = "sk-live-0123456789abcdef"
-NOISY = ("discord", "aiohttp.access", "slack_bolt", "slack_sdk")
+# The platforms' libraries, as their adapters declare them, and the health server's access log.
+NOISY = ("aiohttp.access", *(name for spec in ADAPTERS for name in spec.noisy_loggers))
 
 
 def record(msg: str, *args: object, exc: BaseException | None = None, **extra: object) -> logging.LogRecord:
@@ -144,11 +148,40 @@ def test_configured_logging_never_prints_the_token(
 
 @pytest.mark.usefixtures("restore_logging")
 def test_chatty_libraries_are_quieted_unless_debugging() -> None:
-    configure_logging("WARNING", json_lines=False)
+    assert {"discord", "slack_bolt", "slack_sdk"} <= set(NOISY)
+    configure_logging("WARNING", json_lines=False, noisy=NOISY)
     root = logging.getLogger()
     assert root.level == logging.WARNING and len(root.handlers) == 1
     assert root.handlers[0].stream is sys.stderr  # type: ignore[attr-defined]
     assert all(logging.getLogger(name).level == logging.WARNING for name in NOISY)
-    configure_logging("INFO", json_lines=False)
+    configure_logging("INFO", json_lines=False, noisy=NOISY)
     assert logging.getLogger("discord").level == logging.INFO
     assert len(root.handlers) == 1, "configuring again replaces the handler"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_start_up_warnings_that_do_not_concern_the_bot_are_silenced(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """discord.py's voice warnings and bolt's unused-token warning, from the libraries themselves."""
+    import discord
+    from slack_bolt.async_app import AsyncApp
+    from slack_bolt.authorization import AuthorizeResult
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    configure_platform_logging("INFO", Settings(upstream=UpstreamSettings(token=TOKEN)))
+    # Each warns once per process: make them due again, as on a fresh start.
+    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
+    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
+    discord.Client(intents=discord.Intents.default())
+    # bolt reads SLACK_BOT_TOKEN from the environment by itself, then warns that it is unused.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-from-the-environment")
+
+    async def authorize(**_: object) -> AuthorizeResult:
+        raise AssertionError("no request reaches this app")
+
+    AsyncApp(client=AsyncWebClient(), authorize=authorize, signing_secret="secret")
+    logging.getLogger("discord.client").warning("a warning that does concern the bot")
+    err = capsys.readouterr().err
+    assert "voice" not in err and "will be unused" not in err and "will be ignored" not in err, err
+    assert "a warning that does concern the bot" in err

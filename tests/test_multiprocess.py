@@ -29,7 +29,7 @@ import pytest
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.scope import Scope
 from tests.conftest import SLACK_ADMIN
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import TOKEN, FakeDiscord
 from tests.fakes.slack import BOT_USER_ID, TEAM_ID, FakeSlack, Message
 from tests.fakes.upstream import Behaviour, FakeUpstream
 from tests.processes import BotProcess, bot_environment, free_port, get, samples, slack_url, until
@@ -337,7 +337,9 @@ async def test_two_discord_processes_serve_one_shard_each_and_answer_every_menti
     tmp_path: Path, fake_upstream: FakeUpstream, pg_url: str
 ) -> None:
     bots: list[BotProcess] = []
-    async with FakeDiscord(token="discord-shards-token", second_guild=True) as discord:
+    async with FakeDiscord(
+        token=TOKEN.replace("fake-signature", "shards-signature"), second_guild=True
+    ) as discord:
         try:
             for shard in (0, 1):
                 env = bot_environment(

@@ -11,8 +11,8 @@ import pytest
 
 from acechat.core.pacing import Call, Scheduler
 from acechat.core.ratelimit import TokenBucket, WindowBudget
+from acechat.core.reply_target import TargetLimits
 from acechat.core.streaming import RESCUED, StreamingReply
-from acechat.core.target import TargetLimits
 from tests.fakes.target import RecordingTarget
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from acechat.bots import console, discord_rules, slack_rules
 from acechat.core.commands import Action
 from acechat.core.permissions import Privilege, privilege_of, refusal, required
 
@@ -91,4 +92,5 @@ def test_configured_admins_hold_the_top_level(
     ],
 )
 def test_a_refusal_names_the_rights_as_the_platform_does(action: Action, platform: str, text: str) -> None:
-    assert refusal(action, platform) == text
+    rules = {"discord": discord_rules.RULES, "slack": slack_rules.RULES, "console": console.RULES}[platform]
+    assert refusal(action, rules.rights) == text

@@ -298,13 +298,13 @@ async def test_an_event_delivered_to_both_processes_is_answered_once(
 async def test_rate_limits_count_across_processes(two: tuple[PostgresStore, PostgresStore]) -> None:
     a, b = two
     user = [RateCheck("user:U1", 2, 60.0)]
-    assert (await a.take_rate(user)).allowed
-    assert (await b.take_rate(user)).allowed
+    assert (await a.take_rate(user)).refused is None
+    assert (await b.take_rate(user)).refused is None
     third = await a.take_rate(user)
     assert third.refused == 0 and 0 < third.wait <= 60.0
     assert (await b.take_rate(user)).refused == 0
     verdicts = await asyncio.gather(*(s.take_rate([RateCheck("user:U2", 5, 60.0)]) for s in (a, b) * 10))
-    assert sum(v.allowed for v in verdicts) == 5
+    assert sum(v.refused is None for v in verdicts) == 5
 
 
 async def test_a_conversation_written_by_one_process_is_continued_by_the_other(
@@ -324,7 +324,7 @@ async def test_prune_drops_finished_rate_windows(
     pg_url: str, two: tuple[PostgresStore, PostgresStore]
 ) -> None:
     a, _ = two
-    assert (await a.take_rate([RateCheck("user:U1", 1, 60.0), RateCheck("user:U2", 1, 60.0)])).allowed
+    assert (await a.take_rate([RateCheck("user:U1", 1, 60.0), RateCheck("user:U2", 1, 60.0)])).refused is None
     conn = await asyncpg.connect(pg_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM rate_windows") == 2
@@ -334,7 +334,7 @@ async def test_prune_drops_finished_rate_windows(
         assert await conn.fetchval("SELECT count(*) FROM rate_windows") == 0
     finally:
         await conn.close()
-    assert (await a.take_rate([RateCheck("user:U1", 1, 60.0)])).allowed  # a new window
+    assert (await a.take_rate([RateCheck("user:U1", 1, 60.0)])).refused is None  # a new window
 
 
 # start-up

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import TOKEN, FakeDiscord
 from tests.fakes.slack import BOT_TOKEN, BOT_USER_ID, FakeSlack
 from tests.fakes.upstream import Behaviour, FakeUpstream
 from tests.processes import BotProcess, bot_environment, free_port, get, metrics_once, slack_url, until
@@ -103,7 +103,7 @@ async def test_run_serves_discord_and_slack_together(
     tmp_path: Path, fake_upstream: FakeUpstream, slack: FakeSlack
 ) -> None:
     health_port = free_port()
-    async with FakeDiscord(token="discord-run-token") as discord:
+    async with FakeDiscord(token=TOKEN.replace("fake-signature", "run-signature")) as discord:
         env = bot_environment(
             tmp_path,
             fake_upstream,

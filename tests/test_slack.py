@@ -14,9 +14,10 @@ import pytest_asyncio
 
 from acechat.bots.adapter import StartupError
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.bots.slack_settings import SlackSettings
 from acechat.core.chat import ChatCore
 from acechat.core.presets import BUILTIN_PRESETS
-from acechat.core.settings import RateLimit, Settings, SlackSettings, UpstreamSettings
+from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from acechat.core.upstream import USED_UP
 from tests.conftest import SLACK_ADMIN as ADMIN
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack
@@ -37,25 +38,36 @@ class Bot:
 def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
     return Settings(
         upstream=replace(upstream_settings, read_timeout=10.0),
-        slack=SlackSettings(
-            bot_token=BOT_TOKEN,
-            signing_secret=SIGNING_SECRET,
-            api_url=slack.api_url,
-            command="/aichat",
-            port=0,
-        ),
+        platforms={
+            "slack": SlackSettings(
+                bot_token=BOT_TOKEN,
+                signing_secret=SIGNING_SECRET,
+                api_url=slack.api_url,
+                command="/aichat",
+                port=0,
+            )
+        },
         db_path=tmp_path / "acechat.db",
         shutdown_grace=5.0,
     )
 
 
+def slack_of(settings: Settings) -> SlackSettings:
+    found = settings.platform("slack", SlackSettings)
+    assert found is not None
+    return found
+
+
+def with_slack(settings: Settings, **changes: object) -> Settings:
+    return replace(settings, platforms={"slack": replace(slack_of(settings), **changes)})  # type: ignore[arg-type]
+
+
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Bot]:
-    """The core and the adapter as `acechat slack` runs them; `adapter.idle()` waits for all the work
-    of the requests it has acknowledged."""
-    assert settings.slack is not None
+    """The core and the adapter as `acechat slack` runs them; `adapter.transport.idle()` waits for all
+    the work of the requests it has acknowledged."""
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, settings.slack, host="127.0.0.1")
+    adapter = SlackAdapter(core, slack_of(settings), host="127.0.0.1")
     await adapter.start()
     try:
         yield Bot(core, adapter)
@@ -75,7 +87,7 @@ async def ask(slack: FakeSlack, bot: Bot, text: str, *, user: str = "U1", channe
     payload = slack.command(text, user=user, channel=channel)
     delivery = await slack.deliver_http(bot.url, payload)
     assert delivery.status == 200
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     return payload["response_url"].rsplit("/", 1)[1]
 
 
@@ -93,7 +105,7 @@ async def test_command_is_acked_before_a_slow_answer_which_is_then_posted_and_up
         assert not slack.calls_to("chat.update")
 
         await slack.wait_until(lambda: len(slack.in_channel("C1")) == 1 and slack.calls_to("chat.update"), 10)
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
     assert time.monotonic() - started >= 2.0
     # One message: who asked what (by name: the asker is not pinged), then the answer as it streamed.
     [answer] = slack.in_channel("C1")
@@ -148,7 +160,7 @@ async def test_presets_are_for_admins_and_reach_the_next_question(
 
     # A thread under a mention inherits the channel's preset.
     await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and in a thread?"))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     body = fake_upstream.bodies[-1]
     assert body is not None and body["preset"] == BUILTIN_PRESETS[name].prompt
     # The admin's users.info was looked up once, then cached.
@@ -163,7 +175,7 @@ async def test_a_mention_is_answered_in_a_thread_that_keeps_its_own_conversation
     mention = slack.mention(f"<@{BOT_USER_ID}> summarise   this &amp; that")
     thread = mention["event"]["ts"]
     await slack.deliver_http(bot.url, mention)
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     [answer] = slack.in_channel("C1", thread)
     assert answer.text.startswith("Answer 1 to:")
     body = fake_upstream.bodies[-1]
@@ -171,7 +183,7 @@ async def test_a_mention_is_answered_in_a_thread_that_keeps_its_own_conversation
     assert "<@" not in body["question"]
 
     await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and then?", thread_ts=thread))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     assert [m.text[:8] for m in slack.in_channel("C1", thread)] == ["Answer 1", "Answer 2"]
     follow_up = fake_upstream.bodies[-1]
     assert follow_up is not None
@@ -187,7 +199,7 @@ async def test_direct_messages_are_a_conversation_and_bot_messages_are_ignored(
     await slack.deliver_http(bot.url, slack.direct_message("hi in private"))
     await slack.deliver_http(bot.url, slack.direct_message("edited", subtype="message_changed"))
     await slack.deliver_http(bot.url, slack.direct_message("from a bot", user="U9", bot_id="B9"))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     assert len(fake_upstream.requests) == 1
     [answer] = slack.in_channel("D1")
     assert answer.text.startswith("Answer 1 to:") and answer.text.endswith("hi in private")
@@ -207,7 +219,7 @@ async def test_a_bad_signature_is_rejected_before_any_handler(
 ) -> None:
     at_startup = len(slack.calls)
     delivery = await slack.deliver_http(bot.url, slack.command("hello"), **how)  # type: ignore[arg-type]
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     assert delivery.status == 401
     assert len(slack.calls) == at_startup and slack.responses == [] and fake_upstream.requests == []
 
@@ -216,14 +228,13 @@ async def test_a_bad_signature_is_rejected_before_any_handler(
 async def test_a_rejected_token_or_missing_secret_stops_startup_with_a_clear_error(
     settings: Settings, token: str
 ) -> None:
-    assert settings.slack is not None
     changes = {
         "bot": {"bot_token": "xoxb-wrong"},
         "app": {"app_token": "xapp-wrong"},
         "secret": {"signing_secret": None},
     }[token]
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, replace(settings.slack, **changes), host="127.0.0.1")  # type: ignore[arg-type]
+    adapter = SlackAdapter(core, replace(slack_of(settings), **changes), host="127.0.0.1")  # type: ignore[arg-type]
     try:
         with pytest.raises(StartupError, match="SLACK_") as caught:
             await adapter.start()
@@ -242,11 +253,11 @@ async def test_a_redelivered_event_is_answered_once_even_after_a_restart(
         for retry in (None, 1):
             assert (await slack.deliver_http(bot.url, event, retry_num=retry)).status == 200
             assert (await slack.deliver_http(bot.url, command, retry_num=retry)).status == 200
-            await bot.adapter.idle()
+            await bot.adapter.transport.idle()
     async with running(settings) as bot:
         assert (await slack.deliver_http(bot.url, event, retry_num=2)).status == 200
         assert (await slack.deliver_http(bot.url, command, retry_num=2)).status == 200
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
     assert len(fake_upstream.requests) == 2
     assert len(slack.calls_to("chat.postMessage")) == 2  # one answer in the thread, one in the channel
 
@@ -318,8 +329,7 @@ async def test_chat_update_429_is_honoured_and_the_final_text_still_arrives(
     full = " ".join(f"word{i}" for i in range(150))
     fake_upstream.queue(Behaviour(answer=full, fragment_size=20, fragment_delay=0.03))
     async with FakeSlack(update_burst=1, update_per_minute=120) as strict:
-        assert settings.slack is not None
-        tight = replace(settings, slack=replace(settings.slack, api_url=strict.api_url))
+        tight = with_slack(settings, api_url=strict.api_url)
         async with running(tight) as bot:
             await ask(strict, bot, "stream a lot")
         assert strict.rate_limited >= 1
@@ -341,10 +351,7 @@ async def test_close_lets_an_answer_in_flight_finish(
 async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
-    assert settings.slack is not None
-    socket_settings = replace(
-        settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None)
-    )
+    socket_settings = with_slack(settings, app_token=APP_TOKEN, signing_secret=None)
     fake_upstream.queue(Behaviour(latency=0.5, answer="over the socket"))
     async with running(socket_settings) as bot:
         assert bot.adapter.connected and bot.adapter.port is None
@@ -360,7 +367,7 @@ async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
         await slack.wait_for_ack(first)
         await slack.wait_for_ack(again)
         await slack.wait_until(lambda: len(slack.in_channel("C1", mention["event"]["ts"])) == 1, 5)
-        await bot.adapter.idle()
+        await bot.adapter.transport.idle()
     assert slack.in_channel("C1")[-1].text.endswith("\n\nover the socket")
     assert len(fake_upstream.requests) == 2
 
@@ -368,10 +375,7 @@ async def test_socket_mode_acks_a_command_on_the_socket_and_answers(
 async def test_socket_mode_reconnects_after_slack_drops_the_connection(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
-    assert settings.slack is not None
-    socket_settings = replace(
-        settings, slack=replace(settings.slack, app_token=APP_TOKEN, signing_secret=None)
-    )
+    socket_settings = with_slack(settings, app_token=APP_TOKEN, signing_secret=None)
     async with running(socket_settings) as bot:
         await slack.wait_for_socket(1)
         await slack.drop_socket()
@@ -401,7 +405,7 @@ async def test_edited_mentions_and_other_bots_are_not_answered(
     payload = slack.mention(f"<@{BOT_USER_ID}> say hi to the other bot")
     payload["event"].update(extra)
     assert (await slack.deliver_http(bot.url, payload)).status == 200
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     assert fake_upstream.requests == [] and not slack.calls_to("chat.postMessage")
 
 
@@ -433,7 +437,7 @@ async def test_a_demoted_admin_loses_the_rights_when_slack_says_so(
         "is_owner": False,
     }
     await slack.deliver_http(bot.url, slack.event({"type": "user_change", "user": demoted}))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     [refused] = slack.responses_to(await ask(slack, bot, "preset set writer", user=ADMIN))
     assert refused.ephemeral and "needs a workspace admin or owner" in refused.text
     assert len([c for c in slack.calls_to("users.info") if c.params.get("user") == ADMIN]) == 1
@@ -443,9 +447,8 @@ async def test_an_admin_is_looked_up_again_within_a_minute(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
     now = [1000.0]
-    assert settings.slack is not None
     core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, settings.slack, host="127.0.0.1", clock=lambda: now[0])
+    adapter = SlackAdapter(core, slack_of(settings), host="127.0.0.1", clock=lambda: now[0])
     await adapter.start()
     bot = Bot(core, adapter)
     try:
@@ -488,13 +491,12 @@ async def test_questions_that_start_with_a_command_word_are_answered(
 
 
 async def test_an_unreachable_slack_is_one_line(settings: Settings) -> None:
-    assert settings.slack is not None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     core = await ChatCore.open(settings)
     adapter = SlackAdapter(
-        core, replace(settings.slack, api_url=f"http://127.0.0.1:{closed}/api/"), host="127.0.0.1"
+        core, replace(slack_of(settings), api_url=f"http://127.0.0.1:{closed}/api/"), host="127.0.0.1"
     )
     try:
         with pytest.raises(StartupError) as caught:
@@ -520,7 +522,7 @@ async def test_markdown_links_to_slack_tokens_ping_nobody_anywhere_an_answer_goe
     await ask(slack, bot, "[me](!channel) please <!everyone>")
     fake_upstream.queue(Behaviour(answer=hostile))
     await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> and in a thread"))
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     sent = [m.text for m in slack.messages] + [v for m in slack.messages for v in m.versions]
     sent += [r.text for r in slack.responses] + [str(e.get("text", "")) for e in slack.ephemerals]
     assert len(slack.messages) >= 4, "the answers were split: continuations are checked too"
@@ -550,7 +552,7 @@ async def test_a_question_with_slack_files_says_in_one_line_that_they_are_not_pa
         },
     ]
     await slack.deliver_http(bot.url, mention)
-    await bot.adapter.idle()
+    await bot.adapter.transport.idle()
     [answer] = slack.in_channel("C1", mention["event"]["ts"])
     body = fake_upstream.bodies[-1]
     assert body is not None and "message" not in body and "references" not in body

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, from_slack, render
 from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.facts import Actor
+from acechat.core.reply_target import TargetLimits
 from acechat.core.scope import Scope
-from acechat.core.target import Actor, TargetLimits
 from tests.fakes.target import RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from acechat.storage import SchemaVersionError, StoreClosedError, StoreError, integrity_check
+from acechat.storage import SchemaVersionError, StoreClosedError, StoreError, check_database
 from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, TranscriptEntry
-from acechat.storage.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from acechat.storage.sqlite import THREAD_NAME, SQLiteStore
+from acechat.storage.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
 REPO = Path(__file__).resolve().parents[1]
 WS = "slack:T1"
@@ -47,6 +47,22 @@ def query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
     conn = sqlite3.connect(path)
     try:
         return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def damage_an_index(path: Path) -> None:
+    """Damage the file as a bad disk would, leaving it readable: the audit index now claims to order
+    entries the other way than it does, so `PRAGMA integrity_check` finds every row "missing" from it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        version = conn.execute("PRAGMA schema_version").fetchone()[0]
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute(
+            "UPDATE sqlite_master SET sql = 'CREATE INDEX audit_workspace ON audit (workspace_key, id DESC)' "
+            "WHERE name = 'audit_workspace'"
+        )
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
     finally:
         conn.close()
 
@@ -88,9 +104,8 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]
 
 async def test_first_start_creates_the_file_with_the_current_schema(db_path: Path) -> None:
     store = await SQLiteStore.open(db_path)
-    assert store.path == db_path
     await store.close()
-    assert integrity_check(db_path) == "ok"
+    await check_database(database_url=None, db_path=db_path)  # raises unless PRAGMA integrity_check is ok
     assert query(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     tables = {name for (name,) in query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"conversations", "scope_settings", "presets", "audit", "transcripts", "seen_events"} <= tables
@@ -187,7 +202,7 @@ asyncio.run(main())
         )
     finally:
         await store.close()
-    assert integrity_check(db_path) == "ok"
+    await check_database(database_url=None, db_path=db_path)  # raises unless PRAGMA integrity_check is ok
 
 
 # files and modes
@@ -266,9 +281,9 @@ async def test_a_cached_conversation_is_read_without_the_database(
         await check.close()
 
 
-async def test_a_read_that_a_write_overtook_is_not_cached(store: SQLiteStore) -> None:
+async def test_a_read_that_a_write_overtook_is_not_cached(store: SQLiteStore, db_path: Path) -> None:
     await store.save_conversation(conversation(turns=1))
-    uncached = await SQLiteStore.open(store.path, cache_size=0)
+    uncached = await SQLiteStore.open(db_path, cache_size=0)
     await uncached.close()
     store._cache.clear()  # as after many other scopes pushed it out
     read = asyncio.ensure_future(store.get_conversation("slack:T1:C1:-"))
@@ -455,7 +470,19 @@ async def test_an_in_memory_store_works_for_tools_and_tests() -> None:
         await store.close()
 
 
-def test_integrity_check_needs_an_existing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        integrity_check(tmp_path / "missing.db")
+async def test_the_check_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
+    status = await check_database(database_url=None, db_path=tmp_path / "missing.db")
+    assert (status.version, status.current) == (0, SCHEMA_VERSION)
     assert not (tmp_path / "missing.db").exists()
+
+
+async def test_the_check_finds_a_damaged_file_that_still_opens(db_path: Path) -> None:
+    store = await SQLiteStore.open(db_path)
+    try:
+        for n in range(20):  # entries for the damaged index to lose
+            await store.set_setting(WS, "model", f"m{n}", audit=audit(f"m{n}"))
+    finally:
+        await store.close()
+    damage_an_index(db_path)
+    with pytest.raises(StoreError, match=r"^the database .* is damaged \(.*audit_workspace.*\): restore it"):
+        await check_database(database_url=None, db_path=db_path)

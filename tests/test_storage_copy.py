@@ -134,7 +134,7 @@ def acechat(tmp_path: Path, *args: str, **variables: str) -> subprocess.Complete
         "ACECHAT_DB_PATH": str(tmp_path / "acechat.db"),
         **variables,
     }
-    command = [sys.executable, "-m", "acechat.bots.cli", "--env-file", str(tmp_path / "missing.env"), *args]
+    command = [sys.executable, "-m", "acechat.bots.cli", *args]
     return subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )

@@ -96,41 +96,41 @@ def test_window_allows_count_hits_then_says_how_long_to_wait() -> None:
     ana = [check("ana", 3, 60.0)]
     assert [windows.take(ana, t) for t in (0.0, 10.0, 20.0)] == [RateVerdict(None)] * 3
     assert windows.take(ana, 30.0) == RateVerdict(0, pytest.approx(30.0))  # the hit at 0 leaves at 60
-    assert windows.take([check("bob", 3, 60.0)], 30.0).allowed  # keys are independent
+    assert windows.take([check("bob", 3, 60.0)], 30.0).refused is None  # keys are independent
     assert windows.take(ana, 59.9).wait == pytest.approx(0.1)
-    assert windows.take(ana, 60.0).allowed
+    assert windows.take(ana, 60.0).refused is None
     assert windows.take(ana, 61.0).wait == pytest.approx(9.0)
 
 
 def test_refused_hits_do_not_count() -> None:
     windows = SlidingWindows()
     k = [check("k", 1, 10.0)]
-    assert windows.take(k, 0.0).allowed
+    assert windows.take(k, 0.0).refused is None
     for t in range(1, 10):
         assert windows.take(k, float(t)).wait > 0
-    assert windows.take(k, 10.0).allowed
+    assert windows.take(k, 10.0).refused is None
 
 
 def test_all_or_nothing_and_the_first_refusal_is_named() -> None:
     windows = SlidingWindows()
     user, channel = check("u", 5, 60.0), check("c", 1, 60.0)
-    assert windows.take([user, channel], 0.0).allowed
+    assert windows.take([user, channel], 0.0).refused is None
     assert windows.take([user, channel], 1.0) == RateVerdict(1, pytest.approx(59.0))
     # The refusal cost the user nothing: four more fit.
-    assert all(windows.take([user], 2.0 + i).allowed for i in range(4))
+    assert all(windows.take([user], 2.0 + i).refused is None for i in range(4))
     assert windows.take([user, channel], 10.0) == RateVerdict(0, pytest.approx(50.0))
 
 
 def test_a_zero_count_turns_a_check_off() -> None:
     windows = SlidingWindows()
-    assert all(windows.take([check("spammer", 0, 60.0)], 0.0).allowed for _ in range(1000))
+    assert all(windows.take([check("spammer", 0, 60.0)], 0.0).refused is None for _ in range(1000))
     assert len(windows) == 0
 
 
 def test_windows_use_their_clock_when_no_time_is_given() -> None:
     clock = FakeClock()
     windows = SlidingWindows(clock=clock)
-    assert windows.take([check("k", 1, 5.0)]).allowed
+    assert windows.take([check("k", 1, 5.0)]).refused is None
     clock.now += 2
     assert windows.take([check("k", 1, 5.0)]).wait == pytest.approx(3.0)
 
@@ -152,7 +152,7 @@ def test_idle_keys_are_forgotten() -> None:
 def test_a_lower_limit_than_the_hits_recorded_waits_for_enough_of_them() -> None:
     windows = SlidingWindows()
     for t in (0.0, 1.0, 2.0, 3.0):
-        assert windows.take([check("k", 4, 60.0)], t).allowed
+        assert windows.take([check("k", 4, 60.0)], t).refused is None
     # The limit was lowered to 2: three of the four hits must leave, the third at 62.
     assert windows.take([check("k", 2, 60.0)], 10.0).wait == pytest.approx(52.0)
 
@@ -173,7 +173,7 @@ def test_window_never_allows_more_than_count_per_window(
         verdict = windows.take([check(key, count, per), check("everyone", count * 2, per)], now)
         recent = [t for t in allowed.get(key, []) if t > now - per]
         everyone = [t for ts in allowed.values() for t in ts if t > now - per]
-        if verdict.allowed:
+        if verdict.refused is None:
             assert len(recent) < count and len(everyone) < count * 2
             allowed.setdefault(key, []).append(now)
         elif verdict.refused == 0:

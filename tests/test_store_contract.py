@@ -351,11 +351,11 @@ async def test_first_sighting_is_true_once_even_among_many_at_once(store: Store)
 async def test_rate_checks_are_all_or_nothing(store: Store) -> None:
     user, channel = RateCheck("user:U1", 3, 60.0), RateCheck("channel:C1", 2, 60.0)
     assert await store.take_rate([user, channel]) == RateVerdict(None, 0.0)
-    assert (await store.take_rate([user, channel])).allowed
+    assert (await store.take_rate([user, channel])).refused is None
     refused = await store.take_rate([user, channel])
     assert refused.refused == 1 and 0 < refused.wait <= 60.0
     # The refusal recorded nothing: the user still has one question left, elsewhere.
-    assert (await store.take_rate([user, RateCheck("channel:C2", 2, 60.0)])).allowed
+    assert (await store.take_rate([user, RateCheck("channel:C2", 2, 60.0)])).refused is None
     again = await store.take_rate([user, RateCheck("channel:C2", 2, 60.0)])
     assert again.refused == 0 and 0 < again.wait <= 60.0
 
@@ -363,29 +363,29 @@ async def test_rate_checks_are_all_or_nothing(store: Store) -> None:
 async def test_rate_windows_are_per_key_and_count_zero_is_off(store: Store) -> None:
     off = RateCheck("user:U1", 0, 60.0)
     for _ in range(5):
-        assert (await store.take_rate([off])).allowed
-    assert (await store.take_rate([])).allowed
+        assert (await store.take_rate([off])).refused is None
+    assert (await store.take_rate([])).refused is None
     one = RateCheck("user:U2", 1, 60.0)
-    assert (await store.take_rate([off, one])).allowed
+    assert (await store.take_rate([off, one])).refused is None
     assert (await store.take_rate([off, one])).refused == 1
-    assert (await store.take_rate([RateCheck("user:U3", 1, 60.0)])).allowed
+    assert (await store.take_rate([RateCheck("user:U3", 1, 60.0)])).refused is None
     # The same key under a different window is counted apart.
-    assert (await store.take_rate([RateCheck("user:U2", 1, 30.0)])).allowed
+    assert (await store.take_rate([RateCheck("user:U2", 1, 30.0)])).refused is None
 
 
 async def test_a_refused_check_passes_once_its_wait_is_over(store: Store) -> None:
     check = RateCheck("user:U1", 2, 0.3)
-    assert (await store.take_rate([check])).allowed
-    assert (await store.take_rate([check])).allowed
+    assert (await store.take_rate([check])).refused is None
+    assert (await store.take_rate([check])).refused is None
     refused = await store.take_rate([check])
     assert refused.refused == 0 and 0 < refused.wait <= 0.3
     await asyncio.sleep(refused.wait + 0.02)  # the wait it gave is enough, whenever we wake
-    assert (await store.take_rate([check])).allowed
+    assert (await store.take_rate([check])).refused is None
 
 
 async def test_concurrent_rate_checks_never_let_more_through_than_the_limit(store: Store) -> None:
     verdicts = await asyncio.gather(*(store.take_rate([RateCheck("user:U1", 7, 60.0)]) for _ in range(40)))
-    assert sum(v.allowed for v in verdicts) == 7
+    assert sum(v.refused is None for v in verdicts) == 7
 
 
 # per-scope turns

@@ -18,7 +18,7 @@ import pytest_asyncio
 from acechat.core import upstream as up
 from acechat.core.errors import UpstreamError
 from acechat.core.settings import UpstreamSettings
-from acechat.core.upstream import AIChatClient, Chunk, Turn
+from acechat.core.upstream import AIChatClient, AnswerUpdate, Turn
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
 
@@ -65,7 +65,7 @@ class Seen:
 
 async def collect(client: AIChatClient, t: Turn) -> list[Seen]:
     return [
-        Seen(str(c.text), c.delta, c.conversation_id) async for c in client.stream(t) if isinstance(c, Chunk)
+        Seen(str(c.text), c.delta, c.conversation_id) async for c in client.stream(t) if isinstance(c, AnswerUpdate)
     ]
 
 
@@ -73,7 +73,7 @@ async def collect_until_error(client: AIChatClient, t: Turn) -> tuple[list[Seen]
     chunks: list[Seen] = []
     with pytest.raises(UpstreamError) as info:
         async for c in client.stream(t):
-            if isinstance(c, Chunk):
+            if isinstance(c, AnswerUpdate):
                 chunks.append(Seen(str(c.text), c.delta, c.conversation_id))
     return chunks, info.value
 
@@ -106,7 +106,7 @@ async def test_stream_sends_the_documented_body_and_reads_the_answer(
         async for c in client.stream(
             turn("Hi there", preset="Be brief.", references=("https://x.test/a.png",))
         )
-        if isinstance(c, Chunk)
+        if isinstance(c, AnswerUpdate)
     ]
 
     assert str(chunks[-1].text) == "Answer 1 to: Hi there"

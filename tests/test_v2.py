@@ -22,13 +22,13 @@ from acechat.core.answer import AnswerView, progress_line, safe_url
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.commands import Action, Command, parse_command
 from acechat.core.events import ToolStarted
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege, required
 from acechat.core.sanitize import ThinkingMode
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings, UpstreamSettings
-from acechat.core.target import Actor
 from acechat.storage.records import PendingDelete
-from tests.fakes.target import RecordingTarget
+from tests.fakes.target import TEST_RULES, RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
 CHANNEL = Scope.of("test", "W1", "C1")
@@ -302,7 +302,7 @@ def test_safe_url_keeps_only_http_links_that_fit_in_angle_brackets() -> None:
 
 
 def test_view_length_counts_a_tool_line_before_any_text() -> None:
-    view = AnswerView(ThinkingMode.FOLD)
+    view = AnswerView(ThinkingMode.FOLD, TEST_RULES.mentions)
     assert len(view) == 0
     view.on_event(ToolStarted("1", "web_search", "q"))
     assert len(view) == 1 and view.render(streaming=True).startswith("_🔎")
@@ -328,7 +328,7 @@ async def v1_core(upstream_settings: UpstreamSettings, tmp_path: Path) -> AsyncI
 
 
 async def test_v1_sends_attachments_as_references(v1_core: ChatCore, fake_upstream: FakeUpstream) -> None:
-    from acechat.core.target import Attachment
+    from acechat.core.facts import Attachment
 
     files = (Attachment("https://cdn.example/cat.png", "cat.png", "image/png", 10),)
     assert await v1_core.ask(Question(CHANNEL, DANA, "look", files), RecordingTarget()) is Outcome.ANSWERED

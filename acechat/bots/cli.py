@@ -7,18 +7,32 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-from acechat.bots.adapter import ADAPTERS, adapter, configured
+from acechat.bots.adapter import ADAPTERS, StartupError, adapter, configured, settings_groups
 from acechat.core.logs import configure_logging
 from acechat.core.settings import Settings, SettingsError, load_settings
+
+DEFAULT_ENV_FILE = ".env"
+
+
+def _version() -> str:
+    try:
+        return version("acechat")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="acechat", description="Ace Data Cloud AI chat bots for Discord and Slack."
     )
+    parser.add_argument("--version", action="version", version=f"acechat {_version()}")
     parser.add_argument(
-        "--env-file", default=".env", help="settings file read under the environment (default: .env)"
+        "--env-file",
+        default=None,
+        help=f"settings file read under the environment (default: {DEFAULT_ENV_FILE}, if there is one)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -40,7 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         description="The console on a local stand-in of the AI Chat API: canned, streamed answers that show"
         " the preset, model and turn; no token, no network, and a throwaway database.",
     )
-    command("check", "validate the configuration, report every problem, reach the database, and exit")
+    check = command("check", "validate the configuration, report every problem, reach the database, and exit")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask each configured platform whether its tokens work (they are never printed)",
+    )
     db = command("db", "database tools").add_subparsers(dest="db_command", required=True, metavar="TOOL")
     copy = db.add_parser(
         "copy",
@@ -63,22 +82,26 @@ def _fail(error: Exception | str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    env_file = args.env_file or DEFAULT_ENV_FILE
+    if args.env_file is not None and not Path(args.env_file).is_file():
+        # Only the default may be absent: a file named on purpose that is not there is a mistake.
+        return _fail(f"--env-file {args.env_file}: no such file")
     if args.command == "demo":
-        from acechat.demo.run import run_demo
+        from acechat.bots.console_demo import run_demo
 
-        return run_demo(args.env_file)
+        return run_demo(env_file)
     try:
-        settings = load_settings(dotenv_path=args.env_file)
+        settings = load_settings(dotenv_path=env_file, platforms=settings_groups())
     except SettingsError as error:
         return _fail(error)
     level = settings.log_level
     if args.command == "console" and level == "INFO":
         # Routine INFO lines would interleave with the chat in the terminal.
         level = "WARNING"
-    configure_logging(level, json_lines=settings.log_json, secrets=settings.secrets)
+    configure_platform_logging(level, settings)
 
     if args.command == "check":
-        return _check(settings)
+        return _check(settings, online=args.online)
     if args.command == "db":
         return _db_copy(settings, args.to)
     if args.command == "console":
@@ -86,14 +109,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _serve(settings, args.adapters, health=args.command == "run")
 
 
-def _check(settings: Settings) -> int:
+def configure_platform_logging(level: str, settings: Settings) -> None:
+    """Logging for this process, quieting what every platform's libraries say that is not news."""
+    configure_logging(
+        level,
+        json_lines=settings.log_json,
+        secrets=settings.secrets,
+        noisy=[name for spec in ADAPTERS for name in spec.noisy_loggers],
+        unwanted=[line for spec in ADAPTERS for line in spec.unwanted],
+    )
+
+
+def _check(settings: Settings, *, online: bool) -> int:
     from acechat.storage import StoreError, check_database
 
     try:
         database = asyncio.run(check_database(database_url=settings.database_url, db_path=settings.db_path))
     except StoreError as error:
         return _fail(error)
-    names = [spec.name for spec in configured(settings)]
+    specs = configured(settings)
+    if online:
+        try:
+            for spec in specs:
+                print(
+                    f"acechat: {spec.name}: the platform accepts the tokens: {asyncio.run(spec.verify(settings))}"
+                )
+        except StartupError as error:
+            return _fail(error)
+    names = [spec.name for spec in specs]
     if not names:
         wanted = " or ".join(spec.missing for spec in ADAPTERS)
         print(
@@ -146,7 +189,6 @@ def _console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, wanted: list[str] | None, *, health: bool) -> int:
-    from acechat.bots.adapter import StartupError
     from acechat.bots.runtime import serve
     from acechat.storage import StoreError
 

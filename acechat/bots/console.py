@@ -13,17 +13,22 @@ from typing import TextIO
 
 from acechat.core.chat import ChatCore, Question
 from acechat.core.commands import is_command
+from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
+from acechat.core.platform import MentionRules, PlatformRules
+from acechat.core.reply_target import Mark, TargetLimits
 from acechat.core.scope import Scope
-from acechat.core.target import Actor, Mark, TargetLimits
 
 PROMPT = "you> "
+# Nothing pings anyone in a terminal; the operator at it holds every right.
+RULES = PlatformRules("console", MentionRules(()))
 
 
 class ConsoleTarget:
     """Streams by writing only what is new; a rewrite (rare: folded reasoning) reprints the message."""
 
     limits = TargetLimits(max_chars=100_000, edit_burst=50, edit_window=1.0)
+    rules = RULES
 
     def __init__(self, out: TextIO) -> None:
         self._out = out

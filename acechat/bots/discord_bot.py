@@ -27,9 +27,10 @@ from acechat.bots.discord_commands import build_tree
 from acechat.bots.discord_components import ControlButton
 from acechat.bots.discord_facts import actor_of, addresses, attachments_of, question_text, scope_of
 from acechat.bots.discord_interactive import DiscordInteractions
+from acechat.bots.discord_settings import DiscordSettings
 from acechat.bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget
 from acechat.core.chat import ChatCore, Question
-from acechat.core.settings import DiscordSettings, Settings
+from acechat.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,39 @@ class DiscordAdapter:
                 await self._task
 
 
+def _settings(settings: Settings) -> DiscordSettings:
+    discord_settings = settings.platform("discord", DiscordSettings)
+    assert discord_settings is not None, "the registry creates only configured adapters"
+    return discord_settings
+
+
 def create(core: ChatCore, settings: Settings) -> DiscordAdapter:
-    assert settings.discord is not None, "the registry creates only configured adapters"
-    return DiscordAdapter(core, settings.discord)
+    return DiscordAdapter(core, _settings(settings))
+
+
+async def verify(settings: Settings) -> str:
+    """Discord's current-user call with the token: who the bot is, or a DiscordStartupError."""
+    discord_settings = _settings(settings)
+    base = (discord_settings.api_base_url or Route.BASE).rstrip("/")
+    headers = {"Authorization": f"Bot {discord_settings.token}", "User-Agent": "acechat"}
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=settings.upstream.connect_timeout)
+            ) as session,
+            session.get(f"{base}/users/@me", headers=headers) as response,
+        ):
+            if response.status == 401:
+                raise DiscordStartupError(
+                    f"Discord rejected DISCORD_BOT_TOKEN: reset it in the Developer Portal ({PORTAL})"
+                )
+            if response.status != 200:
+                raise DiscordStartupError(
+                    f"Discord answered the current-user call with HTTP {response.status}"
+                )
+            me = await response.json()
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
+        raise DiscordStartupError(
+            f"could not reach Discord ({base}): {error or type(error).__name__}"
+        ) from None
+    return f"Discord bot {me.get('username')} ({me.get('id')})"

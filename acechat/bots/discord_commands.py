@@ -11,8 +11,6 @@ members still see the channel's preset and model with /status.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 
 import discord
 from discord import app_commands
@@ -29,8 +27,6 @@ log = logging.getLogger(__name__)
 ADMIN_HINT = discord.Permissions(manage_guild=True)
 MAX_CHOICES = 25  # Discord's limit for autocomplete choices
 MAX_CHOICE_CHARS = 100  # Discord's limit for a choice's name and value
-
-Complete = Callable[[discord.Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]
 
 
 def interaction_scope(interaction: discord.Interaction) -> Scope | None:
@@ -53,27 +49,18 @@ async def _unknown_channel(interaction: discord.Interaction) -> None:
     )
 
 
+async def _run(core: ChatCore, interaction: discord.Interaction, command: Command) -> None:
+    """Have the core run `command` for the invoker, answering on the interaction."""
+    scope = interaction_scope(interaction)
+    if scope is None:
+        await _unknown_channel(interaction)
+        return
+    actor = actor_of_interaction(interaction)
+    await core.run_command(scope, actor, command, InteractionTarget(interaction))
+
+
 def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTree[discord.Client]:
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
-
-    async def run(interaction: discord.Interaction, command: Command) -> None:
-        scope = interaction_scope(interaction)
-        if scope is None:
-            await _unknown_channel(interaction)
-            return
-        actor = actor_of_interaction(interaction)
-        await core.run_command(scope, actor, command, InteractionTarget(interaction))
-
-    async def complete_preset(
-        interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        scope = interaction_scope(interaction)
-        return [] if scope is None else _choices(await core.state.preset_names(scope), current)
-
-    async def complete_model(
-        interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return _choices(core.models, current)
 
     @tree.error
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -96,143 +83,172 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
 
     @tree.command(name="reset", description="Start a new conversation in this channel or thread")
     async def reset(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.RESET))
+        await _run(core, interaction, Command(Action.RESET))
 
     @tree.command(name="status", description="This channel's model, preset and conversation")
     async def status(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.STATUS))
+        await _run(core, interaction, Command(Action.STATUS))
 
     @tree.command(name="audit", description="Recent changes to presets and models (server admins)")
     @app_commands.default_permissions(ADMIN_HINT)
     @app_commands.describe(page="Page 1 holds the newest changes")
     async def audit(interaction: discord.Interaction, page: app_commands.Range[int, 1, 1000] = 1) -> None:
-        await run(interaction, Command(Action.AUDIT, page=page))
+        await _run(core, interaction, Command(Action.AUDIT, page=page))
 
-    tree.add_command(_preset_group(run, complete_preset))
-    tree.add_command(_model_group(run, complete_model))
-    tree.add_command(_tools_group(run))
+    tree.add_command(PresetGroup(core))
+    tree.add_command(ModelGroup(core))
+    tree.add_command(ToolsGroup(core))
     return tree
 
 
-Run = Callable[[discord.Interaction, Command], Awaitable[None]]
+class CommandGroup(app_commands.Group):
+    """A slash command group whose every subcommand has the core run one `Command`.
+
+    A subclass names the group in its class line and declares its subcommands as methods."""
+
+    def __init__(self, core: ChatCore) -> None:
+        super().__init__()
+        self.core = core
+
+    async def run(self, interaction: discord.Interaction, command: Command) -> None:
+        await _run(self.core, interaction, command)
 
 
-def _preset_group(run: Run, complete: Complete) -> app_commands.Group:
-    group = app_commands.Group(
-        name="preset", description="The role the AI plays in this channel", default_permissions=ADMIN_HINT
-    )
+class PresetGroup(
+    CommandGroup,
+    name="preset",
+    description="The role the AI plays in this channel",
+    default_permissions=ADMIN_HINT,
+):
+    async def complete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        scope = interaction_scope(interaction)
+        return [] if scope is None else _choices(await self.core.state.preset_names(scope), current)
 
-    @group.command(name="list", description="Built-in and this server's presets")
-    async def preset_list(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.PRESET_LIST))
+    @app_commands.command(name="list", description="Built-in and this server's presets")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, Command(Action.PRESET_LIST))
 
-    @group.command(name="show", description="Show a preset's prompt (this channel's by default)")
+    @app_commands.command(name="show", description="Show a preset's prompt (this channel's by default)")
     @app_commands.autocomplete(name=complete)
     @app_commands.describe(name="The preset to show; leave empty for the one in use here")
-    async def preset_show(interaction: discord.Interaction, name: str | None = None) -> None:
-        await run(interaction, Command(Action.PRESET_SHOW, name=name))
+    async def show(self, interaction: discord.Interaction, name: str | None = None) -> None:
+        await self.run(interaction, Command(Action.PRESET_SHOW, name=name))
 
-    @group.command(name="set", description="Use a preset in this channel or thread (channel admins)")
+    @app_commands.command(name="set", description="Use a preset in this channel or thread (channel admins)")
     @app_commands.autocomplete(name=complete)
     @app_commands.describe(name="A built-in or this server's preset (see /preset list)")
-    async def preset_set(interaction: discord.Interaction, name: str) -> None:
-        await run(interaction, Command(Action.PRESET_SET, name=name))
+    async def set_(self, interaction: discord.Interaction, name: str) -> None:
+        await self.run(interaction, Command(Action.PRESET_SET, name=name))
 
-    @group.command(name="clear", description="Go back to the inherited preset here (channel admins)")
-    async def preset_clear(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.PRESET_CLEAR))
+    @app_commands.command(name="clear", description="Go back to the inherited preset here (channel admins)")
+    async def clear(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, Command(Action.PRESET_CLEAR))
 
-    @group.command(name="default", description="The preset for every channel without one (server admins)")
+    @app_commands.command(
+        name="default", description="The preset for every channel without one (server admins)"
+    )
     @app_commands.autocomplete(name=complete)
     @app_commands.describe(name="A built-in or this server's preset (see /preset list)")
-    async def preset_default(interaction: discord.Interaction, name: str) -> None:
-        await run(interaction, Command(Action.PRESET_DEFAULT, name=name))
+    async def default(self, interaction: discord.Interaction, name: str) -> None:
+        await self.run(interaction, Command(Action.PRESET_DEFAULT, name=name))
 
-    @group.command(name="create", description="Create a preset for this server (server admins)")
+    @app_commands.command(name="create", description="Create a preset for this server (server admins)")
     @app_commands.describe(
         name="2-32 lowercase letters, digits or hyphens, starting with a letter",
         prompt="The instructions the AI follows",
         description="One line shown in /preset list",
     )
-    async def preset_create(
-        interaction: discord.Interaction, name: str, prompt: str, description: str | None = None
+    async def create(
+        self, interaction: discord.Interaction, name: str, prompt: str, description: str | None = None
     ) -> None:
-        await run(interaction, Command(Action.PRESET_CREATE, name=name, text=prompt, description=description))
+        await self.run(
+            interaction, Command(Action.PRESET_CREATE, name=name, text=prompt, description=description)
+        )
 
-    @group.command(name="edit", description="Change one of this server's presets (server admins)")
+    @app_commands.command(name="edit", description="Change one of this server's presets (server admins)")
     @app_commands.autocomplete(name=complete)
     @app_commands.describe(
         name="One of this server's presets",
         prompt="The new instructions",
         description="A new one-line description",
     )
-    async def preset_edit(
-        interaction: discord.Interaction, name: str, prompt: str, description: str | None = None
+    async def edit(
+        self, interaction: discord.Interaction, name: str, prompt: str, description: str | None = None
     ) -> None:
-        await run(interaction, Command(Action.PRESET_EDIT, name=name, text=prompt, description=description))
+        await self.run(
+            interaction, Command(Action.PRESET_EDIT, name=name, text=prompt, description=description)
+        )
 
-    @group.command(name="delete", description="Delete one of this server's presets (server admins)")
+    @app_commands.command(name="delete", description="Delete one of this server's presets (server admins)")
     @app_commands.autocomplete(name=complete)
     @app_commands.describe(name="One of this server's presets")
-    async def preset_delete(interaction: discord.Interaction, name: str) -> None:
-        await run(interaction, Command(Action.PRESET_DELETE, name=name))
-
-    return group
+    async def delete(self, interaction: discord.Interaction, name: str) -> None:
+        await self.run(interaction, Command(Action.PRESET_DELETE, name=name))
 
 
-def _model_group(run: Run, complete: Complete) -> app_commands.Group:
-    group = app_commands.Group(
-        name="model", description="The AI model that answers in this channel", default_permissions=ADMIN_HINT
+class ModelGroup(
+    CommandGroup,
+    name="model",
+    description="The AI model that answers in this channel",
+    default_permissions=ADMIN_HINT,
+):
+    async def complete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return _choices(self.core.models, current)
+
+    @app_commands.command(name="list", description="The models this bot allows")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, Command(Action.MODEL_LIST))
+
+    @app_commands.command(
+        name="show", description="The model answering here, and where that choice comes from"
     )
+    async def show(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, Command(Action.MODEL_SHOW))
 
-    @group.command(name="list", description="The models this bot allows")
-    async def model_list(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.MODEL_LIST))
-
-    @group.command(name="show", description="The model answering here, and where that choice comes from")
-    async def model_show(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.MODEL_SHOW))
-
-    @group.command(name="set", description="Use a model in this channel or thread (channel admins)")
+    @app_commands.command(name="set", description="Use a model in this channel or thread (channel admins)")
     @app_commands.autocomplete(name=complete)
     @app_commands.describe(name="One of the models this bot allows (see /model list)")
-    async def model_set(interaction: discord.Interaction, name: str) -> None:
-        await run(interaction, Command(Action.MODEL_SET, name=name))
+    async def set_(self, interaction: discord.Interaction, name: str) -> None:
+        await self.run(interaction, Command(Action.MODEL_SET, name=name))
 
-    @group.command(name="default", description="The model for every channel without one (server admins)")
+    @app_commands.command(
+        name="default", description="The model for every channel without one (server admins)"
+    )
     @app_commands.autocomplete(name=complete)
     @app_commands.describe(name="One of the models this bot allows (see /model list)")
-    async def model_default(interaction: discord.Interaction, name: str) -> None:
-        await run(interaction, Command(Action.MODEL_DEFAULT, name=name))
-
-    return group
+    async def default(self, interaction: discord.Interaction, name: str) -> None:
+        await self.run(interaction, Command(Action.MODEL_DEFAULT, name=name))
 
 
-def _tools_group(run: Run) -> app_commands.Group:
+TOOLS_SWITCH = [app_commands.Choice(name="on", value="on"), app_commands.Choice(name="off", value="off")]
+
+
+class ToolsGroup(
+    CommandGroup,
+    name="tools",
+    description="Whether the AI may search the web and read pages here",
+    default_permissions=ADMIN_HINT,
+):
     """AI Chat v2's tools (web search, page fetch, files, the account's MCP servers) per channel."""
-    group = app_commands.Group(
-        name="tools",
-        description="Whether the AI may search the web and read pages here",
-        default_permissions=ADMIN_HINT,
-    )
-    switch = [app_commands.Choice(name="on", value="on"), app_commands.Choice(name="off", value="off")]
 
-    @group.command(name="show", description="Whether tools are on here, and where that choice comes from")
-    async def tools_show(interaction: discord.Interaction) -> None:
-        await run(interaction, Command(Action.TOOLS_SHOW))
+    @app_commands.command(name="show", description="Whether tools are on here, and where that choice comes from")
+    async def show(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, Command(Action.TOOLS_SHOW))
 
-    @group.command(name="set", description="Turn tools on or off in this channel or thread (channel admins)")
-    @app_commands.choices(state=switch)
+    @app_commands.command(name="set", description="Turn tools on or off in this channel or thread (channel admins)")
+    @app_commands.choices(state=TOOLS_SWITCH)
     @app_commands.describe(state="on: the AI may search the web and read pages and files; off: it may not")
-    async def tools_set(interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
-        await run(interaction, Command(Action.TOOLS_SET, name=state.value))
+    async def set_(self, interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
+        await self.run(interaction, Command(Action.TOOLS_SET, name=state.value))
 
-    @group.command(
+    @app_commands.command(
         name="default", description="Tools on or off for every channel without a choice (server admins)"
     )
-    @app_commands.choices(state=switch)
+    @app_commands.choices(state=TOOLS_SWITCH)
     @app_commands.describe(state="The choice for channels and threads that have none of their own")
-    async def tools_default(interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
-        await run(interaction, Command(Action.TOOLS_DEFAULT, name=state.value))
-
-    return group
+    async def default(self, interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
+        await self.run(interaction, Command(Action.TOOLS_DEFAULT, name=state.value))

@@ -10,9 +10,9 @@ import re
 
 import discord
 
+from acechat.core.facts import Actor, Attachment
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
-from acechat.core.target import Actor, Attachment
 
 PLATFORM = "discord"
 

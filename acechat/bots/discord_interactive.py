@@ -21,7 +21,7 @@ from acechat.bots.discord_facts import actor_of_interaction
 from acechat.bots.discord_targets import NO_MENTIONS, MessageTarget, platform_errors
 from acechat.core.chat import ChatCore, PressResult
 from acechat.core.choices import Form, parse_control
-from acechat.core.target import TargetLimits
+from acechat.core.reply_target import TargetLimits
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,12 @@ import discord
 from discord.http import HTTPClient, Route
 
 from acechat.bots.discord_components import CHOOSE, choices_view
+from acechat.bots.discord_rules import RULES
 from acechat.core.choices import Choices
 from acechat.core.pacing import Call, Scheduler
+from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import InFlightWindow, KeyedBudgets
-from acechat.core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
+from acechat.core.reply_target import Mark, TargetLimits
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -135,6 +137,8 @@ class DiscordLimits:
 class MessageTarget:
     """Answers a message: the first part replies to it, later parts follow in the channel."""
 
+    rules = RULES
+
     def __init__(self, message: discord.Message, limits: TargetLimits) -> None:
         self._message = message
         self._channel = message.channel
@@ -191,6 +195,8 @@ class MessageTarget:
 class InteractionTarget:
     """Answers a slash command: its response first (the deferred "thinking…" one, if deferred), then
     follow-ups. Notices are ephemeral."""
+
+    rules = RULES
 
     def __init__(self, interaction: discord.Interaction) -> None:
         self._interaction = interaction

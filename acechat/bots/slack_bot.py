@@ -29,16 +29,18 @@ from acechat.bots.slack_facts import (
     is_new_question,
 )
 from acechat.bots.slack_interactive import SlackInteractions
+from acechat.bots.slack_settings import SlackSettings
 from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
 from acechat.bots.slack_text import from_slack
-from acechat.bots.slack_transport import EVENTS_PATH, KnownBot, SlackTransport, check_tokens
+from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
 from acechat.core.chat import ChatCore, Question
-from acechat.core.settings import Settings, SlackSettings
-from acechat.core.target import Actor, TargetLimits
+from acechat.core.facts import Actor
+from acechat.core.reply_target import TargetLimits
+from acechat.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVENTS_PATH", "SlackAdapter", "create"]
+__all__ = ["EVENTS_PATH", "SlackAdapter", "create", "verify"]
 
 
 class SlackAdapter:
@@ -67,9 +69,7 @@ class SlackAdapter:
 
     async def start(self) -> None:
         settings = self._settings
-        base_url = settings.api_url or AsyncWebClient.BASE_URL
-        if not base_url.endswith("/"):
-            base_url += "/"  # slack_sdk joins method names with urljoin
+        base_url = _base_url(settings)
         self._session = aiohttp.ClientSession()
         retry_handlers = [
             AsyncConnectionErrorRetryHandler(),
@@ -91,7 +91,7 @@ class SlackAdapter:
             name="acechat",
             # No token here: bolt takes it from `authorize`, and would warn that one of the two is unused.
             client=AsyncWebClient(base_url=base_url, session=self._session, retry_handlers=retry_handlers),
-            authorize=KnownBot(auth, settings.bot_token),
+            authorize=StartupAuthorize(auth, settings.bot_token),
             signing_secret=settings.signing_secret or "",
             # The transport checks every signature before acknowledging; bolt need not check again.
             request_verification_enabled=False,
@@ -124,11 +124,6 @@ class SlackAdapter:
     @property
     def connected(self) -> bool:
         return self._transport is not None and self._transport.connected
-
-    async def idle(self) -> None:
-        """Wait until every request taken so far has been fully handled."""
-        if self._transport is not None:
-            await self._transport.idle()
 
     async def close(self) -> None:
         if self._transport is not None:
@@ -216,6 +211,31 @@ class SlackAdapter:
         await self._core.ask(question, target)
 
 
+def _base_url(settings: SlackSettings) -> str:
+    base_url = settings.api_url or AsyncWebClient.BASE_URL
+    # slack_sdk joins method names with urljoin.
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def _settings(settings: Settings) -> SlackSettings:
+    slack_settings = settings.platform("slack", SlackSettings)
+    assert slack_settings is not None, "the registry creates only configured adapters"
+    return slack_settings
+
+
 def create(core: ChatCore, settings: Settings) -> SlackAdapter:
-    assert settings.slack is not None, "the registry creates only configured adapters"
-    return SlackAdapter(core, settings.slack)
+    return SlackAdapter(core, _settings(settings))
+
+
+async def verify(settings: Settings) -> str:
+    """`auth.test` with the bot token (and, in Socket Mode, opening a connection with the app token):
+    which bot in which workspace, or a StartupError naming the token Slack refused."""
+    slack_settings = _settings(settings)
+    async with aiohttp.ClientSession() as session:
+        client = AsyncWebClient(
+            base_url=_base_url(slack_settings), session=session, token=slack_settings.bot_token
+        )
+        auth = await check_tokens(client, slack_settings)
+    return (
+        f"Slack bot {auth.get('user')} ({auth.get('user_id')}) in {auth.get('team')} ({auth.get('team_id')})"
+    )

@@ -15,9 +15,9 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.core.cache import LRU
+from acechat.core.facts import Actor, Attachment
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
-from acechat.core.target import Actor, Attachment
 
 log = logging.getLogger(__name__)
 

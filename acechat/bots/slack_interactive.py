@@ -23,7 +23,8 @@ from acechat.bots.slack_facts import event_scope
 from acechat.bots.slack_targets import ThreadReply
 from acechat.core.chat import ChatCore, Outcome, PressResult
 from acechat.core.choices import PREFIX, Form
-from acechat.core.target import Actor, TargetLimits
+from acechat.core.facts import Actor
+from acechat.core.reply_target import TargetLimits
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_blocks import choice_blocks
+from acechat.bots.slack_rules import RULES
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
 from acechat.core.choices import Choices
 from acechat.core.pacing import Scheduler
+from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
 from acechat.core.ratelimit import KeyedBudgets, TokenBucket
-from acechat.core.sanitize import neutralize_mentions
-from acechat.core.target import Mark, MessageGone, PlatformForbidden, PlatformRateLimited, TargetLimits
+from acechat.core.reply_target import Mark, TargetLimits
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class SlackLimits:
 class ThreadReply:
     """Answers a mention in its thread, or a direct message in the DM."""
 
+    rules = RULES
+
     def __init__(
         self,
         client: AsyncWebClient,
@@ -194,6 +197,8 @@ class CommandAnswer:
     """Answers `/aichat`: notices and command replies through the command's `response_url`, the answer
     in the channel. Its first message opens with who asked what, since Slack shows nobody the command."""
 
+    rules = RULES
+
     def __init__(
         self,
         client: AsyncWebClient,
@@ -208,7 +213,9 @@ class CommandAnswer:
         self._respond = respond
         self._channel = channel
         shown = question if len(question) <= QUESTION_CHARS else question[:QUESTION_CHARS] + " …"
-        self._header = f"*{escape(asker)}* asked: {escape(neutralize_mentions(' '.join(shown.split())))}\n\n"
+        self._header = (
+            f"*{escape(asker)}* asked: {escape(RULES.mentions.neutralize(' '.join(shown.split())))}\n\n"
+        )
         # One limit serves every message of the answer, so each leaves room for the header the first carries.
         self._limits = dataclasses.replace(limits, max_chars=limits.max_chars - len(self._header))
         self._first: str | None = None

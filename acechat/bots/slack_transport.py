@@ -32,7 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from acechat.bots.adapter import StartupError
-from acechat.core.settings import SlackSettings
+from acechat.bots.slack_settings import SlackSettings
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _answered_by_bolt(body: dict[str, Any]) -> bool:
     return body.get("type") == "url_verification" or body.get("ssl_check") == "1"
 
 
-class KnownBot(AsyncAuthorize):
+class StartupAuthorize(AsyncAuthorize):
     """Bolt's authorization from the `auth.test` made at start. Bolt's own single-workspace
     authorization would call `auth.test` for every request until its first call returned: once per
     request in a burst that meets a freshly started bot."""
@@ -177,11 +177,6 @@ class SlackTransport:
         log.info("slack: listening for HTTP requests on %s:%d%s", self._host, self._port, EVENTS_PATH)
 
     @property
-    def app(self) -> AsyncApp | None:
-        """The bolt app requests are handed to, once started."""
-        return self._app
-
-    @property
     def port(self) -> int | None:
         """The HTTP port actually bound (useful with port 0); None in Socket Mode."""
         return self._port
@@ -195,10 +190,6 @@ class SlackTransport:
             session = client.current_session
             return not client.closed and not client.stale and session is not None and not session.closed
         return self._runner is not None and self._port is not None
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
 
     async def idle(self) -> None:
         """Wait until every request taken so far has been fully handled."""

@@ -24,7 +24,8 @@ from acechat.core.events import (
     ToolStarted,
     Usage,
 )
-from acechat.core.sanitize import ThinkingMode, format_answer, neutralize_mentions
+from acechat.core.platform import MentionRules
+from acechat.core.sanitize import ThinkingMode, format_answer
 from acechat.core.upstream import AnswerText
 
 MAX_SOURCES = 10
@@ -134,6 +135,7 @@ class AnswerView:
         "_artifacts",
         "_cards",
         "_failed_tools",
+        "_mentions",
         "_source_urls",
         "_sources",
         "_step",
@@ -146,9 +148,11 @@ class AnswerView:
         "version",
     )
 
-    def __init__(self, thinking: ThinkingMode) -> None:
+    def __init__(self, thinking: ThinkingMode, mentions: MentionRules) -> None:
         self._text: AnswerText | None = None
         self._thinking = thinking
+        # The platform's pings, defused in everything shown, as in answers.
+        self._mentions = mentions
         self._step: _Step | None = None
         self._sources: list[Citation] = []
         self._source_urls: set[str] = set()
@@ -225,7 +229,9 @@ class AnswerView:
         everything under it (the tool line is gone)."""
         parts: list[str] = []
         if self._text is not None and len(self._text):
-            answer = format_answer(str(self._text), thinking_mode=self._thinking, streaming=streaming)
+            answer = format_answer(
+                str(self._text), thinking_mode=self._thinking, mentions=self._mentions, streaming=streaming
+            )
             if answer.strip():
                 parts.append(answer.rstrip())
         extra: list[str] = []
@@ -235,7 +241,7 @@ class AnswerView:
         else:
             extra.extend(self._finished_parts())
         if extra:
-            parts.append(neutralize_mentions("\n\n".join(extra)))
+            parts.append(self._mentions.neutralize("\n\n".join(extra)))
         return "\n\n".join(parts)
 
     def _finished_parts(self) -> list[str]:

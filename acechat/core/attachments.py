@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from acechat.core.target import Attachment
+from acechat.core.facts import Attachment
 
 MAX_REFERENCES = 4
 MAX_BYTES = 20 * 1024 * 1024

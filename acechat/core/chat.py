@@ -14,7 +14,7 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,15 +27,18 @@ from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.errors import UpstreamError
 from acechat.core.events import Finished
-from acechat.core.permissions import Privilege, privilege_of, refusal, required
-from acechat.core.sanitize import format_answer, neutralize_mentions
+from acechat.core.facts import Actor, Attachment
+from acechat.core.permissions import GENERIC_RIGHTS, Privilege, privilege_of, refusal, required
+from acechat.core.platform import MentionRules
+from acechat.core.platform_errors import PlatformError, PlatformForbidden
+from acechat.core.reply_target import Mark, ReplyTarget
+from acechat.core.sanitize import format_answer
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
 from acechat.core.splitting import closing_fence, split_message
 from acechat.core.state import ScopeState
 from acechat.core.streaming import Draft, StreamingReply
-from acechat.core.target import Actor, Attachment, Mark, PlatformError, PlatformForbidden, ReplyTarget
-from acechat.core.upstream import AIChatClient, Chunk, Turn
+from acechat.core.upstream import AIChatClient, AnswerUpdate, Turn
 from acechat.storage import RateCheck, Store, open_store
 from acechat.storage.records import (
     ConversationRecord,
@@ -288,7 +291,7 @@ class ChatCore:
         if outcome is Outcome.ANSWERED:
             who = actor.display_name or actor.user_id
             done = f"✅ {one_line(who, 40)} answered: {one_line(output, 80)}"
-            return PressResult(outcome, closed=neutralize_mentions(done))
+            return PressResult(outcome, closed=target.rules.mentions.neutralize(done))
         return PressResult(outcome, closed=await self._closed_text(scope, pending))
 
     async def _closed_text(self, scope: Scope, pending: PendingQuestion | None) -> str | None:
@@ -452,7 +455,7 @@ class ChatCore:
         try:
             if delivery is not None and not await self._first_delivery(delivery, scope):
                 return None
-            reply = await self.execute(scope, actor, command)
+            reply = await self.execute(scope, actor, command, rights=target.rules.rights)
         except Exception:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
@@ -464,14 +467,22 @@ class ChatCore:
             log.exception("could not show a command's reply", extra=_context(scope, actor))
         return reply
 
-    async def execute(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        """A command's reply, after checking the actor holds the level the command needs."""
+    async def execute(
+        self,
+        scope: Scope,
+        actor: Actor,
+        command: Command,
+        *,
+        rights: Mapping[Privilege, str] = GENERIC_RIGHTS,
+    ) -> CommandReply:
+        """A command's reply, after checking the actor holds the level the command needs; a refusal
+        names the rights as `rights` (the platform's rules) names them."""
         if command.action is Action.ASK:
             return CommandReply(notices.NO_ASKING_HERE, ok=False)
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level < required(command.action):
             log.info("refused %s: not enough rights", command.action.value, extra=_context(scope, actor))
-            return CommandReply(refusal(command.action, scope.platform), ok=False)
+            return CommandReply(refusal(command.action, rights), ok=False)
         return await self._commands.run(scope, actor, command)
 
     async def ask(self, question: Question, target: ReplyTarget) -> Outcome:
@@ -501,7 +512,8 @@ class ChatCore:
         self._in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
-        reply = StreamingReply(target, render=self._render_partial)
+        mentions = target.rules.mentions
+        reply = StreamingReply(target, render=lambda raw: self._render_partial(raw, mentions))
         try:
             outcome = await self._take_turn(question, target, reply)
         finally:
@@ -619,6 +631,7 @@ class ChatCore:
 
     async def _answer(self, question: Question, reply: StreamingReply, target: ReplyTarget) -> Outcome:
         scope = question.scope
+        mentions = target.rules.mentions
         resolved = await self.state.resolve(scope)
         stored = await self.state.conversation(scope)
         resumes = question.resumes
@@ -671,7 +684,7 @@ class ChatCore:
             )
             await self.store.save_conversation(early)
 
-        view = AnswerView(self.settings.thinking)
+        view = AnswerView(self.settings.thinking, mentions)
         try:
             conversation_id, trace_id = await self._stream(turn, reply, view, notes, remember)
         except UpstreamError as error:
@@ -684,7 +697,7 @@ class ChatCore:
                 # The service forgot this conversation: start a new one rather than fail.
                 log.info("upstream forgot conversation %s; starting a new one", turn.conversation_id)
                 notes.insert(0, "_The previous conversation had expired, so this starts a new one._")
-                view = AnswerView(self.settings.thinking)
+                view = AnswerView(self.settings.thinking, mentions)
                 try:
                     conversation_id, trace_id = await self._stream(
                         replace(turn, conversation_id=None), reply, view, notes, remember
@@ -771,7 +784,7 @@ class ChatCore:
             async with asyncio.timeout(self.settings.answer_timeout):
                 try:
                     async for item in items:
-                        if isinstance(item, Chunk):
+                        if isinstance(item, AnswerUpdate):
                             view.on_text(item.text)
                             trace_id = item.trace_id or trace_id
                             if item.conversation_id and item.conversation_id != conversation_id:
@@ -871,10 +884,12 @@ class ChatCore:
             await reply.fail(message)
         return Outcome.FAILED
 
-    def _render_partial(self, raw: str | Draft) -> str:
+    def _render_partial(self, raw: str | Draft, mentions: MentionRules) -> str:
         if isinstance(raw, AnswerView):
             return raw.render(streaming=True)
-        return format_answer(str(raw), thinking_mode=self.settings.thinking, streaming=True)
+        return format_answer(
+            str(raw), thinking_mode=self.settings.thinking, mentions=mentions, streaming=True
+        )
 
 
 def chosen(pending: PendingQuestion, text: str) -> str:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from acechat.core.commands import HELP_TEXT, Action, Command, CommandReply
+from acechat.core.facts import Actor
 from acechat.core.presets import (
     BUILTIN_PRESETS,
     PresetError,
@@ -17,7 +18,6 @@ from acechat.core.presets import (
 )
 from acechat.core.scope import Scope
 from acechat.core.state import Field, ScopeState, audit_entry
-from acechat.core.target import Actor
 from acechat.storage.records import AuditAction, CustomPreset
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,7 @@ class CommandRunner:
         self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
     ) -> str | None:
         """Change one setting; returns the value it had (equal to `value` when nothing changed)."""
-        _, old = await self._state.set_setting(scope, actor, key, field, value, action)
-        return old
+        return await self._state.change_setting(scope, actor, key, field, value, action)
 
     async def _preset_set(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         name = validate_preset_name(command.name or "")
@@ -346,19 +345,19 @@ class CommandRunner:
 
     async def _tools_set(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         value = command.name or "on"
-        changed, _ = await self._state.set_setting(
+        old = await self._state.change_setting(
             scope, actor, scope.key, "tools", value, AuditAction.TOOLS_SET, fresh=False
         )
-        if not changed:
+        if old == value:
             return CommandReply(f"Tools are already {value} in {_where(scope)}.")
         return CommandReply(f"{actor.display_name} turned tools {value} in {_where(scope)}.", public=True)
 
     async def _tools_default(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         value = command.name or "on"
-        changed, _ = await self._state.set_setting(
+        old = await self._state.change_setting(
             scope, actor, scope.workspace_key, "tools", value, AuditAction.TOOLS_DEFAULT, fresh=False
         )
-        if not changed:
+        if old == value:
             return CommandReply(f"Tools are already {value} by default.")
         return CommandReply(
             f"{actor.display_name} turned tools {value} by default for channels without their own choice.",

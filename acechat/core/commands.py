@@ -60,9 +60,6 @@ class CommandReply:
         return self.public and self.ok
 
 
-# What a user is told when something unexpected failed on the bot's side (the log has the detail).
-INTERNAL_ERROR = "Something went wrong on my side; the operator's log has the details."
-
 HELP_TEXT = """\
 **Ask** by mentioning me or with `ask QUESTION`. Everyone in a channel shares one conversation.
 `reset` — start a new conversation here

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 # Fields the core attaches with `extra=` so a log line can be traced to a channel and an upstream call.
 CONTEXT_FIELDS = ("platform", "channel", "conversation_id", "trace_id", "status", "code", "user", "chars")
@@ -39,6 +40,29 @@ class RedactSecrets(logging.Filter):
         if record.exc_info:
             record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        return True
+
+
+@dataclass(frozen=True)
+class Unwanted:
+    """A library's line that says nothing about this bot (a voice warning, say): records of `logger` or
+    its children whose message starts with `starts_with` are dropped."""
+
+    logger: str
+    starts_with: str
+
+
+class DropUnwanted(logging.Filter):
+    def __init__(self, unwanted: Iterable[Unwanted]) -> None:
+        super().__init__()
+        self._unwanted = tuple(unwanted)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for line in self._unwanted:
+            if (record.name == line.logger or record.name.startswith(line.logger + ".")) and str(
+                record.msg
+            ).startswith(line.starts_with):
+                return False
         return True
 
 
@@ -76,8 +100,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str, *, json_lines: bool, secrets: Iterable[str] = ()) -> None:
+def configure_logging(
+    level: str,
+    *,
+    json_lines: bool,
+    secrets: Iterable[str] = (),
+    noisy: Iterable[str] = (),
+    unwanted: Iterable[Unwanted] = (),
+) -> None:
+    """`noisy`: loggers (the platforms' libraries, declared by their adapters) kept at INFO or above
+    unless the operator asks for DEBUG; `unwanted`: their lines that never concern this bot."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(DropUnwanted(unwanted))
     handler.addFilter(RedactSecrets(secrets))
     if json_lines:
         handler.setFormatter(JsonFormatter())
@@ -86,7 +120,6 @@ def configure_logging(level: str, *, json_lines: bool, secrets: Iterable[str] = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # discord.py and aiohttp are chatty at DEBUG; keep them at INFO unless the operator asked for DEBUG.
     if level != "DEBUG":
-        for noisy in ("discord", "aiohttp.access", "slack_bolt", "slack_sdk"):
-            logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+        for name in ("aiohttp.access", *noisy):
+            logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))

@@ -1,15 +1,15 @@
 """Who may do what: ordered privilege levels, and the level each command needs.
 
-Adapters report the platform's own facts as a `Privilege` on the `Actor` (Discord: Manage Channels on the
-channel, Manage Server or Administrator; Slack: workspace admin or owner). An operator may also list users
-in `ACECHAT_ADMIN_USERS`, bare (`U123`) or qualified by platform (`slack:U123`, `discord:42`); they hold the
-highest level everywhere. A missing fact is the lowest level.
+Adapters report the platform's own facts as a `Privilege` on the `Actor`, and name the rights each level
+stands for in their `PlatformRules` (core.platform), which refusals cite. An operator may also list users
+in `ACECHAT_ADMIN_USERS`, bare or qualified by platform (`PLATFORM:ID`); they hold the highest level
+everywhere. A missing fact is the lowest level.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from acechat.core.commands import Action
 
@@ -39,17 +39,7 @@ REQUIRED: dict[Action, Privilege] = {
     Action.AUDIT: Privilege.WORKSPACE_ADMIN,
 }
 
-# How each platform names the rights a level stands for, for refusals people can act on.
-RIGHT_NAMES: dict[str, dict[Privilege, str]] = {
-    "discord": {
-        Privilege.CHANNEL_ADMIN: "Manage Channels on this channel, Manage Server or Administrator",
-        Privilege.WORKSPACE_ADMIN: "Manage Server or Administrator",
-    },
-    "slack": {
-        Privilege.CHANNEL_ADMIN: "a workspace admin or owner",
-        Privilege.WORKSPACE_ADMIN: "a workspace admin or owner",
-    },
-}
+# What a refusal cites where the platform names no rights of its own.
 GENERIC_RIGHTS = {
     Privilege.CHANNEL_ADMIN: "channel admin rights",
     Privilege.WORKSPACE_ADMIN: "workspace admin rights",
@@ -67,8 +57,9 @@ def privilege_of(platform: str, user_id: str, reported: Privilege, configured: C
     return reported
 
 
-def refusal(action: Action, platform: str) -> str:
-    """What a user without the rights for `action` reads: what it needs, named as their platform names it."""
+def refusal(action: Action, rights: Mapping[Privilege, str]) -> str:
+    """What a user without the rights for `action` reads: what it needs, named as their platform names
+    it (`rights`, from the platform's rules)."""
     level = required(action)
-    rights = RIGHT_NAMES.get(platform, GENERIC_RIGHTS).get(level, GENERIC_RIGHTS[level])
-    return f"`{action.value}` needs {rights}. Ask someone who has that, or the bot's operator."
+    named = rights.get(level) or GENERIC_RIGHTS[level]
+    return f"`{action.value}` needs {named}. Ask someone who has that, or the bot's operator."

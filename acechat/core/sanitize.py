@@ -1,6 +1,7 @@
 """Make model output safe and tidy to post: no pings, reasoning folded away.
 
-Model output is untrusted: it must never ping a whole channel or a person, whatever it says.
+Model output is untrusted: it must never ping a whole channel or a person, whatever it says. What pings
+depends on the platform, so the caller passes that platform's `MentionRules` (core.platform).
 
 While an answer streams, `format_answer(..., streaming=True)` of the text so far agrees with the
 formatting of any longer text except in its last few hundred characters (a tag or mention still
@@ -10,7 +11,8 @@ arriving, the reasoning placeholder), so messages the streamer has moved past st
 from __future__ import annotations
 
 import enum
-import re
+
+from acechat.core.platform import MentionRules
 
 
 class ThinkingMode(enum.StrEnum):
@@ -21,37 +23,12 @@ class ThinkingMode(enum.StrEnum):
     SHOW = "show"
 
 
-ZWSP = "\u200b"  # breaks a mention without a visible change
-ZWJ = "\u200d"
-
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 FOLDED = "> 💭 _Thought for a while_"
 THINKING = "> 💭 _Thinking…_"
 
 _THINKING_MODES = frozenset(ThinkingMode)
-
-_SLACK_BROADCAST = re.compile(r"<!(channel|here|everyone)(?:\|[^<>\n]{0,64})?>", re.IGNORECASE)
-_SLACK_GROUP = re.compile(r"<!subteam\^[A-Za-z0-9]+(?:\|@?([^<>\n]{1,64}))?>", re.IGNORECASE)
-_AT_BROADCAST = re.compile(r"@(?=everyone|here)", re.IGNORECASE)
-# Whatever a full-token rule above missed: Discord <@123> <@!123> <@&123>, Slack <@U123>, broken <!...>.
-_TOKEN_START = re.compile(r"<(?=@[!&]?[A-Za-z0-9]|!(?:channel|here|everyone|subteam))", re.IGNORECASE)
-
-
-def neutralize_mentions(text: str) -> str:
-    """Defuse @everyone/@here, Slack's <!channel>-style tokens and user or role mentions.
-
-    Slack broadcasts and user groups read as "@channel" or "@team" with a zero-width joiner; other
-    mentions keep their text with a zero-width space after "<" or "@". Emails and decorators are untouched.
-    """
-    # Each pattern needs its first character in the text; most answers have neither, and skip the scans.
-    has_token = "<" in text
-    if has_token:
-        text = _SLACK_BROADCAST.sub(lambda m: f"@{ZWJ}{m.group(1)}", text)
-        text = _SLACK_GROUP.sub(lambda m: f"@{ZWJ}{m.group(1) or 'group'}", text)
-    if "@" in text:
-        text = _AT_BROADCAST.sub("@" + ZWSP, text)
-    return _TOKEN_START.sub("<" + ZWSP, text) if has_token else text
 
 
 def parse_thinking_mode(value: str) -> ThinkingMode:
@@ -98,6 +75,8 @@ def fold_thinking(text: str, mode: ThinkingMode, *, streaming: bool = False) -> 
     return f"{shown}\n\n{answer}" if shown and answer else shown or answer
 
 
-def format_answer(text: str, *, thinking_mode: ThinkingMode, streaming: bool = False) -> str:
-    """What to post for a (possibly partial) model answer."""
-    return neutralize_mentions(fold_thinking(text, thinking_mode, streaming=streaming))
+def format_answer(
+    text: str, *, thinking_mode: ThinkingMode, mentions: MentionRules, streaming: bool = False
+) -> str:
+    """What to post for a (possibly partial) model answer, on the platform whose pings are `mentions`."""
+    return mentions.neutralize(fold_thinking(text, thinking_mode, streaming=streaming))

@@ -1,12 +1,17 @@
 """One typed settings object, read once from the environment (and `.env`).
 
-Nothing else in acechat reads `os.environ`: adapters and the core receive a `Settings`.
+Nothing else in acechat reads `os.environ`: adapters and the core receive a `Settings`. Every variable is
+declared as a `Setting` (its name, documented default, whether it is a secret): the core's here, each
+platform's in its own `SettingsGroup`, which also parses them (bots.adapter lists the groups). Reading an
+undeclared name is a bug, so the declarations, `.env.example` and the README (held to them by tests) and
+the log scrubber (fed every secret read) cannot drift from what the code reads.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +24,7 @@ from acechat.core.sanitize import ThinkingMode
 
 T = TypeVar("T")
 
+# Platforms cap the length of a command choice; no real model name comes near this.
 MAX_MODEL_CHARS = 100
 # Connections for queries per process. Queries take well under a millisecond and a turn makes a few,
 # so ten serve thousands of turns a second; turns in flight do not hold one (see storage.postgres).
@@ -78,34 +84,12 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
-class DiscordSettings:
-    token: str
-    api_base_url: str | None = None
-    gateway_url: str | None = None
-    dev_guild_id: int | None = None
-    shard_count: int | None = None
-    shard_ids: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class SlackSettings:
-    bot_token: str
-    app_token: str | None = None
-    signing_secret: str | None = None
-    api_url: str | None = None
-    command: str = "/aichat"
-    port: int = 3000
-
-    @property
-    def socket_mode(self) -> bool:
-        return self.app_token is not None
-
-
-@dataclass(frozen=True)
 class Settings:
     upstream: UpstreamSettings
-    discord: DiscordSettings | None = None
-    slack: SlackSettings | None = None
+    # Each configured platform's own settings, by platform name, as its SettingsGroup parsed them.
+    platforms: Mapping[str, object] = field(default_factory=dict)
+    # The value of every setting declared secret, as read (platform tokens and the like).
+    secret_values: tuple[str, ...] = ()
     models: tuple[str, ...] = DEFAULT_MODELS
     default_model: str = DEFAULT_MODEL
     # Whether the model may use v2's tools (web search, page fetch, files, the account's MCP servers)
@@ -136,30 +120,99 @@ class Settings:
     max_waiting: int = 5
     max_wait: float = 300.0
 
+    def platform(self, name: str, kind: type[T]) -> T | None:
+        """Platform `name`'s settings, None when it is not configured."""
+        found = self.platforms.get(name)
+        if found is not None and not isinstance(found, kind):
+            raise TypeError(f"{name} settings are a {type(found).__name__}, not a {kind.__name__}")
+        return found
+
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every credential in force: what logs must never show."""
-        found = [self.upstream.token]
-        if self.discord is not None:
-            found.append(self.discord.token)
-        if self.slack is not None:
-            found += [self.slack.bot_token, self.slack.app_token or "", self.slack.signing_secret or ""]
+        found = [self.upstream.token, *self.secret_values]
         if self.database_url is not None:
             password = urlsplit(self.database_url).password or ""
             found += [password, unquote(password)]  # as written in the URL, and as sent
-        return tuple(secret for secret in found if secret)
+        return tuple(dict.fromkeys(secret for secret in found if secret))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable acechat reads."""
+
+    name: str
+    # As an operator would write it in .env ("" when unset means nothing, or something computed).
+    default: str = ""
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class SettingsGroup:
+    """One platform's settings: declared here, parsed by `parse` with the rest of the settings.
+
+    `parse` returns None when the platform is not configured (its `enabled_by` setting is unset).
+    """
+
+    platform: str
+    settings: tuple[Setting, ...]
+    parse: Callable[[SettingsReader], object | None]
+    enabled_by: str
+
+    def __post_init__(self) -> None:
+        if self.enabled_by not in {s.name for s in self.settings}:
+            raise ValueError(f"{self.platform}: {self.enabled_by} is not among its settings")
+
+
+# Every platform-neutral setting; platforms declare theirs in their SettingsGroup.
+CORE_SETTINGS: tuple[Setting, ...] = (
+    Setting("ACEDATACLOUD_API_TOKEN", secret=True),
+    Setting("ACEDATACLOUD_API_BASE_URL", "https://api.acedata.cloud"),
+    Setting("ACECHAT_CONNECT_TIMEOUT", "10"),
+    Setting("ACECHAT_READ_TIMEOUT", "120"),
+    Setting("ACECHAT_UPSTREAM_RETRIES", "2"),
+    Setting("ACECHAT_UPSTREAM_MAX_CONNECTIONS", "1000"),
+    Setting("ACECHAT_API_VERSION", "v2"),
+    Setting("ACECHAT_TOOLS", "true"),
+    Setting("ACECHAT_MODELS", ",".join(DEFAULT_MODELS)),
+    Setting("ACECHAT_DEFAULT_MODEL", DEFAULT_MODEL),
+    Setting("ACECHAT_DEFAULT_PRESET", "assistant"),
+    Setting("ACECHAT_ADMIN_USERS"),
+    Setting("ACECHAT_AUTHOR_PREFIX", "true"),
+    Setting("ACECHAT_MAX_QUESTION_CHARS", "8000"),
+    Setting("ACECHAT_MAX_ANSWER_CHARS", "12000"),
+    Setting("ACECHAT_MAX_PRESET_CHARS", "4000"),
+    Setting("ACECHAT_ANSWER_TIMEOUT", "300"),
+    Setting("ACECHAT_USER_RATE", "10/60"),
+    Setting("ACECHAT_CHANNEL_RATE", "30/60"),
+    Setting("ACECHAT_THINKING", "fold"),
+    Setting("ACECHAT_DB_PATH", "data/acechat.db"),
+    # Not secret as a whole; its password is (see Settings.secrets).
+    Setting("ACECHAT_DATABASE_URL"),
+    Setting("ACECHAT_DATABASE_POOL", str(DEFAULT_DATABASE_POOL)),
+    Setting("ACECHAT_TRANSCRIPT_DAYS", "30"),
+    Setting("ACECHAT_LOG_LEVEL", "INFO"),
+    Setting("ACECHAT_LOG_JSON", "false"),
+    Setting("ACECHAT_HEALTH_HOST", "127.0.0.1"),
+    Setting("ACECHAT_HEALTH_PORT", "9100"),
+    Setting("ACECHAT_SHUTDOWN_GRACE", "20"),
+    Setting("ACECHAT_MAX_WAITING", "5"),
+    Setting("ACECHAT_MAX_WAIT", "300"),
+)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-class _Reader:
-    """Typed access to one mapping of raw strings. A bad value is noted (naming its setting) and its
-    default used, so that every problem is reported at once by `check()`."""
+class SettingsReader:
+    """Typed access to the declared settings in one mapping of raw strings. A bad value is noted (naming
+    its setting) and its default used, so that every problem is reported at once by `check()`."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], declared: Iterable[Setting]) -> None:
         self._env = env
+        self._declared = {setting.name: setting for setting in declared}
         self.problems: list[str] = []
+        self.secrets: list[str] = []
 
     def fail(self, problem: str) -> None:
         self.problems.append(problem)
@@ -169,10 +222,15 @@ class _Reader:
             raise SettingsError(self.problems)
 
     def raw(self, name: str) -> str | None:
+        setting = self._declared.get(name)
+        if setting is None:
+            raise KeyError(f"{name} is read but not declared: add it to its Setting list")
         value = self._env.get(name)
         if value is None:
             return None
         value = value.strip()
+        if value and setting.secret and value not in self.secrets:
+            self.secrets.append(value)
         return value or None
 
     def text(self, name: str, default: str) -> str:
@@ -304,11 +362,13 @@ def load_settings(
     dotenv_path: str | Path | None = ".env",
     *,
     overrides: Mapping[str, str] | None = None,
+    platforms: Iterable[SettingsGroup] = (),
 ) -> Settings:
     """Build the settings from `env` (the process environment by default) over a `.env` file.
 
     Real environment variables win over the `.env` file, as operators expect; `overrides` win over both
-    (`acechat demo` puts its stand-in's address and a placeholder token there).
+    (`acechat demo` puts its stand-in's address and a placeholder token there). `platforms`: the groups
+    of settings of the platforms acechat can serve.
     """
     if env is None:
         import os
@@ -316,14 +376,45 @@ def load_settings(
         env = os.environ
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        merged.update(read_dotenv(Path(dotenv_path)))
     merged.update(env)
     merged.update(overrides or {})
-    return parse_settings(merged)
+    return parse_settings(merged, platforms)
 
 
-def parse_settings(env: Mapping[str, str]) -> Settings:
-    r = _Reader(env)
+class _ParseWarnings(logging.Filter):
+    """Keeps python-dotenv's warnings about lines it cannot parse, instead of letting them print."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "could not parse" not in message:
+            return True
+        self.messages.append(message)
+        return False
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """The variables a `.env` file sets; a line python-dotenv cannot parse is a SettingsError naming the
+    file (dotenv itself only warns, and would drop the setting without a word)."""
+    warnings = _ParseWarnings()
+    dotenv_log = logging.getLogger("dotenv.main")
+    dotenv_log.addFilter(warnings)
+    try:
+        values = dotenv_values(path)
+    finally:
+        dotenv_log.removeFilter(warnings)
+    if warnings.messages:
+        raise SettingsError([f"{path}: {message}" for message in warnings.messages])
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def parse_settings(env: Mapping[str, str], platforms: Iterable[SettingsGroup] = ()) -> Settings:
+    groups = tuple(platforms)
+    r = SettingsReader(env, [*CORE_SETTINGS, *(s for group in groups for s in group.settings)])
     upstream = UpstreamSettings(
         token=r.required(
             "ACEDATACLOUD_API_TOKEN",
@@ -341,7 +432,6 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     models = r.words("ACECHAT_MODELS") or (V1_MODELS if v1 else DEFAULT_MODELS)
     too_long = [m for m in models if len(m) > MAX_MODEL_CHARS]
     if too_long:
-        # Discord refuses command choices longer than this, and no real model name comes near it.
         r.fail(f"ACECHAT_MODELS has a name longer than {MAX_MODEL_CHARS} characters: {too_long[0][:40]!r}…")
     default_model = r.text("ACECHAT_DEFAULT_MODEL", V1_DEFAULT_MODEL if v1 else DEFAULT_MODEL)
     if default_model not in models:
@@ -356,58 +446,15 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             f"({', '.join(BUILTIN_PRESETS)})"
         )
 
-    discord = None
-    if r.raw("DISCORD_BOT_TOKEN"):
-        shard_ids_raw = r.words("DISCORD_SHARD_IDS")
-        shard_ids: tuple[int, ...] | None = None
-        if all(s.isascii() and s.isdecimal() for s in shard_ids_raw):
-            shard_ids = tuple(int(s) for s in shard_ids_raw) or None
-        else:
-            r.fail(
-                f"DISCORD_SHARD_IDS={','.join(shard_ids_raw)!r} is invalid: expected whole numbers, e.g. 0,1"
-            )
-        shard_count = r.optional_integer("DISCORD_SHARD_COUNT", minimum=1)
-        if shard_ids is not None and shard_count is None:
-            r.fail("DISCORD_SHARD_IDS is set without DISCORD_SHARD_COUNT: set both")
-        elif shard_ids is not None and not all(0 <= i < (shard_count or 0) for i in shard_ids):
-            r.fail(
-                f"DISCORD_SHARD_IDS is invalid: every id must be from 0 to below DISCORD_SHARD_COUNT={shard_count}"
-            )
-        discord = DiscordSettings(
-            token=r.required("DISCORD_BOT_TOKEN", ""),
-            api_base_url=r.url("DISCORD_API_BASE_URL", None),
-            gateway_url=r.url("DISCORD_GATEWAY_URL", None),
-            dev_guild_id=r.optional_integer("DISCORD_DEV_GUILD_ID"),
-            shard_count=shard_count,
-            shard_ids=shard_ids,
-        )
-
-    slack = None
-    if r.raw("SLACK_BOT_TOKEN"):
-        app_token = r.raw("SLACK_APP_TOKEN")
-        signing_secret = r.raw("SLACK_SIGNING_SECRET")
-        if app_token is None and signing_secret is None:
-            r.fail(
-                "SLACK_APP_TOKEN and SLACK_SIGNING_SECRET are both unset: set SLACK_APP_TOKEN for Socket Mode, "
-                "or SLACK_SIGNING_SECRET for HTTP mode"
-            )
-        command = r.text("SLACK_COMMAND", "/aichat")
-        if len(command) < 2 or not command.startswith("/") or any(c.isspace() for c in command):
-            r.fail(f"SLACK_COMMAND={command!r} is invalid: expected a command like /aichat")
-        api_url = r.url("SLACK_API_URL", None)
-        slack = SlackSettings(
-            bot_token=r.required("SLACK_BOT_TOKEN", ""),
-            app_token=app_token,
-            signing_secret=signing_secret,
-            api_url=None if api_url is None else api_url + "/",
-            command=command,
-            port=r.port("SLACK_PORT", 3000, minimum=1),
-        )
+    configured: dict[str, object] = {}
+    for group in groups:
+        parsed = group.parse(r)
+        if parsed is not None:
+            configured[group.platform] = parsed
 
     settings = Settings(
         upstream=upstream,
-        discord=discord,
-        slack=slack,
+        platforms=configured,
         models=models,
         default_model=default_model,
         tools=r.boolean("ACECHAT_TOOLS", True),
@@ -432,6 +479,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         shutdown_grace=r.number("ACECHAT_SHUTDOWN_GRACE", 20.0),
         max_waiting=r.integer("ACECHAT_MAX_WAITING", 5),
         max_wait=r.number("ACECHAT_MAX_WAIT", 300.0, minimum=1.0),
+        secret_values=tuple(r.secrets),
     )
     r.check()
     return settings

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from acechat.core.cache import LRU
+from acechat.core.facts import Actor
 from acechat.core.presets import BUILTIN_PRESETS, Preset, resolve_preset_name
 from acechat.core.scope import Scope
 from acechat.core.settings import Settings
-from acechat.core.target import Actor
 from acechat.storage import EVERYTHING, Change, Store
 from acechat.storage.records import AuditAction, AuditEntry, ConversationRecord, ScopeSettings
 
@@ -177,7 +177,7 @@ class ScopeState:
             await self.forgotten(old)
         return live
 
-    async def set_setting(
+    async def change_setting(
         self,
         scope: Scope,
         actor: Actor,
@@ -187,8 +187,8 @@ class ScopeState:
         action: AuditAction,
         *,
         fresh: bool = True,
-    ) -> tuple[bool, str | None]:
-        """Set `field` of setting `key` (None = inherit), audited; (changed, old value). With `fresh`,
+    ) -> str | None:
+        """Set `field` of setting `key` (None = inherit), audited; returns the value it had. With `fresh`,
         the scope's conversation starts over (a new preset or model would not fit the old one).
 
         Setting a value to what it already is changes nothing: no audit entry, the conversation goes on.
@@ -196,10 +196,10 @@ class ScopeState:
         (current,) = await self.scope_settings((key,))
         old: str | None = getattr(current, field) if current is not None else None
         if old == value:
-            return False, old
+            return old
         old = await self.store.set_setting(
             key, field, value, audit=audit_entry(scope, actor, action, old, value)
         )
         if fresh:
             await self.reset(scope)
-        return True, old
+        return old

@@ -26,8 +26,9 @@ from typing import Protocol
 
 from acechat.core import metrics
 from acechat.core.pacing import Call, Limits, Scheduler
+from acechat.core.platform_errors import MessageGone, PlatformRateLimited
+from acechat.core.reply_target import ReplyTarget, TargetLimits
 from acechat.core.splitting import split_message
-from acechat.core.target import MessageGone, PlatformRateLimited, ReplyTarget, TargetLimits
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Client for the Ace Data Cloud AI Chat API: one question per call, its answer streamed (NDJSON).
 
 v2 (`/aichat2/conversations`, the default) streams typed events: answer text and reasoning become
-`Chunk`s; tool steps, sources, cards, artifacts, a question back and the end of the turn come out as
+`AnswerUpdate`s; tool steps, sources, cards, artifacts, a question back and the end of the turn come out as
 the events of `core.events`. v1 (`/aichat/conversations`) streams untyped lines of answer text.
 
 Every failure leaves this module as `UpstreamError`, with a short message fit for a chat channel.
@@ -163,9 +163,9 @@ class AnswerText:
 
 
 @dataclass(frozen=True, slots=True)
-class Chunk:
+class AnswerUpdate:
     """One streamed line that brought new text. `text` is the whole answer so far: the same object for
-    every chunk of a stream, growing with it."""
+    every update of a stream, growing with it."""
 
     text: AnswerText
     delta: str
@@ -174,7 +174,7 @@ class Chunk:
 
 
 # What a stream yields: new text, or another v2 event.
-StreamItem = Chunk | Event
+StreamItem = AnswerUpdate | Event
 
 
 class AIChatClient:
@@ -235,12 +235,12 @@ class AIChatClient:
             raise self._failure(exc, responded=False, partial=False) from exc
 
     async def stream(self, turn: Turn) -> AsyncGenerator[StreamItem, None]:
-        """The answer as it is written; once a chunk was yielded, a failure is never retried."""
+        """The answer as it is written; once an update was yielded, a failure is never retried."""
         body = _request_body(turn, self._version)
         attempt = 0
         while True:
             parser = _StreamParser(self._scrub)
-            # One generator, not one per attempt inside another: every chunk passes a single layer.
+            # One generator, not one per attempt inside another: every update passes a single layer.
             try:
                 responded = False
                 try:
@@ -252,10 +252,10 @@ class AIChatClient:
                         parser.trace_id = _header_trace(resp)
                         content = resp.content
                         while data := await content.readany():
-                            for chunk in parser.feed(data):
-                                yield chunk
-                        for chunk in parser.finish():
-                            yield chunk
+                            for update in parser.feed(data):
+                                yield update
+                        for update in parser.finish():
+                            yield update
                 except (aiohttp.ClientError, OSError) as exc:
                     raise self._failure(exc, responded=responded, partial=bool(len(parser.text))) from exc
                 return
@@ -340,7 +340,7 @@ class AIChatClient:
 
 
 class _StreamParser:
-    """Turns NDJSON bytes, in whatever pieces they arrive, into chunks of new text and v2 events."""
+    """Turns NDJSON bytes, in whatever pieces they arrive, into updates of the answer and v2 events."""
 
     def __init__(self, scrub: Callable[[str], str]) -> None:
         self._scrub = scrub
@@ -356,15 +356,15 @@ class _StreamParser:
         self.paused = False
 
     def feed(self, data: bytes) -> Iterator[StreamItem]:
-        """Chunks of the complete lines in `data`, lazily: text before a bad line still gets out."""
+        """Updates from the complete lines in `data`, lazily: text before a bad line still gets out."""
         buffer = self._buffer
         buffer += data
         start = 0
         while (end := buffer.find(b"\n", max(start, self._scanned))) != -1:
-            chunk = self._line(buffer[start:end])
+            update = self._line(buffer[start:end])
             start = end + 1
-            if chunk is not None:
-                yield chunk
+            if update is not None:
+                yield update
         del buffer[:start]
         self._scanned = len(buffer)
         if self._scanned > MAX_LINE_BYTES:
@@ -372,14 +372,14 @@ class _StreamParser:
 
     def finish(self) -> list[StreamItem]:
         """The body closed: a last line may lack its newline, and there must have been some text."""
-        chunk = self._line(self._buffer) if self._buffer else None
+        update = self._line(self._buffer) if self._buffer else None
         self._buffer.clear()
         if self._thinking:
             self._thinking = False
             self.text.append(THINK_CLOSE)
         if not self.paused and not str(self.text).strip():
             raise self._error(EMPTY, "the stream ended without answer text")
-        return [chunk] if chunk is not None else []
+        return [update] if update is not None else []
 
     def _line(self, raw: bytes | bytearray) -> StreamItem | None:
         try:
@@ -429,7 +429,7 @@ class _StreamParser:
             text.append(delta)
         else:
             return None
-        return Chunk(text, delta, self.conversation_id, self.trace_id)
+        return AnswerUpdate(text, delta, self.conversation_id, self.trace_id)
 
     def _event(self, kind: str, obj: dict[str, Any]) -> StreamItem | None:
         """A v2 line. Text comes from `content` alone: `delta_answer` and `answer` are v1 leftovers."""
@@ -445,7 +445,7 @@ class _StreamParser:
                 self.text.append(THINK_CLOSE)
             self._answered = True
             self.text.append(content)
-            return Chunk(self.text, content, self.conversation_id, self.trace_id)
+            return AnswerUpdate(self.text, content, self.conversation_id, self.trace_id)
         if kind == "thinking":
             content = obj.get("content")
             if not isinstance(content, str):
@@ -460,7 +460,7 @@ class _StreamParser:
             # Its own closing tag would end the block early and show the rest as answer.
             content = content.replace(THINK_CLOSE, "</ think>")
             self.text.append(content)
-            return Chunk(self.text, content, self.conversation_id, self.trace_id)
+            return AnswerUpdate(self.text, content, self.conversation_id, self.trace_id)
         if kind == "error":
             error = obj.get("error")
             nested = error if isinstance(error, dict) else {}

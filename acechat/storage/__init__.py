@@ -2,7 +2,6 @@
 
 from acechat.storage.errors import SchemaVersionError, StoreClosedError, StoreError
 from acechat.storage.factory import DatabaseStatus, check_database, open_store
-from acechat.storage.maintenance import integrity_check
 from acechat.storage.protocol import Store
 from acechat.storage.records import (
     EVERYTHING,
@@ -34,6 +33,5 @@ __all__ = [
     "StoreError",
     "TranscriptEntry",
     "check_database",
-    "integrity_check",
     "open_store",
 ]

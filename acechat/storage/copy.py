@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acechat.storage import schema
+from acechat.storage import sqlite_schema
 from acechat.storage.errors import StoreError
-from acechat.storage.postgres import CHANNEL, PostgresStore, safe_label
+from acechat.storage.postgres import PostgresStore
+from acechat.storage.postgres_connections import safe_label
+from acechat.storage.postgres_notify import CHANNEL
 from acechat.storage.postgres_schema import MIGRATION_LOCK
 from acechat.storage.records import EVERYTHING
 
@@ -132,7 +134,7 @@ def _open_source(path: Path) -> sqlite3.Connection:
 
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
-        schema.migrate(Database(conn, execute_plugins=False), label=str(path))
+        sqlite_schema.migrate(Database(conn, execute_plugins=False), label=str(path))
     except BaseException:
         conn.close()
         raise

@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from acechat.storage import postgres_schema, schema
+from acechat.storage import postgres_schema, sqlite_schema
 from acechat.storage.errors import StoreError
 from acechat.storage.protocol import Backend, Store
 
@@ -44,7 +44,8 @@ class DatabaseStatus:
 
 
 async def check_database(*, database_url: str | None, db_path: Path) -> DatabaseStatus:
-    """Reach the database the settings name and read its schema version, changing nothing.
+    """Reach the database the settings name and read its schema version, changing nothing; an SQLite
+    file must also pass `PRAGMA integrity_check` (PostgreSQL checks its own pages as it reads them).
 
     Raises StoreError (SchemaVersionError for a schema newer than this acechat) with a one-line message."""
     if database_url:
@@ -55,7 +56,7 @@ async def check_database(*, database_url: str | None, db_path: Path) -> Database
 async def _check_postgres(url: str) -> DatabaseStatus:
     import asyncpg
 
-    from acechat.storage.postgres import CONNECT_TIMEOUT, safe_label
+    from acechat.storage.postgres_connections import CONNECT_TIMEOUT, safe_label
 
     label = safe_label(url)
     try:
@@ -73,7 +74,7 @@ async def _check_postgres(url: str) -> DatabaseStatus:
 
 def _check_sqlite(path: Path) -> DatabaseStatus:
     if not path.exists():
-        return DatabaseStatus("sqlite", str(path), 0, schema.SCHEMA_VERSION)
+        return DatabaseStatus("sqlite", str(path), 0, sqlite_schema.SCHEMA_VERSION)
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -85,11 +86,15 @@ def _check_sqlite(path: Path) -> DatabaseStatus:
                 if has_meta
                 else None
             )
+            # Reads every page: a file a crash or a bad disk damaged is found before the bot uses it.
+            problems = [str(problem) for (problem,) in conn.execute("PRAGMA integrity_check(3)")]
         finally:
             conn.close()
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the database {path}: {exc}") from exc
+    if problems != ["ok"]:
+        raise StoreError(f"the database {path} is damaged ({'; '.join(problems)}): restore it from a backup")
     found = int(row[0]) if row else 0
-    if found > schema.SCHEMA_VERSION:
-        raise schema.newer_schema(str(path), found, schema.SCHEMA_VERSION)
-    return DatabaseStatus("sqlite", str(path), found, schema.SCHEMA_VERSION)
+    if found > sqlite_schema.SCHEMA_VERSION:
+        raise sqlite_schema.newer_schema(str(path), found, sqlite_schema.SCHEMA_VERSION)
+    return DatabaseStatus("sqlite", str(path), found, sqlite_schema.SCHEMA_VERSION)

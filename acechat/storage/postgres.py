@@ -1,47 +1,34 @@
 """The PostgreSQL store: shared state for any number of acechat processes, through asyncpg.
 
-Connections of one process:
-- a pool of `pool_size` for queries; each query holds one only while it runs;
-- one lock connection holding the session-level advisory lock of every scope turn this process runs
-  while no other process wants that scope; try-locks and releases queued while a round trip is in
-  flight go out together in the next one (`acechat_lock_step`);
-- when a scope is busy elsewhere, a wait connection (from a second pool of at most `pool_size`) queues
-  in PostgreSQL's own lock queue with a blocking `pg_advisory_lock` and holds the lock for that turn;
-- one listener connection, LISTENing for other processes' settings and preset changes.
-
-So turns in flight are not bounded by the pool: only turns of scopes contended across processes hold
-a connection each (at most `pool_size` at once; more wait for one, in this process). A process that
-dies closes its connections, and PostgreSQL frees its locks at once.
+Connections of one process: a pool of `pool_size` for queries, each held only while a query runs;
+the connections of cross-process scope turns (`postgres_locks`); and one listener connection for other
+processes' settings and preset changes (`postgres_notify`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from acechat.storage.errors import StoreClosedError, StoreError
+from acechat.storage.postgres_connections import CONNECT_TIMEOUT, close_pools, safe_label
+from acechat.storage.postgres_locks import AdvisoryLockSession, SharedScopeTurn
+from acechat.storage.postgres_notify import NotificationListener, notify
 from acechat.storage.postgres_schema import migrate
 from acechat.storage.postgres_v2 import AiChatV2Queries
 from acechat.storage.probe import RecentProbe
 from acechat.storage.protocol import Backend, SettingField, Store
 from acechat.storage.records import (
-    EVERYTHING,
     AuditAction,
     AuditEntry,
     Change,
-    ChangeKind,
     ConversationRecord,
     CustomPreset,
     RateCheck,
@@ -53,18 +40,10 @@ from acechat.storage.scope_lock import ScopeQueue
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "acechat_changes"
 SEEN_EVENT_SECONDS = 86400.0
 DAY_SECONDS = 86400.0
-CONNECT_TIMEOUT = 10.0
 PING_TIMEOUT = 5.0
-CLOSE_TIMEOUT = 10.0
-RECONNECT_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
 ALLOWED = RateVerdict(None, 0.0)
-LOCK_TABLE_FULL = (
-    "cannot take a scope lock: the database's lock table is full "
-    "(every turn in flight holds one; raise max_locks_per_transaction on the server)"
-)
 
 CONVERSATION_COLUMNS = "scope_key, upstream_id, model, preset, turns, created_at, updated_at, epoch"
 _SAVE_CONVERSATION = (
@@ -90,24 +69,6 @@ AUDIT_COLUMNS = "workspace_key, scope_key, actor_id, actor_name, action, old, ne
 SETTING_FIELDS = frozenset({"preset", "model", "tools"})
 
 
-def safe_label(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "the PostgreSQL database"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def lock_key(scope_key: str) -> int:
-    """The scope's advisory lock: 64 bits of a hash of its key, as PostgreSQL's signed bigint."""
-    return int.from_bytes(hashlib.blake2b(scope_key.encode(), digest_size=8).digest(), "big", signed=True)
-
-
 def _conversation_args(c: ConversationRecord) -> tuple[Any, ...]:
     return (c.scope_key, c.upstream_id, c.model, c.preset, c.turns, c.created_at, c.updated_at, c.epoch)
 
@@ -116,7 +77,7 @@ def _audit_args(e: AuditEntry) -> tuple[Any, ...]:
     return (e.workspace_key, e.scope_key, e.actor_id, e.actor_name, str(e.action), e.old, e.new, e.at)
 
 
-def _audit_entry(row: asyncpg.Record) -> AuditEntry:
+def _audit_from_row(row: asyncpg.Record) -> AuditEntry:
     return AuditEntry(
         row["workspace_key"],
         row["scope_key"],
@@ -137,225 +98,6 @@ def _preset(row: asyncpg.Record | None) -> CustomPreset | None:
 _INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
-class _LockSession:
-    """One dedicated connection holding many session-level advisory locks, one per scope turn."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._conn: asyncpg.Connection | None = None
-        # Bumped whenever the connection is replaced: locks taken on an older one are already gone.
-        self._generation = 0
-        self._tries: list[tuple[int, asyncio.Future[int | None]]] = []
-        self._unlocks: list[int] = []
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def try_lock(self, key: int) -> asyncio.Future[int | None]:
-        """Settles with the generation holding the lock, or None if another session holds or awaits it."""
-        if self._closed:
-            raise StoreClosedError("the store is closed")
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._tries.append((key, future))
-        self._kick()
-        return future
-
-    def unlock(self, key: int, generation: int) -> None:
-        if generation == self._generation and not self._closed:
-            self._unlocks.append(key)
-            self._kick()
-
-    def _kick(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._drain())
-
-    async def _drain(self) -> None:
-        retry = True
-        try:
-            while self._tries or self._unlocks:
-                tries, self._tries = self._tries, []
-                unlocks, self._unlocks = self._unlocks, []
-                try:
-                    conn = await self._connection()
-                    granted = await conn.fetchval(
-                        "SELECT acechat_lock_step($1::bigint[], $2::bigint[])", unlocks, [k for k, _ in tries]
-                    )
-                except Exception as exc:
-                    # Locks taken or released before a failure are unknown: drop the session, and with it
-                    # every lock it held, rather than guess.
-                    await self._drop(f"the lock connection failed: {exc}")
-                    if retry:  # once, on a new connection (the server may have restarted)
-                        retry = False
-                        self._tries[:0] = tries
-                        continue
-                    for _, future in tries:
-                        if not future.done():
-                            future.set_exception(StoreError(f"cannot take a scope lock: {exc}"))
-                    continue
-                retry = True
-                for (key, future), ok in zip(tries, granted, strict=True):
-                    if future.done():  # the turn was abandoned while its lock was being taken
-                        if ok:
-                            self._unlocks.append(key)
-                    elif ok is None:
-                        future.set_exception(StoreError(LOCK_TABLE_FULL))
-                    else:
-                        future.set_result(self._generation if ok else None)
-        finally:
-            self._task = None
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            if self._conn is not None:
-                await self._drop("the lock connection closed")
-            self._conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
-            self._conn.add_termination_listener(self._terminated)
-        return self._conn
-
-    def _terminated(self, conn: object) -> None:
-        if conn is self._conn and not self._closed:
-            log.warning("the scope lock connection closed; turns in flight lost their cross-process lock")
-            self._conn = None
-            self._generation += 1
-
-    async def _drop(self, why: str) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            self._generation += 1
-            log.warning("%s; turns in flight lost their cross-process lock", why)
-            conn.terminate()
-
-    async def close(self) -> None:
-        """Release every lock (closing the session does) and stop."""
-        self._closed = True
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await _close_connection(conn)
-
-
-class _ScopeTurn:
-    """In this process, FIFO through the local queue; then the scope's advisory lock in the database."""
-
-    __slots__ = ("_conn", "_generation", "_key", "_local", "_lock", "_store")
-
-    def __init__(self, store: PostgresStore, key: str) -> None:
-        self._store = store
-        self._key = key
-
-    async def __aenter__(self) -> None:
-        store = self._store
-        local = store._local.turn(self._key)
-        await local.__aenter__()
-        try:
-            self._lock = lock_key(self._key)
-            self._conn: asyncpg.pool.PoolConnectionProxy | None = None
-            generation = await store._locks.try_lock(self._lock)
-            if generation is None:
-                # Busy in another process: queue in PostgreSQL's lock queue on a connection of our own.
-                conn = await store._waiters.acquire()
-                try:
-                    await conn.execute("SELECT pg_advisory_lock($1)", self._lock)
-                except BaseException:
-                    # Releasing resets the session, which frees the lock if it was granted meanwhile.
-                    await store._waiters.release(conn)
-                    raise
-                self._conn = conn
-            else:
-                self._generation = generation
-        except BaseException:
-            local.release()
-            raise
-        self._local = local
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if self._conn is None:
-                self._store._locks.unlock(self._lock, self._generation)
-            else:
-                try:
-                    await self._conn.execute("SELECT pg_advisory_unlock($1)", self._lock)
-                finally:
-                    await self._store._waiters.release(self._conn)
-        finally:
-            self._local.release()
-
-
-class _Listener:
-    """A connection that stays open, LISTENing for changes; reconnects if it drops."""
-
-    def __init__(self, url: str, origin: str, deliver: Callable[[Change], None]) -> None:
-        self._url = url
-        self._origin = origin
-        self._deliver = deliver
-        self._conn: asyncpg.Connection | None = None
-        self._reconnecting: asyncio.Task[None] | None = None
-        self._closed = False
-
-    async def start(self) -> None:
-        conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
-        try:
-            await conn.add_listener(CHANNEL, self._notified)
-        except BaseException:
-            conn.terminate()
-            raise
-        conn.add_termination_listener(self._terminated)
-        self._conn = conn
-
-    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        try:
-            message = json.loads(str(payload))
-            if message["origin"] == self._origin:
-                return  # our own write: its listeners ran when it committed
-            kind = message["kind"]
-            if kind not in ("setting", "preset"):
-                raise ValueError(kind)
-            change = Change(kind, str(message["key"]))
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignored a malformed change notification")
-            return
-        self._deliver(change)
-
-    def _terminated(self, conn: object) -> None:
-        if self._closed or conn is not self._conn:
-            return
-        self._conn = None
-        log.warning("the change notification connection closed; reconnecting")
-        self._reconnecting = asyncio.ensure_future(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        attempt = 0
-        while not self._closed:
-            try:
-                await self.start()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                attempt += 1
-                log.warning("cannot reconnect for change notifications (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if self._closed:
-                break
-            log.info("change notifications reconnected")
-            # Whatever changed while no one was listening is unknown: every cache must go.
-            self._deliver(Change("setting", EVERYTHING))
-            self._deliver(Change("preset", EVERYTHING))
-            return
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reconnecting
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await _close_connection(conn)
-
-
 class PostgresStore(AiChatV2Queries, Store):
     """Open with `await PostgresStore.connect(url)`; close with `await store.close()`."""
 
@@ -370,9 +112,9 @@ class PostgresStore(AiChatV2Queries, Store):
         self._transcript_days = transcript_days
         self._origin = uuid.uuid4().hex
         self._local = ScopeQueue()
-        self._locks = _LockSession(url)
+        self._locks = AdvisoryLockSession(url)
         self._listeners: list[Callable[[Change], None]] = []
-        self._listener = _Listener(url, self._origin, self._deliver) if listen else None
+        self._listener = NotificationListener(url, self._origin, self._deliver) if listen else None
         self._probe = RecentProbe(self._writable)
         self._writes: set[asyncio.Task[bool]] = set()
         self._close_task: asyncio.Task[None] | None = None
@@ -401,23 +143,15 @@ class PostgresStore(AiChatV2Queries, Store):
             if store._listener is not None:
                 await store._listener.start()
         except StoreError:
-            await _close_pools(pool, waiters)
+            await close_pools(pool, waiters)
             raise
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            await _close_pools(pool, waiters)
+            await close_pools(pool, waiters)
             raise StoreError(f"cannot open the database {label}: {exc}") from exc
         except BaseException:
-            await _close_pools(pool, waiters)
+            await close_pools(pool, waiters)
             raise
         return store
-
-    @property
-    def label(self) -> str:
-        return safe_label(self._url)
-
-    @property
-    def transcript_days(self) -> int:
-        return self._transcript_days
 
     async def close(self) -> None:
         if self._close_task is None:
@@ -430,7 +164,7 @@ class PostgresStore(AiChatV2Queries, Store):
         if self._listener is not None:
             await self._listener.close()
         await self._locks.close()
-        await _close_pools(self._pool, self._waiters)
+        await close_pools(self._pool, self._waiters)
 
     async def ping(self) -> bool:
         if self._close_task is not None:
@@ -454,10 +188,10 @@ class PostgresStore(AiChatV2Queries, Store):
             raise StoreClosedError("the store is closed")
         return self._pool
 
-    def scope_turn(self, scope_key: str) -> _ScopeTurn:
+    def scope_turn(self, scope_key: str) -> SharedScopeTurn:
         if self._close_task is not None:
             raise StoreClosedError("the store is closed")
-        return _ScopeTurn(self, scope_key)
+        return SharedScopeTurn(self._local, self._locks, self._waiters, scope_key)
 
     # conversations
 
@@ -548,7 +282,7 @@ class PostgresStore(AiChatV2Queries, Store):
                 audit.at,
             )
             await conn.execute(_INSERT_AUDIT, *_audit_args(dataclasses.replace(audit, old=old)))
-            await self._notify(conn, "setting", key)
+            await notify(conn, self._origin, "setting", key)
         self._deliver(Change("setting", key))
         return old
 
@@ -598,7 +332,7 @@ class PostgresStore(AiChatV2Queries, Store):
                 p.updated_at,
             )
             await conn.execute(_INSERT_AUDIT, *_audit_args(audit))
-            await self._notify(conn, "preset", p.workspace_key)
+            await notify(conn, self._origin, "preset", p.workspace_key)
         self._deliver(Change("preset", p.workspace_key))
         return old
 
@@ -614,7 +348,7 @@ class PostgresStore(AiChatV2Queries, Store):
             if old is None:
                 return None
             await conn.execute(_INSERT_AUDIT, *_audit_args(audit))
-            await self._notify(conn, "preset", workspace_key)
+            await notify(conn, self._origin, "preset", workspace_key)
         self._deliver(Change("preset", workspace_key))
         return old
 
@@ -627,7 +361,7 @@ class PostgresStore(AiChatV2Queries, Store):
             max(limit, 0),
             max(offset, 0),
         )
-        return [_audit_entry(row) for row in rows]
+        return [_audit_from_row(row) for row in rows]
 
     async def count_audit(self, workspace_key: str) -> int:
         return int(
@@ -677,11 +411,6 @@ class PostgresStore(AiChatV2Queries, Store):
     def on_change(self, listener: Callable[[Change], None]) -> None:
         self._listeners.append(listener)
 
-    async def _notify(self, conn: asyncpg.pool.PoolConnectionProxy, kind: ChangeKind, key: str) -> None:
-        # Delivered to every listening process when the transaction commits, never before.
-        payload = json.dumps({"origin": self._origin, "kind": kind, "key": key})
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-
     def _deliver(self, change: Change) -> None:
         for listener in self._listeners:
             try:
@@ -693,21 +422,3 @@ class PostgresStore(AiChatV2Queries, Store):
 def _count(status: str) -> int:
     """The row count of a command status such as 'DELETE 3'."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-async def _close_connection(conn: asyncpg.Connection) -> None:
-    """Close politely if the server answers in time; otherwise drop the socket."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
-    if not conn.is_closed():
-        conn.terminate()
-
-
-async def _close_pools(*pools: asyncpg.Pool | None) -> None:
-    for pool in pools:
-        if pool is None:
-            continue
-        try:
-            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
-        except (TimeoutError, Exception):
-            pool.terminate()

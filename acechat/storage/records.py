@@ -107,10 +107,6 @@ class RateVerdict:
     refused: int | None
     wait: float = 0.0
 
-    @property
-    def allowed(self) -> bool:
-        return self.refused is None
-
 
 ChangeKind = Literal["setting", "preset"]
 

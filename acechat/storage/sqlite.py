@@ -43,8 +43,8 @@ from acechat.storage.records import (
     TranscriptEntry,
     UsageRecord,
 )
-from acechat.storage.schema import migrate, write_transaction
 from acechat.storage.scope_lock import ScopeQueue, ScopeTurn
+from acechat.storage.sqlite_schema import migrate, write_transaction
 from acechat.storage.worker import DatabaseThread
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def audit_row(e: AuditEntry) -> tuple[Any, ...]:
     return (e.workspace_key, e.scope_key, e.actor_id, e.actor_name, str(e.action), e.old, e.new, e.at)
 
 
-def audit_entry(row: Sequence[Any]) -> AuditEntry:
+def audit_from_row(row: Sequence[Any]) -> AuditEntry:
     """An entry from `AUDIT_COLUMNS, id`."""
     return AuditEntry(row[0], row[1], row[2], row[3], AuditAction(row[4]), *row[5:])
 
@@ -183,8 +183,7 @@ class SQLiteStore(Store):
 
     backend: Backend = "sqlite"
 
-    def __init__(self, path: Path, worker: DatabaseThread, transcript_days: int, cache_size: int) -> None:
-        self._path = path
+    def __init__(self, worker: DatabaseThread, transcript_days: int, cache_size: int) -> None:
         self._worker = worker
         self._transcript_days = transcript_days
         self._close_task: asyncio.Task[None] | None = None
@@ -212,15 +211,7 @@ class SQLiteStore(Store):
             await worker.start(lambda: _open_database(path))
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
-        return cls(path, worker, transcript_days, cache_size)
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def transcript_days(self) -> int:
-        return self._transcript_days
+        return cls(worker, transcript_days, cache_size)
 
     async def close(self) -> None:
         """Finish the work already queued, close the connection and stop the worker thread."""
@@ -475,7 +466,7 @@ class SQLiteStore(Store):
                 "ORDER BY id DESC LIMIT ? OFFSET ?",
                 (workspace_key, max(limit, 0), max(offset, 0)),
             ).fetchall()
-            return [audit_entry(row) for row in rows]
+            return [audit_from_row(row) for row in rows]
 
         return await self._worker.submit(listing)
 

@@ -301,6 +301,10 @@ class _Connection:
             await self.ws.send_str(json.dumps({"op": 0, "t": event, "s": self.seq, "d": data}))
 
 
+# Shaped like a real bot token (its first part is BOT_ID in base64), so `acechat check` accepts it.
+TOKEN = "ODEwMDAwMDAwMDAwMDAwMTAw.Gfake0.fake-signature-not-a-real-token-0123"
+
+
 class FakeDiscord:
     """Discord's REST API (under /api/v10) and gateway (/gateway) on one loopback port."""
 
@@ -323,7 +327,7 @@ class FakeDiscord:
     def __init__(
         self,
         *,
-        token: str = "fake-token",
+        token: str = TOKEN,
         privileged_intents: bool = True,
         edit_limit: int = ROUTE_LIMITS["edit"].limit,
         edit_window: float = ROUTE_LIMITS["edit"].window,

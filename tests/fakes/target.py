@@ -6,7 +6,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from acechat.core.target import Mark, PlatformRateLimited, TargetLimits
+from acechat.bots import discord_rules, slack_rules
+from acechat.core.platform import MentionRules, PlatformRules
+from acechat.core.platform_errors import PlatformRateLimited
+from acechat.core.reply_target import Mark, TargetLimits
+
+# Core tests ask questions in made-up scopes: defuse what pings on either real platform.
+TEST_RULES = PlatformRules("test", MentionRules(slack_rules.MENTIONS.rules + discord_rules.MENTIONS.rules))
 
 
 @dataclass
@@ -18,6 +24,8 @@ class Call:
 
 
 class RecordingTarget:
+    rules = TEST_RULES
+
     def __init__(
         self,
         limits: TargetLimits | None = None,

@@ -1,8 +1,8 @@
-"""The seam between the core and a platform adapter.
+"""What an adapter hands the core to answer on: a `ReplyTarget`, its `TargetLimits` and the `Mark`s it leaves.
 
-An adapter describes one incoming event with plain facts (`Actor`, `Attachment`, the scope) and hands
-the core a `ReplyTarget` that knows only platform primitives. The core decides everything else:
-whether to answer, what to send upstream, how to stream, split, throttle and word errors.
+A target knows only platform primitives; the core decides everything else: whether to answer, what to
+send upstream, how to stream, split, throttle and word errors. The facts of the event are in
+`acechat.core.facts`, the errors a target raises in `acechat.core.platform_errors`.
 """
 
 from __future__ import annotations
@@ -12,48 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from acechat.core.pacing import Limits, Scheduler
-from acechat.core.permissions import Privilege
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who is asking, as the platform describes them.
-
-    `privilege` is the platform's own verdict (Discord: Manage Channels here, Manage Server or
-    Administrator; Slack: workspace admin or owner); an adapter that cannot tell reports MEMBER.
-    """
-
-    user_id: str
-    display_name: str
-    privilege: Privilege = Privilege.MEMBER
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    url: str
-    filename: str
-    content_type: str | None = None
-    size: int | None = None
-
-
-class PlatformError(Exception):
-    """A platform call failed for a reason the core words for the user (targets raise subclasses)."""
-
-
-class PlatformRateLimited(PlatformError):
-    """The platform refused a call for being too frequent; it may be made again after `retry_after`."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limited for {retry_after:.2f}s")
-        self.retry_after = retry_after
-
-
-class PlatformForbidden(PlatformError):
-    """The bot lacks the rights to post here (permissions, not in the channel, archived)."""
-
-
-class MessageGone(PlatformError):
-    """The message to edit no longer exists (someone deleted it)."""
+from acechat.core.platform import PlatformRules
 
 
 class Mark(enum.Enum):
@@ -90,6 +49,11 @@ class ReplyTarget(Protocol):
 
     @property
     def limits(self) -> TargetLimits: ...
+
+    @property
+    def rules(self) -> PlatformRules:
+        """What pings people on this platform, and what it calls each level's rights."""
+        ...
 
     async def post(self, text: str) -> str:
         """Send a new visible message; return its handle."""

@@ -1,0 +1,52 @@
+"""What the core and the logs must know of Slack: what pings, what its rights are called, and which of
+slack-bolt's lines are noise. Light on purpose (no slack-bolt): the adapter registry imports it."""
+
+from __future__ import annotations
+
+import re
+
+from acechat.core.logs import Unwanted
+from acechat.core.permissions import Privilege
+from acechat.core.platform import ZWJ, ZWSP, MentionRule, MentionRules, PlatformRules
+
+MENTIONS = MentionRules(
+    (
+        # <!channel>, <!here>, <!everyone> (with an optional label) read as "@channel" and ping no one.
+        MentionRule(
+            "<",
+            re.compile(r"<!(channel|here|everyone)(?:\|[^<>\n]{0,64})?>", re.IGNORECASE),
+            lambda m: f"@{ZWJ}{m.group(1)}",
+        ),
+        # A user group <!subteam^S123|@oncall> reads as "@oncall".
+        MentionRule(
+            "<",
+            re.compile(r"<!subteam\^[A-Za-z0-9]+(?:\|@?([^<>\n]{1,64}))?>", re.IGNORECASE),
+            lambda m: f"@{ZWJ}{m.group(1) or 'group'}",
+        ),
+        # Plain @here, @channel and @everyone ping where a message is posted with link_names.
+        MentionRule("@", re.compile(r"@(?=everyone|here|channel)", re.IGNORECASE), lambda _: "@" + ZWSP),
+        # Whatever the full tokens above missed: <@U123>, and broken or overlong <!channel...
+        MentionRule(
+            "<",
+            re.compile(r"<(?=@[!&]?[A-Za-z0-9]|!(?:channel|here|everyone|subteam))", re.IGNORECASE),
+            lambda _: "<" + ZWSP,
+        ),
+    )
+)
+
+RULES = PlatformRules(
+    "slack",
+    MENTIONS,
+    rights={
+        Privilege.CHANNEL_ADMIN: "a workspace admin or owner",
+        Privilege.WORKSPACE_ADMIN: "a workspace admin or owner",
+    },
+)
+
+NOISY_LOGGERS = ("slack_bolt", "slack_sdk")
+UNWANTED = (
+    # bolt reads SLACK_BOT_TOKEN from the environment by itself; the adapter authorizes with the same
+    # token, so the one bolt found is rightly unused.
+    Unwanted("slack_bolt", "As you gave `client` as well, `token` will be unused."),
+    Unwanted("slack_bolt", "As `installation_store` or `authorize` has been used, `token`"),
+)
