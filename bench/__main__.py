@@ -2,7 +2,7 @@
 
 With no name every benchmark runs, each in a fresh process one after the other (so memory figures
 and global library state do not leak from one into the next). Names: core, concurrency, storage,
-discord, slack, burst, slack-flood, discord-flood, render, tools. Exits non-zero if a figure misses its
+discord, slack, burst, slack-flood, discord-flood, discord-shards, render, tools. Exits non-zero if a figure misses its
 target. `--json` prints the rows as JSON instead (what the parent process reads); `--profile` prints a
 cProfile of the core under load instead of benchmarking.
 """
@@ -31,7 +31,9 @@ BENCHMARKS: dict[str, str] = {
     "slack": "bench.slack_stream",
     "burst": "bench.burst",
     "slack-flood": "bench.slack_flood",
+    "slack-channel": "bench.slack_channel",
     "discord-flood": "bench.discord_flood",
+    "discord-shards": "bench.discord_shards",
     "render": "bench.render",
     "tools": "bench.tools",
 }

@@ -109,8 +109,10 @@ async def flood(
     place: Place,
     bursts: Sequence[tuple[float, Sequence[tuple[int, Script]]]],
     in_flight: Callable[[], int],
+    grace: float = GRACE,
 ) -> Flood:
-    """Ask each burst at its offset (seconds from the start), then wait as described above."""
+    """Ask each burst at its offset (seconds from the start), then wait as described above (`grace`
+    seconds at most after the last scripted end)."""
     with counted_logs() as logged:
         started = time.monotonic()
         asked: list[Asked] = []
@@ -119,7 +121,7 @@ async def flood(
             asked += await asyncio.gather(*(place.ask(slot, script) for slot, script in questions))
         last_end = max(a.event_at + a.script.duration for a in asked)
         await asyncio.sleep(max(0.0, last_end - time.monotonic()))
-        deadline = last_end + GRACE
+        deadline = last_end + grace
         # Polling, and only now: a scan per call the fake serves would load the process being measured.
         while place.whole_now(asked) < len(asked) and in_flight() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(POLL)

@@ -5,8 +5,9 @@ second per channel, the streaming methods' tiers; see tests/fakes/slack.py).
 The real SlackAdapter (slack-bolt, Socket Mode) answers mentions, each in a thread. Scenarios, each in
 a fresh workspace (a FakeSlack, an adapter and a core of its own):
 
-- 10 at once, 6 bursts a second apart: 60 mentions, each in a channel of its own, each answered with
-  the streamed profile (first fragment at 300 ms, then 150 fragments over 3 s);
+- 10 at once: 10 mentions, each in a channel of its own, at the same moment, the streamed profile
+  (first fragment at 300 ms, then 150 fragments of 4 characters over 3 s);
+- 10 at once, 6 bursts a second apart: 60 mentions, each in a channel of its own, the same profile;
 - 10 in one channel (information): 10 people mention the bot in the same channel at once;
 - 200 at once: 200 mentions, each in a channel of its own, first fragment after 5 s, then 150
   fragments over 3 s.
@@ -26,6 +27,7 @@ from pathlib import Path
 from acechat.bots.slack_bot import SlackAdapter
 from acechat.bots.slack_settings import SlackSettings
 from acechat.core.chat import ChatCore
+from acechat.core.settings import Settings
 from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows, spread
 from bench.procs import server
 from bench.report import Row, median, ms
@@ -77,16 +79,18 @@ class Workspace:
 
 
 @asynccontextmanager
-async def workspace(upstream_url: str, db_path: Path, team: str) -> AsyncIterator[tuple[ChatCore, FakeSlack]]:
-    """A fresh core, and a FakeSlack served by a Socket Mode adapter."""
+async def workspace(
+    upstream_url: str, db_path: Path, team: str, settings: Settings | None = None
+) -> AsyncIterator[tuple[ChatCore, FakeSlack]]:
+    """A fresh core (on `settings`, else the flood's), and a FakeSlack served by a Socket Mode adapter."""
     async with AsyncExitStack() as stack:
         # Teardown cuts off what a scenario left running; its log lines are expected, not news.
         stack.enter_context(counted_logs())
-        core = await ChatCore.open(flood_settings(upstream_url, db_path))
+        core = await ChatCore.open(settings or flood_settings(upstream_url, db_path))
         stack.push_async_callback(core.aclose)
         fake = await stack.enter_async_context(FakeSlack(team_id=team))
-        settings = SlackSettings(bot_token=BOT_TOKEN, app_token=APP_TOKEN, api_url=fake.api_url)
-        adapter = SlackAdapter(core, settings, host="127.0.0.1")
+        slack = SlackSettings(bot_token=BOT_TOKEN, app_token=APP_TOKEN, api_url=fake.api_url)
+        adapter = SlackAdapter(core, slack, host="127.0.0.1")
         await adapter.start()
         stack.push_async_callback(adapter.close)
         stack.push_async_callback(core.drain)
@@ -121,12 +125,13 @@ async def measure() -> list[Row]:
         for k in range(BURSTS)
     ]
     one_channel = [(0.0, [(500 + c, script(f"sf-one-{c}", 0.0)) for c in range(BURST_SIZE)])]
+    ten = [(0.0, [(2000 + c, script(f"sf-ten-{c}", 0.0)) for c in range(BURST_SIZE)])]
     two_hundred = [(0.0, [(1000 + i, late_script(f"sf-flood-{i}")) for i in range(FLOOD)])]
     results: list[tuple[Flood, FakeSlack]] = []
     with tempfile.TemporaryDirectory() as tmp:
         async with server("bench.upstream") as url:
             for k, (bursts, one) in enumerate(
-                [(ten_bursts, False), (one_channel, True), (two_hundred, False)]
+                [(ten, False), (ten_bursts, False), (one_channel, True), (two_hundred, False)]
             ):
                 async with workspace(url, Path(tmp) / f"slack-{k}.db", f"T{k:04d}") as (core, fake):
                     found = await flood(url, Workspace(fake, one_channel=one), bursts, lambda: core.in_flight)
@@ -135,7 +140,7 @@ async def measure() -> list[Row]:
 
 
 def rows(results: list[tuple[Flood, FakeSlack]]) -> list[Row]:
-    (tens, _), (one_channel, one_fake), (flooded, _) = results
+    (ten, _), (tens, _), (one_channel, one_fake), (flooded, _) = results
     fakes = [fake for _, fake in results]
     label10 = f"{BURST_SIZE} at once, {BURSTS} bursts {BURST_GAP:g} s apart"
     label200 = f"{FLOOD} at once"
@@ -143,6 +148,16 @@ def rows(results: list[tuple[Flood, FakeSlack]]) -> list[Row]:
     upstream = late_script("").duration
     ratio = None if after is None else after / upstream
     out = [
+        first_text_row(f"{BURST_SIZE} at once", ten, FIRST_TEXT_TARGET),
+        lag_row(
+            NAME,
+            f"{BURST_SIZE} at once: completion lag",
+            ten,
+            LAG,
+            f"{BURST_SIZE} mentions at the same moment, each in a channel of its own, a fresh workspace",
+        ),
+        *life_rows(NAME, f"{BURST_SIZE} at once", ten),
+        _limited(f"{BURST_SIZE} at once: platform 429s", fakes[0]),
         lag_row(
             NAME,
             f"{label10}: completion lag",
@@ -152,8 +167,9 @@ def rows(results: list[tuple[Flood, FakeSlack]]) -> list[Row]:
             "model end → whole answer visible",
         ),
         overhead_row(label10, tens),
+        first_text_row(label10, tens, None),
         *life_rows(NAME, label10, tens),
-        _limited(f"{label10}: platform 429s", fakes[0]),
+        _limited(f"{label10}: platform 429s", fakes[1]),
         Row(
             NAME,
             f"{label200}: all final ÷ upstream time",
@@ -172,7 +188,7 @@ def rows(results: list[tuple[Flood, FakeSlack]]) -> list[Row]:
             f"{FLOOD} mentions, each in a channel of its own, one workspace",
         ),
         *life_rows(NAME, label200, flooded),
-        _limited(f"{label200}: platform 429s", fakes[2]),
+        _limited(f"{label200}: platform 429s", fakes[3]),
     ]
     lags = [lag for a in one_channel.answers if (lag := a.lag) is not None]
     out += [
@@ -190,6 +206,25 @@ def rows(results: list[tuple[Flood, FakeSlack]]) -> list[Row]:
         ),
     ]
     return out
+
+
+def first_text_row(label: str, result: Flood, target: float | None) -> Row:
+    """Event → the answer's first text on the platform, minus the upstream's 300 ms, for every answer:
+    one held back shows its first text when it is posted whole."""
+    firsts = [
+        a.seen.first_at - a.asked.event_at - a.asked.script.latency
+        for a in result.answers
+        if a.seen.first_at is not None
+    ]
+    return Row(
+        NAME,
+        f"{label}: first text, held answers included",
+        spread(firsts),
+        "-" if target is None else f"median ≤ {ms(target)}",
+        None if target is None else bool(firsts) and median(firsts) <= target,
+        note="event → first fragment on the platform, minus the upstream's 300 ms; an answer held back "
+        "shows its first text when it is posted whole",
+    )
 
 
 def _limited(figure: str, fake: FakeSlack) -> Row:

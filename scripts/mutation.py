@@ -2,7 +2,7 @@
 
     pip install mutmut                         # a developer tool, not a dependency of acechat
     python scripts/mutation.py splitting       # core/splitting.py against tests/test_splitting.py
-    python scripts/mutation.py ratelimit 'acechat.core.ratelimit.xǁTokenBucketǁ*'   # only these mutants
+    python scripts/mutation.py pacing.limits 'acechat.core.pacing.limits.xǁTokenBucketǁ*'   # only these mutants
 
 mutmut reads its settings from the pyproject.toml of the directory it runs in and keeps its state
 there, and its settings name one set of tests for every mutant. So each module gets its own directory,
@@ -30,10 +30,10 @@ def settings(module: str) -> str:
     return f"""
 [tool.mutmut]
 source_paths = ["core"]
-only_mutate = ["acechat/core/{module}.py"]
+only_mutate = ["acechat/core/{module.replace(".", "/")}.py"]
 also_copy = ["storage", "bots"]
 pytest_add_cli_args = ["-p", "no:cacheprovider"]
-pytest_add_cli_args_test_selection = ["tests/test_{module}.py"]
+pytest_add_cli_args_test_selection = ["tests/test_{module.replace(".", "_")}.py"]
 use_git_change_detection = false
 """
 

@@ -29,19 +29,18 @@ from acechat.core.commands import Action, parse_command
 from acechat.core.logs import configure_logging
 from acechat.core.permissions import REQUIRED
 from acechat.core.settings import Settings, UpstreamSettings
-from tests.fakes.discord import EPHEMERAL, FakeDiscord, FakeInteraction
+from tests.fakes.discord import EPHEMERAL, FakeDiscord, FakeInteraction, Mention
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack, sign
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
-# The two restore_ fixtures are autouse: imported, they apply here too (discord.py and slack-bolt
-# change process-wide state).
+# The restore_ fixture is autouse: imported, it applies here too (discord.py changes process-wide
+# state).
 from tests.test_faults import (  # noqa: F401
     BOT,
     discord_answer,
     discord_bot,
     fault_settings,
     reply_to,
-    restore_bolt_app_logger,
     restore_discord_endpoints,
     slack_bot,
 )
@@ -49,7 +48,17 @@ from tests.test_faults import (  # noqa: F401
 pytestmark = pytest.mark.fault
 
 SLACK_ADMIN = "UADMIN"
-TABLES = ("conversations", "scope_settings", "presets", "audit", "transcripts", "seen_events")
+TABLES = (
+    "conversations",
+    "scope_settings",
+    "presets",
+    "audit",
+    "transcripts",
+    "seen_events",
+    "controls",
+    "usage",
+    "engaged_threads",
+)
 
 # One command line per admin action, with arguments that would succeed for an admin.
 SLACK_LINES = {
@@ -62,10 +71,22 @@ SLACK_LINES = {
     Action.PRESET_DELETE: "preset delete mine",
     Action.MODEL_SET: "model set grok-4",
     Action.MODEL_DEFAULT: "model default grok-4",
+    Action.CHANNEL: "channel off",
+    Action.ACCESS: "access listed",
+    Action.ACCESS_DMS: "access dms off",
+    Action.USERS_ALLOW: "users allow <@U7|x>",
+    Action.USERS_DENY: "users deny <@U7|x>",
+    Action.USERS_REMOVE: "users remove <@U7|x>",
+    Action.USERS_LIST: "users list",
+    Action.QUOTA: "quota user 5/day",
+    Action.USAGE: "usage 7d",
+    Action.ENGAGE: "engage thread",
+    Action.AUTOTHREAD: "autothread on",
+    Action.TRANSCRIPTS: "transcripts off",
     Action.TOOLS_SET: "tools off",
     Action.TOOLS_DEFAULT: "tools default off",
 }
-DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, str]]] = {
+DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, Any]]] = {
     Action.AUDIT: ("audit", {}),
     Action.PRESET_SET: ("preset set", {"name": "coder"}),
     Action.PRESET_CLEAR: ("preset clear", {}),
@@ -75,6 +96,18 @@ DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, str]]] = {
     Action.PRESET_DELETE: ("preset delete", {"name": "mine"}),
     Action.MODEL_SET: ("model set", {"name": "grok-4"}),
     Action.MODEL_DEFAULT: ("model default", {"name": "grok-4"}),
+    Action.CHANNEL: ("channel", {"state": "off"}),
+    Action.ACCESS: ("access", {"mode": "listed"}),
+    Action.ACCESS_DMS: ("access", {"mode": "dms off"}),
+    Action.USERS_ALLOW: ("users allow", {"who": Mention(FakeDiscord.MEMBER_ID)}),
+    Action.USERS_DENY: ("users deny", {"who": Mention(FakeDiscord.MOD_ROLE_ID, role=True)}),
+    Action.USERS_REMOVE: ("users remove", {"who": Mention(FakeDiscord.MEMBER_ID)}),
+    Action.USERS_LIST: ("users list", {}),
+    Action.QUOTA: ("quota", {"level": "user", "amount": "5/day"}),
+    Action.USAGE: ("usage", {"period": "7d"}),
+    Action.ENGAGE: ("engage", {"mode": "thread"}),
+    Action.AUTOTHREAD: ("autothread", {"state": "on"}),
+    Action.TRANSCRIPTS: ("transcripts", {"state": "off"}),
     Action.TOOLS_SET: ("tools set", {"state": "off"}),
     Action.TOOLS_DEFAULT: ("tools default", {"state": "off"}),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from acechat.core import notices
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.commands import Action, Command, parse_command
 from acechat.core.facts import Actor, Attachment
+from acechat.core.pacing.limits import TokenBucket
+from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.permissions import Privilege, privilege_of
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
 from acechat.core.presets import BUILTIN_PRESETS
@@ -769,3 +772,42 @@ async def test_a_store_that_fails_before_the_turn_gets_the_same_short_message(
     reply = await core.run_command(CHANNEL, ADMIN, Command(Action.STATUS), target, delivery="slack:command:1")
     assert reply is not None and reply.text == notices.INTERNAL_ERROR
     assert "could not admit a question" in caplog.text and fake_upstream.requests == []
+
+
+async def test_a_question_whose_channel_cannot_show_it_in_time_is_refused_up_front(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    # One post per 100 s: an answer of the default cap (six messages here) would wait minutes to show.
+    posts = TokenBucket(1, 0.01)
+    target = RecordingTarget(TargetLimits(max_chars=2000, posts=(posts,), scheduler=Scheduler()))
+    outcome = await core.ask(Question(CHANNEL, DANA, "write me a novel"), target)
+    assert outcome is Outcome.REFUSED
+    assert target.notices == [notices.channel_busy(440.0)]
+    assert "one message a second" in target.notices[0] and "try again in 8 min" in target.notices[0]
+    assert fake_upstream.requests == [], "refused before anything was asked or posted"
+    assert not target.kinds("post")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_command_reply_to_the_channel_takes_its_turn_on_the_channels_posts(core: ChatCore) -> None:
+    clock = FakeClock()
+    posts = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    await scheduler.call(Urgency.POST, (posts,))  # an answer took the channel's post
+    target = RecordingTarget(TargetLimits(max_chars=2000, posts=(posts,), scheduler=scheduler))
+    setting = Command(Action.PRESET_SET, name="coder")  # said to the whole channel
+    running = asyncio.create_task(core.run_command(CHANNEL, ADMIN, setting, target))
+    await until(lambda: scheduler.delay(Urgency.EDIT, (posts,)) == math.inf)  # the reply is queued
+    assert not target.kinds("announce"), "it waits for the channel's next post"
+    clock.now += 1.0
+    scheduler.done(())
+    reply = await asyncio.wait_for(running, 5)
+    assert reply is not None and reply.in_channel
+    assert [c.text for c in target.kinds("announce")] == [reply.text]

@@ -65,6 +65,25 @@ GRAMMAR = [
     ("Tools Default Off", Command(A.TOOLS_DEFAULT, name="off")),
     ("answer 2", Command(A.ANSWER, text="2")),
     ("answer in  my own words", Command(A.ANSWER, text="in  my own words")),
+    # admins' controls (issue 17)
+    ("channel off", Command(A.CHANNEL, name="off")),
+    ("Channel ON", Command(A.CHANNEL, name="on")),
+    ("access listed", Command(A.ACCESS, name="listed")),
+    ("access dms off", Command(A.ACCESS_DMS, name="off")),
+    ("users allow <@U12|ann>", Command(A.USERS_ALLOW, name="user:U12")),
+    ("users deny <@&42>", Command(A.USERS_DENY, name="role:42")),
+    ("users remove <@!42>", Command(A.USERS_REMOVE, name="user:42")),
+    ("users remove U12", Command(A.USERS_REMOVE, name="user:U12")),
+    ("users list", Command(A.USERS_LIST)),
+    ("quota user 20/day", Command(A.QUOTA, name="user", text="20 questions")),
+    ("quota channel 200,000 tokens/day", Command(A.QUOTA, name="channel", text="200000 tokens")),
+    ("quota workspace off", Command(A.QUOTA, name="workspace", text="off")),
+    ("usage", Command(A.USAGE, name="today")),
+    ("usage 30d", Command(A.USAGE, name="30d")),
+    ("engage thread", Command(A.ENGAGE, name="thread")),
+    ("autothread on", Command(A.AUTOTHREAD, name="on")),
+    ("transcripts off", Command(A.TRANSCRIPTS, name="off")),
+    ("forget me", Command(A.FORGET_ME)),
 ]
 
 
@@ -91,6 +110,14 @@ def test_the_grammar_reaches_every_action() -> None:
         'He said "reset" and left.\nWhy?\n\n```python\nprint("hi")\n```',
         "résumé tips?",
         "🙂",
+        # Only the exact shapes of the controls are commands.
+        "channel question: which one is best?",
+        "access to the VPN?",
+        "users of our API complain",
+        "usage of the word ain't",
+        "engage with the community how?",
+        "forget it",
+        "transcripts of the meeting?",
     ],
 )
 def test_anything_else_is_a_question_passed_intact(line: str) -> None:
@@ -121,6 +148,11 @@ def test_a_lone_mistyped_keyword_suggests_the_command(typo: str, meant: str) -> 
         ("preset create", "Usage: `preset create NAME PROMPT`."),
         ("preset create pirate", "Usage: `preset create NAME PROMPT`."),
         ("preset edit pirate   ", "Usage: `preset edit NAME PROMPT`."),
+        ("quota", "Usage: `quota user|channel|workspace N/day`"),
+        ("quota user lots", "Usage: `quota user|channel|workspace N/day`"),
+        ("quota user 0/day", "Usage: `quota user|channel|workspace N/day`"),
+        ("users allow", "Usage: `users allow @someone`."),
+        ("users deny bob", "Name someone with a mention"),
     ],
 )
 def test_a_command_missing_its_argument_gives_its_usage(line: str, reason: str) -> None:

@@ -26,6 +26,7 @@ from tests.fakes.discord import (
     FakeDiscord,
     FakeInteraction,
     FakeMessage,
+    RestCall,
     attachment_payload,
 )
 from tests.fakes.upstream import Behaviour, FakeUpstream
@@ -308,7 +309,8 @@ async def test_slash_commands_are_synced_on_start_with_the_admin_hint(
     fake: FakeDiscord, bot: DiscordAdapter
 ) -> None:
     synced = {c["name"]: c for c in fake.commands["global"]}
-    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model", "tools"}
+    controls = {"channel", "access", "users", "quota", "usage", "engage", "autothread", "transcripts", "forget"}
+    assert set(synced) == {"ask", "reset", "status", "audit", "preset", "model", "tools", *controls}
     assert str(synced["preset"]["default_member_permissions"]) == "32"  # Manage Server
     assert str(synced["model"]["default_member_permissions"]) == "32"
     assert synced["ask"].get("default_member_permissions") is None
@@ -597,3 +599,37 @@ async def test_a_mentioned_name_that_looks_like_a_regex_group_is_just_a_name(
     fake.admin["global_name"] = r"\1 \g<0> Ada"
     asked = await fake.post_message(f"{BOT} ask <@{fake.ADMIN_ID}> about it")
     await answer_to(fake, asked, expected(r"ask @\1 \g<0> Ada about it"))
+
+
+# --- sends with an unknown outcome ---------------------------------------------------------------------
+
+
+async def test_a_create_that_got_a_502_after_delivery_is_not_posted_twice(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, core: ChatCore, bot: DiscordAdapter
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Shown once."))
+    fake.fail_after_delivery = 1  # discord.py sends the create again, 1 s later, as after any 502
+    asked = await fake.post_message(f"{BOT} hello")
+    await answer_to(fake, asked, "Shown once.")
+
+    def creates() -> list[RestCall]:
+        return [c for c in fake.calls if c.method == "POST" and c.path.endswith("/messages")]
+
+    await fake.wait_for(lambda: len(creates()) == 2 and core.in_flight == 0, 10)
+    creates = creates()
+    assert len(creates) == 2 and creates[0].json["nonce"] == creates[1].json["nonce"]
+    assert all(c.json["enforce_nonce"] is True for c in creates)
+    assert [m.content for m in fake.bot_messages(fake.CHANNEL_ID)] == ["Shown once."]
+
+
+async def test_a_create_whose_connection_broke_after_delivery_is_sent_again_with_its_nonce(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, core: ChatCore, bot: DiscordAdapter
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Still shown once."))
+    fake.drop_after_delivery = 1
+    asked = await fake.post_message(f"{BOT} hello")
+    await answer_to(fake, asked, "Still shown once.")
+    await fake.wait_for(lambda: core.in_flight == 0, 10)
+    creates = [c for c in fake.calls if c.method == "POST" and c.path.endswith("/messages")]
+    assert len(creates) == 2 and creates[0].json["nonce"] == creates[1].json["nonce"]
+    assert [m.content for m in fake.bot_messages(fake.CHANNEL_ID)] == ["Still shown once."]

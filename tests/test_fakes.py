@@ -344,3 +344,41 @@ async def test_discord_changes_record_every_version_and_deletion(clock: Clock) -
         assert (await rest(session, fake, "DELETE", f"{path}/{message}"))[0] == 204
     start = clock() - 2
     assert [(c.at - start, c.text) for c in fake.changes_in(channel)] == [(0, "a"), (1, "a b"), (2, None)]
+
+
+async def test_slack_lists_posts_with_their_metadata_and_can_fail_after_delivery(
+    slack: tuple[FakeSlack, AsyncWebClient],
+) -> None:
+    fake, _ = slack
+    # No retries: slack_sdk's default would send a post that broke its connection again.
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.api_url, retry_handlers=[])
+    marker = {"event_type": "acechat_message", "event_payload": {"id": "m-1"}}
+    top = await client.chat_postMessage(channel="C1", text="top level", metadata=marker)
+    fake.drop_after_delivery["chat.postMessage"] = 1
+    with pytest.raises(aiohttp.ClientError):
+        await client.chat_postMessage(channel="C1", thread_ts=top["ts"], text="in the thread")
+    fake.drop_before_delivery["chat.postMessage"] = 1
+    with pytest.raises(aiohttp.ClientError):
+        await client.chat_postMessage(channel="C1", thread_ts=top["ts"], text="never arrives")
+    replies = await client.conversations_replies(channel="C1", ts=top["ts"], include_all_metadata=True)
+    assert [m["text"] for m in replies["messages"]] == ["in the thread"], "delivered; the lost one not"
+    history = await client.conversations_history(channel="C1", include_all_metadata=True)
+    assert [(m["text"], m.get("metadata")) for m in history["messages"]] == [("top level", marker)]
+    plain = await client.conversations_history(channel="C1")
+    assert "metadata" not in plain["messages"][0], "metadata only when asked for"
+
+
+async def test_discord_returns_the_first_message_for_an_enforced_nonce() -> None:
+    channel = FakeDiscord.CHANNEL_ID
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        body = {"content": "hello", "nonce": "n-1", "enforce_nonce": True}
+        fake.fail_after_delivery = 1
+        status, _, _ = await rest(session, fake, "POST", f"/channels/{channel}/messages", body)
+        assert status == 502
+        status, _, again = await rest(session, fake, "POST", f"/channels/{channel}/messages", body)
+        assert status == 200 and isinstance(again, dict) and again["nonce"] == "n-1"
+        status, _, loose = await rest(
+            session, fake, "POST", f"/channels/{channel}/messages", {"content": "hello", "nonce": "n-1"}
+        )
+        assert status == 200 and isinstance(loose, dict) and loose["id"] != again["id"], "not enforced"
+        assert [m.content for m in fake.bot_messages(channel)] == ["hello", "hello"]

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -56,16 +55,6 @@ def restore_discord_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Discord adapter points discord.py's process-wide endpoints at the fake; put them back."""
     monkeypatch.setattr(Route, "BASE", Route.BASE)
     monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", DiscordWebSocket.DEFAULT_GATEWAY)
-
-
-@pytest.fixture(autouse=True)
-def restore_bolt_app_logger() -> Iterator[None]:
-    """slack-bolt sets the level of the logger named after the app ("acechat") to the root's level when
-    an app is made; undo that so later tests logging under "acechat." see their own configuration."""
-    logger = logging.getLogger("acechat")
-    saved = (logger.level, logger.disabled)
-    yield
-    logger.level, logger.disabled = saved
 
 
 def fault_settings(tmp_path: Path, upstream: UpstreamSettings, **changes: object) -> Settings:

@@ -11,7 +11,7 @@ from acechat.core.permissions import Privilege, privilege_of, refusal, required
 A = Action
 P = Privilege
 
-CHANNEL_ACTIONS = [A.PRESET_SET, A.PRESET_CLEAR, A.MODEL_SET, A.TOOLS_SET]
+CHANNEL_ACTIONS = [A.PRESET_SET, A.PRESET_CLEAR, A.MODEL_SET, A.CHANNEL, A.ENGAGE, A.AUTOTHREAD, A.TOOLS_SET]
 WORKSPACE_ACTIONS = [
     A.PRESET_DEFAULT,
     A.PRESET_CREATE,
@@ -20,6 +20,15 @@ WORKSPACE_ACTIONS = [
     A.MODEL_DEFAULT,
     A.TOOLS_DEFAULT,
     A.AUDIT,
+    A.ACCESS,
+    A.ACCESS_DMS,
+    A.USERS_ALLOW,
+    A.USERS_DENY,
+    A.USERS_REMOVE,
+    A.USERS_LIST,
+    A.QUOTA,
+    A.USAGE,
+    A.TRANSCRIPTS,
 ]
 
 
@@ -72,7 +81,8 @@ def test_configured_admins_hold_the_top_level(
         (
             A.MODEL_SET,
             "slack",
-            "`model set` needs a workspace admin or owner. Ask someone who has that, or the bot's operator.",
+            "`model set` needs a workspace admin or owner, the channel's creator or a member of the bot's "
+            "admin user group. Ask someone who has that, or the bot's operator.",
         ),
         (
             A.PRESET_DELETE,

@@ -278,7 +278,11 @@ async def test_after_a_lost_listener_connection_every_cache_is_dropped(
     await terminate(pg_url, conn.get_server_pid())
     async with asyncio.timeout(10):
         await event.wait()
-    assert set(seen) == {Change("setting", EVERYTHING), Change("preset", EVERYTHING)}
+    assert set(seen) == {
+        Change("setting", EVERYTHING),
+        Change("preset", EVERYTHING),
+        Change("control", EVERYTHING),
+    }
     seen.clear()
     event.clear()
     await a.set_setting(WS, "preset", "coder", audit=audit("coder"))

@@ -295,6 +295,18 @@ def test_secrets_lists_every_credential_in_force() -> None:
     assert set(settings.secrets) == {"upstream-secret", DISCORD_TOKEN, "xoxb-secret", "signing-secret"}
 
 
+def test_the_controls_platform_settings() -> None:
+    """Issue 17: Discord DMs are the operator's to allow; a Slack user group holds channel rights."""
+    default = discord_of(parse(DISCORD))
+    assert default is not None and default.dms
+    closed = discord_of(parse({**DISCORD, "ACECHAT_DISCORD_DMS": "false"}))
+    assert closed is not None and not closed.dms
+    grouped = slack_of(parse({**SLACK, "ACECHAT_SLACK_ADMIN_GROUP": "@ai-admins"}))
+    assert grouped is not None and grouped.admin_group == "@ai-admins"
+    with pytest.raises(SettingsError, match="ACECHAT_DISCORD_DMS"):
+        parse({**DISCORD, "ACECHAT_DISCORD_DMS": "sometimes"})
+
+
 def test_api_version_picks_the_endpoint_catalogue_and_default_model() -> None:
     v1 = parse_settings({**TOKEN, "ACECHAT_API_VERSION": "V1"})
     assert v1.upstream.api_version == "v1"

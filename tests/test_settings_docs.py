@@ -31,6 +31,9 @@ SECRETS = {
     "SLACK_BOT_TOKEN": "xoxb-secret-0002",
     "SLACK_APP_TOKEN": "xapp-secret-0003",
     "SLACK_SIGNING_SECRET": "signing-secret-0004",
+    "SLACK_CLIENT_SECRET": "client-secret-0005",
+    # A Fernet key (32 url-safe base64 bytes), as `acechat installs keygen` prints one.
+    "ACECHAT_SECRET_KEY": "YWNlY2hhdC1leGFtcGxlLXNlY3JldC1rZXktMDAwNiE=",
 }
 # Every platform configured, so that every platform's settings are parsed.
 CONFIGURED = {**SECRETS, "SLACK_COMMAND": "/aichat"}
@@ -154,7 +157,9 @@ def test_each_platform_declares_its_own_settings() -> None:
     for spec in ADAPTERS:
         group = spec.settings
         assert group.platform == spec.name and group.enabled_by in {s.name for s in group.settings}
-        assert all(s.name.startswith(spec.name.upper() + "_") for s in group.settings), spec.name
+        # Issue 17 names two with the product's prefix: ACECHAT_DISCORD_DMS, ACECHAT_SLACK_ADMIN_GROUP.
+        prefixes = (spec.name.upper() + "_", "ACECHAT_" + spec.name.upper() + "_")
+        assert all(s.name.startswith(prefixes) for s in group.settings), spec.name
     discord = parse(CONFIGURED).platform("discord", DiscordSettings)
     assert discord is not None and discord.token == DISCORD_TOKEN
 

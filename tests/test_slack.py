@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -561,3 +562,84 @@ async def test_a_question_with_slack_files_says_in_one_line_that_they_are_not_pa
     )
     notes = [line for line in answer.text.splitlines() if "Skipped" in line]
     assert len(notes) == 1 and "diagram.png, notes.pdf" in notes[0] and "no public link" in notes[0]
+
+
+# --- sends with an unknown outcome ---------------------------------------------------------------------
+
+
+async def mention_and_wait(slack: FakeSlack, bot: Bot, text: str) -> str:
+    payload = slack.mention(f"<@{BOT_USER_ID}> {text}", channel="C1")
+    delivery = await slack.deliver_http(bot.url, payload)
+    assert delivery.status == 200
+    await bot.adapter.transport.idle()
+    return str(payload["event"]["ts"])
+
+
+async def test_a_post_delivered_but_unanswered_is_found_not_posted_twice(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Delivered once."))
+    slack.drop_after_delivery["chat.postMessage"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == "Delivered once."
+    assert len(slack.calls_to("chat.postMessage")) == 1, "never sent again"
+    [lookup] = slack.calls_to("conversations.replies")
+    assert lookup.params["ts"] == thread
+
+
+async def test_a_post_that_did_not_arrive_is_posted_again_once_looked_for(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Posted on the second try."))
+    slack.drop_before_delivery["chat.postMessage"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == "Posted on the second try."
+    posts = slack.calls_to("chat.postMessage")
+    lookups = slack.calls_to("conversations.replies")
+    assert len(posts) == 1, "the lost one never reached the fake's record"
+    assert len(lookups) == 2 and all(lookup.at < posts[0].at for lookup in lookups), (
+        "looked for at once and again before posting anew"
+    )
+
+
+async def test_an_edit_delivered_but_unanswered_is_made_again_on_the_same_message(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="Streamed " + "word " * 60, fragment_size=8, fragment_delay=0.02))
+    slack.drop_after_delivery["chat.update"] = 1
+    thread = await mention_and_wait(slack, bot, "hello")
+    [answer] = slack.in_channel("C1", thread)
+    assert answer.text == ("Streamed " + "word " * 60).strip()
+    assert len(slack.calls_to("chat.postMessage")) == 1, "one message, edited, never posted again"
+
+
+# --- many answers in one channel -----------------------------------------------------------------------
+
+
+async def test_askers_in_one_channel_take_turns_for_its_posts(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    """Slack posts about once a second per channel: with every answer ready at once, each asker's next
+    answer waits behind the other's earlier ones."""
+    gate = asyncio.Event()
+    fake_upstream.queue(*(Behaviour(gate=gate) for _ in range(8)))
+    threads: dict[str, str] = {}
+    for user, n in [("UA", 1), ("UA", 2), ("UA", 3), ("UA", 4), ("UB", 1), ("UB", 2), ("UB", 3), ("UB", 4)]:
+        payload = slack.mention(f"<@{BOT_USER_ID}> question {n}", user=user, channel="C1")
+        assert (await slack.deliver_http(bot.url, payload)).status == 200
+        threads[f"{user}{n}"] = str(payload["event"]["ts"])
+    async with asyncio.timeout(5):
+        await fake_upstream.wait_for_requests(8)
+    gate.set()
+    await bot.adapter.transport.idle()
+    shown = {name: slack.in_channel("C1", ts) for name, ts in threads.items()}
+    assert all(len(messages) == 1 for messages in shown.values()), "every answer whole, none twice"
+    order = sorted(shown, key=lambda name: shown[name][0].at[-1])
+    arrival = list(threads)
+    # The channel's burst of three goes to whichever answers were ready first; the rest wait in line:
+    # each asker's n-th answer behind every asker's earlier ones, then in order of arrival.
+    queued = order[3:]
+    assert queued == sorted(queued, key=lambda name: (int(name[2:]), arrival.index(name)))
+    assert slack.rate_limited == 0

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from acechat.core.settings import DEFAULT_DATABASE_POOL, SettingsError, parse_settings
+from acechat.storage import postgres_schema, sqlite_schema
 from acechat.storage.copy import copy_to_postgres
 from acechat.storage.errors import StoreError
 from acechat.storage.postgres import PostgresStore
@@ -51,14 +52,16 @@ async def populate(path: Path) -> None:
         create = AuditEntry(WS, WS, "U1", "ann", AuditAction.PRESET_CREATE, None, "Yo ho.", 20.0)
         await store.put_preset(CustomPreset(WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0), audit=create)
         assert await store.first_sighting("T1:Ev1")
-        await store.record_usage(USAGE)
+        off = AuditEntry(WS, f"{WS}:C1:-", "U1", "ann", AuditAction.CHANNEL, None, "off", 30.0)
+        await store.set_control(f"{WS}:C1:-", "channel", "off", audit=off)
+        await store.record_usage(UsageRecord(WS, f"{WS}:C1:-", "U1", "gpt-4o", 6, 0.5, "answered", 2.0, 42))
+        await store.engage_thread(f"{WS}:C1:7.1", f"{WS}:C1:-", 2.0)
         await store.queue_delete(PendingDelete("up-old", "gpt-4o", 2, 99.0))
         await store.save_question(QUESTION)
     finally:
         await store.close()
 
 
-USAGE = UsageRecord(WS, f"{WS}:C1:-", "U1", "up-1", "gpt-4o", 10, 5, 15, 30.0)
 QUESTION = PendingQuestion("q1", f"{WS}:C1:-", "up-1", 2, "toolu_1", "Which?", ("A", "B"), "U1", 31.0)
 
 
@@ -70,10 +73,12 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         "conversations": (3, 3, 0),
         "scope_settings": (1, 1, 0),
         "presets": (1, 1, 0),
-        "audit": (3, 3, 0),
+        "audit": (4, 4, 0),
         "transcripts": (3, 3, 0),
         "seen_events": (1, 1, 0),
-        "token_usage": (1, 1, 0),
+        "controls": (1, 1, 0),
+        "usage": (1, 1, 0),
+        "engaged_threads": (1, 1, 0),
         "upstream_deletes": (1, 1, 0),
         "pending_questions": (1, 1, 0),
     }
@@ -92,12 +97,15 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
             WS, "pirate", "arr", "Yo ho.", "U1", 5.0, 5.0
         )
         assert [(e.action, e.new) for e in await store.list_audit(WS, 10)] == [
+            (AuditAction.CHANNEL, "off"),
             (AuditAction.PRESET_CREATE, "Yo ho."),
             (AuditAction.MODEL_SET, "o3-mini"),
             (AuditAction.MODEL_SET, "gpt-4"),
         ]
         assert not await store.first_sighting("T1:Ev1")
-        assert await store.list_usage(WS) == [USAGE]
+        assert [(c.name, c.value) for c in await store.get_controls([f"{WS}:C1:-"])] == [("channel", "off")]
+        assert (await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0)).user_tokens == 42
+        assert await store.is_engaged(f"{WS}:C1:7.1")
         assert await store.get_question("q1") == QUESTION
         assert await store.due_deletes(100.0) == [PendingDelete("up-old", "gpt-4o", 2, 99.0)]
         # The copy continues where the file left off: the reset's epoch holds.
@@ -145,7 +153,7 @@ async def test_the_db_copy_command_reports_counts_per_table(tmp_path: Path, pg_u
     first = acechat(tmp_path, "db", "copy", "--to", pg_url)
     assert first.returncode == 0, first.stderr
     assert "acechat: conversations: 3 in the file, 3 new, 0 updated\n" in first.stdout
-    assert "acechat: audit: 3 in the file, 3 new, 0 updated\n" in first.stdout
+    assert "acechat: audit: 4 in the file, 4 new, 0 updated\n" in first.stdout
     second = acechat(tmp_path, "db", "copy", "--to", pg_url)
     assert second.returncode == 0, second.stderr
     assert "acechat: transcripts: 3 in the file, 0 new, 0 updated\n" in second.stdout
@@ -158,7 +166,9 @@ async def test_the_db_copy_command_reports_counts_per_table(tmp_path: Path, pg_u
 async def test_check_reports_the_database_it_will_use(tmp_path: Path, pg_url: str) -> None:
     sqlite = acechat(tmp_path, "check")
     assert sqlite.returncode == 0, sqlite.stderr
-    assert sqlite.stdout.rstrip().endswith("(no schema yet; schema 4 is created on start)")
+    assert sqlite.stdout.rstrip().endswith(
+        f"(no schema yet; schema {sqlite_schema.SCHEMA_VERSION} is created on start)"
+    )
     assert not (tmp_path / "acechat.db").exists()  # checking creates nothing
 
     fresh = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
@@ -166,7 +176,9 @@ async def test_check_reports_the_database_it_will_use(tmp_path: Path, pg_url: st
     assert f"database: postgresql {pg_url} (no schema yet" in fresh.stdout
     await (await PostgresStore.connect(pg_url, pool_size=1, listen=False)).close()
     current = acechat(tmp_path, "check", ACECHAT_DATABASE_URL=pg_url)
-    assert current.stdout.rstrip().endswith(f"database: postgresql {pg_url} (schema 2, current)")
+    assert current.stdout.rstrip().endswith(
+        f"database: postgresql {pg_url} (schema {postgres_schema.SCHEMA_VERSION}, current)"
+    )
 
     conn = await asyncpg.connect(pg_url)
     try:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acechat.storage.probe import RecentProbe
-from acechat.storage.ratelimit import SlidingWindows
+from acechat.storage.rate_windows import SlidingWindows
 from acechat.storage.records import RateCheck, RateVerdict
 from acechat.storage.scope_lock import ScopeQueue
 

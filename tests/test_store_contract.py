@@ -21,7 +21,6 @@ from acechat.storage.records import (
     RateCheck,
     RateVerdict,
     TranscriptEntry,
-    UsageRecord,
 )
 from tests.store_backends import Backend, backend, pg_database, store
 
@@ -478,7 +477,7 @@ def test_both_backends_say_which_they_are() -> None:
     assert (SQLiteStore.backend, PostgresStore.backend) == ("sqlite", "postgresql")
 
 
-# --- AI Chat v2 (issue 16): tools setting, token usage, conversations to delete at the service -----
+# --- AI Chat v2 (issue 16): tools setting, conversations to delete at the service, questions back --
 
 
 async def test_tools_is_a_setting_like_the_others(store: Store) -> None:
@@ -486,16 +485,6 @@ async def test_tools_is_a_setting_like_the_others(store: Store) -> None:
     assert await store.set_setting(KEY, "tools", "off", audit=entry) is None
     assert (await store.get_settings([KEY]))[KEY].tools == "off"
     assert [(e.action, e.new) for e in await store.list_audit("w")] == [(AuditAction.TOOLS_SET, "off")]
-
-
-async def test_usage_is_recorded_per_question_and_listed_by_workspace(store: Store) -> None:
-    first = UsageRecord("w", KEY, "U1", "c1", "m", 10, 5, 15, NOW)
-    second = UsageRecord("w", KEY, "U2", None, "m", 1, 2, 3, NOW + 5)
-    await store.record_usage(first)
-    await store.record_usage(second)
-    await store.record_usage(UsageRecord("other", KEY, "U1", "c1", "m", 1, 1, 2, NOW))
-    assert await store.list_usage("w") == [first, second]
-    assert await store.list_usage("w", since=NOW + 1) == [second]
 
 
 async def test_pending_deletes_are_kept_until_done_and_retried_later(store: Store) -> None:

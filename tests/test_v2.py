@@ -242,17 +242,14 @@ async def test_an_error_event_keeps_the_text_marks_it_incomplete_and_shows_the_t
 async def test_done_records_token_usage_per_question(core: ChatCore, fake_upstream: FakeUpstream) -> None:
     await ask(core, "count me")
     await ask(core, "and me", actor=Actor("U2", "Lee"))
-    await core.aclose()  # waits for the background usage writes
-    core2 = await ChatCore.open(core.settings)
-    try:
-        usage = await core2.store.list_usage(CHANNEL.workspace_key)
-    finally:
-        await core2.aclose()
-    assert [u.user_id for u in usage] == ["U1", "U2"]
-    first = usage[0]
-    assert first.model == core.settings.default_model and first.scope_key == CHANNEL.key
-    assert first.total_tokens == first.prompt_tokens + first.completion_tokens > 0
-    assert first.conversation_id in fake_upstream.conversations
+    # The fake reports a quarter of the characters as tokens, as `done.usage.total_tokens`.
+    expected = [
+        len(f"{n}: {q}") // 4 + len(f"Answer {i} to: {n}: {q}") // 4
+        for i, n, q in ((1, "Dana", "count me"), (2, "Lee", "and me"))
+    ]
+    counted = await core.store.count_usage(CHANNEL.workspace_key, CHANNEL.channel_scope.key, "U1", 0.0)
+    assert counted.user_tokens == expected[0] > 0 and counted.user_questions == 1
+    assert counted.workspace_tokens == sum(expected)
 
 
 async def test_an_unnatural_stop_is_said_and_unknown_events_are_logged_once(

@@ -1,5 +1,5 @@
-"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console`, `demo`, `check`
-and `db`."""
+"""The `acechat` command: one subcommand per adapter in the registry, plus `run`, `console`, `demo`, `check`,
+`db` and `installs`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from acechat.bots import installs_cli
 from acechat.bots.adapter import ADAPTERS, StartupError, adapter, configured, settings_groups
 from acechat.core.logs import configure_logging
 from acechat.core.settings import Settings, SettingsError, load_settings
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument(
         "--to", required=True, metavar="URL", help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
     )
+    installs_cli.add_parser(commands)
     return parser
 
 
@@ -90,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from acechat.bots.console_demo import run_demo
 
         return run_demo(env_file)
+    if args.command == "installs" and args.installs_command == "keygen":
+        return installs_cli.keygen()  # a new key needs no settings
     try:
         settings = load_settings(dotenv_path=env_file, platforms=settings_groups())
     except SettingsError as error:
@@ -106,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _db_copy(settings, args.to)
     if args.command == "console":
         return _console(settings, args)
+    if args.command == "installs":
+        return _installs(settings, args)
     return _serve(settings, args.adapters, health=args.command == "run")
 
 
@@ -155,15 +161,30 @@ def _db_copy(settings: Settings, url: str) -> int:
     from acechat.core.settings import check_database_url
     from acechat.storage import StoreError
     from acechat.storage.copy import copy_to_postgres
+    from acechat.storage.installations_postgres import copy_installations
 
     try:
         check_database_url("--to", url)
         tables = asyncio.run(copy_to_postgres(settings.db_path, url))
+        installations = asyncio.run(copy_installations(settings.db_path, url))
     except (SettingsError, StoreError) as error:
         return _fail(error)
     for table in tables:
         print(f"acechat: {table.describe()}")
+    print(f"acechat: {installations}")
     print(f"acechat: copied {settings.db_path} into the PostgreSQL database; running it again adds nothing")
+    return 0
+
+
+def _installs(settings: Settings, args: argparse.Namespace) -> int:
+    from acechat.storage import StoreError
+
+    try:
+        lines = asyncio.run(installs_cli.run(settings, args))
+    except (SettingsError, StoreError) as error:
+        return _fail(error)
+    for line in lines:
+        print(f"acechat: {line}")
     return 0
 
 

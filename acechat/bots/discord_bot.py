@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -23,13 +24,26 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from acechat.bots.adapter import StartupError
+from acechat.bots.discord_budget import shared_global_limit
 from acechat.bots.discord_commands import build_tree
 from acechat.bots.discord_components import ControlButton
-from acechat.bots.discord_facts import actor_of, addresses, attachments_of, question_text, scope_of
+from acechat.bots.discord_facts import (
+    actor_of,
+    addresses,
+    attachments_of,
+    in_thread,
+    mentions_others,
+    question_text,
+    roles_of,
+    scope_of,
+    thread_name,
+)
 from acechat.bots.discord_interactive import DiscordInteractions
 from acechat.bots.discord_settings import DiscordSettings
-from acechat.bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget
+from acechat.bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget, ThreadTarget
 from acechat.core.chat import ChatCore, Question
+from acechat.core.pacing.limits import InFlightWindow
+from acechat.core.scope import Scope
 from acechat.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +57,8 @@ INVITE_PERMISSIONS = discord.Permissions(
     read_message_history=True,
     add_reactions=True,
 )
+# Asked for only where a channel uses `autothread on`: the bot then opens a thread for each mention.
+AUTOTHREAD_PERMISSIONS = discord.Permissions(create_public_threads=True)
 INVITE_SCOPES = ("bot", "applications.commands")
 PORTAL = "https://discord.com/developers/applications"
 
@@ -71,15 +87,22 @@ def configure_endpoints(settings: DiscordSettings) -> None:
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
 
 
-def invite_url(application_id: int) -> str:
-    return discord.utils.oauth_url(application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES)
+def invite_url(application_id: int, *, threads: bool = False) -> str:
+    permissions = INVITE_PERMISSIONS | AUTOTHREAD_PERMISSIONS if threads else INVITE_PERMISSIONS
+    return discord.utils.oauth_url(application_id, permissions=permissions, scopes=INVITE_SCOPES)
 
 
 class AceClient(discord.AutoShardedClient):
     """An auto-sharded client whose events go to the core."""
 
     def __init__(
-        self, core: ChatCore, settings: DiscordSettings, *, message_content: bool, **options: Any
+        self,
+        core: ChatCore,
+        settings: DiscordSettings,
+        *,
+        message_content: bool,
+        global_limit: InFlightWindow | None = None,
+        **options: Any,
     ) -> None:
         if settings.shard_ids is not None:
             options["shard_ids"] = list(settings.shard_ids)
@@ -93,8 +116,8 @@ class AceClient(discord.AutoShardedClient):
         )
         self.core = core
         self.settings = settings
-        self.tree = build_tree(self, core)
-        self.limits = DiscordLimits()
+        self.tree = build_tree(self, core, dms=settings.dms)
+        self.limits = DiscordLimits(global_limit)
         self.limits.pace(self.http)
         self.interactions = DiscordInteractions(core, self.limits.limits, self)
         self.serving = asyncio.Event()  # set once the first shard is ready
@@ -107,7 +130,8 @@ class AceClient(discord.AutoShardedClient):
             # for the count so the configured gateway is used.
             self.shard_count, _, _ = await self.http.get_bot_gateway()
         if self.application_id is not None:
-            log.info("invite the bot with %s", invite_url(self.application_id))
+            threads = bool(await self._autothread_channels())
+            log.info("invite the bot with %s", invite_url(self.application_id, threads=threads))
         await self._sync_commands()
 
     async def _sync_commands(self) -> None:
@@ -137,14 +161,35 @@ class AceClient(discord.AutoShardedClient):
         log.info(
             "connected to Discord as %s: %d shards, %d servers", self.user, len(self.shards), len(self.guilds)
         )
+        for scope in await self._autothread_channels():
+            channel = self.get_channel(int(scope.channel))
+            if not isinstance(channel, discord.TextChannel):
+                continue
+            if not channel.permissions_for(channel.guild.me).create_public_threads:
+                log.warning(
+                    "autothread is on in #%s (%s) but the bot lacks Create Public Threads there: it answers "
+                    "in the channel until an admin grants it (or re-invite it with the URL above)",
+                    channel.name,
+                    channel.id,
+                )
+
+    async def _autothread_channels(self) -> list[Scope]:
+        try:
+            return [s for s in await self.core.autothread_channels() if s.platform == "discord"]
+        except Exception:
+            log.exception("could not read the channels with autothread on")
+            return []
 
     async def on_message(self, message: discord.Message) -> None:
         me = self.user
-        if me is None or message.author.bot:
+        if me is None or message.author.id == me.id:
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        if not addresses(message, me):
+        addressed = addresses(message, me)
+        # Other bots are never answered; in a thread, the core decides about messages without a
+        # mention (engaged threads), so they go to it with the facts.
+        if (message.author.bot and addressed) or not (addressed or in_thread(message)):
             return
         if not message.content and not message.attachments:
             # Without the Message Content intent a reply that does not ping the bot arrives empty.
@@ -158,9 +203,34 @@ class AceClient(discord.AutoShardedClient):
             actor_of(message.author, message.channel),
             question_text(message, me),
             attachments_of(message),
+            roles=roles_of(message.author),
+            mentioned=addressed,
+            mentions_others=mentions_others(message, me),
+            from_bot=message.author.bot,
+            operator_dms=self.settings.dms,
         )
+        if addressed and await self.core.opens_thread(question):
+            thread = await self._open_thread(message, question.text)
+            if thread is not None:
+                threaded = replace(
+                    question, scope=Scope.of(scope.platform, scope.workspace, scope.channel, str(thread.id))
+                )
+                await self.core.ask(threaded, ThreadTarget(message, thread, self.limits.limits(thread.id)))
+                return
         # No await before ask: the core queues turns per scope in arrival order, and events arrive in order.
         await self.core.ask(question, MessageTarget(message, self.limits.limits(message.channel.id)))
+
+    async def _open_thread(self, message: discord.Message, question: str) -> discord.Thread | None:
+        """A public thread from the question, named after it; None (answer in the channel) if refused."""
+        try:
+            return await message.create_thread(name=thread_name(question))
+        except discord.HTTPException as error:
+            log.warning(
+                "could not open a thread for an answer (autothread; needs Create Public Threads): %s",
+                error,
+                extra={"platform": "discord", "channel": str(message.channel.id)},
+            )
+            return None
 
 
 def _startup_error(error: BaseException) -> DiscordStartupError:
@@ -197,6 +267,7 @@ class DiscordAdapter:
         self.core = core
         self.settings = settings
         self._guild_ready_timeout = guild_ready_timeout
+        self._shared = shared_global_limit(core.settings.database_url, settings.token)
         self.client = self._client(message_content=True)
         self._connect_timeout = connect_timeout
         self._task: asyncio.Task[None] | None = None
@@ -208,6 +279,7 @@ class DiscordAdapter:
             self.settings,
             message_content=message_content,
             guild_ready_timeout=self._guild_ready_timeout,
+            global_limit=None if self._shared is None else self._shared.limit,
         )
 
     @property
@@ -237,6 +309,8 @@ class DiscordAdapter:
             await self._start()
 
     async def _start(self) -> None:
+        if self._shared is not None and not self._shared.started:
+            await self._shared.start()
         self._task = asyncio.create_task(self.client.start(self.settings.token), name="discord")
         ready = asyncio.create_task(self.client.serving.wait())
         try:
@@ -269,6 +343,8 @@ class DiscordAdapter:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        if self._shared is not None:
+            await self._shared.close()
 
 
 def _settings(settings: Settings) -> DiscordSettings:

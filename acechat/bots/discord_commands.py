@@ -10,12 +10,14 @@ members still see the channel's preset and model with /status.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import discord
 from discord import app_commands
 
-from acechat.bots.discord_facts import actor_of_interaction, attachment_of, scope_of
+from acechat.bots.discord_controls import add_control_commands
+from acechat.bots.discord_facts import actor_of_interaction, attachment_of, roles_of, scope_of
 from acechat.bots.discord_targets import NO_MENTIONS, InteractionTarget
 from acechat.core import notices
 from acechat.core.chat import ChatCore, Question
@@ -59,7 +61,10 @@ async def _run(core: ChatCore, interaction: discord.Interaction, command: Comman
     await core.run_command(scope, actor, command, InteractionTarget(interaction))
 
 
-def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTree[discord.Client]:
+def build_tree(
+    client: discord.Client, core: ChatCore, *, dms: bool = True
+) -> app_commands.CommandTree[discord.Client]:
+    """The slash commands; `dms` is the operator's ACECHAT_DISCORD_DMS, a fact for /ask in a DM."""
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
 
     @tree.error
@@ -78,7 +83,14 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
             return
         await interaction.response.defer(thinking=True)
         attachments = (attachment_of(file),) if file is not None else ()
-        asked = Question(scope, actor_of_interaction(interaction), question, attachments)
+        asked = Question(
+            scope,
+            actor_of_interaction(interaction),
+            question,
+            attachments,
+            roles=roles_of(interaction.user),
+            operator_dms=dms,
+        )
         await core.ask(asked, InteractionTarget(interaction))
 
     @tree.command(name="reset", description="Start a new conversation in this channel or thread")
@@ -97,6 +109,7 @@ def build_tree(client: discord.Client, core: ChatCore) -> app_commands.CommandTr
 
     tree.add_command(PresetGroup(core))
     tree.add_command(ModelGroup(core))
+    add_control_commands(tree, functools.partial(_run, core))
     tree.add_command(ToolsGroup(core))
     return tree
 

@@ -120,3 +120,37 @@ def attachments_of(message: discord.Message) -> tuple[Attachment, ...]:
     if replied is not None:
         found.extend(replied.attachments)
     return tuple(attachment_of(a) for a in found)
+
+
+# --- facts for admins' controls (issue 17) ------------------------------------------------------------
+
+
+def roles_of(user: discord.User | discord.Member) -> tuple[str, ...]:
+    """The asker's server roles (none in a direct message), for the allow and deny lists."""
+    if isinstance(user, discord.Member):
+        return tuple(str(role.id) for role in user.roles if not role.is_default())
+    return ()
+
+
+def in_thread(message: discord.Message) -> bool:
+    return isinstance(message.channel, discord.Thread)
+
+
+def mentions_others(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether it names anyone but the bot (people, roles, @everyone): then it is for them."""
+    return (
+        message.mention_everyone
+        or bool(message.role_mentions)
+        or any(user.id != me.id for user in message.mentions)
+    )
+
+
+THREAD_NAME_CHARS = 100  # Discord's limit for a thread's name
+
+
+def thread_name(question: str) -> str:
+    """A thread's name from its question: the first line, whitespace folded, within Discord's limit."""
+    first = " ".join(question.strip().split("\n", 1)[0].split())
+    if len(first) > THREAD_NAME_CHARS:
+        first = first[: THREAD_NAME_CHARS - 1] + "…"
+    return first or "Question"

@@ -75,7 +75,7 @@ class DiscordInteractions:
         self._client = client
         core.register_closer("discord", self._replace)
 
-    async def _replace(self, where: str, text: str) -> None:
+    async def _replace(self, workspace: str, where: str, text: str) -> None:
         """Buttons at `where` ("channel:message", from `offer_choices`) give way to `text`."""
         channel_id, _, message_id = where.partition(":")
         message = self._client.get_partial_messageable(int(channel_id)).get_partial_message(int(message_id))

@@ -19,6 +19,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DISCORD_SHARD_IDS"),
     Setting("DISCORD_API_BASE_URL"),
     Setting("DISCORD_GATEWAY_URL"),
+    Setting("ACECHAT_DISCORD_DMS", "true"),
 )
 
 # A bot token is three base64url parts joined by dots, the first the bot's user id in base64.
@@ -33,6 +34,8 @@ class DiscordSettings:
     dev_guild_id: int | None = None
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+    # Direct messages belong to no server, so the operator alone turns them on or off (issue 17).
+    dms: bool = True
 
 
 def token_problem(token: str) -> str | None:
@@ -78,6 +81,7 @@ def parse(r: SettingsReader) -> DiscordSettings | None:
         gateway_url=r.url("DISCORD_GATEWAY_URL", None),
         dev_guild_id=r.optional_integer("DISCORD_DEV_GUILD_ID"),
         shard_count=shard_count,
+        dms=r.boolean("ACECHAT_DISCORD_DMS", True),
         shard_ids=shard_ids,
     )
 

@@ -8,20 +8,22 @@ Discord's refusals into the core's `PlatformError`s.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import aiohttp
 import discord
 from discord.http import HTTPClient, Route
 
 from acechat.bots.discord_components import CHOOSE, choices_view
 from acechat.bots.discord_rules import RULES
 from acechat.core.choices import Choices
-from acechat.core.pacing import Call, Scheduler
-from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
-from acechat.core.ratelimit import InFlightWindow, KeyedBudgets
+from acechat.core.pacing.limits import InFlightWindow, KeyedBudgets
+from acechat.core.pacing.scheduler import Scheduler, Urgency
+from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited, PlatformUnsure
 from acechat.core.reply_target import Mark, TargetLimits
 
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -63,6 +65,10 @@ def _retry_after(error: discord.HTTPException) -> float:
     return seconds if math.isfinite(seconds) and seconds >= 0 else 1.0
 
 
+def new_nonce() -> str:
+    return uuid.uuid4().hex[:25]  # Discord takes nonces of up to 25 characters
+
+
 @contextmanager
 def platform_errors(*, granted: bool = False) -> Iterator[None]:
     """Discord's refusals in the core's terms; anything else propagates as it is. `granted`: the core
@@ -77,10 +83,15 @@ def platform_errors(*, granted: bool = False) -> Iterator[None]:
         raise PlatformForbidden(f"Discord refused: {forbidden.text or forbidden.status}") from forbidden
     except discord.NotFound as gone:
         raise MessageGone(f"Discord: {gone.text or gone.status}") from gone
+    except discord.DiscordServerError as error:
+        # Discord (or a proxy in front) failed after discord.py's own tries: done or not, nobody knows.
+        raise PlatformUnsure(f"Discord: {error.status}") from error
     except discord.HTTPException as error:
         if error.status == 429:
             raise PlatformRateLimited(_retry_after(error)) from error
         raise
+    except (TimeoutError, aiohttp.ClientError) as error:
+        raise PlatformUnsure(f"Discord did not answer: {error!r}") from error
     finally:
         _granted.reset(token)
 
@@ -88,9 +99,10 @@ def platform_errors(*, granted: bool = False) -> Iterator[None]:
 class DiscordLimits:
     """Discord's allowances every answer of this connection shares: the global one, and per channel."""
 
-    def __init__(self) -> None:
+    def __init__(self, global_limit: InFlightWindow | None = None) -> None:
         self._scheduler = Scheduler()
-        self._global = InFlightWindow(GLOBAL_PER_SECOND, 1.0)
+        # A share of the token's limit when processes draw on it together (core.pacing.shared_window).
+        self._global = global_limit or InFlightWindow(GLOBAL_PER_SECOND, 1.0)
         self._posts: KeyedBudgets[InFlightWindow] = KeyedBudgets(
             lambda: InFlightWindow(POSTS_PER_WINDOW, POST_WINDOW)
         )
@@ -110,7 +122,7 @@ class DiscordLimits:
         async def request(route: Route, **kwargs: Any) -> Any:
             if _granted.get() or route.path.startswith(EXEMPT):
                 return await send(route, **kwargs)
-            await self._scheduler.call(Call.POST, limits)
+            await self._scheduler.call(Urgency.POST, limits)
             try:
                 return await send(route, **kwargs)
             finally:
@@ -144,17 +156,29 @@ class MessageTarget:
         self._channel = message.channel
         self._limits = limits
         self._sent: dict[str, discord.Message] = {}
+        # The nonce of a post whose outcome is unknown: the next post sends it again, so Discord
+        # returns that message if it was made. (discord.py sends `enforce_nonce` with any nonce, which
+        # also makes its own retry of a create after a 502 safe.)
+        self._nonce: str | None = None
 
     @property
     def limits(self) -> TargetLimits:
         return self._limits
 
     async def post(self, text: str) -> str:
+        nonce = self._nonce or new_nonce()
+        self._nonce = nonce
         with platform_errors(granted=True):
             if self._sent:
-                sent = await self._channel.send(text, allowed_mentions=NO_MENTIONS)
+                sent = await self._channel.send(text, allowed_mentions=NO_MENTIONS, nonce=nonce)
             else:
-                sent = await self._reply(text)
+                sent = await self._reply(text, nonce)
+        self._nonce = None
+        if sent.content != text:
+            # A post sent again found the first one, made with the text as it was then (a rare call,
+            # counted against the global limit like any other the core did not grant).
+            with platform_errors():
+                sent = await sent.edit(content=text, allowed_mentions=NO_MENTIONS)
         self._sent[str(sent.id)] = sent
         return str(sent.id)
 
@@ -168,11 +192,12 @@ class MessageTarget:
 
     async def notify(self, text: str) -> None:
         with platform_errors():
-            await self._reply(text)
+            await self._reply(text, new_nonce())
 
     async def announce(self, text: str) -> None:
-        with platform_errors():
-            await self._channel.send(text, allowed_mentions=NO_MENTIONS)
+        # The core takes this post from the channel's limits (and the global one) first.
+        with platform_errors(granted=True):
+            await self._channel.send(text, allowed_mentions=NO_MENTIONS, nonce=new_nonce())
 
     async def mark(self, mark: Mark) -> None:
         with platform_errors():
@@ -184,12 +209,24 @@ class MessageTarget:
             sent = await self._channel.send(CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS)
         return f"{sent.channel.id}:{sent.id}"
 
-    async def _reply(self, text: str) -> discord.Message:
+    async def _reply(self, text: str, nonce: str) -> discord.Message:
         # The question may be deleted while the answer is written: then post without the reply link.
         reference = self._message.to_reference(fail_if_not_exists=False)
         return await self._channel.send(
-            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS
+            text, reference=reference, mention_author=False, allowed_mentions=NO_MENTIONS, nonce=nonce
         )
+
+
+class ThreadTarget(MessageTarget):
+    """Answers a mention in the thread opened for it (autothread): posts in the thread, since a reply
+    cannot link across channels; the mark still goes on the question."""
+
+    def __init__(self, message: discord.Message, thread: discord.Thread, limits: TargetLimits) -> None:
+        super().__init__(message, limits)
+        self._channel = thread
+
+    async def _reply(self, text: str, nonce: str) -> discord.Message:
+        return await self._channel.send(text, allowed_mentions=NO_MENTIONS, nonce=nonce)
 
 
 class InteractionTarget:

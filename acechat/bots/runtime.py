@@ -31,10 +31,12 @@ async def serve(settings: Settings, specs: list[AdapterSpec], *, health: bool) -
             adapters.append(adapter)
             await adapter.start()
             log.info("%s adapter started", adapter.name)
-        if health and settings.health_port:
-            runner = web.AppRunner(
-                health_app(core.store, lambda: {a.name: a.connected for a in adapters}), access_log=None
-            )
+        # Pages an adapter serves beside health (Slack's install pages in Socket Mode).
+        pages = [route for a in adapters for route in getattr(a, "web_routes", ())]
+        if (health or pages) and settings.health_port:
+            web_app = health_app(core.store, lambda: {a.name: a.connected for a in adapters})
+            web_app.router.add_routes(pages)
+            runner = web.AppRunner(web_app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, settings.health_host, settings.health_port).start()
             log.info("health and metrics on http://%s:%d/healthz", settings.health_host, settings.health_port)

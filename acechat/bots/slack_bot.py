@@ -10,37 +10,79 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import aiohttp
+from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from acechat.bots.adapter import StartupError
 from acechat.bots.slack_facts import (
+    ChannelAdmins,
     People,
     command_delivery,
+    command_line,
     event_delivery,
     event_scope,
     files_of,
+    is_direct,
     is_new_question,
+    is_thread_message,
+    mentions,
+    mentions_someone,
 )
-from acechat.bots.slack_interactive import SlackInteractions
+from acechat.bots.slack_interactive import Place, SlackInteractions
+from acechat.bots.slack_oauth import (
+    INSTALL_PATH,
+    InstalledWorkspaces,
+    SealedInstallations,
+    SignedStates,
+    install_routes,
+    oauth_flow,
+    unknown_workspace_gate,
+)
 from acechat.bots.slack_settings import SlackSettings
-from acechat.bots.slack_targets import STATUS_INTERVAL, CommandAnswer, SlackLimits, ThreadReply
+from acechat.bots.slack_targets import (
+    ANSWER_CALL_TIMEOUT,
+    STATUS_INTERVAL,
+    CommandAnswer,
+    SlackLimits,
+    ThreadReply,
+)
 from acechat.bots.slack_text import from_slack
 from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
+from acechat.core.cache import LRU
 from acechat.core.chat import ChatCore, Question
 from acechat.core.facts import Actor
+from acechat.core.permissions import Privilege
 from acechat.core.reply_target import TargetLimits
+from acechat.core.secret_box import SecretBox
 from acechat.core.settings import Settings
+from acechat.storage.installations import Installations, installation_key, open_installations
 
 log = logging.getLogger(__name__)
 
+# Workspaces whose clients (and users.info cache) are kept at once in OAuth mode.
+WORKSPACE_CLIENTS = 1000
+
 __all__ = ["EVENTS_PATH", "SlackAdapter", "create", "verify"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Workspace:
+    """One workspace's Web API clients: calls that ride out a 429, answers that report it, users.info."""
+
+    client: AsyncWebClient
+    answers: AsyncWebClient
+    people: People
+    admins: ChannelAdmins
 
 
 class SlackAdapter:
@@ -66,51 +108,145 @@ class SlackAdapter:
         self._limits = SlackLimits(clock)
         self._session: aiohttp.ClientSession | None = None
         self._transport: SlackTransport | None = None
+        self._base_url = ""
+        self._retry_handlers: list[AsyncRetryHandler] = []
+        # One workspace's clients (SLACK_BOT_TOKEN), or, in OAuth mode, each installation's.
+        self._single: _Workspace | None = None
+        self._workspaces: LRU[str, _Workspace] = LRU(WORKSPACE_CLIENTS)
+        self._installs: Installations | None = None
+        self._store: SealedInstallations | None = None
+        self._pages: web.AppRunner | None = None
+        # Socket Mode's install pages, for the runtime to serve on the health port.
+        self.web_routes: list[web.RouteDef] = []
 
     async def start(self) -> None:
         settings = self._settings
         base_url = _base_url(settings)
+        self._base_url = base_url
         self._session = aiohttp.ClientSession()
         retry_handlers = [
             AsyncConnectionErrorRetryHandler(),
             AsyncRateLimitErrorRetryHandler(max_retry_count=2),
         ]
+        self._retry_handlers = retry_handlers
         # Ordinary calls ride out a 429 inside slack_sdk; answers do not, because the core paces them
         # and must hear about a 429 to back off (PlatformRateLimited).
         client = AsyncWebClient(
-            token=settings.bot_token, base_url=base_url, session=self._session, retry_handlers=retry_handlers
+            token=settings.bot_token or None,
+            base_url=base_url,
+            session=self._session,
+            retry_handlers=retry_handlers,
         )
-        self._answers = AsyncWebClient(token=settings.bot_token, base_url=base_url, session=self._session)
-        self._people = People(client, self._clock)
         transport = SlackTransport(
             settings, client, host=self._host, shutdown_grace=self._core.settings.shutdown_grace
         )
         self._transport = transport
         auth = await check_tokens(client, settings)
+        options: dict[str, Any] = {}
+        pages: list[web.RouteDef] = []
+        if settings.oauth is None:
+            assert auth is not None
+            self._single = self._workspace_clients(settings.bot_token)
+            authorize = StartupAuthorize(auth, settings.bot_token)
+        else:
+            oauth = settings.oauth
+            self._installs = await open_installations(
+                database_url=self._core.settings.database_url, db_path=self._core.settings.db_path
+            )
+            box = SecretBox(oauth.secret_keys)
+            store = SealedInstallations(self._installs, box, clock=self._clock)
+            self._store = store
+            # Bolt's type says an AuthorizeResult; its own AsyncAuthorize (and this) may answer None.
+            authorize = cast(
+                StartupAuthorize,
+                InstalledWorkspaces(
+                    store, client, client_id=oauth.client_id, client_secret=oauth.client_secret
+                ),
+            )
+            flow = oauth_flow(oauth, store, SignedStates(self._installs, box), client)
+            options = {"before_authorize": unknown_workspace_gate(store), "oauth_flow": flow}
+            pages = install_routes(flow)
         app = AsyncApp(
-            name="acechat",
+            # Bolt names its listeners' logger after the app and resets that logger's level: a name
+            # outside the "acechat" logger tree keeps the operator's log levels ours.
+            name="acechat-slack",
             # No token here: bolt takes it from `authorize`, and would warn that one of the two is unused.
             client=AsyncWebClient(base_url=base_url, session=self._session, retry_handlers=retry_handlers),
-            authorize=StartupAuthorize(auth, settings.bot_token),
+            authorize=authorize,
             signing_secret=settings.signing_secret or "",
             # The transport checks every signature before acknowledging; bolt need not check again.
             request_verification_enabled=False,
             # The listeners only queue work, so bolt may as well run them before it returns.
             process_before_response=True,
+            **options,
         )
         app.command(settings.command)(self._on_command)
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.event("user_change")(self._on_user_change)
+        if settings.oauth is not None:
+            app.event("app_uninstalled")(self._on_uninstalled)
+            app.event("tokens_revoked")(self._on_tokens_revoked)
+        if settings.app_token is not None and pages:
+            await self._serve_pages(pages)
+            pages = []
         SlackInteractions(
-            self._core,
-            client,
-            self._answers,
-            self._interactive_actor,
-            self._interactive_limits,
-            transport.spawn,
+            self._core, self._interactive_place, self._closing_client, transport.spawn
         ).register(app)
-        await transport.start(app)
+        await transport.start(app, pages=pages)
+
+    async def _serve_pages(self, pages: list[web.RouteDef]) -> None:
+        """Socket Mode's install pages: on SLACK_INSTALL_PORT if set, else handed to the runtime, which
+        serves them on the health port."""
+        assert self._settings.oauth is not None
+        port = self._settings.oauth.install_port
+        if not port:
+            if not self._core.settings.health_port:
+                raise StartupError(
+                    "Socket Mode serves the install pages on ACECHAT_HEALTH_PORT, which is 0: "
+                    "set it or SLACK_INSTALL_PORT"
+                )
+            self.web_routes = pages
+            return
+        web_app = web.Application()
+        web_app.router.add_routes(pages)
+        self._pages = web.AppRunner(web_app, access_log=None)
+        await self._pages.setup()
+        try:
+            await web.TCPSite(self._pages, self._host, port).start()
+        except OSError as error:
+            raise StartupError(f"cannot listen on {self._host}:{port}: {error.strerror or error}") from None
+        log.info("slack: install pages on http://%s:%d%s", self._host, port, INSTALL_PATH)
+
+    def _workspace_clients(self, token: str) -> _Workspace:
+        client = AsyncWebClient(
+            token=token, base_url=self._base_url, session=self._session, retry_handlers=self._retry_handlers
+        )
+        # No retries for answers: a post whose connection broke may have been delivered, and slack_sdk
+        # would send it again blindly; the targets look for it first (slack_targets.MarkedPosts).
+        answers = AsyncWebClient(
+            token=token,
+            base_url=self._base_url,
+            session=self._session,
+            timeout=ANSWER_CALL_TIMEOUT,
+            retry_handlers=[],
+        )
+        admins = ChannelAdmins(client, self._settings.admin_group, self._clock)
+        return _Workspace(client, answers, People(client, self._clock), admins)
+
+    def _workspace(self, context: AsyncBoltContext) -> tuple[str, _Workspace]:
+        """The budget key and Web API clients of the request's installation."""
+        if self._single is not None:
+            return context.team_id or "", self._single
+        key = str(context.get("installation_key") or context.team_id or "")
+        token = context.bot_token or ""
+        found = self._workspaces.get(key)
+        if found is None:
+            found = self._workspace_clients(token)
+            self._workspaces.put(key, found)
+        elif found.client.token != token:  # refreshed (token rotation) or reinstalled
+            found.client.token = found.answers.token = token
+        return key, found
 
     @property
     def transport(self) -> SlackTransport:
@@ -128,74 +264,152 @@ class SlackAdapter:
     async def close(self) -> None:
         if self._transport is not None:
             await self._transport.close()
+        if self._pages is not None:
+            await self._pages.cleanup()
         if self._session is not None:
             await self._session.close()
+        if self._installs is not None:
+            await self._installs.close()
 
-    async def _interactive_actor(self, user: str, team: str, body: Mapping[str, Any]) -> Actor:
-        return await self._people.actor(
-            user,
-            team=team,
-            enterprise=body.get("enterprise", {}) and body["enterprise"].get("id"),
-            fallback=None,
-        )
+    def _interactive_place(self, context: AsyncBoltContext) -> Place:
+        """The clients, people and limits of the workspace a press or form came from."""
+        budget, workspace = self._workspace(context)
 
-    def _interactive_limits(self, team: str, channel: str) -> TargetLimits:
-        return self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL)
+        async def actor(user: str, team: str, channel: str, body: Mapping[str, Any]) -> Actor:
+            enterprise = (body.get("enterprise") or {}).get("id")
+            return await self._actor(workspace, user, team, channel, enterprise, None)
+
+        def limits(channel: str) -> TargetLimits:
+            return self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL)
+
+        return Place(workspace.client, workspace.answers, actor, limits)
+
+    def _closing_client(self, team: str) -> AsyncWebClient | None:
+        """A client to replace buttons with outside any request: the one workspace's, or a cached one's."""
+        if self._single is not None:
+            return self._single.client
+        found = self._workspaces.get(team)
+        return found.client if found is not None else None
 
     # --- bolt listeners: queue the work in a tracked task ----------------------------------------
 
-    async def _on_command(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def _on_command(
+        self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
         await ack()  # Slack has its acknowledgement already; this only tells bolt the listener took it
-        self.transport.spawn(self._command(body, respond))
+        self.transport.spawn(self._command(body, respond, *self._workspace(context)))
 
     async def _on_mention(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         event = body["event"]
         if is_new_question(event):
             thread_ts = event.get("thread_ts") or event["ts"]
-            self.transport.spawn(self._question(body, context.bot_user_id, thread_ts))
+            self.transport.spawn(
+                self._question(body, context.bot_user_id, thread_ts, *self._workspace(context))
+            )
 
     async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         event = body["event"]
-        # Direct messages only: in channels the bot answers mentions, which come as app_mention.
-        if event.get("channel_type") == "im" and is_new_question(event):
-            self.transport.spawn(self._question(body, context.bot_user_id, event.get("thread_ts")))
+        if not is_new_question(event):
+            return
+        if is_direct(event):
+            self.transport.spawn(
+                self._question(body, context.bot_user_id, event.get("thread_ts"), *self._workspace(context))
+            )
+        elif is_thread_message(event) and not mentions(event, context.bot_user_id):
+            # A mention comes as app_mention too, and is answered from there: once. The core decides
+            # whether the thread is engaged.
+            self.transport.spawn(
+                self._question(
+                    body, context.bot_user_id, event["thread_ts"], *self._workspace(context), mentioned=False
+                )
+            )
 
-    async def _on_user_change(self, body: dict[str, Any]) -> None:
+    async def _on_user_change(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         user = body["event"].get("user")
         if isinstance(user, dict):
-            self._people.changed(user)
+            self._workspace(context)[1].people.changed(user)
+
+    async def _on_uninstalled(self, context: AsyncBoltContext) -> None:
+        await self._drop_tokens(context, "uninstalled", "Slack sent app_uninstalled")
+
+    async def _on_tokens_revoked(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        # Only the bot's token matters: the app asks for no user scopes.
+        if (event.get("tokens") or {}).get("bot"):
+            await self._drop_tokens(context, "tokens_revoked", "Slack sent tokens_revoked for the bot")
+
+    async def _drop_tokens(self, context: AsyncBoltContext, action: str, why: str) -> None:
+        assert self._store is not None
+        key = installation_key(context.enterprise_id, context.team_id, bool(context.is_enterprise_install))
+        if await self._store.remove(key, action, why):
+            self._workspaces.pop(key)
+            log.warning(
+                "slack: %s: the tokens of %s are deleted; its conversations, settings and presets are kept",
+                why,
+                key,
+            )
 
     # --- the work --------------------------------------------------------------------------------
 
-    async def _command(self, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def _actor(
+        self,
+        workspace: _Workspace,
+        user: str,
+        team: str,
+        channel: str,
+        enterprise: str | None,
+        fallback: str | None,
+    ) -> Actor:
+        """Who asks, and their level here: a workspace admin or owner, or at channel level the
+        channel's creator or a member of the operator's admin group."""
+        actor = await workspace.people.actor(user, team=team, enterprise=enterprise, fallback=fallback)
+        if actor.privilege < Privilege.CHANNEL_ADMIN and await workspace.admins.holds(user, channel):
+            return replace(actor, privilege=Privilege.CHANNEL_ADMIN)
+        return actor
+
+    async def _command(
+        self, body: dict[str, Any], respond: AsyncRespond, budget: str, workspace: _Workspace
+    ) -> None:
         team, channel, user = body["team_id"], body["channel_id"], body["user_id"]
-        actor = await self._people.actor(
-            user, team=team, enterprise=body.get("enterprise_id"), fallback=body.get("user_name")
+        actor = await self._actor(
+            workspace, user, team, channel, body.get("enterprise_id"), body.get("user_name")
         )
-        text = from_slack(body.get("text", ""))
+        text = command_line(body.get("text", ""))
 
         async def say(reply: str, public: bool) -> None:
             await respond(text=reply, response_type="in_channel" if public else "ephemeral")
 
         target = CommandAnswer(
-            self._answers,
-            self._limits.limits(team, channel, typing_interval=None),
+            workspace.answers,
+            self._limits.limits(budget, channel, typing_interval=None),
             say,
             channel=channel,
             asker=actor.display_name,
             question=text,
         )
         scope = event_scope(team, channel, None)
-        await self._core.run_line(scope, actor, text, target, delivery=command_delivery(body))
+        await self._core.run_line(
+            scope, actor, text, target, delivery=command_delivery(body), direct=channel.startswith("D")
+        )
 
-    async def _question(self, body: dict[str, Any], bot_user_id: str | None, thread_ts: str | None) -> None:
+    async def _question(
+        self,
+        body: dict[str, Any],
+        bot_user_id: str | None,
+        thread_ts: str | None,
+        budget: str,
+        workspace: _Workspace,
+        *,
+        mentioned: bool = True,
+    ) -> None:
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
-        actor = await self._people.actor(user, team=team, enterprise=body.get("enterprise_id"), fallback=None)
+        if not mentioned and not await self._core.follows_thread(event_scope(team, channel, thread_ts)):
+            return  # most thread replies are not for the bot: no lookups for them
+        actor = await self._actor(workspace, user, team, channel, body.get("enterprise_id"), None)
         target = ThreadReply(
-            self._answers,
-            self._limits.limits(team, channel, typing_interval=STATUS_INTERVAL),
+            workspace.answers,
+            self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL),
             channel=channel,
             thread_ts=thread_ts,
             user=user,
@@ -207,6 +421,9 @@ class SlackAdapter:
             from_slack(event.get("text", ""), bot_user_id),
             files_of(event),
             delivery=event_delivery(body, team, event),
+            direct=is_direct(event),
+            mentioned=mentioned,
+            mentions_others=mentions_someone(event, bot_user_id),
         )
         await self._core.ask(question, target)
 
@@ -233,9 +450,13 @@ async def verify(settings: Settings) -> str:
     slack_settings = _settings(settings)
     async with aiohttp.ClientSession() as session:
         client = AsyncWebClient(
-            base_url=_base_url(slack_settings), session=session, token=slack_settings.bot_token
+            base_url=_base_url(slack_settings), session=session, token=slack_settings.bot_token or None
         )
         auth = await check_tokens(client, slack_settings)
+    if auth is None:
+        # OAuth mode: each workspace's token is checked as its requests arrive (`acechat installs`).
+        how = "Socket Mode (app-level token accepted)" if slack_settings.app_token else "HTTP mode"
+        return f"Slack app {slack_settings.oauth.client_id if slack_settings.oauth else '?'} in OAuth mode, {how}"
     return (
         f"Slack bot {auth.get('user')} ({auth.get('user_id')}) in {auth.get('team')} ({auth.get('team_id')})"
     )

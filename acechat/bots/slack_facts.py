@@ -7,6 +7,7 @@ decisions; this module reports the sender's level as Slack states it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from acechat.bots.slack_text import from_slack
 from acechat.core.cache import LRU
 from acechat.core.facts import Actor, Attachment
 from acechat.core.permissions import Privilege
@@ -139,3 +141,117 @@ def files_of(event: Mapping[str, Any]) -> tuple[Attachment, ...]:
         for f in files
         if isinstance(f, dict)
     )
+
+
+# --- facts for admins' controls (issue 17) ------------------------------------------------------------
+
+# A person as Slack escapes them in a command (`should_escape`): `<@U1|ann>`; bounded by its own `>`.
+_PERSON = re.compile(r"<@([UW][A-Z0-9]{1,30})(?:\|[^<>]*)?>")
+
+
+def command_line(raw: str) -> str:
+    """What was typed after the command, as plain text. In `users …` people stay ids (`<@U1|ann>` →
+    `U1`): the grammar names them by id, since display names are anyone's to choose."""
+    words = raw.split(None, 1)
+    if words and words[0].lower() == "users":
+        raw = _PERSON.sub(r"\1", raw)
+    return from_slack(raw)
+
+
+def mentions(event: Mapping[str, Any], user_id: str | None) -> bool:
+    """Whether a message mentions `user_id` (the bot: it arrives as `app_mention` too)."""
+    return user_id is not None and f"<@{user_id}" in str(event.get("text", ""))
+
+
+def mentions_someone(event: Mapping[str, Any], bot_user_id: str | None) -> bool:
+    """Whether it names a person or a group other than the bot: it is for them, not for the bot."""
+    text = str(event.get("text", ""))
+    others = [m for m in _PERSON.findall(text) if m != bot_user_id]
+    return bool(others) or "<!subteam^" in text
+
+
+def is_direct(event: Mapping[str, Any]) -> bool:
+    return event.get("channel_type") == "im"
+
+
+def is_thread_message(event: Mapping[str, Any]) -> bool:
+    """A reply in a thread of a public or private channel (not the thread's first message)."""
+    thread_ts = event.get("thread_ts")
+    return (
+        event.get("channel_type") in ("channel", "group")
+        and isinstance(thread_ts, str)
+        and thread_ts != event.get("ts")
+    )
+
+
+# Channel creators change rarely (never, in Slack); group membership is re-read every minute.
+CREATOR_TTL = 600.0
+GROUP_TTL = 60.0
+
+
+class ChannelAdmins:
+    """Slack's channel level: the channel's creator (`conversations.info`), and members of the
+    operator's admin user group (`ACECHAT_SLACK_ADMIN_GROUP`, an id or a handle; `usergroups:read`).
+    A lookup that fails grants nothing."""
+
+    def __init__(
+        self, client: AsyncWebClient, group: str | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._client = client
+        self._group = group.removeprefix("@") if group else None
+        self._clock = clock
+        self._creators: LRU[str, tuple[str | None, float]] = LRU(PEOPLE_CACHE)
+        self._members: tuple[frozenset[str], float] = (frozenset(), 0.0)
+        self._group_id: str | None = None
+
+    async def holds(self, user: str, channel: str) -> bool:
+        if channel.startswith("D"):
+            return False
+        return await self._creator(channel) == user or user in await self._group_members()
+
+    async def _creator(self, channel: str) -> str | None:
+        now = self._clock()
+        known = self._creators.get(channel)
+        if known is not None and known[1] > now:
+            return known[0]
+        try:
+            reply = await self._client.conversations_info(channel=channel)
+            creator = reply["channel"].get("creator")
+        except Exception as error:
+            log.warning("slack: conversations.info failed for %s: %s", channel, error)
+            return None
+        found = creator if isinstance(creator, str) else None
+        self._creators.put(channel, (found, now + CREATOR_TTL))
+        return found
+
+    async def _group_members(self) -> frozenset[str]:
+        if self._group is None:
+            return frozenset()
+        members, expires = self._members
+        now = self._clock()
+        if expires > now:
+            return members
+        try:
+            group_id = self._group_id or await self._resolve_group()
+            if group_id is None:
+                return frozenset()
+            reply = await self._client.usergroups_users_list(usergroup=group_id)
+            members = frozenset(u for u in reply.get("users") or () if isinstance(u, str))
+        except Exception as error:
+            log.warning("slack: reading the admin group %s failed: %s", self._group, error)
+            return frozenset()
+        self._members = (members, now + GROUP_TTL)
+        return members
+
+    async def _resolve_group(self) -> str | None:
+        group = self._group or ""
+        if group.startswith("S") and group.isalnum() and group.upper() == group:
+            self._group_id = group
+            return group
+        reply = await self._client.usergroups_list()
+        for found in reply.get("usergroups") or ():
+            if isinstance(found, dict) and found.get("handle") == group:
+                self._group_id = str(found.get("id"))
+                return self._group_id
+        log.warning("slack: no user group with the handle %s (ACECHAT_SLACK_ADMIN_GROUP)", group)
+        return None

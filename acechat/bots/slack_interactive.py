@@ -13,9 +13,10 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -34,9 +35,23 @@ FORM_ACTION = "text"
 # Slack's limit on a modal's title.
 TITLE_CHARS = 24
 
-ActorOf = Callable[[str, str, Mapping[str, Any]], Awaitable[Actor]]
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
-LimitsOf = Callable[[str, str], TargetLimits]
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """The workspace a press came from: its clients (ordinary calls, answers), who the presser is there
+    (user, team, channel, body) and the limits an answer in a channel of it draws on."""
+
+    client: AsyncWebClient
+    answers: AsyncWebClient
+    actor: Callable[[str, str, str, Mapping[str, Any]], Awaitable[Actor]]
+    limits: Callable[[str], TargetLimits]
+
+
+PlaceOf = Callable[[AsyncBoltContext], Place]
+# The client that may replace a workspace's buttons outside any request (None: not known here).
+ClientOf = Callable[[str], AsyncWebClient | None]
 
 
 def form_view(form: Form, metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,20 +81,10 @@ def form_view(form: Form, metadata: Mapping[str, Any]) -> dict[str, Any]:
 class SlackInteractions:
     """Routes the core's controls: registered on the bolt app once, presses handed to the core."""
 
-    def __init__(
-        self,
-        core: ChatCore,
-        client: AsyncWebClient,
-        answers: AsyncWebClient,
-        actor_of: ActorOf,
-        limits_of: LimitsOf,
-        spawn: Spawn,
-    ) -> None:
+    def __init__(self, core: ChatCore, place_of: PlaceOf, client_of: ClientOf, spawn: Spawn) -> None:
         self._core = core
-        self._client = client
-        self._answers = answers
-        self._actor_of = actor_of
-        self._limits_of = limits_of
+        self._place_of = place_of
+        self._client_of = client_of
         self._spawn = spawn
 
     def register(self, app: AsyncApp) -> None:
@@ -87,32 +92,33 @@ class SlackInteractions:
         app.view(CONTROL)(self._on_view)
         self._core.register_closer("slack", self._replace)
 
-    async def _replace(self, where: str, text: str) -> None:
-        """Buttons at `where` ("channel:ts", from `offer_choices`) give way to `text`."""
+    async def _replace(self, team: str, where: str, text: str) -> None:
+        """Buttons at `where` ("channel:ts", from `offer_choices`) in `team` give way to `text`."""
         channel, _, ts = where.partition(":")
-        await self._close(channel, ts, PressResult(Outcome.ANSWERED, closed=text))
+        client = self._client_of(team)
+        if client is not None and channel and ts:
+            await _close(client, channel, ts, PressResult(Outcome.ANSWERED, closed=text))
 
-    async def _on_action(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_action(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()  # Slack has its acknowledgement already; this only tells bolt the listener took it
-        self._spawn(self._pressed(body))
+        self._spawn(self._pressed(body, self._place_of(context)))
 
-    async def _on_view(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_view(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()  # an empty acknowledgement closes the form
-        self._spawn(self._submitted(body))
+        self._spawn(self._submitted(body, self._place_of(context)))
 
-    def _target(
-        self, team: str, channel: str, thread_ts: str | None, user: str, message_ts: str
-    ) -> ThreadReply:
+    @staticmethod
+    def _target(place: Place, channel: str, thread_ts: str | None, user: str, message_ts: str) -> ThreadReply:
         return ThreadReply(
-            self._answers,
-            self._limits_of(team, channel),
+            place.answers,
+            place.limits(channel),
             channel=channel,
             thread_ts=thread_ts,
             user=user,
             question_ts=message_ts,
         )
 
-    async def _pressed(self, body: dict[str, Any]) -> None:
+    async def _pressed(self, body: dict[str, Any], place: Place) -> None:
         team = (body.get("team") or {}).get("id") or body.get("user", {}).get("team_id", "")
         user = body["user"]["id"]
         channel = (body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id")
@@ -124,8 +130,8 @@ class SlackInteractions:
             return
         action = actions[0]
         thread_ts = message.get("thread_ts")
-        actor = await self._actor_of(user, team, body)
-        target = self._target(team, channel, thread_ts, user, message_ts)
+        actor = await place.actor(user, team, channel, body)
+        target = self._target(place, channel, thread_ts, user, message_ts)
         scope = event_scope(team, channel, thread_ts)
         delivery = f"slack:action:{team}:{channel}:{message_ts}:{user}:{action.get('action_ts', '')}"
         result = await self._core.press(
@@ -134,15 +140,15 @@ class SlackInteractions:
         if result.form is not None:
             metadata = {"team": team, "channel": channel, "thread_ts": thread_ts, "message_ts": message_ts}
             try:
-                await self._client.views_open(
+                await place.client.views_open(
                     trigger_id=body["trigger_id"], view=form_view(result.form, metadata)
                 )
             except SlackApiError as error:
                 # expired_trigger_id: the press took longer than Slack's 3 seconds to reach this point.
                 log.warning("slack: could not open a form: %s", error.response.get("error"))
-        await self._close(channel, message_ts, result)
+        await _close(place.client, channel, message_ts, result)
 
-    async def _submitted(self, body: dict[str, Any]) -> None:
+    async def _submitted(self, body: dict[str, Any], place: Place) -> None:
         view = body.get("view") or {}
         try:
             metadata = json.loads(view.get("private_metadata") or "{}")
@@ -156,22 +162,23 @@ class SlackInteractions:
         user = body["user"]["id"]
         values = view.get("state", {}).get("values", {})
         text = (values.get(FORM_BLOCK, {}).get(FORM_ACTION, {}) or {}).get("value") or ""
-        actor = await self._actor_of(user, team, body)
-        target = self._target(team, channel, thread_ts, user, message_ts)
+        actor = await place.actor(user, team, channel, body)
+        target = self._target(place, channel, thread_ts, user, message_ts)
         scope = event_scope(team, channel, thread_ts)
         result = await self._core.submit(scope, actor, str(view.get("callback_id", "")), text, target)
-        await self._close(channel, message_ts, result)
+        await _close(place.client, channel, message_ts, result)
 
-    async def _close(self, channel: str, message_ts: str, result: PressResult) -> None:
-        """Done buttons give way to a line saying what became of their question."""
-        if result.closed is None:
-            return
-        try:
-            await self._client.chat_update(
-                channel=channel,
-                ts=message_ts,
-                text=result.closed,
-                blocks=[{"type": "section", "text": {"type": "plain_text", "text": result.closed}}],
-            )
-        except SlackApiError as error:
-            log.info("slack: could not close a question's buttons: %s", error.response.get("error"))
+
+async def _close(client: AsyncWebClient, channel: str, message_ts: str, result: PressResult) -> None:
+    """Done buttons give way to a line saying what became of their question."""
+    if result.closed is None:
+        return
+    try:
+        await client.chat_update(
+            channel=channel,
+            ts=message_ts,
+            text=result.closed,
+            blocks=[{"type": "section", "text": {"type": "plain_text", "text": result.closed}}],
+        )
+    except SlackApiError as error:
+        log.info("slack: could not close a question's buttons: %s", error.response.get("error"))

@@ -38,7 +38,9 @@ RULES = PlatformRules(
     "slack",
     MENTIONS,
     rights={
-        Privilege.CHANNEL_ADMIN: "a workspace admin or owner",
+        Privilege.CHANNEL_ADMIN: (
+            "a workspace admin or owner, the channel's creator or a member of the bot's admin user group"
+        ),
         Privilege.WORKSPACE_ADMIN: "a workspace admin or owner",
     },
 )

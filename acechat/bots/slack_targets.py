@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -19,9 +22,9 @@ from acechat.bots.slack_blocks import choice_blocks
 from acechat.bots.slack_rules import RULES
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render
 from acechat.core.choices import Choices
-from acechat.core.pacing import Scheduler
-from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited
-from acechat.core.ratelimit import KeyedBudgets, TokenBucket
+from acechat.core.pacing.limits import KeyedBudgets, TokenBucket
+from acechat.core.pacing.scheduler import Scheduler
+from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited, PlatformUnsure
 from acechat.core.reply_target import Mark, TargetLimits
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,14 @@ UPDATE_PER_SECOND = 45 / 60
 # chat.postMessage allows about one message a second per channel, with short bursts: a little under.
 POST_BURST = 3
 POST_PER_SECOND = 0.9
+# An answer's post or edit that has not answered by then has an unknown outcome (see MarkedPosts).
+ANSWER_CALL_TIMEOUT = 10
+# Every post of an answer carries a marker in its metadata, to be found again when its outcome is unknown.
+MARKER_EVENT = "acechat_message"
+# How many of the newest messages a lookup for a marked post reads, and how often one is looked for (at
+# once, and before the next post: a message may take a moment to be listed).
+LOOKUP_MESSAGES = 50
+LOOKUPS = 2
 # Slack clears an assistant thread status after two minutes without a message.
 STATUS_INTERVAL = 90.0
 STATUS = "is thinking…"
@@ -79,6 +90,9 @@ def platform_errors() -> Iterator[None]:
     """Slack's refusals in the core's terms; anything else propagates as it is."""
     try:
         yield
+    except (TimeoutError, aiohttp.ClientError) as error:
+        # Sent, perhaps delivered: the caller must look before it sends again.
+        raise PlatformUnsure(f"Slack did not answer: {error!r}") from error
     except SlackApiError as error:
         if error.response.status_code == 429:
             raise _rate_limited(error) from error
@@ -114,6 +128,81 @@ class SlackLimits:
         )
 
 
+class MarkedPosts:
+    """Posts to one place (a thread, or a channel's top level) that a retry never duplicates.
+
+    Each post carries a marker in its message metadata. A post whose outcome is unknown (no answer in
+    time, a broken connection) is looked for by its marker, at once and again before the next post: a
+    message found is taken as posted (and edited to the text now wanted), so it is never sent twice.
+    """
+
+    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str | None) -> None:
+        self._client = client
+        self._channel = channel
+        self._thread_ts = thread_ts
+        # Markers of posts that may have been delivered, with how many more times each is looked for.
+        self._unsure: dict[str, int] = {}
+
+    async def post(self, text: str, **fields: Any) -> str:
+        """Post `text` (already mrkdwn) with `fields`; the new message's ts."""
+        found = await self._settle(text)
+        if found is not None:
+            return found
+        marker = uuid.uuid4().hex
+        try:
+            with platform_errors():
+                reply = await self._client.chat_postMessage(
+                    channel=self._channel,
+                    thread_ts=self._thread_ts,
+                    text=text,
+                    metadata={"event_type": MARKER_EVENT, "event_payload": {"id": marker}},
+                    **fields,
+                )
+        except PlatformUnsure:
+            self._unsure[marker] = LOOKUPS
+            found = await self._settle(text)
+            if found is None:
+                raise
+            return found
+        return str(reply["ts"])
+
+    async def _settle(self, text: str) -> str | None:
+        """The ts of a post with an unknown outcome that did arrive, showing `text`; None if none did."""
+        if not self._unsure:
+            return None
+        try:
+            with platform_errors():
+                if self._thread_ts is None:
+                    page = await self._client.conversations_history(
+                        channel=self._channel, limit=LOOKUP_MESSAGES, include_all_metadata=True
+                    )
+                else:
+                    page = await self._client.conversations_replies(
+                        channel=self._channel,
+                        ts=self._thread_ts,
+                        limit=LOOKUP_MESSAGES,
+                        include_all_metadata=True,
+                    )
+        except (PlatformUnsure, SlackApiError) as error:
+            log.warning("could not look for a post whose outcome is unknown: %s", error)
+            raise PlatformUnsure("could not tell whether a post arrived") from error
+        markers = self._unsure
+        for message in page.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == MARKER_EVENT and payload.get("id") in markers:
+                self._unsure.clear()
+                ts = str(message["ts"])
+                if message.get("text") != text:
+                    with platform_errors():
+                        await self._client.chat_update(channel=self._channel, ts=ts, text=text)
+                log.info("a post whose outcome was unknown had arrived; not posting it again")
+                return ts
+        # Not there, each time it was looked for: it never arrived.
+        self._unsure = {marker: left - 1 for marker, left in markers.items() if left > 1}
+        return None
+
+
 class ThreadReply:
     """Answers a mention in its thread, or a direct message in the DM."""
 
@@ -135,21 +224,14 @@ class ThreadReply:
         self._thread_ts = thread_ts
         self._user = user
         self._question_ts = question_ts
+        self._posts = MarkedPosts(client, channel, thread_ts)
 
     @property
     def limits(self) -> TargetLimits:
         return self._limits
 
     async def post(self, text: str) -> str:
-        with platform_errors():
-            reply = await self._client.chat_postMessage(
-                channel=self._channel,
-                thread_ts=self._thread_ts,
-                text=render(text),
-                unfurl_links=False,
-                unfurl_media=False,
-            )
-        return str(reply["ts"])
+        return await self._posts.post(render(text), unfurl_links=False, unfurl_media=False)
 
     async def edit(self, handle: str, text: str) -> None:
         with platform_errors():
@@ -220,6 +302,7 @@ class CommandAnswer:
         self._limits = dataclasses.replace(limits, max_chars=limits.max_chars - len(self._header))
         self._first: str | None = None
         self._typed = False
+        self._posts = MarkedPosts(client, channel, None)
 
     @property
     def limits(self) -> TargetLimits:
@@ -231,14 +314,9 @@ class CommandAnswer:
         return self._header + render(text, MAX_MESSAGE_CHARS - len(self._header))
 
     async def post(self, text: str) -> str:
-        with platform_errors():
-            reply = await self._client.chat_postMessage(
-                channel=self._channel,
-                text=self._text(self._first is None, text),
-                unfurl_links=False,
-                unfurl_media=False,
-            )
-        handle = str(reply["ts"])
+        handle = await self._posts.post(
+            self._text(self._first is None, text), unfurl_links=False, unfurl_media=False
+        )
         if self._first is None:
             self._first = handle
         return handle

@@ -103,12 +103,15 @@ class StartupAuthorize(AsyncAuthorize):
         )
 
 
-async def check_tokens(client: AsyncWebClient, settings: SlackSettings) -> AsyncSlackResponse:
-    """The bot's `auth.test`, and for Socket Mode a first `apps.connections.open`. Fails at once, in one
-    line, on a rejected token or an unreachable Slack: Socket Mode would otherwise retry forever."""
+async def check_tokens(client: AsyncWebClient, settings: SlackSettings) -> AsyncSlackResponse | None:
+    """The bot's `auth.test` (none in OAuth mode, which has no one bot token), and for Socket Mode a
+    first `apps.connections.open`. Fails at once, in one line, on a rejected token or an unreachable
+    Slack: Socket Mode would otherwise retry forever."""
     name = "SLACK_BOT_TOKEN"
+    auth = None
     try:
-        auth = await client.auth_test()
+        if settings.bot_token:
+            auth = await client.auth_test()
         if settings.app_token is not None:
             name = "SLACK_APP_TOKEN"
             await client.apps_connections_open(app_token=settings.app_token)
@@ -146,8 +149,9 @@ class SlackTransport:
         self._port: int | None = None
         self._closing = False
 
-    async def start(self, app: AsyncApp) -> None:
-        """Take requests for `app`: returns once connected (Socket Mode) or listening (HTTP)."""
+    async def start(self, app: AsyncApp, *, pages: Sequence[web.RouteDef] = ()) -> None:
+        """Take requests for `app`: returns once connected (Socket Mode) or listening (HTTP, on the
+        same port as `pages`: OAuth's install pages)."""
         self._app = app
         settings = self._settings
         if settings.app_token is not None:
@@ -165,6 +169,7 @@ class SlackTransport:
         self._verifier = SignatureVerifier(settings.signing_secret)
         web_app = web.Application()
         web_app.router.add_post(EVENTS_PATH, self._on_request)
+        web_app.router.add_routes(pages)
         self._runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=self._shutdown_grace)
         await self._runner.setup()
         try:

@@ -18,22 +18,24 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-from acechat.core import metrics, notices
+from acechat.core import access, metrics, notices
 from acechat.core.answer import AnswerView, one_line
 from acechat.core.attachments import AttachmentChoice, choose_references
 from acechat.core.cache import LRU
 from acechat.core.choices import FORM_CHARS, Choices, Form, choices_for, form_for, parse_control
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
+from acechat.core.controls import ControlCommands, ControlState, Held, QuotaHolds
 from acechat.core.errors import UpstreamError
 from acechat.core.events import Finished
 from acechat.core.facts import Actor, Attachment
+from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.permissions import GENERIC_RIGHTS, Privilege, privilege_of, refusal, required
 from acechat.core.platform import MentionRules
 from acechat.core.platform_errors import PlatformError, PlatformForbidden
 from acechat.core.reply_target import Mark, ReplyTarget
 from acechat.core.sanitize import format_answer
-from acechat.core.scope import Scope
+from acechat.core.scope import DIRECT, Scope
 from acechat.core.settings import Settings
 from acechat.core.splitting import closing_fence, split_message
 from acechat.core.state import ScopeState
@@ -60,6 +62,8 @@ DELETE_BACKOFF_MAX = 86_400.0
 DELETE_ATTEMPTS = 10
 # Users told "slow down" in a channel recently, on platforms where that notice is public.
 NOTICED_USERS = 10_000
+# Where a refusal of a place or person is public (Discord mentions), it is said once an hour per user.
+ACCESS_NOTICE_SECONDS = 3600.0
 
 
 class Outcome(enum.Enum):
@@ -67,6 +71,8 @@ class Outcome(enum.Enum):
     REFUSED = "refused"
     FAILED = "failed"
     DUPLICATE = "duplicate"
+    # Not addressed to the bot after all (a thread message in a thread it is not engaged in).
+    IGNORED = "ignored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +83,31 @@ class Question:
     attachments: tuple[Attachment, ...] = ()
     # The platform's id for this delivery: a re-delivery of an id already seen is dropped.
     delivery: str | None = None
+    # Facts for admission (issue 17). `direct`: a direct message (Slack's have a workspace);
+    # `roles`: the asker's platform roles (Discord); `mentioned` False: a message in a thread that did
+    # not mention the bot, answered only where the thread is engaged; `mentions_others`: it names
+    # someone else; `from_bot`: its author is a bot.
+    direct: bool = False
+    roles: tuple[str, ...] = ()
+    mentioned: bool = True
+    mentions_others: bool = False
+    from_bot: bool = False
+    # Whether the operator allows direct messages that belong to no workspace (Discord's); the adapter
+    # reports its setting.
+    operator_dms: bool = True
+
     # Set when `text` answers a question the model asked back (v2): the turn resumes the paused call.
     resumes: PendingQuestion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """Why a question is refused, and how: public notices repeat at most once per `window` seconds,
+    then a mark on the question (`mark`) or silence."""
+
+    text: str
+    window: float
+    mark: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +135,12 @@ class ChatCore:
         self.store = store
         self.client = client
         self.state = ScopeState(settings, store)
-        self._commands = CommandRunner(self.state)
+        self.controls = ControlState(store)
+        self._commands = CommandRunner(self.state, ControlCommands(settings, store, self.controls))
         # Questions per scope that hold or wait for its turn in this process.
         self._queued: dict[str, int] = {}
         self._noticed: LRU[str, float] = LRU(NOTICED_USERS)
+        self._holds = QuotaHolds()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -120,7 +151,7 @@ class ChatCore:
         self._deleter: asyncio.Task[None] | None = None
         # Buttons of waiting questions this process showed: scope key -> (question id, where).
         self._buttons: LRU[str, tuple[str, str]] = LRU(NOTICED_USERS)
-        self._closers: dict[str, Callable[[str, str], Coroutine[Any, Any, None]]] = {}
+        self._closers: dict[str, Callable[[str, str, str], Coroutine[Any, Any, None]]] = {}
         self._delete_soon = asyncio.Event()
 
     @classmethod
@@ -331,8 +362,11 @@ class ChatCore:
             return notices.QUESTION_ANSWERED
         return None
 
-    def register_closer(self, platform: str, closer: Callable[[str, str], Coroutine[Any, Any, None]]) -> None:
-        """How an adapter replaces a question's buttons (where `offer_choices` said they are) by a text."""
+    def register_closer(
+        self, platform: str, closer: Callable[[str, str, str], Coroutine[Any, Any, None]]
+    ) -> None:
+        """How an adapter replaces a question's buttons by a text: called with the workspace, where
+        `offer_choices` said they are, and the text."""
         self._closers[platform] = closer
 
     async def _offer(self, scope: Scope, kept: PendingQuestion, target: OffersChoices) -> None:
@@ -352,7 +386,8 @@ class ChatCore:
         closer = self._closers.get(scope.platform)
         if shown is not None and closer is not None:
             self._in_background(
-                closer(shown[1], notices.BUTTONS_SKIPPED), "could not mark a question skipped"
+                closer(scope.workspace, shown[1], notices.BUTTONS_SKIPPED),
+                "could not mark a question skipped",
             )
 
     async def _keep_question(
@@ -424,9 +459,10 @@ class ChatCore:
         *,
         attachments: tuple[Attachment, ...] = (),
         delivery: str | None = None,
+        direct: bool = False,
     ) -> Outcome:
         """A line typed to the bot (Slack's command, the console): a command if it has one's exact
-        shape, otherwise a question."""
+        shape, otherwise a question. `direct`: typed in a direct message."""
         command = parse_command(line)
         if command.action is Action.ANSWER:
             # An answer only while a question waits here; otherwise "answer …" is just a question.
@@ -434,7 +470,7 @@ class ChatCore:
                 return await self.answer(scope, actor, command.text or "", target, delivery=delivery)
             command = Command(Action.ASK, text=line.strip())
         if command.action is Action.ASK:
-            question = Question(scope, actor, command.text or "", attachments, delivery)
+            question = Question(scope, actor, command.text or "", attachments, delivery, direct=direct)
             return await self.ask(question, target)
         reply = await self.run_command(scope, actor, command, target, delivery=delivery)
         if reply is None:
@@ -460,9 +496,16 @@ class ChatCore:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
         say = target.announce if reply.in_channel else target.notify
+        # A reply to the channel is a post like an answer's: it takes its turn on the channel's posts.
+        posts = target.limits.posts if reply.in_channel else ()
+        scheduler = target.limits.scheduler or Scheduler()
         try:
             for part in split_message(reply.text, target.limits.max_chars):
-                await say(part)
+                await scheduler.call(Urgency.POST, posts)
+                try:
+                    await say(part)
+                finally:
+                    scheduler.done(posts)
         except Exception:
             log.exception("could not show a command's reply", extra=_context(scope, actor))
         return reply
@@ -498,25 +541,41 @@ class ChatCore:
         try:
             if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
                 return Outcome.DUPLICATE
-            reason = await self._refusal(question)
+            reason, held = await self._refusal(question)
+            if reason is Outcome.IGNORED:
+                return Outcome.IGNORED
         except Exception:
             # The store failed before anything happened (a database gone away): say so, keep serving.
             log.exception("could not admit a question", extra=_context(scope, question.actor))
             await self._quietly(target.notify(notices.INTERNAL_ERROR))
             metrics.count_question(scope.platform, Outcome.FAILED.value)
             return Outcome.FAILED
-        if reason is not None:
+        if isinstance(reason, _Refused):
             await self._refuse(question, target, reason)
+            metrics.count_question(scope.platform, Outcome.REFUSED.value)
+            return Outcome.REFUSED
+        mentions = target.rules.mentions
+        reply = StreamingReply(target, render=lambda raw: self._render_partial(raw, mentions))
+        # The channel's line of answers still to be posted must clear in time with this one in it.
+        busy = reply.join(question.actor.user_id, self.settings.max_answer_chars)
+        if busy is not None:
+            log.info(
+                "refused a question: the channel's answers would not be shown in time",
+                extra=_context(scope, question.actor),
+            )
+            self._holds.release(held)
+            window = self.settings.user_rate.per_seconds
+            await self._refuse(question, target, _Refused(notices.channel_busy(busy), window, True))
             metrics.count_question(scope.platform, Outcome.REFUSED.value)
             return Outcome.REFUSED
         self._in_flight += 1
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
-        mentions = target.rules.mentions
-        reply = StreamingReply(target, render=lambda raw: self._render_partial(raw, mentions))
         try:
             outcome = await self._take_turn(question, target, reply)
         finally:
+            reply.leave()
+            self._holds.release(held)
             self._in_flight -= 1
             metrics.IN_FLIGHT.dec()
             if self._in_flight == 0:
@@ -527,6 +586,37 @@ class ChatCore:
             metrics.FIRST_TEXT_SECONDS.observe(reply.first_text_at - received)
         return outcome
 
+    async def follows_thread(self, scope: Scope) -> bool:
+        """Whether thread messages without a mention may be for the bot here (an engaged thread of a
+        channel set to `engage thread`): adapters ask before looking up who wrote them."""
+        if not scope.is_thread:
+            return False
+        controls = await self.controls.of(scope)
+        return controls.engages_threads and await self.store.is_engaged(scope.key)
+
+    async def opens_thread(self, question: Question) -> bool:
+        """Whether the answer to this mention goes into a new thread (Discord `autothread on`): only
+        in a channel of a server, and only for a question that would not be refused there."""
+        scope = question.scope
+        if scope.is_thread or scope.workspace == DIRECT or question.direct:
+            return False
+        controls = await self.controls.of(scope)
+        if not controls.autothread:
+            return False
+        refused, held = await self._controls_refusal(question, controls)
+        self._holds.release(held)
+        return refused is None
+
+    async def autothread_channels(self) -> list[Scope]:
+        """The channels with autothread on, for the adapter's start-up check of its permissions."""
+        found = await self.store.controls_set_to(access.AUTOTHREAD, "on")
+        scopes = []
+        for control in found:
+            parts = control.key.split(":")
+            if len(parts) == 4:
+                scopes.append(Scope.of(parts[0], parts[1], parts[2]))
+        return scopes
+
     # --- admission --------------------------------------------------------------------------------
 
     async def _first_delivery(self, delivery: str, scope: Scope) -> bool:
@@ -535,15 +625,96 @@ class ChatCore:
         log.info("ignoring a re-delivered event %s", delivery, extra={"platform": scope.platform})
         return False
 
-    async def _refusal(self, question: Question) -> str | None:
+    async def _refusal(self, question: Question) -> tuple[_Refused | Outcome | None, Held]:
+        """Why the question must not go upstream (or IGNORED: it was not for the bot), else None; and
+        the quota counters it holds while admitted (released by the caller)."""
+        scope = question.scope
+        controls = await self.controls.of(scope)
+        if not question.mentioned and not await self._engaged(question):
+            return Outcome.IGNORED, ()
         text = question.text.strip()
+        window = self.settings.user_rate.per_seconds
         if self._closing:
-            return notices.RESTARTING
+            return _Refused(notices.RESTARTING, window, True), ()
         if not text and not question.attachments:
-            return notices.EMPTY_QUESTION
+            return _Refused(notices.EMPTY_QUESTION, window, True), ()
         limit = self.settings.max_question_chars
         if len(text) > limit:
-            return notices.too_long(len(text), limit)
+            return _Refused(notices.too_long(len(text), limit), window, True), ()
+        refused, held = await self._controls_refusal(question, controls)
+        if refused is not None:
+            return refused, ()
+        try:
+            rated = await self._rate_refusal(question)
+            if rated is None and question.mentioned and scope.is_thread and controls.engages_threads:
+                await self.store.engage_thread(scope.key, scope.channel_scope.key, time.time())
+        except BaseException:
+            self._holds.release(held)
+            raise
+        if rated is not None:
+            self._holds.release(held)
+            return rated, ()
+        return None, held
+
+    async def _engaged(self, question: Question) -> bool:
+        """Whether a thread message without a mention is the bot's to answer: a person's, naming no one
+        else, in a thread the bot was asked in, of a channel set to `engage thread`."""
+        scope = question.scope
+        if question.from_bot or question.mentions_others or not scope.is_thread:
+            return False
+        return await self.follows_thread(scope)
+
+    async def _controls_refusal(
+        self, question: Question, controls: access.Controls
+    ) -> tuple[_Refused | None, Held]:
+        """Where, who and how much, in that order; admins (channel level and up) are never refused.
+        An admitted question under quotas holds one count on its user, channel and workspace until it
+        ends, so questions asked at once cannot all slip under a quota before any is recorded."""
+        scope, actor = question.scope, question.actor
+        level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
+        if level >= Privilege.CHANNEL_ADMIN:
+            return None, ()
+        direct = question.direct or scope.workspace == DIRECT
+        which = access.where_refusal(
+            controls,
+            direct=direct,
+            workspaceless=scope.workspace == DIRECT,
+            operator_dms=question.operator_dms,
+        ) or (
+            None if scope.workspace == DIRECT else access.who_refusal(controls, actor.user_id, question.roles)
+        )
+        if which is not None:
+            log.info("refused a question: %s", which.value, extra=_context(scope, actor))
+            metrics.count_refusal(which.value)
+            return _Refused(access.REFUSALS[which], ACCESS_NOTICE_SECONDS, False), ()
+        if not controls.quotas:
+            return None, ()
+        # Taken before the count is read: questions arriving meanwhile see this one.
+        held = self._holds.take(scope, actor.user_id)
+        now = time.time()
+        try:
+            used = await self.store.count_usage(
+                scope.workspace_key, scope.channel_scope.key, actor.user_id, access.day_start(now)
+            )
+        except BaseException:
+            self._holds.release(held)
+            raise
+        user, channel, workspace = self._holds.others(held)
+        used = replace(
+            used,
+            user_questions=used.user_questions + user,
+            channel_questions=used.channel_questions + channel,
+            workspace_questions=used.workspace_questions + workspace,
+        )
+        hit = access.quota_refusal(controls, used)
+        if hit is None:
+            return None, held
+        self._holds.release(held)
+        log.info("refused a question: %s quota", hit.quota.name, extra=_context(scope, actor))
+        metrics.count_refusal(f"quota {hit.quota.level}")
+        return _Refused(access.quota_text(hit, now), ACCESS_NOTICE_SECONDS, False), ()
+
+    async def _rate_refusal(self, question: Question) -> _Refused | None:
         scope = question.scope
         checks: list[tuple[str, RateCheck]] = []
         if self.settings.user_rate.enabled:
@@ -563,19 +734,21 @@ class ChatCore:
             return None
         which = checks[verdict.refused][0]
         metrics.RATE_LIMITED.labels(which).inc()
-        return notices.user_rate(verdict.wait) if which == "user" else notices.channel_rate(verdict.wait)
+        text = notices.user_rate(verdict.wait) if which == "user" else notices.channel_rate(verdict.wait)
+        return _Refused(text, self.settings.user_rate.per_seconds, True)
 
-    async def _refuse(self, question: Question, target: ReplyTarget, text: str) -> None:
-        """Tell the asker; where notices are public, once per user per window, then only a mark."""
+    async def _refuse(self, question: Question, target: ReplyTarget, reason: _Refused) -> None:
+        """Tell the asker; where notices are public, once per user per window, then a mark or nothing."""
         if not target.limits.private_notices:
-            key = f"{question.scope.channel_scope.key}:{question.actor.user_id}"
+            key = f"{question.scope.channel_scope.key}:{question.actor.user_id}:{reason.window}"
             now = time.monotonic()
             last = self._noticed.get(key)
-            if last is not None and now - last < self.settings.user_rate.per_seconds:
-                await self._quietly(target.mark(Mark.REFUSED))
+            if last is not None and now - last < reason.window:
+                if reason.mark:
+                    await self._quietly(target.mark(Mark.REFUSED))
                 return
             self._noticed.put(key, now)
-        await self._quietly(target.notify(text))
+        await self._quietly(target.notify(reason.text))
 
     @staticmethod
     async def _quietly(call: Awaitable[None]) -> None:
@@ -674,6 +847,7 @@ class ChatCore:
         )
         notes = [f"_Skipped {reason}._" for reason in choice.skipped]
         asked_at = time.time()
+        sent = time.monotonic()
 
         async def remember(upstream_id: str) -> None:
             # Stored as soon as it is known, so a crash mid-answer cannot orphan a new conversation;
@@ -703,10 +877,13 @@ class ChatCore:
                         replace(turn, conversation_id=None), reply, view, notes, remember
                     )
                 except UpstreamError as again:
+                    await self._account(question, resolved.model, "", sent, Outcome.FAILED, None)
                     return await self._failed(question, reply, view, again, turn.conversation_id)
             else:
+                await self._account(question, resolved.model, "", sent, Outcome.FAILED, None)
                 return await self._failed(question, reply, view, error, turn.conversation_id)
         text = view.text
+        tokens = view.usage.total_tokens if view.usage is not None else None
 
         now = time.time()
         same = conversation is not None and conversation.upstream_id == conversation_id
@@ -720,25 +897,33 @@ class ChatCore:
             updated_at=now,
             epoch=epoch,
         )
-        transcript = TranscriptEntry(
-            scope_key=scope.key,
-            conversation_id=conversation_id,
-            author_id=question.actor.user_id,
-            author_name=author,
-            question=question.text,
-            answer=text,
-            outcome=Outcome.ANSWERED.value,
-            trace_id=trace_id,
-            asked_at=asked_at,
-            answered_at=now,
+        keep = (await self.controls.of(scope)).keeps_transcripts
+        transcript = (
+            TranscriptEntry(
+                scope_key=scope.key,
+                conversation_id=conversation_id,
+                author_id=question.actor.user_id,
+                author_name=author,
+                question=question.text,
+                answer=text,
+                outcome=Outcome.ANSWERED.value,
+                trace_id=trace_id,
+                asked_at=asked_at,
+                answered_at=now,
+            )
+            if keep
+            else None
         )
-        # The write overlaps the final edit, and is committed before the next turn of this scope starts.
+        # The writes overlap the final edit; the turn's is committed before the next turn of this scope
+        # starts, and the usage record before the next question's quota is counted.
         written = self.store.queue_turn(record, transcript)
-        self._record_usage(question, view, conversation_id, resolved.model)
         kept = None
         if view.question is not None and conversation_id is not None:
             # Kept before the question shows, so an answer given at once finds it.
             kept = await self._keep_question(question, view, conversation_id, record.turns)
+        accounted = asyncio.ensure_future(
+            self._account(question, resolved.model, text, sent, Outcome.ANSWERED, tokens)
+        )
         final = view.render(streaming=False)
         if notes:
             final = f"{final.rstrip()}\n\n" + "\n".join(notes)
@@ -752,6 +937,7 @@ class ChatCore:
             except Exception:
                 # The user has the answer; only the operator can fix a database that refuses writes.
                 log.exception("could not store a finished turn", extra={"platform": scope.platform})
+            await accounted
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "answered",
@@ -819,26 +1005,6 @@ class ChatCore:
             notes.append(f"_The answer was cut here: it reached this bot's limit of {cap:,} characters._")
         return conversation_id, trace_id
 
-    def _record_usage(
-        self, question: Question, view: AnswerView, conversation_id: str | None, model: str
-    ) -> None:
-        """Token usage of the turn (v2's `done`), for usage reports and quotas; recorded in the background."""
-        if view.usage is None:
-            return
-        scope = question.scope
-        record = UsageRecord(
-            workspace_key=scope.workspace_key,
-            scope_key=scope.key,
-            user_id=question.actor.user_id,
-            conversation_id=conversation_id,
-            model=model,
-            prompt_tokens=view.usage.prompt_tokens,
-            completion_tokens=view.usage.completion_tokens,
-            total_tokens=view.usage.total_tokens,
-            at=time.time(),
-        )
-        self._in_background(self.store.record_usage(record), "could not record token usage")
-
     def _in_background(self, work: Coroutine[Any, Any, None], failure: str) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)
@@ -849,6 +1015,29 @@ class ChatCore:
                 log.error("%s: %s", failure, task.exception())
 
         task.add_done_callback(done)
+
+    async def _account(
+        self, question: Question, model: str, text: str, sent: float, outcome: Outcome, tokens: int | None
+    ) -> None:
+        """Record a question that went upstream, for `usage`, the quotas and the per-workspace metrics.
+        A database that refuses the write costs the record, never the answer."""
+        scope = question.scope
+        record = UsageRecord(
+            workspace_key=scope.workspace_key,
+            channel_key=scope.channel_scope.key,
+            user_id=question.actor.user_id,
+            model=model,
+            answer_chars=len(text),
+            upstream_seconds=time.monotonic() - sent,
+            outcome=outcome.value,
+            at=time.time(),
+            tokens=tokens,
+        )
+        metrics.count_workspace(scope.platform, scope.workspace, outcome.value, len(text), tokens)
+        try:
+            await self.store.record_usage(record)
+        except Exception:
+            log.exception("could not record usage", extra=_context(scope, question.actor))
 
     async def _failed(
         self,

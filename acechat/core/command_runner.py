@@ -8,7 +8,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from acechat.core.commands import HELP_TEXT, Action, Command, CommandReply
+from acechat.core.controls import ControlCommands
 from acechat.core.facts import Actor
+from acechat.core.permissions import privilege_of
 from acechat.core.presets import (
     BUILTIN_PRESETS,
     PresetError,
@@ -64,8 +66,9 @@ def _quoted(value: str | None) -> str:
 
 
 class CommandRunner:
-    def __init__(self, state: ScopeState) -> None:
+    def __init__(self, state: ScopeState, controls: ControlCommands) -> None:
         self._state = state
+        self._controls = controls
         self._store = state.store
         self._settings = state.settings
         self._handlers: dict[Action, Handler] = {
@@ -88,6 +91,7 @@ class CommandRunner:
             Action.TOOLS_SHOW: self._tools_show,
             Action.TOOLS_SET: self._tools_set,
             Action.TOOLS_DEFAULT: self._tools_default,
+            **controls.handlers(),
         }
 
     async def run(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
@@ -127,6 +131,8 @@ class CommandRunner:
             turns = f"{conversation.turns} turn{'s' if conversation.turns != 1 else ''}"
             suffix = " (settings changed: the next question starts a new one)" if stale else ""
             lines.append(f"**Conversation:** {turns}, started {age} ago{suffix}")
+        level = privilege_of(scope.platform, actor.user_id, actor.privilege, self._settings.admin_users)
+        lines += await self._controls.status_lines(scope, level)
         return CommandReply("\n".join(lines))
 
     async def _audit(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:

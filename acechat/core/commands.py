@@ -10,6 +10,8 @@ import difflib
 import enum
 from dataclasses import dataclass
 
+from acechat.core.access import LEVELS, PERIODS, parse_amount, parse_subject
+
 
 class Action(enum.StrEnum):
     HELP = "help"
@@ -29,6 +31,20 @@ class Action(enum.StrEnum):
     MODEL_SHOW = "model show"
     MODEL_SET = "model set"
     MODEL_DEFAULT = "model default"
+    # admins' controls (issue 17): `name` holds the choice (or who, or the quota's level), `text` the amount
+    CHANNEL = "channel"
+    ACCESS = "access"
+    ACCESS_DMS = "access dms"
+    USERS_ALLOW = "users allow"
+    USERS_DENY = "users deny"
+    USERS_REMOVE = "users remove"
+    USERS_LIST = "users list"
+    QUOTA = "quota"
+    USAGE = "usage"
+    ENGAGE = "engage"
+    AUTOTHREAD = "autothread"
+    TRANSCRIPTS = "transcripts"
+    FORGET_ME = "forget me"
     # AI Chat v2's tools (issue 16): `tools`, `tools on|off`, `tools default on|off`.
     TOOLS_SHOW = "tools show"
     TOOLS_SET = "tools set"
@@ -69,9 +85,26 @@ HELP_TEXT = """\
 `answer NUMBER` or `answer WORDS` — answer a question the AI asked back (the asker or a channel admin)
 Channel admins: `preset set NAME` · `preset clear` · `model set NAME` · `tools on|off`
 Workspace admins: `preset default NAME` · `preset create NAME PROMPT` · `preset edit NAME PROMPT` · \
-`preset delete NAME` · `model default NAME` · `tools default on|off` · `audit [PAGE]`"""
+`preset delete NAME` · `model default NAME` · `tools default on|off` · `audit [PAGE]`
+Where and who — channel admins: `channel on|off` · `engage mention|thread` · `autothread on|off` (Discord); \
+workspace admins: `access open|listed` · `access dms on|off` (Slack) · `users allow|deny|remove @someone` · \
+`users list`
+How much — workspace admins: `quota user|channel|workspace N/day` (or `N tokens/day`, or `off`) · \
+`usage [today|7d|30d]` · `transcripts on|off`
+Anyone: `forget me` — delete your questions and answers kept here"""
 
-_TOP = ("help", "ask", "reset", "status", "audit", "preset", "model", "tools", "answer")
+CONTROL_WORDS = (
+    "channel",
+    "access",
+    "users",
+    "quota",
+    "usage",
+    "engage",
+    "autothread",
+    "transcripts",
+    "forget",
+)
+_TOP = ("help", "ask", "reset", "status", "audit", "preset", "model", "tools", "answer", *CONTROL_WORDS)
 _SWITCH = ("on", "off")
 _PRESET_SUBS = ("list", "show", "set", "clear", "default", "create", "edit", "delete")
 _MODEL_SUBS = ("list", "show", "set", "default")
@@ -114,6 +147,8 @@ def parse_command(line: str) -> Command:
         return _help("") if not rest else question
     if keyword in ("reset", "status"):
         return Command(Action(keyword)) if not rest else question
+    if keyword in CONTROL_WORDS:
+        return _parse_control(keyword, rest) or question
     if keyword == "audit":
         if not rest:
             return Command(Action.AUDIT)
@@ -183,6 +218,60 @@ def _split_description(tail: str) -> tuple[str | None, str]:
         if end > 1 and tail[end + 1 :].strip():
             return tail[1:end].strip(), tail[end + 1 :].strip()
     return None, tail
+
+
+# --- admins' controls (issue 17) ---------------------------------------------------------------------
+
+# The exact shapes: "channel on", "quota user 20/day"; anything else starting with these words is a question.
+_SWITCHES = {
+    "channel": (Action.CHANNEL, ("on", "off")),
+    "engage": (Action.ENGAGE, ("mention", "thread")),
+    "autothread": (Action.AUTOTHREAD, ("on", "off")),
+    "transcripts": (Action.TRANSCRIPTS, ("on", "off")),
+}
+_USERS = {"allow": Action.USERS_ALLOW, "deny": Action.USERS_DENY, "remove": Action.USERS_REMOVE}
+QUOTA_USAGE = "Usage: `quota user|channel|workspace N/day`, `… N tokens/day` or `… off`."
+
+
+def _parse_control(keyword: str, rest: str) -> Command | None:
+    words = rest.lower().split()
+    if keyword in _SWITCHES:
+        action, choices = _SWITCHES[keyword]
+        return Command(action, name=words[0]) if len(words) == 1 and words[0] in choices else None
+    if keyword == "access":
+        if len(words) == 1 and words[0] in ("open", "listed"):
+            return Command(Action.ACCESS, name=words[0])
+        if len(words) == 2 and words[0] == "dms" and words[1] in ("on", "off"):
+            return Command(Action.ACCESS_DMS, name=words[1])
+        return None
+    if keyword == "forget":
+        return Command(Action.FORGET_ME) if words == ["me"] else None
+    if keyword == "usage":
+        if not words:
+            return Command(Action.USAGE, name="today")
+        return Command(Action.USAGE, name=words[0]) if len(words) == 1 and words[0] in PERIODS else None
+    if keyword == "users":
+        if words == ["list"]:
+            return Command(Action.USERS_LIST)
+        if not words or words[0] not in _USERS:
+            return None
+        raw = rest.split()
+        if len(raw) != 2:
+            return _help(f"Usage: `users {words[0]} @someone`.") if len(raw) == 1 else None
+        subject = parse_subject(raw[1])
+        if subject is None:
+            return _help(f"Name someone with a mention: `users {words[0]} @someone`.")
+        return Command(_USERS[words[0]], name=subject)
+    # quota
+    if not words or words[0] not in LEVELS:
+        return _help(QUOTA_USAGE) if not words else None
+    if words[1:] == ["off"]:
+        return Command(Action.QUOTA, name=words[0], text="off")
+    amount = parse_amount(words[1:])
+    if amount is None:
+        return _help(QUOTA_USAGE)
+    unit, value = amount
+    return Command(Action.QUOTA, name=words[0], text=f"{value} {unit}")
 
 
 def is_command(line: str) -> bool:

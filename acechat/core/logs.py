@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -13,8 +14,14 @@ from dataclasses import dataclass
 CONTEXT_FIELDS = ("platform", "channel", "conversation_id", "trace_id", "status", "code", "user", "chars")
 
 
+# Slack's tokens by their shape (bot, user, app, rotating and refresh tokens): in OAuth mode each
+# workspace's token is known only at run time. One character class, so matching stays linear.
+SLACK_TOKEN = re.compile(r"\bx(?:ox[a-z]?|app)[.-][A-Za-z0-9.-]+")
+
+
 class RedactSecrets(logging.Filter):
-    """Replace every configured secret in a record's final text, whoever logged it (libraries too)."""
+    """Replace every configured secret, and anything shaped like a Slack token, in a record's final
+    text, whoever logged it (libraries too)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -24,19 +31,22 @@ class RedactSecrets(logging.Filter):
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "[redacted]")
+        if "x" in text:
+            text = SLACK_TOKEN.sub("[redacted]", text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
+        flatten = bool(self._secrets)
         try:
             message = record.getMessage()
         except Exception:
             # Filters run outside logging's error handling: a malformed call must not crash its caller,
             # and logging's own error report would print the unscrubbed arguments.
             message = f"{record.msg} (arguments that do not fit the message: {record.args!r})"
-        message = self.scrub(message)
-        record.msg, record.args = message, None
+            flatten = True
+        scrubbed = self.scrub(message)
+        if flatten or scrubbed != message:
+            record.msg, record.args = scrubbed, None
         if record.exc_info:
             record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None

@@ -34,3 +34,33 @@ def count_question(platform: str, outcome: str) -> None:
     if child is None:
         child = _questions[platform, outcome] = QUESTIONS.labels(platform, outcome)
     child.inc()
+
+
+# Per workspace (issue 17): questions that went upstream, what they cost, and refusals by reason.
+WORKSPACE_QUESTIONS = Counter(
+    "acechat_workspace_questions",
+    "Questions that went upstream, by platform, workspace and outcome",
+    ["platform", "workspace", "outcome"],
+)
+WORKSPACE_ANSWER_CHARS = Counter(
+    "acechat_workspace_answer_chars",
+    "Answer characters, by platform and workspace",
+    ["platform", "workspace"],
+)
+WORKSPACE_TOKENS = Counter(
+    "acechat_workspace_tokens",
+    "Tokens the AI service reported, by platform and workspace",
+    ["platform", "workspace"],
+)
+REFUSED = Counter("acechat_refused", "Questions refused by an admin's control, by reason", ["reason"])
+
+
+def count_workspace(platform: str, workspace: str, outcome: str, chars: int, tokens: int | None) -> None:
+    WORKSPACE_QUESTIONS.labels(platform, workspace, outcome).inc()
+    WORKSPACE_ANSWER_CHARS.labels(platform, workspace).inc(chars)
+    if tokens:
+        WORKSPACE_TOKENS.labels(platform, workspace).inc(tokens)
+
+
+def count_refusal(reason: str) -> None:
+    REFUSED.labels(reason).inc()

@@ -6,7 +6,7 @@ core/command_runner.py; everything else a user can read about a problem is here.
 
 from __future__ import annotations
 
-from acechat.core.ratelimit import retry_in_text
+import math
 
 # Any failure nobody planned for: the log has the traceback, the user gets one calm line.
 INTERNAL_ERROR = "Something went wrong on my side; the operator's log has the details."
@@ -21,6 +21,15 @@ UNKNOWN_CHANNEL = "I can't tell which channel this came from, so I can't answer 
 NO_ASKING_HERE = "Questions need a place to answer in; mention me instead."
 
 
+def retry_in_text(seconds: float) -> str:
+    """'try again in 12 s' (rounded up, at least 1 s); minutes from two minutes on."""
+    # Float drift must not turn a wait of exactly 3 s into "4 s".
+    whole = max(1, math.ceil(seconds - 1e-9))
+    if whole < 120:
+        return f"try again in {whole} s"
+    return f"try again in {math.ceil(whole / 60)} min"
+
+
 def too_long(length: int, limit: int) -> str:
     return f"That question is {length:,} characters long; the limit is {limit:,}. Shorten it and ask again."
 
@@ -31,6 +40,13 @@ def user_rate(wait: float) -> str:
 
 def channel_rate(wait: float) -> str:
     return f"This channel is asking faster than this bot allows; {retry_in_text(wait)}."
+
+
+def channel_busy(wait: float) -> str:
+    return (
+        "The answers already on their way here would keep mine from being shown in time "
+        f"(the platform takes about one message a second per channel); {retry_in_text(wait)}."
+    )
 
 
 def queue_full(waiting: int) -> str:

@@ -37,6 +37,19 @@ REQUIRED: dict[Action, Privilege] = {
     Action.TOOLS_SET: Privilege.CHANNEL_ADMIN,
     Action.TOOLS_DEFAULT: Privilege.WORKSPACE_ADMIN,
     Action.AUDIT: Privilege.WORKSPACE_ADMIN,
+    # admins' controls (issue 17); `forget me` is for everyone
+    Action.CHANNEL: Privilege.CHANNEL_ADMIN,
+    Action.ENGAGE: Privilege.CHANNEL_ADMIN,
+    Action.AUTOTHREAD: Privilege.CHANNEL_ADMIN,
+    Action.ACCESS: Privilege.WORKSPACE_ADMIN,
+    Action.ACCESS_DMS: Privilege.WORKSPACE_ADMIN,
+    Action.USERS_ALLOW: Privilege.WORKSPACE_ADMIN,
+    Action.USERS_DENY: Privilege.WORKSPACE_ADMIN,
+    Action.USERS_REMOVE: Privilege.WORKSPACE_ADMIN,
+    Action.USERS_LIST: Privilege.WORKSPACE_ADMIN,
+    Action.QUOTA: Privilege.WORKSPACE_ADMIN,
+    Action.USAGE: Privilege.WORKSPACE_ADMIN,
+    Action.TRANSCRIPTS: Privilege.WORKSPACE_ADMIN,
 }
 
 # What a refusal cites where the platform names no rights of its own.

@@ -15,6 +15,11 @@ class PlatformRateLimited(PlatformError):
         self.retry_after = retry_after
 
 
+class PlatformUnsure(PlatformError):
+    """A call whose outcome is unknown (it timed out, or the connection broke once it was sent), which
+    the target could not settle: a post was not found on the platform, an edit may not show."""
+
+
 class PlatformForbidden(PlatformError):
     """The bot lacks the rights to post here (permissions, not in the channel, archived)."""
 

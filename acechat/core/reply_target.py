@@ -11,7 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from acechat.core.pacing import Limits, Scheduler
+from acechat.core.pacing.limits import Limits
+from acechat.core.pacing.scheduler import Scheduler
 from acechat.core.platform import PlatformRules
 
 

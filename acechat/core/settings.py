@@ -198,6 +198,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("ACECHAT_SHUTDOWN_GRACE", "20"),
     Setting("ACECHAT_MAX_WAITING", "5"),
     Setting("ACECHAT_MAX_WAIT", "300"),
+    # Fernet key(s) sealing secrets at rest (core.secret_box), read by a platform that keeps tokens it
+    # was given at install time.
+    Setting("ACECHAT_SECRET_KEY", secret=True),
 )
 
 

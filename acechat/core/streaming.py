@@ -5,11 +5,18 @@ the platform allows (`TargetLimits.edit_burst` per `edit_window`), always keepin
 the final edit goes out the moment the answer is complete. Text past `max_chars` continues in further
 messages.
 
-Under load the platform's shared allowances (core.pacing) decide. When the first text is ready, an
+Under load the platform's shared allowances (core.pacing.scheduler) decide. When the first text is ready, an
 answer streams by edits only if the allowance its final edit draws on can still promise that edit
-within a second; otherwise it is held back and posted once, complete, which costs no edit at all. A held
-answer keeps its sign of life (typing, Slack's thinking status) until then. Finals go before first
-posts, first posts before intermediate edits, and those before typing, which is dropped first.
+within a second; otherwise it is held back and posted once, complete, which costs no edit at all, unless
+a final can be promised before then, when it starts streaming after all. A held answer keeps its sign
+of life (typing, Slack's thinking status) until then. Finals go before first posts, first posts before
+intermediate edits, and those before typing, which is dropped first.
+
+Every answer takes a place in its channel's line (`join`) before anything is asked upstream, and is
+refused if the posts the line already owes would take longer than `MAX_BACKLOG`. Time spent waiting in
+line does not count against the finish timeout. A call refused with a 429 is waited out per Retry-After,
+one whose outcome is unknown is settled by the target; after `FAILED_TRIES` failures in a row the answer
+stops and posts what is missing anew, through the same line.
 """
 
 from __future__ import annotations
@@ -18,16 +25,18 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from acechat.core import metrics
-from acechat.core.pacing import Call, Limits, Scheduler
-from acechat.core.platform_errors import MessageGone, PlatformRateLimited
-from acechat.core.reply_target import ReplyTarget, TargetLimits
+from acechat.core.pacing.edits import EditPacer
+from acechat.core.pacing.limits import Limits
+from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
+from acechat.core.platform_errors import MessageGone, PlatformRateLimited, PlatformUnsure
+from acechat.core.reply_target import ReplyTarget
 from acechat.core.splitting import split_message
 
 log = logging.getLogger(__name__)
@@ -38,6 +47,8 @@ RESCUED = "_(My message above stopped updating, so the answer continues here fro
 ADMISSION_WINDOW = 1.0
 # Longest wait before looking at a shared limit again: other answers may finish and free their pledges.
 RECHECK = 1.0
+# Soonest a held answer looks again whether its final could be promised, so that it may stream after all.
+HOLD_RECHECK = 0.25
 # How long an answer may take to show its first text before a sign of life is worth a platform call.
 TYPING_DELAY = 0.05
 # A sign of life that found no room is tried again when there might be room, between these bounds.
@@ -49,6 +60,15 @@ TYPING_RETRY = 1.0
 PROGRESS_INTERVAL = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
+# Most seconds of posts a channel's line of answers may owe: an answer that would join a longer one is
+# refused up front rather than accepted and then not shown in time.
+MAX_BACKLOG = 60.0
+# Time an answer waits in line behind other answers does not count against its finish timeout, up to
+# this long: a queue that moves is not a stuck answer, a platform that refuses everything is.
+LINE_GRACE = 120.0
+# Calls in a row of one answer that were refused (429, waited out per Retry-After) or whose outcome the
+# target could not settle, before the answer stops and posts what is missing anew.
+FAILED_TRIES = 3
 
 
 class Draft(Protocol):
@@ -65,42 +85,6 @@ class Mode(enum.Enum):
     UNDECIDED = "undecided"
     STREAM = "stream"  # post the first text at once, then edit
     HOLD = "hold"  # post once, complete
-
-
-class EditPacer:
-    """Per-target sliding window of edit times: stricter than any fixed window the platform uses."""
-
-    def __init__(self, limits: TargetLimits, clock: Callable[[], float] = time.monotonic) -> None:
-        self._burst = max(1, limits.edit_burst)
-        self._window = max(0.0, limits.edit_window)
-        # Spread intermediate edits so one slot is always free for the final one.
-        self._spacing = self._window / max(1, self._burst - 1)
-        self._times: deque[float] = deque()
-        self._blocked_until = 0.0
-        self._clock = clock
-
-    def delay(self, final: bool, *, spaced: bool = True, spare: int = 0) -> float:
-        """Seconds until an edit may go. `spaced=False` skips the spreading of intermediate edits (the
-        first answer text after a tool line); `spare` more slots must stay free after it (progress)."""
-        now = self._clock()
-        while self._times and now - self._times[0] >= self._window:
-            self._times.popleft()
-        wait = max(0.0, self._blocked_until - now)
-        allowed = self._burst if final or self._burst == 1 else self._burst - 1
-        allowed -= spare
-        if allowed <= 0:
-            return max(wait, self._window)
-        if len(self._times) >= allowed:
-            wait = max(wait, self._times[len(self._times) - allowed] + self._window - now)
-        if not final and spaced and self._times:
-            wait = max(wait, self._times[-1] + self._spacing - now)
-        return wait
-
-    def record(self) -> None:
-        self._times.append(self._clock())
-
-    def penalize(self, seconds: float) -> None:
-        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
 
 class StreamingReply:
@@ -125,6 +109,7 @@ class StreamingReply:
         self._scheduler = self._limits.scheduler or Scheduler()
         self._mode = Mode.UNDECIDED
         self._pledge: Limits = ()
+        self._wanting: Limits = ()  # held back, waiting for a final it could pledge on these
         self._handles: list[str] = []
         self._shown: list[str] = []
         self._desired = ""
@@ -136,6 +121,10 @@ class StreamingReply:
         self._finish_timeout = finish_timeout
         self._task: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | asyncio.TimerHandle | None = None
+        self._place: Place | None = None
+        self._in_line = 0.0  # seconds spent waiting behind other answers, the current wait included
+        self._line_since: float | None = None
+        self._failed = 0  # calls in a row refused or of unknown outcome
         self.first_text_at: float | None = None
         # The draft's `text_version` (answer text only, no tool line) last shown; None for drafts
         # without one, whose every change is text.
@@ -146,6 +135,27 @@ class StreamingReply:
     @property
     def started(self) -> bool:
         return bool(self._handles)
+
+    def join(self, asker: str, longest: int) -> float | None:
+        """Take a place in the line of answers posting where this one will, for an answer of at most
+        `longest` characters. None if taken; otherwise the line is too long (`MAX_BACKLOG`) and this
+        says in how many seconds it could take one more."""
+        # The line is the channel's: its own allowance comes last in `posts` (Discord: the global one,
+        # then the channel's). A bot-wide allowance is no channel's line, and every answer counted at
+        # its longest against it would refuse questions in quiet channels too.
+        posts = self._limits.posts[-1:]
+        owed = math.ceil(longest / self._limits.max_chars)
+        wait = self._scheduler.backlog(posts, owed)
+        if wait > MAX_BACKLOG:
+            return wait - MAX_BACKLOG
+        self._place = self._scheduler.join(posts, asker, owed)
+        return None
+
+    def leave(self) -> None:
+        """Give up the place in line (the answer ended, or never began)."""
+        if self._place is not None:
+            self._scheduler.leave(self._place)
+            self._place = None
 
     def start_typing(self) -> None:
         """Show the answer is coming: once, then every `typing_interval` seconds, until the first text.
@@ -179,12 +189,47 @@ class StreamingReply:
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         self._wake.set()
-        try:
-            async with asyncio.timeout(self._finish_timeout):
-                await self._task
-        except TimeoutError:
-            log.warning("the final text did not go out within %.0fs; posting it anew", self._finish_timeout)
+        task = self._task
+        deadline = time.monotonic() + self._finish_timeout
+        waited = self._waited()
+        while not task.done():
+            left = deadline + min(self._waited() - waited, LINE_GRACE) - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "the final text did not go out within %.0fs; posting it anew", self._finish_timeout
+                )
+                await self._rescue()
+                return
+            await asyncio.wait({task}, timeout=left)
+        task.result()
+        if self._next() is not None:
+            log.warning("the platform kept refusing an answer's calls; posting the rest anew")
             await self._rescue()
+        else:
+            self.leave()
+
+    def _waited(self) -> float:
+        """Seconds spent waiting in line behind other answers so far."""
+        if self._line_since is None:
+            return self._in_line
+        return self._in_line + time.monotonic() - self._line_since
+
+    async def _wait_turn(self, urgency: Urgency | Callable[[], Urgency], limits: Limits) -> None:
+        self._line_since = time.monotonic()
+        try:
+            await self._scheduler.call(urgency, limits, self._place)
+        finally:
+            self._in_line = self._waited()
+            self._line_since = None
+
+    def _rate_limited(self, limits: Limits, seconds: float) -> float:
+        """A 429: the limits wait `seconds`; after too many failures in a row the loop stops (-1)."""
+        self._scheduler.penalize(limits, seconds)
+        return self._failed_try(seconds)
+
+    def _failed_try(self, wait: float = 0.0) -> float:
+        self._failed += 1
+        return -1.0 if self._failed >= FAILED_TRIES else wait
 
     async def fail(self, message: str) -> None:
         """End the answer with a warning, after whatever text had arrived."""
@@ -233,7 +278,7 @@ class StreamingReply:
 
     async def _run(self) -> None:
         try:
-            while True:
+            while self._failed < FAILED_TRIES:
                 step = self._next()
                 if step is None:
                     if self._done:
@@ -246,7 +291,11 @@ class StreamingReply:
                     if self._mode is Mode.UNDECIDED and not self._done:
                         self._decide()
                     if self._mode is Mode.HOLD and not self._done:
-                        await self._completed.wait()
+                        # Looked at again when a final could be pledged (a moment's jitter keeps many
+                        # held answers from waking together), or at once if the answer completes.
+                        wait = self._scheduler.admission_delay(self._limits.edits)
+                        await self._sleep(min(RECHECK, max(wait, HOLD_RECHECK)) * (1 + random.random()))
+                        self._reconsider()
                         continue
                     await self._post()
                 elif self._done or index < len(self._handles) - 1:
@@ -257,6 +306,12 @@ class StreamingReply:
         finally:
             self._stop_typing()
             self._release()
+            if self._place is not None and self._done:
+                self._owe_rest()
+
+    def _owe_rest(self) -> None:
+        if self._place is not None:
+            self._scheduler.owe(self._place, max(0, len(self._chunks()) - len(self._handles)))
 
     def _decide(self) -> None:
         """Stream by edits if the final edit can be promised; otherwise hold the answer back."""
@@ -265,21 +320,36 @@ class StreamingReply:
             self._mode, self._pledge = Mode.STREAM, edits
         else:
             self._mode, self._pledge = Mode.HOLD, self._limits.posts
+            # Intermediate edits of other answers now leave room for this one's final.
+            self._wanting = edits
+            self._scheduler.want(edits)
             metrics.ANSWERS_HELD.inc()
         self._scheduler.pledge(self._pledge)
+
+    def _reconsider(self) -> None:
+        """A held answer streams after all once its final edit can be promised."""
+        edits = self._limits.edits
+        if self._done or not self._scheduler.admits(edits, ADMISSION_WINDOW):
+            return
+        self._release()
+        self._mode, self._pledge = Mode.STREAM, edits
+        self._scheduler.pledge(edits)
 
     def _release(self) -> None:
         if self._pledge:
             self._scheduler.release(self._pledge)
             self._pledge = ()
+        if self._wanting:
+            self._scheduler.unwant(self._wanting)
+            self._wanting = ()
 
-    def _urgency(self) -> Call:
-        return Call.FINAL if self._done else Call.POST
+    def _urgency(self) -> Urgency:
+        return Urgency.FINAL if self._done else Urgency.POST
 
     async def _post(self) -> None:
         posts = self._limits.posts
         # A post still queued when the answer completes goes out as the final text, first in line.
-        await self._scheduler.call(self._urgency, posts)
+        await self._wait_turn(self._urgency, posts)
         try:
             step = self._next()  # the text may have grown, or completed, while the post waited
             if step is None or step[0] < len(self._handles):
@@ -289,24 +359,35 @@ class StreamingReply:
             self._last_call_at = time.monotonic()
             handle = await self._target.post(chunk)
         except PlatformRateLimited as limited:
-            self._scheduler.penalize(posts, limited.retry_after)
-            await asyncio.sleep(limited.retry_after)
+            wait = self._rate_limited(posts, limited.retry_after)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            return
+        except PlatformUnsure as error:
+            # The target looked for it and it is not there: posted again on the next turn, never blindly.
+            log.warning("a post of an answer did not arrive (%s); posting it again", error)
+            self._failed_try()
             return
         finally:
             self._scheduler.done(posts)
+        self._failed = 0
         if self.first_text_at is None:
             self.first_text_at = time.monotonic()
             self._stop_typing()
         self._handles.append(handle)
         self._shown.append(chunk)
         self._shown_text_version, self._last_was_progress = version, progress
+        if self._done:
+            self._owe_rest()
+        elif self._place is not None:
+            self._scheduler.owe(self._place, max(0, self._place.owed - 1))
 
     async def _final_edit(self) -> None:
         wait = self._pacer.delay(final=True)
         if wait > 0:
             await asyncio.sleep(wait)
             return
-        await self._scheduler.call(Call.FINAL, self._limits.edits)
+        await self._wait_turn(Urgency.FINAL, self._limits.edits)
         try:
             step = self._next()
             if step is not None and step[0] < len(self._handles):
@@ -339,7 +420,7 @@ class StreamingReply:
             wait = self._pacer.delay(final=False, spaced=not self._last_was_progress)
         if wait <= 0:
             edits = self._limits.edits
-            if self._scheduler.try_call(Call.EDIT, edits):
+            if self._scheduler.try_call(Urgency.EDIT, edits):
                 try:
                     step = self._next()
                     if step is not None and step[0] < len(self._handles):
@@ -348,7 +429,7 @@ class StreamingReply:
                     self._scheduler.done(edits)
                 return
             # With more answers streaming than the limit holds, intermediate edits wait for others to finish.
-            wait = min(max(self._scheduler.delay(Call.EDIT, edits), 0.01), RECHECK)
+            wait = min(max(self._scheduler.delay(Urgency.EDIT, edits), 0.01), RECHECK)
         await self._sleep(wait)
 
     async def _edit(self, index: int, chunk: str) -> None:
@@ -360,11 +441,17 @@ class StreamingReply:
         except PlatformRateLimited as limited:
             log.info("platform rate limit on edit; retrying in %.2fs", limited.retry_after)
             self._pacer.penalize(limited.retry_after)
-            self._scheduler.penalize(self._limits.edits, limited.retry_after)
+            self._rate_limited(self._limits.edits, limited.retry_after)
+            return
+        except PlatformUnsure as error:
+            # It may show, or not: the next edit of the same message makes sure.
+            log.info("an edit's outcome is unknown (%s); editing the message again", error)
+            self._failed_try()
             return
         except MessageGone:
             # Someone removed the message (a moderator, say): that is their call, not a failure to repeat.
             log.info("a message of an answer was deleted; leaving it out")
+        self._failed = 0
         self._shown[index] = chunk
         self._shown_text_version, self._last_was_progress = version, progress
 
@@ -385,16 +472,39 @@ class StreamingReply:
         limit = self._limits.max_chars - len(RESCUED) - 2
         chunks = split_message(self._desired, limit)
         missing = [c for i, c in enumerate(chunks) if i >= len(self._shown) or self._shown[i] != c]
+        self._failed = 0
         try:
             async with asyncio.timeout(RESCUE_TIMEOUT):
                 for n, chunk in enumerate(missing):
-                    await self._target.post(f"{RESCUED}\n\n{chunk}" if n == 0 and self._handles else chunk)
+                    await self._post_anew(f"{RESCUED}\n\n{chunk}" if n == 0 and self._handles else chunk)
         except Exception as error:
             log.warning("could not post the rest of an answer either: %s", error)
             try:
                 await self._target.notify("My answer could not be shown in full here; ask again in a moment.")
             except Exception:
                 log.exception("could not send a notice")
+        finally:
+            self.leave()
+
+    async def _post_anew(self, text: str) -> None:
+        """A rescue's post: first in line like any final, a 429 waited out a few times."""
+        posts = self._limits.posts
+        while True:
+            await self._wait_turn(Urgency.FINAL, posts)
+            try:
+                await self._target.post(text)
+                return
+            except PlatformRateLimited as limited:
+                wait = self._rate_limited(posts, limited.retry_after)
+                if wait < 0:
+                    raise
+            except PlatformUnsure:
+                wait = self._failed_try()
+                if wait < 0:
+                    raise
+            finally:
+                self._scheduler.done(posts)
+            await asyncio.sleep(wait)
 
     # --- sign of life ----------------------------------------------------------------------------
 
@@ -407,10 +517,10 @@ class StreamingReply:
         interval = self._limits.typing_interval
         limits = self._limits.typing_limits
         while True:
-            if not self._scheduler.try_call(Call.TYPING, limits):
+            if not self._scheduler.try_call(Urgency.TYPING, limits):
                 # Busy with answers: a sign of life is the first thing to give way, and tries again as
                 # soon as it might go (a moment's jitter keeps many waiting answers from waking together).
-                wait = self._scheduler.delay(Call.TYPING, limits)
+                wait = self._scheduler.delay(Urgency.TYPING, limits)
                 await asyncio.sleep(min(TYPING_RETRY, max(wait, TYPING_SOONEST) * (1 + random.random())))
                 continue
             try:

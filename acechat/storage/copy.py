@@ -90,14 +90,15 @@ _TRANSCRIPTS = (
 )
 _USAGE = (
     "workspace_key",
-    "scope_key",
+    "channel_key",
     "user_id",
-    "conversation_id",
     "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
+    "answer_chars",
+    "upstream_seconds",
+    "outcome",
+    "tokens",
     "at",
+    "forgotten",
 )
 _QUESTIONS = (
     "id",
@@ -119,11 +120,15 @@ TABLES = (
     _append("audit", _AUDIT, _AUDIT),
     _append("transcripts", _TRANSCRIPTS, ("answered_at", "scope_key", "asked_at", "author_id", "question")),
     _upsert("seen_events", ("key", "seen_at"), ("key",)),
-    _append("token_usage", _USAGE, _USAGE),
+    # admins' controls, usage and engaged threads (issue 17)
+    _upsert("controls", ("key", "name", "value", "updated_at"), ("key", "name")),
+    _append("usage", _USAGE, _USAGE),
+    _upsert("engaged_threads", ("thread_key", "channel_key", "at"), ("thread_key",)),
+    # AI Chat v2 (issue 16)
     _upsert("upstream_deletes", ("conversation_id", "model", "attempts", "next_at"), ("conversation_id",)),
     _upsert("pending_questions", _QUESTIONS, ("id",)),
 )
-_ORDERED = {"audit", "transcripts", "token_usage"}
+_ORDERED = {"audit", "transcripts", "usage"}
 
 
 def _open_source(path: Path) -> sqlite3.Connection:
@@ -155,7 +160,7 @@ async def copy_to_postgres(db_path: Path, url: str) -> list[TableCopy]:
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
                 results = [await _copy_table(source, conn, table) for table in TABLES]
                 # Processes already running on the target drop whatever they cached.
-                for kind in ("setting", "preset"):
+                for kind in ("setting", "preset", "control"):
                     payload = json.dumps({"origin": "copy", "kind": kind, "key": EVERYTHING})
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
         finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from acechat.storage import controls_sql as csql
 from acechat.storage.errors import StoreClosedError, StoreError
 from acechat.storage.postgres_connections import CONNECT_TIMEOUT, close_pools, safe_label
 from acechat.storage.postgres_locks import AdvisoryLockSession, SharedScopeTurn
@@ -29,12 +30,16 @@ from acechat.storage.records import (
     AuditAction,
     AuditEntry,
     Change,
+    Control,
     ConversationRecord,
     CustomPreset,
     RateCheck,
     RateVerdict,
     ScopeSettings,
     TranscriptEntry,
+    UsageCount,
+    UsageRecord,
+    UsageTotals,
 )
 from acechat.storage.scope_lock import ScopeQueue
 
@@ -380,12 +385,16 @@ class PostgresStore(AiChatV2Queries, Store):
                 "DELETE FROM transcripts WHERE answered_at < $1", transcripts_before
             )
             events = await conn.execute("DELETE FROM seen_events WHERE seen_at < $1", at - SEEN_EVENT_SECONDS)
+            usage = await conn.execute(
+                _PG_PRUNE_USAGE, at - csql.USAGE_DAYS * DAY_SECONDS, at - at % DAY_SECONDS
+            )
+            engaged = await conn.execute(_PG_PRUNE_ENGAGED, at - csql.ENGAGED_DAYS * DAY_SECONDS)
             # Windows on the server's clock, as their hits are, unless a time is given.
             await conn.execute(
                 "DELETE FROM rate_windows WHERE expires_at < coalesce($1, extract(epoch FROM clock_timestamp()))",
                 now,
             )
-        return _count(transcripts) + _count(events)
+        return _count(transcripts) + _count(events) + _count(usage) + _count(engaged)
 
     async def first_sighting(self, key: str) -> bool:
         inserted = await self._db().fetchval(
@@ -417,6 +426,93 @@ class PostgresStore(AiChatV2Queries, Store):
                 listener(change)
             except Exception:
                 log.exception("a change listener failed")
+
+    # admins' controls, usage and engaged threads (issue 17)
+
+    async def get_controls(self, keys: Sequence[str]) -> list[Control]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return []
+        rows = await self._db().fetch(_PG_GET_CONTROLS, wanted)
+        return [csql.control(tuple(row)) for row in rows]
+
+    async def controls_set_to(self, name: str, value: str) -> list[Control]:
+        rows = await self._db().fetch(_PG_CONTROLS_NAMED, name, value)
+        return [csql.control(tuple(row)) for row in rows]
+
+    async def set_control(self, key: str, name: str, value: str | None, *, audit: AuditEntry) -> str | None:
+        async with self._db().acquire() as conn, conn.transaction():
+            # Locked (or, when absent, serialised on the key's row insert), so two changes at once each
+            # log the value the other left.
+            old: str | None = await conn.fetchval(_PG_SELECT_CONTROL_FOR_UPDATE, key, name)
+            if value is None:
+                await conn.execute(_PG_DELETE_CONTROL, key, name)
+            else:
+                await conn.execute(_PG_UPSERT_CONTROL, key, name, value, audit.at)
+            await conn.execute(_INSERT_AUDIT, *_audit_args(dataclasses.replace(audit, old=old)))
+            await notify(conn, self._origin, "control", key)
+        self._deliver(Change("control", key))
+        return old
+
+    async def record_usage(self, usage: UsageRecord) -> None:
+        await self._db().execute(_PG_INSERT_USAGE, *csql.usage_row(usage))
+
+    async def count_usage(
+        self, workspace_key: str, channel_key: str, user_id: str, since: float
+    ) -> UsageCount:
+        row = await self._db().fetchrow(
+            _PG_COUNT_USAGE, user_id, user_id, channel_key, channel_key, workspace_key, since
+        )
+        return csql.usage_count(tuple(row) if row is not None else (0,) * 6)
+
+    async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals:
+        async with self._db().acquire() as conn:
+            total = await conn.fetchrow(_PG_TOTAL_USAGE, workspace_key, since)
+            users = await conn.fetch(_PG_TOP_USERS, workspace_key, since, top)
+            channels = await conn.fetch(_PG_TOP_CHANNELS, workspace_key, since, top)
+        assert total is not None  # an aggregate always has its one row
+        return csql.usage_totals(tuple(total), [tuple(r) for r in users], [tuple(r) for r in channels])
+
+    async def engage_thread(self, thread_key: str, channel_key: str, at: float) -> None:
+        await self._db().execute(_PG_ENGAGE, thread_key, channel_key, at)
+
+    async def is_engaged(self, thread_key: str) -> bool:
+        return await self._db().fetchval(_PG_IS_ENGAGED, thread_key) is not None
+
+    async def disengage_threads(self, channel_key: str) -> int:
+        return _count(await self._db().execute(_PG_DISENGAGE, channel_key))
+
+    async def forget_user(
+        self, workspace_key: str, user_id: str, day_start: float, *, audit: AuditEntry
+    ) -> tuple[int, int]:
+        async with self._db().acquire() as conn, conn.transaction():
+            transcripts = await conn.execute(_PG_FORGET_TRANSCRIPTS, user_id, workspace_key, workspace_key)
+            old = await conn.execute(_PG_FORGET_OLD_USAGE, workspace_key, user_id, day_start)
+            today = await conn.execute(_PG_FORGET_TODAY_USAGE, workspace_key, user_id)
+            await conn.execute(_INSERT_AUDIT, *_audit_args(audit))
+        return _count(transcripts), _count(old) + _count(today)
+
+
+_PG_GET_CONTROLS = (
+    f"SELECT {csql.CONTROL_COLUMNS} FROM controls WHERE key = ANY($1::text[]) ORDER BY key, name"
+)
+_PG_CONTROLS_NAMED = csql.postgres_sql(csql.CONTROLS_NAMED)
+_PG_SELECT_CONTROL_FOR_UPDATE = csql.postgres_sql(csql.SELECT_CONTROL) + " FOR UPDATE"
+_PG_UPSERT_CONTROL = csql.postgres_sql(csql.UPSERT_CONTROL)
+_PG_DELETE_CONTROL = csql.postgres_sql(csql.DELETE_CONTROL)
+_PG_INSERT_USAGE = csql.postgres_sql(csql.INSERT_USAGE)
+_PG_COUNT_USAGE = csql.postgres_sql(csql.COUNT_USAGE)
+_PG_TOTAL_USAGE = csql.postgres_sql(csql.TOTAL_USAGE)
+_PG_TOP_USERS = csql.postgres_sql(csql.TOP_USERS)
+_PG_TOP_CHANNELS = csql.postgres_sql(csql.TOP_CHANNELS)
+_PG_ENGAGE = csql.postgres_sql(csql.ENGAGE)
+_PG_IS_ENGAGED = csql.postgres_sql(csql.IS_ENGAGED)
+_PG_DISENGAGE = csql.postgres_sql(csql.DISENGAGE)
+_PG_FORGET_TRANSCRIPTS = csql.postgres_sql(csql.FORGET_TRANSCRIPTS)
+_PG_FORGET_OLD_USAGE = csql.postgres_sql(csql.FORGET_OLD_USAGE)
+_PG_FORGET_TODAY_USAGE = csql.postgres_sql(csql.FORGET_TODAY_USAGE)
+_PG_PRUNE_USAGE = csql.postgres_sql(csql.PRUNE_USAGE)
+_PG_PRUNE_ENGAGED = csql.postgres_sql(csql.PRUNE_ENGAGED)
 
 
 def _count(status: str) -> int:

@@ -53,7 +53,7 @@ class NotificationListener:
             if message["origin"] == self._origin:
                 return  # our own write: its listeners ran when it committed
             kind = message["kind"]
-            if kind not in ("setting", "preset"):
+            if kind not in ("setting", "preset", "control"):
                 raise ValueError(kind)
             change = Change(kind, str(message["key"]))
         except (ValueError, KeyError, TypeError):
@@ -85,6 +85,7 @@ class NotificationListener:
             # Whatever changed while no one was listening is unknown: every cache must go.
             self._deliver(Change("setting", EVERYTHING))
             self._deliver(Change("preset", EVERYTHING))
+            self._deliver(Change("control", EVERYTHING))
             return
 
     async def close(self) -> None:

@@ -119,16 +119,28 @@ BEGIN
 END $$;
 """
 
-# Issue 16: who may use tools, token usage per question, conversations to delete at the service,
-# questions the model asked back.
-_V2_AI_CHAT_V2 = """
-ALTER TABLE scope_settings ADD COLUMN tools text;
-CREATE TABLE token_usage (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, workspace_key text NOT NULL, scope_key text NOT NULL,
-    user_id text NOT NULL, conversation_id text, model text NOT NULL, prompt_tokens bigint NOT NULL,
-    completion_tokens bigint NOT NULL, total_tokens bigint NOT NULL, at double precision NOT NULL
+_V2_CONTROLS = """
+CREATE TABLE controls (
+    key text NOT NULL, name text NOT NULL, value text NOT NULL, updated_at double precision NOT NULL,
+    PRIMARY KEY (key, name)
 );
-CREATE INDEX token_usage_workspace_at ON token_usage (workspace_key, at);
+CREATE TABLE usage (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, workspace_key text NOT NULL,
+    channel_key text NOT NULL, user_id text NOT NULL, model text NOT NULL, answer_chars integer NOT NULL,
+    upstream_seconds double precision NOT NULL, outcome text NOT NULL, tokens bigint,
+    at double precision NOT NULL, forgotten integer NOT NULL DEFAULT 0
+);
+CREATE INDEX usage_workspace_at ON usage (workspace_key, at);
+CREATE INDEX usage_at ON usage (at);
+CREATE TABLE engaged_threads (
+    thread_key text PRIMARY KEY, channel_key text NOT NULL, at double precision NOT NULL
+);
+CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key);
+"""
+
+# Issue 16: who may use tools, conversations to delete at the service, questions the model asked back.
+_V3_AI_CHAT_V2 = """
+ALTER TABLE scope_settings ADD COLUMN tools text;
 CREATE TABLE upstream_deletes (
     conversation_id text PRIMARY KEY, model text NOT NULL, attempts integer NOT NULL,
     next_at double precision NOT NULL
@@ -142,7 +154,7 @@ CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at
 """
 
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_AI_CHAT_V2)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V3_AI_CHAT_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,5 +1,5 @@
-"""PostgreSQL queries for AI Chat v2 (issue 16): token usage per question, and conversations to delete
-at the service. A mixin of `PostgresStore`, kept apart so the store's other queries can move freely."""
+"""PostgreSQL queries for AI Chat v2 (issue 16): conversations to delete at the service, questions the
+model asked back. A mixin of `PostgresStore`, kept apart so the store's other queries can move freely."""
 
 from __future__ import annotations
 
@@ -7,38 +7,14 @@ import json
 
 import asyncpg
 
-from acechat.storage.records import PendingDelete, PendingQuestion, UsageRecord
+from acechat.storage.records import PendingDelete, PendingQuestion
 
-USAGE_COLUMNS = (
-    "workspace_key",
-    "scope_key",
-    "user_id",
-    "conversation_id",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "at",
-)
-_USAGE = ", ".join(USAGE_COLUMNS)
-_INSERT_USAGE = f"INSERT INTO token_usage ({_USAGE}) VALUES ({', '.join(f'${n}' for n in range(1, len(USAGE_COLUMNS) + 1))})"
 _DELETE_COLUMNS = "conversation_id, model, attempts, next_at"
 
 
 class AiChatV2Queries:
     def _db(self) -> asyncpg.Pool:
         raise NotImplementedError
-
-    async def record_usage(self, record: UsageRecord) -> None:
-        await self._db().execute(_INSERT_USAGE, *(getattr(record, name) for name in USAGE_COLUMNS))
-
-    async def list_usage(self, workspace_key: str, since: float = 0.0) -> list[UsageRecord]:
-        rows = await self._db().fetch(
-            f"SELECT {_USAGE} FROM token_usage WHERE workspace_key = $1 AND at >= $2 ORDER BY at, id",
-            workspace_key,
-            since,
-        )
-        return [UsageRecord(*row) for row in rows]
 
     async def queue_delete(self, item: PendingDelete) -> None:
         await self._db().execute(

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 from acechat.storage.records import (
     AuditEntry,
     Change,
+    Control,
     ConversationRecord,
     CustomPreset,
     PendingDelete,
@@ -17,7 +18,9 @@ from acechat.storage.records import (
     RateVerdict,
     ScopeSettings,
     TranscriptEntry,
+    UsageCount,
     UsageRecord,
+    UsageTotals,
 )
 
 SettingField = Literal["preset", "model", "tools"]
@@ -112,13 +115,44 @@ class Store(Protocol):
         process's own at once; PostgreSQL: other processes' within a second, and a change with key
         `EVERYTHING` after a lost notification connection comes back)."""
 
-    # --- AI Chat v2 (issue 16): token usage, and conversations to delete at the service ------------
+    # admins' controls, usage and engaged threads (issue 17)
 
-    async def record_usage(self, record: UsageRecord) -> None:
-        """Keep one answered question's token usage (v2's `done`)."""
+    async def get_controls(self, keys: Sequence[str]) -> list[Control]:
+        """Every control set on `keys` (channel or workspace keys), by key and name."""
 
-    async def list_usage(self, workspace_key: str, since: float = 0.0) -> list[UsageRecord]:
-        """The workspace's usage records at or after `since`, oldest first."""
+    async def controls_set_to(self, name: str, value: str) -> list[Control]:
+        """Every control `name` set to `value`, wherever (e.g. the channels with autothread on)."""
+
+    async def set_control(self, key: str, name: str, value: str | None, *, audit: AuditEntry) -> str | None:
+        """Set a control (None removes it) and log `audit`, its `old` being the value replaced, in one
+        transaction; returns that old value. Listeners hear `Change("control", key)`."""
+
+    async def record_usage(self, usage: UsageRecord) -> None:
+        """Record one question that went upstream."""
+
+    async def count_usage(
+        self, workspace_key: str, channel_key: str, user_id: str, since: float
+    ) -> UsageCount:
+        """Answered questions and reported tokens since `since`: the user's, the channel's, the workspace's."""
+
+    async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals: ...
+
+    async def engage_thread(self, thread_key: str, channel_key: str, at: float) -> None:
+        """Remember that the bot talks in this thread without a mention."""
+
+    async def is_engaged(self, thread_key: str) -> bool: ...
+
+    async def disengage_threads(self, channel_key: str) -> int:
+        """Forget every engaged thread of the channel; returns how many there were."""
+
+    async def forget_user(
+        self, workspace_key: str, user_id: str, day_start: float, *, audit: AuditEntry
+    ) -> tuple[int, int]:
+        """Delete the user's transcripts in the workspace and their usage rows before `day_start`; rows
+        since then lose their place in listings and go when pruned after the day. Logs `audit`;
+        returns (transcripts, usage rows) removed or hidden."""
+
+    # --- AI Chat v2 (issue 16): conversations to delete at the service, questions asked back -------
 
     async def queue_delete(self, item: PendingDelete) -> None:
         """Remember a conversation to delete at the service (kept across restarts); idempotent."""

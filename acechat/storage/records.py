@@ -59,6 +59,16 @@ class AuditAction(enum.StrEnum):
     PRESET_DELETE = "preset delete"
     MODEL_SET = "model set"
     MODEL_DEFAULT = "model default"
+    # admins' controls (issue 17)
+    CHANNEL = "channel"
+    ACCESS = "access"
+    ACCESS_DMS = "access dms"
+    USERS = "users"
+    QUOTA = "quota"
+    ENGAGE = "engage"
+    AUTOTHREAD = "autothread"
+    TRANSCRIPTS = "transcripts"
+    FORGET = "forget me"
     TOOLS_SET = "tools set"
     TOOLS_DEFAULT = "tools default"
 
@@ -108,7 +118,7 @@ class RateVerdict:
     wait: float = 0.0
 
 
-ChangeKind = Literal["setting", "preset"]
+ChangeKind = Literal["setting", "preset", "control"]
 
 # The key of a change that may have touched anything (a missed notification, say): drop every cache.
 EVERYTHING = "*"
@@ -116,28 +126,68 @@ EVERYTHING = "*"
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A committed settings or preset change: `key` is the setting key, or the workspace key for presets."""
+    """A committed settings, preset or control change: `key` is the setting key, or the workspace key for
+    presets."""
 
     kind: ChangeKind
     key: str
 
 
-# --- AI Chat v2 (issue 16): token usage, and conversations to delete at the service ------------------
+# --- admins' controls: where, who, how much (issue 17) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """One admin control on a setting key (a channel or workspace key): `name` such as "channel" or
+    "quota:user:questions", or "user:ID"/"role:ID" for the workspace's allow and deny lists."""
+
+    key: str
+    name: str
+    value: str
+    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """The tokens one answered question cost, as v2's `done` event reports them."""
+    """One question that went upstream. `tokens` is None where the service reported no token usage."""
 
     workspace_key: str
-    scope_key: str
+    channel_key: str
     user_id: str
-    conversation_id: str | None
     model: str
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    answer_chars: int
+    upstream_seconds: float
+    outcome: str
     at: float
+    tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCount:
+    """Answered questions and reported tokens since a moment, for one user, channel and workspace."""
+
+    user_questions: int = 0
+    user_tokens: int = 0
+    channel_questions: int = 0
+    channel_tokens: int = 0
+    workspace_questions: int = 0
+    workspace_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """A workspace's usage since a moment: totals, and the top users and channels by questions."""
+
+    questions: int
+    answered: int
+    answer_chars: int
+    upstream_seconds: float
+    tokens: int
+    top_users: tuple[tuple[str, int], ...]
+    top_channels: tuple[tuple[str, int], ...]
+
+
+# --- AI Chat v2 (issue 16): conversations to delete at the service, questions asked back ----------
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,15 +24,17 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from acechat.storage import controls_sql as csql
 from acechat.storage.errors import StoreError
 from acechat.storage.probe import RecentProbe
 from acechat.storage.protocol import Backend, SettingField, Store
-from acechat.storage.ratelimit import SlidingWindows
+from acechat.storage.rate_windows import SlidingWindows
 from acechat.storage.records import (
     AuditAction,
     AuditEntry,
     Change,
     ChangeKind,
+    Control,
     ConversationRecord,
     CustomPreset,
     PendingDelete,
@@ -41,7 +43,9 @@ from acechat.storage.records import (
     RateVerdict,
     ScopeSettings,
     TranscriptEntry,
+    UsageCount,
     UsageRecord,
+    UsageTotals,
 )
 from acechat.storage.scope_lock import ScopeQueue, ScopeTurn
 from acechat.storage.sqlite_schema import migrate, write_transaction
@@ -496,6 +500,10 @@ class SQLiteStore(Store):
                 deleted += db.execute(
                     "DELETE FROM seen_events WHERE seen_at < ?", (at - SEEN_EVENT_SECONDS,)
                 ).rowcount
+                deleted += db.execute(
+                    csql.PRUNE_USAGE, (at - csql.USAGE_DAYS * DAY_SECONDS, at - at % DAY_SECONDS)
+                ).rowcount
+                deleted += db.execute(csql.PRUNE_ENGAGED, (at - csql.ENGAGED_DAYS * DAY_SECONDS,)).rowcount
             return int(deleted)
 
         deleted = await self._worker.submit(prune)
@@ -519,6 +527,82 @@ class SQLiteStore(Store):
     def on_change(self, listener: Callable[[Change], None]) -> None:
         self._listeners.append(listener)
 
+    # admins' controls, usage and engaged threads (issue 17)
+
+    async def get_controls(self, keys: Sequence[str]) -> list[Control]:
+        wanted = tuple(dict.fromkeys(keys))
+        if not wanted:
+            return []
+        rows = await self._worker.submit(
+            lambda db: db.execute(csql.controls_select(len(wanted)), wanted).fetchall()
+        )
+        return [csql.control(row) for row in rows]
+
+    async def controls_set_to(self, name: str, value: str) -> list[Control]:
+        rows = await self._worker.submit(lambda db: db.execute(csql.CONTROLS_NAMED, (name, value)).fetchall())
+        return [csql.control(row) for row in rows]
+
+    async def set_control(self, key: str, name: str, value: str | None, *, audit: AuditEntry) -> str | None:
+        def set_(db: Database) -> str | None:
+            with write_transaction(db):
+                row = db.execute(csql.SELECT_CONTROL, (key, name)).fetchone()
+                old: str | None = row[0] if row else None
+                if value is None:
+                    db.execute(csql.DELETE_CONTROL, (key, name))
+                else:
+                    db.execute(csql.UPSERT_CONTROL, (key, name, value, audit.at))
+                _insert_audit(db, dataclasses.replace(audit, old=old))
+            return old
+
+        old = await self._worker.submit(set_)
+        self._changed("control", key)
+        return old
+
+    async def record_usage(self, usage: UsageRecord) -> None:
+        row = csql.usage_row(usage)
+        await self._worker.submit(lambda db: db.execute(csql.INSERT_USAGE, row), grouped=True)
+
+    async def count_usage(
+        self, workspace_key: str, channel_key: str, user_id: str, since: float
+    ) -> UsageCount:
+        args = (user_id, user_id, channel_key, channel_key, workspace_key, since)
+        row = await self._worker.submit(lambda db: db.execute(csql.COUNT_USAGE, args).fetchone())
+        return csql.usage_count(row)
+
+    async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals:
+        def totals(db: Database) -> UsageTotals:
+            total = db.execute(csql.TOTAL_USAGE, (workspace_key, since)).fetchone()
+            users = db.execute(csql.TOP_USERS, (workspace_key, since, top)).fetchall()
+            channels = db.execute(csql.TOP_CHANNELS, (workspace_key, since, top)).fetchall()
+            return csql.usage_totals(total, users, channels)
+
+        return await self._worker.submit(totals)
+
+    async def engage_thread(self, thread_key: str, channel_key: str, at: float) -> None:
+        await self._worker.submit(lambda db: db.execute(csql.ENGAGE, (thread_key, channel_key, at)))
+
+    async def is_engaged(self, thread_key: str) -> bool:
+        row = await self._worker.submit(lambda db: db.execute(csql.IS_ENGAGED, (thread_key,)).fetchone())
+        return row is not None
+
+    async def disengage_threads(self, channel_key: str) -> int:
+        return int(await self._worker.submit(lambda db: db.execute(csql.DISENGAGE, (channel_key,)).rowcount))
+
+    async def forget_user(
+        self, workspace_key: str, user_id: str, day_start: float, *, audit: AuditEntry
+    ) -> tuple[int, int]:
+        def forget(db: Database) -> tuple[int, int]:
+            with write_transaction(db):
+                transcripts = db.execute(
+                    csql.FORGET_TRANSCRIPTS, (user_id, workspace_key, workspace_key)
+                ).rowcount
+                usage = db.execute(csql.FORGET_OLD_USAGE, (workspace_key, user_id, day_start)).rowcount
+                usage += db.execute(csql.FORGET_TODAY_USAGE, (workspace_key, user_id)).rowcount
+                _insert_audit(db, audit)
+            return int(transcripts), int(usage)
+
+        return await self._worker.submit(forget)
+
     def _changed(self, kind: ChangeKind, key: str) -> None:
         change = Change(kind, key)
         for listener in self._listeners:
@@ -527,23 +611,7 @@ class SQLiteStore(Store):
             except Exception:
                 log.exception("a change listener failed")
 
-    # --- AI Chat v2 (issue 16): token usage, and conversations to delete at the service ------------
-
-    async def record_usage(self, record: UsageRecord) -> None:
-        row = tuple(getattr(record, name) for name in USAGE_COLUMNS)
-        await self._worker.submit(
-            lambda db: db.execute(f"INSERT INTO token_usage ({_USAGE}) VALUES ({_USAGE_MARKS})", row)
-        )
-
-    async def list_usage(self, workspace_key: str, since: float = 0.0) -> list[UsageRecord]:
-        def listing(db: Database) -> list[UsageRecord]:
-            rows = db.execute(
-                f"SELECT {_USAGE} FROM token_usage WHERE workspace_key = ? AND at >= ? ORDER BY at, id",
-                (workspace_key, since),
-            ).fetchall()
-            return [UsageRecord(*row) for row in rows]
-
-        return await self._worker.submit(listing)
+    # --- AI Chat v2 (issue 16): conversations to delete at the service, questions asked back -------
 
     async def queue_delete(self, item: PendingDelete) -> None:
         args = (item.conversation_id, item.model, item.attempts, item.next_at)
@@ -658,16 +726,3 @@ def pending_question(row: Sequence[Any]) -> PendingQuestion:
     )
 
 
-USAGE_COLUMNS = (
-    "workspace_key",
-    "scope_key",
-    "user_id",
-    "conversation_id",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "at",
-)
-_USAGE = ", ".join(USAGE_COLUMNS)
-_USAGE_MARKS = ", ".join("?" * len(USAGE_COLUMNS))

@@ -78,19 +78,35 @@ def _v3_conversation_epochs(db: Database) -> None:
     db.execute("ALTER TABLE conversations ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
 
 
-def _v4_ai_chat_v2(db: Database) -> None:
-    """Issue 16: who may use tools, token usage per question, conversations to delete at the service,
-    questions the model asked back."""
-    db.execute("ALTER TABLE scope_settings ADD COLUMN tools TEXT")
+def _v4_controls_usage_and_engaged_threads(db: Database) -> None:
     db.execute(
-        """CREATE TABLE token_usage (
-            id INTEGER PRIMARY KEY, workspace_key TEXT NOT NULL, scope_key TEXT NOT NULL,
-            user_id TEXT NOT NULL, conversation_id TEXT, model TEXT NOT NULL,
-            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-            total_tokens INTEGER NOT NULL, at REAL NOT NULL
+        """CREATE TABLE controls (
+            key TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, updated_at REAL NOT NULL,
+            PRIMARY KEY (key, name)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE usage (
+            id INTEGER PRIMARY KEY, workspace_key TEXT NOT NULL, channel_key TEXT NOT NULL,
+            user_id TEXT NOT NULL, model TEXT NOT NULL, answer_chars INTEGER NOT NULL,
+            upstream_seconds REAL NOT NULL, outcome TEXT NOT NULL, tokens INTEGER, at REAL NOT NULL,
+            forgotten INTEGER NOT NULL DEFAULT 0
         )"""
     )
-    db.execute("CREATE INDEX token_usage_workspace_at ON token_usage (workspace_key, at)")
+    db.execute("CREATE INDEX usage_workspace_at ON usage (workspace_key, at)")
+    db.execute("CREATE INDEX usage_at ON usage (at)")
+    db.execute(
+        """CREATE TABLE engaged_threads (
+            thread_key TEXT PRIMARY KEY, channel_key TEXT NOT NULL, at REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key)")
+
+
+def _v5_ai_chat_v2(db: Database) -> None:
+    """Issue 16: who may use tools, conversations to delete at the service, questions the model asked
+    back. (Token usage goes into issue 17's `usage` table.)"""
+    db.execute("ALTER TABLE scope_settings ADD COLUMN tools TEXT")
     db.execute(
         """CREATE TABLE upstream_deletes (
             conversation_id TEXT PRIMARY KEY, model TEXT NOT NULL, attempts INTEGER NOT NULL,
@@ -112,7 +128,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     _v1_settings_and_conversations,
     _v2_transcripts_and_seen_events,
     _v3_conversation_epochs,
-    _v4_ai_chat_v2,
+    _v4_controls_usage_and_engaged_threads,
+    _v5_ai_chat_v2,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

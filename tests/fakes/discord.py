@@ -18,7 +18,12 @@ What tests and benchmarks use:
   `fake.resumes`, `fake.changes_in(channel)` (what the bot's messages there showed, and when);
 - fault injection: `await fake.drop_gateway()` closes every gateway connection (discord.py resumes),
   `FakeDiscord(privileged_intents=False)` closes the gateway with 4014 like Discord does when the
-  Message Content intent is not enabled, a wrong token gets 401 on login.
+  Message Content intent is not enabled, a wrong token gets 401 on login; a network that fails after
+  delivery: `fake.fail_after_delivery = n` answers the next n message creates with a 502 once they
+  have taken effect (discord.py sends them again), `fake.drop_after_delivery = n` breaks their
+  connection instead.
+- message creates keep their `nonce`; with `enforce_nonce` a create repeating a nonce in its channel
+  returns the message made first and makes none, as Discord documents.
 
 Discord's rate limits (https://discord.com/developers/docs/topics/rate-limits) are enforced first,
 before a request does anything, each refusal a 429 in the shape discord.py parses (JSON body with
@@ -72,6 +77,7 @@ READ_MESSAGE_HISTORY = 1 << 16
 SEND_MESSAGES_IN_THREADS = 1 << 38
 MANAGE_CHANNELS = 1 << 4
 MANAGE_GUILD = 1 << 5
+CREATE_PUBLIC_THREADS = 1 << 35
 ADMINISTRATOR = 1 << 3
 EVERYONE_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | SEND_MESSAGES_IN_THREADS
 
@@ -228,6 +234,14 @@ class FakeMessage:
         return found
 
 
+@dataclass(frozen=True)
+class Mention:
+    """A MENTIONABLE option's value: a member (or user) or, with `role`, a role of the guild."""
+
+    id: int
+    role: bool = False
+
+
 @dataclass
 class FakeInteraction:
     """One INTERACTION_CREATE the fake pushed, and everything the bot answered to it."""
@@ -315,6 +329,8 @@ class FakeDiscord:
     DM_CHANNEL_ID = 810000000000000030
     MOD_ROLE_ID = 810000000000000040
     BOT_ROLE_ID = 810000000000000041
+    # A role with no rights of its own, for allow and deny lists.
+    HELPER_ROLE_ID = 810000000000000042
     APP_ID = 810000000000000100
     BOT_ID = 810000000000000100
     ADMIN_ID = 810000000000000201
@@ -374,6 +390,7 @@ class FakeDiscord:
             self.GUILD_ID: EVERYONE_PERMISSIONS,
             self.MOD_ROLE_ID: MANAGE_GUILD,
             self.BOT_ROLE_ID: 0,
+            self.HELPER_ROLE_ID: 0,
         }
         if second_guild:
             self.role_permissions[self.SECOND_GUILD_ID] = EVERYONE_PERMISSIONS
@@ -388,6 +405,17 @@ class FakeDiscord:
         self.resumes: list[Json] = []
         self.limited: Counter[str] = Counter()  # 429s answered, by kind: "global" or the route's name
         self.deleted: list[FakeMessage] = []
+        # A network that fails after delivery: the next so many message creates take effect, then their
+        # caller gets a 502 from the proxy in front (`fail_after_delivery`) or a broken connection
+        # (`drop_after_delivery`).
+        self.fail_after_delivery = 0
+        self.drop_after_delivery = 0
+        # Message creates by nonce (channel, nonce) -> message id, for `enforce_nonce`.
+        self._nonces: dict[tuple[int, str], int] = {}
+        self._drop_now = False
+        self.threads: dict[int, Json] = {}  # threads the bot opened, by id (the starter message's id)
+        # Permission bits the bot lacks (e.g. CREATE_PUBLIC_THREADS): calls needing them get a 403.
+        self.denied_permissions = 0
 
         self._connections: list[_Connection] = []
         self._buckets: dict[tuple[str, str], _RouteBucket] = {}
@@ -529,6 +557,7 @@ class FakeDiscord:
                 self._role(self.GUILD_ID, "@everyone", 0),
                 self._role(self.MOD_ROLE_ID, "Moderators", 1),
                 self._role(self.BOT_ROLE_ID, "acebot", 2, managed=True),
+                self._role(self.HELPER_ROLE_ID, "Helpers", 3),
             ],
             channels=[
                 self._channel(self.GUILD_ID, self.CHANNEL_ID, "general", 0),
@@ -739,7 +768,12 @@ class FakeDiscord:
         guild_id = self.channel_guild(channel_id)
         name, *path = command.split()
         leaf: list[Json] = []
+        resolved: Json = {}
         for key, value in (options or {}).items():
+            if isinstance(value, Mention):
+                leaf.append({"name": key, "type": 9, "value": str(value.id)})
+                resolved.update(self._resolved(value, guild_id))
+                continue
             kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
             option: Json = {"name": key, "type": kind, "value": value}
             if key == focused:
@@ -753,7 +787,9 @@ class FakeDiscord:
             opts = [{"name": part, "type": 1 if depth == 0 else 2, "options": opts}]
         data: Json = {"id": str(self.snowflake()), "name": name, "type": 1, "options": opts}
         if attachments:
-            data["resolved"] = {"attachments": {a["id"]: a for a in attachments.values()}}
+            resolved["attachments"] = {a["id"]: a for a in attachments.values()}
+        if resolved:
+            data["resolved"] = resolved
         if guild_id is not None:
             data["guild_id"] = str(guild_id)
 
@@ -791,6 +827,17 @@ class FakeDiscord:
             roles = self.roles_in(guild_id, int(user["id"]))
             payload["member"] = member_payload(user, roles, permissions=perms)
         return payload
+
+    def _resolved(self, mention: Mention, guild_id: int | None) -> Json:
+        key = str(mention.id)
+        if mention.role:
+            roles = {r["id"]: r for r in self.guild_payload()["roles"]}
+            return {"roles": {key: roles[key]}}
+        user = self.users()[mention.id]
+        found: Json = {"users": {key: user}}
+        if guild_id is not None:
+            found["members"] = {key: self.guild_member(user, nested=False, guild_id=guild_id)}
+        return found
 
     async def slash(
         self, command: str, options: Mapping[str, Any] | None = None, **kwargs: Any
@@ -905,6 +952,11 @@ class FakeDiscord:
             if limit is not None:
                 refused, headers = self._take_route(call, *limit)
         response = refused or await self._route(request.method, path, body, request.query)
+        if self._drop_now:
+            self._drop_now = False
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("the fake broke the connection after delivery")
         if response.status < 300 and self.route_headers:
             response.headers.update(headers)
         call.status = response.status
@@ -991,6 +1043,8 @@ class FakeDiscord:
                 return web.Response(status=204)
             case ["channels", channel, "messages"] if method == "POST":
                 return self._create(int(channel), body)
+            case ["channels", channel, "messages", message, "threads"] if method == "POST":
+                return await self._start_thread(int(channel), int(message), body)
             case ["channels", _channel, "messages", message] if method == "PATCH":
                 return self._edit(int(message), body)
             case ["channels", _channel, "messages", message] if method == "GET":
@@ -1051,6 +1105,21 @@ class FakeDiscord:
             }
         )
 
+    async def _start_thread(self, channel_id: int, message_id: int, body: Json) -> web.Response:
+        """A public thread from a message, as Discord opens it: the thread's id is the message's."""
+        if self.denied_permissions & CREATE_PUBLIC_THREADS:
+            return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+        thread = {
+            **self.thread_payload(),
+            "id": str(message_id),
+            "parent_id": str(channel_id),
+            "owner_id": str(self.BOT_ID),
+            "name": str(body.get("name", "")),
+        }
+        self.threads[message_id] = thread
+        self._echo("THREAD_CREATE", {**thread, "newly_created": True})
+        return _json(thread, status=201)
+
     def _store(self, payload: Json, body: Json) -> FakeMessage:
         message = FakeMessage(
             int(payload["id"]), int(payload["channel_id"]), int(payload["author"]["id"]), payload
@@ -1098,9 +1167,23 @@ class FakeDiscord:
         ref = body.get("message_reference")
         if ref and int(ref["message_id"]) not in self.messages and ref.get("fail_if_not_exists", True):
             return _json({"message": "Invalid Form Body", "code": 50035}, status=400)
+        nonce = body.get("nonce")
+        key = (channel_id, str(nonce))
+        if nonce is not None and body.get("enforce_nonce") and self._nonces.get(key) in self.messages:
+            # "that message will be returned and no new message will be created"
+            return _json(self.messages[self._nonces[key]].payload)
         payload = self._bot_payload(channel_id, body)
+        if nonce is not None:
+            payload["nonce"] = nonce
+            self._nonces[key] = int(payload["id"])
         self._store(payload, body)
         self._echo("MESSAGE_CREATE", payload)
+        if self.fail_after_delivery > 0:
+            self.fail_after_delivery -= 1
+            return _json({"message": "502: Bad Gateway", "code": 0}, status=502)
+        if self.drop_after_delivery > 0:
+            self.drop_after_delivery -= 1
+            self._drop_now = True
         return _json(payload)
 
     def _edit(self, message_id: int, body: Json) -> web.Response:

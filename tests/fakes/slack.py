@@ -1,14 +1,16 @@
 """A local stand-in for Slack: the Web API, Socket Mode's WebSocket and `response_url`, on one port.
 
 Slack's limits that matter to a streaming bot are enforced first, before a call does anything, so
-tests and benchmarks catch abuse. One `FakeSlack` is one workspace; a call past a limit gets HTTP 429,
+tests and benchmarks catch abuse. One `FakeSlack` is one workspace unless OAuth installs add more (see
+below), each with its own limits as on Slack; a call past a limit gets HTTP 429,
 `{"ok": false, "error": "ratelimited"}` and a whole-second `Retry-After`, as Slack sends it.
 
 - Tiered methods (https://docs.slack.dev/apis/web-api/rate-limits: Tier 2 "20+ per minute", Tier 3
   "50+", Tier 4 "100+", each tolerating bursts) are token buckets per method per workspace, holding a
   burst and refilling at the tier's rate a minute. `TIERS` and `METHOD_TIERS` below are the one place
-  these numbers live: `chat.update`, `chat.delete` and `reactions.add` are Tier 3; `chat.postEphemeral`
-  and `chat.appendStream` Tier 4; `chat.startStream` and `chat.stopStream` Tier 2.
+  these numbers live: `chat.update`, `chat.delete`, `reactions.add`, `conversations.history` and
+  `conversations.replies` are Tier 3; `chat.postEphemeral` and `chat.appendStream` Tier 4;
+  `chat.startStream` and `chat.stopStream` Tier 2.
 - `chat.postMessage` is "special": "generally one message per second per channel", with short bursts.
   The fake models it as a token bucket per channel (threads included) holding `post_burst` (3) and
   refilling at `post_per_second` (1). Slack's unstated workspace-wide cap on posts is not modelled.
@@ -22,10 +24,25 @@ tests and benchmarks catch abuse. One `FakeSlack` is one workspace; a call past 
   `markdown_text` may hold 12,000 characters.
 - A message text longer than 4,000 characters gets `{"ok": false, "error": "msg_too_long"}`: that is
   where Slack really starts refusing, well below the documented 40,000.
+- `chat.postMessage` keeps a message's `metadata`; `conversations.history` (a channel's top level) and
+  `conversations.replies` (a thread) list the bot's messages newest first, with their metadata when
+  asked (`include_all_metadata`).
+- A network that fails after delivery: `drop_after_delivery[method] = n` makes the next n calls of a
+  method take effect and then break their connection without an answer; `drop_before_delivery` breaks
+  it before they take effect (and records nothing).
 - Not limited: `auth.test`, `apps.connections.open`, `conversations.info` and `users.info` (Tier 4; a
   burst of hundreds of distinct askers would meet it on real Slack).
 
-Every Web API call is recorded with its arrival time (`calls`), 429s by method (`limited`, and their
+OAuth (many workspaces, one app): `grant(team_id)` stands for a person approving the install on Slack's
+authorize page and returns the `code` the redirect brings; `oauth.v2.access` takes it once, with the
+app's client id and secret (HTTP Basic, as slack_sdk sends them), and answers as Slack does: `access_token`,
+`token_type: "bot"`, `scope`, `bot_user_id`, `app_id`, `team` (null for an org-wide install), `enterprise`,
+`is_enterprise_install`, and with `rotation` on, `refresh_token` and `expires_in` (`xoxe.xoxb-` tokens).
+`grant_type=refresh_token` trades a refresh token, once, for new tokens; the old access token keeps working
+until it expires. Each workspace's token works only for its workspace (`token_team`); `uninstall()`
+revokes a workspace's tokens (`token_revoked`), an expired one answers `token_expired`.
+
+Every Web API call is recorded with its arrival time and token (`calls`), 429s by method (`limited`, and their
 total `rate_limited`), every text a message has shown with its time (`Message.versions` / `Message.at`,
 deleted messages in `deleted`), as are Socket Mode acks (`acks`) and `respond()` posts (`responses`).
 The helpers at the bottom build signed slash-command and event requests the way Slack sends them,
@@ -35,6 +52,7 @@ for HTTP mode (`deliver_http`) or Socket Mode (`deliver_socket`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import itertools
@@ -45,7 +63,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
@@ -57,6 +75,10 @@ TEAM_ID = "T0001"
 APP_ID = "A0001"
 BOT_USER_ID = "UBOT"
 BOT_ID = "B0001"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "test-client-secret"
+BOT_SCOPES = "app_mentions:read,chat:write,commands,im:history,users:read"
+TOKEN_LIFETIME = 43200
 MAX_TEXT_CHARS = 4000
 MAX_STREAM_CHUNK_CHARS = 12000
 STATUS_TIMEOUT = 120.0
@@ -82,6 +104,8 @@ METHOD_TIERS: dict[str, str] = {
     "chat.update": "t3",
     "chat.delete": "t3",
     "reactions.add": "t3",
+    "conversations.history": "t3",
+    "conversations.replies": "t3",
     "chat.postEphemeral": "t4",
     "chat.startStream": "t2",
     "chat.appendStream": "t4",
@@ -99,6 +123,7 @@ class ApiCall:
     at: float
     status: int
     reply: dict[str, Any]
+    token: str = ""
 
     @property
     def ok(self) -> bool:
@@ -118,6 +143,7 @@ class Message:
     streaming: bool = False  # a chat.startStream message not stopped yet
     deleted_at: float | None = None
     blocks: list[dict[str, Any]] | None = None  # Block Kit blocks, when the message has any
+    metadata: dict[str, Any] | None = None  # as chat.postMessage's `metadata` gave it
 
     def show(self, text: str, at: float) -> None:
         self.text = text
@@ -219,6 +245,15 @@ class FakeSlack:
         self.admins = set(admins)
         self.owners = set(owners)
         self.users_info_fails = False
+        # Calls (by method) to carry out and then answer with a broken connection, as a network that
+        # fails after delivery does: the next so many such calls take effect, their callers hear nothing.
+        self.drop_after_delivery: Counter[str] = Counter()
+        # Calls (by method) whose connection breaks before they reach Slack: nothing happens, nothing
+        # is recorded, the caller hears nothing.
+        self.drop_before_delivery: Counter[str] = Counter()
+        # Channel-level rights (issue 17): who created each channel, and user groups by id.
+        self.creators: dict[str, str] = {}
+        self.usergroups: dict[str, tuple[str, list[str]]] = {}  # id -> (handle, members)
         # Users of other organisations (Slack Connect): their own team id, as users.info reports it.
         self.home_teams: dict[str, str] = {}
         self.calls: list[ApiCall] = []
@@ -240,16 +275,95 @@ class FakeSlack:
         methods = {m: TIERS[t] for m, t in METHOD_TIERS.items()}
         methods["chat.update"] = Tier(update_per_minute, update_burst)
         methods.update(tiers or {})
-        self._buckets = {m: _Bucket(t.burst, t.per_minute / 60.0, clock) for m, t in methods.items()}
+        self._tiers = methods
+        # Slack's limits are per workspace: each token's workspace (or org) has buckets of its own.
+        self._buckets: dict[str, dict[str, _Bucket]] = {}
         self._post_burst = post_burst
         self._post_rate = post_per_second
-        self._posts: dict[str, _Bucket] = {}
+        self._posts: dict[tuple[str, str], _Bucket] = {}
         self._status: dict[tuple[str, str], Status] = {}
+        self._caller = ""  # the token of the call being answered
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._socket: web.WebSocketResponse | None = None
         self._changed = asyncio.Condition()
+        # OAuth: the token each workspace (or org) has, what each code and refresh token is worth.
+        self.token_team: dict[str, str] = {BOT_TOKEN: team_id}
+        self.token_expires: dict[str, float] = {}
+        self.revoked: set[str] = set()
+        self.rotation = False
+        self.token_lifetime = TOKEN_LIFETIME
+        self.enterprises: dict[str, str] = {}  # team (or org) id -> its Enterprise Grid org id
+        self._codes: dict[str, tuple[str, str | None, bool]] = {}
+        self._refresh: dict[str, str] = {}
+        self._minted = itertools.count(1)
+
+    # --- OAuth -----------------------------------------------------------------------------------
+
+    def grant(self, team_id: str, *, enterprise_id: str | None = None, org_install: bool = False) -> str:
+        """Someone approved the install for `team_id` (an org-wide install: `enterprise_id`): the code."""
+        code = f"code-{next(self._minted)}-{team_id}"
+        self._codes[code] = (team_id, enterprise_id, org_install)
+        if enterprise_id is not None:
+            self.enterprises[enterprise_id if org_install else team_id] = enterprise_id
+        return code
+
+    def tokens_of(self, team: str) -> list[str]:
+        return [t for t, owner in self.token_team.items() if owner == team and t not in self.revoked]
+
+    def uninstall(self, team: str) -> None:
+        """The workspace (or org) removed the app: its tokens stop working at once."""
+        self.revoked.update(t for t, owner in self.token_team.items() if owner == team)
+        self._refresh = {r: owner for r, owner in self._refresh.items() if owner != team}
+
+    def _mint(self, team: str) -> dict[str, Any]:
+        n = next(self._minted)
+        prefix = "xoxe.xoxb-" if self.rotation else "xoxb-"
+        token = f"{prefix}{team}-{n}-{'x' * 8}"
+        self.token_team[token] = team
+        fields: dict[str, Any] = {"access_token": token, "token_type": "bot", "scope": BOT_SCOPES}
+        if self.rotation:
+            refresh = f"xoxe-1-{team}-{n}-{'r' * 8}"
+            self._refresh[refresh] = team
+            self.token_expires[token] = time.time() + self.token_lifetime
+            fields.update(refresh_token=refresh, expires_in=self.token_lifetime)
+        return fields
+
+    def _oauth_v2_access(
+        self, params: dict[str, Any], basic: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        credentials = (params.get("client_id"), params.get("client_secret"))
+        if basic:
+            try:
+                user, _, password = base64.b64decode(basic).decode().partition(":")
+            except ValueError:
+                return self._error("invalid_client_id")
+            credentials = (user, password)
+        if credentials[0] != CLIENT_ID:
+            return self._error("invalid_client_id")
+        if credentials[1] != CLIENT_SECRET:
+            return self._error("bad_client_secret")
+        if params.get("grant_type") == "refresh_token":
+            team = self._refresh.pop(str(params.get("refresh_token")), None)
+            if team is None:
+                return self._error("invalid_refresh_token")
+            return self._ok(**self._mint(team))
+        grant = self._codes.pop(str(params.get("code")), None)
+        if grant is None:
+            return self._error("invalid_code")
+        team_id, enterprise_id, org_install = grant
+        owner = enterprise_id if org_install and enterprise_id else team_id
+        enterprise = {"id": enterprise_id, "name": f"Org {enterprise_id}"} if enterprise_id else None
+        return self._ok(
+            **self._mint(owner),
+            bot_user_id=BOT_USER_ID,
+            app_id=APP_ID,
+            team=None if org_install else {"id": team_id, "name": f"Team {team_id}"},
+            enterprise=enterprise,
+            is_enterprise_install=org_install,
+            authed_user={"id": "U1"},
+        )
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -341,21 +455,47 @@ class FakeSlack:
                 params.update(await request.json())
             else:
                 params.update(await request.post())
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        status, reply, headers = self._dispatch(method, params, token)
-        self.calls.append(ApiCall(method, params, self._clock(), status, reply))
+        authorization = request.headers.get("Authorization", "")
+        if self.drop_before_delivery[method] > 0:
+            self.drop_before_delivery[method] -= 1
+            self._drop(request)
+        if method == "oauth.v2.access":
+            token = ""
+            status, reply, headers = self._oauth_v2_access(
+                params, authorization.removeprefix("Basic ").strip()
+            )
+        else:
+            token = authorization.removeprefix("Bearer ").strip()
+            status, reply, headers = self._dispatch(method, params, token)
+        self.calls.append(ApiCall(method, params, self._clock(), status, reply, token))
         await self._record()
+        if self.drop_after_delivery[method] > 0:
+            self.drop_after_delivery[method] -= 1
+            self._drop(request)
         return web.json_response(reply, status=status, headers=headers)
+
+    @staticmethod
+    def _drop(request: web.Request) -> NoReturn:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the fake broke the connection")
 
     def _dispatch(
         self, method: str, params: dict[str, Any], token: str
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        expected = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
-        if token != expected:
-            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if method == "apps.connections.open":
+            if token != APP_TOKEN:
+                return self._error("invalid_auth")
+        elif token in self.revoked:
+            return self._error("token_revoked")
+        elif token not in self.token_team:
+            return self._error("invalid_auth")
+        elif self.token_expires.get(token, math.inf) <= time.time():
+            return self._error("token_expired")
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
+        self._caller = token
         bucket = self._bucket(method, params)
         if bucket is not None:
             wait = bucket.take()
@@ -368,12 +508,19 @@ class FakeSlack:
         return result
 
     def _bucket(self, method: str, params: dict[str, Any]) -> _Bucket | None:
+        team = self.token_team.get(self._caller, self.team_id)
         if method != "chat.postMessage":
-            return self._buckets.get(method)
-        channel = str(params.get("channel", ""))
-        bucket = self._posts.get(channel)
+            tier = self._tiers.get(method)
+            if tier is None:
+                return None
+            buckets = self._buckets.setdefault(team, {})
+            if method not in buckets:
+                buckets[method] = _Bucket(tier.burst, tier.per_minute / 60.0, self._clock)
+            return buckets[method]
+        where = (team, str(params.get("channel", "")))
+        bucket = self._posts.get(where)
         if bucket is None:
-            bucket = self._posts[channel] = _Bucket(self._post_burst, self._post_rate, self._clock)
+            bucket = self._posts[where] = _Bucket(self._post_burst, self._post_rate, self._clock)
         return bucket
 
     def _ok(self, **fields: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -400,6 +547,10 @@ class FakeSlack:
             str(params["channel"]), self.next_ts(), "", params.get("thread_ts") or None, streaming=streaming
         )
         message.show(text, self._clock())
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        message.metadata = metadata if isinstance(metadata, dict) else None
         self.messages.append(message)
         if message.thread_ts is not None:
             # The app answered in the thread: Slack clears its "is thinking…" status there.
@@ -407,14 +558,18 @@ class FakeSlack:
         return message
 
     def _api_auth_test(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        owner = self.token_team.get(self._caller, self.team_id)
+        enterprise = self.enterprises.get(owner)
+        org = enterprise == owner
         return self._ok(
             url="https://fake.slack.com/",
             team="Fake",
             user="aichat",
-            team_id=self.team_id,
+            team_id=None if org else owner,
+            enterprise_id=enterprise,
             user_id=BOT_USER_ID,
             bot_id=BOT_ID,
-            is_enterprise_install=False,
+            is_enterprise_install=org,
         )
 
     def _api_apps_connections_open(
@@ -553,10 +708,15 @@ class FakeSlack:
         user = str(params.get("user", ""))
         if not user.startswith("U"):
             return self._error("user_not_found")
+        # The caller's workspace (OAuth: each token has its own); an org-wide install's users are the org's.
+        owner = self.token_team.get(self._caller, self.team_id)
+        enterprise = self.enterprises.get(owner)
+        grid = {"enterprise_user": {"enterprise_id": enterprise}} if enterprise else {}
         return self._ok(
             user={
+                **grid,
                 "id": user,
-                "team_id": self.home_teams.get(user, self.team_id),
+                "team_id": self.home_teams.get(user, self.team_id if enterprise == owner else owner),
                 "name": user.lower(),
                 "real_name": f"Real {user}",
                 "profile": {"display_name": f"{user.lower()}-display", "real_name": f"Real {user}"},
@@ -567,11 +727,51 @@ class FakeSlack:
             }
         )
 
+    def _listed(self, messages: list[Message], params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Messages as conversations.history/replies list them: newest first, metadata on request."""
+        metadata = str(params.get("include_all_metadata", "")).lower() in {"1", "true"}
+        limit = int(params.get("limit", 100))
+        listed = []
+        for m in sorted(messages, key=lambda m: m.ts, reverse=True)[:limit]:
+            entry: dict[str, Any] = {"type": "message", "user": BOT_USER_ID, "text": m.text, "ts": m.ts}
+            if metadata and m.metadata is not None:
+                entry["metadata"] = m.metadata
+            listed.append(entry)
+        return listed
+
+    def _api_conversations_history(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        messages = self._listed(self.in_channel(str(params.get("channel", ""))), params)
+        return self._ok(messages=messages, has_more=False)
+
+    def _api_conversations_replies(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        channel, thread = str(params.get("channel", "")), str(params.get("ts", ""))
+        return self._ok(messages=self._listed(self.in_channel(channel, thread), params), has_more=False)
+
     def _api_conversations_info(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         channel = str(params.get("channel", ""))
-        return self._ok(
-            channel={"id": channel, "is_im": channel.startswith("D"), "is_channel": channel.startswith("C")}
-        )
+        info: dict[str, Any] = {
+            "id": channel,
+            "is_im": channel.startswith("D"),
+            "is_channel": channel.startswith("C"),
+        }
+        if channel in self.creators:
+            info["creator"] = self.creators[channel]
+        return self._ok(channel=info)
+
+    def _api_usergroups_list(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        groups = [
+            {"id": gid, "handle": handle, "team_id": self.team_id}
+            for gid, (handle, _) in self.usergroups.items()
+        ]
+        return self._ok(usergroups=groups)
+
+    def _api_usergroups_users_list(
+        self, params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        group = self.usergroups.get(str(params.get("usergroup", "")))
+        if group is None:
+            return self._error("no_such_subteam")
+        return self._ok(users=list(group[1]))
 
     # --- response_url ----------------------------------------------------------------------------
 
@@ -725,12 +925,16 @@ class FakeSlack:
         channel: str = "C1",
         command: str = "/aichat",
         trigger_id: str | None = None,
+        team: str | None = None,
+        org: str | None = None,
     ) -> dict[str, str]:
         """The form fields of one slash command, with a `response_url` served by this fake."""
         n = next(self._ids)
+        grid = {"enterprise_id": org, "is_enterprise_install": "true"} if org else {}
         return {
+            **grid,
             "token": "legacy-verification-token",
-            "team_id": self.team_id,
+            "team_id": team or self.team_id,
             "team_domain": "fake",
             "channel_id": channel,
             "channel_name": "directmessage" if channel.startswith("D") else "general",
@@ -743,11 +947,20 @@ class FakeSlack:
             "trigger_id": trigger_id or f"trigger-{n}",
         }
 
-    def event(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-        """An Events API `event_callback` body around `event`."""
-        return {
+    def event(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        team: str | None = None,
+        org: str | None = None,
+    ) -> dict[str, Any]:
+        """An Events API `event_callback` body around `event` (from `team`, a workspace of the org-wide
+        install `org` if given)."""
+        team = team or self.team_id
+        body: dict[str, Any] = {
             "token": "legacy-verification-token",
-            "team_id": self.team_id,
+            "team_id": team,
             "api_app_id": APP_ID,
             "event": event,
             "type": "event_callback",
@@ -755,13 +968,17 @@ class FakeSlack:
             "event_time": int(time.time()),
             "authorizations": [
                 {
-                    "team_id": self.team_id,
+                    "enterprise_id": org,
+                    "team_id": None if org else team,
                     "user_id": BOT_USER_ID,
                     "is_bot": True,
-                    "is_enterprise_install": False,
+                    "is_enterprise_install": org is not None,
                 }
             ],
         }
+        if org is not None:
+            body["enterprise_id"] = org
+        return body
 
     def mention(
         self,
@@ -771,6 +988,8 @@ class FakeSlack:
         channel: str = "C1",
         thread_ts: str | None = None,
         event_id: str | None = None,
+        team: str | None = None,
+        org: str | None = None,
     ) -> dict[str, Any]:
         """Someone mentions the bot: `text` should contain `<@UBOT>` as Slack writes it."""
         ts = self.next_ts()
@@ -781,14 +1000,21 @@ class FakeSlack:
             "ts": ts,
             "channel": channel,
             "event_ts": ts,
-            "team": self.team_id,
+            "team": team or self.team_id,
         }
         if thread_ts is not None:
             event["thread_ts"] = thread_ts
-        return self.event(event, event_id=event_id)
+        return self.event(event, event_id=event_id, team=team, org=org)
 
     def direct_message(
-        self, text: str, *, user: str = "U1", channel: str = "D1", **extra: Any
+        self,
+        text: str,
+        *,
+        user: str = "U1",
+        channel: str = "D1",
+        team: str | None = None,
+        org: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
         ts = self.next_ts()
         event = {
@@ -799,10 +1025,10 @@ class FakeSlack:
             "ts": ts,
             "channel": channel,
             "event_ts": ts,
-            "team": self.team_id,
+            "team": team or self.team_id,
             **extra,
         }
-        return self.event(event)
+        return self.event(event, team=team, org=org)
 
     async def deliver_http(
         self,

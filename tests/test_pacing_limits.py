@@ -1,4 +1,4 @@
-"""Platform limits: the token bucket, the sliding window, and the window that counts calls until they end."""
+"""Platform limits: the token bucket and the window that counts calls until they end."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from acechat.core.pacing import Limit
-from acechat.core.ratelimit import InFlightWindow, TokenBucket, WindowBudget, retry_in_text
+from acechat.core.notices import retry_in_text
+from acechat.core.pacing.limits import InFlightWindow, Limit, TokenBucket
 
 
 class FakeClock:
@@ -27,7 +27,7 @@ def test_bucket_is_a_limit() -> None:
 
 def test_bucket_spends_its_burst_then_refills() -> None:
     clock = FakeClock()
-    bucket = TokenBucket.per(5, 5.0, clock=clock)
+    bucket = TokenBucket(5, 1.0, clock=clock)
     assert [bucket.try_acquire() for _ in range(6)] == [True] * 5 + [False]
     assert bucket.delay() == pytest.approx(1.0)
     clock.now += 0.5
@@ -104,35 +104,7 @@ def test_retry_text(seconds: float, text: str) -> None:
     assert retry_in_text(seconds) == text
 
 
-def test_window_budget_never_exceeds_its_count_in_any_window() -> None:
-    clock = FakeClock(100.0)
-    budget = WindowBudget(5, 5.0, clock=clock)
-    taken: list[float] = []
-    for _ in range(400):
-        if budget.try_acquire():
-            taken.append(clock.now)
-        clock.now += 0.13
-    assert len(taken) >= 50, "the budget is used, not just respected"
-    for i, start in enumerate(taken):
-        assert len([t for t in taken[i:] if t - start < 5.0]) <= 5
-
-
-def test_window_budget_reserve_and_delay() -> None:
-    clock = FakeClock(100.0)
-    budget = WindowBudget(3, 1.0, clock=clock)
-    assert budget.try_acquire(reserve=1) and budget.try_acquire(reserve=1)
-    assert not budget.try_acquire(reserve=1), "one call is kept back"
-    assert budget.delay(reserve=1) == pytest.approx(1.0)
-    assert budget.try_acquire(), "the reserved call is there for whoever needs no reserve"
-    assert budget.delay() == pytest.approx(1.0)
-    assert budget.delay(reserve=3) == float("inf")
-    clock.now += 1.0
-    assert budget.try_acquire(reserve=1)
-    budget.penalize(2.0)
-    assert not budget.try_acquire() and budget.delay() == pytest.approx(2.0)
-
-
-# --- TokenBucket and WindowBudget: exact figures --------------------------------------------------------
+# --- TokenBucket and InFlightWindow: exact figures --------------------------------------------------------
 # Times and rates are binary fractions, so the figures below are exact.
 
 
@@ -158,7 +130,7 @@ def test_the_smallest_bucket_allows_one_call_per_refill() -> None:
 
 def test_per_spreads_count_calls_over_the_seconds_given() -> None:
     clock = FakeClock()
-    bucket = TokenBucket.per(4, 8.0, clock=clock)  # 4 at once, then one every 2 s
+    bucket = TokenBucket(4, 0.5, clock=clock)  # 4 at once, then one every 2 s
     assert [bucket.try_acquire() for _ in range(5)] == [True] * 4 + [False]
     assert bucket.delay() == 2.0
     assert bucket.delay(reserve=3) == 8.0
@@ -210,73 +182,21 @@ def test_a_call_refills_a_hair_early() -> None:
 
 
 @pytest.mark.parametrize(("count", "window"), [(0, 1.0), (-1, 1.0), (1, 0.0), (1, -1.0)])
-def test_window_budget_refuses_an_empty_count_or_window(count: int, window: float) -> None:
+def test_window_refuses_an_empty_count_or_window(count: int, window: float) -> None:
     with pytest.raises(ValueError) as caught:
-        WindowBudget(count, window, clock=FakeClock())
+        InFlightWindow(count, window, clock=FakeClock())
     assert str(caught.value) == "a window budget needs a positive count and window"
-
-
-def test_window_budget_is_open_at_once_whatever_the_clock_reads() -> None:
-    clock = FakeClock(0.0)
-    budget: Limit = WindowBudget(1, 0.5, clock=clock)
-    assert budget.delay() == 0.0
-    assert budget.try_acquire() and not budget.try_acquire()
-    assert budget.delay() == 0.5
-
-
-def test_window_budget_delay_at_every_fill() -> None:
-    clock = FakeClock(100.0)
-    budget = WindowBudget(3, 10.0, clock=clock)
-    assert [budget.delay(reserve=r) for r in range(4)] == [0.0, 0.0, 0.0, math.inf]
-    for _ in range(2):
-        assert budget.try_acquire()
-        clock.now += 2.0
-    # Calls at 100 and 102; now 104.
-    assert [budget.delay(reserve=r) for r in range(3)] == [0.0, 6.0, 8.0]
-    assert budget.try_acquire()
-    clock.now += 1.0
-    # Calls at 100, 102 and 104; now 105.
-    assert [budget.delay(reserve=r) for r in range(3)] == [5.0, 7.0, 9.0]
-    assert not budget.try_acquire()
-    clock.now = 110.0  # the call at 100 leaves the window
-    assert [budget.delay(reserve=r) for r in range(3)] == [0.0, 2.0, 4.0]
-    assert not budget.try_acquire(reserve=1)
-    assert budget.try_acquire()
-    assert [budget.delay(reserve=r) for r in range(3)] == [2.0, 4.0, 10.0]
-
-
-def test_window_budget_forgets_only_calls_that_left_the_window() -> None:
-    clock = FakeClock(100.0)
-    budget = WindowBudget(2, 10.0, clock=clock)
-    assert budget.try_acquire()
-    clock.now = 105.0
-    assert budget.try_acquire()
-    clock.now = 110.0
-    assert budget.delay() == 0.0 and budget.delay(reserve=1) == 5.0
-    assert budget.try_acquire() and not budget.try_acquire()
 
 
 def test_a_call_leaves_the_window_a_hair_early() -> None:
     """So that float drift never makes a wait of exactly `delay()` fall short."""
     clock = FakeClock(0.0)
-    budget = WindowBudget(1, 10.0, clock=clock)
+    budget = InFlightWindow(1, 10.0, clock=clock)
     assert budget.try_acquire()
+    budget.finished()
     clock.now = 10.0 - 2e-9
     assert not budget.try_acquire()
     clock.now = 10.0 - 1e-9
-    assert budget.try_acquire()
-
-
-def test_window_budget_penalty() -> None:
-    clock = FakeClock(100.0)
-    budget = WindowBudget(5, 1.0, clock=clock)
-    budget.penalize(2.0)
-    budget.penalize(0.5)  # a shorter penalty never shortens a longer one
-    assert budget.delay() == 2.0 and budget.delay(reserve=3) == 2.0
-    clock.now = 101.75
-    assert not budget.try_acquire() and budget.delay() == 0.25
-    clock.now = 102.0
-    assert budget.delay() == 0.0
     assert budget.try_acquire()
 
 

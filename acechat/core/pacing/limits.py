@@ -1,4 +1,4 @@
-"""How fast a platform may be called: the limits answers share (see core.pacing), and wording for waits."""
+"""A platform's allowances: how many calls it takes per window, one `Limit` per allowance."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from acechat.core.cache import LRU
 
@@ -16,8 +16,40 @@ B = TypeVar("B")
 _EPSILON = 1e-9
 
 
+class Limit(Protocol):
+    """One platform allowance (`TokenBucket`, `InFlightWindow`)."""
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        """Take one call if more than `reserve` remain; never waits."""
+        ...
+
+    def delay(self, reserve: int = 0) -> float:
+        """Seconds until `try_acquire(reserve)` could succeed (infinite if it never can)."""
+        ...
+
+    def available(self) -> float:
+        """Calls that could be made right now."""
+        ...
+
+    @property
+    def rate(self) -> float:
+        """Calls per second the allowance refills at, once spent."""
+        ...
+
+    def penalize(self, seconds: float) -> None:
+        """The platform said 429: spend nothing for `seconds`."""
+        ...
+
+    def finished(self) -> None:
+        """A call taken from this limit has ended (its response arrived, or it failed)."""
+        ...
+
+
+Limits = tuple[Limit, ...]
+
+
 class TokenBucket:
-    """A `core.pacing.Limit`: `capacity` calls at once, refilled at `rate` calls per second."""
+    """A `Limit`: `capacity` calls at once, refilled at `rate` calls per second."""
 
     def __init__(self, capacity: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1 or rate <= 0:
@@ -28,11 +60,6 @@ class TokenBucket:
         self._tokens = float(capacity)
         self._stamp = clock()  # when _tokens was last brought up to date
         self._blocked_until = -math.inf
-
-    @classmethod
-    def per(cls, count: int, seconds: float, clock: Callable[[], float] = time.monotonic) -> TokenBucket:
-        """`count` calls per `seconds`, all of which may come at once."""
-        return cls(count, count / seconds, clock)
 
     def _refill(self) -> float:
         now = self._clock()
@@ -76,60 +103,8 @@ class TokenBucket:
         """A call counts from when it was taken: nothing changes when it ends."""
 
 
-class WindowBudget:
-    """A `core.pacing.Limit` of at most `count` calls in any `window` seconds.
-
-    A sliding window is never looser than a fixed one, so it stays inside limits that a platform counts
-    per window, like Discord's five message edits per five seconds per channel.
-    """
-
-    def __init__(self, count: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if count < 1 or window <= 0:
-            raise ValueError("a window budget needs a positive count and window")
-        self._count = count
-        self._window = window
-        self._clock = clock
-        self._times: deque[float] = deque()
-        self._blocked_until = 0.0
-
-    def _now(self) -> float:
-        now = self._clock()
-        while self._times and now - self._times[0] >= self._window - _EPSILON:
-            self._times.popleft()
-        return now
-
-    @property
-    def rate(self) -> float:
-        return self._count / self._window
-
-    def available(self) -> float:
-        now = self._now()
-        return 0.0 if now < self._blocked_until else float(self._count - len(self._times))
-
-    def try_acquire(self, reserve: int = 0) -> bool:
-        now = self._now()
-        if now < self._blocked_until or len(self._times) + reserve >= self._count:
-            return False
-        self._times.append(now)
-        return True
-
-    def delay(self, reserve: int = 0) -> float:
-        if reserve + 1 > self._count:
-            return math.inf
-        now = self._now()
-        excess = len(self._times) + reserve + 1 - self._count
-        wait = self._times[excess - 1] + self._window - now if excess > 0 else 0.0
-        return max(wait, self._blocked_until - now, 0.0)
-
-    def penalize(self, seconds: float) -> None:
-        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
-
-    def finished(self) -> None:
-        """A call counts from when it was taken: nothing changes when it ends."""
-
-
 class InFlightWindow:
-    """A `core.pacing.Limit` of at most `count` calls in any `window` seconds as the platform sees them.
+    """A `Limit` of at most `count` calls in any `window` seconds as the platform sees them.
 
     A call is counted from the moment it is taken until `window` seconds after it `finished`: it reached
     the platform somewhere in between. However the event loop or the network bunches requests up on the
@@ -189,14 +164,6 @@ class InFlightWindow:
 
     def penalize(self, seconds: float) -> None:
         self._blocked_until = max(self._blocked_until, self._clock() + seconds)
-
-
-def retry_in_text(seconds: float) -> str:
-    """'try again in 12 s' (rounded up, at least 1 s); minutes from two minutes on."""
-    whole = max(1, math.ceil(seconds - _EPSILON))
-    if whole < 120:
-        return f"try again in {whole} s"
-    return f"try again in {math.ceil(whole / 60)} min"
 
 
 class KeyedBudgets(Generic[B]):

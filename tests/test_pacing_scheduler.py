@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from acechat.core.pacing import Call, Scheduler
-from acechat.core.ratelimit import TokenBucket, WindowBudget
+from acechat.core.pacing.limits import TokenBucket
+from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
 from acechat.core.reply_target import TargetLimits
-from acechat.core.streaming import RESCUED, StreamingReply
+from acechat.core.streaming import FAILED_TRIES, RESCUED, StreamingReply
 from tests.fakes.target import RecordingTarget
 
 
@@ -71,19 +71,19 @@ async def next_window(clock: Clock, scheduler: Scheduler, seconds: float = 1.0) 
 
 async def test_calls_wait_in_order_of_urgency_then_arrival() -> None:
     clock = Clock()
-    limit = WindowBudget(1, 1.0, clock=clock)
+    limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
-    await scheduler.call(Call.POST, (limit,))  # spends the window
+    await scheduler.call(Urgency.POST, (limit,))  # spends the window
     order: list[str] = []
 
-    async def call(name: str, urgency: Call) -> None:
+    async def call(name: str, urgency: Urgency) -> None:
         await scheduler.call(urgency, (limit,))
         order.append(name)
 
     tasks = [
-        asyncio.create_task(call("post a", Call.POST)),
-        asyncio.create_task(call("post b", Call.POST)),
-        asyncio.create_task(call("final", Call.FINAL)),
+        asyncio.create_task(call("post a", Urgency.POST)),
+        asyncio.create_task(call("post b", Urgency.POST)),
+        asyncio.create_task(call("final", Urgency.FINAL)),
     ]
     await settle()
     assert order == []
@@ -95,18 +95,18 @@ async def test_calls_wait_in_order_of_urgency_then_arrival() -> None:
 
 async def test_a_queued_post_that_becomes_final_moves_to_the_front() -> None:
     clock = Clock()
-    limit = WindowBudget(1, 1.0, clock=clock)
+    limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
-    await scheduler.call(Call.POST, (limit,))
+    await scheduler.call(Urgency.POST, (limit,))
     done = False
     order: list[str] = []
 
-    async def call(name: str, urgency: Call | object) -> None:
+    async def call(name: str, urgency: Urgency | object) -> None:
         await scheduler.call(urgency, (limit,))  # type: ignore[arg-type]
         order.append(name)
 
-    first = asyncio.create_task(call("earlier post", Call.POST))
-    upgraded = asyncio.create_task(call("completed answer", lambda: Call.FINAL if done else Call.POST))
+    first = asyncio.create_task(call("earlier post", Urgency.POST))
+    upgraded = asyncio.create_task(call("completed answer", lambda: Urgency.FINAL if done else Urgency.POST))
     await settle()
     done = True
     await next_window(clock, scheduler)
@@ -124,29 +124,29 @@ async def test_droppable_calls_give_way_to_queued_ones_and_to_pledged_finals() -
     scheduler.pledge((limit,))
     scheduler.pledge((limit,))
     # Three calls available, two pledged to finals: one intermediate edit may go, then none.
-    assert scheduler.try_call(Call.EDIT, (limit,))
-    assert not scheduler.try_call(Call.EDIT, (limit,))
-    assert not scheduler.try_call(Call.TYPING, (limit,))
+    assert scheduler.try_call(Urgency.EDIT, (limit,))
+    assert not scheduler.try_call(Urgency.EDIT, (limit,))
+    assert not scheduler.try_call(Urgency.TYPING, (limit,))
     assert not scheduler.admits((limit,), within=0), "a third final could not be promised"
     # The finals themselves are owed nothing.
-    await scheduler.call(Call.FINAL, (limit,))
-    await scheduler.call(Call.FINAL, (limit,))
+    await scheduler.call(Urgency.FINAL, (limit,))
+    await scheduler.call(Urgency.FINAL, (limit,))
     scheduler.release((limit,))
     scheduler.release((limit,))
     assert scheduler.pledged(limit) == 0
     clock.now += 1.0
-    assert scheduler.try_call(Call.EDIT, (limit,))
+    assert scheduler.try_call(Urgency.EDIT, (limit,))
 
 
 async def test_nothing_droppable_goes_while_a_call_waits_on_the_same_limit() -> None:
-    limit = WindowBudget(1, 0.1)
-    other = WindowBudget(5, 0.1)
+    limit = TokenBucket(1, 10.0)
+    other = TokenBucket(5, 50.0)
     scheduler = Scheduler()
-    await scheduler.call(Call.POST, (limit,))
-    waiting = asyncio.create_task(scheduler.call(Call.FINAL, (limit,)))
+    await scheduler.call(Urgency.POST, (limit,))
+    waiting = asyncio.create_task(scheduler.call(Urgency.FINAL, (limit,)))
     await settle()
-    assert not scheduler.try_call(Call.TYPING, (limit,))
-    assert scheduler.try_call(Call.TYPING, (other,)), "another limit is not held up"
+    assert not scheduler.try_call(Urgency.TYPING, (limit,))
+    assert scheduler.try_call(Urgency.TYPING, (other,)), "another limit is not held up"
     await asyncio.wait_for(waiting, 2)
 
 
@@ -155,8 +155,8 @@ async def test_a_cancelled_wait_gives_up_its_place() -> None:
     limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
     assert limit.try_acquire()
-    abandoned = asyncio.create_task(scheduler.call(Call.FINAL, (limit,)))
-    kept = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    abandoned = asyncio.create_task(scheduler.call(Urgency.FINAL, (limit,)))
+    kept = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
     await settle()
     abandoned.cancel()
     await asyncio.gather(abandoned, return_exceptions=True)
@@ -165,19 +165,19 @@ async def test_a_cancelled_wait_gives_up_its_place() -> None:
     scheduler.done(())
     await settle()
     assert kept.done(), "the place went to the next in line"
-    assert scheduler.delay(Call.EDIT, (limit,)) == 1.0, "no stale ticket holds the limit"
+    assert scheduler.delay(Urgency.EDIT, (limit,)) == 1.0, "no stale ticket holds the limit"
 
 
 async def test_a_call_waits_for_every_limit_it_draws_on() -> None:
-    shared = WindowBudget(2, 0.2)
-    channel_a, channel_b = WindowBudget(1, 0.2), WindowBudget(1, 0.2)
+    shared = TokenBucket(2, 10.0)
+    channel_a, channel_b = TokenBucket(1, 5.0), TokenBucket(1, 5.0)
     scheduler = Scheduler()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await scheduler.call(Call.POST, (shared, channel_a))
-    await scheduler.call(Call.POST, (shared, channel_b))
+    await scheduler.call(Urgency.POST, (shared, channel_a))
+    await scheduler.call(Urgency.POST, (shared, channel_b))
     # Both channels are free again only after their windows; the shared limit too.
-    await asyncio.wait_for(scheduler.call(Call.POST, (shared, channel_a)), 2)
+    await asyncio.wait_for(scheduler.call(Urgency.POST, (shared, channel_a)), 2)
     assert loop.time() - started >= 0.15
 
 
@@ -216,20 +216,20 @@ def test_only_droppable_calls_leave_pledged_finals_their_call() -> None:
     scheduler = Scheduler()
     scheduler.pledge((limit,))
     assert limit.try_acquire()  # one call left, and it is pledged
-    assert scheduler.delay(Call.FINAL, (limit,)) == 0.0
-    assert scheduler.delay(Call.POST, (limit,)) == 0.0
-    assert scheduler.delay(Call.EDIT, (limit,)) == 1.0
-    assert scheduler.delay(Call.TYPING, (limit,)) == 1.0
-    assert not scheduler.try_call(Call.EDIT, (limit,))
-    assert scheduler.delay(Call.EDIT, ()) == 0.0, "no limits, no wait"
+    assert scheduler.delay(Urgency.FINAL, (limit,)) == 0.0
+    assert scheduler.delay(Urgency.POST, (limit,)) == 0.0
+    assert scheduler.delay(Urgency.EDIT, (limit,)) == 1.0
+    assert scheduler.delay(Urgency.TYPING, (limit,)) == 1.0
+    assert not scheduler.try_call(Urgency.EDIT, (limit,))
+    assert scheduler.delay(Urgency.EDIT, ()) == 0.0, "no limits, no wait"
 
 
 def test_a_call_on_free_limits_is_made_at_once() -> None:
     clock = Clock()
     limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
-    assert made_at_once(scheduler.call(Call.EDIT, ()))
-    assert made_at_once(scheduler.call(Call.POST, (limit,)))
+    assert made_at_once(scheduler.call(Urgency.EDIT, ()))
+    assert made_at_once(scheduler.call(Urgency.POST, (limit,)))
     assert limit.available() == 0
 
 
@@ -238,9 +238,9 @@ async def test_a_wait_closed_without_cancelling_leaves_nothing_behind() -> None:
     limit = TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
     assert limit.try_acquire()
-    assert not made_at_once(scheduler.call(Call.POST, (limit,))), "it queued, then was closed"
+    assert not made_at_once(scheduler.call(Urgency.POST, (limit,))), "it queued, then was closed"
     clock.now += 1.0
-    assert scheduler.try_call(Call.EDIT, (limit,)), "no ticket of it holds the limit"
+    assert scheduler.try_call(Urgency.EDIT, (limit,)), "no ticket of it holds the limit"
 
 
 async def test_a_free_limit_serves_its_queue_before_newcomers() -> None:
@@ -250,16 +250,16 @@ async def test_a_free_limit_serves_its_queue_before_newcomers() -> None:
     assert limit.try_acquire()
     order: list[str] = []
 
-    async def call(name: str, urgency: Call) -> None:
+    async def call(name: str, urgency: Urgency) -> None:
         await scheduler.call(urgency, (limit,))
         order.append(name)
 
-    final = asyncio.create_task(call("final", Call.FINAL))
+    final = asyncio.create_task(call("final", Urgency.FINAL))
     await settle()
     clock.now += 1.0  # room for one call; the scheduler's own timer is still a second away
-    assert not scheduler.try_call(Call.TYPING, (limit,)), "a droppable call never jumps the queue"
-    assert scheduler.delay(Call.EDIT, (limit,)) == math.inf
-    post = asyncio.create_task(call("post", Call.POST))
+    assert not scheduler.try_call(Urgency.TYPING, (limit,)), "a droppable call never jumps the queue"
+    assert scheduler.delay(Urgency.EDIT, (limit,)) == math.inf
+    post = asyncio.create_task(call("post", Urgency.POST))
     await settle()
     assert order == ["final"], "the post queued, and the waiting final took the room at once"
     clock.now += 1.0
@@ -274,20 +274,20 @@ async def test_every_waiting_call_holds_its_limits_until_served() -> None:
     limit = TokenBucket(2, 1.0, clock=clock)
     scheduler = Scheduler()
     assert limit.try_acquire() and limit.try_acquire()
-    first = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
-    second = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    first = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
+    second = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
     await settle()
     clock.now += 1.0
     scheduler.done(())
     await settle()
     assert first.done() and not second.done()
     clock.now += 1.0
-    assert not scheduler.try_call(Call.EDIT, (limit,)), "the second still waits: nothing droppable first"
+    assert not scheduler.try_call(Urgency.EDIT, (limit,)), "the second still waits: nothing droppable first"
     scheduler.done(())
     await settle()
     assert second.done()
     clock.now += 1.0
-    assert scheduler.try_call(Call.EDIT, (limit,)), "nobody waits any more"
+    assert scheduler.try_call(Urgency.EDIT, (limit,)), "nobody waits any more"
 
 
 async def test_a_call_waiting_on_a_busy_limit_holds_up_no_one_else() -> None:
@@ -295,8 +295,8 @@ async def test_a_call_waiting_on_a_busy_limit_holds_up_no_one_else() -> None:
     slow, quick = TokenBucket(1, 0.1, clock=clock), TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
     assert slow.try_acquire() and quick.try_acquire()
-    final = asyncio.create_task(scheduler.call(Call.FINAL, (slow,)))
-    post = asyncio.create_task(scheduler.call(Call.POST, (quick,)))
+    final = asyncio.create_task(scheduler.call(Urgency.FINAL, (slow,)))
+    post = asyncio.create_task(scheduler.call(Urgency.POST, (quick,)))
     await settle()
     clock.now += 1.0
     scheduler.done(())
@@ -311,7 +311,7 @@ async def test_a_penalty_looks_at_the_waiting_calls_again() -> None:
     channel, workspace = TokenBucket(1, 1.0, clock=clock), TokenBucket(1, 1.0, clock=clock)
     scheduler = Scheduler()
     assert channel.try_acquire()
-    waiting = asyncio.create_task(scheduler.call(Call.POST, (channel,)))
+    waiting = asyncio.create_task(scheduler.call(Urgency.POST, (channel,)))
     await settle()
     clock.now += 1.0  # the channel has room; the scheduler's own timer is still a second away
     scheduler.penalize((workspace,), 5.0)
@@ -325,7 +325,7 @@ async def test_a_waiting_call_sleeps_until_its_limit_could_serve_it() -> None:
     limit = CountingBucket(1, 0.1, clock)
     scheduler = Scheduler()
     assert limit.try_acquire()
-    waiting = asyncio.create_task(scheduler.call(Call.POST, (limit,)))
+    waiting = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
     for _ in range(50):
         await asyncio.sleep(0)
     assert limit.delays < 10, "the scheduler polled instead of sleeping"
@@ -336,7 +336,7 @@ async def test_a_waiting_call_sleeps_until_its_limit_could_serve_it() -> None:
 # --- answers on shared limits -----------------------------------------------------------------------
 
 
-def limits(edits: TokenBucket | WindowBudget, scheduler: Scheduler) -> TargetLimits:
+def limits(edits: TokenBucket, scheduler: Scheduler) -> TargetLimits:
     return TargetLimits(
         max_chars=2000,
         edit_burst=5,
@@ -404,9 +404,9 @@ async def test_a_final_edit_that_never_goes_through_is_posted_anew() -> None:
 @pytest.mark.parametrize("interval", [None, 0.02])
 async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(interval: float | None) -> None:
     clock = Clock()
-    shared = WindowBudget(1, 0.15, clock=clock)
+    shared = TokenBucket(1, 8.0, clock=clock)
     scheduler = Scheduler()
-    assert scheduler.try_call(Call.TYPING, (shared,))  # someone else's typing took the window
+    assert scheduler.try_call(Urgency.TYPING, (shared,))  # someone else's typing took the window
     target = RecordingTarget(
         TargetLimits(max_chars=2000, typing_interval=interval, typing_limits=(shared,), scheduler=scheduler)
     )
@@ -414,6 +414,178 @@ async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(int
     reply.start_typing()
     await settle()
     assert not target.kinds("typing"), "no room on the limits' clock, which stands still"
-    clock.now += 0.15
+    clock.now += 0.125
     await until(lambda: target.kinds("typing"))  # typing went out once there was room
     await reply.finish("done")
+
+
+# --- places in a channel's line ---------------------------------------------------------------------
+
+
+async def test_answers_that_started_go_first_and_askers_take_turns() -> None:
+    clock = Clock()
+    channel = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    first_of_a = scheduler.join((channel,), "A", 2)
+    second_of_a = scheduler.join((channel,), "A", 2)
+    first_of_b = scheduler.join((channel,), "B", 2)
+    await scheduler.call(Urgency.POST, (channel,), first_of_a)  # A's first answer shows its first text
+    order: list[str] = []
+
+    async def call(name: str, place: Place) -> None:
+        await scheduler.call(Urgency.POST, (channel,), place)
+        order.append(name)
+
+    tasks = [
+        asyncio.create_task(call("A's second answer", second_of_a)),
+        asyncio.create_task(call("B's first answer", first_of_b)),
+        asyncio.create_task(call("the rest of A's first answer", first_of_a)),
+    ]
+    await settle()
+    for _ in range(3):
+        await next_window(clock, scheduler)
+    await asyncio.gather(*tasks)
+    assert order == ["the rest of A's first answer", "B's first answer", "A's second answer"]
+
+
+async def test_a_final_of_a_later_answer_waits_behind_an_answer_already_showing() -> None:
+    clock = Clock()
+    channel = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    showing, later = scheduler.join((channel,), "A", 2), scheduler.join((channel,), "B", 1)
+    await scheduler.call(Urgency.POST, (channel,), showing)
+    order: list[str] = []
+
+    async def call(name: str, urgency: Urgency, place: Place) -> None:
+        await scheduler.call(urgency, (channel,), place)
+        order.append(name)
+
+    tasks = [
+        asyncio.create_task(call("later answer, complete", Urgency.FINAL, later)),
+        asyncio.create_task(call("answer showing, its next message", Urgency.POST, showing)),
+    ]
+    await settle()
+    for _ in range(2):
+        await next_window(clock, scheduler)
+    await asyncio.gather(*tasks)
+    assert order == ["answer showing, its next message", "later answer, complete"]
+
+
+def test_the_backlog_is_what_the_line_owes_at_the_limits_rate() -> None:
+    clock = Clock()
+    channel = TokenBucket(3, 0.5, clock=clock)
+    scheduler = Scheduler()
+    assert scheduler.backlog((channel,), 3) == 0.0, "a burst the limit holds costs no wait"
+    place = scheduler.join((channel,), "A", 4)
+    other = scheduler.join((channel,), "B", 3)
+    assert scheduler.backlog((channel,)) == 8.0  # 7 posts, 3 at once, then one every 2 s
+    assert scheduler.backlog((channel,), 1) == 10.0
+    scheduler.owe(place, 1)
+    assert scheduler.backlog((channel,)) == 2.0
+    scheduler.leave(place)
+    scheduler.leave(other)
+    assert scheduler.backlog((channel,)) == 0.0
+    again = scheduler.join((channel,), "A", 1)
+    assert again.round == 0, "a user who left the line starts again in the first round"
+
+
+def test_an_answer_joins_a_line_only_if_it_clears_in_time() -> None:
+    channel = TokenBucket(3, 1.0)
+    scheduler = Scheduler()
+
+    def reply() -> StreamingReply:
+        return StreamingReply(
+            RecordingTarget(TargetLimits(max_chars=1000, posts=(channel,), scheduler=scheduler))
+        )
+
+    joined = [reply() for _ in range(6)]
+    assert all(r.join("A", 9_500) is None for r in joined), (
+        "10 posts each: 60, 3 at once, 57 s at one a second"
+    )
+    late = reply()
+    wait = late.join("B", 9_500)
+    assert wait is not None and 6.9 <= wait <= 7.0, "with it, 67 s: it could join in 7 s"
+    joined[0].leave()
+    assert late.join("B", 9_500) is None
+
+
+async def test_time_waiting_in_line_does_not_count_against_the_finish_timeout() -> None:
+    channel = TokenBucket(1, 1 / 0.6)  # one post, then the next after 0.6 s
+    scheduler = Scheduler()
+    assert scheduler.try_call(Urgency.POST, (channel,))  # another answer's post took it
+    target = RecordingTarget(TargetLimits(max_chars=2000, posts=(channel,), scheduler=scheduler))
+    reply = StreamingReply(target, finish_timeout=0.2)
+    assert reply.join("A", 100) is None
+    reply.update("Hello")
+    await reply.finish("Hello, world")
+    assert [c.text for c in target.kinds("post")] == ["Hello, world"], "posted once, not rescued"
+    assert scheduler.backlog((channel,)) == 0.0
+
+
+async def test_a_429_is_waited_out_a_few_times_then_the_rest_is_posted_anew() -> None:
+    posts = TokenBucket(5, 0.001)
+    scheduler = Scheduler()
+    target = RecordingTarget(
+        TargetLimits(max_chars=2000, edit_burst=5, edit_window=0.2, posts=(posts,), scheduler=scheduler),
+        rate_limit_edits=1000,
+        retry_after=0.01,
+    )
+    reply = StreamingReply(target)  # the default finish timeout: a minute
+    reply.update("The beginning")
+    await until(lambda: target.kinds("post"))
+    started = asyncio.get_running_loop().time()
+    await reply.finish("The beginning and the end.")
+    assert asyncio.get_running_loop().time() - started < 30, "no minute's wait for the finish timeout"
+    assert len(target.kinds("rate_limited")) == FAILED_TRIES
+    assert target.kinds("post")[-1].text == f"{RESCUED}\n\nThe beginning and the end."
+    assert posts.available() == 3, "the rescue's post went through the scheduler, on the channel's limit"
+
+
+async def test_a_held_answer_streams_once_a_final_can_be_pledged_for_it() -> None:
+    clock = Clock()
+    workspace = TokenBucket(1, 0.001, clock=clock)
+    scheduler = Scheduler()
+    first, second = (
+        RecordingTarget(limits(workspace, scheduler)),
+        RecordingTarget(limits(workspace, scheduler)),
+    )
+    streamed, held = StreamingReply(first), StreamingReply(second)
+    streamed.update("Hello")
+    await until(lambda: first.kinds("post"))
+    held.update("Hi")
+    await settle()
+    assert not second.kinds("post"), "held: the one call is pledged to the first answer's final"
+    await streamed.finish("Hello there")
+    clock.now += 1000  # the workspace's allowance refills
+    await until(lambda: second.kinds("post"))
+    assert second.kinds("post")[0].text == "Hi", "it shows its first text before it completes"
+    await held.finish("Hi there")
+    assert second.messages == {"m1": "Hi there"}
+    assert scheduler.pledged(workspace) == 0
+
+
+def test_droppable_calls_leave_a_call_for_each_answer_waiting_to_pledge_one() -> None:
+    clock = Clock()
+    limit = TokenBucket(3, 1.0, clock=clock)
+    scheduler = Scheduler()
+    scheduler.pledge((limit,))
+    scheduler.want((limit,))
+    assert scheduler.try_call(Urgency.EDIT, (limit,)), "3 calls: one pledged, one wanted, one spare"
+    assert not scheduler.try_call(Urgency.EDIT, (limit,))
+    assert scheduler.admits((limit,), 0.0), "what was left is there for the answer waiting"
+    scheduler.unwant((limit,))
+    assert scheduler.try_call(Urgency.TYPING, (limit,))
+    assert scheduler.admission_delay((limit,)) == 1.0, "the pledged final holds the last call"
+
+
+def test_the_line_is_the_channels_not_the_bots() -> None:
+    bot_wide, channel = TokenBucket(1, 0.001), TokenBucket(3, 1.0)
+    scheduler = Scheduler()
+    busy = StreamingReply(
+        RecordingTarget(TargetLimits(max_chars=1000, posts=(bot_wide,), scheduler=scheduler))
+    )
+    assert busy.join("A", 500) is None, "an empty line takes anyone"
+    quiet = StreamingReply(
+        RecordingTarget(TargetLimits(max_chars=1000, posts=(bot_wide, channel), scheduler=scheduler))
+    )
+    assert quiet.join("B", 9_500) is None, "the bot-wide allowance is far behind, this channel's is not"
