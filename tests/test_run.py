@@ -58,6 +58,10 @@ async def test_run_serves_health_metrics_json_logs_and_stops_cleanly_after_answe
             return len(refusals()) == 1 and answered and any(t.startswith("⚠️") for t in texts)
 
         await until(outcomes, what="answers")
+        # The third question (C1's turns go one after another) must have taken its reply before the
+        # next one is scripted, or it could take that one.
+        async with asyncio.timeout(10):
+            await fake_upstream.wait_for_requests(3)
 
         # An answer still streaming when SIGTERM arrives.
         fake_upstream.queue(Behaviour(latency=1.0, answer="finished after SIGTERM"))

@@ -547,6 +547,38 @@ async def test_markdown_links_to_slack_tokens_ping_nobody_anywhere_an_answer_goe
             assert token not in text, (token, text[:200])
 
 
+async def test_a_question_with_slack_files_says_in_one_line_that_they_are_not_passed(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    mention = slack.mention(f"<@{BOT_USER_ID}> what is in these?")
+    mention["event"]["files"] = [
+        {
+            "id": "F1",
+            "name": "diagram.png",
+            "mimetype": "image/png",
+            "size": 10,
+            "url_private": "https://files.slack.com/files-pri/T1-F1/diagram.png",
+        },
+        {
+            "id": "F2",
+            "name": "notes.pdf",
+            "mimetype": "application/pdf",
+            "size": 10,
+            "url_private": "https://files.slack.com/files-pri/T1-F2/notes.pdf",
+        },
+    ]
+    await slack.deliver_http(bot.url, mention)
+    await bot.adapter.transport.idle()
+    [answer] = slack.in_channel("C1", mention["event"]["ts"])
+    body = fake_upstream.bodies[-1]
+    assert body is not None and "message" not in body and "references" not in body
+    assert "files.slack.com" not in str(body), (
+        "a Slack file URL (which needs the bot token) never goes upstream"
+    )
+    notes = [line for line in answer.text.splitlines() if "Skipped" in line]
+    assert len(notes) == 1 and "diagram.png, notes.pdf" in notes[0] and "no public link" in notes[0]
+
+
 # --- sends with an unknown outcome ---------------------------------------------------------------------
 
 

@@ -34,6 +34,8 @@ METHOD_SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "conversations.info": ("bot", ("channels:read", "groups:read")),
     "usergroups.list": ("bot", ("usergroups:read",)),
     "usergroups.users.list": ("bot", ("usergroups:read",)),
+    # No scope of its own: any token opens a form for a trigger it was given.
+    "views.open": ("bot", ()),
     "auth.test": ("bot", ()),
     "apps.connections.open": ("app", ("connections:write",)),
 }

@@ -26,6 +26,7 @@ from discord.http import Route
 from acechat.bots.adapter import StartupError
 from acechat.bots.discord_budget import shared_global_limit
 from acechat.bots.discord_commands import build_tree
+from acechat.bots.discord_components import ControlButton
 from acechat.bots.discord_facts import (
     actor_of,
     addresses,
@@ -37,6 +38,7 @@ from acechat.bots.discord_facts import (
     scope_of,
     thread_name,
 )
+from acechat.bots.discord_interactive import DiscordInteractions
 from acechat.bots.discord_settings import DiscordSettings
 from acechat.bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget, ThreadTarget
 from acechat.core.chat import ChatCore, Question
@@ -117,9 +119,12 @@ class AceClient(discord.AutoShardedClient):
         self.tree = build_tree(self, core, dms=settings.dms)
         self.limits = DiscordLimits(global_limit)
         self.limits.pace(self.http)
+        self.interactions = DiscordInteractions(core, self.limits.limits, self)
         self.serving = asyncio.Event()  # set once the first shard is ready
 
     async def setup_hook(self) -> None:
+        # Buttons are matched by their custom_id: presses of messages sent before a restart still work.
+        self.add_dynamic_items(ControlButton)
         if self.settings.gateway_url and self.shard_count is None:
             # Without a shard count discord.py connects to the gateway URL Discord returns; ask only
             # for the count so the configured gateway is used.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -31,12 +31,14 @@ from acechat.bots.slack_facts import (
     command_line,
     event_delivery,
     event_scope,
+    files_of,
     is_direct,
     is_new_question,
     is_thread_message,
     mentions,
     mentions_someone,
 )
+from acechat.bots.slack_interactive import Place, SlackInteractions
 from acechat.bots.slack_oauth import (
     INSTALL_PATH,
     InstalledWorkspaces,
@@ -60,6 +62,7 @@ from acechat.core.cache import LRU
 from acechat.core.chat import ChatCore, Question
 from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
+from acechat.core.reply_target import TargetLimits
 from acechat.core.secret_box import SecretBox
 from acechat.core.settings import Settings
 from acechat.storage.installations import Installations, installation_key, open_installations
@@ -187,6 +190,9 @@ class SlackAdapter:
         if settings.app_token is not None and pages:
             await self._serve_pages(pages)
             pages = []
+        SlackInteractions(
+            self._core, self._interactive_place, self._closing_client, transport.spawn
+        ).register(app)
         await transport.start(app, pages=pages)
 
     async def _serve_pages(self, pages: list[web.RouteDef]) -> None:
@@ -264,6 +270,26 @@ class SlackAdapter:
             await self._session.close()
         if self._installs is not None:
             await self._installs.close()
+
+    def _interactive_place(self, context: AsyncBoltContext) -> Place:
+        """The clients, people and limits of the workspace a press or form came from."""
+        budget, workspace = self._workspace(context)
+
+        async def actor(user: str, team: str, channel: str, body: Mapping[str, Any]) -> Actor:
+            enterprise = (body.get("enterprise") or {}).get("id")
+            return await self._actor(workspace, user, team, channel, enterprise, None)
+
+        def limits(channel: str) -> TargetLimits:
+            return self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL)
+
+        return Place(workspace.client, workspace.answers, actor, limits)
+
+    def _closing_client(self, team: str) -> AsyncWebClient | None:
+        """A client to replace buttons with outside any request: the one workspace's, or a cached one's."""
+        if self._single is not None:
+            return self._single.client
+        found = self._workspaces.get(team)
+        return found.client if found is not None else None
 
     # --- bolt listeners: queue the work in a tracked task ----------------------------------------
 
@@ -393,6 +419,7 @@ class SlackAdapter:
             event_scope(team, channel, thread_ts),
             actor,
             from_slack(event.get("text", ""), bot_user_id),
+            files_of(event),
             delivery=event_delivery(body, team, event),
             direct=is_direct(event),
             mentioned=mentioned,

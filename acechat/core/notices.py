@@ -55,3 +55,12 @@ def queue_full(waiting: int) -> str:
 
 def queue_wait(seconds: float) -> str:
     return f"Your question waited {seconds:.0f} s for the ones before it and was dropped; ask again."
+
+
+# Questions the model asks back (AI Chat v2, issue 16).
+NO_OPEN_QUESTION = "There is no question waiting for an answer here."
+QUESTION_ANSWERED = "That question was already answered."
+QUESTION_SKIPPED = "That question was skipped: a newer question was asked here, or the conversation was reset."
+NOT_YOUR_QUESTION = "Only the person who asked, or a channel admin, can answer this question."
+ANSWER_USAGE = "Answer with the number of a choice, or with your own words."
+BUTTONS_SKIPPED = "⏭️ Skipped: a newer question was asked here."

@@ -138,6 +138,21 @@ CREATE TABLE engaged_threads (
 CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key);
 """
 
+# Version 5 (issue 16): who may use tools, conversations to delete at the service, questions the model asked back.
+_V5_AI_CHAT_V2 = """
+ALTER TABLE scope_settings ADD COLUMN tools text;
+CREATE TABLE upstream_deletes (
+    conversation_id text PRIMARY KEY, model text NOT NULL, attempts integer NOT NULL,
+    next_at double precision NOT NULL
+);
+CREATE TABLE pending_questions (
+    id text PRIMARY KEY, scope_key text NOT NULL, conversation_id text NOT NULL, turns integer NOT NULL,
+    tool_id text NOT NULL, question text NOT NULL, options text NOT NULL, asker_id text NOT NULL,
+    created_at double precision NOT NULL, answered integer NOT NULL
+);
+CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at);
+"""
+
 # Schema versions are acechat's, not a backend's: one number means the same tables and columns on SQLite
 # and PostgreSQL (`acechat check` reports it for either). PostgreSQL arrived at version 3, which its first
 # migration creates whole; a later change gets the same next number on both.
@@ -146,7 +161,7 @@ FIRST_VERSION = 3
 _OWN_NUMBERING = {1: 3, 2: 4}
 
 # Append only: position + FIRST_VERSION is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V5_AI_CHAT_V2)
 
 
 def version_after(migrations: Sequence[str]) -> int:

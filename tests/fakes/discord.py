@@ -849,6 +849,44 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return record
 
+    async def press(
+        self, message: FakeMessage, custom_id: str, *, user: Json | None = None
+    ) -> FakeInteraction:
+        """A user presses the button `custom_id` on `message` (INTERACTION_CREATE type 3)."""
+        payload = self.interaction_payload("press", user=user, channel_id=message.channel_id)
+        payload["type"] = 3
+        payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        payload["message"] = message.payload
+        return await self._interact(payload)
+
+    async def submit_modal(
+        self, message: FakeMessage, custom_id: str, values: Mapping[str, str], *, user: Json | None = None
+    ) -> FakeInteraction:
+        """A user submits the modal `custom_id`, opened from a button on `message` (type 5)."""
+        payload = self.interaction_payload("submit", user=user, channel_id=message.channel_id)
+        payload["type"] = 5
+        rows = [
+            {"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()
+        ]
+        payload["data"] = {"custom_id": custom_id, "components": rows}
+        payload["message"] = message.payload
+        return await self._interact(payload)
+
+    async def _interact(self, payload: Json) -> FakeInteraction:
+        record = FakeInteraction(int(payload["id"]), payload["token"], payload)
+        self.interactions[record.token] = record
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return record
+
+    @staticmethod
+    def custom_ids(message: FakeMessage) -> list[str]:
+        """The custom ids of the buttons `message` shows now."""
+        return [
+            c["custom_id"]
+            for row in message.payload.get("components") or ()
+            for c in row.get("components", ())
+        ]
+
     async def autocomplete(
         self, command: str, options: Mapping[str, Any], focused: str, **kwargs: Any
     ) -> FakeInteraction:
@@ -1110,6 +1148,7 @@ class FakeDiscord:
             "pinned": False,
             "type": 0,
             "flags": int(body.get("flags") or 0),
+            "components": list(body.get("components") or []),
         }
         if guild_id is not None:
             payload["guild_id"] = str(guild_id)
@@ -1153,6 +1192,8 @@ class FakeDiscord:
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
         if "content" in body:
             message.payload["content"] = body["content"] or ""
+        if "components" in body:
+            message.payload["components"] = list(body["components"] or [])
         message.payload["edited_timestamp"] = now_iso()
         message.versions.append(message.payload["content"])
         message.bodies.append(body)

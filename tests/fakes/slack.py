@@ -142,6 +142,7 @@ class Message:
     at: list[float] = field(default_factory=list)  # when it started showing each of them
     streaming: bool = False  # a chat.startStream message not stopped yet
     deleted_at: float | None = None
+    blocks: list[dict[str, Any]] | None = None  # Block Kit blocks, when the message has any
     metadata: dict[str, Any] | None = None  # as chat.postMessage's `metadata` gave it
 
     def show(self, text: str, at: float) -> None:
@@ -259,6 +260,9 @@ class FakeSlack:
         self.messages: list[Message] = []
         self.deleted: list[Message] = []
         self.ephemerals: list[dict[str, Any]] = []
+        # Modals opened with views.open, and the trigger ids already used (each works once, for 3 s).
+        self.views: list[dict[str, Any]] = []
+        self._triggers: dict[str, float] = {}
         self.reactions: list[tuple[str, str, str, float]] = []  # channel, message ts, name, when
         self.statuses: list[Status] = []
         self.responses: list[Response] = []
@@ -578,6 +582,7 @@ class FakeSlack:
         if self._too_long(text):
             return self._error("msg_too_long")
         message = self._new_message(params, text)
+        message.blocks = _blocks(params)
         return self._ok(channel=message.channel, ts=message.ts, message={"text": text, "user": BOT_USER_ID})
 
     def _api_chat_update(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -588,7 +593,22 @@ class FakeSlack:
         if found is None:
             return self._error("message_not_found")
         found.show(text, self._clock())
+        if "blocks" in params:
+            found.blocks = _blocks(params)
         return self._ok(channel=found.channel, ts=found.ts, text=text)
+
+    def _api_views_open(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        trigger = str(params.get("trigger_id", ""))
+        issued = self._triggers.pop(trigger, None)
+        if issued is None:
+            return self._error("invalid_trigger_id" if trigger else "invalid_arguments")
+        if self._clock() - issued > 3.0:
+            return self._error("expired_trigger_id")
+        view = params.get("view")
+        if isinstance(view, str):  # form-encoded calls send it as JSON text
+            view = json.loads(view)
+        self.views.append(view)
+        return self._ok(view={"id": f"V{len(self.views)}", **view})
 
     def _api_chat_delete(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         found = self._find(params)
@@ -824,6 +844,79 @@ class FakeSlack:
 
     # --- what users do ---------------------------------------------------------------------------
 
+    def press(self, message: Message, action_id: str, *, user: str = "U1") -> dict[str, Any]:
+        """A `block_actions` payload: `user` presses the button `action_id` on `message`."""
+        trigger = f"{next(self._ids)}.trigger"
+        self._triggers[trigger] = self._clock()
+        button = next(
+            e for b in message.blocks or () for e in b.get("elements", ()) if e.get("action_id") == action_id
+        )
+        msg: dict[str, Any] = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "ts": message.ts,
+            "text": message.text,
+            "blocks": message.blocks,
+        }
+        if message.thread_ts is not None:
+            msg["thread_ts"] = message.thread_ts
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id},
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message.ts,
+                "channel_id": message.channel,
+                "is_ephemeral": False,
+            },
+            "trigger_id": trigger,
+            "team": {"id": self.team_id, "domain": "fake"},
+            "channel": {"id": message.channel, "name": "general"},
+            "message": msg,
+            "response_url": f"{self.url}/response_url/{next(self._ids)}",
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "b",
+                    "text": button["text"],
+                    "value": button.get("value"),
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+
+    def submit(
+        self, view: dict[str, Any], values: dict[str, dict[str, str]], *, user: str = "U1"
+    ) -> dict[str, Any]:
+        """A `view_submission` payload: `user` submits the modal `view` with `values` ({block: {action: text}})."""
+        state = {
+            block: {action: {"type": "plain_text_input", "value": text} for action, text in fields.items()}
+            for block, fields in values.items()
+        }
+        return {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id},
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "trigger_id": f"{next(self._ids)}.trigger",
+            "view": {
+                "id": "V1",
+                "team_id": self.team_id,
+                "type": "modal",
+                "callback_id": view["callback_id"],
+                "private_metadata": view.get("private_metadata", ""),
+                "state": {"values": state},
+                "hash": "h",
+                "title": view.get("title"),
+                "blocks": view.get("blocks"),
+            },
+            "response_urls": [],
+        }
+
     def command(
         self,
         text: str,
@@ -950,6 +1043,10 @@ class FakeSlack:
         """POST a command or event to the bot's `/slack/events`, signed the way Slack signs it."""
         if "command" in payload:
             body, content_type = urllib.parse.urlencode(payload), "application/x-www-form-urlencoded"
+        elif payload.get("type") in INTERACTIVE:
+            # Interactivity comes form-encoded, its JSON in the one field `payload`.
+            body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+            content_type = "application/x-www-form-urlencoded"
         else:
             body, content_type = json.dumps(payload), "application/json"
         headers = {"Content-Type": content_type}
@@ -965,7 +1062,19 @@ class FakeSlack:
     async def deliver_socket(self, payload: dict[str, Any], *, retry_attempt: int = 0) -> str:
         """Send a command or event down the Socket Mode connection; return the envelope id."""
         kind = "slash_commands" if "command" in payload else "events_api"
+        if payload.get("type") in INTERACTIVE:
+            kind = "interactive"
         return await self.push(kind, payload, retry_attempt=retry_attempt)
+
+
+INTERACTIVE = frozenset({"block_actions", "view_submission", "message_action"})
+
+
+def _blocks(params: dict[str, Any]) -> list[dict[str, Any]] | None:
+    blocks = params.get("blocks")
+    if isinstance(blocks, str):  # form-encoded calls send the array as JSON text
+        blocks = json.loads(blocks)
+    return blocks if isinstance(blocks, list) else None
 
 
 def sign(body: str, secret: str = SIGNING_SECRET, timestamp: float | None = None) -> dict[str, str]:
