@@ -2,7 +2,7 @@
 
 With no name every benchmark runs, each in a fresh process one after the other (so memory figures
 and global library state do not leak from one into the next). Names: cost, concurrency, storage,
-discord, slack, burst, slack-flood, slack-channel, discord-flood, discord-shards, render. Exits
+discord, slack, burst, slack-flood, slack-channel, discord-flood, discord-shards, render, tools. Exits
 non-zero if a figure misses its target. `--json` prints the rows as JSON instead (what the parent
 process reads); `--profile` prints where a question's CPU and a channel's memory go (cProfile,
 tracemalloc) instead of benchmarking.
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "discord-flood": "bench.discord_flood",
     "discord-shards": "bench.discord_shards",
     "render": "bench.render",
+    "tools": "bench.tools",
 }
 CHILD_TIMEOUT = 300
 

@@ -1,13 +1,16 @@
 """A fast, scripted fake of the AI Chat API for benchmarks: `python -m bench.upstream --port 0 [--latency S]`.
 
-It streams NDJSON exactly as the API documents it (`answer` so far, `delta_answer`, `id`; the body's
-end is the answer's end), but it is a bare asyncio protocol rather than an aiohttp application: at
+It streams NDJSON exactly as the API documents it (v1: `answer` so far, `delta_answer`, `id`, the body's
+end being the answer's end; v2: typed events, `text_delta` with `content`, tool steps, citations, a
+question back and `done`), but it is a bare asyncio protocol rather than an aiohttp application: at
 tens of microseconds per request it never becomes the bottleneck of the bot it measures, which the
 aiohttp-based `tests.fakes.upstream` (about a millisecond per request) does at a thousand answers.
 
 A question may carry its own timeline, so one server in its own process plays every scenario:
 `bench:tag=T,latency=0.3,n=150,size=4,gap=0.02,pause=0.4,at=75` waits 0.3 s before the status line,
-then sends 150 fragments of 4 characters 20 ms apart, with 0.4 s more before fragment 75. Fragments
+then sends 150 fragments of 4 characters 20 ms apart, with 0.4 s more before fragment 75. On v2,
+`tools=10,tool_gap=0.1,cites=8,ask=1` adds 10 tool steps (`tool_use` then `tool_result`) 0.1 s apart
+before the text, 8 citations after it, and a question back (`ask_user_question`) that ends the turn. Fragments
 go out against absolute deadlines, so long streams do not drift. For tagged questions the server
 records when the request arrived and when its first and last fragments were written, and how many
 requests carried it (`GET /timings`; `time.monotonic()`, a clock every process on a Linux machine
@@ -28,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 PATH = b"/aichat/conversations"
+V2_PATH = b"/aichat2/conversations"
 _SCRIPT = re.compile(r"bench:(\S+)")
 _WORDS = (
     "stream edit pace final split answer channel model reply token budget window latency fragment "
@@ -44,13 +48,23 @@ class Script:
     gap: float = 0.0
     pause: float = 0.0
     at: int = 0  # the pause comes before this fragment
+    # v2 only: tool steps before the text, `tool_gap` apart; citations after it; a question back.
+    tools: int = 0
+    tool_gap: float = 0.1
+    cites: int = 0
+    ask: int = 0
 
     def marker(self) -> str:
         """The text to put in a question to have it answered this way."""
         return (
             f"bench:tag={self.tag},latency={self.latency},n={self.n},size={self.size},"
-            f"gap={self.gap},pause={self.pause},at={self.at}"
+            f"gap={self.gap},pause={self.pause},at={self.at},tools={self.tools},"
+            f"tool_gap={self.tool_gap},cites={self.cites},ask={self.ask}"
         )
+
+    @property
+    def tools_time(self) -> float:
+        return self.tools * self.tool_gap
 
     @property
     def text(self) -> str:
@@ -59,7 +73,8 @@ class Script:
     @property
     def duration(self) -> float:
         """Seconds from the request to the last fragment, as scripted."""
-        return self.latency + max(0, self.n - 1) * self.gap + (self.pause if 0 < self.at < self.n else 0.0)
+        pause = self.pause if 0 < self.at < self.n else 0.0
+        return self.latency + self.tools_time + max(0, self.n - 1) * self.gap + pause
 
     def parse(self, question: str) -> Script:
         """This script, overridden by a marker in `question` if it has one."""
@@ -76,6 +91,10 @@ class Script:
             gap=float(fields.get("gap", self.gap)),
             pause=float(fields.get("pause", 0.0)),
             at=int(fields.get("at", 0)),
+            tools=int(fields.get("tools", 0)),
+            tool_gap=float(fields.get("tool_gap", self.tool_gap)),
+            cites=int(fields.get("cites", 0)),
+            ask=int(fields.get("ask", 0)),
         )
 
 
@@ -167,7 +186,8 @@ class _Connection(asyncio.Protocol):
         if method == b"GET" and path == b"/timings":
             self._reply("200 OK", b"application/json", json.dumps(self._server.timings).encode())
             return
-        if method != b"POST" or path.split(b"?")[0] != PATH:
+        v2 = path.split(b"?")[0] == V2_PATH
+        if method != b"POST" or path.split(b"?")[0] not in (PATH, V2_PATH):
             self._reply(
                 "404 Not Found", b"application/json", b'{"error":{"code":"no_api","message":"no api"}}'
             )
@@ -178,6 +198,11 @@ class _Connection(asyncio.Protocol):
             )
             return
         request: dict[str, Any] = json.loads(body)
+        if v2 and request.get("action", "chat") != "chat":
+            self._reply(
+                "200 OK", b"application/json", json.dumps({"id": request.get("id"), "success": True}).encode()
+            )
+            return
         script = self._server.default.parse(str(request.get("question", "")))
         record: dict[str, float] | None = None
         if script.tag:
@@ -189,7 +214,9 @@ class _Connection(asyncio.Protocol):
         text = script.text
         pieces = [text[i : i + script.size] for i in range(0, len(text), script.size)]
         loop = asyncio.get_running_loop()
-        start = loop.time() + script.latency
+        head = loop.time() + script.latency
+        steps = script.tools if v2 else 0
+        start = head + steps * script.tool_gap
         # Fragments due at the same moment go out in one write, as a server's buffer would send them.
         groups: dict[float, list[int]] = {}
         for i in range(len(pieces)):
@@ -197,19 +224,89 @@ class _Connection(asyncio.Protocol):
             groups.setdefault(due, []).append(i)
         so_far = [""]
         last = len(pieces) - 1
+        opened = [False]
+
+        def opening() -> list[bytes]:
+            if opened[0]:
+                return []
+            opened[0] = True
+            return [
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
+                b"x-trace-id: fast-%d\r\ntransfer-encoding: chunked\r\n\r\n" % next(self._server.traces)
+            ]
+
+        def line(event: dict[str, Any]) -> bytes:
+            return _chunk((json.dumps(event) + "\r\n").encode())
+
+        def tool_step(k: int) -> None:
+            out = opening()
+            tool_id = f"toolu_{k}"
+            name, tool_input = (
+                ("web_search", {"query": f"step {k}"})
+                if k % 2 == 0
+                else (
+                    "web_fetch",
+                    {"url": f"https://docs.example/page/{k}"},
+                )
+            )
+            out.append(
+                line(
+                    {
+                        "type": "tool_use",
+                        "tool_id": tool_id,
+                        "tool_name": name,
+                        "input": tool_input,
+                        "id": conversation_id,
+                    }
+                )
+            )
+            out.append(
+                line(
+                    {
+                        "type": "tool_result",
+                        "tool_id": tool_id,
+                        "output": "x" * 200,
+                        "is_error": False,
+                        "id": conversation_id,
+                    }
+                )
+            )
+            self._write(b"".join(out))
+
+        def ending() -> list[bytes]:
+            out = [
+                line({"type": "citation", "url": f"https://source.example/{k}", "title": f"Source {k}"})
+                for k in range(script.cites)
+            ]
+            if script.ask:
+                question = {"type": "ask_user_question", "tool_id": "toolu_ask", "question": "Which one?"}
+                out.append(line({**question, "options": ["First", "Second", "Third"], "id": conversation_id}))
+            reason = "awaiting_user_input" if script.ask else "natural_stop"
+            usage = {
+                "prompt_tokens": 10,
+                "completion_tokens": len(text) // 4,
+                "total_tokens": 10 + len(text) // 4,
+            }
+            done = {
+                "type": "done",
+                "conversation_id": conversation_id,
+                "usage": usage,
+                "terminal_reason": reason,
+            }
+            return [*out, line(done)]
 
         def send(indices: list[int]) -> None:
-            out = []
-            if indices[0] == 0:
-                out.append(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
-                    b"x-trace-id: fast-%d\r\ntransfer-encoding: chunked\r\n\r\n" % next(self._server.traces)
-                )
+            out = opening()
             for i in indices:
                 so_far[0] += pieces[i]
-                line = {"answer": so_far[0], "delta_answer": pieces[i], "id": conversation_id}
-                out.append(_chunk((json.dumps(line) + "\r\n").encode()))
+                if v2:
+                    event = {"type": "text_delta", "content": pieces[i], "id": conversation_id}
+                else:
+                    event = {"answer": so_far[0], "delta_answer": pieces[i], "id": conversation_id}
+                out.append(line(event))
             if indices[-1] == last:
+                if v2:
+                    out += ending()
                 out.append(b"0\r\n\r\n")
             self._write(b"".join(out))
             if record is not None:
@@ -218,7 +315,8 @@ class _Connection(asyncio.Protocol):
                 if indices[-1] == last:
                     record["end"] = now
 
-        self._timers = [loop.call_at(due, send, indices) for due, indices in groups.items()]
+        self._timers = [loop.call_at(head + k * script.tool_gap, tool_step, k) for k in range(steps)]
+        self._timers += [loop.call_at(due, send, indices) for due, indices in groups.items()]
 
 
 class FastUpstream:

@@ -71,8 +71,8 @@ SLACK_LINES = {
     Action.PRESET_CREATE: "preset create mine Be brief.",
     Action.PRESET_EDIT: "preset edit mine Be briefer.",
     Action.PRESET_DELETE: "preset delete mine",
-    Action.MODEL_SET: "model set gpt-4",
-    Action.MODEL_DEFAULT: "model default gpt-4",
+    Action.MODEL_SET: "model set grok-4",
+    Action.MODEL_DEFAULT: "model default grok-4",
     Action.CHANNEL: "channel off",
     Action.ACCESS: "access listed",
     Action.ACCESS_DMS: "access dms off",
@@ -85,6 +85,8 @@ SLACK_LINES = {
     Action.ENGAGE: "engage thread",
     Action.AUTOTHREAD: "autothread on",
     Action.TRANSCRIPTS: "transcripts off",
+    Action.TOOLS_SET: "tools off",
+    Action.TOOLS_DEFAULT: "tools default off",
 }
 DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, Any]]] = {
     Action.AUDIT: ("audit", {}),
@@ -95,8 +97,8 @@ DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, Any]]] = {
     Action.PRESET_CREATE: ("preset create", {"name": "mine", "prompt": "Be brief."}),
     Action.PRESET_EDIT: ("preset edit", {"name": "mine", "prompt": "Be briefer."}),
     Action.PRESET_DELETE: ("preset delete", {"name": "mine"}),
-    Action.MODEL_SET: ("model set", {"name": "gpt-4"}),
-    Action.MODEL_DEFAULT: ("model default", {"name": "gpt-4"}),
+    Action.MODEL_SET: ("model set", {"name": "grok-4"}),
+    Action.MODEL_DEFAULT: ("model default", {"name": "grok-4"}),
     Action.CHANNEL: ("channel", {"state": "off"}),
     Action.ACCESS: ("access", {"mode": "listed"}),
     Action.ACCESS_DMS: ("access", {"mode": "dms off"}),
@@ -109,6 +111,8 @@ DISCORD_COMMANDS: dict[Action, tuple[str, dict[str, Any]]] = {
     Action.ENGAGE: ("engage", {"mode": "thread"}),
     Action.AUTOTHREAD: ("autothread", {"state": "on"}),
     Action.TRANSCRIPTS: ("transcripts", {"state": "off"}),
+    Action.TOOLS_SET: ("tools set", {"state": "off"}),
+    Action.TOOLS_DEFAULT: ("tools default", {"state": "off"}),
 }
 
 
@@ -156,7 +160,7 @@ async def test_slack_refuses_every_admin_command_to_a_member_and_writes_nothing(
         assert slack.messages == [] and fake_upstream.requests == []
 
         # The same commands from a workspace admin do write: the check above could have failed.
-        for line in ("preset create mine Be brief.", "preset set mine", "model set gpt-4"):
+        for line in ("preset create mine Be brief.", "preset set mine", "model set grok-4"):
             await slack.deliver_http(url, slack.command(line, user=SLACK_ADMIN))
             await adapter.transport.idle()
         written = await db_rows(settings.db_path)
@@ -184,7 +188,7 @@ async def test_discord_refuses_every_admin_command_to_a_member_and_writes_nothin
 
         done = [
             await fake.slash("preset create", {"name": "mine", "prompt": "Be brief."}, user=fake.admin),
-            await fake.slash("model set", {"name": "gpt-4"}, user=fake.admin),
+            await fake.slash("model set", {"name": "grok-4"}, user=fake.admin),
         ]
         await fake.wait_for(lambda: all(i.original is not None for i in done))
         assert not any(i.ephemeral for i in done)

@@ -146,9 +146,10 @@ async def test_a_token_quota_counts_the_tokens_recorded_and_refuses_the_next_que
     assert await core.ask(Question(HERE, member, "second"), ConsoleTarget(out)) is Outcome.REFUSED
     assert "bot> Your quota of 100 tokens a day is used up; it resets at 00:00 UTC" in out.getvalue()
     assert [b["question"] for b in fake_upstream.bodies if b] == ["u1: first"]
-    # Recorded: the answered question (v1 reports no tokens), beside the rows written here.
+    # Recorded: the answered question with the tokens v2's `done` reported (the fake: a quarter of the
+    # characters, 2 for "u1: first" and 5 for its answer), beside the rows written here.
     used = await core.store.count_usage(WS, HERE.key, "U1", access.day_start(now))
-    assert (used.user_questions, used.user_tokens) == (3, 110)
+    assert (used.user_questions, used.user_tokens) == (3, 110 + 7)
 
 
 async def test_a_refused_or_failed_question_is_not_counted_against_a_question_quota(

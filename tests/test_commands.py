@@ -61,6 +61,11 @@ GRAMMAR = [
     ("model show", Command(A.MODEL_SHOW)),
     ("model set gpt-4", Command(A.MODEL_SET, name="gpt-4")),
     ("MODEL Default o3-mini", Command(A.MODEL_DEFAULT, name="o3-mini")),
+    ("tools", Command(A.TOOLS_SHOW)),
+    ("tools on", Command(A.TOOLS_SET, name="on")),
+    ("Tools Default Off", Command(A.TOOLS_DEFAULT, name="off")),
+    ("answer 2", Command(A.ANSWER, text="2")),
+    ("answer in  my own words", Command(A.ANSWER, text="in  my own words")),
     # admins' controls (issue 17)
     ("channel off", Command(A.CHANNEL, name="off")),
     ("Channel ON", Command(A.CHANNEL, name="on")),

@@ -85,18 +85,18 @@ async def test_preset_set_then_a_question_uses_the_preset(
 
 
 async def test_model_set_status_reset_and_audit(core: ChatCore, fake_upstream: FakeUpstream) -> None:
-    out = await console(core, "/model set gpt-4", "hi", "/status", "/reset", "hi again", "/audit")
-    assert "set the model for this channel to `gpt-4`" in out
-    assert "**Model:** `gpt-4` (channel)" in out
+    out = await console(core, "/model set grok-4", "hi", "/status", "/reset", "hi again", "/audit")
+    assert "set the model for this channel to `grok-4`" in out
+    assert "**Model:** `grok-4` (channel)" in out
     assert "**Conversation:** 1 turn, started under a minute ago" in out
     assert "dana started a new conversation in this channel." in out
     assert "bot> Answer 1 to: dana: hi again" in out, "after a reset the conversation starts over"
     first, second = fake_upstream.bodies
     assert first is not None and second is not None
-    assert first["model"] == second["model"] == "gpt-4"
+    assert first["model"] == second["model"] == "grok-4"
     assert "id" not in second
     assert "**Admin changes, newest first** (page 1 of 1)" in out
-    assert "dana (`dana`) · model set · channel terminal · — → `gpt-4`" in out
+    assert "dana (`dana`) · model set · channel terminal · — → `grok-4`" in out
 
 
 async def test_help_typos_slash_questions_and_blank_lines(

@@ -82,7 +82,7 @@ class Load:
         text = [
             f"preset create team{n} You answer for team {n}.",
             "preset set coder",
-            "model set gpt-4o-mini",
+            "model set gpt-5.4-mini",
             f"preset edit team{n - 3} Team {n - 3}, briefly.",
         ][n % 4]
         payload = self.slack.command(text, user=OPS, channel=channel)
@@ -264,5 +264,5 @@ async def test_everything_acknowledged_before_a_sigkill_is_there_after_a_restart
         assert audit_text.startswith("*Admin changes, newest first*")
         entries = [line for line in audit_text.splitlines() if " UTC · " in line]
         assert len(entries) == min(15, len(audit)), "one line for each of the latest entries"
-        assert "gpt-4o-mini" in replies[status_request["response_url"].rsplit("/", 1)[1]]
+        assert "gpt-5.4-mini" in replies[status_request["response_url"].rsplit("/", 1)[1]]
         await check_database(database_url=None, db_path=db)  # raises unless PRAGMA integrity_check is ok

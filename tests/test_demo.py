@@ -20,7 +20,8 @@ import pytest_asyncio
 
 from acechat.bots.cli import main
 from acechat.core.presets import BUILTIN_PRESETS
-from acechat.demo.standin import PATH, StandIn, compose_answer, first_sentence
+from acechat.demo.standin import V1_PATH as PATH
+from acechat.demo.standin import StandIn, compose_answer, first_sentence
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("acechat/core", "acechat/storage", "acechat/bots", "acechat/demo")
@@ -133,7 +134,7 @@ async def test_a_bad_request_is_400_in_the_documented_shape(
 
 
 async def test_another_path_is_no_api(standin: StandIn, http: aiohttp.ClientSession) -> None:
-    async with http.get(standin.url + "/aichat2/conversations") as response:
+    async with http.get(standin.url + "/aichat3/conversations") as response:
         assert response.status == 404
         assert (await response.json())["error"]["code"] == "no_api"
 
@@ -195,7 +196,12 @@ def test_acechat_demo_end_to_end(tmp_path: Path) -> None:
 
     said = out.split("bot> ")[1:]
     answers = [text for text in said if text.startswith("**Local stand-in")]
-    assert len(answers) == 4 and len(said) == 6, "four answers and two command replies"
+    # Each answer shows its tool steps as lines of their own (a terminal cannot edit), then the answer.
+    steps = [text for text in said if text.startswith("_")]
+    assert len(answers) == 4 and len(said) - len(steps) == 6, "four answers and two command replies"
+    assert out.count("bot> _🔎 Searching the web for “root: hello there”…_") == 1
+    # Later steps replace that line at most once a second: the stand-in's reading step may not show.
+    assert all("**Sources**\n1. [AI Chat v2 API integration guide](<https://" in a for a in answers)
     assert all(" · streamed line by line" in answer for answer in answers), "the console streams"
     assert re.findall(r"· turn (\d+) ·", out) == ["1", "1", "2", "1"]
     assert "*a helpful, knowledgeable assistant for a team*" in answers[0]
@@ -210,12 +216,12 @@ def test_the_operators_settings_apply_but_not_their_token_or_database(tmp_path: 
     env_file = tmp_path / "operator.env"
     env_file.write_text(
         "ACEDATACLOUD_API_TOKEN=\nACEDATACLOUD_API_BASE_URL=not a url\n"
-        f"ACECHAT_DB_PATH={real_db}\nACECHAT_THINKING=show\nACECHAT_DEFAULT_MODEL=deepseek-r1\n"
+        f"ACECHAT_DB_PATH={real_db}\nACECHAT_THINKING=show\nACECHAT_DEFAULT_MODEL=deepseek-v4-pro\n"
     )
     result = run_demo_process(tmp_path, "think aloud\n", "--env-file", str(env_file))
     assert result.returncode == 0, result.stderr
-    assert "model `deepseek-r1`" in result.stdout
-    assert "> The stand-in plays deepseek-r1, which reasons before it answers" in result.stdout, (
+    assert "model `deepseek-v4-pro`" in result.stdout
+    assert "> The stand-in plays deepseek-v4-pro, which reasons before it answers" in result.stdout, (
         "ACECHAT_THINKING=show quotes the reasoning"
     )
     assert not real_db.exists()
@@ -237,7 +243,10 @@ def test_everything_installs_under_the_one_name_acechat() -> None:
     assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["acechat*"]
     assert "COPY acechat /tmp/src/acechat" in (ROOT / "Dockerfile").read_text()
     assert {path.parent.name for path in (ROOT / "acechat").glob("*/__init__.py")} >= {
-        "core", "bots", "storage", "demo"
+        "core",
+        "bots",
+        "storage",
+        "demo",
     }
 
 
@@ -266,3 +275,12 @@ def test_the_product_does_not_import_the_tests() -> None:
 
 def test_the_demo_stand_in_does_not_import_the_bots() -> None:
     assert imports_of("acechat/demo", "acechat.bots") == []
+
+
+def test_the_demo_asks_back_with_choices_and_the_console_answers_by_number(tmp_path: Path) -> None:
+    result = run_demo_process(tmp_path, "please choose a format\n/answer 2\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "**❓ Which would you like the stand-in to pretend to do?**" in out
+    assert "1. Write a summary\n2. Make a plan\n3. Compare options" in out
+    assert "you chose **Make a plan**" in out

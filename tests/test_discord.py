@@ -246,7 +246,7 @@ async def test_nothing_the_model_writes_pings_anyone(
         assert allowed.get("replied_user", False) is False
 
 
-async def test_attachments_go_upstream_as_references(
+async def test_attachments_go_upstream_as_message_blocks_in_order(
     fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
 ) -> None:
     image = attachment_payload(901, "diagram.png", content_type="image/png")
@@ -256,15 +256,31 @@ async def test_attachments_go_upstream_as_references(
     assert "tool.exe" in reply.content  # the answer says what was skipped
 
     earlier = await fake.post_message(
-        "here is a screenshot", attachments=[attachment_payload(903, "shot.jpg")]
+        "here is a screenshot",
+        attachments=[
+            attachment_payload(903, "shot.jpg"),
+            attachment_payload(905, "spec.pdf", content_type="application/pdf"),
+        ],
     )
-    follow = await fake.post_message(f"{BOT} and this one?", reply_to=earlier, ping_reply=False)
+    own = attachment_payload(904, "notes.txt", content_type="text/plain")
+    follow = await fake.post_message(
+        f"{BOT} and this one?", reply_to=earlier, ping_reply=False, attachments=[own]
+    )
     await answer_to(fake, follow, expected("and this one?", turn=2))
 
     first, second = fake_upstream.bodies
     assert first is not None and second is not None
-    assert first["references"] == [image["url"]]
-    assert second["references"] == ["https://cdn.discordapp.com/attachments/1/903/shot.jpg"]
+    assert "references" not in first and "question" not in first
+    assert first["message"] == [
+        {"type": "text", "text": "Max: what is in these?"},
+        {"type": "image_url", "image_url": {"url": image["url"]}},
+    ]
+    # The question's own files first, then those of the message it replies to, each in its order.
+    assert [block["type"] for block in second["message"]] == ["text", "file_url", "image_url", "file_url"]
+    assert second["message"][2] == {
+        "type": "image_url",
+        "image_url": {"url": "https://cdn.discordapp.com/attachments/1/903/shot.jpg"},
+    }
 
 
 async def test_upstream_403_and_429_give_clear_messages_and_the_bot_keeps_serving(
@@ -311,6 +327,7 @@ async def test_slash_commands_are_synced_on_start_with_the_admin_hint(
         "audit",
         "preset",
         "model",
+        "tools",
         "feedback",
         "Ask acechat",
         *controls,
@@ -364,14 +381,14 @@ async def test_a_model_outside_the_allow_list_is_refused(
     refused = await fake.slash("model set", {"name": "gpt-9-ultra"}, user=fake.admin)
     await fake.wait_for(lambda: refused.original is not None)
     assert refused.ephemeral
-    allowed = await fake.slash("model set", {"name": "gpt-4o-mini"}, user=fake.admin)
+    allowed = await fake.slash("model set", {"name": "gpt-5.4-mini"}, user=fake.admin)
     await fake.wait_for(lambda: allowed.original is not None)
     assert not allowed.ephemeral
 
     asked = await fake.post_message(f"{BOT} which model?")
     await answer_to(fake, asked, expected("which model?"))
     body = fake_upstream.bodies[-1]
-    assert body is not None and body["model"] == "gpt-4o-mini"
+    assert body is not None and body["model"] == "gpt-5.4-mini"
 
 
 async def test_names_autocomplete(fake: FakeDiscord, bot: DiscordAdapter) -> None:
@@ -381,7 +398,7 @@ async def test_names_autocomplete(fake: FakeDiscord, bot: DiscordAdapter) -> Non
     models = await fake.autocomplete("model set", {"name": "mini"}, focused="name", user=fake.admin)
     await fake.wait_for(lambda: bool(presets.callbacks and models.callbacks))
     assert [c["value"] for c in presets.choices] == ["pirate"]
-    assert {c["value"] for c in models.choices} == {"gpt-4o-mini", "o3-mini"}
+    assert {c["value"] for c in models.choices} == {"gpt-5.4-mini", "gemini-3.1-pro"}
 
 
 async def test_slash_ask_streams_a_public_answer(
@@ -403,7 +420,7 @@ async def test_status_answers_and_a_slash_refusal_is_ephemeral(
     status = await fake.slash("status")
     audit = await fake.slash("audit", user=fake.member)
     await fake.wait_for(lambda: status.original is not None and audit.original is not None)
-    assert "gpt-4o" in status.texts()[0]
+    assert "claude-sonnet-4-6" in status.texts()[0]
     assert audit.ephemeral and "needs manage server" in audit.texts()[0].lower()
 
 
@@ -518,12 +535,12 @@ async def test_manage_channels_changes_a_channel_but_never_the_server(
     fake.roles[fake.MEMBER_ID] = [CHANNEL_MANAGER_ROLE]
     allowed = [
         ("preset set", {"name": "coder"}),
-        ("model set", {"name": "gpt-4"}),
+        ("model set", {"name": "grok-4"}),
         ("preset clear", {}),
     ]
     refused = [
         ("preset default", {"name": "coder"}),
-        ("model default", {"name": "gpt-4"}),
+        ("model default", {"name": "grok-4"}),
         ("preset create", {"name": "mine", "prompt": "Be brief."}),
         ("preset delete", {"name": "mine"}),
         ("audit", {}),

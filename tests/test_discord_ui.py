@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -191,6 +192,13 @@ async def test_preset_edit_opens_its_form_filled_in(
     assert missing.modal is None
 
 
+def question_of(body: Mapping[str, Any]) -> str:
+    """The question's text: v1's `question`, or the text blocks of v2's `message` when files came too."""
+    if "question" in body:
+        return str(body["question"])
+    return "".join(str(b.get("text", "")) for b in body.get("message") or [] if b.get("type") == "text")
+
+
 async def test_ask_about_a_message_answers_in_reply_with_its_text_and_files(
     fake: FakeDiscord, fake_upstream: FakeUpstream, core: ChatCore
 ) -> None:
@@ -211,9 +219,10 @@ async def test_ask_about_a_message_answers_in_reply_with_its_text_and_files(
         await adapter.close()
     body = fake_upstream.bodies[-1]
     assert body is not None
-    question = str(body["question"])
+    question = question_of(body)
     assert question.index("> Q3 revenue grew 12%") < question.index("Is that good?")
-    assert [r for r in body.get("references") or [] if "chart.png" in str(r)]
+    # v2 (the default) sends files as blocks of the message, beside the question's text.
+    assert [b for b in body.get("message") or [] if "chart.png" in str(b)]
 
     # After a restart the form still works: the message is fetched again.
     adapter = await start(fake, core)
@@ -221,7 +230,7 @@ async def test_ask_about_a_message_answers_in_reply_with_its_text_and_files(
         again = await fake.submit_form(f"acechat:ask:{about}", {"question": "And costs?"})
         await acked(fake, again, 4)
         await fake.wait_for(lambda: len([m for m in fake.bot_messages() if m.reference_id == about]) == 2)
-        assert "> Q3 revenue" in str((fake_upstream.bodies[-1] or {})["question"])
+        assert "> Q3 revenue" in question_of(fake_upstream.bodies[-1] or {})
     finally:
         await adapter.close()
 

@@ -237,6 +237,7 @@ async def test_a_flapping_upstream_under_load_answers_or_explains_every_question
         Behaviour.fail(429, retry_after="0"),
     ]
     messages = {f[2] for f in FAULTS} | {wording.CONVERSATION_LOST, wording.UNREACHABLE}
+    [stalled] = [f[1].answer for f in FAULTS if f[0] == "stalls mid-answer"]
 
     # Requests alternate between up and each failure in turn, whatever the timing: every failure is met
     # however fast or slow the machine runs the questions. On top, the service goes away now and then.
@@ -287,7 +288,13 @@ async def test_a_flapping_upstream_under_load_answers_or_explains_every_question
         assert elapsed < bound, (expected, elapsed)
         if outcome is Outcome.ANSWERED:
             # A restarted conversation or an answer stopped for time carries a note after the text.
-            assert target.text.startswith(expected), (expected, target.text)
+            text, _, notes = target.text.partition("\n\n")
+            if "stopped because it ran too long" in notes:
+                # The answer timeout fell mid-answer, as retries and a busy machine can make it: the part
+                # shown stays, and says so.
+                assert text and any(a.startswith(text) for a in (expected, stalled)), (expected, target.text)
+            else:
+                assert text == expected, (expected, target.text)
         else:
             assert outcome is Outcome.FAILED, (expected, outcome)
             warning = target.text.rpartition("⚠️ ")[2]

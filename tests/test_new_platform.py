@@ -81,7 +81,7 @@ async def test_a_platform_defined_outside_acechat_is_served_end_to_end(
             # A command: its reply goes to the asker alone.
             await network.say("dana", "#lab", "bot: model list")
             await until(lambda: len(network.notices) == 1)
-            assert network.notices[0][0] == "dana" and "gpt-4o" in network.notices[0][1]
+            assert network.notices[0][0] == "dana" and "claude-sonnet-4-6" in network.notices[0][1]
 
             # A refusal cites the rights as Relay names them; an operator may.
             await network.say("dana", "#lab", "bot: preset set coder")

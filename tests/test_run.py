@@ -39,13 +39,13 @@ async def test_run_serves_health_metrics_json_logs_and_stops_cleanly_after_answe
         assert status == 200, body
         assert json.loads(body) == {"status": "ok", "database_writable": True, "adapters": {"slack": True}}
 
-        # One answer, one upstream error, one rate-limit refusal (the fourth question in a minute).
+        # Two answers, one upstream error, one rate-limit refusal (the fourth question in a minute).
         fake_upstream.queue(Behaviour(), Behaviour.fail(500, "api_error"))
         for text in ("first question", "second question", "third question", "fourth question"):
             delivery = await slack.deliver_http(slack_url(env), slack.command(text, user="U1", channel="C1"))
             assert delivery.status == 200
 
-        # Four separate requests: Slack promises no order among them, so wait for all three outcomes.
+        # Four separate requests: Slack promises no order among them, so wait for all four outcomes.
         def answers() -> list[str]:
             return [m.text.partition("\n\n")[2] for m in slack.in_channel("C1")]
 
@@ -54,10 +54,13 @@ async def test_run_serves_health_metrics_json_logs_and_stops_cleanly_after_answe
 
         def outcomes() -> bool:
             texts = answers()
-            answered = any(t.startswith("Answer 1 to:") for t in texts)
-            return len(refusals()) == 1 and answered and any(t.startswith("⚠️") for t in texts)
+            answered = sum(t.startswith("Answer ") for t in texts)
+            return len(refusals()) == 1 and answered == 2 and any(t.startswith("⚠️") for t in texts)
 
         await until(outcomes, what="answers")
+        # The three questions the limit let through have all reached the upstream: the behaviour queued
+        # next can only be the slow one's.
+        assert len(fake_upstream.requests) == 3
 
         # An answer still streaming when SIGTERM arrives.
         fake_upstream.queue(Behaviour(latency=1.0, answer="finished after SIGTERM"))

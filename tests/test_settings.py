@@ -13,6 +13,7 @@ from acechat.bots.slack_settings import SlackSettings
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.settings import (
     DEFAULT_MODELS,
+    V1_MODELS,
     RateLimit,
     Settings,
     SettingsError,
@@ -49,7 +50,8 @@ def test_defaults_with_only_the_token() -> None:
     assert settings == Settings(upstream=UpstreamSettings(token="tok-123456"), secret_values=("tok-123456",))
     assert settings.upstream.base_url == "https://api.acedata.cloud"
     assert settings.platforms == {}
-    assert settings.models == DEFAULT_MODELS and settings.default_model == "gpt-4o"
+    assert settings.models == DEFAULT_MODELS and settings.default_model == "claude-sonnet-4-6"
+    assert settings.upstream.api_version == "v2" and settings.tools is True
     assert settings.default_preset == "assistant"
     assert settings.user_rate == RateLimit(10, 60.0) and settings.user_rate.enabled
     assert settings.channel_rate == RateLimit(30, 60.0)
@@ -240,14 +242,14 @@ def test_load_settings_reads_the_env_file_under_the_environment(tmp_path: Path) 
     dotenv.write_text(
         "# acechat settings\n"
         "ACEDATACLOUD_API_TOKEN=from-file\n"
-        'ACECHAT_DEFAULT_MODEL="gpt-4"\n'
+        'ACECHAT_DEFAULT_MODEL="grok-4"\n'
         "ACECHAT_USER_RATE=5/30\n"
         "ACECHAT_THINKING=show\n"
     )
     settings = load_settings({"ACEDATACLOUD_API_TOKEN": "from-env", "ACECHAT_THINKING": "hide"}, dotenv)
     assert settings.upstream.token == "from-env", "a real variable wins over .env"
     assert settings.thinking == "hide"
-    assert settings.default_model == "gpt-4" and settings.user_rate == RateLimit(5, 30.0)
+    assert settings.default_model == "grok-4" and settings.user_rate == RateLimit(5, 30.0)
     assert load_settings({}, dotenv).upstream.token == "from-file"
     assert load_settings(TOKEN, tmp_path / "missing.env") == parse(TOKEN)
     assert load_settings(TOKEN, None) == parse(TOKEN)
@@ -262,11 +264,11 @@ def test_load_settings_reads_the_process_environment(tmp_path: Path, monkeypatch
         if name.startswith(PREFIXES):
             monkeypatch.delenv(name)
     dotenv = tmp_path / ".env"
-    dotenv.write_text("ACEDATACLOUD_API_TOKEN=from-file\nACECHAT_DEFAULT_MODEL=gpt-4\n")
+    dotenv.write_text("ACEDATACLOUD_API_TOKEN=from-file\nACECHAT_DEFAULT_MODEL=grok-4\n")
     monkeypatch.setenv("ACEDATACLOUD_API_TOKEN", "from-process")
     settings = load_settings(dotenv_path=dotenv)
     assert settings.upstream.token == "from-process"
-    assert settings.default_model == "gpt-4"
+    assert settings.default_model == "grok-4"
 
 
 def test_nothing_but_settings_reads_the_environment() -> None:
@@ -303,3 +305,34 @@ def test_the_controls_platform_settings() -> None:
     assert grouped is not None and grouped.admin_group == "@ai-admins"
     with pytest.raises(SettingsError, match="ACECHAT_DISCORD_DMS"):
         parse({**DISCORD, "ACECHAT_DISCORD_DMS": "sometimes"})
+
+
+def test_api_version_picks_the_endpoint_catalogue_and_default_model() -> None:
+    v1 = parse_settings({**TOKEN, "ACECHAT_API_VERSION": "V1"})
+    assert v1.upstream.api_version == "v1"
+    assert v1.models == V1_MODELS and v1.default_model == "gpt-4o"
+    v2 = parse_settings({**TOKEN, "ACECHAT_API_VERSION": "v2", "ACECHAT_TOOLS": "off"})
+    assert v2.models == DEFAULT_MODELS and v2.default_model == "claude-sonnet-4-6" and v2.tools is False
+    # Every default is a name of v2's documented `model` enum (openapi/aichat.json of AceDataCloud/Docs).
+    assert set(DEFAULT_MODELS) <= V2_SPEC_MODELS
+    with pytest.raises(SettingsError, match="ACECHAT_API_VERSION='v3' is invalid"):
+        parse_settings({**TOKEN, "ACECHAT_API_VERSION": "v3"})
+    with pytest.raises(SettingsError, match="ACECHAT_TOOLS"):
+        parse_settings({**TOKEN, "ACECHAT_TOOLS": "maybe"})
+
+
+# The `model` enum of `/aichat2/conversations` in the vendor's OpenAPI spec, as read for issue 16.
+V2_SPEC_MODELS = frozenset(
+    "gpt-4 gpt-4.1 gpt-4.1-mini gpt-4.1-nano gpt-4o gpt-4o-2024-05-13 gpt-4o-all gpt-4o-image gpt-4o-mini "
+    "gpt-5-all gpt-5.1-all gpt-5.2-pro gpt-5.4-mini gpt-5.4-nano gpt-image-1 claude-3-5-haiku-20241022 "
+    "claude-3-5-sonnet-20240620 claude-3-5-sonnet-20241022 claude-3-7-sonnet-20250219 claude-3-haiku-20240307 "
+    "claude-3-sonnet-20240229 claude-haiku-4-5-20251001 claude-opus-4-1-20250805 claude-opus-4-20250514 "
+    "claude-opus-4-5-20251101 claude-opus-4-6 claude-fable-5 claude-opus-5 claude-opus-4-8 claude-opus-4-7 "
+    "claude-sonnet-4-20250514 claude-sonnet-4-5-20250929 claude-sonnet-4-6 claude-sonnet-5 gemini-2.0-flash-lite "
+    "gemini-2.5-flash-lite gemini-3-pro-preview gemini-3.1-flash-image-preview gemini-3.1-flash-lite-preview "
+    "gemini-3.1-pro gemini-3.1-pro-preview grok-3 grok-3-fast grok-4 grok-4.5 grok-4-0709 deepseek-chat "
+    "deepseek-r1 deepseek-r1-0528 deepseek-reasoner deepseek-v3 deepseek-v3-250324 deepseek-v3.2-exp "
+    "deepseek-v4-flash deepseek-v4-pro kimi-k2-thinking kimi-k2-thinking-turbo kimi-k3 kimi-k2.6 kimi-k2.5 "
+    "glm-3-turbo glm-4.5 glm-4.5v glm-4.6 glm-4.7 glm-5 glm-5-turbo glm-5.2 glm-5.1 o1 o1-mini o1-pro o3 "
+    "o3-mini o3-pro o4-mini".split()
+)

@@ -344,11 +344,24 @@ async def test_chat_update_429_is_honoured_and_the_final_text_still_arrives(
 ) -> None:
     full = " ".join(f"word{i}" for i in range(150))
     fake_upstream.queue(Behaviour(answer=full, fragment_size=20, fragment_delay=0.03))
-    async with FakeSlack(update_burst=1, update_per_minute=120) as strict:
+    held = time.monotonic()
+    refused: list[float] = []
+
+    def clock() -> float:
+        # The fake's time stands still until it has refused a call, then runs on from there: however
+        # slowly a busy machine streams the answer, its second update meets an empty bucket, and a retry
+        # sooner than Slack's Retry-After would meet it again.
+        if not strict.rate_limited:
+            return held
+        if not refused:
+            refused.append(time.monotonic())
+        return held + time.monotonic() - refused[0]
+
+    async with FakeSlack(update_burst=1, update_per_minute=120, clock=clock) as strict:
         tight = with_slack(settings, api_url=strict.api_url)
         async with running(tight) as bot:
             await ask(strict, bot, "stream a lot")
-        assert strict.rate_limited >= 1
+        assert strict.rate_limited == strict.limited["chat.update"] == 1
         assert strict.in_channel("C1")[-1].text == "*u1-display* asked: stream a lot\n\n" + full
 
 
@@ -545,6 +558,38 @@ async def test_markdown_links_to_slack_tokens_ping_nobody_anywhere_an_answer_goe
     for text in sent:
         for token in ("<!", "<@", "<#"):
             assert token not in text, (token, text[:200])
+
+
+async def test_a_question_with_slack_files_says_in_one_line_that_they_are_not_passed(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    mention = slack.mention(f"<@{BOT_USER_ID}> what is in these?")
+    mention["event"]["files"] = [
+        {
+            "id": "F1",
+            "name": "diagram.png",
+            "mimetype": "image/png",
+            "size": 10,
+            "url_private": "https://files.slack.com/files-pri/T1-F1/diagram.png",
+        },
+        {
+            "id": "F2",
+            "name": "notes.pdf",
+            "mimetype": "application/pdf",
+            "size": 10,
+            "url_private": "https://files.slack.com/files-pri/T1-F2/notes.pdf",
+        },
+    ]
+    await slack.deliver_http(bot.url, mention)
+    await bot.adapter.transport.idle()
+    [answer] = slack.in_channel("C1", mention["event"]["ts"])
+    body = fake_upstream.bodies[-1]
+    assert body is not None and "message" not in body and "references" not in body
+    assert "files.slack.com" not in str(body), (
+        "a Slack file URL (which needs the bot token) never goes upstream"
+    )
+    notes = [line for line in answer.text.splitlines() if "Skipped" in line]
+    assert len(notes) == 1 and "diagram.png, notes.pdf" in notes[0] and "no public link" in notes[0]
 
 
 # --- sends with an unknown outcome ---------------------------------------------------------------------

@@ -36,7 +36,8 @@ METHOD_SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "usergroups.users.list": ("bot", ("usergroups:read",)),
     "auth.test": ("bot", ()),
     "apps.connections.open": ("app", ("connections:write",)),
-    # Buttons, forms, the Home tab and agent sessions (issue 18).
+    # Buttons, forms (issues 16, 18), the Home tab and agent sessions (issue 18). No scope of its own:
+    # any token opens a form for a trigger it was given.
     "views.open": ("bot", ()),
     "views.publish": ("bot", ()),
     "agents.sessions.setStatus": ("bot", ("chat:write",)),

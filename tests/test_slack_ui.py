@@ -272,8 +272,8 @@ async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audi
         for home in (member, admin):
             assert "pirate" in home and "defaults" in home
         assert "Talk like a pirate" not in member, "prompts are folded"
-        assert "acechat:form:create" not in member and "Recent changes" not in member
-        assert "acechat:form:create" in admin and "acechat:form:edit" in admin
+        assert "acechat:open:create" not in member and "Recent changes" not in member
+        assert "acechat:open:create" in admin and "acechat:open:edit" in admin
         assert "rated" in admin and "No questions went to the AI service the last 7 days" in admin
 
         # The Home tab's buttons open the forms; their notices go to the app's DM.
@@ -289,7 +289,7 @@ async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audi
             "view": slack.homes[ADMIN],
             "actions": [
                 {
-                    "action_id": "acechat:form:edit",
+                    "action_id": "acechat:open:edit",
                     "block_id": "b1",
                     "type": "static_select",
                     "selected_option": {"text": {"type": "plain_text", "text": "pirate"}, "value": "pirate"},

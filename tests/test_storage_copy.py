@@ -24,6 +24,8 @@ from acechat.storage.records import (
     AuditEntry,
     ConversationRecord,
     CustomPreset,
+    PendingDelete,
+    PendingQuestion,
     TranscriptEntry,
     UsageRecord,
 )
@@ -62,8 +64,13 @@ async def populate(path: Path) -> None:
         answer = AnswerRecord("ab12", f"{WS}:C1:-", WS, "U1", "gpt-4o", "assistant", 30.0)
         await store.end_answer(replace(answer, state="answered"))
         await store.vote(answer, "U2", -1, 31.0)
+        await store.queue_delete(PendingDelete("up-old", "gpt-4o", 2, 99.0))
+        await store.save_question(QUESTION)
     finally:
         await store.close()
+
+
+QUESTION = PendingQuestion("q1", f"{WS}:C1:-", "up-1", 2, "toolu_1", "Which?", ("A", "B"), "U1", 31.0)
 
 
 async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Path, pg_url: str) -> None:
@@ -82,6 +89,8 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         "engaged_threads": (1, 1, 0),
         "answers": (1, 1, 0),
         "feedback": (1, 1, 0),
+        "upstream_deletes": (1, 1, 0),
+        "pending_questions": (1, 1, 0),
     }
     again = await copy_to_postgres(path, pg_url, mode=CopyMode.MERGE)
     assert {(t.inserted, t.updated) for t in again} == {(0, 0)}
@@ -112,6 +121,8 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         assert [(c.name, c.value) for c in await store.get_controls([f"{WS}:C1:-"])] == [("channel", "off")]
         assert (await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0)).user_tokens == 42
         assert await store.is_engaged(f"{WS}:C1:7.1")
+        assert await store.get_question("q1") == QUESTION
+        assert await store.due_deletes(100.0) == [PendingDelete("up-old", "gpt-4o", 2, 99.0)]
         # The copy continues where the file left off: the reset's epoch holds.
         assert not await store.save_conversation(
             ConversationRecord(f"{WS}:C0:-", "old", "m", "p", 1, 1.0, 2.0)
@@ -202,7 +213,7 @@ async def test_a_target_holding_data_is_refused_unless_told_to_merge_or_replace(
         assert (latest.action, latest.actor_id, latest.old, latest.new) == (
             AuditAction.DATABASE_COPY,
             "acechat db copy",
-            "22 rows",  # the file's rows, its answer and vote among them
+            "24 rows",  # the file's rows: its answer and vote, its pending delete and question among them
             f"merge from {path}",
         )
     finally:
@@ -330,15 +341,17 @@ async def test_one_schema_version_means_the_same_tables_on_both_backends(tmp_pat
 async def test_a_postgresql_schema_numbered_on_its_own_reads_as_the_shared_version(pg_url: str) -> None:
     conn = await asyncpg.connect(pg_url)
     try:
-        # What an acechat before shared versions wrote for the schema of its own 2 (shared 4), and for
-        # the one before it (its own 1, SQLite's 3); schema 5 (answers and votes) came after.
+        # A database at shared version 4, as an acechat before shared versions recorded it: its own 2
+        # (and its own 1 for the version before, SQLite's 3).
         await postgres_schema.migrate(conn, postgres_schema.MIGRATIONS[:2])
         await conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
         assert await postgres_schema.schema_version(conn) == 4
         status = await check_database(database_url=pg_url, db_path=Path("unused.db"))
-        assert status.describe().endswith(f"(schema 4; migrated to {sqlite_schema.SCHEMA_VERSION} on start)")
+        current = sqlite_schema.SCHEMA_VERSION
+        assert current == postgres_schema.SCHEMA_VERSION > 4
+        assert status.describe().endswith(f"(schema 4; migrated to {current} on start)")
         await (await PostgresStore.connect(pg_url, pool_size=1, listen=False)).close()
-        assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "5"
+        assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == str(current)
         await conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         assert await postgres_schema.schema_version(conn) == 3
     finally:

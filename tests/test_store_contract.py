@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -15,6 +16,8 @@ from acechat.storage.records import (
     Change,
     ConversationRecord,
     CustomPreset,
+    PendingDelete,
+    PendingQuestion,
     RateCheck,
     RateVerdict,
     TranscriptEntry,
@@ -474,3 +477,42 @@ def test_both_backends_say_which_they_are() -> None:
     from acechat.storage.sqlite import SQLiteStore
 
     assert (SQLiteStore.backend, PostgresStore.backend) == ("sqlite", "postgresql")
+
+
+# --- AI Chat v2 (issue 16): tools setting, conversations to delete at the service, questions back --
+
+
+async def test_tools_is_a_setting_like_the_others(store: Store) -> None:
+    entry = AuditEntry("w", KEY, "U1", "ann", AuditAction.TOOLS_SET, None, "off", NOW)
+    assert await store.set_setting(KEY, "tools", "off", audit=entry) is None
+    assert (await store.get_settings([KEY]))[KEY].tools == "off"
+    assert [(e.action, e.new) for e in await store.list_audit("w")] == [(AuditAction.TOOLS_SET, "off")]
+
+
+async def test_pending_deletes_are_kept_until_done_and_retried_later(store: Store) -> None:
+    await store.queue_delete(PendingDelete("c1", "m", 0, NOW))
+    await store.queue_delete(PendingDelete("c1", "m", 0, NOW))  # idempotent
+    await store.queue_delete(PendingDelete("c2", "m", 0, NOW + 100))
+    assert await store.due_deletes(NOW + 1) == [PendingDelete("c1", "m", 0, NOW)]
+    await store.retry_delete("c1", NOW + 50)
+    assert await store.due_deletes(NOW + 1) == []
+    assert await store.due_deletes(NOW + 200) == [
+        PendingDelete("c1", "m", 1, NOW + 50),
+        PendingDelete("c2", "m", 0, NOW + 100),
+    ]
+    await store.finish_delete("c1")
+    assert [d.conversation_id for d in await store.due_deletes(NOW + 200)] == ["c2"]
+
+
+async def test_questions_asked_back_are_kept_and_answered_exactly_once(store: Store) -> None:
+    first = PendingQuestion("q1", KEY, "c1", 1, "toolu_1", "Which?", ("A", "B"), "U1", NOW)
+    second = dataclasses.replace(first, id="q2", turns=2, created_at=NOW + 1, options=())
+    await store.save_question(first)
+    await store.save_question(second)
+    assert await store.get_question("q1") == first
+    assert await store.latest_question(KEY) == second
+    assert await store.latest_question("elsewhere") is None
+    presses = await asyncio.gather(*(store.answer_question("q1") for _ in range(5)))
+    assert presses.count(True) == 1
+    assert (await store.get_question("q1")) == dataclasses.replace(first, answered=True)
+    assert not await store.answer_question("missing")

@@ -18,7 +18,7 @@ import pytest_asyncio
 from acechat.core import upstream as up
 from acechat.core.errors import UpstreamError
 from acechat.core.settings import UpstreamSettings
-from acechat.core.upstream import AIChatClient, Turn
+from acechat.core.upstream import AIChatClient, AnswerUpdate, Turn
 from tests.fakes.upstream import Behaviour, FakeUpstream
 
 
@@ -64,14 +64,17 @@ class Seen:
 
 
 async def collect(client: AIChatClient, t: Turn) -> list[Seen]:
-    return [Seen(str(c.text), c.delta, c.conversation_id) async for c in client.stream(t)]
+    return [
+        Seen(str(c.text), c.delta, c.conversation_id) async for c in client.stream(t) if isinstance(c, AnswerUpdate)
+    ]
 
 
 async def collect_until_error(client: AIChatClient, t: Turn) -> tuple[list[Seen], UpstreamError]:
     chunks: list[Seen] = []
     with pytest.raises(UpstreamError) as info:
         async for c in client.stream(t):
-            chunks.append(Seen(str(c.text), c.delta, c.conversation_id))
+            if isinstance(c, AnswerUpdate):
+                chunks.append(Seen(str(c.text), c.delta, c.conversation_id))
     return chunks, info.value
 
 
@@ -103,6 +106,7 @@ async def test_stream_sends_the_documented_body_and_reads_the_answer(
         async for c in client.stream(
             turn("Hi there", preset="Be brief.", references=("https://x.test/a.png",))
         )
+        if isinstance(c, AnswerUpdate)
     ]
 
     assert str(chunks[-1].text) == "Answer 1 to: Hi there"
@@ -115,7 +119,10 @@ async def test_stream_sends_the_documented_body_and_reads_the_answer(
         "stateful": True,
         "preset": "Be brief.",
         "references": ["https://x.test/a.png"],
+        "allowed_skills": [],
+        "allowed_mcp_servers": [],
     }
+    assert request["path"] == "/aichat2/conversations"
     assert request["accept"] == "application/x-ndjson"
     assert request["authorization"] == "Bearer test-token"
     assert request["content_type"].startswith("application/json")
@@ -141,6 +148,8 @@ async def test_follow_ups_reuse_the_id_and_resend_the_preset(
         "stateful": True,
         "id": first.conversation_id,
         "preset": "P",
+        "allowed_skills": [],
+        "allowed_mcp_servers": [],
     }
     assert third_body is not None and "preset" not in third_body and third_body["stateful"] is True
     memory = fake_upstream.conversations[str(first.conversation_id)]

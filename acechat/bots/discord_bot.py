@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -27,6 +28,7 @@ from acechat.bots.adapter import StartupError
 from acechat.bots.discord_budget import shared_global_limit
 from acechat.bots.discord_buttons import BUTTONS, on_press
 from acechat.bots.discord_commands import build_tree
+from acechat.bots.discord_components import ControlButton
 from acechat.bots.discord_facts import (
     actor_of,
     addresses,
@@ -38,9 +40,10 @@ from acechat.bots.discord_facts import (
     scope_of,
     thread_name,
 )
+from acechat.bots.discord_interactive import FIELD, DiscordInteractions
 from acechat.bots.discord_settings import DiscordSettings
 from acechat.bots.discord_targets import NO_MENTIONS, DiscordLimits, MessageTarget, ThreadTarget
-from acechat.bots.discord_ui import ABOUT_CACHE, on_modal
+from acechat.bots.discord_ui import ABOUT_CACHE, on_modal, submitted_values
 from acechat.core.cache import LRU
 from acechat.core.chat import ChatCore, Question
 from acechat.core.pacing.limits import InFlightWindow
@@ -120,11 +123,14 @@ class AceClient(discord.AutoShardedClient):
         self.tree = build_tree(self, core, dms=settings.dms)
         self.limits = DiscordLimits(global_limit)
         self.limits.pace(self.http)
+        self.interactions = DiscordInteractions(core, self.limits.limits, self)
         self.serving = asyncio.Event()  # set once the first shard is ready
         # Messages "Ask acechat" was opened on, until their form comes back (bots.discord_ui).
         self.about: LRU[int, discord.Message] = LRU(ABOUT_CACHE)
 
     async def setup_hook(self) -> None:
+        # Buttons are matched by their custom_id: presses of messages sent before a restart still work.
+        self.add_dynamic_items(ControlButton)
         if self.settings.gateway_url and self.shard_count is None:
             # Without a shard count discord.py connects to the gateway URL Discord returns; ask only
             # for the count so the configured gateway is used.
@@ -184,14 +190,25 @@ class AceClient(discord.AutoShardedClient):
             return []
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        handler = {
-            discord.InteractionType.component: on_press,
-            discord.InteractionType.modal_submit: on_modal,
-        }.get(interaction.type)
-        if handler is None:
+        # The one entry point for presses and forms, routed by their `acechat:` id: a question's buttons
+        # and form (core.choices) to `interactions`, the rest (Stop, votes, preset forms, Ask acechat)
+        # to bots.discord_buttons and bots.discord_ui.
+        data = cast(Mapping[str, Any], interaction.data or {})
+        custom_id = str(data.get("custom_id", ""))
+        ours = self.interactions.owns(custom_id)
+        work: Coroutine[Any, Any, None]
+        if interaction.type is discord.InteractionType.component:
+            work = self.interactions.pressed(interaction, custom_id) if ours else on_press(interaction)
+        elif interaction.type is discord.InteractionType.modal_submit:
+            if ours:
+                text = submitted_values(data.get("components") or ()).get(FIELD, "")
+                work = self.interactions.submitted(interaction, custom_id, text)
+            else:
+                work = on_modal(interaction)
+        else:
             return
         try:
-            await handler(interaction)
+            await work
         except Exception:
             log.exception("a button press or form submission failed", extra={"platform": "discord"})
 

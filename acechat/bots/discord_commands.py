@@ -117,6 +117,7 @@ def build_tree(
     tree.add_command(ModelGroup(core))
     add_control_commands(tree, functools.partial(_run, core))
     tree.add_command(ask_context_menu())
+    tree.add_command(ToolsGroup(core))
     return tree
 
 
@@ -255,3 +256,33 @@ class ModelGroup(
     @app_commands.describe(name="One of the models this bot allows (see /model list)")
     async def default(self, interaction: discord.Interaction, name: str) -> None:
         await self.run(interaction, Command(Action.MODEL_DEFAULT, name=name))
+
+
+TOOLS_SWITCH = [app_commands.Choice(name="on", value="on"), app_commands.Choice(name="off", value="off")]
+
+
+class ToolsGroup(
+    CommandGroup,
+    name="tools",
+    description="Whether the AI may search the web and read pages here",
+    default_permissions=ADMIN_HINT,
+):
+    """AI Chat v2's tools (web search, page fetch, files, the account's MCP servers) per channel."""
+
+    @app_commands.command(name="show", description="Whether tools are on here, and where that choice comes from")
+    async def show(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, Command(Action.TOOLS_SHOW))
+
+    @app_commands.command(name="set", description="Turn tools on or off in this channel or thread (channel admins)")
+    @app_commands.choices(state=TOOLS_SWITCH)
+    @app_commands.describe(state="on: the AI may search the web and read pages and files; off: it may not")
+    async def set_(self, interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
+        await self.run(interaction, Command(Action.TOOLS_SET, name=state.value))
+
+    @app_commands.command(
+        name="default", description="Tools on or off for every channel without a choice (server admins)"
+    )
+    @app_commands.choices(state=TOOLS_SWITCH)
+    @app_commands.describe(state="The choice for channels and threads that have none of their own")
+    async def default(self, interaction: discord.Interaction, state: app_commands.Choice[str]) -> None:
+        await self.run(interaction, Command(Action.TOOLS_DEFAULT, name=state.value))

@@ -20,7 +20,9 @@ import discord
 from discord.http import HTTPClient, Route
 
 from acechat.bots.discord_buttons import view_of
+from acechat.bots.discord_components import CHOOSE, choices_view
 from acechat.bots.discord_rules import RULES
+from acechat.core.choices import Choices
 from acechat.core.interactions import ControlBoard, Controls, paced_edit
 from acechat.core.pacing.limits import InFlightWindow, KeyedBudgets
 from acechat.core.pacing.scheduler import Scheduler, Urgency
@@ -232,6 +234,12 @@ class MessageTarget:
         with platform_errors():
             await self._message.add_reaction(MARKS[mark])
 
+    async def offer_choices(self, choices: Choices) -> str:
+        """The options of a question the model asked back, as buttons under the answer."""
+        with platform_errors():
+            sent = await self._channel.send(CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS)
+        return f"{sent.channel.id}:{sent.id}"
+
     async def _reply(self, text: str, nonce: str, **view: Any) -> discord.Message:
         # The question may be deleted while the answer is written: then post without the reply link.
         reference = self._message.to_reference(fail_if_not_exists=False)
@@ -324,6 +332,13 @@ class InteractionTarget:
 
     async def mark(self, mark: Mark) -> None:
         """An interaction has no message of the asker's to react to."""
+
+    async def offer_choices(self, choices: Choices) -> str:
+        with platform_errors():
+            sent = await self._interaction.followup.send(
+                CHOOSE, view=choices_view(choices), allowed_mentions=NO_MENTIONS, wait=True
+            )
+        return f"{sent.channel.id}:{sent.id}"
 
     async def _send(self, text: str, *, ephemeral: bool) -> None:
         interaction = self._interaction

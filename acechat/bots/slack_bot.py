@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -33,12 +33,14 @@ from acechat.bots.slack_facts import (
     command_line,
     event_delivery,
     event_scope,
+    files_of,
     is_direct,
     is_new_question,
     is_thread_message,
     mentions,
     mentions_someone,
 )
+from acechat.bots.slack_interactive import Place, SlackInteractions
 from acechat.bots.slack_oauth import (
     INSTALL_PATH,
     InstalledWorkspaces,
@@ -75,8 +77,9 @@ from acechat.core.cache import LRU
 from acechat.core.chat import ChatCore, Question
 from acechat.core.commands import Action, Command, CommandReply
 from acechat.core.facts import Actor
-from acechat.core.interactions import ASK, FORM, PRESET, STOP, VOTE, parse_control, preset_form_request
+from acechat.core.interactions import ASK, OPEN, PRESET, STOP, VOTE, parse_control, preset_form_request
 from acechat.core.permissions import Privilege
+from acechat.core.reply_target import TargetLimits
 from acechat.core.secret_box import SecretBox
 from acechat.core.settings import Settings
 from acechat.storage.installations import Installations, installation_key, open_installations
@@ -200,7 +203,13 @@ class SlackAdapter:
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.event("user_change")(self._on_user_change)
-        # Interactivity: every press and form of acechat's, by its `acechat:` id (core.interactions).
+        # Interactivity: every press and form of acechat's, by its `acechat:` id: one dispatcher routes
+        # the buttons of questions asked back (core.choices) to `SlackInteractions`, the rest (Stop,
+        # votes, preset forms, Ask acechat: core.interactions) here.
+        self._questions = SlackInteractions(
+            self._core, self._interactive_place, self._closing_client, transport.spawn
+        )
+        self._questions.register()
         app.action(ACECHAT_ID)(self._on_action)
         app.view(ACECHAT_ID)(self._on_view)
         app.shortcut(ASK_SHORTCUT)(self._on_shortcut)
@@ -290,6 +299,26 @@ class SlackAdapter:
         if self._installs is not None:
             await self._installs.close()
 
+    def _interactive_place(self, context: AsyncBoltContext) -> Place:
+        """The clients, people and limits of the workspace a press or form came from."""
+        budget, workspace = self._workspace(context)
+
+        async def actor(user: str, team: str, channel: str, body: Mapping[str, Any]) -> Actor:
+            enterprise = (body.get("enterprise") or {}).get("id")
+            return await self._actor(workspace, user, team, channel, enterprise, None)
+
+        def limits(channel: str) -> TargetLimits:
+            return self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL)
+
+        return Place(workspace.client, workspace.answers, actor, limits)
+
+    def _closing_client(self, team: str) -> AsyncWebClient | None:
+        """A client to replace buttons with outside any request: the one workspace's, or a cached one's."""
+        if self._single is not None:
+            return self._single.client
+        found = self._workspaces.get(team)
+        return found.client if found is not None else None
+
     # --- bolt listeners: queue the work in a tracked task ----------------------------------------
 
     async def _on_command(
@@ -325,11 +354,18 @@ class SlackAdapter:
 
     async def _on_action(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
-        self.transport.spawn(self._press(body, *self._workspace(context)))
+        action_id = str((body.get("actions") or [{}])[0].get("action_id", ""))
+        if self._questions.owns(action_id):
+            self._questions.pressed(body, context)
+        else:
+            self.transport.spawn(self._press(body, *self._workspace(context)))
 
     async def _on_view(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()  # closes the form; what the submission did is told in the channel
-        self.transport.spawn(self._submit(body, *self._workspace(context)))
+        if self._questions.owns(str((body.get("view") or {}).get("callback_id", ""))):
+            self._questions.submitted(body, context)
+        else:
+            self.transport.spawn(self._submit(body, *self._workspace(context)))
 
     async def _on_shortcut(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
@@ -453,6 +489,7 @@ class SlackAdapter:
             event_scope(team, channel, thread_ts),
             actor,
             text,
+            files_of(event),
             delivery=event_delivery(body, team, event),
             direct=is_direct(event),
             mentioned=mentioned,
@@ -483,7 +520,7 @@ class SlackAdapter:
         scope = event_scope(body["team"]["id"], channel, thread)
         actor = await self._actor_of(body, workspace, channel)
         notice: str | None = None
-        if feature == FORM and argument in ("create", "edit"):
+        if feature == OPEN and argument in ("create", "edit"):
             name = str((action.get("selected_option") or {}).get("value") or "")
             form = await self._core.preset_form(
                 scope, actor, editing=argument == "edit", name=name, rights=RULES.rights

@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_text import from_slack
 from acechat.core.cache import LRU
-from acechat.core.facts import Actor
+from acechat.core.facts import Actor, Attachment
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
 
@@ -128,6 +128,19 @@ def command_delivery(body: Mapping[str, Any]) -> str:
 def event_delivery(body: Mapping[str, Any], team: str, event: Mapping[str, Any]) -> str:
     event_id = body.get("event_id") or f"{team}:{event['channel']}:{event['ts']}"
     return f"slack:event:{event_id}"
+
+
+def files_of(event: Mapping[str, Any]) -> tuple[Attachment, ...]:
+    """The files shared with a question, without a link: Slack's file URLs open only with the bot's
+    token, which the AI service must never get, so the core tells the asker they were not passed."""
+    files = event.get("files")
+    if not isinstance(files, list):
+        return ()
+    return tuple(
+        Attachment("", str(f.get("name") or f.get("title") or "file"), f.get("mimetype"), f.get("size"))
+        for f in files
+        if isinstance(f, dict)
+    )
 
 
 # --- facts for admins' controls (issue 17) ------------------------------------------------------------

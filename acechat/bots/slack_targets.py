@@ -19,9 +19,11 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from acechat.bots.slack_blocks import choice_blocks
 from acechat.bots.slack_rules import RULES
 from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render, shown_length
 from acechat.bots.slack_ui import message_blocks
+from acechat.core.choices import Choices
 from acechat.core.interactions import ControlBoard, Controls, paced_edit
 from acechat.core.pacing.limits import KeyedBudgets, TokenBucket
 from acechat.core.pacing.scheduler import Scheduler
@@ -327,6 +329,19 @@ class ThreadReply:
                 channel=self._channel, timestamp=self._question_ts, name=MARKS[mark]
             )
 
+    async def offer_choices(self, choices: Choices) -> str:
+        """The options of a question the model asked back, as buttons under the answer."""
+        with platform_errors():
+            sent = await self._client.chat_postMessage(
+                channel=self._channel,
+                thread_ts=self._thread_ts,
+                text=escape(choices.question[:MAX_MESSAGE_CHARS]),
+                blocks=choice_blocks(choices),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        return f"{self._channel}:{sent['ts']}"
+
 
 class CommandAnswer:
     """Answers `/aichat`: notices and command replies through the command's `response_url`, the answer
@@ -404,6 +419,18 @@ class CommandAnswer:
 
     async def mark(self, mark: Mark) -> None:
         """A slash command leaves no message of the asker's to react to."""
+
+    async def offer_choices(self, choices: Choices) -> str:
+        """The options of a question the model asked back, as buttons under the answer in the channel."""
+        with platform_errors():
+            sent = await self._client.chat_postMessage(
+                channel=self._channel,
+                text=escape(choices.question[:MAX_MESSAGE_CHARS]),
+                blocks=choice_blocks(choices),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        return f"{self._channel}:{sent['ts']}"
 
 
 class FormReply:

@@ -13,8 +13,8 @@ from typing import Any
 
 from acechat.core.interactions import (
     ASK,
-    FORM,
     NONE,
+    OPEN,
     PRESET,
     STOP,
     VOTE,
@@ -190,13 +190,13 @@ def home_view(home: Home, render: Callable[[str], str]) -> Block:
     blocks: list[Block] = [{"type": "header", "text": _plain("acechat")}]
     if home.admin:
         elements: list[Block] = [
-            {"type": "button", "action_id": control_id(FORM, "create"), "text": _plain("Create a preset")}
+            {"type": "button", "action_id": control_id(OPEN, "create"), "text": _plain("Create a preset")}
         ]
         if home.editable:
             elements.append(
                 {
                     "type": "static_select",
-                    "action_id": control_id(FORM, "edit"),
+                    "action_id": control_id(OPEN, "edit"),
                     "placeholder": _plain("Edit a preset…"),
                     "options": [
                         {"text": _plain(name), "value": name} for name in home.editable[:MAX_OPTIONS]

@@ -1,4 +1,5 @@
-"""Which attachments go upstream as `references`, and what to tell the user about the rest."""
+"""Which attachments go upstream (v2: `message` blocks; v1: `references`), and what to tell the user
+about the rest."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ DOCUMENT_EXTENSIONS = frozenset({".pdf", ".txt", ".md", ".csv", ".json"})
 
 @dataclass(frozen=True, slots=True)
 class AttachmentChoice:
-    references: tuple[str, ...]
+    # (block kind, url) in the order attached: "image_url" for images, "file_url" for documents.
+    blocks: tuple[tuple[str, str], ...]
     skipped: tuple[str, ...]  # one short sentence per skipped file
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return tuple(url for _, url in self.blocks)
 
 
 def _kind(attachment: Attachment) -> str | None:
@@ -33,18 +39,27 @@ def _kind(attachment: Attachment) -> str | None:
 
 
 def choose_references(attachments: Sequence[Attachment]) -> AttachmentChoice:
-    references: list[str] = []
+    blocks: list[tuple[str, str]] = []
     skipped: list[str] = []
+    private: list[str] = []
     for attachment in attachments:
         name = attachment.filename or "attachment"
         if not attachment.url.startswith("https://") and not attachment.url.startswith("http://"):
-            skipped.append(f"{name}: it has no public link")
-        elif _kind(attachment) is None:
+            private.append(name)
+        elif (kind := _kind(attachment)) is None:
             skipped.append(f"{name}: only images and text or PDF documents can be read")
         elif attachment.size is not None and attachment.size > MAX_BYTES:
             skipped.append(f"{name}: larger than {MAX_BYTES // (1024 * 1024)} MB")
-        elif len(references) >= MAX_REFERENCES:
+        elif len(blocks) >= MAX_REFERENCES:
             skipped.append(f"{name}: at most {MAX_REFERENCES} attachments are read per question")
         else:
-            references.append(attachment.url)
-    return AttachmentChoice(tuple(references), tuple(skipped))
+            blocks.append(("image_url" if kind == "image" else "file_url", attachment.url))
+    if private:
+        # One line for all of them (Slack's files, say): the reason is the same for each.
+        names = ", ".join(private[:3]) + (f" and {len(private) - 3} more" if len(private) > 3 else "")
+        they = "it has" if len(private) == 1 else "they have"
+        skipped.insert(
+            0,
+            f"{names}: {they} no public link the AI service could read, so files shared here are not passed on",
+        )
+    return AttachmentChoice(tuple(blocks), tuple(skipped))

@@ -14,17 +14,21 @@ import enum
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from acechat.core import access, metrics, notices
+from acechat.core.answer import AnswerView, one_line
 from acechat.core.attachments import AttachmentChoice, choose_references
 from acechat.core.cache import LRU
+from acechat.core.choices import FORM_CHARS, Choices, Form, choices_for, form_for, parse_control
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.controls import ControlCommands, ControlState, Held, QuotaHolds
 from acechat.core.errors import UpstreamError
+from acechat.core.events import Finished
 from acechat.core.facts import Actor, Attachment
 from acechat.core.interactions import (
     NONE,
@@ -47,14 +51,16 @@ from acechat.core.scope import DIRECT, Scope
 from acechat.core.settings import Settings
 from acechat.core.splitting import closing_fence, split_message
 from acechat.core.state import ScopeState
-from acechat.core.streaming import StreamingReply
-from acechat.core.upstream import AIChatClient, AnswerText, Turn
+from acechat.core.streaming import Draft, StreamingReply
+from acechat.core.upstream import AIChatClient, AnswerUpdate, Turn
 from acechat.storage import RateCheck, Store, open_store
 from acechat.storage.records import (
     AnswerRecord,
     AnswerState,
     Change,
     ConversationRecord,
+    PendingDelete,
+    PendingQuestion,
     TranscriptEntry,
     UsageRecord,
 )
@@ -63,6 +69,12 @@ log = logging.getLogger(__name__)
 
 NO_ATTACHMENTS = AttachmentChoice((), ())
 PRUNE_INTERVAL = 3600.0
+# Conversations left by a reset are deleted at the service (v2) in the background: looked for this
+# often, retried with back-off up to a day apart, and given up (logged) after this many attempts.
+DELETE_INTERVAL = 60.0
+DELETE_BACKOFF = 30.0
+DELETE_BACKOFF_MAX = 86_400.0
+DELETE_ATTEMPTS = 10
 # Users told "slow down" in a channel recently, on platforms where that notice is public.
 NOTICED_USERS = 10_000
 # Where a refusal of a place or person is public (Discord mentions), it is said once an hour per user.
@@ -107,6 +119,9 @@ class Question:
     # reports its setting.
     operator_dms: bool = True
 
+    # Set when `text` answers a question the model asked back (v2): the turn resumes the paused call.
+    resumes: PendingQuestion | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class _Refused:
@@ -116,6 +131,25 @@ class _Refused:
     text: str
     window: float
     mark: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PressResult:
+    """What a press of one of the core's buttons came to: `form` to open (Other…), and `closed`, the text
+    the buttons should show instead once their question cannot be answered any more."""
+
+    outcome: Outcome
+    form: Form | None = None
+    closed: str | None = None
+
+
+@runtime_checkable
+class OffersChoices(Protocol):
+    """A target that can show buttons under an answer (Slack, Discord); others show numbered lines."""
+
+    async def offer_choices(self, choices: Choices) -> str | None:
+        """Show the buttons; returns where they are (for `ChatCore.register_closer`'s closer), if known."""
+        ...
 
 
 class ChatCore:
@@ -142,8 +176,14 @@ class ChatCore:
         # Only a database other processes share needs to know of an answer while it runs.
         self._shared = store.backend == "postgresql"
         self._stop_watch: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         store.on_change(self._changed)
+        # Writes nobody waits for (token usage, answers' rows), kept so they are not collected mid-flight.
+        self._background: set[asyncio.Task[None]] = set()
+        self._deleter: asyncio.Task[None] | None = None
+        # Buttons of waiting questions this process showed: scope key -> (question id, where).
+        self._buttons: LRU[str, tuple[str, str]] = LRU(NOTICED_USERS)
+        self._closers: dict[str, Callable[[str, str, str], Coroutine[Any, Any, None]]] = {}
+        self._delete_soon = asyncio.Event()
 
     @classmethod
     async def open(cls, settings: Settings) -> ChatCore:
@@ -155,6 +195,9 @@ class ChatCore:
         )
         core = cls(settings, store, AIChatClient(settings.upstream))
         core._maintenance = asyncio.create_task(core._prune_periodically())
+        if core.client.api_version == "v2":
+            core.state.forgotten = core._forget_upstream
+            core._deleter = asyncio.create_task(core._delete_periodically())
         return core
 
     async def _prune_periodically(self) -> None:
@@ -167,6 +210,241 @@ class ChatCore:
             except Exception:
                 log.exception("pruning the database failed; will try again")
             await asyncio.sleep(PRUNE_INTERVAL)
+
+    # --- conversations deleted at the service (v2, issue 16 item 5) ------------------------------------
+
+    async def _forget_upstream(self, record: ConversationRecord) -> None:
+        """A reset left `record` behind: remember to delete it at the service. Never fails the reset."""
+        if record.upstream_id is None:
+            return
+        try:
+            await self.store.queue_delete(PendingDelete(record.upstream_id, record.model, 0, time.time()))
+        except Exception:
+            log.exception("could not remember to delete conversation %s at the service", record.upstream_id)
+            return
+        self._delete_soon.set()
+
+    async def _delete_periodically(self) -> None:
+        while True:
+            try:
+                await self.run_deletes()
+            except Exception:
+                log.exception("deleting conversations at the service failed; will try again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._delete_soon.wait(), DELETE_INTERVAL)
+            self._delete_soon.clear()
+
+    async def run_deletes(self, now: float | None = None) -> int:
+        """Delete the conversations whose time has come; returns how many are done with (deleted, or
+        given up after `DELETE_ATTEMPTS`). A failure is logged and tried again later, with back-off."""
+        at = time.time() if now is None else now
+        finished = 0
+        for item in await self.store.due_deletes(at):
+            try:
+                await self.client.delete(item.conversation_id, item.model)
+            except UpstreamError as error:
+                attempts = item.attempts + 1
+                log.warning(
+                    "could not delete conversation %s at the service (attempt %d): %s",
+                    item.conversation_id,
+                    attempts,
+                    error,
+                    extra={"conversation_id": item.conversation_id, "trace_id": error.trace_id},
+                )
+                if attempts < DELETE_ATTEMPTS:
+                    delay = min(DELETE_BACKOFF * 2**item.attempts, DELETE_BACKOFF_MAX)
+                    await self.store.retry_delete(item.conversation_id, at + delay)
+                    continue
+                log.error("giving up deleting conversation %s at the service", item.conversation_id)
+            else:
+                log.info(
+                    "deleted conversation at the service", extra={"conversation_id": item.conversation_id}
+                )
+            await self.store.finish_delete(item.conversation_id)
+            finished += 1
+        return finished
+
+    # --- questions the model asks back (v2 ask_user_question) -----------------------------------------
+
+    async def answer(
+        self,
+        scope: Scope,
+        actor: Actor,
+        text: str,
+        target: ReplyTarget,
+        *,
+        question_id: str | None = None,
+        delivery: str | None = None,
+    ) -> Outcome:
+        """Answer the question the model asked back here (`question_id`, or the scope's newest): a number
+        picks that option, anything else is the answer in the asker's own words. Only the person who
+        asked, or a channel admin, may answer; the answer resumes the paused turn and streams on `target`."""
+        result = await self._reply_to_question(scope, actor, text, target, question_id, delivery)
+        return result.outcome
+
+    async def press(
+        self, scope: Scope, actor: Actor, control_id: str, target: ReplyTarget, *, delivery: str | None = None
+    ) -> PressResult:
+        """A button an adapter rendered from `Choices` was pressed. The result says whether to open a
+        form (`Other…`) and what the buttons should show instead, once they are done with."""
+        pressed = parse_control(control_id)
+        if pressed is None or pressed.kind == "form":
+            log.info("ignoring a press of an unknown control", extra=_context(scope, actor))
+            return PressResult(Outcome.REFUSED)
+        if pressed.kind == "other":
+            pending = await self.store.get_question(pressed.question_id)
+            refusal = await self._may_answer(scope, actor, pending)
+            if refusal is not None:
+                await self._quietly(target.notify(refusal))
+                return PressResult(Outcome.REFUSED, closed=await self._closed_text(scope, pending))
+            return PressResult(Outcome.ANSWERED, form=form_for(pressed.question_id))
+        return await self._reply_to_question(
+            scope, actor, str((pressed.option or 0) + 1), target, pressed.question_id, delivery
+        )
+
+    async def submit(
+        self, scope: Scope, actor: Actor, form_id: str, text: str, target: ReplyTarget
+    ) -> PressResult:
+        """A form from `press` came back with `text`: the answer in the asker's own words."""
+        pressed = parse_control(form_id)
+        if pressed is None or pressed.kind != "form":
+            return PressResult(Outcome.REFUSED)
+        words = " ".join(text.split())[:FORM_CHARS]
+        # Typed words are never an option number, even if they look like one.
+        return await self._reply_to_question(
+            scope, actor, words, target, pressed.question_id, None, typed=True
+        )
+
+    async def _may_answer(self, scope: Scope, actor: Actor, pending: PendingQuestion | None) -> str | None:
+        """Why `actor` may not answer `pending` now (a notice), or None."""
+        if pending is None or pending.scope_key != scope.key:
+            return notices.NO_OPEN_QUESTION
+        if pending.answered:
+            return notices.QUESTION_ANSWERED
+        level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
+        if actor.user_id != pending.asker_id and level < Privilege.CHANNEL_ADMIN:
+            return notices.NOT_YOUR_QUESTION
+        return await self._unanswerable(pending, await self.state.conversation(scope), claim=False)
+
+    async def _reply_to_question(
+        self,
+        scope: Scope,
+        actor: Actor,
+        text: str,
+        target: ReplyTarget,
+        question_id: str | None,
+        delivery: str | None,
+        *,
+        typed: bool = False,
+    ) -> PressResult:
+        pending = await (
+            self.store.get_question(question_id) if question_id else self.store.latest_question(scope.key)
+        )
+        refusal = await self._may_answer(scope, actor, pending)
+        if refusal is not None:
+            await self._quietly(target.notify(refusal))
+            return PressResult(Outcome.REFUSED, closed=await self._closed_text(scope, pending))
+        assert pending is not None
+        output = " ".join(text.split()) if typed else chosen(pending, text)
+        if not output:
+            await self._quietly(target.notify(notices.ANSWER_USAGE))
+            return PressResult(Outcome.REFUSED)
+        outcome = await self.ask(Question(scope, actor, output, delivery=delivery, resumes=pending), target)
+        if outcome is Outcome.ANSWERED:
+            who = actor.display_name or actor.user_id
+            done = f"✅ {one_line(who, 40)} answered: {one_line(output, 80)}"
+            return PressResult(outcome, closed=target.rules.mentions.neutralize(done))
+        return PressResult(outcome, closed=await self._closed_text(scope, pending))
+
+    async def _closed_text(self, scope: Scope, pending: PendingQuestion | None) -> str | None:
+        """What a question's buttons should show once it cannot be answered any more; None while it can."""
+        if pending is None:
+            return None
+        current = await self.store.get_question(pending.id)
+        if current is None:
+            return None
+        if current.answered:
+            return "✅ This question was answered."
+        if await self._unanswerable(current, await self.state.conversation(scope), claim=False) is not None:
+            return "⏭️ Skipped: a newer question was asked here, or the conversation was reset."
+        return None
+
+    async def open_question(self, scope: Scope) -> PendingQuestion | None:
+        """The scope's question still waiting for an answer, if any."""
+        pending = await self.store.latest_question(scope.key)
+        if pending is None or pending.answered:
+            return None
+        stored = await self.state.conversation(scope)
+        return pending if await self._unanswerable(pending, stored, claim=False) is None else None
+
+    async def _unanswerable(
+        self, pending: PendingQuestion, stored: ConversationRecord | None, *, claim: bool = True
+    ) -> str | None:
+        """Why `pending` cannot be answered now, or None (and, with `claim`, it is now answered)."""
+        if claim:
+            # Read afresh: another press may have answered it while this one waited for the turn.
+            current = await self.store.get_question(pending.id)
+            if current is None or current.answered:
+                return notices.QUESTION_ANSWERED
+        if stored is None or stored.upstream_id != pending.conversation_id or stored.turns != pending.turns:
+            # A later question or a reset moved the conversation on: the service skipped the call.
+            return notices.QUESTION_SKIPPED
+        if claim and not await self.store.answer_question(pending.id):
+            return notices.QUESTION_ANSWERED
+        return None
+
+    def register_closer(
+        self, platform: str, closer: Callable[[str, str, str], Coroutine[Any, Any, None]]
+    ) -> None:
+        """How an adapter replaces a question's buttons by a text: called with the workspace, where
+        `offer_choices` said they are, and the text."""
+        self._closers[platform] = closer
+
+    async def _offer(self, scope: Scope, kept: PendingQuestion, target: OffersChoices) -> None:
+        try:
+            where = await target.offer_choices(choices_for(kept.id, kept.question, kept.options))
+        except Exception:
+            log.exception("could not show a question's buttons", extra={"platform": scope.platform})
+            return
+        if where is not None:
+            self._buttons.put(scope.key, (kept.id, where))
+
+    def _skip_buttons(self, scope: Scope) -> None:
+        """A new question skips the one waiting here: its buttons (shown from this process) say so now;
+        buttons shown by another process say so when pressed."""
+        shown = self._buttons.get(scope.key)
+        self._buttons.pop(scope.key)
+        closer = self._closers.get(scope.platform)
+        if shown is not None and closer is not None:
+            self._in_background(
+                closer(scope.workspace, shown[1], notices.BUTTONS_SKIPPED),
+                "could not mark a question skipped",
+            )
+
+    async def _keep_question(
+        self, question: Question, view: AnswerView, conversation_id: str, turns: int
+    ) -> PendingQuestion | None:
+        asked = view.question
+        assert asked is not None
+        pending = PendingQuestion(
+            id=uuid.uuid4().hex[:16],
+            scope_key=question.scope.key,
+            conversation_id=conversation_id,
+            turns=turns,
+            tool_id=asked.tool_id,
+            question=asked.question,
+            options=asked.options,
+            asker_id=question.actor.user_id,
+            created_at=time.time(),
+        )
+        try:
+            await self.store.save_question(pending)
+        except Exception:
+            log.exception(
+                "could not keep a question the model asked", extra={"platform": question.scope.platform}
+            )
+            return None
+        return pending
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -192,8 +470,8 @@ class ChatCore:
         """Drain, then close the upstream client and the store."""
         await self.drain()
         if self._background:
-            await asyncio.wait(set(self._background))
-        for task in (self._maintenance, self._stop_watch):
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for task in (self._maintenance, self._stop_watch, self._deleter):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -217,6 +495,11 @@ class ChatCore:
         """A line typed to the bot (Slack's command, the console): a command if it has one's exact
         shape, otherwise a question. `direct`: typed in a direct message."""
         command = parse_command(line)
+        if command.action is Action.ANSWER:
+            # An answer only while a question waits here; otherwise "answer …" is just a question.
+            if await self.open_question(scope) is not None:
+                return await self.answer(scope, actor, command.text or "", target, delivery=delivery)
+            command = Command(Action.ASK, text=line.strip())
         if command.action is Action.ASK:
             question = Question(scope, actor, command.text or "", attachments, delivery, direct=direct)
             return await self.ask(question, target)
@@ -279,6 +562,13 @@ class ChatCore:
     async def ask(self, question: Question, target: ReplyTarget) -> Outcome:
         received = time.monotonic()
         scope = question.scope
+        if question.resumes is None and question.text.lstrip()[:7].lower() == "answer ":
+            # "@bot answer 2" answers the question waiting here, as `answer 2` does as a command.
+            command = parse_command(question.text)
+            if command.action is Action.ANSWER and await self.open_question(scope) is not None:
+                return await self.answer(
+                    scope, question.actor, command.text or "", target, delivery=question.delivery
+                )
         try:
             if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
                 return Outcome.DUPLICATE
@@ -443,12 +733,6 @@ class ChatCore:
         del self._ending[answer_id]
         if not written.cancelled() and written.exception() is not None:
             log.error("could not record how an answer ended", exc_info=written.exception())
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run a write the user need not wait for; `aclose` waits for it before closing the store."""
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _watch_stops(self) -> None:
         if self._stop_watch is None or self._stop_watch.done():
@@ -659,7 +943,7 @@ class ChatCore:
                     return Outcome.REFUSED
                 # Typing starts with the turn: a queued question shows nothing until it is answered.
                 reply.start_typing()
-                return await self._answer(question, target, reply)
+                return await self._answer(question, reply, target)
         except PlatformForbidden as error:
             log.warning("the platform refused the bot here: %s", error, extra=_context(scope, question.actor))
             await reply.abort()
@@ -680,11 +964,23 @@ class ChatCore:
                 del self._queued[key]
         return Outcome.FAILED
 
-    async def _answer(self, question: Question, target: ReplyTarget, reply: StreamingReply) -> Outcome:
-        mentions = target.rules.mentions
+    async def _answer(self, question: Question, reply: StreamingReply, target: ReplyTarget) -> Outcome:
         scope = question.scope
+        mentions = target.rules.mentions
         resolved = await self.state.resolve(scope)
         stored = await self.state.conversation(scope)
+        resumes = question.resumes
+        if resumes is None and self._buttons:
+            self._skip_buttons(scope)
+        elif resumes is not None:
+            self._buttons.pop(scope.key)
+        if resumes is not None:
+            # Checked in the scope's turn: nothing can be asked between the check and the resumed turn.
+            refusal = await self._unanswerable(resumes, stored)
+            if refusal is not None:
+                await reply.abort()
+                await self._quietly(target.notify(refusal))
+                return Outcome.REFUSED
         epoch = stored.epoch if stored is not None else 0
         conversation = stored if stored is not None and stored.upstream_id else None
         if conversation is not None and (
@@ -693,9 +989,13 @@ class ChatCore:
             # The preset or model changed since this conversation began (perhaps on the parent channel).
             conversation = None
         choice = choose_references(question.attachments) if question.attachments else NO_ATTACHMENTS
+        if not question.text.strip() and not choice.blocks:
+            # Files alone, none of them readable by the service: say why, and ask nothing.
+            await reply.finish("\n".join(f"_Skipped {reason}._" for reason in choice.skipped))
+            return Outcome.REFUSED
         author = question.actor.display_name or question.actor.user_id
         upstream_text = question.text.strip() or "(see the attached files)"
-        if self.settings.author_prefix:
+        if self.settings.author_prefix and resumes is None:
             upstream_text = f"{author}: {upstream_text}"
         if question.quoted:
             upstream_text = f"{quote(question.quoted)}\n\n{upstream_text}"
@@ -704,7 +1004,10 @@ class ChatCore:
             model=resolved.model,
             preset=resolved.preset.prompt,
             conversation_id=conversation.upstream_id if conversation else None,
-            references=choice.references,
+            blocks=choice.blocks,
+            tools=resolved.tools,
+            # Exactly the paused call's id, as the service requires.
+            tool_results=((resumes.tool_id, question.text.strip()),) if resumes is not None else (),
         )
         notes = [f"_Skipped {reason}._" for reason in choice.skipped]
         asked_at = time.time()
@@ -721,7 +1024,7 @@ class ChatCore:
             asked_at,
         )
         if self._shared:
-            self._in_background(self.store.start_answer(answer))
+            self._in_background(self.store.start_answer(answer), "could not record a started answer")
         stop = StopSignal()
         self._running[answer_id] = (answer, stop)
         if self._shared:
@@ -741,11 +1044,10 @@ class ChatCore:
             )
             await self.store.save_conversation(early)
 
+        view = AnswerView(self.settings.thinking, mentions)
         try:
             try:
-                text, conversation_id, trace_id, tokens, stopped = await self._stream(
-                    turn, reply, notes, remember, stop
-                )
+                conversation_id, trace_id, stopped = await self._stream(turn, reply, view, notes, remember, stop)
             except UpstreamError as error:
                 if (
                     error.status == 404
@@ -756,16 +1058,19 @@ class ChatCore:
                     # The service forgot this conversation: start a new one rather than fail.
                     log.info("upstream forgot conversation %s; starting a new one", turn.conversation_id)
                     notes.insert(0, "_The previous conversation had expired, so this starts a new one._")
+                    view = AnswerView(self.settings.thinking, mentions)
                     try:
-                        text, conversation_id, trace_id, tokens, stopped = await self._stream(
-                            replace(turn, conversation_id=None), reply, notes, remember, stop
+                        conversation_id, trace_id, stopped = await self._stream(
+                            replace(turn, conversation_id=None), reply, view, notes, remember, stop
                         )
                     except UpstreamError as again:
                         await self._account(question, resolved.model, "", sent, Outcome.FAILED, None)
-                        return await self._failed(question, reply, again, turn.conversation_id, controls)
+                        return await self._failed(question, reply, view, again, turn.conversation_id, controls)
                 else:
                     await self._account(question, resolved.model, "", sent, Outcome.FAILED, None)
-                    return await self._failed(question, reply, error, turn.conversation_id, controls)
+                    return await self._failed(question, reply, view, error, turn.conversation_id, controls)
+            text = view.text
+            tokens = view.usage.total_tokens if view.usage is not None else None
 
             outcome = Outcome.STOPPED if stopped else Outcome.ANSWERED
             ended = "stopped" if stopped else "answered"
@@ -805,12 +1110,14 @@ class ChatCore:
             # starts, and the usage record before the next question's quota is counted.
             self._ending[answer_id] = replace(answer, state=ended)
             written = self.store.queue_turn(record, transcript, self._ending[answer_id])
+            kept = None
+            if view.question is not None and conversation_id is not None and not stopped:
+                # Kept before the question shows, so an answer given at once finds it.
+                kept = await self._keep_question(question, view, conversation_id, record.turns)
             accounted = asyncio.ensure_future(
                 self._account(question, resolved.model, text, sent, Outcome.ANSWERED, tokens)
             )
-            final = (
-                format_answer(text, thinking_mode=self.settings.thinking, mentions=mentions) if text else ""
-            )
+            final = view.render(streaming=False)
             if notes:
                 final = f"{final.rstrip()}\n\n" + "\n".join(notes) if final.strip() else "\n".join(notes)
             if controls is not None:
@@ -819,6 +1126,8 @@ class ChatCore:
                 await reply.finish(final)
                 if controls is not None:
                     await controls.settle_controls()
+                if kept is not None and isinstance(target, OffersChoices):
+                    await self._offer(scope, kept, target)
             finally:
                 try:
                     await written
@@ -852,20 +1161,19 @@ class ChatCore:
         self,
         turn: Turn,
         reply: StreamingReply,
+        view: AnswerView,
         notes: list[str],
         remember: Callable[[str], Awaitable[None]],
         stop: StopSignal,
-    ) -> tuple[str, str | None, str | None, int | None, bool]:
-        """The answer's text, conversation id, trace id, the tokens the service reported (if any), and
-        whether someone stopped it."""
+    ) -> tuple[str | None, str | None, bool]:
+        """Stream the turn into `view` (and onto `reply`); (conversation id, trace id, whether someone
+        stopped it)."""
         started = time.monotonic()
-        answer: AnswerText | None = None
         cut = False
         cap = self.settings.max_answer_chars
         conversation_id = turn.conversation_id
         trace_id: str | None = None
-        tokens: int | None = None
-        chunks = self.client.stream(turn)
+        items = self.client.stream(turn)
         reading = asyncio.current_task()
         stop.reading = reading
         stopped = False
@@ -873,23 +1181,32 @@ class ChatCore:
             async with asyncio.timeout(self.settings.answer_timeout):
                 try:
                     if not stop.requested:
-                        async for chunk in chunks:
-                            answer = chunk.text
-                            trace_id = chunk.trace_id or trace_id
-                            tokens = chunk.tokens if chunk.tokens is not None else tokens
-                            if chunk.conversation_id and chunk.conversation_id != conversation_id:
-                                conversation_id = chunk.conversation_id
-                                await remember(conversation_id)
-                            if len(answer) > cap:
-                                cut = True
-                                break
-                            reply.update(answer)
+                        async for item in items:
+                            if isinstance(item, AnswerUpdate):
+                                view.on_text(item.text)
+                                trace_id = item.trace_id or trace_id
+                                if item.conversation_id and item.conversation_id != conversation_id:
+                                    conversation_id = item.conversation_id
+                                    await remember(conversation_id)
+                                if len(item.text) > cap:
+                                    cut = True
+                                    break
+                            else:
+                                view.on_event(item)
+                                if (
+                                    isinstance(item, Finished)
+                                    and item.conversation_id
+                                    and item.conversation_id != conversation_id
+                                ):
+                                    conversation_id = item.conversation_id
+                                    await remember(conversation_id)
+                            reply.update(view)
                 finally:
                     # Closed here, not by the garbage collector: the connection goes back at once (and a
                     # stopped answer's upstream request ends with it).
-                    await chunks.aclose()
+                    await items.aclose()
         except TimeoutError:
-            if answer is None or not len(answer):
+            if not len(view):
                 raise UpstreamError(
                     "The AI service took too long to answer.", detail="answer timeout", retryable=False
                 ) from None
@@ -903,14 +1220,25 @@ class ChatCore:
             stop.reading = None
         stopped = stopped or stop.requested
         metrics.UPSTREAM_SECONDS.observe(time.monotonic() - started)
-        text = str(answer) if answer is not None else ""
         if cut:
-            text = text[:cap]
-            text += closing_fence(text)
+            text = view.text[:cap]
+            view.replace_text(text + closing_fence(text))
             notes.append(f"_The answer was cut here: it reached this bot's limit of {cap:,} characters._")
         elif stopped:
-            text += closing_fence(text)
-        return text, conversation_id, trace_id, tokens, stopped
+            view.replace_text(view.text + closing_fence(view.text))
+        return conversation_id, trace_id, stopped
+
+    def _in_background(self, work: Coroutine[Any, Any, None], failure: str) -> None:
+        """Run a write the user need not wait for; `aclose` waits for it before closing the store."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._background.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s: %s", failure, task.exception())
+
+        task.add_done_callback(done)
 
     async def _account(
         self, question: Question, model: str, text: str, sent: float, outcome: Outcome, tokens: int | None
@@ -939,6 +1267,7 @@ class ChatCore:
         self,
         question: Question,
         reply: StreamingReply,
+        view: AnswerView,
         error: UpstreamError,
         conversation_id: str | None,
         controls: Interactive | None,
@@ -964,13 +1293,30 @@ class ChatCore:
             message = f"{message} (trace `{error.trace_id}`)"
         if controls is not None:
             controls.set_controls(NONE)
-        await reply.fail(message)
+        shown = view.render(streaming=False) if len(view) else ""
+        if shown.strip():
+            # What was shown stays, with its sources, and says plainly that it is not the whole answer.
+            await reply.finish(f"{shown.rstrip()}\n\n⚠️ {message} _(The answer above is incomplete.)_")
+        else:
+            await reply.fail(message)
         if controls is not None:
             await controls.settle_controls()
         return Outcome.FAILED
 
-    def _render_partial(self, raw: str, mentions: MentionRules) -> str:
-        return format_answer(raw, thinking_mode=self.settings.thinking, mentions=mentions, streaming=True)
+    def _render_partial(self, raw: str | Draft, mentions: MentionRules) -> str:
+        if isinstance(raw, AnswerView):
+            return raw.render(streaming=True)
+        return format_answer(
+            str(raw), thinking_mode=self.settings.thinking, mentions=mentions, streaming=True
+        )
+
+
+def chosen(pending: PendingQuestion, text: str) -> str:
+    """The answer to send: option N for "N" (1-based), else the words themselves."""
+    words = " ".join(text.split())
+    if words.isascii() and words.isdecimal() and len(words) <= 3 and 1 <= int(words) <= len(pending.options):
+        return pending.options[int(words) - 1]
+    return words
 
 
 def new_answer_id() -> str:

@@ -89,6 +89,9 @@ class CommandRunner:
             Action.MODEL_SHOW: self._model_show,
             Action.MODEL_SET: self._model_set,
             Action.MODEL_DEFAULT: self._model_default,
+            Action.TOOLS_SHOW: self._tools_show,
+            Action.TOOLS_SET: self._tools_set,
+            Action.TOOLS_DEFAULT: self._tools_default,
             **controls.handlers(),
         }
 
@@ -123,6 +126,7 @@ class CommandRunner:
         lines = [
             f"**Model:** `{resolved.model}` ({resolved.model_source})",
             f"**Preset:** `{resolved.preset.name}` ({resolved.preset_source}) — {resolved.preset.description}",
+            f"**Tools:** {'on' if resolved.tools else 'off'} ({resolved.tools_source})",
         ]
         if conversation is None or conversation.upstream_id is None:
             lines.append("**Conversation:** none yet; the next question starts one.")
@@ -340,6 +344,34 @@ class CommandRunner:
             return CommandReply(f"`{model}` is already the default model.")
         return CommandReply(
             f"{actor.display_name} made `{model}` the default model for channels without their own. {FRESH}",
+            public=True,
+        )
+
+    # --- tools (AI Chat v2, issue 16) ------------------------------------------------------------
+
+    async def _tools_show(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
+        resolved = await self._state.resolve(scope)
+        state = "on: the AI may search the web, read pages and files" if resolved.tools else "off"
+        return CommandReply(f"Tools in {_where(scope)} are {state} ({resolved.tools_source} setting).")
+
+    async def _tools_set(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
+        value = command.name or "on"
+        old = await self._state.change_setting(
+            scope, actor, scope.key, "tools", value, AuditAction.TOOLS_SET, fresh=False
+        )
+        if old == value:
+            return CommandReply(f"Tools are already {value} in {_where(scope)}.")
+        return CommandReply(f"{actor.display_name} turned tools {value} in {_where(scope)}.", public=True)
+
+    async def _tools_default(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
+        value = command.name or "on"
+        old = await self._state.change_setting(
+            scope, actor, scope.workspace_key, "tools", value, AuditAction.TOOLS_DEFAULT, fresh=False
+        )
+        if old == value:
+            return CommandReply(f"Tools are already {value} by default.")
+        return CommandReply(
+            f"{actor.display_name} turned tools {value} by default for channels without their own choice.",
             public=True,
         )
 

@@ -46,6 +46,12 @@ class Action(enum.StrEnum):
     AUTOTHREAD = "autothread"
     TRANSCRIPTS = "transcripts"
     FORGET_ME = "forget me"
+    # AI Chat v2's tools (issue 16): `tools`, `tools on|off`, `tools default on|off`.
+    TOOLS_SHOW = "tools show"
+    TOOLS_SET = "tools set"
+    TOOLS_DEFAULT = "tools default"
+    # Answers the question the model asked back: `answer NUMBER` or `answer WORDS`.
+    ANSWER = "answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +82,11 @@ HELP_TEXT = """\
 `reset` — start a new conversation here
 `status` — this channel's model, preset and conversation
 `preset list` · `preset show [NAME]`
-`model list` · `model show`
-Channel admins: `preset set NAME` · `preset clear` · `model set NAME`
+`model list` · `model show` · `tools` (may the AI search the web, read pages and files?)
+`answer NUMBER` or `answer WORDS` — answer a question the AI asked back (the asker or a channel admin)
+Channel admins: `preset set NAME` · `preset clear` · `model set NAME` · `tools on|off`
 Workspace admins: `preset default NAME` · `preset create NAME PROMPT` · `preset edit NAME PROMPT` · \
-`preset delete NAME` · `model default NAME` · `audit [PAGE]` · `feedback`
+`preset delete NAME` · `model default NAME` · `tools default on|off` · `audit [PAGE]` · `feedback`
 Where and who — channel admins: `channel on|off` · `engage mention|thread` · `autothread on|off` (Discord); \
 workspace admins: `access open|listed` · `access dms on|off` (Slack) · `users allow|deny|remove @someone` · \
 `users list`
@@ -98,9 +105,22 @@ CONTROL_WORDS = (
     "transcripts",
     "forget",
 )
-_TOP = ("help", "ask", "reset", "status", "audit", "feedback", "preset", "model", *CONTROL_WORDS)
+_TOP = (
+    "help",
+    "ask",
+    "reset",
+    "status",
+    "audit",
+    "feedback",
+    "preset",
+    "model",
+    "tools",
+    "answer",
+    *CONTROL_WORDS,
+)
 # The word every command starts with (the console writes them with their `/`).
 COMMAND_WORDS = frozenset(_TOP)
+_SWITCH = ("on", "off")
 _PRESET_SUBS = ("list", "show", "set", "clear", "default", "create", "edit", "delete")
 _MODEL_SUBS = ("list", "show", "set", "default")
 _NEEDS_NAME = {"set", "default", "delete"}
@@ -149,8 +169,30 @@ def parse_command(line: str) -> Command:
             return Command(Action.AUDIT)
         page = _page(rest)
         return Command(Action.AUDIT, page=page) if page is not None else question
+    if keyword == "tools":
+        return _parse_tools(rest) or question
+    if keyword == "answer":
+        return (
+            Command(Action.ANSWER, text=rest)
+            if rest
+            else _help("Usage: `answer NUMBER` or `answer YOUR WORDS`.")
+        )
     subs = _PRESET_SUBS if keyword == "preset" else _MODEL_SUBS
     return _parse_group(keyword, subs, rest) or question
+
+
+def _parse_tools(rest: str) -> Command | None:
+    """`tools`, `tools on|off`, `tools default on|off`; None for any other shape (a question)."""
+    words = rest.lower().split()
+    if not words:
+        return Command(Action.TOOLS_SHOW)
+    if len(words) == 1 and words[0] in _SWITCH:
+        return Command(Action.TOOLS_SET, name=words[0])
+    if words[0] == "default":
+        if len(words) == 2 and words[1] in _SWITCH:
+            return Command(Action.TOOLS_DEFAULT, name=words[1])
+        return _help("Usage: `tools default on` or `tools default off`.") if len(words) == 1 else None
+    return None
 
 
 def _page(word: str) -> int | None:

@@ -26,7 +26,7 @@ STOP = "stop"
 VOTE = "vote"
 ASK = "ask"
 PRESET = "preset"
-FORM = "form"  # a button that opens a form: `acechat:form:create`, `acechat:form:edit`
+OPEN = "open"  # a button that opens a form: `acechat:open:create`, `acechat:open:edit`
 
 
 def control_id(feature: str, argument: str = "") -> str:

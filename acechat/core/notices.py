@@ -67,3 +67,12 @@ NO_QUESTION = "Type a question about the message, then send the form again."
 def voted(up: bool, *, changed: bool) -> str:
     mark = "👍" if up else "👎"
     return f"Changed your rating to {mark}." if changed else f"Thanks: you rated this answer {mark}."
+
+
+# Questions the model asks back (AI Chat v2, issue 16).
+NO_OPEN_QUESTION = "There is no question waiting for an answer here."
+QUESTION_ANSWERED = "That question was already answered."
+QUESTION_SKIPPED = "That question was skipped: a newer question was asked here, or the conversation was reset."
+NOT_YOUR_QUESTION = "Only the person who asked, or a channel admin, can answer this question."
+ANSWER_USAGE = "Answer with the number of a choice, or with your own words."
+BUTTONS_SKIPPED = "⏭️ Skipped: a newer question was asked here."

@@ -34,6 +34,8 @@ REQUIRED: dict[Action, Privilege] = {
     Action.PRESET_EDIT: Privilege.WORKSPACE_ADMIN,
     Action.PRESET_DELETE: Privilege.WORKSPACE_ADMIN,
     Action.MODEL_DEFAULT: Privilege.WORKSPACE_ADMIN,
+    Action.TOOLS_SET: Privilege.CHANNEL_ADMIN,
+    Action.TOOLS_DEFAULT: Privilege.WORKSPACE_ADMIN,
     Action.AUDIT: Privilege.WORKSPACE_ADMIN,
     Action.FEEDBACK: Privilege.WORKSPACE_ADMIN,
     # admins' controls (issue 17); `forget me` is for everyone

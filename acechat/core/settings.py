@@ -30,7 +30,25 @@ MAX_MODEL_CHARS = 100
 # Connections for queries per process. Queries take well under a millisecond and a turn makes a few,
 # so ten serve thousands of turns a second; turns in flight do not hold one (see storage.postgres).
 DEFAULT_DATABASE_POOL = 10
-DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4", "o3-mini", "deepseek-r1", "grok-3", "glm-4.6")
+# AI Chat v2 (issue 16): the endpoint, its model catalogue and tools. Each name below is in the
+# `model` enum of the v2 OpenAPI spec (AceDataCloud/Docs openapi/aichat.json). The default is named in
+# the vendor's v2 guide too, and is strong at the multi-step tool use v2 adds, at a middle price.
+API_VERSIONS = ("v1", "v2")
+DEFAULT_MODELS = (
+    "claude-sonnet-4-6",
+    "gpt-5.4-mini",
+    "claude-opus-4-8",
+    "gemini-3.1-pro",
+    "grok-4",
+    "deepseek-v4-pro",
+    "kimi-k3",
+    "glm-5.1",
+    "o3",
+)
+DEFAULT_MODEL = "claude-sonnet-4-6"
+# What v1 (`ACECHAT_API_VERSION=v1`) serves: the catalogue acechat used before v2.
+V1_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4", "o3-mini", "deepseek-r1", "grok-3", "glm-4.6")
+V1_DEFAULT_MODEL = "gpt-4o"
 
 
 class SettingsError(ValueError):
@@ -62,6 +80,8 @@ class UpstreamSettings:
     read_timeout: float = 120.0
     retries: int = 2
     max_connections: int = 1000
+    # "v2": /aichat2/conversations (tools, typed stream events); "v1": /aichat/conversations.
+    api_version: str = "v2"
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,10 @@ class Settings:
     # The value of every setting declared secret, as read (platform tokens and the like).
     secret_values: tuple[str, ...] = ()
     models: tuple[str, ...] = DEFAULT_MODELS
-    default_model: str = "gpt-4o"
+    default_model: str = DEFAULT_MODEL
+    # Whether the model may use v2's tools (web search, page fetch, files, the account's MCP servers)
+    # where no channel or workspace admin chose; off sends `max_turns: 1`.
+    tools: bool = True
     default_preset: str = "assistant"
     admin_users: frozenset[str] = frozenset()
     author_prefix: bool = True
@@ -149,8 +172,10 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("ACECHAT_READ_TIMEOUT", "120"),
     Setting("ACECHAT_UPSTREAM_RETRIES", "2"),
     Setting("ACECHAT_UPSTREAM_MAX_CONNECTIONS", "1000"),
+    Setting("ACECHAT_API_VERSION", "v2"),
+    Setting("ACECHAT_TOOLS", "true"),
     Setting("ACECHAT_MODELS", ",".join(DEFAULT_MODELS)),
-    Setting("ACECHAT_DEFAULT_MODEL", "gpt-4o"),
+    Setting("ACECHAT_DEFAULT_MODEL", DEFAULT_MODEL),
     Setting("ACECHAT_DEFAULT_PRESET", "assistant"),
     Setting("ACECHAT_ADMIN_USERS"),
     Setting("ACECHAT_AUTHOR_PREFIX", "true"),
@@ -403,13 +428,15 @@ def parse_settings(env: Mapping[str, str], platforms: Iterable[SettingsGroup] = 
         read_timeout=r.number("ACECHAT_READ_TIMEOUT", 120.0, minimum=0.1),
         retries=r.integer("ACECHAT_UPSTREAM_RETRIES", 2),
         max_connections=r.integer("ACECHAT_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1),
+        api_version=r.choice("ACECHAT_API_VERSION", "v2", API_VERSIONS),
     )
+    v1 = upstream.api_version == "v1"
 
-    models = r.words("ACECHAT_MODELS") or DEFAULT_MODELS
+    models = r.words("ACECHAT_MODELS") or (V1_MODELS if v1 else DEFAULT_MODELS)
     too_long = [m for m in models if len(m) > MAX_MODEL_CHARS]
     if too_long:
         r.fail(f"ACECHAT_MODELS has a name longer than {MAX_MODEL_CHARS} characters: {too_long[0][:40]!r}…")
-    default_model = r.text("ACECHAT_DEFAULT_MODEL", "gpt-4o")
+    default_model = r.text("ACECHAT_DEFAULT_MODEL", V1_DEFAULT_MODEL if v1 else DEFAULT_MODEL)
     if default_model not in models:
         r.fail(
             f"ACECHAT_DEFAULT_MODEL={default_model!r} is invalid: it is not in ACECHAT_MODELS ({', '.join(models)})"
@@ -433,6 +460,7 @@ def parse_settings(env: Mapping[str, str], platforms: Iterable[SettingsGroup] = 
         platforms=configured,
         models=models,
         default_model=default_model,
+        tools=r.boolean("ACECHAT_TOOLS", True),
         default_preset=default_preset,
         admin_users=frozenset(r.words("ACECHAT_ADMIN_USERS")),
         author_prefix=r.boolean("ACECHAT_AUTHOR_PREFIX", True),

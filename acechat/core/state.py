@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,9 +44,12 @@ class Resolved:
     model_source: Source
     preset: Preset
     preset_source: Source
+    # Whether the model may use AI Chat v2's tools here, and where that choice came from.
+    tools: bool = True
+    tools_source: Source = Source.DEFAULT
 
 
-Field = Literal["preset", "model"]
+Field = Literal["preset", "model", "tools"]
 
 
 def audit_entry(
@@ -76,6 +80,8 @@ class ScopeState:
         # to the defaults): a few, since only built-in presets are cached.
         self._distinct: dict[Resolved, Resolved] = {}
         self._generation = 0
+        # Told of every conversation a reset leaves behind (ChatCore deletes it at the service).
+        self.forgotten: Callable[[ConversationRecord], Awaitable[None]] | None = None
         store.on_change(self._changed)
 
     def _changed(self, change: Change) -> None:
@@ -148,6 +154,12 @@ class ScopeState:
                 log.warning("stored model %r is no longer allowed; using the default", setting.model)
                 warned = True
 
+        tools, tools_source = self.settings.tools, Source.DEFAULT
+        for label, setting in zip(labels, found, strict=True):
+            if setting is not None and setting.tools in ("on", "off"):
+                tools, tools_source = setting.tools == "on", label
+                break
+
         preset_names = [s.preset if s is not None else None for s in found]
         name = resolve_preset_name(preset_names, self.settings.default_preset)
         source = next((lab for lab, value in zip(labels, preset_names, strict=True) if value), Source.DEFAULT)
@@ -157,7 +169,7 @@ class ScopeState:
             preset = BUILTIN_PRESETS.get(self.settings.default_preset) or BUILTIN_PRESETS["assistant"]
             source = Source.DEFAULT
             warned = True
-        return Resolved(model, model_source, preset, source), warned
+        return Resolved(model, model_source, preset, source, tools, tools_source), warned
 
     async def conversation(self, scope: Scope) -> ConversationRecord | None:
         """The scope's conversation record; after a reset it has no upstream id but keeps its epoch."""
@@ -165,12 +177,25 @@ class ScopeState:
 
     async def reset(self, scope: Scope) -> bool:
         """Start the scope afresh; True if it had a conversation. A turn in flight cannot undo it."""
-        return await self.store.reset_conversation(scope.key)
+        old = await self.store.get_conversation(scope.key) if self.forgotten is not None else None
+        live = await self.store.reset_conversation(scope.key)
+        if live and old is not None and old.upstream_id and self.forgotten is not None:
+            await self.forgotten(old)
+        return live
 
     async def change_setting(
-        self, scope: Scope, actor: Actor, key: str, field: Field, value: str | None, action: AuditAction
+        self,
+        scope: Scope,
+        actor: Actor,
+        key: str,
+        field: Field,
+        value: str | None,
+        action: AuditAction,
+        *,
+        fresh: bool = True,
     ) -> str | None:
-        """Set `field` of setting `key` (None = inherit), audited; returns the value it had.
+        """Set `field` of setting `key` (None = inherit), audited; returns the value it had. With `fresh`,
+        the scope's conversation starts over (a new preset or model would not fit the old one).
 
         Setting a value to what it already is changes nothing: no audit entry, the conversation goes on.
         """
@@ -181,5 +206,6 @@ class ScopeState:
         old = await self.store.set_setting(
             key, field, value, audit=audit_entry(scope, actor, action, old, value)
         )
-        await self.reset(scope)
+        if fresh:
+            await self.reset(scope)
         return old

@@ -22,12 +22,14 @@ stops and posts what is missing anew, through the same line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from acechat.core import metrics
 from acechat.core.pacing.edits import EditPacer
@@ -36,7 +38,6 @@ from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
 from acechat.core.platform_errors import MessageGone, PlatformRateLimited, PlatformUnsure
 from acechat.core.reply_target import ReplyTarget
 from acechat.core.splitting import split_message
-from acechat.core.upstream import AnswerText
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ TYPING_DELAY = 0.05
 # A sign of life that found no room is tried again when there might be room, between these bounds.
 TYPING_SOONEST = 0.02
 TYPING_RETRY = 1.0
+# A change that only moves the live tool line (no new answer text) waits at least this long after the
+# last edit, and only while the window keeps room for the next text and the final edit: progress is
+# the first thing to give way, and never delays the answer itself.
+PROGRESS_INTERVAL = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
 # Most seconds of posts a channel's line of answers may owe: an answer that would join a longer one is
@@ -66,6 +71,16 @@ LINE_GRACE = 120.0
 FAILED_TRIES = 3
 
 
+class Draft(Protocol):
+    """An answer still being written, read only when a post or edit goes out: `version` changes with
+    every change, and `len()` is non-zero once there is something to show (`AnswerText`, say)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+
 class Mode(enum.Enum):
     UNDECIDED = "undecided"
     STREAM = "stream"  # post the first text at once, then edit
@@ -76,13 +91,17 @@ class StreamingReply:
     """One answer's messages on one target. Feed it with `update`, end it with `finish` or `fail`."""
 
     def __init__(
-        self, target: ReplyTarget, *, render: Callable[[str], str] = str, finish_timeout: float = 60.0
+        self,
+        target: ReplyTarget,
+        *,
+        render: Callable[[str | Draft], str] = str,
+        finish_timeout: float = 60.0,
     ) -> None:
         self._target = target
         # Partial text is rendered only when a post or edit is about to go out, not for every fragment.
         self._render = render
-        self._raw: str | AnswerText = ""
-        self._rendered_raw: str | AnswerText = ""
+        self._raw: str | Draft = ""
+        self._rendered_raw: str | Draft = ""
         self._rendered_version = -1
         self._limits = target.limits
         self._pacer = EditPacer(self._limits)
@@ -107,6 +126,11 @@ class StreamingReply:
         self._line_since: float | None = None
         self._failed = 0  # calls in a row refused or of unknown outcome
         self.first_text_at: float | None = None
+        # The draft's `text_version` (answer text only, no tool line) last shown; None for drafts
+        # without one, whose every change is text.
+        self._shown_text_version: int | None = None
+        self._last_was_progress = False
+        self._last_call_at = -PROGRESS_INTERVAL
 
     @property
     def started(self) -> bool:
@@ -144,7 +168,7 @@ class StreamingReply:
     def _begin_typing(self) -> None:
         self._typing = asyncio.create_task(self._keep_typing())
 
-    def update(self, raw: str | AnswerText) -> None:
+    def update(self, raw: str | Draft) -> None:
         """The raw answer so far. Never blocks: a background task renders and catches up.
 
         An `AnswerText` is read only when a post or edit goes out, so fragments cost nothing here.
@@ -231,10 +255,10 @@ class StreamingReply:
         if self._done:
             return self._desired
         raw = self._raw
-        version = raw.version if isinstance(raw, AnswerText) else 0
+        version = 0 if isinstance(raw, str) else raw.version
         if raw is not self._rendered_raw or version != self._rendered_version:
             self._rendered_raw, self._rendered_version = raw, version
-            self._desired = self._render(str(raw))
+            self._desired = self._render(raw)
         return self._desired
 
     def _chunks(self) -> list[str]:
@@ -331,6 +355,8 @@ class StreamingReply:
             if step is None or step[0] < len(self._handles):
                 return
             _, chunk = step
+            progress, version = self._progress_only(), self._text_version()
+            self._last_call_at = time.monotonic()
             handle = await self._target.post(chunk)
         except PlatformRateLimited as limited:
             wait = self._rate_limited(posts, limited.retry_after)
@@ -350,6 +376,7 @@ class StreamingReply:
             self._stop_typing()
         self._handles.append(handle)
         self._shown.append(chunk)
+        self._shown_text_version, self._last_was_progress = version, progress
         if self._done:
             self._owe_rest()
         elif self._place is not None:
@@ -368,8 +395,29 @@ class StreamingReply:
         finally:
             self._scheduler.done(self._limits.edits)
 
+    def _text_version(self) -> int | None:
+        version = getattr(self._raw, "text_version", None)
+        return version if isinstance(version, int) else None
+
+    def _progress_only(self) -> bool:
+        version = self._text_version()
+        return version is not None and version == self._shown_text_version
+
     async def _intermediate_edit(self) -> None:
-        wait = self._pacer.delay(final=False)
+        if self._progress_only():
+            wait = max(
+                self._pacer.delay(final=False, spare=1),
+                self._last_call_at + PROGRESS_INTERVAL - time.monotonic(),
+            )
+            if wait > 0:
+                # Woken by anything new: answer text must not wait out a tool line's interval.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                return
+        else:
+            # New text after a tool line goes at once: the tool line must not have spent its spacing.
+            wait = self._pacer.delay(final=False, spaced=not self._last_was_progress)
         if wait <= 0:
             edits = self._limits.edits
             if self._scheduler.try_call(Urgency.EDIT, edits):
@@ -385,6 +433,8 @@ class StreamingReply:
         await self._sleep(wait)
 
     async def _edit(self, index: int, chunk: str) -> None:
+        progress, version = self._progress_only(), self._text_version()
+        self._last_call_at = time.monotonic()
         self._pacer.record()
         try:
             await self._target.edit(self._handles[index], chunk)
@@ -403,6 +453,7 @@ class StreamingReply:
             log.info("a message of an answer was deleted; leaving it out")
         self._failed = 0
         self._shown[index] = chunk
+        self._shown_text_version, self._last_was_progress = version, progress
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when the answer completes: the final edit may go sooner."""

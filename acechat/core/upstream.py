@@ -1,5 +1,9 @@
 """Client for the Ace Data Cloud AI Chat API: one question per call, its answer streamed (NDJSON).
 
+v2 (`/aichat2/conversations`, the default) streams typed events: answer text and reasoning become
+`AnswerUpdate`s; tool steps, sources, cards, artifacts, a question back and the end of the turn come out as
+the events of `core.events`. v1 (`/aichat/conversations`) streams untyped lines of answer text.
+
 Every failure leaves this module as `UpstreamError`, with a short message fit for a chat channel.
 Every turn is stateful, so a request the service may have received is never sent again: only a 429
 or a connection that never opened is retried, and never once answer text has arrived.
@@ -19,11 +23,13 @@ from typing import Any
 import aiohttp
 
 from acechat.core.errors import UpstreamError
+from acechat.core.events import Event, parse_event
+from acechat.core.sanitize import THINK_CLOSE, THINK_OPEN
 from acechat.core.settings import UpstreamSettings
 
 log = logging.getLogger(__name__)
 
-PATH = "/aichat/conversations"
+PATHS = {"v1": "/aichat/conversations", "v2": "/aichat2/conversations"}
 NDJSON = "application/x-ndjson"
 
 BASE_DELAY = 0.5
@@ -111,6 +117,13 @@ class Turn:
     preset: str | None = None
     conversation_id: str | None = None
     references: tuple[str, ...] = ()
+    # v2 only. Attachments as `message` blocks after the question's text: (kind, url), kind being
+    # "image_url" or "file_url"; v1 sends their URLs as `references`.
+    blocks: tuple[tuple[str, str], ...] = ()
+    # False sends `max_turns: 1`: one reply, no tool calls.
+    tools: bool = True
+    # Resumes a paused turn: (tool_use_id, output); the question is then ignored by the service.
+    tool_results: tuple[tuple[str, str], ...] = ()
 
 
 class AnswerText:
@@ -158,8 +171,10 @@ class AnswerUpdate:
     delta: str
     conversation_id: str | None
     trace_id: str | None = None
-    # Total tokens the service reported for the answer (AI Chat v2's `done.usage`); v1 reports none.
-    tokens: int | None = None
+
+
+# What a stream yields: new text, or another v2 event.
+StreamItem = AnswerUpdate | Event
 
 
 class AIChatClient:
@@ -174,7 +189,8 @@ class AIChatClient:
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
-        self._url = settings.base_url.rstrip("/") + PATH
+        self._version = settings.api_version
+        self._url = settings.base_url.rstrip("/") + PATHS[settings.api_version]
         self._session = session
         self._owns_session = session is None
         self._sleep = sleep
@@ -198,9 +214,29 @@ class AIChatClient:
             await self._session.close()
             self._session = None
 
-    async def stream(self, turn: Turn) -> AsyncGenerator[AnswerUpdate, None]:
+    @property
+    def api_version(self) -> str:
+        return self._version
+
+    async def delete(self, conversation_id: str, model: str) -> None:
+        """Delete a conversation at the service (v2's `action: delete`); an unknown id counts as
+        deleted. Raises `UpstreamError` on any other failure, for the caller to try again later."""
+        body = {"action": "delete", "id": conversation_id, "model": model}
+        try:
+            async with self._http().post(
+                self._url, json=body, headers=self._headers("application/json"), timeout=self._timeout
+            ) as resp:
+                if resp.status == 404:
+                    code, _, _ = _parse_error_body(await resp.read())
+                    if code == "not_found":
+                        return
+                await self._raise_for_status(resp)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._failure(exc, responded=False, partial=False) from exc
+
+    async def stream(self, turn: Turn) -> AsyncGenerator[StreamItem, None]:
         """The answer as it is written; once an update was yielded, a failure is never retried."""
-        body = _request_body(turn)
+        body = _request_body(turn, self._version)
         attempt = 0
         while True:
             parser = _StreamParser(self._scrub)
@@ -304,7 +340,7 @@ class AIChatClient:
 
 
 class _StreamParser:
-    """Turns NDJSON bytes, in whatever pieces they arrive, into updates of the answer."""
+    """Turns NDJSON bytes, in whatever pieces they arrive, into updates of the answer and v2 events."""
 
     def __init__(self, scrub: Callable[[str], str]) -> None:
         self._scrub = scrub
@@ -313,8 +349,13 @@ class _StreamParser:
         self.text = AnswerText()
         self.conversation_id: str | None = None
         self.trace_id: str | None = None
+        # v2 reasoning goes into the text as a leading <think> block, the form `ACECHAT_THINKING` folds.
+        self._thinking = False
+        self._answered = False
+        # A turn that pauses on a question may end without answer text.
+        self.paused = False
 
-    def feed(self, data: bytes) -> Iterator[AnswerUpdate]:
+    def feed(self, data: bytes) -> Iterator[StreamItem]:
         """Updates from the complete lines in `data`, lazily: text before a bad line still gets out."""
         buffer = self._buffer
         buffer += data
@@ -329,15 +370,18 @@ class _StreamParser:
         if self._scanned > MAX_LINE_BYTES:
             raise self._error(UNREADABLE, "a stream line exceeded the size limit")
 
-    def finish(self) -> list[AnswerUpdate]:
+    def finish(self) -> list[StreamItem]:
         """The body closed: a last line may lack its newline, and there must have been some text."""
         update = self._line(self._buffer) if self._buffer else None
         self._buffer.clear()
-        if not str(self.text).strip():
+        if self._thinking:
+            self._thinking = False
+            self.text.append(THINK_CLOSE)
+        if not self.paused and not str(self.text).strip():
             raise self._error(EMPTY, "the stream ended without answer text")
         return [update] if update is not None else []
 
-    def _line(self, raw: bytes | bytearray) -> AnswerUpdate | None:
+    def _line(self, raw: bytes | bytearray) -> StreamItem | None:
         try:
             # JSON allows whitespace (a CR, say) around the object; a blank line fails here and is skipped.
             obj = _decode_json(raw.decode())
@@ -353,6 +397,9 @@ class _StreamParser:
                 raise self._error(UNREADABLE, "a stream line is not JSON: " + snippet) from None
         if type(obj) is not dict:
             raise self._error(UNREADABLE, "a stream line is not a JSON object")
+        kind = obj.get("type")
+        if type(kind) is str and kind:
+            return self._event(kind, obj)
         if "answer" not in obj:
             obj = _unwrap(obj)
         if obj.get("error"):
@@ -384,6 +431,52 @@ class _StreamParser:
             return None
         return AnswerUpdate(text, delta, self.conversation_id, self.trace_id)
 
+    def _event(self, kind: str, obj: dict[str, Any]) -> StreamItem | None:
+        """A v2 line. Text comes from `content` alone: `delta_answer` and `answer` are v1 leftovers."""
+        conversation_id = obj.get("id") if kind != "done" else obj.get("conversation_id") or obj.get("id")
+        if conversation_id and isinstance(conversation_id, str) and kind not in _TOOL_KINDS:
+            self.conversation_id = conversation_id
+        if kind == "text_delta":
+            content = obj.get("content")
+            if not isinstance(content, str) or not content:
+                return None
+            if self._thinking:
+                self._thinking = False
+                self.text.append(THINK_CLOSE)
+            self._answered = True
+            self.text.append(content)
+            return AnswerUpdate(self.text, content, self.conversation_id, self.trace_id)
+        if kind == "thinking":
+            content = obj.get("content")
+            if not isinstance(content, str):
+                content = obj.get("thinking")
+            if not isinstance(content, str) or not content or self._answered:
+                # Reasoning after answer text began has no place in the answer: like a <think> block
+                # anywhere but the start, it is not shown.
+                return None
+            if not self._thinking:
+                self._thinking = True
+                self.text.append(THINK_OPEN)
+            # Its own closing tag would end the block early and show the rest as answer.
+            content = content.replace(THINK_CLOSE, "</ think>")
+            self.text.append(content)
+            return AnswerUpdate(self.text, content, self.conversation_id, self.trace_id)
+        if kind == "error":
+            error = obj.get("error")
+            nested = error if isinstance(error, dict) else {}
+            code = obj.get("code") or nested.get("code")
+            message = obj.get("message") or nested.get("message") or (error if isinstance(error, str) else "")
+            trace_id = obj.get("trace_id")
+            if isinstance(trace_id, str) and trace_id:
+                self.trace_id = trace_id
+            code = code if isinstance(code, str) and code else None
+            message = message if isinstance(message, str) else ""
+            raise self._error(user_message(None, code), message or "an error event", code=code)
+        event = parse_event(kind, obj)
+        if event is not None and kind == "ask_user_question":
+            self.paused = True
+        return event
+
     def _error(self, message: str, detail: str, *, code: str | None = None) -> UpstreamError:
         return UpstreamError(
             message,
@@ -395,14 +488,37 @@ class _StreamParser:
         )
 
 
-def _request_body(turn: Turn) -> dict[str, Any]:
+# Events whose `id` may be the tool's rather than the conversation's.
+_TOOL_KINDS = frozenset({"tool_use", "tool_result", "ask_user_question"})
+
+
+def _request_body(turn: Turn, version: str = "v2") -> dict[str, Any]:
     body: dict[str, Any] = {"model": turn.model, "question": turn.question, "stateful": True}
     if turn.conversation_id:
         body["id"] = turn.conversation_id
     if turn.preset:
         body["preset"] = turn.preset
+    if version == "v1":
+        references = list(turn.references) + [url for _, url in turn.blocks]
+        if references:
+            body["references"] = references
+        return body
     if turn.references:
         body["references"] = list(turn.references)
+    if turn.blocks:
+        # In order after the text, so "the second image" means what the asker means.
+        message: list[dict[str, Any]] = [{"type": "text", "text": turn.question}]
+        message += [{"type": kind, kind: {"url": url}} for kind, url in turn.blocks]
+        # `message` is sent instead of `question`, as the v2 guide says.
+        del body["question"]
+        body["message"] = message
+    if not turn.tools:
+        body["max_turns"] = 1
+    # Nothing runs unattended: no skill or MCP server may write without a person confirming.
+    body["allowed_skills"] = []
+    body["allowed_mcp_servers"] = []
+    if turn.tool_results:
+        body["tool_results"] = [{"tool_use_id": i, "output": o} for i, o in turn.tool_results]
     return body
 
 

@@ -101,7 +101,7 @@ class _Table:
 
 
 _CONVERSATION = ("scope_key", "upstream_id", "model", "preset", "turns", "created_at", "updated_at", "epoch")
-_SETTINGS = ("key", "preset", "model", "updated_at")
+_SETTINGS = ("key", "preset", "model", "updated_at", "tools")
 _PRESETS = ("workspace_key", "name", "description", "prompt", "author_id", "created_at", "updated_at")
 _AUDIT = ("workspace_key", "scope_key", "actor_id", "actor_name", "action", "old", "new", "at")
 _TRANSCRIPTS = (
@@ -130,6 +130,18 @@ _USAGE = (
 )
 _ANSWERS = ("answer_id", "scope_key", "workspace_key", "asker_id", "model", "preset", "started_at", "state")
 _FEEDBACK = ("answer_id", "user_id", "workspace_key", "model", "preset", "vote", "at")
+_QUESTIONS = (
+    "id",
+    "scope_key",
+    "conversation_id",
+    "turns",
+    "tool_id",
+    "question",
+    "options",
+    "asker_id",
+    "created_at",
+    "answered",
+)
 TABLES = (
     _Table("conversations", _CONVERSATION, ("scope_key",), time="updated_at", never_back=("epoch",)),
     _Table("scope_settings", _SETTINGS, ("key",), time="updated_at"),
@@ -151,6 +163,15 @@ TABLES = (
     # An answer's row only changes state; a later vote replaces an earlier one.
     _Table("answers", _ANSWERS, ("answer_id",), time="started_at"),
     _Table("feedback", _FEEDBACK, ("answer_id", "user_id"), time="at"),
+    # AI Chat v2 (issue 16)
+    _Table(
+        "upstream_deletes",
+        ("conversation_id", "model", "attempts", "next_at"),
+        ("conversation_id",),
+        time="next_at",
+        never_back=("attempts",),
+    ),
+    _Table("pending_questions", _QUESTIONS, ("id",), time="created_at", never_back=("answered",)),
 )
 _ORDERED = {"audit", "transcripts", "usage"}
 # Every key that names a place, in the tables that have one; its first two parts are the workspace.

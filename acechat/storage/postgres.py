@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
@@ -24,8 +24,9 @@ from acechat.storage.postgres_connections import CONNECT_TIMEOUT, close_pools, s
 from acechat.storage.postgres_locks import AdvisoryLockSession, SharedScopeTurn
 from acechat.storage.postgres_notify import NotificationListener, notify
 from acechat.storage.postgres_schema import MIGRATION_LOCK, migrate
+from acechat.storage.postgres_v2 import AiChatV2Queries
 from acechat.storage.probe import RecentProbe
-from acechat.storage.protocol import Backend, Store
+from acechat.storage.protocol import Backend, SettingField, Store
 from acechat.storage.records import (
     AnswerRecord,
     AuditAction,
@@ -77,7 +78,7 @@ _SAVE_TURN = (
 )
 PRESET_COLUMNS = "workspace_key, name, description, prompt, author_id, created_at, updated_at"
 AUDIT_COLUMNS = "workspace_key, scope_key, actor_id, actor_name, action, old, new, at"
-SETTING_FIELDS = frozenset({"preset", "model"})
+SETTING_FIELDS = frozenset({"preset", "model", "tools"})
 
 
 def _conversation_args(c: ConversationRecord) -> tuple[Any, ...]:
@@ -109,7 +110,7 @@ def _preset(row: asyncpg.Record | None) -> CustomPreset | None:
 _INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
-class PostgresStore(Store):
+class PostgresStore(AiChatV2Queries, Store):
     """Open with `await PostgresStore.connect(url)`; close with `await store.close()`."""
 
     backend: Backend = "postgresql"
@@ -286,12 +287,13 @@ class PostgresStore(Store):
         if not wanted:
             return {}
         rows = await self._db().fetch(
-            "SELECT key, preset, model, updated_at FROM scope_settings WHERE key = ANY($1::text[])", wanted
+            "SELECT key, preset, model, updated_at, tools FROM scope_settings WHERE key = ANY($1::text[])",
+            wanted,
         )
         return {row["key"]: ScopeSettings(*row) for row in rows}
 
     async def set_setting(
-        self, key: str, field: Literal["preset", "model"], value: str | None, *, audit: AuditEntry
+        self, key: str, field: SettingField, value: str | None, *, audit: AuditEntry
     ) -> str | None:
         if field not in SETTING_FIELDS:
             raise ValueError(f"unknown setting {field!r}")

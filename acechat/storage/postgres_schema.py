@@ -138,7 +138,23 @@ CREATE TABLE engaged_threads (
 CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key);
 """
 
-_V3_ANSWERS_AND_FEEDBACK = """
+# Version 5 (issue 16): who may use tools, conversations to delete at the service, questions the model asked back.
+_V5_AI_CHAT_V2 = """
+ALTER TABLE scope_settings ADD COLUMN tools text;
+CREATE TABLE upstream_deletes (
+    conversation_id text PRIMARY KEY, model text NOT NULL, attempts integer NOT NULL,
+    next_at double precision NOT NULL
+);
+CREATE TABLE pending_questions (
+    id text PRIMARY KEY, scope_key text NOT NULL, conversation_id text NOT NULL, turns integer NOT NULL,
+    tool_id text NOT NULL, question text NOT NULL, options text NOT NULL, asker_id text NOT NULL,
+    created_at double precision NOT NULL, answered integer NOT NULL
+);
+CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at);
+"""
+
+# Version 6 (issue 18): answers (who asked, model, preset, running or stopped) and their votes.
+_V6_ANSWERS_AND_FEEDBACK = """
 CREATE TABLE answers (
     answer_id text PRIMARY KEY, scope_key text NOT NULL, workspace_key text NOT NULL, asker_id text NOT NULL,
     model text NOT NULL, preset text NOT NULL, started_at double precision NOT NULL, state text NOT NULL
@@ -160,7 +176,7 @@ FIRST_VERSION = 3
 _OWN_NUMBERING = {1: 3, 2: 4}
 
 # Append only: position + FIRST_VERSION is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V3_ANSWERS_AND_FEEDBACK)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V5_AI_CHAT_V2, _V6_ANSWERS_AND_FEEDBACK)
 
 
 def version_after(migrations: Sequence[str]) -> int:

@@ -14,6 +14,8 @@ from acechat.storage.records import (
     ConversationRecord,
     CustomPreset,
     FeedbackTally,
+    PendingDelete,
+    PendingQuestion,
     RateCheck,
     RateVerdict,
     ScopeSettings,
@@ -22,6 +24,8 @@ from acechat.storage.records import (
     UsageRecord,
     UsageTotals,
 )
+
+SettingField = Literal["preset", "model", "tools"]
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -72,7 +76,7 @@ class Store(Protocol):
         """The settings rows among `keys`; keys without a row are absent."""
 
     async def set_setting(
-        self, key: str, field: Literal["preset", "model"], value: str | None, *, audit: AuditEntry
+        self, key: str, field: SettingField, value: str | None, *, audit: AuditEntry
     ) -> str | None:
         """Set one field (None = inherit) and log `audit` in the same transaction, its `old` being the
         value actually replaced; returns that old value."""
@@ -182,3 +186,27 @@ class Store(Protocol):
 
     async def feedback(self, workspace_key: str, since: float) -> list[FeedbackTally]:
         """Votes since `since` by model and preset, most voted first."""
+    # --- AI Chat v2 (issue 16): conversations to delete at the service, questions asked back -------
+
+    async def queue_delete(self, item: PendingDelete) -> None:
+        """Remember a conversation to delete at the service (kept across restarts); idempotent."""
+
+    async def due_deletes(self, now: float, limit: int = 20) -> list[PendingDelete]:
+        """Pending deletes whose `next_at` has come, soonest first."""
+
+    async def finish_delete(self, conversation_id: str) -> None:
+        """The delete succeeded or was given up: forget it."""
+
+    async def retry_delete(self, conversation_id: str, next_at: float) -> None:
+        """The delete failed: count the attempt and try again at `next_at`."""
+
+    async def save_question(self, question: PendingQuestion) -> None:
+        """Keep a question the model asked back (kept across restarts, seen by every process)."""
+
+    async def get_question(self, question_id: str) -> PendingQuestion | None: ...
+
+    async def latest_question(self, scope_key: str) -> PendingQuestion | None:
+        """The scope's newest question the model asked back, answered or not."""
+
+    async def answer_question(self, question_id: str) -> bool:
+        """Mark the question answered; True only for the one call that did (a double press gets False)."""

@@ -33,6 +33,8 @@ class ScopeSettings:
     preset: str | None = None
     model: str | None = None
     updated_at: float | None = None
+    # "on" or "off": whether the model may use AI Chat v2's tools here.
+    tools: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class AuditAction(enum.StrEnum):
     FORGET = "forget me"
     # `acechat db copy` into a database that held data: an operator's change to every workspace it touched.
     DATABASE_COPY = "database copy"
+    TOOLS_SET = "tools set"
+    TOOLS_DEFAULT = "tools default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,3 +218,34 @@ class FeedbackTally:
     preset: str
     up: int
     down: int
+# --- AI Chat v2 (issue 16): conversations to delete at the service, questions asked back ----------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelete:
+    """A conversation a reset left behind, to delete at the service; retried until `attempts` run out."""
+
+    conversation_id: str
+    model: str
+    attempts: int = 0
+    next_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingQuestion:
+    """A question the model asked back (v2 `ask_user_question`); the conversation waits for its answer.
+
+    It is open while the scope's conversation is still `conversation_id` at `turns` turns: any later
+    turn or a reset skips it (the service marks the paused call skipped by itself). `answered` is set
+    once, by whoever answers first."""
+
+    id: str
+    scope_key: str
+    conversation_id: str
+    turns: int
+    tool_id: str
+    question: str
+    options: tuple[str, ...]
+    asker_id: str
+    created_at: float
+    answered: bool = False

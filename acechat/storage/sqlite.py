@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import sqlite3
@@ -20,14 +21,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlite_utils import Database
 
 from acechat.storage import controls_sql as csql
 from acechat.storage.errors import StoreError
 from acechat.storage.probe import RecentProbe
-from acechat.storage.protocol import Backend, Store
+from acechat.storage.protocol import Backend, SettingField, Store
 from acechat.storage.rate_windows import SlidingWindows
 from acechat.storage.records import (
     AnswerRecord,
@@ -39,6 +40,8 @@ from acechat.storage.records import (
     ConversationRecord,
     CustomPreset,
     FeedbackTally,
+    PendingDelete,
+    PendingQuestion,
     RateCheck,
     RateVerdict,
     ScopeSettings,
@@ -87,7 +90,7 @@ TRANSCRIPT_COLUMNS = (
 _INSERT_TRANSCRIPT = f"INSERT INTO transcripts ({TRANSCRIPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 PRESET_COLUMNS = "workspace_key, name, description, prompt, author_id, created_at, updated_at"
 AUDIT_COLUMNS = "workspace_key, scope_key, actor_id, actor_name, action, old, new, at"
-SETTING_FIELDS = frozenset({"preset", "model"})
+SETTING_FIELDS = frozenset({"preset", "model", "tools"})
 
 # A conversation's stored state as the cache knows it: the record, or None for no row.
 _Cached = ConversationRecord | None
@@ -401,14 +404,15 @@ class SQLiteStore(Store):
         def get(db: Database) -> dict[str, ScopeSettings]:
             marks = ", ".join("?" * len(wanted))
             rows = db.execute(
-                f"SELECT key, preset, model, updated_at FROM scope_settings WHERE key IN ({marks})", wanted
+                f"SELECT key, preset, model, updated_at, tools FROM scope_settings WHERE key IN ({marks})",
+                wanted,
             ).fetchall()
             return {row[0]: ScopeSettings(*row) for row in rows}
 
         return await self._worker.submit(get)
 
     async def set_setting(
-        self, key: str, field: Literal["preset", "model"], value: str | None, *, audit: AuditEntry
+        self, key: str, field: SettingField, value: str | None, *, audit: AuditEntry
     ) -> str | None:
         if field not in SETTING_FIELDS:
             raise ValueError(f"unknown setting {field!r}")
@@ -749,3 +753,116 @@ class SQLiteStore(Store):
             return [FeedbackTally(str(m), str(p), int(up), int(down)) for m, p, up, down in rows]
 
         return await self._worker.submit(tally)
+    # --- AI Chat v2 (issue 16): conversations to delete at the service, questions asked back -------
+
+    async def queue_delete(self, item: PendingDelete) -> None:
+        args = (item.conversation_id, item.model, item.attempts, item.next_at)
+        await self._worker.submit(
+            lambda db: db.execute(
+                "INSERT INTO upstream_deletes (conversation_id, model, attempts, next_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (conversation_id) DO NOTHING",
+                args,
+            )
+        )
+
+    async def due_deletes(self, now: float, limit: int = 20) -> list[PendingDelete]:
+        def due(db: Database) -> list[PendingDelete]:
+            rows = db.execute(
+                "SELECT conversation_id, model, attempts, next_at FROM upstream_deletes "
+                "WHERE next_at <= ? ORDER BY next_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [PendingDelete(*row) for row in rows]
+
+        return await self._worker.submit(due)
+
+    async def finish_delete(self, conversation_id: str) -> None:
+        await self._worker.submit(
+            lambda db: db.execute(
+                "DELETE FROM upstream_deletes WHERE conversation_id = ?", (conversation_id,)
+            )
+        )
+
+    async def retry_delete(self, conversation_id: str, next_at: float) -> None:
+        await self._worker.submit(
+            lambda db: db.execute(
+                "UPDATE upstream_deletes SET attempts = attempts + 1, next_at = ? WHERE conversation_id = ?",
+                (next_at, conversation_id),
+            )
+        )
+
+    async def save_question(self, question: PendingQuestion) -> None:
+        row = question_row(question)
+        await self._worker.submit(
+            lambda db: db.execute(
+                f"INSERT OR REPLACE INTO pending_questions ({QUESTION_COLUMNS}) VALUES ({_QUESTION_MARKS})",
+                row,
+            )
+        )
+
+    async def get_question(self, question_id: str) -> PendingQuestion | None:
+        def get(db: Database) -> PendingQuestion | None:
+            found = db.execute(
+                f"SELECT {QUESTION_COLUMNS} FROM pending_questions WHERE id = ?", (question_id,)
+            ).fetchone()
+            return pending_question(found) if found else None
+
+        return await self._worker.submit(get)
+
+    async def latest_question(self, scope_key: str) -> PendingQuestion | None:
+        def latest(db: Database) -> PendingQuestion | None:
+            found = db.execute(
+                f"SELECT {QUESTION_COLUMNS} FROM pending_questions WHERE scope_key = ? "
+                "ORDER BY created_at DESC LIMIT 1",
+                (scope_key,),
+            ).fetchone()
+            return pending_question(found) if found else None
+
+        return await self._worker.submit(latest)
+
+    async def answer_question(self, question_id: str) -> bool:
+        def answer(db: Database) -> bool:
+            cursor = db.execute(
+                "UPDATE pending_questions SET answered = 1 WHERE id = ? AND answered = 0", (question_id,)
+            )
+            return bool(cursor.rowcount == 1)
+
+        return await self._worker.submit(answer)
+
+
+QUESTION_COLUMNS = (
+    "id, scope_key, conversation_id, turns, tool_id, question, options, asker_id, created_at, answered"
+)
+_QUESTION_MARKS = ", ".join("?" * 10)
+
+
+def question_row(q: PendingQuestion) -> tuple[Any, ...]:
+    options = json.dumps(list(q.options))
+    return (
+        q.id,
+        q.scope_key,
+        q.conversation_id,
+        q.turns,
+        q.tool_id,
+        q.question,
+        options,
+        q.asker_id,
+        q.created_at,
+        int(q.answered),
+    )
+
+
+def pending_question(row: Sequence[Any]) -> PendingQuestion:
+    id_, scope_key, conversation_id, turns, tool_id, question, options, asker_id, at, answered = row
+    return PendingQuestion(
+        id_,
+        scope_key,
+        conversation_id,
+        turns,
+        tool_id,
+        question,
+        tuple(json.loads(options)),
+        asker_id,
+        at,
+        bool(answered),
+    )

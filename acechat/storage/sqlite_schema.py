@@ -103,7 +103,28 @@ def _v4_controls_usage_and_engaged_threads(db: Database) -> None:
     db.execute("CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key)")
 
 
-def _v5_answers_and_feedback(db: Database) -> None:
+def _v5_ai_chat_v2(db: Database) -> None:
+    """Issue 16: who may use tools, conversations to delete at the service, questions the model asked
+    back. (Token usage goes into issue 17's `usage` table.)"""
+    db.execute("ALTER TABLE scope_settings ADD COLUMN tools TEXT")
+    db.execute(
+        """CREATE TABLE upstream_deletes (
+            conversation_id TEXT PRIMARY KEY, model TEXT NOT NULL, attempts INTEGER NOT NULL,
+            next_at REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE pending_questions (
+            id TEXT PRIMARY KEY, scope_key TEXT NOT NULL, conversation_id TEXT NOT NULL,
+            turns INTEGER NOT NULL, tool_id TEXT NOT NULL, question TEXT NOT NULL, options TEXT NOT NULL,
+            asker_id TEXT NOT NULL, created_at REAL NOT NULL, answered INTEGER NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at)")
+
+
+def _v6_answers_and_feedback(db: Database) -> None:
+    """Issue 18: answers (who asked, which model and preset, running or stopped) and their votes."""
     db.execute(
         """CREATE TABLE answers (
             answer_id TEXT PRIMARY KEY, scope_key TEXT NOT NULL, workspace_key TEXT NOT NULL,
@@ -128,7 +149,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     _v2_transcripts_and_seen_events,
     _v3_conversation_epochs,
     _v4_controls_usage_and_engaged_threads,
-    _v5_answers_and_feedback,
+    _v5_ai_chat_v2,
+    _v6_answers_and_feedback,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

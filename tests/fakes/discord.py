@@ -902,6 +902,27 @@ class FakeDiscord:
             payload["data"]["guild_id"] = payload["guild_id"]
         return await self._push(payload)
 
+    async def submit_modal(
+        self, message: FakeMessage, custom_id: str, values: Mapping[str, str], *, user: Json | None = None
+    ) -> FakeInteraction:
+        """A user submits the modal `custom_id`, opened from a button on `message` (type 5)."""
+        payload = self.interaction_payload("submit", user=user, channel_id=message.channel_id, interaction_type=5)
+        rows = [
+            {"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()
+        ]
+        payload["data"] = {"custom_id": custom_id, "components": rows}
+        payload["message"] = message.payload
+        return await self._push(payload)
+
+    @staticmethod
+    def custom_ids(message: FakeMessage) -> list[str]:
+        """The custom ids of the buttons `message` shows now."""
+        return [
+            c["custom_id"]
+            for row in message.payload.get("components") or ()
+            for c in row.get("components", ())
+        ]
+
     async def autocomplete(
         self, command: str, options: Mapping[str, Any], focused: str, **kwargs: Any
     ) -> FakeInteraction:

@@ -1004,6 +1004,79 @@ class FakeSlack:
 
     # --- what users do ---------------------------------------------------------------------------
 
+    def press(self, message: Message, action_id: str, *, user: str = "U1") -> dict[str, Any]:
+        """A `block_actions` payload: `user` presses the button `action_id` on `message`."""
+        trigger = f"{next(self._ids)}.trigger"
+        self._triggers[trigger] = self._clock()
+        button = next(
+            e for b in message.blocks or () for e in b.get("elements", ()) if e.get("action_id") == action_id
+        )
+        msg: dict[str, Any] = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "ts": message.ts,
+            "text": message.text,
+            "blocks": message.blocks,
+        }
+        if message.thread_ts is not None:
+            msg["thread_ts"] = message.thread_ts
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id},
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message.ts,
+                "channel_id": message.channel,
+                "is_ephemeral": False,
+            },
+            "trigger_id": trigger,
+            "team": {"id": self.team_id, "domain": "fake"},
+            "channel": {"id": message.channel, "name": "general"},
+            "message": msg,
+            "response_url": f"{self.url}/response_url/{next(self._ids)}",
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "b",
+                    "text": button["text"],
+                    "value": button.get("value"),
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+
+    def submit(
+        self, view: dict[str, Any], values: dict[str, dict[str, str]], *, user: str = "U1"
+    ) -> dict[str, Any]:
+        """A `view_submission` payload: `user` submits the modal `view` with `values` ({block: {action: text}})."""
+        state = {
+            block: {action: {"type": "plain_text_input", "value": text} for action, text in fields.items()}
+            for block, fields in values.items()
+        }
+        return {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id},
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "trigger_id": f"{next(self._ids)}.trigger",
+            "view": {
+                "id": "V1",
+                "team_id": self.team_id,
+                "type": "modal",
+                "callback_id": view["callback_id"],
+                "private_metadata": view.get("private_metadata", ""),
+                "state": {"values": state},
+                "hash": "h",
+                "title": view.get("title"),
+                "blocks": view.get("blocks"),
+            },
+            "response_urls": [],
+        }
+
     def command(
         self,
         text: str,

@@ -1,6 +1,9 @@
-"""A local fake of the Ace Data Cloud AI Chat API (`POST /aichat/conversations`), following
-the API as its vendor documents it: bearer token check, JSON or NDJSON replies by the accept header, stateful
-conversation ids with server-side memory, and scripted misbehaviour for the next requests. The protocol
+"""A local fake of the Ace Data Cloud AI Chat API, v1 (`POST /aichat/conversations`) and v2
+(`POST /aichat2/conversations`), following the API as its vendor documents it: bearer token check, JSON or
+NDJSON replies by the accept header, stateful conversation ids with server-side memory, and scripted
+misbehaviour for the next requests. v2 streams typed events (`text_delta`, tool steps, citations, a
+question that pauses the turn until `tool_results` name its `tool_id`, `done` with usage) and takes
+`action: delete`. The protocol
 pieces it shares with the product's stand-in (`demo.standin`, what `acechat demo` talks to) come from there.
 
 Run it on its own: `python -m tests.fakes.upstream --port 8765 --latency 0.3 --fragment-delay 0.02`.
@@ -21,7 +24,17 @@ from typing import Any
 
 from aiohttp import web
 
-from acechat.demo.standin import NDJSON, PATH, bearer_token, error_body, fragments
+from acechat.demo.standin import (
+    NDJSON,
+    V1_PATH,
+    V2_PATH,
+    bearer_token,
+    done,
+    error_body,
+    fragments,
+    text_delta,
+    v2_question,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +64,12 @@ class Behaviour:
     wrapped: bool = False  # JSON mode: the reply inside {"status": ..., "data": {...}}
     raw: tuple[bytes, ...] | None = None  # a 200 body written as is, one write per piece
     gate: asyncio.Event | None = None  # awaited before answering, for ordering tests
+    # v2 streams only: events written before the answer text, and after it (before `done`); an
+    # `ask_user_question` among them pauses the conversation on its `tool_id`.
+    before: tuple[dict[str, Any], ...] = ()
+    after: tuple[dict[str, Any], ...] = ()
+    terminal_reason: str = "natural_stop"
+    no_done: bool = False  # v2: end the stream without its `done` event
 
     @classmethod
     def fail(
@@ -97,6 +116,11 @@ class FakeUpstream:
         self.requests: list[dict[str, Any]] = []
         # Conversation id -> turns {"question", "preset", "model", "references", "answer"}.
         self.conversations: dict[str, list[dict[str, Any]]] = {}
+        # v2: conversation id -> the tool_id its paused question waits on; ids deleted by `action: delete`.
+        self.paused: dict[str, str] = {}
+        self.deleted: list[str] = []
+        # Requests with an `action` other than `chat`, recorded like `requests`.
+        self.actions: list[dict[str, Any]] = []
         self.answerer: Callable[[str, list[dict[str, Any]]], str] = default_answer
         self.active = 0
         self.peak_active = 0
@@ -125,7 +149,8 @@ class FakeUpstream:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
-        app.router.add_post(PATH, self._handle)
+        app.router.add_post(V1_PATH, self._handle)
+        app.router.add_post(V2_PATH, self._handle)
         app.router.add_route("*", "/{tail:.*}", self._no_api)
         # Cancel handlers whose client went away (a read timeout, an abandoned stream) and do not
         # wait for sleeping handlers at shutdown.
@@ -156,13 +181,16 @@ class FakeUpstream:
             body = json.loads(raw)
         except ValueError:
             body = None
-        self.requests.append(
+        acting = isinstance(body, dict) and body.get("action", "chat") != "chat"
+        # Conversation actions (`delete`) are kept apart: `requests` are the turns asked.
+        (self.actions if acting else self.requests).append(
             {
                 "body": body,
                 "accept": request.headers.get("accept", ""),
                 "authorization": request.headers.get("authorization"),
                 "content_type": request.headers.get("content-type", ""),
                 "trace_id": trace_id,
+                "path": request.path,
             }
         )
         assert self._arrived is not None
@@ -181,12 +209,14 @@ class FakeUpstream:
             return self._error(400, "no_token", "No token provided", trace_id)
         if not self.any_token and token != self.token:
             return self._error(401, "invalid_token", "Invalid token", trace_id)
-        if not (
-            isinstance(body, dict)
-            and isinstance(body.get("question"), str)
-            and isinstance(body.get("model"), str)
-        ):
-            return self._error(400, "bad_request", "model and question are required", trace_id)
+        v2 = request.path == V2_PATH
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return self._error(400, "bad_request", "model is required", trace_id)
+        question = v2_question(body) if v2 else body.get("question")
+        resuming = v2 and isinstance(body.get("tool_results"), list) and bool(body["tool_results"])
+        action = body.get("action", "chat") if v2 else "chat"
+        if action == "chat" and not isinstance(question, str) and not resuming:
+            return self._error(400, "bad_request", "question is required", trace_id)
 
         b = self.script.pop(0) if self.script else self.default
         if b.gate is not None:
@@ -206,16 +236,38 @@ class FakeUpstream:
             if not isinstance(conversation_id, str) or conversation_id not in self.conversations:
                 return self._error(404, "not_found", "Conversation not found", trace_id)
             history = self.conversations[conversation_id]
-        elif body.get("stateful") is True:
+        elif action != "chat":
+            return self._error(400, "bad_request", "id is required", trace_id)
+        elif body.get("stateful", v2) is True:
             conversation_id = str(uuid.uuid4())
             history = self.conversations[conversation_id] = []
         else:
             history = []
-        text = b.answer if b.answer is not None else self.answerer(body["question"], history)
+        if action == "delete":
+            assert conversation_id is not None
+            del self.conversations[conversation_id]
+            self.paused.pop(conversation_id, None)
+            self.deleted.append(conversation_id)
+            reply = {"id": conversation_id, "success": True}
+            return web.Response(body=json.dumps(reply).encode(), content_type="application/json")
+        if action != "chat":
+            return self._error(400, "bad_request", f"action {action} is not faked", trace_id)
+        waiting = self.paused.pop(conversation_id, None) if conversation_id is not None else None
+        if resuming:
+            answered = body["tool_results"][0]
+            if waiting is None or not isinstance(answered, dict) or answered.get("tool_use_id") != waiting:
+                if waiting is not None and conversation_id is not None:
+                    self.paused[conversation_id] = waiting
+                return self._error(400, "bad_request", "tool_use_id does not match", trace_id)
+            question = f"(answered: {answered.get('output')})"
+        elif waiting is not None:
+            history.append({"question": "(skipped by user)", "answer": ""})
+        assert isinstance(question, str)
+        text = b.answer if b.answer is not None else self.answerer(question, history)
         if conversation_id is not None:
             history.append(
                 {
-                    "question": body["question"],
+                    "question": question,
                     "preset": body.get("preset"),
                     "model": body["model"],
                     "references": body.get("references"),
@@ -228,6 +280,8 @@ class FakeUpstream:
         streaming = NDJSON in request.headers.get("accept", "")
         if b.raw is not None:
             return await self._write_raw(request, b, headers, NDJSON if streaming else "application/json")
+        if streaming and v2:
+            return await self._stream_v2(request, b, question, text, conversation_id, headers, trace_id)
         if streaming:
             return await self._stream(request, b, text, conversation_id, headers, trace_id)
         if b.malformed:
@@ -275,6 +329,58 @@ class FakeUpstream:
                     line["answer"] = so_far
                 end = b.newline * 2 if b.blank_lines else b.newline
                 await resp.write((json.dumps(line) + end).encode())
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; nothing to tell it
+        return resp
+
+    async def _stream_v2(
+        self,
+        request: web.Request,
+        b: Behaviour,
+        question: str,
+        text: str,
+        conversation_id: str | None,
+        headers: dict[str, str],
+        trace_id: str,
+    ) -> web.StreamResponse:
+        """v2's typed events: `before`, the text as `text_delta`s, `after`, then `done`. The knobs
+        `cut_after`, `garbage_after` and `error_after` count text lines, as in v1."""
+        resp = web.StreamResponse(headers={**headers, "content-type": NDJSON})
+        await resp.prepare(request)
+        end = (b.newline * 2 if b.blank_lines else b.newline).encode()
+
+        async def send(event: dict[str, Any]) -> None:
+            if event.get("type") == "ask_user_question" and conversation_id is not None:
+                self.paused[conversation_id] = str(event.get("tool_id"))
+            await resp.write(json.dumps({"id": conversation_id, **event}).encode() + end)
+            if b.fragment_delay:
+                await asyncio.sleep(b.fragment_delay)
+
+        pieces = fragments(text, b.fragment_size) if text else []
+        try:
+            for event in b.before:
+                await send(event)
+            for n in range(len(pieces) + 1):
+                if n == b.cut_after and request.transport is not None:
+                    request.transport.close()
+                    return resp
+                if n == b.garbage_after:
+                    await resp.write(b"this is not json" + end)
+                    break
+                if n == b.error_after:
+                    failure = {"type": "error", "message": "fake failure", "code": b.error_line_code}
+                    await resp.write(json.dumps({**failure, "trace_id": trace_id}).encode() + end)
+                    break
+                if n == len(pieces):
+                    for event in b.after:
+                        await send(event)
+                    if not b.no_done:
+                        await send(done(conversation_id, question, text, b.terminal_reason))
+                    break
+                if n and b.fragment_delay:
+                    await asyncio.sleep(b.fragment_delay)
+                await resp.write(json.dumps(text_delta(pieces[n], conversation_id)).encode() + end)
             await resp.write_eof()
         except ConnectionResetError:
             pass  # the client went away; nothing to tell it

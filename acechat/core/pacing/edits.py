@@ -21,15 +21,20 @@ class EditPacer:
         self._blocked_until = 0.0
         self._clock = clock
 
-    def delay(self, final: bool) -> float:
+    def delay(self, final: bool, *, spaced: bool = True, spare: int = 0) -> float:
+        """Seconds until an edit may go. `spaced=False` skips the spreading of intermediate edits (the
+        first answer text after a tool line); `spare` more slots must stay free after it (progress)."""
         now = self._clock()
         while self._times and now - self._times[0] >= self._window:
             self._times.popleft()
         wait = max(0.0, self._blocked_until - now)
         allowed = self._burst if final or self._burst == 1 else self._burst - 1
+        allowed -= spare
+        if allowed <= 0:
+            return max(wait, self._window)
         if len(self._times) >= allowed:
             wait = max(wait, self._times[len(self._times) - allowed] + self._window - now)
-        if not final and self._times:
+        if not final and spaced and self._times:
             wait = max(wait, self._times[-1] + self._spacing - now)
         return wait
 
