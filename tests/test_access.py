@@ -147,7 +147,7 @@ async def test_a_token_quota_counts_the_tokens_recorded_and_refuses_the_next_que
     assert "(bot) Your quota of 100 tokens a day is used up; it resets at 00:00 UTC" in out.getvalue()
     assert [b["question"] for b in fake_upstream.bodies if b] == ["u1: first"]
     # Recorded: the answered question (v1 reports no tokens), beside the rows written here.
-    used = await core.store.count_usage(WS, HERE.key, "U1", access.day_start(now))
+    used = await core.store.count_usage(WS, HERE.key, "U1", access.day_start(now), time.time())
     assert (used.user_questions, used.user_tokens) == (3, 110)
 
 

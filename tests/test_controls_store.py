@@ -69,7 +69,7 @@ async def test_usage_counts_answered_questions_and_reported_tokens_per_user_chan
     await store.record_usage(usage("U2", channel=f"{WS}:C2:-", tokens=1000))
     await store.record_usage(usage("U1", at=NOW - DAY))  # yesterday
     await store.record_usage(usage("U1", ws="slack:T2", channel="slack:T2:C1:-"))  # another workspace
-    counted = await store.count_usage(WS, CHANNEL, "U1", NOW - 10)
+    counted = await store.count_usage(WS, CHANNEL, "U1", NOW - NOW % DAY, NOW)
     assert counted == UsageCount(
         user_questions=2,
         user_tokens=105,
@@ -123,7 +123,7 @@ async def test_forget_me_removes_transcripts_and_usage_but_today_still_counts(
     left = await backend.query("SELECT author_id, scope_key FROM transcripts ORDER BY author_id, scope_key")
     assert left == [("U1", other_ws), ("U2", CHANNEL)]
     # Today's row still counts against the quota, but no longer names the user in listings.
-    assert (await store.count_usage(WS, CHANNEL, "U1", day_start)).user_questions == 1
+    assert (await store.count_usage(WS, CHANNEL, "U1", day_start, NOW)).user_questions == 1
     assert (await store.usage_totals(WS, day_start - DAY)).top_users == (("U2", 1),)
     assert (await store.list_audit(WS))[0].action is AuditAction.FORGET
     # After the day, pruning removes it.

@@ -95,7 +95,7 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         ]
         assert not await store.first_sighting("T1:Ev1")
         assert [(c.name, c.value) for c in await store.get_controls([f"{WS}:C1:-"])] == [("channel", "off")]
-        assert (await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0)).user_tokens == 42
+        assert (await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0, 2.0)).user_tokens == 42
         assert await store.is_engaged(f"{WS}:C1:7.1")
         # The copy continues where the file left off: the reset's epoch holds.
         assert not await store.save_conversation(

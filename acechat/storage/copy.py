@@ -111,6 +111,8 @@ TABLES = (
     # admins' controls, usage and engaged threads (issue 17)
     _upsert("controls", ("key", "name", "value", "updated_at"), ("key", "name")),
     _append("usage", _USAGE, _USAGE),
+    # The file's day counters as they stand (holds are in-flight questions: not copied).
+    _upsert("usage_counts", ("key", "day", "questions", "tokens"), ("key", "day")),
     _upsert("engaged_threads", ("thread_key", "channel_key", "at"), ("thread_key",)),
 )
 _ORDERED = {"audit", "transcripts", "usage"}

@@ -37,6 +37,7 @@ from acechat.storage.records import (
     ScopeSettings,
     TranscriptEntry,
     UsageCount,
+    UsageHold,
     UsageRecord,
     UsageTotals,
 )
@@ -387,12 +388,21 @@ class PostgresStore(Store):
                 _PG_PRUNE_USAGE, at - csql.USAGE_DAYS * DAY_SECONDS, at - at % DAY_SECONDS
             )
             engaged = await conn.execute(_PG_PRUNE_ENGAGED, at - csql.ENGAGED_DAYS * DAY_SECONDS)
+            counters = await conn.execute(_PG_PRUNE_COUNTERS, csql.day_of(at))
+            holds = await conn.execute(_PG_PRUNE_HOLDS, at)
             # Windows on the server's clock, as their hits are, unless a time is given.
             await conn.execute(
                 "DELETE FROM rate_windows WHERE expires_at < coalesce($1, extract(epoch FROM clock_timestamp()))",
                 now,
             )
-        return _count(transcripts) + _count(events) + _count(usage) + _count(engaged)
+        return (
+            _count(transcripts)
+            + _count(events)
+            + _count(usage)
+            + _count(engaged)
+            + _count(counters)
+            + _count(holds)
+        )
 
     async def first_sighting(self, key: str) -> bool:
         inserted = await self._db().fetchval(
@@ -452,16 +462,39 @@ class PostgresStore(Store):
         self._deliver(Change("control", key))
         return old
 
-    async def record_usage(self, usage: UsageRecord) -> None:
-        await self._db().execute(_PG_INSERT_USAGE, *csql.usage_row(usage))
+    async def record_usage(self, usage: UsageRecord, hold: UsageHold | None = None) -> None:
+        async with self._db().acquire() as conn, conn.transaction():
+            await conn.execute(_PG_INSERT_USAGE, *csql.usage_row(usage))
+            # In key order, as admissions lock them: no two writers wait on each other in a cycle.
+            await conn.executemany(_PG_ADD_TO_COUNTER, csql.counter_additions(usage))
+            if hold is not None:
+                await _end_hold(conn, hold)
 
     async def count_usage(
-        self, workspace_key: str, channel_key: str, user_id: str, since: float
+        self, workspace_key: str, channel_key: str, user_id: str, day: float, now: float
     ) -> UsageCount:
-        row = await self._db().fetchrow(
-            _PG_COUNT_USAGE, user_id, user_id, channel_key, channel_key, workspace_key, since
-        )
-        return csql.usage_count(tuple(row) if row is not None else (0,) * 6)
+        keys = csql.counter_keys(workspace_key, channel_key, user_id)
+        async with self._db().acquire() as conn:
+            return await _count_usage(conn, keys, day, now, lock=False)
+
+    async def hold_usage(
+        self, hold: UsageHold, now: float, admit: Callable[[UsageCount], bool]
+    ) -> tuple[bool, UsageCount]:
+        keys = csql.hold_keys(hold)
+        async with self._db().acquire() as conn, conn.transaction():
+            # The three counters locked in key order: admissions that share any of them, in any
+            # process, take turns, and each counts the holds of those before it.
+            for key in sorted(keys):
+                await conn.execute(_PG_ENSURE_COUNTER, key, hold.day)
+            count = await _count_usage(conn, keys, hold.day, now, lock=True)
+            if not admit(count):
+                return False, count
+            await conn.executemany(_PG_INSERT_HOLD, [(key, hold.id, hold.expires) for key in keys])
+        return True, count
+
+    async def release_usage(self, hold: UsageHold) -> None:
+        async with self._db().acquire() as conn, conn.transaction():
+            await _end_hold(conn, hold)
 
     async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals:
         async with self._db().acquire() as conn:
@@ -484,11 +517,31 @@ class PostgresStore(Store):
         self, workspace_key: str, user_id: str, day_start: float, *, audit: AuditEntry
     ) -> tuple[int, int]:
         async with self._db().acquire() as conn, conn.transaction():
-            transcripts = await conn.execute(_PG_FORGET_TRANSCRIPTS, user_id, workspace_key, workspace_key)
-            old = await conn.execute(_PG_FORGET_OLD_USAGE, workspace_key, user_id, day_start)
-            today = await conn.execute(_PG_FORGET_TODAY_USAGE, workspace_key, user_id)
-            await conn.execute(_INSERT_AUDIT, *_audit_args(audit))
-        return _count(transcripts), _count(old) + _count(today)
+            transcripts = _count(
+                await conn.execute(_PG_FORGET_TRANSCRIPTS, user_id, workspace_key, workspace_key)
+            )
+            old = _count(await conn.execute(_PG_FORGET_OLD_USAGE, workspace_key, user_id, day_start))
+            today = _count(await conn.execute(_PG_FORGET_TODAY_USAGE, workspace_key, user_id))
+            await conn.execute(_PG_FORGET_OLD_COUNTER, csql.user_counter(workspace_key, user_id), day_start)
+            forgotten = dataclasses.replace(audit, new=csql.forgotten(transcripts, old, today))
+            await conn.execute(_INSERT_AUDIT, *_audit_args(forgotten))
+        return transcripts, old + today
+
+
+async def _count_usage(
+    conn: asyncpg.pool.PoolConnectionProxy, keys: tuple[str, str, str], day: float, now: float, *, lock: bool
+) -> UsageCount:
+    found = {}
+    for key in sorted(keys):
+        row = await conn.fetchrow(_PG_READ_COUNTER_FOR_UPDATE if lock else _PG_READ_COUNTER, key, day)
+        held = await conn.fetchval(_PG_LIVE_HOLDS, key, now)
+        questions, tokens = (row[0], row[1]) if row is not None else (0, 0)
+        found[key] = (int(questions), int(tokens), int(held))
+    return csql.counted(keys, found)
+
+
+async def _end_hold(conn: asyncpg.pool.PoolConnectionProxy, hold: UsageHold) -> None:
+    await conn.executemany(_PG_DELETE_HOLD, [(key, hold.id) for key in csql.hold_keys(hold)])
 
 
 _PG_GET_CONTROLS = (
@@ -499,7 +552,16 @@ _PG_SELECT_CONTROL_FOR_UPDATE = csql.postgres_sql(csql.SELECT_CONTROL) + " FOR U
 _PG_UPSERT_CONTROL = csql.postgres_sql(csql.UPSERT_CONTROL)
 _PG_DELETE_CONTROL = csql.postgres_sql(csql.DELETE_CONTROL)
 _PG_INSERT_USAGE = csql.postgres_sql(csql.INSERT_USAGE)
-_PG_COUNT_USAGE = csql.postgres_sql(csql.COUNT_USAGE)
+_PG_ENSURE_COUNTER = csql.postgres_sql(csql.ENSURE_COUNTER)
+_PG_READ_COUNTER = csql.postgres_sql(csql.READ_COUNTER)
+_PG_READ_COUNTER_FOR_UPDATE = _PG_READ_COUNTER + " FOR UPDATE"
+_PG_ADD_TO_COUNTER = csql.postgres_sql(csql.ADD_TO_COUNTER)
+_PG_LIVE_HOLDS = csql.postgres_sql(csql.LIVE_HOLDS)
+_PG_INSERT_HOLD = csql.postgres_sql(csql.INSERT_HOLD)
+_PG_DELETE_HOLD = csql.postgres_sql(csql.DELETE_HOLD)
+_PG_FORGET_OLD_COUNTER = csql.postgres_sql(csql.FORGET_OLD_COUNTER)
+_PG_PRUNE_COUNTERS = csql.postgres_sql(csql.PRUNE_COUNTERS)
+_PG_PRUNE_HOLDS = csql.postgres_sql(csql.PRUNE_HOLDS)
 _PG_TOTAL_USAGE = csql.postgres_sql(csql.TOTAL_USAGE)
 _PG_TOP_USERS = csql.postgres_sql(csql.TOP_USERS)
 _PG_TOP_CHANNELS = csql.postgres_sql(csql.TOP_CHANNELS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from acechat.storage import controls_sql
 from acechat.storage.errors import SchemaVersionError
 
 if TYPE_CHECKING:
@@ -138,8 +139,21 @@ CREATE TABLE engaged_threads (
 CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key);
 """
 
+# Per-day counters for the quotas (read in O(1) per question) and the questions admitted under a
+# quota in flight, shared by every process.
+_V3_USAGE_COUNTERS = f"""
+CREATE TABLE usage_counts (
+    key text NOT NULL, day double precision NOT NULL, questions bigint NOT NULL, tokens bigint NOT NULL,
+    PRIMARY KEY (key, day)
+);
+CREATE TABLE usage_holds (
+    key text NOT NULL, hold text NOT NULL, expires double precision NOT NULL, PRIMARY KEY (key, hold)
+);
+{controls_sql.backfill_counters("floor(at / 86400) * 86400")};
+"""
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V3_USAGE_COUNTERS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

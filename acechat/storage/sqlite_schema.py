@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from sqlite_utils import Database
 
+from acechat.storage import controls_sql
 from acechat.storage.errors import SchemaVersionError
 
 Migration = Callable[[Database], None]
@@ -103,12 +104,30 @@ def _v4_controls_usage_and_engaged_threads(db: Database) -> None:
     db.execute("CREATE INDEX engaged_threads_channel ON engaged_threads (channel_key)")
 
 
+def _v5_usage_counters_and_holds(db: Database) -> None:
+    # Per-day counters for the quotas (read in O(1) per question) and the questions admitted under
+    # a quota in flight, shared by every process on the file.
+    db.execute(
+        """CREATE TABLE usage_counts (
+            key TEXT NOT NULL, day REAL NOT NULL, questions INTEGER NOT NULL, tokens INTEGER NOT NULL,
+            PRIMARY KEY (key, day)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE usage_holds (
+            key TEXT NOT NULL, hold TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key, hold)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(controls_sql.backfill_counters("CAST(at / 86400 AS INTEGER) * 86400.0"))
+
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_settings_and_conversations,
     _v2_transcripts_and_seen_events,
     _v3_conversation_epochs,
     _v4_controls_usage_and_engaged_threads,
+    _v5_usage_counters_and_holds,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
