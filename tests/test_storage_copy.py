@@ -71,6 +71,7 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         "seen_events": (1, 1, 0),
         "controls": (1, 1, 0),
         "usage": (1, 1, 0),
+        "usage_counts": (3, 3, 0),  # the row's user, channel and workspace
         "engaged_threads": (1, 1, 0),
     }
     again = await copy_to_postgres(path, pg_url)
