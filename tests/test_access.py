@@ -17,6 +17,7 @@ from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
+from acechat.core.settings import Settings
 from acechat.storage.records import Control, UsageCount, UsageRecord
 from tests.fakes.upstream import Behaviour, FakeUpstream
 from tests.test_console import console
@@ -182,6 +183,27 @@ async def test_questions_asked_at_once_cannot_all_slip_under_a_quota(
     used = await core.store.count_usage(WS, HERE.key, "U1", access.day_start(now), now)
     assert used.user_questions == 2
     assert await core.ask(Question(HERE, member, "later"), ConsoleTarget(out)) is Outcome.REFUSED
+
+
+async def test_two_cores_on_one_sqlite_file_hold_one_quota_between_them(
+    core: ChatCore, settings: Settings, fake_upstream: FakeUpstream
+) -> None:
+    """As two processes on one database file: the holds and counters are in the file."""
+    await console(core, "/quota channel 2/day")
+    other = await ChatCore.open(settings)
+    try:
+        fake_upstream.set_default(latency=0.2)
+        out = io.StringIO()
+        asks = [
+            each.ask(Question(HERE, Actor(f"U{n}", f"u{n}", Privilege.MEMBER), f"q{n}"), ConsoleTarget(out))
+            for n in range(3)
+            for each in (core, other)
+        ]
+        outcomes = await asyncio.gather(*asks)
+        assert sorted(o.value for o in outcomes) == ["answered"] * 2 + ["refused"] * 4
+        assert len(fake_upstream.requests) == 2
+    finally:
+        await other.aclose()
 
 
 async def test_per_workspace_counters(core: ChatCore, fake_upstream: FakeUpstream) -> None:
