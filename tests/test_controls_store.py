@@ -132,9 +132,7 @@ async def test_forget_me_removes_transcripts_and_usage_but_today_still_counts(
     logged = (await store.list_audit(WS))[0]
     assert logged.action is AuditAction.FORGET
     # How many rows went, never what they held.
-    assert logged.new == (
-        "deleted 2 transcripts and 1 usage rows; 1 of today's usage rows unnamed until the day ends"
-    )
+    assert logged.new == "deleted 2 transcripts, 1 usage rows; 1 today's unnamed"
     assert "secret" not in repr(await backend.query("SELECT * FROM audit"))
     # After the day, pruning removes it.
     await store.prune(now=day_start + DAY + 1)

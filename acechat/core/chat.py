@@ -21,7 +21,7 @@ from acechat.core.attachments import AttachmentChoice, choose_references
 from acechat.core.cache import LRU
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
-from acechat.core.controls import ControlCommands, ControlState, QuotaGate
+from acechat.core.controls import ControlCommands, ControlState, QuotaGate, direct_message_refusal
 from acechat.core.errors import UpstreamError
 from acechat.core.facts import Actor, Attachment
 from acechat.core.pacing.scheduler import Scheduler, Urgency
@@ -180,7 +180,7 @@ class ChatCore:
         if command.action is Action.ASK:
             question = Question(scope, actor, command.text or "", attachments, delivery, direct=direct)
             return await self.ask(question, target)
-        reply = await self.run_command(scope, actor, command, target, delivery=delivery)
+        reply = await self.run_command(scope, actor, command, target, delivery=delivery, direct=direct)
         if reply is None:
             return Outcome.DUPLICATE
         return Outcome.ANSWERED if reply.ok else Outcome.REFUSED
@@ -193,13 +193,14 @@ class ChatCore:
         target: ReplyTarget,
         *,
         delivery: str | None = None,
+        direct: bool = False,
     ) -> CommandReply | None:
         """Run a command and show its reply: to the channel when it announces a change, else to the
-        asker alone. None for a re-delivery, which is dropped."""
+        asker alone. None for a re-delivery, which is dropped. `direct`: typed in a direct message."""
         try:
             if delivery is not None and not await self._first_delivery(delivery, scope):
                 return None
-            reply = await self.execute(scope, actor, command, rights=target.rules.rights)
+            reply = await self.execute(scope, actor, command, rights=target.rules.rights, direct=direct)
         except Exception:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
@@ -225,11 +226,16 @@ class ChatCore:
         command: Command,
         *,
         rights: Mapping[Privilege, str] = GENERIC_RIGHTS,
+        direct: bool = False,
     ) -> CommandReply:
         """A command's reply, after checking the actor holds the level the command needs; a refusal
-        names the rights as `rights` (the platform's rules) names them."""
+        names the rights as `rights` (the platform's rules) names them. `direct`: typed in a direct
+        message, where a channel's own settings are refused."""
         if command.action is Action.ASK:
             return CommandReply(notices.NO_ASKING_HERE, ok=False)
+        channel_only = direct_message_refusal(scope, command, direct)
+        if channel_only is not None:
+            return channel_only
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level < required(command.action):
             log.info("refused %s: not enough rights", command.action.value, extra=_context(scope, actor))

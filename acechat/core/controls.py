@@ -143,6 +143,27 @@ class QuotaGate:
             log.exception("could not release a quota hold; it expires in %.0f s", self._hold_seconds)
 
 
+# A channel's own settings. Set in a direct message they would be stored and never read: direct
+# messages follow `access dms` (Slack) or the operator (Discord), and their threads are not followed.
+CHANNEL_ONLY = {Action.CHANNEL: "channel on|off", Action.ENGAGE: "engage mention|thread"}
+
+
+def direct_message_refusal(scope: Scope, command: Command, direct: bool) -> CommandReply | None:
+    """The refusal of a channel's own setting typed in a direct message (`direct`, or a DM of no
+    workspace), before any right is checked: it is refused to everyone there."""
+    shape = CHANNEL_ONLY.get(command.action)
+    if shape is None or not (direct or scope.workspace == DIRECT):
+        return None
+    text = f"`{shape}` applies to channels: type it in the channel it should change."
+    if command.action is Action.CHANNEL:
+        text += (
+            " Direct messages to me follow the workspace's `access dms on|off`."
+            if scope.platform == "slack"
+            else " Direct messages to me follow the bot operator's setting."
+        )
+    return CommandReply(text, ok=False)
+
+
 def _switch(value: bool | None, on: str, off: str, default: str) -> str:
     if value is None:
         return f"{default} (default)"
@@ -183,9 +204,6 @@ class ControlCommands:
         return None
 
     async def _channel(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        refused = self._not_in_dm(scope, "channel")
-        if refused:
-            return refused
         value = command.name or "on"
         changed, _ = await self._controls.set(
             scope, actor, scope.channel_scope.key, access.CHANNEL, value, AuditAction.CHANNEL
@@ -341,9 +359,6 @@ class ControlCommands:
     # --- threads ----------------------------------------------------------------------------------
 
     async def _engage(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        refused = self._not_in_dm(scope, "engage")
-        if refused:
-            return refused
         value = command.name or "mention"
         channel = scope.channel_scope.key
         changed, _ = await self._controls.set(scope, actor, channel, access.ENGAGE, value, AuditAction.ENGAGE)

@@ -134,10 +134,8 @@ def counted(keys: tuple[str, str, str], found: dict[str, tuple[int, int, int]]) 
 
 def forgotten(transcripts: int, old_usage: int, today_usage: int) -> str:
     """The audit's record of a `forget me`: how many rows, never what they held."""
-    return (
-        f"deleted {transcripts} transcripts and {old_usage} usage rows; "
-        f"{today_usage} of today's usage rows unnamed until the day ends"
-    )
+    # Short enough for the audit listing's values; today's rows stay, unnamed, until the day ends.
+    return f"deleted {transcripts} transcripts, {old_usage} usage rows; {today_usage} today's unnamed"
 
 
 def controls_select(count: int) -> str:
