@@ -218,7 +218,7 @@ async def test_admissions_at_once_from_two_processes_never_pass_a_quota(pg_url: 
     try:
         attempts = [
             (first if n % 2 else second).hold_usage(hold(n, channel=f"{WS}:C{n % 3}:-"), NOW, under(5))
-            for n in range(24)
+            for n in range(60)
         ]
         taken = [ok for ok, _ in await asyncio.gather(*attempts)]
         assert taken.count(True) == 5

@@ -32,10 +32,6 @@ INSERT_USAGE = f"INSERT INTO usage ({USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?
 # one primary-key read per user, channel and workspace, however busy the day. Questions count only
 # when answered; tokens whenever the service reported them. A user's `forget me` leaves today's
 # counter (counts only, no text) until the day ends, so quotas still hold.
-ENSURE_COUNTER = (
-    "INSERT INTO usage_counts (key, day, questions, tokens) VALUES (?, ?, 0, 0) "
-    "ON CONFLICT (key, day) DO NOTHING"
-)
 READ_COUNTER = "SELECT questions, tokens FROM usage_counts WHERE key = ? AND day = ?"
 ADD_TO_COUNTER = (
     "INSERT INTO usage_counts (key, day, questions, tokens) VALUES (?, ?, ?, ?) "

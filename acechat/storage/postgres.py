@@ -482,18 +482,21 @@ class PostgresStore(Store):
     ) -> tuple[bool, UsageCount]:
         keys = csql.hold_keys(hold)
         async with self._db().acquire() as conn, conn.transaction():
+            # A hold lives minutes: a server crash that loses the newest costs at most the questions
+            # then in flight, so its commit need not wait for the disk.
+            await conn.execute(_PG_NO_SYNC)
             # The three counters locked in key order: admissions that share any of them, in any
             # process, take turns, and each counts the holds of those before it.
-            for key in sorted(keys):
-                await conn.execute(_PG_ENSURE_COUNTER, key, hold.day)
+            await conn.execute(_PG_ENSURE_COUNTERS, sorted(keys), hold.day)
             count = await _count_usage(conn, keys, hold.day, now, lock=True)
             if not admit(count):
                 return False, count
-            await conn.executemany(_PG_INSERT_HOLD, [(key, hold.id, hold.expires) for key in keys])
+            await conn.execute(_PG_INSERT_HOLDS, list(keys), hold.id, hold.expires)
         return True, count
 
     async def release_usage(self, hold: UsageHold) -> None:
         async with self._db().acquire() as conn, conn.transaction():
+            await conn.execute(_PG_NO_SYNC)
             await _end_hold(conn, hold)
 
     async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals:
@@ -531,17 +534,16 @@ class PostgresStore(Store):
 async def _count_usage(
     conn: asyncpg.pool.PoolConnectionProxy, keys: tuple[str, str, str], day: float, now: float, *, lock: bool
 ) -> UsageCount:
-    found = {}
-    for key in sorted(keys):
-        row = await conn.fetchrow(_PG_READ_COUNTER_FOR_UPDATE if lock else _PG_READ_COUNTER, key, day)
-        held = await conn.fetchval(_PG_LIVE_HOLDS, key, now)
-        questions, tokens = (row[0], row[1]) if row is not None else (0, 0)
-        found[key] = (int(questions), int(tokens), int(held))
-    return csql.counted(keys, found)
+    counters = await conn.fetch(_PG_READ_COUNTERS_FOR_UPDATE if lock else _PG_READ_COUNTERS, list(keys), day)
+    holds: dict[str, int] = {row[0]: row[1] for row in await conn.fetch(_PG_LIVE_HOLDS, list(keys), now)}
+    found = {key: (0, 0, 0) for key in keys}
+    for key, questions, tokens in counters:
+        found[key] = (int(questions), int(tokens), 0)
+    return csql.counted(keys, {k: (q, t, int(holds.get(k, 0))) for k, (q, t, _) in found.items()})
 
 
 async def _end_hold(conn: asyncpg.pool.PoolConnectionProxy, hold: UsageHold) -> None:
-    await conn.executemany(_PG_DELETE_HOLD, [(key, hold.id) for key in csql.hold_keys(hold)])
+    await conn.execute(_PG_DELETE_HOLDS, list(csql.hold_keys(hold)), hold.id)
 
 
 _PG_GET_CONTROLS = (
@@ -552,13 +554,24 @@ _PG_SELECT_CONTROL_FOR_UPDATE = csql.postgres_sql(csql.SELECT_CONTROL) + " FOR U
 _PG_UPSERT_CONTROL = csql.postgres_sql(csql.UPSERT_CONTROL)
 _PG_DELETE_CONTROL = csql.postgres_sql(csql.DELETE_CONTROL)
 _PG_INSERT_USAGE = csql.postgres_sql(csql.INSERT_USAGE)
-_PG_ENSURE_COUNTER = csql.postgres_sql(csql.ENSURE_COUNTER)
-_PG_READ_COUNTER = csql.postgres_sql(csql.READ_COUNTER)
-_PG_READ_COUNTER_FOR_UPDATE = _PG_READ_COUNTER + " FOR UPDATE"
+# A question's three counters and holds in one statement each (arrays). Counter rows are inserted
+# and locked in sorted key order, as every writer takes them, so no two wait on each other in a cycle.
+_PG_NO_SYNC = "SET LOCAL synchronous_commit TO off"
+_PG_ENSURE_COUNTERS = (
+    "INSERT INTO usage_counts (key, day, questions, tokens) "
+    "SELECT key, $2, 0, 0 FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n) ORDER BY n "
+    "ON CONFLICT (key, day) DO NOTHING"
+)
+_PG_READ_COUNTERS = (
+    "SELECT key, questions, tokens FROM usage_counts WHERE key = ANY($1::text[]) AND day = $2 ORDER BY key"
+)
+_PG_READ_COUNTERS_FOR_UPDATE = _PG_READ_COUNTERS + " FOR UPDATE"
 _PG_ADD_TO_COUNTER = csql.postgres_sql(csql.ADD_TO_COUNTER)
-_PG_LIVE_HOLDS = csql.postgres_sql(csql.LIVE_HOLDS)
-_PG_INSERT_HOLD = csql.postgres_sql(csql.INSERT_HOLD)
-_PG_DELETE_HOLD = csql.postgres_sql(csql.DELETE_HOLD)
+_PG_LIVE_HOLDS = (
+    "SELECT key, count(*) FROM usage_holds WHERE key = ANY($1::text[]) AND expires > $2 GROUP BY key"
+)
+_PG_INSERT_HOLDS = "INSERT INTO usage_holds (key, hold, expires) SELECT unnest($1::text[]), $2, $3"
+_PG_DELETE_HOLDS = "DELETE FROM usage_holds WHERE key = ANY($1::text[]) AND hold = $2"
 _PG_FORGET_OLD_COUNTER = csql.postgres_sql(csql.FORGET_OLD_COUNTER)
 _PG_PRUNE_COUNTERS = csql.postgres_sql(csql.PRUNE_COUNTERS)
 _PG_PRUNE_HOLDS = csql.postgres_sql(csql.PRUNE_HOLDS)
