@@ -14,6 +14,7 @@ from acechat.bots.console import ConsoleTarget
 from acechat.core import access
 from acechat.core.access import Controls, Quota, Refusal, quota_refusal, where_refusal, who_refusal
 from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.commands import parse_command
 from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
@@ -226,3 +227,27 @@ async def test_per_workspace_counters(core: ChatCore, fake_upstream: FakeUpstrea
         "acechat_workspace_answer_chars_total", platform="console", workspace="local"
     ) == chars + len(answer)
     assert sample("acechat_refused_total", reason="quota user") == refused + 1
+
+
+async def test_a_channels_own_settings_are_refused_in_a_direct_message_and_nothing_is_stored(
+    core: ChatCore,
+) -> None:
+    admin = Actor("UADMIN", "ada", Privilege.WORKSPACE_ADMIN)
+    discord_dm = Scope.of("discord", None, "D1")
+    slack_dm = Scope.of("slack", "T1", "D1")
+    for line in ("channel off", "engage thread"):
+        shape = line.split()[0]
+        reply = await core.execute(discord_dm, admin, parse_command(line))
+        assert not reply.ok and f"`{shape}" in reply.text and "applies to channels" in reply.text
+        reply = await core.execute(slack_dm, admin, parse_command(line), direct=True)
+        assert not reply.ok and "applies to channels" in reply.text
+    assert (
+        "bot operator's setting" in (await core.execute(discord_dm, admin, parse_command("channel on"))).text
+    )
+    assert (
+        "`access dms on|off`"
+        in (await core.execute(slack_dm, admin, parse_command("channel on"), direct=True)).text
+    )
+    assert await core.store.get_controls([discord_dm.key, slack_dm.key, "slack:T1:D1:-"]) == []
+    # The same line in a channel is a change.
+    assert (await core.execute(Scope.of("slack", "T1", "C1"), admin, parse_command("channel off"))).ok

@@ -147,10 +147,6 @@ async def test_where_channel_off_and_access_listed_refuse_once_an_hour_then_sile
         assert "not one of the choices" in await command(fake, "channel", {"state": "sideways"})
         # Discord DMs are the operator's: the command says so.
         assert "with ACECHAT_DISCORD_DMS." in await command(fake, "access", {"mode": "dms off"})
-        # A channel's own setting in a DM is refused, not stored.
-        in_dm = await command(fake, "channel", {"state": "off"}, channel_id=fake.DM_CHANNEL_ID)
-        assert "`channel on|off` applies to channels" in in_dm
-        assert "follow the bot operator's setting" in in_dm
 
     async with running(settings, fake) as bot:  # a restart
         later = await fake.post_message(f"{BOT} after the restart")

@@ -233,13 +233,13 @@ class ChatCore:
         message, where a channel's own settings are refused."""
         if command.action is Action.ASK:
             return CommandReply(notices.NO_ASKING_HERE, ok=False)
-        channel_only = direct_message_refusal(scope, command, direct)
-        if channel_only is not None:
-            return channel_only
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level < required(command.action):
             log.info("refused %s: not enough rights", command.action.value, extra=_context(scope, actor))
             return CommandReply(refusal(command.action, rights), ok=False)
+        channel_only = direct_message_refusal(scope, command, direct)
+        if channel_only is not None:
+            return channel_only
         return await self._commands.run(scope, actor, command)
 
     async def ask(self, question: Question, target: ReplyTarget) -> Outcome:

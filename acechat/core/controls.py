@@ -150,7 +150,7 @@ CHANNEL_ONLY = {Action.CHANNEL: "channel on|off", Action.ENGAGE: "engage mention
 
 def direct_message_refusal(scope: Scope, command: Command, direct: bool) -> CommandReply | None:
     """The refusal of a channel's own setting typed in a direct message (`direct`, or a DM of no
-    workspace), before any right is checked: it is refused to everyone there."""
+    workspace) by someone who holds the right to set it elsewhere."""
     shape = CHANNEL_ONLY.get(command.action)
     if shape is None or not (direct or scope.workspace == DIRECT):
         return None
