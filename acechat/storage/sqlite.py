@@ -561,14 +561,14 @@ class SQLiteStore(Store):
         row = csql.usage_row(usage)
 
         def record(db: Database) -> None:
-            with write_transaction(db):
-                db.execute(csql.INSERT_USAGE, row)
-                for added in csql.counter_additions(usage):
-                    db.execute(csql.ADD_TO_COUNTER, added)
-                if hold is not None:
-                    _end_hold(db, hold)
+            db.execute(csql.INSERT_USAGE, row)
+            for added in csql.counter_additions(usage):
+                db.execute(csql.ADD_TO_COUNTER, added)
+            if hold is not None:
+                _end_hold(db, hold)
 
-        await self._worker.submit(record)
+        # Grouped: committed with the writes queued beside it, all of its own or none.
+        await self._worker.submit(record, grouped=True)
 
     async def count_usage(
         self, workspace_key: str, channel_key: str, user_id: str, day: float, now: float
@@ -594,11 +594,7 @@ class SQLiteStore(Store):
         return await self._worker.submit(take)
 
     async def release_usage(self, hold: UsageHold) -> None:
-        def release(db: Database) -> None:
-            with write_transaction(db):
-                _end_hold(db, hold)
-
-        await self._worker.submit(release)
+        await self._worker.submit(lambda db: _end_hold(db, hold), grouped=True)
 
     async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals:
         def totals(db: Database) -> UsageTotals:
