@@ -86,7 +86,7 @@ async def sqlite_figures(n: int, day: float) -> tuple[float, float]:
         conn.executemany(
             f"INSERT INTO usage ({csql.USAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", _rows(n, day)
         )
-        conn.execute(csql.backfill_counters("CAST(at / 86400 AS INTEGER) * 86400.0"))
+        conn.execute(csql.backfill_counters(csql.SQLITE_DAY))
         conn.execute("ANALYZE")
 
         async def rows() -> None:
@@ -110,7 +110,7 @@ async def postgres_figures(url: str, n: int, day: float) -> tuple[float, float]:
         await conn.copy_records_to_table(
             "usage", records=_rows(n, day), columns=csql.USAGE_COLUMNS.split(", ")
         )
-        await conn.execute(csql.backfill_counters("floor(at / 86400) * 86400"))
+        await conn.execute(csql.backfill_counters(csql.POSTGRES_DAY))
         await conn.execute("ANALYZE")
         query = csql.postgres_sql(ROWS_QUERY)
 

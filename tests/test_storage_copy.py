@@ -21,6 +21,7 @@ from acechat.storage.records import (
     ConversationRecord,
     CustomPreset,
     TranscriptEntry,
+    UsageCount,
     UsageRecord,
 )
 from acechat.storage.sqlite import SQLiteStore
@@ -71,7 +72,6 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         "seen_events": (1, 1, 0),
         "controls": (1, 1, 0),
         "usage": (1, 1, 0),
-        "usage_counts": (3, 3, 0),  # the row's user, channel and workspace
         "engaged_threads": (1, 1, 0),
     }
     again = await copy_to_postgres(path, pg_url)
@@ -96,7 +96,8 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         ]
         assert not await store.first_sighting("T1:Ev1")
         assert [(c.name, c.value) for c in await store.get_controls([f"{WS}:C1:-"])] == [("channel", "off")]
-        assert (await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0, 2.0)).user_tokens == 42
+        # The day counters are rebuilt from the usage rows there: copied twice, counted once.
+        assert await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0, 2.0) == UsageCount(1, 42, 1, 42, 1, 42)
         assert await store.is_engaged(f"{WS}:C1:7.1")
         # The copy continues where the file left off: the reset's epoch holds.
         assert not await store.save_conversation(

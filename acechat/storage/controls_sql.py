@@ -88,6 +88,11 @@ _LEVEL_KEYS = (
 )
 
 
+# The UTC day start of a usage row's `at`, in each dialect (SQLite's % would truncate `at` first).
+SQLITE_DAY = "CAST(at / 86400 AS INTEGER) * 86400.0"
+POSTGRES_DAY = "floor(at / 86400) * 86400"
+
+
 def backfill_counters(day: str) -> str:
     """The counters of the usage rows already stored (`day`: the dialect's UTC day start of `at`)."""
     return "INSERT INTO usage_counts (key, day, questions, tokens) " + " UNION ALL ".join(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acechat.storage import controls_sql as csql
 from acechat.storage import sqlite_schema
 from acechat.storage.errors import StoreError
 from acechat.storage.postgres import PostgresStore
@@ -111,8 +112,6 @@ TABLES = (
     # admins' controls, usage and engaged threads (issue 17)
     _upsert("controls", ("key", "name", "value", "updated_at"), ("key", "name")),
     _append("usage", _USAGE, _USAGE),
-    # The file's day counters as they stand (holds are in-flight questions: not copied).
-    _upsert("usage_counts", ("key", "day", "questions", "tokens"), ("key", "day")),
     _upsert("engaged_threads", ("thread_key", "channel_key", "at"), ("thread_key",)),
 )
 _ORDERED = {"audit", "transcripts", "usage"}
@@ -146,6 +145,10 @@ async def copy_to_postgres(db_path: Path, url: str) -> list[TableCopy]:
                 # One copy at a time, and none during a migration.
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
                 results = [await _copy_table(source, conn, table) for table in TABLES]
+                # The quotas' day counters, rebuilt from the usage rows now there (holds are questions
+                # in flight: not copied).
+                await conn.execute("DELETE FROM usage_counts")
+                await conn.execute(csql.backfill_counters(csql.POSTGRES_DAY))
                 # Processes already running on the target drop whatever they cached.
                 for kind in ("setting", "preset", "control"):
                     payload = json.dumps({"origin": "copy", "kind": kind, "key": EVERYTHING})

@@ -149,7 +149,7 @@ CREATE TABLE usage_counts (
 CREATE TABLE usage_holds (
     key text NOT NULL, hold text NOT NULL, expires double precision NOT NULL, PRIMARY KEY (key, hold)
 );
-{controls_sql.backfill_counters("floor(at / 86400) * 86400")};
+{controls_sql.backfill_counters(controls_sql.POSTGRES_DAY)};
 """
 
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.

@@ -118,7 +118,7 @@ def _v5_usage_counters_and_holds(db: Database) -> None:
             key TEXT NOT NULL, hold TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key, hold)
         ) WITHOUT ROWID"""
     )
-    db.execute(controls_sql.backfill_counters("CAST(at / 86400 AS INTEGER) * 86400.0"))
+    db.execute(controls_sql.backfill_counters(controls_sql.SQLITE_DAY))
 
 
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
