@@ -108,7 +108,7 @@ class QuotaGate:
     async def admit(
         self, scope: Scope, user_id: str, controls: Controls
     ) -> tuple[access.QuotaHit | None, UsageHold | None]:
-        """The quota the question would pass (nothing held), else None and the hold it takes."""
+        """The quota the question would go past (and nothing held), else None and the hold it takes."""
         now = time.time()
         hold = UsageHold(
             uuid.uuid4().hex,
