@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from acechat.storage import controls_sql
 from acechat.storage.errors import SchemaVersionError
 
 if TYPE_CHECKING:
@@ -153,6 +154,19 @@ CREATE TABLE pending_questions (
 CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at);
 """
 
+# Version 6: per-day counters for the quotas (read in O(1) per question) and the questions admitted under a
+# quota in flight, shared by every process.
+_V6_USAGE_COUNTERS = f"""
+CREATE TABLE usage_counts (
+    key text NOT NULL, day double precision NOT NULL, questions bigint NOT NULL, tokens bigint NOT NULL,
+    PRIMARY KEY (key, day)
+);
+CREATE TABLE usage_holds (
+    key text NOT NULL, hold text NOT NULL, expires double precision NOT NULL, PRIMARY KEY (key, hold)
+);
+{controls_sql.backfill_counters(controls_sql.POSTGRES_DAY)};
+"""
+
 # Schema versions are acechat's, not a backend's: one number means the same tables and columns on SQLite
 # and PostgreSQL (`acechat check` reports it for either). PostgreSQL arrived at version 3, which its first
 # migration creates whole; a later change gets the same next number on both.
@@ -161,7 +175,7 @@ FIRST_VERSION = 3
 _OWN_NUMBERING = {1: 3, 2: 4}
 
 # Append only: position + FIRST_VERSION is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V5_AI_CHAT_V2)
+MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V5_AI_CHAT_V2, _V6_USAGE_COUNTERS)
 
 
 def version_after(migrations: Sequence[str]) -> int:
