@@ -14,9 +14,11 @@ from acechat.bots.console import ConsoleTarget
 from acechat.core import access
 from acechat.core.access import Controls, Quota, Refusal, quota_refusal, where_refusal, who_refusal
 from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.commands import parse_command
 from acechat.core.facts import Actor
 from acechat.core.permissions import Privilege
 from acechat.core.scope import Scope
+from acechat.core.settings import Settings
 from acechat.storage.records import Control, UsageCount, UsageRecord
 from tests.fakes.upstream import Behaviour, FakeUpstream
 from tests.test_console import console
@@ -148,7 +150,7 @@ async def test_a_token_quota_counts_the_tokens_recorded_and_refuses_the_next_que
     assert [b["question"] for b in fake_upstream.bodies if b] == ["u1: first"]
     # Recorded: the answered question with the tokens v2's `done` reported (the fake: a quarter of the
     # characters, 2 for "u1: first" and 5 for its answer), beside the rows written here.
-    used = await core.store.count_usage(WS, HERE.key, "U1", access.day_start(now))
+    used = await core.store.count_usage(WS, HERE.key, "U1", access.day_start(now), time.time())
     assert (used.user_questions, used.user_tokens) == (3, 110 + 7)
 
 
@@ -178,9 +180,32 @@ async def test_questions_asked_at_once_cannot_all_slip_under_a_quota(
     )
     assert sorted(o.value for o in outcomes) == ["answered", "answered", "refused", "refused", "refused"]
     assert len(fake_upstream.requests) == 2
-    # Once they are over, the counts held for them are gone: the recorded rows count instead.
-    assert not core._holds
+    # Once they are over, the counts held for them are gone: the recorded answers count instead.
+    now = time.time()
+    used = await core.store.count_usage(WS, HERE.key, "U1", access.day_start(now), now)
+    assert used.user_questions == 2
     assert await core.ask(Question(HERE, member, "later"), ConsoleTarget(out)) is Outcome.REFUSED
+
+
+async def test_two_cores_on_one_sqlite_file_hold_one_quota_between_them(
+    core: ChatCore, settings: Settings, fake_upstream: FakeUpstream
+) -> None:
+    """As two processes on one database file: the holds and counters are in the file."""
+    await console(core, "/quota channel 2/day")
+    other = await ChatCore.open(settings)
+    try:
+        fake_upstream.set_default(latency=0.2)
+        out = io.StringIO()
+        asks = [
+            each.ask(Question(HERE, Actor(f"U{n}", f"u{n}", Privilege.MEMBER), f"q{n}"), ConsoleTarget(out))
+            for n in range(3)
+            for each in (core, other)
+        ]
+        outcomes = await asyncio.gather(*asks)
+        assert sorted(o.value for o in outcomes) == ["answered"] * 2 + ["refused"] * 4
+        assert len(fake_upstream.requests) == 2
+    finally:
+        await other.aclose()
 
 
 async def test_per_workspace_counters(core: ChatCore, fake_upstream: FakeUpstream) -> None:
@@ -203,3 +228,27 @@ async def test_per_workspace_counters(core: ChatCore, fake_upstream: FakeUpstrea
         "acechat_workspace_answer_chars_total", platform="console", workspace="local"
     ) == chars + len(answer)
     assert sample("acechat_refused_total", reason="quota user") == refused + 1
+
+
+async def test_a_channels_own_settings_are_refused_in_a_direct_message_and_nothing_is_stored(
+    core: ChatCore,
+) -> None:
+    admin = Actor("UADMIN", "ada", Privilege.WORKSPACE_ADMIN)
+    discord_dm = Scope.of("discord", None, "D1")
+    slack_dm = Scope.of("slack", "T1", "D1")
+    for line in ("channel off", "engage thread"):
+        shape = line.split()[0]
+        reply = await core.execute(discord_dm, admin, parse_command(line))
+        assert not reply.ok and f"`{shape}" in reply.text and "applies to channels" in reply.text
+        reply = await core.execute(slack_dm, admin, parse_command(line), direct=True)
+        assert not reply.ok and "applies to channels" in reply.text
+    assert (
+        "bot operator's setting" in (await core.execute(discord_dm, admin, parse_command("channel on"))).text
+    )
+    assert (
+        "`access dms on|off`"
+        in (await core.execute(slack_dm, admin, parse_command("channel on"), direct=True)).text
+    )
+    assert await core.store.get_controls([discord_dm.key, slack_dm.key, "slack:T1:D1:-"]) == []
+    # The same line in a channel is a change.
+    assert (await core.execute(Scope.of("slack", "T1", "C1"), admin, parse_command("channel off"))).ok

@@ -78,3 +78,19 @@ async def test_quota_counts_add_up_across_processes(
     assert await ask(second, "four") is Outcome.REFUSED
     usage = await second.execute(HERE, ADMIN, parse_command("usage"))
     assert "2 questions (2 answered)" in usage.text
+
+
+async def test_questions_at_once_in_two_processes_never_pass_a_quota_together(
+    cores: tuple[ChatCore, ChatCore], fake_upstream: FakeUpstream
+) -> None:
+    """Each process's questions in flight are held in the database, where the other counts them."""
+    first, second = cores
+    assert (await first.execute(HERE, ADMIN, parse_command("quota user 3/day"))).ok
+    fake_upstream.set_default(latency=0.3)
+    outcomes = await asyncio.gather(*(ask(core, f"q{n}") for n in range(4) for core in (first, second)))
+    assert sorted(o.value for o in outcomes) == ["answered"] * 3 + ["refused"] * 5
+    assert len(fake_upstream.requests) == 3
+    # Once over, the holds are gone and the answers count: the next question is refused too.
+    assert await ask(second, "later") is Outcome.REFUSED
+    usage = await first.execute(HERE, ADMIN, parse_command("usage"))
+    assert "3 questions (3 answered)" in usage.text

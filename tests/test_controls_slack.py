@@ -255,7 +255,30 @@ async def test_transcripts_off_keeps_no_text_and_forget_me_deletes_a_users_rows(
     assert reply.startswith("Deleted 1 of your questions and answers and 2 usage records here.")
     assert _query(bot, "SELECT question FROM transcripts") == []
     assert "`forget me`" not in reply
-    assert "· forget me ·" in await command(slack, bot, "audit")
+    # The audit says how many rows went, never what they held.
+    audit = await command(slack, bot, "audit")
+    assert "· forget me · channel C1 · — → `deleted 1 transcripts, 0 usage rows; 2 today's unnamed`" in audit
+    assert "kept question" not in audit
+
+
+async def test_a_channels_own_settings_typed_in_a_direct_message_are_refused_not_stored(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    for line in ("channel off", "engage thread", "engage mention"):
+        reply = await command(slack, bot, line, channel="D1")
+        assert "applies to channels: type it in the channel it should change" in reply, reply
+        # A member hears first that the command is not theirs (tests/test_abuse.py).
+        assert "needs" in await command(slack, bot, line, user="U1", channel="D1")
+    assert "follow the workspace's `access dms on|off`" in await command(
+        slack, bot, "channel off", channel="D1"
+    )
+    assert _query(bot, "SELECT key, name FROM controls") == []
+    assert "No admin changes yet." in await command(slack, bot, "audit", channel="D1")
+    # The workspace's own settings still work from a DM: they hold everywhere in it.
+    assert "turned direct messages to me off" in await command(slack, bot, "access dms off", channel="D1")
+    assert _query(bot, "SELECT name, value FROM controls") == [("dms", "off")]
+    # In a channel, the same command is a change.
+    assert "turned me off in this channel" in await command(slack, bot, "channel off")
 
 
 def _query(bot: Bot, sql: str) -> list[tuple[Any, ...]]:

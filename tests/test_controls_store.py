@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from acechat.storage.protocol import Store
 from acechat.storage.records import (
     AuditAction,
@@ -9,12 +12,13 @@ from acechat.storage.records import (
     Change,
     TranscriptEntry,
     UsageCount,
+    UsageHold,
     UsageRecord,
 )
-from tests.store_backends import Backend, backend, pg_database, store
+from tests.store_backends import Backend, PostgresBackend, backend, pg_database, pg_url, store
 from tests.test_store_contract import conversation
 
-__all__ = ["backend", "pg_database", "store"]  # fixtures
+__all__ = ["backend", "pg_database", "pg_url", "store"]  # fixtures
 
 WS = "slack:T_1"
 CHANNEL = f"{WS}:C1:-"
@@ -69,7 +73,7 @@ async def test_usage_counts_answered_questions_and_reported_tokens_per_user_chan
     await store.record_usage(usage("U2", channel=f"{WS}:C2:-", tokens=1000))
     await store.record_usage(usage("U1", at=NOW - DAY))  # yesterday
     await store.record_usage(usage("U1", ws="slack:T2", channel="slack:T2:C1:-"))  # another workspace
-    counted = await store.count_usage(WS, CHANNEL, "U1", NOW - 10)
+    counted = await store.count_usage(WS, CHANNEL, "U1", NOW - NOW % DAY, NOW)
     assert counted == UsageCount(
         user_questions=2,
         user_tokens=105,
@@ -118,14 +122,107 @@ async def test_forget_me_removes_transcripts_and_usage_but_today_still_counts(
     await store.record_usage(usage("U1", at=day_start - 5))
     await store.record_usage(usage("U1", at=day_start + 5))
     await store.record_usage(usage("U2", at=day_start + 5))
-    entry = AuditEntry(WS, CHANNEL, "U1", "u1", AuditAction.FORGET, None, "2 transcripts", NOW)
+    entry = AuditEntry(WS, CHANNEL, "U1", "u1", AuditAction.FORGET, None, None, NOW)
     assert await store.forget_user(WS, "U1", day_start, audit=entry) == (2, 2)
     left = await backend.query("SELECT author_id, scope_key FROM transcripts ORDER BY author_id, scope_key")
     assert left == [("U1", other_ws), ("U2", CHANNEL)]
     # Today's row still counts against the quota, but no longer names the user in listings.
-    assert (await store.count_usage(WS, CHANNEL, "U1", day_start)).user_questions == 1
+    assert (await store.count_usage(WS, CHANNEL, "U1", day_start, NOW)).user_questions == 1
     assert (await store.usage_totals(WS, day_start - DAY)).top_users == (("U2", 1),)
-    assert (await store.list_audit(WS))[0].action is AuditAction.FORGET
+    logged = (await store.list_audit(WS))[0]
+    assert logged.action is AuditAction.FORGET
+    # How many rows went, never what they held.
+    assert logged.new == "deleted 2 transcripts, 1 usage rows; 1 today's unnamed"
+    assert "secret" not in repr(await backend.query("SELECT * FROM audit"))
     # After the day, pruning removes it.
     await store.prune(now=day_start + DAY + 1)
     assert await backend.query("SELECT user_id FROM usage") == [("U2",)]
+
+
+# --- admission under quotas: per-day counters and holds shared by every process ------------------
+
+TODAY = NOW - NOW % DAY
+
+
+def hold(n: int, user: str = "U1", channel: str = CHANNEL, expires: float = NOW + 600) -> UsageHold:
+    return UsageHold(f"h{n}", WS, channel, user, TODAY, expires)
+
+
+def under(limit: int) -> Callable[[UsageCount], bool]:
+    return lambda used: used.user_questions < limit
+
+
+async def test_a_hold_counts_for_every_reader_until_its_question_is_recorded_or_released(
+    store: Store,
+) -> None:
+    await store.record_usage(usage("U1"))
+    assert await store.hold_usage(hold(1), NOW, under(3)) == (True, UsageCount(1, 0, 1, 0, 1, 0))
+    taken, seen = await store.hold_usage(hold(2, channel=f"{WS}:C2:-"), NOW, under(3))
+    # The second sees the first's hold on the user and workspace, not on its own channel.
+    assert taken and seen == UsageCount(2, 0, 0, 0, 2, 0)
+    assert (await store.count_usage(WS, CHANNEL, "U1", TODAY, NOW)).user_questions == 3
+    # Full: refused, nothing taken, the count that refused it returned.
+    assert await store.hold_usage(hold(3), NOW, under(3)) == (False, UsageCount(3, 0, 2, 0, 3, 0))
+    # Answered: the hold becomes an answered question, with its tokens.
+    await store.record_usage(usage("U1", tokens=50), hold(1))
+    # Failed upstream: the hold goes and nothing counts but the tokens reported.
+    await store.record_usage(usage("U1", channel=f"{WS}:C2:-", outcome="failed", tokens=5), hold(2))
+    assert await store.count_usage(WS, CHANNEL, "U1", TODAY, NOW) == UsageCount(2, 55, 2, 50, 2, 55)
+    # Refused after admission (a rate limit, a busy channel): released, it never counts.
+    assert (await store.hold_usage(hold(4), NOW, under(3)))[0]
+    await store.release_usage(hold(4))
+    await store.release_usage(hold(4))  # twice is harmless
+    assert (await store.count_usage(WS, CHANNEL, "U1", TODAY, NOW)).user_questions == 2
+    # Another day starts from nothing.
+    assert (await store.count_usage(WS, CHANNEL, "U1", TODAY + DAY, NOW + DAY)).user_questions == 0
+
+
+async def test_a_hold_left_by_a_dead_process_stops_counting_when_it_expires(store: Store) -> None:
+    assert (await store.hold_usage(hold(1, expires=NOW + 60), NOW, under(1)))[0]
+    assert not (await store.hold_usage(hold(2), NOW + 59, under(1)))[0]
+    assert (await store.hold_usage(hold(3), NOW + 61, under(1)))[0]
+    # Pruning removes expired holds and counters of days gone.
+    await store.record_usage(usage("U2", at=TODAY - 5))
+    removed = await store.prune(now=NOW + 120)
+    assert removed >= 4  # the expired hold's 3 rows and yesterday's usage row, with its counters
+    assert (await store.count_usage(WS, CHANNEL, "U1", TODAY, NOW + 120)).user_questions == 1
+
+
+async def test_counters_start_from_the_usage_rows_already_stored_on_upgrade(backend: Backend) -> None:
+    await backend.migrate(backend.migrations()[:-1])
+    values = ", ".join(
+        f"('{WS}', '{channel}', '{user}', 'm', 1, 1.0, '{outcome}', {tokens}, {at}, 0)"
+        for user, channel, outcome, tokens, at in (
+            ("U1", CHANNEL, "answered", 7, NOW),
+            ("U1", CHANNEL, "failed", 3, NOW),
+            ("U2", CHANNEL, "answered", "NULL", NOW),
+            ("U1", CHANNEL, "answered", 1, NOW - DAY),
+        )
+    )
+    await backend.query(
+        "INSERT INTO usage (workspace_key, channel_key, user_id, model, answer_chars, upstream_seconds, "
+        f"outcome, tokens, at, forgotten) VALUES {values}"
+    )
+    store = await backend.open()
+    try:
+        assert await store.count_usage(WS, CHANNEL, "U1", TODAY, NOW) == UsageCount(1, 10, 2, 10, 2, 10)
+        assert (await store.count_usage(WS, CHANNEL, "U1", TODAY - DAY, NOW)).user_tokens == 1
+    finally:
+        await store.close()
+
+
+async def test_admissions_at_once_from_two_processes_never_pass_a_quota(pg_url: str) -> None:
+    """Two stores on one database, each its own pool of sessions, as two processes of one bot."""
+    pg = PostgresBackend(pg_url)
+    first, second = await pg.open(), await pg.open()
+    try:
+        attempts = [
+            (first if n % 2 else second).hold_usage(hold(n, channel=f"{WS}:C{n % 3}:-"), NOW, under(5))
+            for n in range(60)
+        ]
+        taken = [ok for ok, _ in await asyncio.gather(*attempts)]
+        assert taken.count(True) == 5
+        assert (await second.count_usage(WS, CHANNEL, "U1", TODAY, NOW)).user_questions == 5
+    finally:
+        await first.close()
+        await second.close()

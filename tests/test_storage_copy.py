@@ -27,6 +27,7 @@ from acechat.storage.records import (
     PendingDelete,
     PendingQuestion,
     TranscriptEntry,
+    UsageCount,
     UsageRecord,
 )
 from acechat.storage.sqlite import SQLiteStore
@@ -119,7 +120,8 @@ async def test_copy_moves_every_table_and_a_second_run_adds_nothing(tmp_path: Pa
         ]
         assert not await store.first_sighting("T1:Ev1")
         assert [(c.name, c.value) for c in await store.get_controls([f"{WS}:C1:-"])] == [("channel", "off")]
-        assert (await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0)).user_tokens == 42
+        # The day counters are rebuilt from the usage rows there: copied twice, counted once.
+        assert await store.count_usage(WS, f"{WS}:C1:-", "U1", 0.0, 2.0) == UsageCount(1, 42, 1, 42, 1, 42)
         assert await store.is_engaged(f"{WS}:C1:7.1")
         assert await store.get_question("q1") == QUESTION
         assert await store.due_deletes(100.0) == [PendingDelete("up-old", "gpt-4o", 2, 99.0)]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from acechat.core import events, notices
+from acechat.core import access, events, notices
 from acechat.core.answer import AnswerView, progress_line, safe_url
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.commands import Action, Command, parse_command
@@ -247,7 +247,10 @@ async def test_done_records_token_usage_per_question(core: ChatCore, fake_upstre
         len(f"{n}: {q}") // 4 + len(f"Answer {i} to: {n}: {q}") // 4
         for i, n, q in ((1, "Dana", "count me"), (2, "Lee", "and me"))
     ]
-    counted = await core.store.count_usage(CHANNEL.workspace_key, CHANNEL.channel_scope.key, "U1", 0.0)
+    now = time.time()
+    counted = await core.store.count_usage(
+        CHANNEL.workspace_key, CHANNEL.channel_scope.key, "U1", access.day_start(now), now
+    )
     assert counted.user_tokens == expected[0] > 0 and counted.user_questions == 1
     assert counted.workspace_tokens == sum(expected)
 

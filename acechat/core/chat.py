@@ -26,7 +26,7 @@ from acechat.core.cache import LRU
 from acechat.core.choices import FORM_CHARS, Choices, Form, choices_for, form_for, parse_control
 from acechat.core.command_runner import CommandRunner
 from acechat.core.commands import Action, Command, CommandReply, parse_command
-from acechat.core.controls import ControlCommands, ControlState, Held, QuotaHolds
+from acechat.core.controls import ControlCommands, ControlState, QuotaGate, direct_message_refusal
 from acechat.core.errors import UpstreamError
 from acechat.core.events import Finished
 from acechat.core.facts import Actor, Attachment
@@ -62,6 +62,7 @@ from acechat.storage.records import (
     PendingDelete,
     PendingQuestion,
     TranscriptEntry,
+    UsageHold,
     UsageRecord,
 )
 
@@ -163,7 +164,7 @@ class ChatCore:
         # Questions per scope that hold or wait for its turn in this process.
         self._queued: dict[str, int] = {}
         self._noticed: LRU[str, float] = LRU(NOTICED_USERS)
-        self._holds = QuotaHolds()
+        self._quota = QuotaGate(settings, store)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -503,7 +504,7 @@ class ChatCore:
         if command.action is Action.ASK:
             question = Question(scope, actor, command.text or "", attachments, delivery, direct=direct)
             return await self.ask(question, target)
-        reply = await self.run_command(scope, actor, command, target, delivery=delivery)
+        reply = await self.run_command(scope, actor, command, target, delivery=delivery, direct=direct)
         if reply is None:
             return Outcome.DUPLICATE
         return Outcome.ANSWERED if reply.ok else Outcome.REFUSED
@@ -516,13 +517,14 @@ class ChatCore:
         target: ReplyTarget,
         *,
         delivery: str | None = None,
+        direct: bool = False,
     ) -> CommandReply | None:
         """Run a command and show its reply: to the channel when it announces a change, else to the
-        asker alone. None for a re-delivery, which is dropped."""
+        asker alone. None for a re-delivery, which is dropped. `direct`: typed in a direct message."""
         try:
             if delivery is not None and not await self._first_delivery(delivery, scope):
                 return None
-            reply = await self.execute(scope, actor, command, rights=target.rules.rights)
+            reply = await self.execute(scope, actor, command, rights=target.rules.rights, direct=direct)
         except Exception:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
@@ -548,15 +550,20 @@ class ChatCore:
         command: Command,
         *,
         rights: Mapping[Privilege, str] = GENERIC_RIGHTS,
+        direct: bool = False,
     ) -> CommandReply:
         """A command's reply, after checking the actor holds the level the command needs; a refusal
-        names the rights as `rights` (the platform's rules) names them."""
+        names the rights as `rights` (the platform's rules) names them. `direct`: typed in a direct
+        message, where a channel's own settings are refused."""
         if command.action is Action.ASK:
             return CommandReply(notices.NO_ASKING_HERE, ok=False)
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level < required(command.action):
             log.info("refused %s: not enough rights", command.action.value, extra=_context(scope, actor))
             return CommandReply(refusal(command.action, rights), ok=False)
+        channel_only = direct_message_refusal(scope, command, direct)
+        if channel_only is not None:
+            return channel_only
         return await self._commands.run(scope, actor, command)
 
     async def ask(self, question: Question, target: ReplyTarget) -> Outcome:
@@ -594,7 +601,7 @@ class ChatCore:
                 "refused a question: the channel's answers would not be shown in time",
                 extra=_context(scope, question.actor),
             )
-            self._holds.release(held)
+            await self._quota.release(held)
             window = self.settings.user_rate.per_seconds
             await self._refuse(question, target, _Refused(notices.channel_busy(busy), window, True))
             metrics.count_question(scope.platform, Outcome.REFUSED.value)
@@ -603,10 +610,10 @@ class ChatCore:
         self._idle.clear()
         metrics.IN_FLIGHT.inc()
         try:
-            outcome = await self._take_turn(question, target, reply)
+            outcome = await self._take_turn(question, target, reply, held)
         finally:
             reply.leave()
-            self._holds.release(held)
+            await self._quota.release(held)
             self._in_flight -= 1
             metrics.IN_FLIGHT.dec()
             if self._in_flight == 0:
@@ -766,7 +773,7 @@ class ChatCore:
         if not controls.autothread:
             return False
         refused, held = await self._controls_refusal(question, controls)
-        self._holds.release(held)
+        await self._quota.release(held)
         return refused is None
 
     async def autothread_channels(self) -> list[Scope]:
@@ -787,35 +794,35 @@ class ChatCore:
         log.info("ignoring a re-delivered event %s", delivery, extra={"platform": scope.platform})
         return False
 
-    async def _refusal(self, question: Question) -> tuple[_Refused | Outcome | None, Held]:
+    async def _refusal(self, question: Question) -> tuple[_Refused | Outcome | None, UsageHold | None]:
         """Why the question must not go upstream (or IGNORED: it was not for the bot), else None; and
-        the quota counters it holds while admitted (released by the caller)."""
+        the quota hold it takes while admitted (recorded or released by the caller)."""
         scope = question.scope
         controls = await self.controls.of(scope)
         if not question.mentioned and not await self._engaged(question):
-            return Outcome.IGNORED, ()
+            return Outcome.IGNORED, None
         text = question.text.strip()
         window = self.settings.user_rate.per_seconds
         if self._closing:
-            return _Refused(notices.RESTARTING, window, True), ()
+            return _Refused(notices.RESTARTING, window, True), None
         if not text and not question.attachments:
-            return _Refused(notices.EMPTY_QUESTION, window, True), ()
+            return _Refused(notices.EMPTY_QUESTION, window, True), None
         limit = self.settings.max_question_chars
         if len(text) > limit:
-            return _Refused(notices.too_long(len(text), limit), window, True), ()
+            return _Refused(notices.too_long(len(text), limit), window, True), None
         refused, held = await self._controls_refusal(question, controls)
         if refused is not None:
-            return refused, ()
+            return refused, None
         try:
             rated = await self._rate_refusal(question)
             if rated is None and question.mentioned and scope.is_thread and controls.engages_threads:
                 await self.store.engage_thread(scope.key, scope.channel_scope.key, time.time())
         except BaseException:
-            self._holds.release(held)
+            await self._quota.release(held)
             raise
         if rated is not None:
-            self._holds.release(held)
-            return rated, ()
+            await self._quota.release(held)
+            return rated, None
         return None, held
 
     async def _engaged(self, question: Question) -> bool:
@@ -828,14 +835,15 @@ class ChatCore:
 
     async def _controls_refusal(
         self, question: Question, controls: access.Controls
-    ) -> tuple[_Refused | None, Held]:
+    ) -> tuple[_Refused | None, UsageHold | None]:
         """Where, who and how much, in that order; admins (channel level and up) are never refused.
         An admitted question under quotas holds one count on its user, channel and workspace until it
-        ends, so questions asked at once cannot all slip under a quota before any is recorded."""
+        ends, in every process sharing the store, so questions asked at once cannot all slip under a
+        quota before any is recorded."""
         scope, actor = question.scope, question.actor
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level >= Privilege.CHANNEL_ADMIN:
-            return None, ()
+            return None, None
         direct = question.direct or scope.workspace == DIRECT
         which = access.where_refusal(
             controls,
@@ -848,33 +856,15 @@ class ChatCore:
         if which is not None:
             log.info("refused a question: %s", which.value, extra=_context(scope, actor))
             metrics.count_refusal(which.value)
-            return _Refused(access.REFUSALS[which], ACCESS_NOTICE_SECONDS, False), ()
+            return _Refused(access.REFUSALS[which], ACCESS_NOTICE_SECONDS, False), None
         if not controls.quotas:
-            return None, ()
-        # Taken before the count is read: questions arriving meanwhile see this one.
-        held = self._holds.take(scope, actor.user_id)
-        now = time.time()
-        try:
-            used = await self.store.count_usage(
-                scope.workspace_key, scope.channel_scope.key, actor.user_id, access.day_start(now)
-            )
-        except BaseException:
-            self._holds.release(held)
-            raise
-        user, channel, workspace = self._holds.others(held)
-        used = replace(
-            used,
-            user_questions=used.user_questions + user,
-            channel_questions=used.channel_questions + channel,
-            workspace_questions=used.workspace_questions + workspace,
-        )
-        hit = access.quota_refusal(controls, used)
+            return None, None
+        hit, held = await self._quota.admit(scope, actor.user_id, controls)
         if hit is None:
             return None, held
-        self._holds.release(held)
         log.info("refused a question: %s quota", hit.quota.name, extra=_context(scope, actor))
         metrics.count_refusal(f"quota {hit.quota.level}")
-        return _Refused(access.quota_text(hit, now), ACCESS_NOTICE_SECONDS, False), ()
+        return _Refused(access.quota_text(hit, time.time()), ACCESS_NOTICE_SECONDS, False), None
 
     async def _rate_refusal(self, question: Question) -> _Refused | None:
         scope = question.scope
@@ -921,7 +911,9 @@ class ChatCore:
 
     # --- answering --------------------------------------------------------------------------------
 
-    async def _take_turn(self, question: Question, target: ReplyTarget, reply: StreamingReply) -> Outcome:
+    async def _take_turn(
+        self, question: Question, target: ReplyTarget, reply: StreamingReply, held: UsageHold | None
+    ) -> Outcome:
         """Wait for the scope's turn (bounded in number and time), then answer."""
         scope = question.scope
         key = scope.key
@@ -943,7 +935,7 @@ class ChatCore:
                     return Outcome.REFUSED
                 # Typing starts with the turn: a queued question shows nothing until it is answered.
                 reply.start_typing()
-                return await self._answer(question, reply, target)
+                return await self._answer(question, reply, target, held)
         except PlatformForbidden as error:
             log.warning("the platform refused the bot here: %s", error, extra=_context(scope, question.actor))
             await reply.abort()
@@ -964,7 +956,9 @@ class ChatCore:
                 del self._queued[key]
         return Outcome.FAILED
 
-    async def _answer(self, question: Question, reply: StreamingReply, target: ReplyTarget) -> Outcome:
+    async def _answer(
+        self, question: Question, reply: StreamingReply, target: ReplyTarget, held: UsageHold | None
+    ) -> Outcome:
         scope = question.scope
         mentions = target.rules.mentions
         resolved = await self.state.resolve(scope)
@@ -1064,10 +1058,10 @@ class ChatCore:
                             replace(turn, conversation_id=None), reply, view, notes, remember, stop
                         )
                     except UpstreamError as again:
-                        await self._account(question, resolved.model, "", sent, Outcome.FAILED, None)
+                        await self._account(question, resolved.model, "", sent, Outcome.FAILED, None, held)
                         return await self._failed(question, reply, view, again, turn.conversation_id, controls)
                 else:
-                    await self._account(question, resolved.model, "", sent, Outcome.FAILED, None)
+                    await self._account(question, resolved.model, "", sent, Outcome.FAILED, None, held)
                     return await self._failed(question, reply, view, error, turn.conversation_id, controls)
             text = view.text
             tokens = view.usage.total_tokens if view.usage is not None else None
@@ -1115,7 +1109,7 @@ class ChatCore:
                 # Kept before the question shows, so an answer given at once finds it.
                 kept = await self._keep_question(question, view, conversation_id, record.turns)
             accounted = asyncio.ensure_future(
-                self._account(question, resolved.model, text, sent, Outcome.ANSWERED, tokens)
+                self._account(question, resolved.model, text, sent, Outcome.ANSWERED, tokens, held)
             )
             final = view.render(streaming=False)
             if notes:
@@ -1241,10 +1235,17 @@ class ChatCore:
         task.add_done_callback(done)
 
     async def _account(
-        self, question: Question, model: str, text: str, sent: float, outcome: Outcome, tokens: int | None
+        self,
+        question: Question,
+        model: str,
+        text: str,
+        sent: float,
+        outcome: Outcome,
+        tokens: int | None,
+        held: UsageHold | None,
     ) -> None:
-        """Record a question that went upstream, for `usage`, the quotas and the per-workspace metrics.
-        A database that refuses the write costs the record, never the answer."""
+        """Record a question that went upstream, for `usage`, the quotas (ending its hold) and the
+        per-workspace metrics. A database that refuses the write costs the record, never the answer."""
         scope = question.scope
         record = UsageRecord(
             workspace_key=scope.workspace_key,
@@ -1259,7 +1260,7 @@ class ChatCore:
         )
         metrics.count_workspace(scope.platform, scope.workspace, outcome.value, len(text), tokens)
         try:
-            await self.store.record_usage(record)
+            await self._quota.record(record, held)
         except Exception:
             log.exception("could not record usage", extra=_context(scope, question.actor))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+import uuid
 from collections.abc import Awaitable, Callable
 
 from acechat.core import access
@@ -23,7 +23,7 @@ from acechat.core.scope import DIRECT, Scope
 from acechat.core.settings import Settings
 from acechat.core.state import audit_entry
 from acechat.storage import EVERYTHING, Change, Store
-from acechat.storage.records import AuditAction, Control
+from acechat.storage.records import AuditAction, Control, UsageHold, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -88,42 +88,80 @@ class ControlState:
         return True, old
 
 
-Held = tuple[str, ...]
+# How long a hold outlives its process if that dies mid-question: past the longest wait for a turn
+# and the longest answer, with margin.
+HOLD_MARGIN_SECONDS = 60.0
 
 
-class QuotaHolds:
-    """Questions admitted under a quota and not yet recorded, in this process, by user, channel and
-    workspace: counted with the recorded ones, so questions asked at once cannot all slip under it."""
+class QuotaGate:
+    """Admission under the workspace's quotas, atomic for every process sharing the store: an
+    admitted question holds one count on its user, channel and workspace until its usage is
+    recorded (then it counts if answered) or it is released, so questions asked at once, in one
+    process or several, cannot together pass a quota."""
 
-    def __init__(self) -> None:
-        self._held: Counter[str] = Counter()
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self._store = store
+        self._hold_seconds = settings.max_wait + settings.answer_timeout + HOLD_MARGIN_SECONDS
+        # Holds of this process not yet recorded or released.
+        self._open: set[str] = set()
 
-    def take(self, scope: Scope, user_id: str) -> Held:
-        """Hold one count for a question now (before the recorded ones are read); release it later."""
-        held = (
-            f"user:{scope.workspace_key}:{user_id}",
-            f"channel:{scope.channel_scope.key}",
-            f"workspace:{scope.workspace_key}",
+    async def admit(
+        self, scope: Scope, user_id: str, controls: Controls
+    ) -> tuple[access.QuotaHit | None, UsageHold | None]:
+        """The quota the question would go past (and nothing held), else None and the hold it takes."""
+        now = time.time()
+        hold = UsageHold(
+            uuid.uuid4().hex,
+            scope.workspace_key,
+            scope.channel_scope.key,
+            user_id,
+            access.day_start(now),
+            now + self._hold_seconds,
         )
-        for key in held:
-            self._held[key] += 1
-        return held
+        taken, used = await self._store.hold_usage(
+            hold, now, lambda used: access.quota_refusal(controls, used) is None
+        )
+        if taken:
+            self._open.add(hold.id)
+            return None, hold
+        return access.quota_refusal(controls, used), None
 
-    def others(self, held: Held) -> tuple[int, int, int]:
-        """How many other questions hold each of `held`'s counts (user, channel, workspace)."""
-        user, channel, workspace = (self._held[key] - 1 for key in held)
-        return user, channel, workspace
+    async def record(self, usage: UsageRecord, hold: UsageHold | None) -> None:
+        """Record a question that went upstream, ending its hold in the same transaction."""
+        await self._store.record_usage(usage, hold)
+        if hold is not None:
+            self._open.discard(hold.id)
 
-    def release(self, held: Held) -> None:
-        for key in held:
-            left = self._held[key] - 1
-            if left:
-                self._held[key] = left
-            else:
-                del self._held[key]
+    async def release(self, hold: UsageHold | None) -> None:
+        """End a hold whose question was not recorded; a store that fails leaves it to expire."""
+        if hold is None or hold.id not in self._open:
+            return
+        self._open.discard(hold.id)
+        try:
+            await self._store.release_usage(hold)
+        except Exception:
+            log.exception("could not release a quota hold; it expires in %.0f s", self._hold_seconds)
 
-    def __bool__(self) -> bool:
-        return bool(self._held)
+
+# A channel's own settings. Set in a direct message they would be stored and never read: direct
+# messages follow `access dms` (Slack) or the operator (Discord), and their threads are not followed.
+CHANNEL_ONLY = {Action.CHANNEL: "channel on|off", Action.ENGAGE: "engage mention|thread"}
+
+
+def direct_message_refusal(scope: Scope, command: Command, direct: bool) -> CommandReply | None:
+    """The refusal of a channel's own setting typed in a direct message (`direct`, or a DM of no
+    workspace) by someone who holds the right to set it elsewhere."""
+    shape = CHANNEL_ONLY.get(command.action)
+    if shape is None or not (direct or scope.workspace == DIRECT):
+        return None
+    text = f"`{shape}` applies to channels: type it in the channel it should change."
+    if command.action is Action.CHANNEL:
+        text += (
+            " Direct messages to me follow the workspace's `access dms on|off`."
+            if scope.platform == "slack"
+            else " Direct messages to me follow the bot operator's setting."
+        )
+    return CommandReply(text, ok=False)
 
 
 def _switch(value: bool | None, on: str, off: str, default: str) -> str:
@@ -166,9 +204,6 @@ class ControlCommands:
         return None
 
     async def _channel(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        refused = self._not_in_dm(scope, "channel")
-        if refused:
-            return refused
         value = command.name or "on"
         changed, _ = await self._controls.set(
             scope, actor, scope.channel_scope.key, access.CHANNEL, value, AuditAction.CHANNEL
@@ -333,9 +368,6 @@ class ControlCommands:
     # --- threads ----------------------------------------------------------------------------------
 
     async def _engage(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
-        refused = self._not_in_dm(scope, "engage")
-        if refused:
-            return refused
         value = command.name or "mention"
         channel = scope.channel_scope.key
         changed, _ = await self._controls.set(scope, actor, channel, access.ENGAGE, value, AuditAction.ENGAGE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from acechat.storage.records import Control, UsageCount, UsageRecord, UsageTotals
+from acechat.storage.records import Control, UsageCount, UsageHold, UsageRecord, UsageTotals
 
 # How long usage rows and engaged threads are kept: past the longest `usage` period, with margin.
 USAGE_DAYS = 90
@@ -28,16 +28,21 @@ UPSERT_CONTROL = (
 )
 DELETE_CONTROL = "DELETE FROM controls WHERE key = ? AND name = ?"
 INSERT_USAGE = f"INSERT INTO usage ({USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# Questions count only when answered; tokens whenever the service reported them. Rows a user had
-# forgotten today still count against quotas until the day ends (they hold no text, only counts).
-COUNT_USAGE = (
-    "SELECT count(*) FILTER (WHERE user_id = ? AND outcome = 'answered'), "
-    "coalesce(sum(tokens) FILTER (WHERE user_id = ?), 0), "
-    "count(*) FILTER (WHERE channel_key = ? AND outcome = 'answered'), "
-    "coalesce(sum(tokens) FILTER (WHERE channel_key = ?), 0), "
-    "count(*) FILTER (WHERE outcome = 'answered'), coalesce(sum(tokens), 0) "
-    "FROM usage WHERE workspace_key = ? AND at >= ?"
+# The quotas read per-day counters, kept in the transaction that adds each usage row, not the rows:
+# one primary-key read per user, channel and workspace, however busy the day. Questions count only
+# when answered; tokens whenever the service reported them. A user's `forget me` leaves today's
+# counter (counts only, no text) until the day ends, so quotas still hold.
+READ_COUNTER = "SELECT questions, tokens FROM usage_counts WHERE key = ? AND day = ?"
+ADD_TO_COUNTER = (
+    "INSERT INTO usage_counts (key, day, questions, tokens) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (key, day) DO UPDATE SET questions = usage_counts.questions + excluded.questions, "
+    "tokens = usage_counts.tokens + excluded.tokens"
 )
+# Questions admitted under a quota and not yet recorded, per counter; a hold whose process died
+# stops counting when it expires.
+LIVE_HOLDS = "SELECT count(*) FROM usage_holds WHERE key = ? AND expires > ?"
+INSERT_HOLD = "INSERT INTO usage_holds (key, hold, expires) VALUES (?, ?, ?)"
+DELETE_HOLD = "DELETE FROM usage_holds WHERE key = ? AND hold = ?"
 TOTAL_USAGE = (
     "SELECT count(*), count(*) FILTER (WHERE outcome = 'answered'), coalesce(sum(answer_chars), 0), "
     "coalesce(sum(upstream_seconds), 0), coalesce(sum(tokens), 0) "
@@ -67,8 +72,71 @@ FORGET_OLD_USAGE = "DELETE FROM usage WHERE workspace_key = ? AND user_id = ? AN
 FORGET_TODAY_USAGE = (
     "UPDATE usage SET forgotten = 1 WHERE workspace_key = ? AND user_id = ? AND forgotten = 0"
 )
+FORGET_OLD_COUNTER = "DELETE FROM usage_counts WHERE key = ? AND day < ?"
 PRUNE_USAGE = "DELETE FROM usage WHERE at < ? OR (forgotten = 1 AND at < ?)"
+PRUNE_COUNTERS = "DELETE FROM usage_counts WHERE day < ?"
+PRUNE_HOLDS = "DELETE FROM usage_holds WHERE expires < ?"
 PRUNE_ENGAGED = "DELETE FROM engaged_threads WHERE at < ?"
+
+
+DAY_SECONDS = 86400.0
+# Counter keys by level; a question adds to its user's, channel's and workspace's.
+_LEVEL_KEYS = (
+    "'user:' || workspace_key || ':' || user_id",
+    "'channel:' || channel_key",
+    "'workspace:' || workspace_key",
+)
+
+
+# The UTC day start of a usage row's `at`, in each dialect (SQLite's % would truncate `at` first).
+SQLITE_DAY = "CAST(at / 86400 AS INTEGER) * 86400.0"
+POSTGRES_DAY = "floor(at / 86400) * 86400"
+
+
+def backfill_counters(day: str) -> str:
+    """The counters of the usage rows already stored (`day`: the dialect's UTC day start of `at`)."""
+    return "INSERT INTO usage_counts (key, day, questions, tokens) " + " UNION ALL ".join(
+        f"SELECT {key}, {day}, count(*) FILTER (WHERE outcome = 'answered'), coalesce(sum(tokens), 0) "
+        "FROM usage GROUP BY 1, 2"
+        for key in _LEVEL_KEYS
+    )
+
+
+def user_counter(workspace_key: str, user_id: str) -> str:
+    return f"user:{workspace_key}:{user_id}"
+
+
+def counter_keys(workspace_key: str, channel_key: str, user_id: str) -> tuple[str, str, str]:
+    """The user's, channel's and workspace's counter keys (as `_LEVEL_KEYS` builds them)."""
+    return user_counter(workspace_key, user_id), f"channel:{channel_key}", f"workspace:{workspace_key}"
+
+
+def hold_keys(hold: UsageHold) -> tuple[str, str, str]:
+    return counter_keys(hold.workspace_key, hold.channel_key, hold.user_id)
+
+
+def day_of(at: float) -> float:
+    return at - at % DAY_SECONDS
+
+
+def counter_additions(u: UsageRecord) -> list[tuple[Any, ...]]:
+    """ADD_TO_COUNTER's arguments for one usage row, in key order (the order every writer locks in)."""
+    answered = 1 if u.outcome == "answered" else 0
+    day = day_of(u.at)
+    keys = sorted(counter_keys(u.workspace_key, u.channel_key, u.user_id))
+    return [(key, day, answered, u.tokens or 0) for key in keys]
+
+
+def counted(keys: tuple[str, str, str], found: dict[str, tuple[int, int, int]]) -> UsageCount:
+    """A UsageCount from (questions, tokens, live holds) per counter key, `keys` as counter_keys gives."""
+    (uq, ut, uh), (cq, ct, ch), (wq, wt, wh) = (found.get(k, (0, 0, 0)) for k in keys)
+    return UsageCount(uq + uh, ut, cq + ch, ct, wq + wh, wt)
+
+
+def forgotten(transcripts: int, old_usage: int, today_usage: int) -> str:
+    """The audit's record of a `forget me`: how many rows, never what they held."""
+    # Short enough for the audit listing's values; today's rows stay, unnamed, until the day ends.
+    return f"deleted {transcripts} transcripts, {old_usage} usage rows; {today_usage} today's unnamed"
 
 
 def controls_select(count: int) -> str:
@@ -93,10 +161,6 @@ def usage_row(u: UsageRecord) -> tuple[Any, ...]:
 
 def control(row: Sequence[Any]) -> Control:
     return Control(str(row[0]), str(row[1]), str(row[2]), float(row[3]))
-
-
-def usage_count(row: Sequence[Any]) -> UsageCount:
-    return UsageCount(*(int(v or 0) for v in row))
 
 
 def usage_totals(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acechat.storage import controls_sql as csql
 from acechat.storage import sqlite_schema
 from acechat.storage.errors import StoreError
 from acechat.storage.postgres import PostgresStore
@@ -250,6 +251,10 @@ async def copy_to_postgres(
                     for table in TABLES:
                         await conn.execute(f"DELETE FROM {table.name}")
                 results = [await _copy_table(source, conn, table, mode) for table in TABLES]
+                # The quotas' day counters, rebuilt from the usage rows now there (holds are questions
+                # in flight: not copied).
+                await conn.execute("DELETE FROM usage_counts")
+                await conn.execute(csql.backfill_counters(csql.POSTGRES_DAY))
                 await _audit(conn, workspaces, mode, db_path, sum(held.values()))
                 # Processes already running on the target drop whatever they cached.
                 for kind in ("setting", "preset", "control"):

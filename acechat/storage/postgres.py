@@ -41,6 +41,7 @@ from acechat.storage.records import (
     ScopeSettings,
     TranscriptEntry,
     UsageCount,
+    UsageHold,
     UsageRecord,
     UsageTotals,
 )
@@ -417,12 +418,22 @@ class PostgresStore(AiChatV2Queries, Store):
                 _PG_PRUNE_USAGE, at - csql.USAGE_DAYS * DAY_SECONDS, at - at % DAY_SECONDS
             )
             engaged = await conn.execute(_PG_PRUNE_ENGAGED, at - csql.ENGAGED_DAYS * DAY_SECONDS)
+            counters = await conn.execute(_PG_PRUNE_COUNTERS, csql.day_of(at))
+            holds = await conn.execute(_PG_PRUNE_HOLDS, at)
             # Windows on the server's clock, as their hits are, unless a time is given.
             await conn.execute(
                 "DELETE FROM rate_windows WHERE expires_at < coalesce($1, extract(epoch FROM clock_timestamp()))",
                 now,
             )
-        return _count(transcripts) + _count(events) + _count(usage) + _count(engaged) + _count(answers)
+        return (
+            _count(transcripts)
+            + _count(events)
+            + _count(usage)
+            + _count(engaged)
+            + _count(counters)
+            + _count(holds)
+            + _count(answers)
+        )
 
     async def first_sighting(self, key: str) -> bool:
         inserted = await self._db().fetchval(
@@ -482,16 +493,42 @@ class PostgresStore(AiChatV2Queries, Store):
         self._deliver(Change("control", key))
         return old
 
-    async def record_usage(self, usage: UsageRecord) -> None:
-        await self._db().execute(_PG_INSERT_USAGE, *csql.usage_row(usage))
+    async def record_usage(self, usage: UsageRecord, hold: UsageHold | None = None) -> None:
+        async with self._db().acquire() as conn, conn.transaction():
+            await conn.execute(_PG_INSERT_USAGE, *csql.usage_row(usage))
+            # In key order, as admissions lock them: no two writers wait on each other in a cycle.
+            await conn.executemany(_PG_ADD_TO_COUNTER, csql.counter_additions(usage))
+            if hold is not None:
+                await _end_hold(conn, hold)
 
     async def count_usage(
-        self, workspace_key: str, channel_key: str, user_id: str, since: float
+        self, workspace_key: str, channel_key: str, user_id: str, day: float, now: float
     ) -> UsageCount:
-        row = await self._db().fetchrow(
-            _PG_COUNT_USAGE, user_id, user_id, channel_key, channel_key, workspace_key, since
-        )
-        return csql.usage_count(tuple(row) if row is not None else (0,) * 6)
+        keys = csql.counter_keys(workspace_key, channel_key, user_id)
+        async with self._db().acquire() as conn:
+            return await _count_usage(conn, keys, day, now, lock=False)
+
+    async def hold_usage(
+        self, hold: UsageHold, now: float, admit: Callable[[UsageCount], bool]
+    ) -> tuple[bool, UsageCount]:
+        keys = csql.hold_keys(hold)
+        async with self._db().acquire() as conn, conn.transaction():
+            # A hold lives minutes: a server crash that loses the newest costs at most the questions
+            # then in flight, so its commit need not wait for the disk.
+            await conn.execute(_PG_NO_SYNC)
+            # The three counters locked in key order: admissions that share any of them, in any
+            # process, take turns, and each counts the holds of those before it.
+            await conn.execute(_PG_ENSURE_COUNTERS, sorted(keys), hold.day)
+            count = await _count_usage(conn, keys, hold.day, now, lock=True)
+            if not admit(count):
+                return False, count
+            await conn.execute(_PG_INSERT_HOLDS, list(keys), hold.id, hold.expires)
+        return True, count
+
+    async def release_usage(self, hold: UsageHold) -> None:
+        async with self._db().acquire() as conn, conn.transaction():
+            await conn.execute(_PG_NO_SYNC)
+            await _end_hold(conn, hold)
 
     async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals:
         async with self._db().acquire() as conn:
@@ -514,11 +551,15 @@ class PostgresStore(AiChatV2Queries, Store):
         self, workspace_key: str, user_id: str, day_start: float, *, audit: AuditEntry
     ) -> tuple[int, int]:
         async with self._db().acquire() as conn, conn.transaction():
-            transcripts = await conn.execute(_PG_FORGET_TRANSCRIPTS, user_id, workspace_key, workspace_key)
-            old = await conn.execute(_PG_FORGET_OLD_USAGE, workspace_key, user_id, day_start)
-            today = await conn.execute(_PG_FORGET_TODAY_USAGE, workspace_key, user_id)
-            await conn.execute(_INSERT_AUDIT, *_audit_args(audit))
-        return _count(transcripts), _count(old) + _count(today)
+            transcripts = _count(
+                await conn.execute(_PG_FORGET_TRANSCRIPTS, user_id, workspace_key, workspace_key)
+            )
+            old = _count(await conn.execute(_PG_FORGET_OLD_USAGE, workspace_key, user_id, day_start))
+            today = _count(await conn.execute(_PG_FORGET_TODAY_USAGE, workspace_key, user_id))
+            await conn.execute(_PG_FORGET_OLD_COUNTER, csql.user_counter(workspace_key, user_id), day_start)
+            forgotten = dataclasses.replace(audit, new=csql.forgotten(transcripts, old, today))
+            await conn.execute(_INSERT_AUDIT, *_audit_args(forgotten))
+        return transcripts, old + today
 
     # answers in flight, stop requests and feedback (issue 18)
 
@@ -627,6 +668,21 @@ class PostgresStore(AiChatV2Queries, Store):
         return [FeedbackTally(r["model"], r["preset"], int(r["up"]), int(r["down"])) for r in rows]
 
 
+async def _count_usage(
+    conn: asyncpg.pool.PoolConnectionProxy, keys: tuple[str, str, str], day: float, now: float, *, lock: bool
+) -> UsageCount:
+    counters = await conn.fetch(_PG_READ_COUNTERS_FOR_UPDATE if lock else _PG_READ_COUNTERS, list(keys), day)
+    holds: dict[str, int] = {row[0]: row[1] for row in await conn.fetch(_PG_LIVE_HOLDS, list(keys), now)}
+    found = {key: (0, 0, 0) for key in keys}
+    for key, questions, tokens in counters:
+        found[key] = (int(questions), int(tokens), 0)
+    return csql.counted(keys, {k: (q, t, int(holds.get(k, 0))) for k, (q, t, _) in found.items()})
+
+
+async def _end_hold(conn: asyncpg.pool.PoolConnectionProxy, hold: UsageHold) -> None:
+    await conn.execute(_PG_DELETE_HOLDS, list(csql.hold_keys(hold)), hold.id)
+
+
 _PG_GET_CONTROLS = (
     f"SELECT {csql.CONTROL_COLUMNS} FROM controls WHERE key = ANY($1::text[]) ORDER BY key, name"
 )
@@ -635,7 +691,27 @@ _PG_SELECT_CONTROL_FOR_UPDATE = csql.postgres_sql(csql.SELECT_CONTROL) + " FOR U
 _PG_UPSERT_CONTROL = csql.postgres_sql(csql.UPSERT_CONTROL)
 _PG_DELETE_CONTROL = csql.postgres_sql(csql.DELETE_CONTROL)
 _PG_INSERT_USAGE = csql.postgres_sql(csql.INSERT_USAGE)
-_PG_COUNT_USAGE = csql.postgres_sql(csql.COUNT_USAGE)
+# A question's three counters and holds in one statement each (arrays). Counter rows are inserted
+# and locked in sorted key order, as every writer takes them, so no two wait on each other in a cycle.
+_PG_NO_SYNC = "SET LOCAL synchronous_commit TO off"
+_PG_ENSURE_COUNTERS = (
+    "INSERT INTO usage_counts (key, day, questions, tokens) "
+    "SELECT key, $2, 0, 0 FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n) ORDER BY n "
+    "ON CONFLICT (key, day) DO NOTHING"
+)
+_PG_READ_COUNTERS = (
+    "SELECT key, questions, tokens FROM usage_counts WHERE key = ANY($1::text[]) AND day = $2 ORDER BY key"
+)
+_PG_READ_COUNTERS_FOR_UPDATE = _PG_READ_COUNTERS + " FOR UPDATE"
+_PG_ADD_TO_COUNTER = csql.postgres_sql(csql.ADD_TO_COUNTER)
+_PG_LIVE_HOLDS = (
+    "SELECT key, count(*) FROM usage_holds WHERE key = ANY($1::text[]) AND expires > $2 GROUP BY key"
+)
+_PG_INSERT_HOLDS = "INSERT INTO usage_holds (key, hold, expires) SELECT unnest($1::text[]), $2, $3"
+_PG_DELETE_HOLDS = "DELETE FROM usage_holds WHERE key = ANY($1::text[]) AND hold = $2"
+_PG_FORGET_OLD_COUNTER = csql.postgres_sql(csql.FORGET_OLD_COUNTER)
+_PG_PRUNE_COUNTERS = csql.postgres_sql(csql.PRUNE_COUNTERS)
+_PG_PRUNE_HOLDS = csql.postgres_sql(csql.PRUNE_HOLDS)
 _PG_TOTAL_USAGE = csql.postgres_sql(csql.TOTAL_USAGE)
 _PG_TOP_USERS = csql.postgres_sql(csql.TOP_USERS)
 _PG_TOP_CHANNELS = csql.postgres_sql(csql.TOP_CHANNELS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from acechat.storage import controls_sql
 from acechat.storage.errors import SchemaVersionError
 
 if TYPE_CHECKING:
@@ -153,8 +154,21 @@ CREATE TABLE pending_questions (
 CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at);
 """
 
-# Version 6 (issue 18): answers (who asked, model, preset, running or stopped) and their votes.
-_V6_ANSWERS_AND_FEEDBACK = """
+# Version 6: per-day counters for the quotas (read in O(1) per question) and the questions admitted under a
+# quota in flight, shared by every process.
+_V6_USAGE_COUNTERS = f"""
+CREATE TABLE usage_counts (
+    key text NOT NULL, day double precision NOT NULL, questions bigint NOT NULL, tokens bigint NOT NULL,
+    PRIMARY KEY (key, day)
+);
+CREATE TABLE usage_holds (
+    key text NOT NULL, hold text NOT NULL, expires double precision NOT NULL, PRIMARY KEY (key, hold)
+);
+{controls_sql.backfill_counters(controls_sql.POSTGRES_DAY)};
+"""
+
+# Version 7 (issue 18): answers (who asked, model, preset, running or stopped) and their votes.
+_V7_ANSWERS_AND_FEEDBACK = """
 CREATE TABLE answers (
     answer_id text PRIMARY KEY, scope_key text NOT NULL, workspace_key text NOT NULL, asker_id text NOT NULL,
     model text NOT NULL, preset text NOT NULL, started_at double precision NOT NULL, state text NOT NULL
@@ -176,7 +190,13 @@ FIRST_VERSION = 3
 _OWN_NUMBERING = {1: 3, 2: 4}
 
 # Append only: position + FIRST_VERSION is the schema version a migration produces. Never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_V1_TABLES, _V2_CONTROLS, _V5_AI_CHAT_V2, _V6_ANSWERS_AND_FEEDBACK)
+MIGRATIONS: tuple[str, ...] = (
+    _V1_TABLES,
+    _V2_CONTROLS,
+    _V5_AI_CHAT_V2,
+    _V6_USAGE_COUNTERS,
+    _V7_ANSWERS_AND_FEEDBACK,
+)
 
 
 def version_after(migrations: Sequence[str]) -> int:

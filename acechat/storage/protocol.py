@@ -21,6 +21,7 @@ from acechat.storage.records import (
     ScopeSettings,
     TranscriptEntry,
     UsageCount,
+    UsageHold,
     UsageRecord,
     UsageTotals,
 )
@@ -133,13 +134,24 @@ class Store(Protocol):
         """Set a control (None removes it) and log `audit`, its `old` being the value replaced, in one
         transaction; returns that old value. Listeners hear `Change("control", key)`."""
 
-    async def record_usage(self, usage: UsageRecord) -> None:
-        """Record one question that went upstream."""
+    async def record_usage(self, usage: UsageRecord, hold: UsageHold | None = None) -> None:
+        """Record one question that went upstream, adding it to its day's counts, and end its `hold`
+        in the same transaction."""
 
     async def count_usage(
-        self, workspace_key: str, channel_key: str, user_id: str, since: float
+        self, workspace_key: str, channel_key: str, user_id: str, day: float, now: float
     ) -> UsageCount:
-        """Answered questions and reported tokens since `since`: the user's, the channel's, the workspace's."""
+        """Answered questions (with the holds live at `now`) and reported tokens of the UTC day
+        starting at `day`: the user's, the channel's, the workspace's. Reads three counters."""
+
+    async def hold_usage(
+        self, hold: UsageHold, now: float, admit: Callable[[UsageCount], bool]
+    ) -> tuple[bool, UsageCount]:
+        """Count the hold's user, channel and workspace as `count_usage` does and, if `admit` accepts
+        the count, take the hold, atomically for every process sharing the database; (taken, count)."""
+
+    async def release_usage(self, hold: UsageHold) -> None:
+        """End a hold whose question did not go upstream (nothing if it was recorded)."""
 
     async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals: ...
 
@@ -155,8 +167,9 @@ class Store(Protocol):
         self, workspace_key: str, user_id: str, day_start: float, *, audit: AuditEntry
     ) -> tuple[int, int]:
         """Delete the user's transcripts in the workspace and their usage rows before `day_start`; rows
-        since then lose their place in listings and go when pruned after the day. Logs `audit`;
-        returns (transcripts, usage rows) removed or hidden."""
+        since then lose their place in listings and go when pruned after the day (they still count
+        today). Logs `audit` with how many rows went (never their text) as its new value; returns
+        (transcripts, usage rows) removed or hidden."""
 
     # answers in flight, stop requests and feedback (issue 18)
 

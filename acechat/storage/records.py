@@ -166,6 +166,20 @@ class UsageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageHold:
+    """A question admitted under a quota and not yet recorded: counted with the day's answered
+    questions of its user, channel and workspace, whichever process reads them, until it is recorded
+    or released, or (its process gone) until `expires`."""
+
+    id: str
+    workspace_key: str
+    channel_key: str
+    user_id: str
+    day: float
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
 class UsageCount:
     """Answered questions and reported tokens since a moment, for one user, channel and workspace."""
 

@@ -47,6 +47,7 @@ from acechat.storage.records import (
     ScopeSettings,
     TranscriptEntry,
     UsageCount,
+    UsageHold,
     UsageRecord,
     UsageTotals,
 )
@@ -540,6 +541,8 @@ class SQLiteStore(Store):
                     csql.PRUNE_USAGE, (at - csql.USAGE_DAYS * DAY_SECONDS, at - at % DAY_SECONDS)
                 ).rowcount
                 deleted += db.execute(csql.PRUNE_ENGAGED, (at - csql.ENGAGED_DAYS * DAY_SECONDS,)).rowcount
+                deleted += db.execute(csql.PRUNE_COUNTERS, (csql.day_of(at),)).rowcount
+                deleted += db.execute(csql.PRUNE_HOLDS, (at,)).rowcount
             return int(deleted)
 
         deleted = await self._worker.submit(prune)
@@ -594,16 +597,44 @@ class SQLiteStore(Store):
         self._changed("control", key)
         return old
 
-    async def record_usage(self, usage: UsageRecord) -> None:
+    async def record_usage(self, usage: UsageRecord, hold: UsageHold | None = None) -> None:
         row = csql.usage_row(usage)
-        await self._worker.submit(lambda db: db.execute(csql.INSERT_USAGE, row), grouped=True)
+
+        def record(db: Database) -> None:
+            db.execute(csql.INSERT_USAGE, row)
+            for added in csql.counter_additions(usage):
+                db.execute(csql.ADD_TO_COUNTER, added)
+            if hold is not None:
+                _end_hold(db, hold)
+
+        # Grouped: committed with the writes queued beside it, all of its own or none.
+        await self._worker.submit(record, grouped=True)
 
     async def count_usage(
-        self, workspace_key: str, channel_key: str, user_id: str, since: float
+        self, workspace_key: str, channel_key: str, user_id: str, day: float, now: float
     ) -> UsageCount:
-        args = (user_id, user_id, channel_key, channel_key, workspace_key, since)
-        row = await self._worker.submit(lambda db: db.execute(csql.COUNT_USAGE, args).fetchone())
-        return csql.usage_count(row)
+        keys = csql.counter_keys(workspace_key, channel_key, user_id)
+        return await self._worker.submit(lambda db: _count_usage(db, keys, day, now))
+
+    async def hold_usage(
+        self, hold: UsageHold, now: float, admit: Callable[[UsageCount], bool]
+    ) -> tuple[bool, UsageCount]:
+        keys = csql.hold_keys(hold)
+
+        def take(db: Database) -> tuple[bool, UsageCount]:
+            # IMMEDIATE: every process on the file admits one question at a time.
+            with write_transaction(db):
+                count = _count_usage(db, keys, hold.day, now)
+                if not admit(count):
+                    return False, count
+                for key in keys:
+                    db.execute(csql.INSERT_HOLD, (key, hold.id, hold.expires))
+            return True, count
+
+        return await self._worker.submit(take)
+
+    async def release_usage(self, hold: UsageHold) -> None:
+        await self._worker.submit(lambda db: _end_hold(db, hold), grouped=True)
 
     async def usage_totals(self, workspace_key: str, since: float, top: int = 5) -> UsageTotals:
         def totals(db: Database) -> UsageTotals:
@@ -629,13 +660,14 @@ class SQLiteStore(Store):
     ) -> tuple[int, int]:
         def forget(db: Database) -> tuple[int, int]:
             with write_transaction(db):
-                transcripts = db.execute(
-                    csql.FORGET_TRANSCRIPTS, (user_id, workspace_key, workspace_key)
-                ).rowcount
-                usage = db.execute(csql.FORGET_OLD_USAGE, (workspace_key, user_id, day_start)).rowcount
-                usage += db.execute(csql.FORGET_TODAY_USAGE, (workspace_key, user_id)).rowcount
-                _insert_audit(db, audit)
-            return int(transcripts), int(usage)
+                transcripts = int(
+                    db.execute(csql.FORGET_TRANSCRIPTS, (user_id, workspace_key, workspace_key)).rowcount
+                )
+                old = int(db.execute(csql.FORGET_OLD_USAGE, (workspace_key, user_id, day_start)).rowcount)
+                today = int(db.execute(csql.FORGET_TODAY_USAGE, (workspace_key, user_id)).rowcount)
+                db.execute(csql.FORGET_OLD_COUNTER, (csql.user_counter(workspace_key, user_id), day_start))
+                _insert_audit(db, dataclasses.replace(audit, new=csql.forgotten(transcripts, old, today)))
+            return transcripts, old + today
 
         return await self._worker.submit(forget)
 
@@ -866,3 +898,18 @@ def pending_question(row: Sequence[Any]) -> PendingQuestion:
         at,
         bool(answered),
     )
+
+
+def _count_usage(db: Database, keys: tuple[str, str, str], day: float, now: float) -> UsageCount:
+    found = {}
+    for key in keys:
+        row = db.execute(csql.READ_COUNTER, (key, day)).fetchone()
+        held = db.execute(csql.LIVE_HOLDS, (key, now)).fetchone()
+        questions, tokens = row if row is not None else (0, 0)
+        found[key] = (int(questions), int(tokens), int(held[0]))
+    return csql.counted(keys, found)
+
+
+def _end_hold(db: Database, hold: UsageHold) -> None:
+    for key in csql.hold_keys(hold):
+        db.execute(csql.DELETE_HOLD, (key, hold.id))

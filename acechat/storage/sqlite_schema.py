@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from sqlite_utils import Database
 
+from acechat.storage import controls_sql
 from acechat.storage.errors import SchemaVersionError
 
 Migration = Callable[[Database], None]
@@ -123,7 +124,24 @@ def _v5_ai_chat_v2(db: Database) -> None:
     db.execute("CREATE INDEX pending_questions_scope ON pending_questions (scope_key, created_at)")
 
 
-def _v6_answers_and_feedback(db: Database) -> None:
+def _v6_usage_counters_and_holds(db: Database) -> None:
+    # Per-day counters for the quotas (read in O(1) per question) and the questions admitted under
+    # a quota in flight, shared by every process on the file.
+    db.execute(
+        """CREATE TABLE usage_counts (
+            key TEXT NOT NULL, day REAL NOT NULL, questions INTEGER NOT NULL, tokens INTEGER NOT NULL,
+            PRIMARY KEY (key, day)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE usage_holds (
+            key TEXT NOT NULL, hold TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key, hold)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(controls_sql.backfill_counters(controls_sql.SQLITE_DAY))
+
+
+def _v7_answers_and_feedback(db: Database) -> None:
     """Issue 18: answers (who asked, which model and preset, running or stopped) and their votes."""
     db.execute(
         """CREATE TABLE answers (
@@ -150,7 +168,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     _v3_conversation_epochs,
     _v4_controls_usage_and_engaged_threads,
     _v5_ai_chat_v2,
-    _v6_answers_and_feedback,
+    _v6_usage_counters_and_holds,
+    _v7_answers_and_feedback,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
