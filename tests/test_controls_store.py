@@ -189,7 +189,10 @@ async def test_a_hold_left_by_a_dead_process_stops_counting_when_it_expires(stor
 
 
 async def test_counters_start_from_the_usage_rows_already_stored_on_upgrade(backend: Backend) -> None:
-    await backend.migrate(backend.migrations()[:-1])
+    # The schema just before the counters (shared version 6), whatever migrations came after them.
+    migrations = backend.migrations()
+    before = next(n for n in range(len(migrations)) if backend.version(migrations[:n]) == 5)
+    await backend.migrate(migrations[:before])
     values = ", ".join(
         f"('{WS}', '{channel}', '{user}', 'm', 1, 1.0, '{outcome}', {tokens}, {at}, 0)"
         for user, channel, outcome, tokens, at in (
