@@ -2,7 +2,8 @@
 
 With no name every benchmark runs, each in a fresh process one after the other (so memory figures
 and global library state do not leak from one into the next). Names: cost, concurrency, storage,
-discord, slack, burst, slack-flood, slack-channel, discord-flood, discord-shards, render, tools. Exits
+discord, slack, burst, slack-flood, slack-channel, discord-flood, discord-shards, render, tools,
+slack-flood-tools, discord-flood-tools. Exits
 non-zero if a figure misses its target. `--json` prints the rows as JSON instead (what the parent
 process reads); `--profile` prints where a question's CPU and a channel's memory go (cProfile,
 tracemalloc) instead of benchmarking.
@@ -37,13 +38,17 @@ BENCHMARKS: dict[str, str] = {
     "discord-shards": "bench.discord_shards",
     "render": "bench.render",
     "tools": "bench.tools",
+    # The issue-10 floods with tool steps and citations before every answer's text (issue 16).
+    "slack-flood-tools": "bench.slack_flood:measure_tools",
+    "discord-flood-tools": "bench.discord_flood:measure_tools",
 }
 CHILD_TIMEOUT = 300
 
 
 def run_here(name: str) -> list[Row]:
-    module = importlib.import_module(BENCHMARKS[name])
-    measure: Callable[[], Coroutine[Any, Any, list[Row]]] = module.measure
+    path, _, function = BENCHMARKS[name].partition(":")
+    module = importlib.import_module(path)
+    measure: Callable[[], Coroutine[Any, Any, list[Row]]] = getattr(module, function or "measure")
     return asyncio.run(measure())
 
 

@@ -8,13 +8,17 @@ The real DiscordAdapter (discord.py) answers; the upstream sends its first fragm
 requests against the global budget: the most it made in any 1 s (accepted, and offered: accepted
 plus those refused with a global 429) and the mean over the busy period, from the first request
 after the flood began to the last one before the bench stopped waiting.
+
+`discord-flood-tools` (`measure_tools`) is the same flood with tool steps and citations before every
+answer's text (`bench.flood.with_tools`), and the progress rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -22,10 +26,24 @@ from acechat.bots.discord_bot import DiscordAdapter
 from acechat.bots.discord_settings import DiscordSettings
 from acechat.core.chat import ChatCore
 from bench.discord_stream import DiscordPlatform, ManyChannels
-from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows
+from bench.flood import (
+    Flood,
+    answer_part,
+    counted_logs,
+    flood,
+    flood_settings,
+    judge,
+    lag_row,
+    late_script,
+    life_rows,
+    peak,
+    progress_rows,
+    with_tools,
+)
 from bench.procs import server
 from bench.report import Row
-from bench.streaming import Asked
+from bench.streaming import Asked, Seen
+from bench.upstream import Script
 from tests.fakes.discord import GLOBAL_LIMIT, FakeDiscord, RestCall
 
 NAME = "discord-flood"
@@ -38,11 +56,20 @@ HANDFUL = 5
 class Channels(DiscordPlatform):
     """The stream bench's channels, plus how many answers Discord shows whole right now."""
 
+    def seen(self, asked: Asked) -> Seen:
+        channel, _question = asked.where
+        changes = [(c.at, c.id, c.text) for c in self.fake.changes_in(channel)]
+        return judge(changes, asked.script, [at for typed, at in self.fake.typing if typed == channel])
+
     def whole_now(self, asked: Sequence[Asked]) -> int:
         shown: dict[int, list[str]] = {}
         for m in self.fake.bot_messages():
             shown.setdefault(m.channel_id, []).append(m.content)
-        return sum(" ".join(shown.get(a.where[0], [])).split() == a.script.text.split() for a in asked)
+        return sum(
+            " ".join(str(answer_part(t, a.script)) for t in shown.get(a.where[0], [])).split()
+            == a.script.text.split()
+            for a in asked
+        )
 
 
 @asynccontextmanager
@@ -61,16 +88,6 @@ async def discord_bot(upstream_url: str, db_path: Path) -> AsyncIterator[tuple[C
         yield core, fake
 
 
-def peak(times: Sequence[float], window: float = 1.0) -> int:
-    """The most of `times` (sorted) in any `window` seconds."""
-    most, start = 0, 0
-    for end, at in enumerate(times):
-        while at - times[start] >= window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
 def budget_row(calls: Sequence[RestCall], since: float, until: float) -> Row:
     counted = [c for c in calls if c.counted and since <= c.time <= until]
     accepted = sorted(c.time for c in counted if c.limit != "global")
@@ -86,7 +103,16 @@ def budget_row(calls: Sequence[RestCall], since: float, until: float) -> Row:
 
 
 async def measure() -> list[Row]:
-    questions = [(0.0, [(i, late_script(f"df-{i}")) for i in range(FLOOD)])]
+    return await run(lambda script: script)
+
+
+async def measure_tools() -> list[Row]:
+    rows = await run(with_tools)
+    return [dataclasses.replace(r, bench=f"{NAME}-tools") for r in rows]
+
+
+async def run(dress: Callable[[Script], Script]) -> list[Row]:
+    questions = [(0.0, [(i, dress(late_script(f"df-{i}"))) for i in range(FLOOD)])]
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             server("bench.upstream") as url,
@@ -141,5 +167,6 @@ def rows(result: Flood, calls: Sequence[RestCall], limited: Counter[str]) -> lis
         ),
         lag_row(NAME, f"{label}: completion lag", result, LAG, "model end → whole answer visible"),
         *life_rows(NAME, label, result),
+        *progress_rows(NAME, label, result),
         budget_row(calls, result.started, max(ends, default=result.started)),
     ]

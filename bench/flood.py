@@ -16,6 +16,13 @@ first; then it replays the fake's record of every text each answer's messages sh
   platform shows the whole answer, word for word;
 - left partial: not whole when the bench stopped waiting.
 
+With tool steps (`with_tools`, the `*-flood-tools` benchmarks) every answer has AI Chat v2's tool steps
+and citations before its text, spread over the same wait, so its text goes out when the plain answer's
+does. An answer is then whole once its sources show under the whole text, and each call that showed
+only a tool line (a progress call) is counted: the most of an answer's in any 1 s (at most one a
+second), how many there were, and how many answers showed one at all (progress gives way first: under
+load there are fewer, while the answers' own rows keep their targets).
+
 Warnings and errors the bot logs meanwhile are counted by message template, not printed.
 Each scenario runs on a core of its own, closed after it with a short shutdown grace, so answers a
 scenario leaves behind do not run on into the next one.
@@ -28,7 +35,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +44,57 @@ from typing import Protocol
 from acechat.core.settings import Settings
 from bench.overhead import bench_settings
 from bench.report import Row, median, ms
-from bench.streaming import FRAGMENTS, GAP, SIZE, Asked, Seen, timings
+from bench.streaming import FRAGMENTS, GAP, SIZE, Asked, Seen, Shown, follow, timings
 from bench.upstream import Script
 
 GRACE = 20.0
 POLL = 0.2
 SETTLE = 0.5
 LATE_LATENCY = 5.0
+TOOL_STEPS = 5
+TOOL_CITES = 8
+# What only a progress line shows (`acechat.core.answer.progress_line`), and the sources' heading.
+PROGRESS_MARKS = ("Searching the web for", "📖 Reading", "🛠️ Using")
+SOURCES = "Sources"
 
 
 def late_script(tag: str) -> Script:
     """The 200-at-once profile: the first fragment after 5 s, then 150 fragments over 3 s."""
     return Script(tag=tag, latency=LATE_LATENCY, n=FRAGMENTS, size=SIZE, gap=GAP)
+
+
+def with_tools(plain: Script) -> Script:
+    """`plain` with TOOL_STEPS tool steps spread over its wait for the first text, and TOOL_CITES
+    citations before the text: the text goes out exactly when `plain`'s does."""
+    gap = plain.latency / TOOL_STEPS
+    return dataclasses.replace(plain, latency=0.0, tools=TOOL_STEPS, tool_gap=gap, cites=TOOL_CITES, early=1)
+
+
+def text_wait(script: Script) -> float:
+    """Seconds from the request to the first text fragment, as scripted."""
+    return script.latency + script.tools_time
+
+
+def answer_part(text: str | None, script: Script) -> str | None:
+    """What of a shown `text` is judged against the answer: with citations, the text above the sources,
+    and never the whole answer before they show."""
+    if text is None or not script.cites:
+        return text
+    cut = text.rfind(SOURCES)
+    return text + " \x00" if cut < 0 else text[:cut].rstrip("*_ \n")
+
+
+def is_progress(text: str | None, script: Script) -> bool:
+    """The text shows a tool line and none of the answer."""
+    return text is not None and script.text[:SIZE] not in text and any(m in text for m in PROGRESS_MARKS)
+
+
+def judge(changes: Iterable[Shown], script: Script, signs: Iterable[float] = ()) -> Seen:
+    """`bench.streaming.follow` for a flood's answer, sources and progress calls included."""
+    shown = list(changes)
+    seen = follow([(at, key, answer_part(text, script)) for at, key, text in shown], script.text, signs)
+    seen.progress = [at for at, _, text in shown if is_progress(text, script)]
+    return seen
 
 
 class Place(Protocol):
@@ -81,7 +127,7 @@ class Answer:
     def first_overhead(self) -> float | None:
         if self.seen.first_at is None or self.seen.held_back:
             return None
-        return self.seen.first_at - self.asked.event_at - self.asked.script.latency
+        return self.seen.first_at - self.asked.event_at - text_wait(self.asked.script)
 
 
 @dataclass
@@ -209,5 +255,45 @@ def life_rows(bench: str, label: str, result: Flood) -> list[Row]:
             result.partial == 0,
             note=f"not whole {GRACE:.0f} s after the model finished, or once the core had nothing in flight; "
             f"{result.in_flight} still in flight when the bench stopped waiting; {logged_note(result)}",
+        ),
+    ]
+
+
+def peak(times: Sequence[float], window: float = 1.0) -> int:
+    """The most of `times` (sorted) in any `window` seconds."""
+    most, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def progress_rows(bench: str, label: str, result: Flood) -> list[Row]:
+    """With tool steps: what progress cost, per answer (none without them)."""
+    if not any(a.asked.script.tools for a in result.answers):
+        return []
+    counts = [len(a.seen.progress) for a in result.answers]
+    most = max(peak(sorted(a.seen.progress)) for a in result.answers)
+    showing = sum(n > 0 for n in counts)
+    late = sum(
+        at > a.timing["first"] for a in result.answers if "first" in a.timing for at in a.seen.progress
+    )
+    return [
+        Row(
+            bench,
+            f"{label}: progress calls of one answer in any 1 s, most",
+            str(most),
+            "≤ 1",
+            most <= 1,
+            note=f"{TOOL_STEPS} tool steps and {TOOL_CITES} citations before each answer's text, spread over "
+            "its wait; a progress call is a post or edit that shows only a tool line",
+        ),
+        Row(
+            bench,
+            f"{label}: progress calls per answer",
+            f"{median(counts):g} (max {max(counts)}); {showing} of {len(counts)} answers showed one",
+            note=f"{sum(counts)} in all; {late} landed after the answer's first text was written upstream "
+            "(progress gives way: fewer under load, while the answers' own rows keep their targets)",
         ),
     ]

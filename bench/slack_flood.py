@@ -13,14 +13,17 @@ a fresh workspace (a FakeSlack, an adapter and a core of its own):
   fragments over 3 s.
 
 Every question comes from a different user. See bench/flood.py for what is measured per answer.
+`slack-flood-tools` (`measure_tools`) runs the same scenarios with tool steps and citations before every
+answer's text (`bench.flood.with_tools`), and adds the progress rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -28,10 +31,24 @@ from acechat.bots.slack_bot import SlackAdapter
 from acechat.bots.slack_settings import SlackSettings
 from acechat.core.chat import ChatCore
 from acechat.core.settings import Settings
-from bench.flood import Flood, counted_logs, flood, flood_settings, lag_row, late_script, life_rows, spread
+from bench.flood import (
+    Flood,
+    answer_part,
+    counted_logs,
+    flood,
+    flood_settings,
+    judge,
+    lag_row,
+    late_script,
+    life_rows,
+    progress_rows,
+    spread,
+    text_wait,
+    with_tools,
+)
 from bench.procs import server
 from bench.report import Row, median, ms
-from bench.streaming import Asked, Seen, follow, script
+from bench.streaming import Asked, Seen, script
 from bench.upstream import Script
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, FakeSlack
 
@@ -69,13 +86,16 @@ class Workspace:
         channel, thread = asked.where
         changes = [(c.at, c.ts, c.text) for c in self.fake.changes_in(channel, thread)]
         statuses = [s.at for s in self.fake.statuses_in(channel, thread)]
-        return follow(changes, asked.script.text, statuses)
+        return judge(changes, asked.script, statuses)
 
     def whole_now(self, asked: Sequence[Asked]) -> int:
         shown: defaultdict[tuple[str, str | None], list[str]] = defaultdict(list)
         for m in self.fake.messages:
             shown[(m.channel, m.thread_ts)].append(m.text)
-        return sum(" ".join(shown[a.where]).split() == a.script.text.split() for a in asked)
+        return sum(
+            " ".join(str(answer_part(t, a.script)) for t in shown[a.where]).split() == a.script.text.split()
+            for a in asked
+        )
 
 
 @asynccontextmanager
@@ -120,13 +140,25 @@ def overhead_row(label: str, result: Flood) -> Row:
 
 
 async def measure() -> list[Row]:
+    return await run(lambda script: script)
+
+
+async def measure_tools() -> list[Row]:
+    rows = await run(with_tools)
+    return [dataclasses.replace(r, bench=f"{NAME}-tools") for r in rows]
+
+
+async def run(dress: Callable[[Script], Script]) -> list[Row]:
     ten_bursts = [
-        (k * BURST_GAP, [(k * BURST_SIZE + c, script(f"sf-burst-{k}-{c}", 0.0)) for c in range(BURST_SIZE)])
+        (
+            k * BURST_GAP,
+            [(k * BURST_SIZE + c, dress(script(f"sf-burst-{k}-{c}", 0.0))) for c in range(BURST_SIZE)],
+        )
         for k in range(BURSTS)
     ]
-    one_channel = [(0.0, [(500 + c, script(f"sf-one-{c}", 0.0)) for c in range(BURST_SIZE)])]
-    ten = [(0.0, [(2000 + c, script(f"sf-ten-{c}", 0.0)) for c in range(BURST_SIZE)])]
-    two_hundred = [(0.0, [(1000 + i, late_script(f"sf-flood-{i}")) for i in range(FLOOD)])]
+    one_channel = [(0.0, [(500 + c, dress(script(f"sf-one-{c}", 0.0))) for c in range(BURST_SIZE)])]
+    ten = [(0.0, [(2000 + c, dress(script(f"sf-ten-{c}", 0.0))) for c in range(BURST_SIZE)])]
+    two_hundred = [(0.0, [(1000 + i, dress(late_script(f"sf-flood-{i}"))) for i in range(FLOOD)])]
     results: list[tuple[Flood, FakeSlack]] = []
     with tempfile.TemporaryDirectory() as tmp:
         async with server("bench.upstream") as url:
@@ -157,6 +189,7 @@ def rows(results: list[tuple[Flood, FakeSlack]]) -> list[Row]:
             f"{BURST_SIZE} mentions at the same moment, each in a channel of its own, a fresh workspace",
         ),
         *life_rows(NAME, f"{BURST_SIZE} at once", ten),
+        *progress_rows(NAME, f"{BURST_SIZE} at once", ten),
         _limited(f"{BURST_SIZE} at once: platform 429s", fakes[0]),
         lag_row(
             NAME,
@@ -169,6 +202,7 @@ def rows(results: list[tuple[Flood, FakeSlack]]) -> list[Row]:
         overhead_row(label10, tens),
         first_text_row(label10, tens, None),
         *life_rows(NAME, label10, tens),
+        *progress_rows(NAME, label10, tens),
         _limited(f"{label10}: platform 429s", fakes[1]),
         Row(
             NAME,
@@ -188,6 +222,7 @@ def rows(results: list[tuple[Flood, FakeSlack]]) -> list[Row]:
             f"{FLOOD} mentions, each in a channel of its own, one workspace",
         ),
         *life_rows(NAME, label200, flooded),
+        *progress_rows(NAME, label200, flooded),
         _limited(f"{label200}: platform 429s", fakes[3]),
     ]
     lags = [lag for a in one_channel.answers if (lag := a.lag) is not None]
@@ -212,7 +247,7 @@ def first_text_row(label: str, result: Flood, target: float | None) -> Row:
     """Event → the answer's first text on the platform, minus the upstream's 300 ms, for every answer:
     one held back shows its first text when it is posted whole."""
     firsts = [
-        a.seen.first_at - a.asked.event_at - a.asked.script.latency
+        a.seen.first_at - a.asked.event_at - text_wait(a.asked.script)
         for a in result.answers
         if a.seen.first_at is not None
     ]

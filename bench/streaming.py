@@ -57,6 +57,7 @@ class Seen:
     edits: int = 0  # changes to a message's text after it was posted
     life_at: float | None = None  # the first sign the answer is coming: a message, a status, typing
     held_back: bool = False  # the first answer text shown was already the whole answer
+    progress: list[float] = field(default_factory=list)  # calls that showed only a tool line (bench.flood)
 
 
 # What one place (a thread, a channel) showed: (when, which message, its text from then on; None: deleted).

@@ -10,7 +10,8 @@ A question may carry its own timeline, so one server in its own process plays ev
 `bench:tag=T,latency=0.3,n=150,size=4,gap=0.02,pause=0.4,at=75` waits 0.3 s before the status line,
 then sends 150 fragments of 4 characters 20 ms apart, with 0.4 s more before fragment 75. On v2,
 `tools=10,tool_gap=0.1,cites=8,ask=1` adds 10 tool steps (`tool_use` then `tool_result`) 0.1 s apart
-before the text, 8 citations after it, and a question back (`ask_user_question`) that ends the turn. Fragments
+before the text, 8 citations after it (`early=1`: before the text, with the first fragment), and a
+question back (`ask_user_question`) that ends the turn. Fragments
 go out against absolute deadlines, so long streams do not drift. For tagged questions the server
 records when the request arrived and when its first and last fragments were written, and how many
 requests carried it (`GET /timings`; `time.monotonic()`, a clock every process on a Linux machine
@@ -53,13 +54,14 @@ class Script:
     tool_gap: float = 0.1
     cites: int = 0
     ask: int = 0
+    early: int = 0  # the citations go out before the text rather than after it
 
     def marker(self) -> str:
         """The text to put in a question to have it answered this way."""
         return (
             f"bench:tag={self.tag},latency={self.latency},n={self.n},size={self.size},"
             f"gap={self.gap},pause={self.pause},at={self.at},tools={self.tools},"
-            f"tool_gap={self.tool_gap},cites={self.cites},ask={self.ask}"
+            f"tool_gap={self.tool_gap},cites={self.cites},ask={self.ask},early={self.early}"
         )
 
     @property
@@ -95,6 +97,7 @@ class Script:
             tool_gap=float(fields.get("tool_gap", self.tool_gap)),
             cites=int(fields.get("cites", 0)),
             ask=int(fields.get("ask", 0)),
+            early=int(fields.get("early", 0)),
         )
 
 
@@ -273,11 +276,14 @@ class _Connection(asyncio.Protocol):
             )
             self._write(b"".join(out))
 
-        def ending() -> list[bytes]:
-            out = [
+        def citations() -> list[bytes]:
+            return [
                 line({"type": "citation", "url": f"https://source.example/{k}", "title": f"Source {k}"})
                 for k in range(script.cites)
             ]
+
+        def ending() -> list[bytes]:
+            out = [] if script.early else citations()
             if script.ask:
                 question = {"type": "ask_user_question", "tool_id": "toolu_ask", "question": "Which one?"}
                 out.append(line({**question, "options": ["First", "Second", "Third"], "id": conversation_id}))
@@ -297,6 +303,8 @@ class _Connection(asyncio.Protocol):
 
         def send(indices: list[int]) -> None:
             out = opening()
+            if v2 and script.early and indices[0] == 0:
+                out += citations()
             for i in indices:
                 so_far[0] += pieces[i]
                 if v2:
