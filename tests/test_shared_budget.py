@@ -96,8 +96,9 @@ async def test_two_shard_processes_on_one_token_stay_under_the_global_limit_toge
     assert outcome.answered == outcome.asked
     assert outcome.global_429s == 0
     # Both drew on the limit at once: their busiest second holds more than one process's share (24),
-    # and never more than the limit (48 on an idle machine; fewer when the machine is loaded).
-    assert 24 < outcome.peak_accepted <= 49, outcome
+    # and never more than Discord's limit of 50 (48 on an idle machine, by the shares; a request
+    # counted until a second after its response can still land in the fake's window beside 49 others).
+    assert 24 < outcome.peak_accepted <= 50, outcome
     for log in outcome.logs:
         assert 2 in shares_logged(log), log
         assert "Traceback" not in log

@@ -262,6 +262,8 @@ async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audi
 ) -> None:
     async with running(settings) as bot:
         await deliver(slack, bot, slack.command('preset create pirate "Arr" Talk like a pirate.', user=ADMIN))
+        # The command is acknowledged before it runs: the preset exists once the work is done.
+        await bot.adapter.transport.idle()
         await deliver(slack, bot, slack.app_home_opened(user="U1"))
         await deliver(slack, bot, slack.app_home_opened(user=ADMIN))
         await deliver(slack, bot, slack.app_home_opened(user="U2", tab="messages"))
