@@ -48,6 +48,7 @@ async def test_a_tool_line_before_text_is_the_thread_status_and_the_first_text_a
 
     posts = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == thread]
     assert posts and posts[0].params["text"] == "Found it.", "the first text is a post, not an edit"
+    assert all(s.at <= posts[0].at for s in slack.statuses_in("C1", thread)), "no status after the answer"
     shown = [c.text for c in slack.changes_in("C1", thread) if c.text is not None]
     assert not any("Searching" in text for text in shown), "no message shows a tool line"
     assert [m.text for m in slack.in_channel("C1", thread)] == ["Found it."]

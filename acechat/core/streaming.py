@@ -58,6 +58,8 @@ TYPING_RETRY = 1.0
 # last edit, and only while the window keeps room for the next text and the final edit: progress is
 # the first thing to give way, and never delays the answer itself.
 PROGRESS_INTERVAL = 1.0
+# Longest the first post waits for a status call still on its way (see `_post`).
+STATUS_SETTLE = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
 # Most seconds of posts a channel's line of answers may owe: an answer that would join a longer one is
@@ -133,6 +135,7 @@ class StreamingReply:
         self._last_call_at = -PROGRESS_INTERVAL
         # Where the target has a status, the tool line before any text shows there (see `_status_line`).
         self._status_changed = asyncio.Event()
+        self._status_call: asyncio.Future[None] | None = None
 
     @property
     def started(self) -> bool:
@@ -367,6 +370,10 @@ class StreamingReply:
                 return
             _, chunk = step
             progress, version = self._progress_only(), self._text_version()
+            call = self._status_call
+            if call is not None and not call.done():
+                # A status that lands after the first post would stay under the answer: it goes first.
+                await asyncio.wait({call}, timeout=STATUS_SETTLE)
             self._last_call_at = time.monotonic()
             handle = await self._target.post(chunk)
         except PlatformRateLimited as limited:
@@ -547,10 +554,10 @@ class StreamingReply:
                 continue
             shown = self._status_line()
             try:
-                if shown is None:
+                if self._limits.status_chars is None:
                     await self._target.typing()
                 else:
-                    await self._target.status(shown)
+                    await self._set_status(shown)
             except Exception as exc:  # typing is decoration: never let it end an answer
                 log.debug("typing indicator failed: %s", exc)
             finally:
@@ -561,6 +568,14 @@ class StreamingReply:
                 await asyncio.sleep(interval)
                 continue
             await self._next_status(shown, interval)
+
+    async def _set_status(self, shown: str | None) -> None:
+        """Show `shown` (None: the plain sign of life) as the status. The call runs to its end even when
+        the first post stops the sign of life, and that post waits for it."""
+        call = asyncio.ensure_future(self._target.typing() if shown is None else self._target.status(shown))
+        call.add_done_callback(_retrieved)
+        self._status_call = call
+        await asyncio.shield(call)
 
     async def _next_status(self, shown: str | None, interval: float | None) -> None:
         """Wait until the status should change (at most one call a second, like a tool line's edits)
@@ -576,3 +591,9 @@ class StreamingReply:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._status_changed.wait(), left)
         await asyncio.sleep(max(0.0, since + PROGRESS_INTERVAL - time.monotonic()))
+
+
+def _retrieved(call: asyncio.Future[None]) -> None:
+    """A sign of life's failure is logged where it is awaited, or not at all once the answer shows."""
+    if not call.cancelled():
+        call.exception()
