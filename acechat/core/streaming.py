@@ -578,12 +578,14 @@ class StreamingReply:
         await asyncio.shield(call)
 
     async def _next_status(self, shown: str | None, interval: float | None) -> None:
-        """Wait until the status should change (at most one call a second, like a tool line's edits)
-        or be shown again (`interval`: Slack clears a status after two minutes)."""
+        """Wait until the status should show a new tool line (at most one call a second, like a tool
+        line's edits) or be shown again (`interval`: Slack clears a status after two minutes). Text
+        arriving changes nothing: the line stays until the first post clears it, at no extra call."""
         since = time.monotonic()
         while True:
             self._status_changed.clear()
-            if self._status_line() != shown:
+            line = self._status_line()
+            if line is not None and line != shown:
                 break
             left = None if interval is None else since + interval - time.monotonic()
             if left is not None and left <= 0:
