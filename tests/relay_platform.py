@@ -110,6 +110,9 @@ class RelayTarget:
     async def typing(self) -> None:
         return None
 
+    async def status(self, text: str) -> None:
+        return None
+
     async def notify(self, text: str) -> None:
         await self._call("POST", "/notices", {"channel": self._channel, "user": self._user, "text": text})
 

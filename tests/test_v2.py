@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -566,3 +567,24 @@ async def test_a_mention_saying_answer_n_answers_the_waiting_question(
     target = await ask(core, "answer 1")
     assert fake_upstream.bodies[-1]["tool_results"][0]["output"] == "Chinese"  # type: ignore[index]
     assert target.text == "Answer 2 to: (answered: Chinese)"
+
+
+async def test_a_target_with_a_status_shows_the_tool_line_there_paced_and_posts_only_text(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    steps = tuple(
+        event
+        for k in range(6)
+        for event in (tool(f"t{k}", "web_search", query=f"q{k} @here"), result(f"t{k}"))
+    )
+    fake_upstream.queue(Behaviour(answer="The answer text.", fragment_delay=0.2, before=steps))
+    target = RecordingTarget(dataclasses.replace(RecordingTarget().limits, status_chars=30))
+    await core.ask(Question(CHANNEL, DANA, "dig"), target)
+    statuses = target.kinds("status")
+    assert statuses and all(len(c.text) <= 30 and "@here" not in c.text for c in statuses), statuses
+    assert all(b.at - a.at >= 0.99 for a, b in itertools.pairwise(statuses)), "at most one a second"
+    posts = target.kinds("post")
+    assert posts[0].text.startswith("The"), "the first post is answer text, not a tool line"
+    assert all(c.at <= posts[0].at for c in statuses), "the status ends with the first post"
+    assert not any("Searching" in c.text for c in target.calls if c.kind in ("post", "edit"))
+    assert target.text == "The answer text."

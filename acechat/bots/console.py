@@ -135,6 +135,9 @@ class ConsoleTarget:
     async def typing(self) -> None:
         return None
 
+    async def status(self, text: str) -> None:
+        """A terminal has no status line: the tool line is on the answer."""
+
     async def notify(self, text: str) -> None:
         self._say(_as_typed(terminal_safe(text)))
 

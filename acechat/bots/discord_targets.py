@@ -221,6 +221,9 @@ class MessageTarget:
         with platform_errors(granted=True):
             await self._channel.typing()
 
+    async def status(self, text: str) -> None:
+        """Discord has no status line: the tool line is on the streaming message."""
+
     async def notify(self, text: str) -> None:
         with platform_errors():
             await self._reply(text, new_nonce())
@@ -323,6 +326,9 @@ class InteractionTarget:
 
     async def typing(self) -> None:
         """A deferral's "thinking…" already shows; nothing to refresh."""
+
+    async def status(self, text: str) -> None:
+        """Discord has no status line: the tool line is on the streaming message."""
 
     async def notify(self, text: str) -> None:
         await self._send(text, ephemeral=True)

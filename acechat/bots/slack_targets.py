@@ -53,6 +53,9 @@ LOOKUPS = 2
 # Slack clears an assistant thread status after two minutes without a message.
 STATUS_INTERVAL = 90.0
 STATUS = "is thinking…"
+# The thread status a tool line shows in: Slack's reference states no limit, so one short line under the
+# thread (a progress line is about this long already).
+STATUS_CHARS = 100
 SESSION_TITLE_CHARS = 200
 # A command's answer opens with who asked what; a long question is cut in that line.
 QUESTION_CHARS = 200
@@ -245,7 +248,9 @@ class ThreadReply:
         session_title: str | None = None,
     ) -> None:
         self._client = client
-        self._limits = limits
+        # In a thread outside an agent session the thread status shows the tool line (see `status`).
+        shows_status = thread_ts is not None and session_title is None
+        self._limits = dataclasses.replace(limits, status_chars=STATUS_CHARS) if shows_status else limits
         self._channel = channel
         self._thread_ts = thread_ts
         self._user = user
@@ -309,9 +314,15 @@ class ThreadReply:
             return
         if self._thread_ts is None:
             return
+        await self.status(STATUS)
+
+    async def status(self, text: str) -> None:
+        """`text` as the thread's status, where "is thinking…" shows; it clears when the answer is posted."""
+        if self._thread_ts is None:
+            return
         with platform_errors():
             await self._client.assistant_threads_setStatus(
-                channel_id=self._channel, thread_ts=self._thread_ts, status=STATUS
+                channel_id=self._channel, thread_ts=self._thread_ts, status=text
             )
 
     async def notify(self, text: str) -> None:
@@ -411,6 +422,9 @@ class CommandAnswer:
             self._typed = True
             await self._respond("_Thinking…_", False)
 
+    async def status(self, text: str) -> None:
+        """A command's answer has no thread to show a status under: its tool line is on the message."""
+
     async def notify(self, text: str) -> None:
         await self._respond(render(text), False)
 
@@ -464,6 +478,9 @@ class FormReply:
 
     async def typing(self) -> None:
         """A form's submission shows nothing while it runs."""
+
+    async def status(self, text: str) -> None:
+        """Nor does it have a status: its tool line is on the message."""
 
     async def notify(self, text: str) -> None:
         if self._channel is None:

@@ -177,6 +177,14 @@ class AnswerView:
     def text_length(self) -> int:
         return len(self._text) if self._text is not None else 0
 
+    @property
+    def progress(self) -> str | None:
+        """The live tool line as plain, defused text while no answer text has come: what a target with a
+        status (core.reply_target) shows there instead of in a message. None otherwise."""
+        if self._step is None or self.text_version:
+            return None
+        return self._mentions.neutralize(self._step.line.replace("`", ""))
+
     def on_text(self, text: AnswerText) -> None:
         """New answer text: the text so far (one growing object) replaces any tool line."""
         self._text = text

@@ -34,6 +34,9 @@ class TargetLimits:
     `private_notices` says whether `notify` reaches the asker alone; where it is a public reply, the
     core sends fewer of them. `measure`, where the platform shows text longer than it is written (Slack
     escapes `<` as `&lt;`), is the length a message's text shows at: the core splits on it.
+    `status_chars`, where set, says the target shows a live status line of at most that many
+    characters (`status`, Slack's thread status): while an answer has no text yet, its tool line goes
+    there, paced like typing, rather than into a message whose first text would then cost an edit.
     """
 
     max_chars: int
@@ -46,6 +49,7 @@ class TargetLimits:
     scheduler: Scheduler | None = field(default=None, compare=False)
     private_notices: bool = True
     measure: Measure | None = field(default=None, compare=False)
+    status_chars: int | None = None
 
 
 class ReplyTarget(Protocol):
@@ -69,6 +73,11 @@ class ReplyTarget(Protocol):
 
     async def typing(self) -> None:
         """Show that an answer is being written (a no-op where the platform has none)."""
+        ...
+
+    async def status(self, text: str) -> None:
+        """Show `text` (plain, defused, at most `limits.status_chars` long) as the answer's live status
+        until its first message; called only where `limits.status_chars` is set."""
         ...
 
     async def notify(self, text: str) -> None:

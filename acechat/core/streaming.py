@@ -58,6 +58,8 @@ TYPING_RETRY = 1.0
 # last edit, and only while the window keeps room for the next text and the final edit: progress is
 # the first thing to give way, and never delays the answer itself.
 PROGRESS_INTERVAL = 1.0
+# Longest the first post waits for a status call still on its way (see `_post`).
+STATUS_SETTLE = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
 # Most seconds of posts a channel's line of answers may owe: an answer that would join a longer one is
@@ -131,6 +133,9 @@ class StreamingReply:
         self._shown_text_version: int | None = None
         self._last_was_progress = False
         self._last_call_at = -PROGRESS_INTERVAL
+        # Where the target has a status, the tool line before any text shows there (see `_status_line`).
+        self._status_changed = asyncio.Event()
+        self._status_call: asyncio.Future[None] | None = None
 
     @property
     def started(self) -> bool:
@@ -177,6 +182,7 @@ class StreamingReply:
         if self._done or not len(raw) or (isinstance(raw, str) and raw.isspace()):
             return
         self._raw = raw
+        self._status_changed.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         self._wake.set()
@@ -288,6 +294,14 @@ class StreamingReply:
                     continue
                 index, _ = step
                 if index >= len(self._handles):
+                    if not self._handles and not self._done and self._status_line() is not None:
+                        # A tool line alone goes to the status with the sign of life, not into a post
+                        # whose first text would then need an edit.
+                        if self._typing is None:
+                            self._begin_typing()
+                        self._wake.clear()
+                        await self._wake.wait()
+                        continue
                     if self._mode is Mode.UNDECIDED and not self._done:
                         self._decide()
                     if self._mode is Mode.HOLD and not self._done:
@@ -356,6 +370,10 @@ class StreamingReply:
                 return
             _, chunk = step
             progress, version = self._progress_only(), self._text_version()
+            call = self._status_call
+            if call is not None and not call.done():
+                # A status that lands after the first post would stay under the answer: it goes first.
+                await asyncio.wait({call}, timeout=STATUS_SETTLE)
             self._last_call_at = time.monotonic()
             handle = await self._target.post(chunk)
         except PlatformRateLimited as limited:
@@ -513,6 +531,17 @@ class StreamingReply:
             self._typing.cancel()
             self._typing = None
 
+    def _status_line(self) -> str | None:
+        """The tool line to show as the target's status, cut to its length: only before the first post,
+        and only where the target has a status."""
+        chars = self._limits.status_chars
+        if not chars or self._handles:
+            return None
+        line = getattr(self._raw, "progress", None)
+        if not isinstance(line, str) or not line:
+            return None
+        return line if len(line) <= chars else line[: chars - 1].rstrip() + "…"
+
     async def _keep_typing(self) -> None:
         interval = self._limits.typing_interval
         limits = self._limits.typing_limits
@@ -523,12 +552,50 @@ class StreamingReply:
                 wait = self._scheduler.delay(Urgency.TYPING, limits)
                 await asyncio.sleep(min(TYPING_RETRY, max(wait, TYPING_SOONEST) * (1 + random.random())))
                 continue
+            shown = self._status_line()
             try:
-                await self._target.typing()
+                if self._limits.status_chars is None:
+                    await self._target.typing()
+                else:
+                    await self._set_status(shown)
             except Exception as exc:  # typing is decoration: never let it end an answer
                 log.debug("typing indicator failed: %s", exc)
             finally:
                 self._scheduler.done(limits)
-            if interval is None:
-                return
-            await asyncio.sleep(interval)
+            if self._limits.status_chars is None:
+                if interval is None:
+                    return
+                await asyncio.sleep(interval)
+                continue
+            await self._next_status(shown, interval)
+
+    async def _set_status(self, shown: str | None) -> None:
+        """Show `shown` (None: the plain sign of life) as the status. The call runs to its end even when
+        the first post stops the sign of life, and that post waits for it."""
+        call = asyncio.ensure_future(self._target.typing() if shown is None else self._target.status(shown))
+        call.add_done_callback(_retrieved)
+        self._status_call = call
+        await asyncio.shield(call)
+
+    async def _next_status(self, shown: str | None, interval: float | None) -> None:
+        """Wait until the status should show a new tool line (at most one call a second, like a tool
+        line's edits) or be shown again (`interval`: Slack clears a status after two minutes). Text
+        arriving changes nothing: the line stays until the first post clears it, at no extra call."""
+        since = time.monotonic()
+        while True:
+            self._status_changed.clear()
+            line = self._status_line()
+            if line is not None and line != shown:
+                break
+            left = None if interval is None else since + interval - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._status_changed.wait(), left)
+        await asyncio.sleep(max(0.0, since + PROGRESS_INTERVAL - time.monotonic()))
+
+
+def _retrieved(call: asyncio.Future[None]) -> None:
+    """A sign of life's failure is logged where it is awaited, or not at all once the answer shows."""
+    if not call.cancelled():
+        call.exception()

@@ -18,7 +18,7 @@ TEST_RULES = PlatformRules("test", MentionRules(slack_rules.MENTIONS.rules + dis
 
 @dataclass
 class Call:
-    kind: str  # post, edit, typing, notify, announce, mark
+    kind: str  # post, edit, typing, status, notify, announce, mark
     handle: str | None
     text: str
     at: float = field(default_factory=time.monotonic)
@@ -64,6 +64,9 @@ class RecordingTarget:
 
     async def typing(self) -> None:
         self.calls.append(Call("typing", None, ""))
+
+    async def status(self, text: str) -> None:
+        self.calls.append(Call("status", None, text))
 
     async def notify(self, text: str) -> None:
         self.calls.append(Call("notify", None, text))
