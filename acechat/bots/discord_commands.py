@@ -16,7 +16,7 @@ import logging
 import discord
 from discord import app_commands
 
-from acechat.bots.discord_controls import add_control_commands
+from acechat.bots.discord_controls import RunGroup, add_control_commands
 from acechat.bots.discord_facts import (
     actor_of_interaction,
     attachment_of,
@@ -121,17 +121,14 @@ def build_tree(
     return tree
 
 
-class CommandGroup(app_commands.Group):
-    """A slash command group whose every subcommand has the core run one `Command`.
+class CommandGroup(RunGroup):
+    """A `RunGroup` that keeps the core at hand for its options' autocomplete.
 
     A subclass names the group in its class line and declares its subcommands as methods."""
 
     def __init__(self, core: ChatCore) -> None:
-        super().__init__()
+        super().__init__(lambda interaction, command: _run(core, interaction, command))
         self.core = core
-
-    async def run(self, interaction: discord.Interaction, command: Command) -> None:
-        await _run(self.core, interaction, command)
 
 
 class PresetGroup(
