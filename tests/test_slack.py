@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -660,6 +661,17 @@ async def test_askers_in_one_channel_take_turns_for_its_posts(
         threads[f"{user}{n}"] = str(payload["event"]["ts"])
     async with asyncio.timeout(5):
         await fake_upstream.wait_for_requests(8)
+
+    # Every answer ready at once: none may still be waiting for its "is thinking…" status call (a first
+    # post waits for that call to land), which on a busy machine lets a later answer be ready first.
+    def statuses() -> int:
+        return len({c.params.get("thread_ts") for c in slack.calls if c.method == "assistant.threads.setStatus"})
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3):
+            while statuses() < len(threads):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the calls' replies reach the bot
     gate.set()
     await bot.adapter.transport.idle()
     shown = {name: slack.in_channel("C1", ts) for name, ts in threads.items()}
