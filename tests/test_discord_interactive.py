@@ -87,7 +87,7 @@ async def test_a_new_question_skips_the_old_buttons(
     stale = replace(buttons, payload=copy.deepcopy(buttons.payload))
     await fake.post_message(f"{BOT} something else", author=fake.member)
     # The buttons say so as soon as the new question is asked, without anyone pressing them.
-    await fake.wait_for(lambda: buttons.content == notices.BUTTONS_SKIPPED and not fake.custom_ids(buttons))
+    await fake.wait_for(lambda: buttons.content == notices.SKIPPED_BY_QUESTION and not fake.custom_ids(buttons))
     await fake.wait_for(lambda: any(m.content.startswith("Answer ") for m in fake.bot_messages()))
     late = await fake.press(stale, fake.custom_ids(stale)[0])
     await fake.wait_for(lambda: len(late.followups) == 1)

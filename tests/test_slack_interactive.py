@@ -104,7 +104,7 @@ async def test_a_new_question_skips_the_old_buttons(
     await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> something else", thread_ts=thread))
     await bot.adapter.transport.idle()
     # The buttons say so as soon as the new question is asked, without anyone pressing them.
-    await slack.wait_until(lambda: buttons.text == notices.BUTTONS_SKIPPED, 5)
+    await slack.wait_until(lambda: buttons.text == notices.SKIPPED_BY_QUESTION, 5)
     assert ids(buttons) == []
     # A press that was on its way: the presser is told, nothing goes upstream.
     await slack.deliver_http(bot.url, slack.press(stale, ids(stale)[0]))

@@ -149,7 +149,8 @@ class OffersChoices(Protocol):
     """A target that can show buttons under an answer (Slack, Discord); others show numbered lines."""
 
     async def offer_choices(self, choices: Choices) -> str | None:
-        """Show the buttons; returns where they are (for `ChatCore.register_closer`'s closer), if known."""
+        """Show the buttons; returns where they are (a handle for `ChatCore.register_closer`'s closer, kept
+        in the store), if known."""
         ...
 
 
@@ -178,11 +179,10 @@ class ChatCore:
         self._shared = store.backend == "postgresql"
         self._stop_watch: asyncio.Task[None] | None = None
         store.on_change(self._changed)
+        self.state.after_reset = self._reset_skips
         # Writes nobody waits for (token usage, answers' rows), kept so they are not collected mid-flight.
         self._background: set[asyncio.Task[None]] = set()
         self._deleter: asyncio.Task[None] | None = None
-        # Buttons of waiting questions this process showed: scope key -> (question id, where).
-        self._buttons: LRU[str, tuple[str, str]] = LRU(NOTICED_USERS)
         self._closers: dict[str, Callable[[str, str, str], Coroutine[Any, Any, None]]] = {}
         self._delete_soon = asyncio.Event()
 
@@ -367,7 +367,7 @@ class ChatCore:
         if current.answered:
             return "✅ This question was answered."
         if await self._unanswerable(current, await self.state.conversation(scope), claim=False) is not None:
-            return "⏭️ Skipped: a newer question was asked here, or the conversation was reset."
+            return notices.BUTTONS_SKIPPED
         return None
 
     async def open_question(self, scope: Scope) -> PendingQuestion | None:
@@ -398,29 +398,61 @@ class ChatCore:
         self, platform: str, closer: Callable[[str, str, str], Coroutine[Any, Any, None]]
     ) -> None:
         """How an adapter replaces a question's buttons by a text: called with the workspace, where
-        `offer_choices` said they are, and the text."""
+        `offer_choices` said they are, and the text. Any process may call it for buttons another showed
+        (or this one, before a restart): it needs only the handle and its own platform client."""
         self._closers[platform] = closer
 
-    async def _offer(self, scope: Scope, kept: PendingQuestion, target: OffersChoices) -> None:
+    async def _offer(
+        self, scope: Scope, kept: PendingQuestion, target: OffersChoices, skipping: asyncio.Task[None] | None
+    ) -> None:
         try:
             where = await target.offer_choices(choices_for(kept.id, kept.question, kept.options))
         except Exception:
             log.exception("could not show a question's buttons", extra={"platform": scope.platform})
             return
-        if where is not None:
-            self._buttons.put(scope.key, (kept.id, where))
+        if where is None or scope.platform not in self._closers:
+            return
+        if skipping is not None:
+            # The questions this turn skipped give up their handles first, so this one's is not among them.
+            await asyncio.wait([skipping])
+        try:
+            await self.store.show_question(kept.id, where)
+        except Exception:
+            # Its buttons still say so when pressed once it is skipped; only the edit at once is lost.
+            log.exception("could not keep where a question's buttons are", extra={"platform": scope.platform})
 
-    def _skip_buttons(self, scope: Scope) -> None:
-        """A new question skips the one waiting here: its buttons (shown from this process) say so now;
-        buttons shown by another process say so when pressed."""
-        shown = self._buttons.get(scope.key)
-        self._buttons.pop(scope.key)
+    def _skip_waiting(self, scope: Scope, text: str) -> asyncio.Task[None] | None:
+        """The scope's questions still waiting are skipped (the service skips a paused call once the
+        conversation moves on): their buttons are replaced by `text` now, by this process whichever
+        showed them. Off the caller's path: neither the new question nor the reset waits for it."""
         closer = self._closers.get(scope.platform)
-        if shown is not None and closer is not None:
-            self._in_background(
-                closer(scope.workspace, shown[1], notices.BUTTONS_SKIPPED),
-                "could not mark a question skipped",
+        if closer is None:
+            return None
+
+        async def skip() -> None:
+            for where in await self.store.skip_questions(scope.key):
+                self._in_background(
+                    self._say_skipped(scope, closer, where, text), "could not mark a question skipped"
+                )
+
+        return self._in_background(skip(), "could not find the questions a new turn skipped")
+
+    @staticmethod
+    async def _say_skipped(
+        scope: Scope, closer: Callable[[str, str, str], Coroutine[Any, Any, None]], where: str, text: str
+    ) -> None:
+        try:
+            await closer(scope.workspace, where, text)
+        except Exception as error:
+            # A deleted message, a removed app: the buttons say it when pressed instead.
+            log.warning(
+                "could not show that a question was skipped: %s",
+                error,
+                extra={"platform": scope.platform, "workspace": scope.workspace},
             )
+
+    async def _reset_skips(self, scope: Scope) -> None:
+        self._skip_waiting(scope, notices.SKIPPED_BY_RESET)
 
     async def _keep_question(
         self, question: Question, view: AnswerView, conversation_id: str, turns: int
@@ -964,10 +996,6 @@ class ChatCore:
         resolved = await self.state.resolve(scope)
         stored = await self.state.conversation(scope)
         resumes = question.resumes
-        if resumes is None and self._buttons:
-            self._skip_buttons(scope)
-        elif resumes is not None:
-            self._buttons.pop(scope.key)
         if resumes is not None:
             # Checked in the scope's turn: nothing can be asked between the check and the resumed turn.
             refusal = await self._unanswerable(resumes, stored)
@@ -987,6 +1015,8 @@ class ChatCore:
             # Files alone, none of them readable by the service: say why, and ask nothing.
             await reply.finish("\n".join(f"_Skipped {reason}._" for reason in choice.skipped))
             return Outcome.REFUSED
+        # Sending a new question skips the one the model asked here, whatever becomes of the answer.
+        skipping = self._skip_waiting(scope, notices.SKIPPED_BY_QUESTION) if resumes is None else None
         author = question.actor.display_name or question.actor.user_id
         upstream_text = question.text.strip() or "(see the attached files)"
         if self.settings.author_prefix and resumes is None:
@@ -1121,7 +1151,7 @@ class ChatCore:
                 if controls is not None:
                     await controls.settle_controls()
                 if kept is not None and isinstance(target, OffersChoices):
-                    await self._offer(scope, kept, target)
+                    await self._offer(scope, kept, target, skipping)
             finally:
                 try:
                     await written
@@ -1222,7 +1252,7 @@ class ChatCore:
             view.replace_text(view.text + closing_fence(view.text))
         return conversation_id, trace_id, stopped
 
-    def _in_background(self, work: Coroutine[Any, Any, None], failure: str) -> None:
+    def _in_background(self, work: Coroutine[Any, Any, None], failure: str) -> asyncio.Task[None]:
         """Run a write the user need not wait for; `aclose` waits for it before closing the store."""
         task = asyncio.create_task(work)
         self._background.add(task)
@@ -1233,6 +1263,7 @@ class ChatCore:
                 log.error("%s: %s", failure, task.exception())
 
         task.add_done_callback(done)
+        return task
 
     async def _account(
         self,

@@ -75,4 +75,7 @@ QUESTION_ANSWERED = "That question was already answered."
 QUESTION_SKIPPED = "That question was skipped: a newer question was asked here, or the conversation was reset."
 NOT_YOUR_QUESTION = "Only the person who asked, or a channel admin, can answer this question."
 ANSWER_USAGE = "Answer with the number of a choice, or with your own words."
-BUTTONS_SKIPPED = "⏭️ Skipped: a newer question was asked here."
+# What a skipped question's buttons give way to: at once, saying why; or, found only when pressed, either.
+SKIPPED_BY_QUESTION = "⏭️ Skipped: a new question was asked here."
+SKIPPED_BY_RESET = "⏭️ Skipped: the conversation was reset."
+BUTTONS_SKIPPED = "⏭️ Skipped: a newer question was asked here, or the conversation was reset."
