@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
-from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
@@ -26,6 +24,7 @@ from acechat.core.scope import Scope
 from acechat.core.settings import DEFAULT_MODELS, Settings
 from tests.fakes.target import RecordingTarget
 from tests.fakes.upstream import Behaviour, FakeUpstream
+from tests.processes import until
 from tests.store_backends import pg_database, pg_url
 from tests.test_v2 import ASKED, CHANNEL, CHANNEL_ADMIN, DANA
 
@@ -71,13 +70,6 @@ class Platform:
 @pytest.fixture(autouse=True)
 def fresh_handles() -> None:
     ChoosingTarget.shown = []
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def question_back(core: ChatCore, fake_upstream: FakeUpstream, scope: Scope = CHANNEL) -> str:
