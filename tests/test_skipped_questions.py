@@ -20,6 +20,7 @@ from acechat.core import notices
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.choices import Choices
 from acechat.core.commands import Action, Command
+from acechat.core.platform_errors import PlatformRateLimited
 from acechat.core.scope import Scope
 from acechat.core.settings import DEFAULT_MODELS, Settings
 from tests.fakes.target import RecordingTarget
@@ -211,3 +212,26 @@ async def test_a_platform_that_cannot_edit_buttons_keeps_no_handles(
     await core.ask(Question(CHANNEL, DANA, "write the report"), ChoosingTarget())
     await plain(core)
     assert await core.store.skip_questions(CHANNEL.key) == []
+
+
+class BusyChannel(ChoosingTarget):
+    """A channel whose posts were all taken just now: the buttons' first post is refused with a 429."""
+
+    refused = 0
+
+    async def offer_choices(self, choices: Choices) -> str:
+        if not self.refused:
+            self.refused += 1
+            raise PlatformRateLimited(0.05)
+        return await super().offer_choices(choices)
+
+
+async def test_buttons_refused_for_the_post_rate_are_posted_once_it_allows(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    Platform().attach(core)
+    fake_upstream.queue(Behaviour(answer="", before=(ASKED,), terminal_reason="awaiting_user_input"))
+    target = BusyChannel()
+    assert await core.ask(Question(CHANNEL, DANA, "write the report"), target) is Outcome.ANSWERED
+    assert target.refused == 1 and len(ChoosingTarget.shown) == 1
+    assert await core.store.skip_questions(CHANNEL.key) == [ChoosingTarget.shown[0][0]]

@@ -43,7 +43,7 @@ from acechat.core.interactions import (
 from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.permissions import GENERIC_RIGHTS, Privilege, privilege_of, refusal, required
 from acechat.core.platform import MentionRules
-from acechat.core.platform_errors import PlatformError, PlatformForbidden
+from acechat.core.platform_errors import PlatformError, PlatformForbidden, PlatformRateLimited
 from acechat.core.presets import suggestions
 from acechat.core.reply_target import Mark, ReplyTarget
 from acechat.core.sanitize import format_answer
@@ -85,6 +85,10 @@ STOP_POLL = 2.0
 # The most of a message "ask about this message" gives the model, in characters.
 QUOTE_CHARS = 8000
 FEEDBACK_DAYS = 7
+# A question's buttons refused for the channel's post rate are tried again this often, this long apart
+# at most: the platform's retry-after, within the turn they belong to.
+OFFER_TRIES = 3
+OFFER_WAIT = 5.0
 
 
 class Outcome(enum.Enum):
@@ -403,12 +407,33 @@ class ChatCore:
         self._closers[platform] = closer
 
     async def _offer(
-        self, scope: Scope, kept: PendingQuestion, target: OffersChoices, skipping: asyncio.Task[None] | None
+        self, scope: Scope, kept: PendingQuestion, target: ReplyTarget, skipping: asyncio.Task[None] | None
     ) -> None:
-        try:
-            where = await target.offer_choices(choices_for(kept.id, kept.question, kept.options))
-        except Exception:
-            log.exception("could not show a question's buttons", extra={"platform": scope.platform})
+        """Show the question's buttons, where the target can, as a post paced like the answer's own (it
+        goes to the same channel right after them), and keep where they are."""
+        if not isinstance(target, OffersChoices):
+            return
+        choices = choices_for(kept.id, kept.question, kept.options)
+        posts = target.limits.posts
+        scheduler = target.limits.scheduler or Scheduler()
+        where: str | None = None
+        for _ in range(OFFER_TRIES):
+            await scheduler.call(Urgency.POST, posts)
+            try:
+                where = await target.offer_choices(choices)
+                break
+            except PlatformRateLimited as limited:
+                # The channel's posts were taken meanwhile (another answer, another process): wait as told.
+                scheduler.penalize(posts, limited.retry_after)
+                wait = limited.retry_after
+            except Exception:
+                log.exception("could not show a question's buttons", extra={"platform": scope.platform})
+                return
+            finally:
+                scheduler.done(posts)
+            await asyncio.sleep(min(wait, OFFER_WAIT))
+        else:
+            log.warning("could not show a question's buttons: rate limited", extra={"platform": scope.platform})
             return
         if where is None or scope.platform not in self._closers:
             return
@@ -1150,7 +1175,7 @@ class ChatCore:
                 await reply.finish(final)
                 if controls is not None:
                     await controls.settle_controls()
-                if kept is not None and isinstance(target, OffersChoices):
+                if kept is not None:
                     await self._offer(scope, kept, target, skipping)
             finally:
                 try:
