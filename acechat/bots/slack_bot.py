@@ -50,7 +50,7 @@ from acechat.bots.slack_oauth import (
     oauth_flow,
     unknown_workspace_gate,
 )
-from acechat.bots.slack_rules import RULES
+from acechat.bots.slack_rules import rules_for
 from acechat.bots.slack_settings import SlackSettings
 from acechat.bots.slack_targets import (
     ANSWER_CALL_TIMEOUT,
@@ -122,6 +122,8 @@ class SlackAdapter:
     ) -> None:
         self._core = core
         self._settings = settings
+        # What refusals tell people names this app's own slash command.
+        self._rules = rules_for(settings.command)
         self._host = host
         self._clock = clock
         self._limits = SlackLimits(clock)
@@ -310,7 +312,7 @@ class SlackAdapter:
         def limits(channel: str) -> TargetLimits:
             return self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL)
 
-        return Place(workspace.client, workspace.answers, actor, limits)
+        return Place(workspace.client, workspace.answers, actor, limits, self._rules)
 
     def _closing_client(self, team: str) -> AsyncWebClient | None:
         """A client to replace buttons with outside any request: the one workspace's, or a cached one's."""
@@ -442,12 +444,15 @@ class SlackAdapter:
             channel=channel,
             asker=actor.display_name,
             question=text,
+            rules=self._rules,
         )
         scope = event_scope(team, channel, None)
         form_request = preset_form_request(text)
         if form_request is not None:
             editing, name = form_request
-            form = await self._core.preset_form(scope, actor, editing=editing, name=name, rights=RULES.rights)
+            form = await self._core.preset_form(
+                scope, actor, editing=editing, name=name, rights=self._rules.rights
+            )
             if isinstance(form, CommandReply):
                 await say(render(form.text), False)
             else:
@@ -484,6 +489,7 @@ class SlackAdapter:
             user=user,
             question_ts=event["ts"],
             session_title=text if self._settings.agent else None,
+            rules=self._rules,
         )
         question = Question(
             event_scope(team, channel, thread_ts),
@@ -523,7 +529,7 @@ class SlackAdapter:
         if feature == OPEN and argument in ("create", "edit"):
             name = str((action.get("selected_option") or {}).get("value") or "")
             form = await self._core.preset_form(
-                scope, actor, editing=argument == "edit", name=name, rights=RULES.rights
+                scope, actor, editing=argument == "edit", name=name, rights=self._rules.rights
             )
             if isinstance(form, CommandReply):
                 notice = form.text
@@ -551,7 +557,7 @@ class SlackAdapter:
         team = body.get("team_id") or body["event"].get("team")
         channel = body["event"].get("channel") or user
         actor = await self._actor(workspace, user, team, channel, body.get("enterprise_id"), None)
-        home = await self._core.home(event_scope(team, user, None), actor, rights=RULES.rights)
+        home = await self._core.home(event_scope(team, user, None), actor, rights=self._rules.rights)
         try:
             await workspace.answers.views_publish(user_id=user, view=home_view(home, render))
         except SlackApiError as error:
@@ -639,6 +645,7 @@ class SlackAdapter:
                 self._limits.limits(budget, channel or actor.user_id, typing_interval=None),
                 channel=channel,
                 user=actor.user_id,
+                rules=self._rules,
             )
             await self._core.run_command(
                 event_scope(team, channel or actor.user_id, None), actor, command, form_reply
@@ -652,6 +659,7 @@ class SlackAdapter:
                 thread_ts=thread,
                 user=actor.user_id,
                 question_ts=metadata["ts"],
+                rules=self._rules,
             )
             question = Question(
                 event_scope(team, channel, thread),

@@ -25,6 +25,7 @@ from acechat.bots.slack_targets import ThreadReply
 from acechat.core.chat import ChatCore, PressResult
 from acechat.core.choices import Form, parse_control
 from acechat.core.facts import Actor
+from acechat.core.platform import PlatformRules
 from acechat.core.reply_target import TargetLimits
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,13 @@ Spawn = Callable[[Coroutine[Any, Any, None]], None]
 @dataclass(frozen=True, slots=True)
 class Place:
     """The workspace a press came from: its clients (ordinary calls, answers), who the presser is there
-    (user, team, channel, body) and the limits an answer in a channel of it draws on."""
+    (user, team, channel, body), the limits an answer in a channel of it draws on, and the app's rules."""
 
     client: AsyncWebClient
     answers: AsyncWebClient
     actor: Callable[[str, str, str, Mapping[str, Any]], Awaitable[Actor]]
     limits: Callable[[str], TargetLimits]
+    rules: PlatformRules
 
 
 PlaceOf = Callable[[AsyncBoltContext], Place]
@@ -128,6 +130,7 @@ class SlackInteractions:
             thread_ts=thread_ts,
             user=user,
             question_ts=message_ts,
+            rules=place.rules,
         )
 
     async def _pressed(self, body: dict[str, Any], place: Place) -> None:

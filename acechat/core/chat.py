@@ -42,7 +42,7 @@ from acechat.core.interactions import (
 )
 from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.permissions import GENERIC_RIGHTS, Privilege, privilege_of, refusal, required
-from acechat.core.platform import MentionRules
+from acechat.core.platform import MentionRules, PlatformRules
 from acechat.core.platform_errors import PlatformError, PlatformForbidden, PlatformRateLimited
 from acechat.core.presets import suggestions
 from acechat.core.reply_target import Mark, ReplyTarget
@@ -581,7 +581,11 @@ class ChatCore:
         try:
             if delivery is not None and not await self._first_delivery(delivery, scope):
                 return None
-            reply = await self.execute(scope, actor, command, rights=target.rules.rights, direct=direct)
+            if command.action is Action.ASK:
+                # A question handed to a command's path: how to ask instead is the platform's to say.
+                reply = CommandReply(notices.no_asking_here(target.rules), ok=False)
+            else:
+                reply = await self.execute(scope, actor, command, rights=target.rules.rights, direct=direct)
         except Exception:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
@@ -612,8 +616,6 @@ class ChatCore:
         """A command's reply, after checking the actor holds the level the command needs; a refusal
         names the rights as `rights` (the platform's rules) names them. `direct`: typed in a direct
         message, where a channel's own settings are refused."""
-        if command.action is Action.ASK:
-            return CommandReply(notices.NO_ASKING_HERE, ok=False)
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level < required(command.action):
             log.info("refused %s: not enough rights", command.action.value, extra=_context(scope, actor))
@@ -636,7 +638,7 @@ class ChatCore:
         try:
             if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
                 return Outcome.DUPLICATE
-            reason, held = await self._refusal(question)
+            reason, held = await self._refusal(question, target.rules)
             if reason is Outcome.IGNORED:
                 return Outcome.IGNORED
         except Exception:
@@ -851,7 +853,9 @@ class ChatCore:
         log.info("ignoring a re-delivered event %s", delivery, extra={"platform": scope.platform})
         return False
 
-    async def _refusal(self, question: Question) -> tuple[_Refused | Outcome | None, UsageHold | None]:
+    async def _refusal(
+        self, question: Question, rules: PlatformRules
+    ) -> tuple[_Refused | Outcome | None, UsageHold | None]:
         """Why the question must not go upstream (or IGNORED: it was not for the bot), else None; and
         the quota hold it takes while admitted (recorded or released by the caller)."""
         scope = question.scope
@@ -863,7 +867,7 @@ class ChatCore:
         if self._closing:
             return _Refused(notices.RESTARTING, window, True), None
         if not text and not question.attachments:
-            return _Refused(notices.EMPTY_QUESTION, window, True), None
+            return _Refused(notices.empty_question(rules), window, True), None
         limit = self.settings.max_question_chars
         if len(text) > limit:
             return _Refused(notices.too_long(len(text), limit), window, True), None
