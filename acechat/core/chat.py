@@ -1044,8 +1044,11 @@ class ChatCore:
             # Files alone, none of them readable by the service: say why, and ask nothing.
             await reply.finish("\n".join(f"_Skipped {reason}._" for reason in choice.skipped))
             return Outcome.REFUSED
-        # Sending a new question skips the one the model asked here, whatever becomes of the answer.
-        skipping = self._skip_waiting(scope, notices.SKIPPED_BY_QUESTION) if resumes is None else None
+        # Sending a new question skips the one the model asked here, whatever becomes of the answer. Only
+        # a live conversation can be waiting for an answer (a reset took the handles of its questions).
+        skipping = None
+        if resumes is None and stored is not None and stored.upstream_id:
+            skipping = self._skip_waiting(scope, notices.SKIPPED_BY_QUESTION)
         author = question.actor.display_name or question.actor.user_id
         upstream_text = question.text.strip() or "(see the attached files)"
         if self.settings.author_prefix and resumes is None:
