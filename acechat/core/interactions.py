@@ -132,6 +132,14 @@ class PresetForm:
         return "edit" if self.editing else "create"
 
 
+# The fields of a preset form, as `ChatCore.preset_problems` names what is wrong with a submission; the
+# whole form (the submitter's rights) is `WHOLE_FORM`. Each platform maps them to its own field ids.
+NAME_FIELD = "name"
+DESCRIPTION_FIELD = "description"
+PROMPT_FIELD = "prompt"
+WHOLE_FORM = ""
+
+
 def preset_form_request(line: str) -> tuple[bool, str] | None:
     """`preset create [NAME]` or `preset edit NAME` with no prompt, as typed: (editing, name) of the form
     it opens. With a prompt the line is the one-line command, which keeps working."""

@@ -264,6 +264,8 @@ class FakeSlack:
         # Calls (by method) whose connection breaks before they reach Slack: nothing happens, nothing
         # is recorded, the caller hears nothing.
         self.drop_before_delivery: Counter[str] = Counter()
+        # Seconds each call of a method takes before Slack answers it (a slow Slack), by method.
+        self.latency: dict[str, float] = {}
         # Channel-level rights (issue 17): who created each channel, and user groups by id.
         self.creators: dict[str, str] = {}
         self.usergroups: dict[str, tuple[str, list[str]]] = {}  # id -> (handle, members)
@@ -311,6 +313,9 @@ class FakeSlack:
 
         self.views: list[dict[str, Any]] = []  # modals opened (views.open), with their "id"
         self._triggers: dict[str, float] = {}  # trigger ids handed to the app, by when
+        # Added to the clock when views.open weighs a trigger's age: a test makes the app late by this
+        # much (past TRIGGER_SECONDS: expired_trigger_id) without sleeping.
+        self.trigger_delay = 0.0
         self._used_triggers: set[str] = set()
         self.homes: dict[str, dict[str, Any]] = {}  # the Home tab each user sees (views.publish)
         # Agent sessions by (channel, thread): their status, and the title they were created with.
@@ -474,6 +479,8 @@ class FakeSlack:
             else:
                 params.update(await request.post())
         authorization = request.headers.get("Authorization", "")
+        if self.latency.get(method):
+            await asyncio.sleep(self.latency[method])
         if self.drop_before_delivery[method] > 0:
             self.drop_before_delivery[method] -= 1
             self._drop(request)
@@ -775,7 +782,7 @@ class FakeSlack:
             return self._error("invalid_trigger_id")
         issued = self._triggers.pop(trigger_id)
         self._used_triggers.add(trigger_id)
-        if self._clock() - issued > TRIGGER_SECONDS:
+        if self._clock() + self.trigger_delay - issued > TRIGGER_SECONDS:
             return self._error("expired_trigger_id")
         opened = {
             **view,
