@@ -392,6 +392,18 @@ async def test_the_home_tab_is_republished_when_a_form_saves_a_preset(
         assert await submit(slack, bot, edit, name="coder", prompt="x") != {}
         await bot.adapter.transport.idle()
         assert [c for c in slack.calls if c.method == "views.publish"] == published
+        # So do the workspace's defaults changed by command; a command that changes nothing there, or
+        # is refused, publishes nothing.
+        await deliver(slack, bot, slack.command("preset default pirate", user=ADMIN))
+        await deliver(slack, bot, slack.command("model default gpt-5.4-mini", user=ADMIN))
+        await bot.adapter.transport.idle()
+        home = json.dumps(slack.homes[ADMIN])
+        assert "preset `pirate`" in home and "Model `gpt-5.4-mini`" in home
+        published = [c for c in slack.calls if c.method == "views.publish"]
+        await deliver(slack, bot, slack.command("status", user=ADMIN))
+        await deliver(slack, bot, slack.command("preset default coder", user="U2"))
+        await bot.adapter.transport.idle()
+        assert [c for c in slack.calls if c.method == "views.publish"] == published
 
 
 async def test_ask_about_a_message_answers_in_its_thread_with_its_text(

@@ -83,10 +83,19 @@ from acechat.bots.slack_ui import (
     submitted,
 )
 from acechat.core.cache import LRU
-from acechat.core.chat import ChatCore, Question
-from acechat.core.commands import Action, Command, CommandReply
+from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.facts import Actor
-from acechat.core.interactions import ASK, OPEN, PRESET, STOP, VOTE, parse_control, preset_form_request
+from acechat.core.interactions import (
+    ASK,
+    HOME_CHANGES,
+    OPEN,
+    PRESET,
+    STOP,
+    VOTE,
+    parse_control,
+    preset_form_request,
+)
 from acechat.core.permissions import Privilege
 from acechat.core.reply_target import TargetLimits
 from acechat.core.secret_box import SecretBox
@@ -477,9 +486,11 @@ class SlackAdapter:
                     workspace, body["trigger_id"], preset_view(form, channel), lambda t: say(t, False)
                 )
             return
-        await self._core.run_line(
+        outcome = await self._core.run_line(
             scope, actor, text, target, delivery=command_delivery(body), direct=channel.startswith("D")
         )
+        if outcome is Outcome.ANSWERED and parse_command(text).action in HOME_CHANGES:
+            await self._publish_home(workspace, team, user, actor)
 
     async def _question(
         self,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from acechat.core.commands import Action
 from acechat.core.pacing.scheduler import Urgency
 from acechat.core.reply_target import TargetLimits
 
@@ -160,6 +161,19 @@ class Home:
     sections: tuple[str, ...]
     admin: bool
     editable: tuple[str, ...] = ()
+
+
+# Commands whose success changes what every Home page shows (presets, the workspace's defaults): the
+# person who ran one sees it there without opening the page again.
+HOME_CHANGES = frozenset(
+    {
+        Action.PRESET_CREATE,
+        Action.PRESET_EDIT,
+        Action.PRESET_DELETE,
+        Action.PRESET_DEFAULT,
+        Action.MODEL_DEFAULT,
+    }
+)
 
 
 class StopSignal:
