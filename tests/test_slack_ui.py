@@ -542,3 +542,33 @@ async def test_a_command_answer_outside_threads_is_stopped_with_its_button(
         assert answer.text.startswith("*u1-display* asked: a long story please")
         assert ephemerals_to(slack, "U2") == [notices.ONLY_ASKER_STOPS]
         assert [a.split(":")[1] for a in answer.action_ids] == ["vote"]
+
+
+async def test_slack_agent_auto_serves_an_app_as_an_agent_when_its_token_carries_assistant_write(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    # Installed from a manifest without agent_view: no assistant:write, so a direct message is the DM's
+    # one conversation and no agent session is made.
+    async with running(settings) as bot:
+        await deliver(slack, bot, slack.direct_message("hello"))
+        await deliver(slack, bot, slack.app_home_opened(tab="messages"))
+        await bot.adapter.transport.idle()
+        (answer,) = slack.in_channel("D1")
+        assert answer.thread_ts is None and not slack.sessions and not slack.suggested
+    # Declared an agent: Slack added assistant:write to the token, and SLACK_AGENT=auto follows it.
+    slack.bot_scopes += ",assistant:write"
+    async with running(settings) as bot:
+        dm = slack.direct_message("Summarise the incident report")
+        await deliver(slack, bot, dm)
+        await deliver(slack, bot, slack.app_home_opened(tab="messages"))
+        await bot.adapter.transport.idle()
+        thread = dm["event"]["ts"]
+        assert slack.in_channel("D1", thread) != []
+        assert slack.sessions[("D1", thread)]["title"] == "Summarise the incident report"
+        assert slack.suggested["D1"]
+    # SLACK_AGENT=false wins over the token.
+    async with running(with_slack(settings, agent=False)) as bot:
+        dm = slack.direct_message("and again")
+        await deliver(slack, bot, dm)
+        await bot.adapter.transport.idle()
+        assert ("D1", dm["event"]["ts"]) not in slack.sessions

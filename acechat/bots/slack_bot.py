@@ -52,7 +52,7 @@ from acechat.bots.slack_oauth import (
     unknown_workspace_gate,
 )
 from acechat.bots.slack_rules import RULES
-from acechat.bots.slack_settings import SlackSettings
+from acechat.bots.slack_settings import AGENT_SCOPE, SlackSettings
 from acechat.bots.slack_targets import (
     ANSWER_CALL_TIMEOUT,
     STATUS_INTERVAL,
@@ -300,6 +300,14 @@ class SlackAdapter:
             found.client.token = found.answers.token = token
         return key, found
 
+    def _agent(self, context: AsyncBoltContext) -> bool:
+        """Whether the request's workspace is served as an agent: SLACK_AGENT, or with `auto`, whether
+        its bot token carries the scope Slack adds to apps declared agents."""
+        if self._settings.agent is not None:
+            return self._settings.agent
+        result = context.authorize_result
+        return result is not None and AGENT_SCOPE in (result.bot_scopes or ())
+
     @property
     def transport(self) -> SlackTransport:
         assert self._transport is not None, "start() first"
@@ -356,7 +364,13 @@ class SlackAdapter:
         if is_new_question(event):
             thread_ts = event.get("thread_ts") or event["ts"]
             self.transport.spawn(
-                self._question(body, context.bot_user_id, thread_ts, *self._workspace(context))
+                self._question(
+                    body,
+                    context.bot_user_id,
+                    thread_ts,
+                    *self._workspace(context),
+                    agent=self._agent(context),
+                )
             )
 
     async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -365,14 +379,22 @@ class SlackAdapter:
             return
         if is_direct(event):
             # An agent's Messages tab: each thread is a conversation of its own.
-            thread = event.get("thread_ts") or (event["ts"] if self._settings.agent else None)
-            self.transport.spawn(self._question(body, context.bot_user_id, thread, *self._workspace(context)))
+            agent = self._agent(context)
+            thread = event.get("thread_ts") or (event["ts"] if agent else None)
+            self.transport.spawn(
+                self._question(body, context.bot_user_id, thread, *self._workspace(context), agent=agent)
+            )
         elif is_thread_message(event) and not mentions(event, context.bot_user_id):
             # A mention comes as app_mention too, and is answered from there: once. The core decides
             # whether the thread is engaged.
             self.transport.spawn(
                 self._question(
-                    body, context.bot_user_id, event["thread_ts"], *self._workspace(context), mentioned=False
+                    body,
+                    context.bot_user_id,
+                    event["thread_ts"],
+                    *self._workspace(context),
+                    mentioned=False,
+                    agent=self._agent(context),
                 )
             )
 
@@ -406,7 +428,7 @@ class SlackAdapter:
         tab = body["event"].get("tab")
         if tab == "home":
             self.transport.spawn(self._home_opened(body, *self._workspace(context)))
-        elif tab == "messages" and self._settings.agent:
+        elif tab == "messages" and self._agent(context):
             self.transport.spawn(self._suggest(body, *self._workspace(context)))
 
     async def _on_session_stopped(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -501,7 +523,9 @@ class SlackAdapter:
         workspace: _Workspace,
         *,
         mentioned: bool = True,
+        agent: bool = False,
     ) -> None:
+        """A question in a message; `agent`: answered as an agent (its thread an agent session)."""
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
@@ -516,7 +540,7 @@ class SlackAdapter:
             thread_ts=thread_ts,
             user=user,
             question_ts=event["ts"],
-            session_title=text if self._settings.agent else None,
+            session_title=text if agent else None,
         )
         question = Question(
             event_scope(team, channel, thread_ts),

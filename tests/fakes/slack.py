@@ -311,6 +311,9 @@ class FakeSlack:
         self._refresh: dict[str, str] = {}
         self._minted = itertools.count(1)
 
+        # The scopes the bot's tokens carry (auth.test's x-oauth-scopes header, oauth.v2.access's scope):
+        # add assistant:write for an app declared an agent.
+        self.bot_scopes = BOT_SCOPES
         self.views: list[dict[str, Any]] = []  # modals opened (views.open), with their "id"
         self._triggers: dict[str, float] = {}  # trigger ids handed to the app, by when
         # Added to the clock when views.open weighs a trigger's age: a test makes the app late by this
@@ -345,7 +348,7 @@ class FakeSlack:
         prefix = "xoxe.xoxb-" if self.rotation else "xoxb-"
         token = f"{prefix}{team}-{n}-{'x' * 8}"
         self.token_team[token] = team
-        fields: dict[str, Any] = {"access_token": token, "token_type": "bot", "scope": BOT_SCOPES}
+        fields: dict[str, Any] = {"access_token": token, "token_type": "bot", "scope": self.bot_scopes}
         if self.rotation:
             refresh = f"xoxe-1-{team}-{n}-{'r' * 8}"
             self._refresh[refresh] = team
@@ -586,7 +589,7 @@ class FakeSlack:
         owner = self.token_team.get(self._caller, self.team_id)
         enterprise = self.enterprises.get(owner)
         org = enterprise == owner
-        return self._ok(
+        status, reply, _ = self._ok(
             url="https://fake.slack.com/",
             team="Fake",
             user="aichat",
@@ -596,6 +599,8 @@ class FakeSlack:
             bot_id=BOT_ID,
             is_enterprise_install=org,
         )
+        # Slack tells a token's scopes in this header of its answers; the app reads it from auth.test.
+        return status, reply, {"x-oauth-scopes": self.bot_scopes}
 
     def _api_apps_connections_open(
         self, params: dict[str, Any]
