@@ -702,6 +702,10 @@ class SlackAdapter:
         except TimeoutError:
             log.info("slack: checking a preset form took too long; it closes and its save says what is wrong")
             return {}
+        except Exception:
+            # The form closes and the save, which runs the same checks, says what went wrong.
+            log.exception("slack: could not check a preset form")
+            return {}
         return form_errors(problems)
 
     async def _submit(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
