@@ -56,9 +56,6 @@ EVENT_SCOPES: dict[str, tuple[str, ...]] = {
     "agent_session_stopped": (),
 }
 COMMAND_SCOPE = "commands"
-# Scopes Slack adds itself to an app declared an agent (docs.slack.dev "Agent sessions"), used only in
-# agent mode (SLACK_AGENT): asking for them in the manifest or at install would fail for other apps.
-AGENT_SCOPES = frozenset({"assistant:write"})
 
 _API_CALL = re.compile(r'api_call\(\s*"([A-Za-z.]+)"')
 
@@ -126,6 +123,19 @@ def test_the_manifest_asks_for_every_scope_the_code_needs_and_no_other() -> None
     }
     needed |= {scope for event in events for scope in EVENT_SCOPES[event]}
     needed.add(COMMAND_SCOPE)
-    needed -= AGENT_SCOPES
     assert bot_scopes() == needed
     assert "reactions:write" in bot_scopes()  # the ⏳ on a refused question
+
+
+def test_the_manifest_declares_the_app_an_agent_with_what_that_needs() -> None:
+    """docs.slack.dev "Agent sessions": only apps declared agents (`features.agent_view`) create
+    sessions, and declaring one adds assistant:write; "agent_session_stopped": without the event
+    Slack shows no Stop on a processing session."""
+    features = manifest()["features"]
+    assert isinstance(features, dict)
+    assert features["agent_view"]["agent_description"]
+    assert "assistant_view" not in features
+    settings = manifest()["settings"]
+    assert isinstance(settings, dict)
+    assert {"agent_session_stopped", "app_home_opened"} <= set(settings["event_subscriptions"]["bot_events"])
+    assert "assistant:write" in bot_scopes()

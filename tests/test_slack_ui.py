@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -209,11 +210,11 @@ async def test_preset_create_opens_a_form_through_views_open_and_its_submission_
         saved = await bot.core.store.get_preset(f"slack:{slack.team_id}", "pirate")
         assert saved is not None and saved.prompt == text and saved.description == "Arr"
         assert any("created the preset `pirate`" in m.text for m in slack.in_channel("C1"))
-        # A forged submission by a member is refused by the core.
-        await deliver(slack, bot, slack.view_submission(view, {"name": "pirate2", "prompt": "x"}, user="U2"))
+        # A forged submission by a member is refused by the core, on the form.
+        errors = await submit(slack, bot, view, user="U2", name="pirate2", prompt="x")
         await bot.adapter.transport.idle()
         assert await bot.core.store.get_preset(f"slack:{slack.team_id}", "pirate2") is None
-        assert any("workspace admin" in t for t in ephemerals_to(slack, "U2"))
+        assert "workspace admin" in errors["name"]
         # One-line creation keeps working; edit without a prompt opens the form filled in.
         await deliver(slack, bot, slack.command("preset edit pirate", user=ADMIN))
         await bot.adapter.transport.idle()
@@ -222,16 +223,188 @@ async def test_preset_create_opens_a_form_through_views_open_and_its_submission_
         assert edit["blocks"][2]["element"]["initial_value"] == text
 
 
-async def test_an_expired_trigger_is_explained(settings: Settings, slack: FakeSlack) -> None:
+async def test_a_used_trigger_is_explained_to_the_user_and_logged(
+    settings: Settings, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(settings) as bot:
         payload = slack.command("preset create pirate", user=ADMIN)
-        # The trigger id was used already (Slack answers exchanged_trigger_id).
-        await slack.deliver_http(bot.url, payload)
+        await deliver(slack, bot, payload)
         await bot.adapter.transport.idle()
-        await deliver(slack, bot, payload | {"trigger_id": payload["trigger_id"]})
+        # The same command again (a retry): its trigger id opened a form already.
+        with caplog.at_level(logging.WARNING, logger="acechat"):
+            await deliver(slack, bot, payload)
+            await bot.adapter.transport.idle()
+        assert len(slack.views) == 1
+        assert (
+            slack.responses[-1].text == "That form was opened already; run the command again for a new one."
+        )
+        assert any("exchanged_trigger_id" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_form_opened_after_its_trigger_expired_is_explained_to_the_user_and_logged(
+    settings: Settings, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(settings) as bot:
+        # The app reaches views.open 3.5 s after Slack handed it the trigger id (no real waiting).
+        slack.trigger_delay = 3.5
+        with caplog.at_level(logging.WARNING, logger="acechat"):
+            await deliver(slack, bot, slack.command("preset create pirate", user=ADMIN))
+            await bot.adapter.transport.idle()
+        assert not slack.views
+        assert slack.responses[-1].text == "That form took too long to open; run the command again."
+        assert any("expired_trigger_id" in r.getMessage() for r in caplog.records)
+        # In time, the same command opens it.
+        slack.trigger_delay = 0.0
+        await deliver(slack, bot, slack.command("preset create pirate", user=ADMIN))
         await bot.adapter.transport.idle()
         assert len(slack.views) == 1
-        assert "could not open" in slack.responses[-1].text
+
+
+def form_errors_of(text: str) -> dict[str, str]:
+    """The errors a form's acknowledgement shows on its fields ({} for a plain acknowledgement)."""
+    if not text:
+        return {}
+    ack = json.loads(text)
+    assert ack["response_action"] == "errors"
+    errors = ack["errors"]
+    assert isinstance(errors, dict)
+    return errors
+
+
+async def open_preset_form(slack: FakeSlack, bot: Bot, line: str) -> dict[str, object]:
+    await deliver(slack, bot, slack.command(line, user=ADMIN))
+    await bot.adapter.transport.idle()
+    return slack.views[-1]
+
+
+async def submit(
+    slack: FakeSlack, bot: Bot, view: dict[str, object], user: str = ADMIN, **values: str
+) -> dict[str, str]:
+    delivery = await slack.deliver_http(bot.url, slack.view_submission(view, values, user=user))
+    assert delivery.status == 200 and delivery.elapsed < ACK_SECONDS
+    return form_errors_of(delivery.body)
+
+
+async def test_a_preset_form_with_problems_stays_open_with_them_on_its_fields(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    workspace = f"slack:{slack.team_id}"
+    async with running(replace(settings, max_preset_chars=40)) as bot:
+        view = await open_preset_form(slack, bot, "preset create")
+        shown = len(slack.messages)
+
+        errors = await submit(slack, bot, view, name="Pirate Talk!", prompt="Talk like a pirate.")
+        assert list(errors) == ["name"] and "not a valid preset name" in errors["name"]
+        errors = await submit(slack, bot, view, name="pirate", prompt="x" * 41)
+        assert errors == {"prompt": "The prompt is 41 characters long; the limit is 40."}
+        errors = await submit(slack, bot, view, name="pirate", prompt=" ")
+        assert list(errors) == ["prompt"] and "cannot be empty" in errors["prompt"]
+        errors = await submit(slack, bot, view, name="pirate", prompt="Arr.", description="d" * 101)
+        assert list(errors) == ["description"]
+        # Built-in names are taken; every field's problem shows at once, in plain text.
+        errors = await submit(slack, bot, view, name="coder", prompt="")
+        assert errors["name"] == "'coder' is a built-in preset; choose another name."
+        assert set(errors) == {"name", "prompt"}
+        # Nothing was saved, audited or said in the channel.
+        await bot.adapter.transport.idle()
+        assert await bot.core.store.list_presets(workspace) == []
+        assert await bot.core.store.list_audit(workspace) == []
+        assert len(slack.messages) == shown and not ephemerals_to(slack, ADMIN)
+
+        # A valid one closes the form (a plain acknowledgement) and is saved and audited.
+        assert await submit(slack, bot, view, name="pirate", prompt="Talk like a pirate.") == {}
+        await bot.adapter.transport.idle()
+        saved = await bot.core.store.get_preset(workspace, "pirate")
+        assert saved is not None and saved.prompt == "Talk like a pirate."
+        (entry,) = await bot.core.store.list_audit(workspace)
+        assert entry.action.value == "preset create" and entry.actor_id == ADMIN
+        # Its name is taken now; and a member (or an admin demoted since) may not save at all.
+        errors = await submit(slack, bot, view, name="pirate", prompt="Arr.")
+        assert list(errors) == ["name"] and "already exists" in errors["name"]
+        errors = await submit(slack, bot, view, user="U2", name="parrot", prompt="Squawk.")
+        assert list(errors) == ["name"] and "workspace admin" in errors["name"]
+        # Editing a preset that was deleted meanwhile says so on the name.
+        edit = await open_preset_form(slack, bot, "preset edit pirate")
+        await deliver(slack, bot, slack.command("preset delete pirate", user=ADMIN))
+        await bot.adapter.transport.idle()
+        errors = await submit(slack, bot, edit, name="pirate", prompt="Arr.")
+        assert list(errors) == ["name"] and "no custom preset" in errors["name"]
+
+
+async def test_preset_form_errors_ride_on_the_socket_mode_acknowledgement(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    async with running(socket_mode(settings)) as bot:
+        await slack.wait_for_ack(await slack.deliver_socket(slack.command("preset create", user=ADMIN)))
+        await bot.adapter.transport.idle()
+        (view,) = slack.views
+        sent = time.monotonic()
+        bad = slack.view_submission(view, {"name": "coder", "prompt": "Arr."}, user=ADMIN)
+        ack = await slack.wait_for_ack(await slack.deliver_socket(bad))
+        assert ack.at - sent < ACK_SECONDS
+        assert ack.payload == {
+            "response_action": "errors",
+            "errors": {"name": "'coder' is a built-in preset; choose another name."},
+        }
+        good = slack.view_submission(view, {"name": "pirate", "prompt": "Arr."}, user=ADMIN)
+        ack = await slack.wait_for_ack(await slack.deliver_socket(good))
+        assert not ack.payload
+        await bot.adapter.transport.idle()
+        assert await bot.core.store.get_preset(f"slack:{slack.team_id}", "pirate") is not None
+
+
+async def test_a_form_whose_check_is_slow_closes_in_time_and_its_save_says_what_is_wrong(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    async with running(settings) as bot:
+        view = await open_preset_form(slack, bot, "preset create")
+    # Submitted after a restart: who submits is looked up with users.info, which Slack is slow to answer.
+    async with running(settings) as bot:
+        slack.latency["users.info"] = 2.6
+        started = time.monotonic()
+        errors = await submit(slack, bot, view, user=ADMIN, name="coder", prompt="Arr.")
+        assert errors == {} and time.monotonic() - started < ACK_SECONDS
+        slack.latency.clear()
+        await bot.adapter.transport.idle()
+        assert ephemerals_to(slack, ADMIN) == ["`coder` is a built-in preset; choose another name."]
+
+
+async def test_the_home_tab_is_republished_when_a_form_saves_a_preset(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    async with running(settings) as bot:
+        await deliver(slack, bot, slack.app_home_opened(user=ADMIN))
+        await bot.adapter.transport.idle()
+        assert "pirate" not in json.dumps(slack.homes[ADMIN])
+        view = await open_preset_form(slack, bot, "preset create")
+        assert (
+            await submit(slack, bot, view, name="pirate", prompt="Talk like a pirate.", description="Arr")
+            == {}
+        )
+        await bot.adapter.transport.idle()
+        home = json.dumps(slack.homes[ADMIN])
+        assert "pirate" in home and "Arr" in home
+        # An edit from the form shows too; a form that saved nothing publishes nothing.
+        edit = await open_preset_form(slack, bot, "preset edit pirate")
+        assert await submit(slack, bot, edit, name="pirate", prompt="Talk.", description="Ahoy") == {}
+        await bot.adapter.transport.idle()
+        assert "Ahoy" in json.dumps(slack.homes[ADMIN])
+        published = [c for c in slack.calls if c.method == "views.publish"]
+        assert await submit(slack, bot, edit, name="coder", prompt="x") != {}
+        await bot.adapter.transport.idle()
+        assert [c for c in slack.calls if c.method == "views.publish"] == published
+        # So do the workspace's defaults changed by command; a command that changes nothing there, or
+        # is refused, publishes nothing.
+        await deliver(slack, bot, slack.command("preset default pirate", user=ADMIN))
+        await deliver(slack, bot, slack.command("model default gpt-5.4-mini", user=ADMIN))
+        await bot.adapter.transport.idle()
+        home = json.dumps(slack.homes[ADMIN])
+        assert "preset `pirate`" in home and "Model `gpt-5.4-mini`" in home
+        published = [c for c in slack.calls if c.method == "views.publish"]
+        await deliver(slack, bot, slack.command("status", user=ADMIN))
+        await deliver(slack, bot, slack.command("preset default coder", user="U2"))
+        await bot.adapter.transport.idle()
+        assert [c for c in slack.calls if c.method == "views.publish"] == published
 
 
 async def test_ask_about_a_message_answers_in_its_thread_with_its_text(
@@ -370,3 +543,33 @@ async def test_a_command_answer_outside_threads_is_stopped_with_its_button(
         assert answer.text.startswith("*u1-display* asked: a long story please")
         assert ephemerals_to(slack, "U2") == [notices.ONLY_ASKER_STOPS]
         assert [a.split(":")[1] for a in answer.action_ids] == ["vote"]
+
+
+async def test_slack_agent_auto_serves_an_app_as_an_agent_when_its_token_carries_assistant_write(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    # Installed from a manifest without agent_view: no assistant:write, so a direct message is the DM's
+    # one conversation and no agent session is made.
+    async with running(settings) as bot:
+        await deliver(slack, bot, slack.direct_message("hello"))
+        await deliver(slack, bot, slack.app_home_opened(tab="messages"))
+        await bot.adapter.transport.idle()
+        (answer,) = slack.in_channel("D1")
+        assert answer.thread_ts is None and not slack.sessions and not slack.suggested
+    # Declared an agent: Slack added assistant:write to the token, and SLACK_AGENT=auto follows it.
+    slack.bot_scopes += ",assistant:write"
+    async with running(settings) as bot:
+        dm = slack.direct_message("Summarise the incident report")
+        await deliver(slack, bot, dm)
+        await deliver(slack, bot, slack.app_home_opened(tab="messages"))
+        await bot.adapter.transport.idle()
+        thread = dm["event"]["ts"]
+        assert slack.in_channel("D1", thread) != []
+        assert slack.sessions[("D1", thread)]["title"] == "Summarise the incident report"
+        assert slack.suggested["D1"]
+    # SLACK_AGENT=false wins over the token.
+    async with running(with_slack(settings, agent=False)) as bot:
+        dm = slack.direct_message("and again")
+        await deliver(slack, bot, dm)
+        await bot.adapter.transport.idle()
+        assert ("D1", dm["event"]["ts"]) not in slack.sessions

@@ -7,6 +7,7 @@ target (bots.slack_targets). The core decides the rest.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -51,7 +52,7 @@ from acechat.bots.slack_oauth import (
     unknown_workspace_gate,
 )
 from acechat.bots.slack_rules import rules_for
-from acechat.bots.slack_settings import SlackSettings
+from acechat.bots.slack_settings import AGENT_SCOPE, SlackSettings
 from acechat.bots.slack_targets import (
     ANSWER_CALL_TIMEOUT,
     STATUS_INTERVAL,
@@ -61,7 +62,14 @@ from acechat.bots.slack_targets import (
     ThreadReply,
 )
 from acechat.bots.slack_text import from_slack, render
-from acechat.bots.slack_transport import EVENTS_PATH, SlackTransport, StartupAuthorize, check_tokens
+from acechat.bots.slack_transport import (
+    ACK_BY,
+    EVENTS_PATH,
+    SUBMISSION_LISTENER_SECONDS,
+    SlackTransport,
+    StartupAuthorize,
+    check_tokens,
+)
 from acechat.bots.slack_ui import (
     ASK_SHORTCUT,
     DESCRIPTION_FIELD,
@@ -69,15 +77,25 @@ from acechat.bots.slack_ui import (
     PROMPT_FIELD,
     QUESTION_FIELD,
     ask_view,
+    form_errors,
     home_view,
     preset_view,
     submitted,
 )
 from acechat.core.cache import LRU
-from acechat.core.chat import ChatCore, Question
-from acechat.core.commands import Action, Command, CommandReply
+from acechat.core.chat import ChatCore, Outcome, Question
+from acechat.core.commands import Action, Command, CommandReply, parse_command
 from acechat.core.facts import Actor
-from acechat.core.interactions import ASK, OPEN, PRESET, STOP, VOTE, parse_control, preset_form_request
+from acechat.core.interactions import (
+    ASK,
+    HOME_CHANGES,
+    OPEN,
+    PRESET,
+    STOP,
+    VOTE,
+    parse_control,
+    preset_form_request,
+)
 from acechat.core.permissions import Privilege
 from acechat.core.reply_target import TargetLimits
 from acechat.core.secret_box import SecretBox
@@ -88,6 +106,12 @@ log = logging.getLogger(__name__)
 
 ACECHAT_ID = re.compile(r"^acechat:")
 
+# Why a form did not open, for the person who asked for it, by Slack's error (views.open). A trigger id
+# opens one form, within 3 s of the press or command that brought it.
+FORM_NOT_OPENED = {
+    "expired_trigger_id": "That form took too long to open; run the command again.",
+    "exchanged_trigger_id": "That form was opened already; run the command again for a new one.",
+}
 # Workspaces whose clients (and users.info cache) are kept at once in OAuth mode.
 WORKSPACE_CLIENTS = 1000
 
@@ -278,6 +302,14 @@ class SlackAdapter:
             found.client.token = found.answers.token = token
         return key, found
 
+    def _agent(self, context: AsyncBoltContext) -> bool:
+        """Whether the request's workspace is served as an agent: SLACK_AGENT, or with `auto`, whether
+        its bot token carries the scope Slack adds to apps declared agents."""
+        if self._settings.agent is not None:
+            return self._settings.agent
+        result = context.authorize_result
+        return result is not None and AGENT_SCOPE in (result.bot_scopes or ())
+
     @property
     def transport(self) -> SlackTransport:
         assert self._transport is not None, "start() first"
@@ -334,7 +366,13 @@ class SlackAdapter:
         if is_new_question(event):
             thread_ts = event.get("thread_ts") or event["ts"]
             self.transport.spawn(
-                self._question(body, context.bot_user_id, thread_ts, *self._workspace(context))
+                self._question(
+                    body,
+                    context.bot_user_id,
+                    thread_ts,
+                    *self._workspace(context),
+                    agent=self._agent(context),
+                )
             )
 
     async def _on_message(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -343,14 +381,22 @@ class SlackAdapter:
             return
         if is_direct(event):
             # An agent's Messages tab: each thread is a conversation of its own.
-            thread = event.get("thread_ts") or (event["ts"] if self._settings.agent else None)
-            self.transport.spawn(self._question(body, context.bot_user_id, thread, *self._workspace(context)))
+            agent = self._agent(context)
+            thread = event.get("thread_ts") or (event["ts"] if agent else None)
+            self.transport.spawn(
+                self._question(body, context.bot_user_id, thread, *self._workspace(context), agent=agent)
+            )
         elif is_thread_message(event) and not mentions(event, context.bot_user_id):
             # A mention comes as app_mention too, and is answered from there: once. The core decides
             # whether the thread is engaged.
             self.transport.spawn(
                 self._question(
-                    body, context.bot_user_id, event["thread_ts"], *self._workspace(context), mentioned=False
+                    body,
+                    context.bot_user_id,
+                    event["thread_ts"],
+                    *self._workspace(context),
+                    mentioned=False,
+                    agent=self._agent(context),
                 )
             )
 
@@ -363,11 +409,18 @@ class SlackAdapter:
             self.transport.spawn(self._press(body, *self._workspace(context)))
 
     async def _on_view(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        await ack()  # closes the form; what the submission did is told in the channel
         if self._questions.owns(str((body.get("view") or {}).get("callback_id", ""))):
+            await ack()
             self._questions.submitted(body, context)
-        else:
-            self.transport.spawn(self._submit(body, *self._workspace(context)))
+            return
+        budget, workspace = self._workspace(context)
+        ack_by = context.get(ACK_BY)
+        errors = await self._form_errors(body, workspace, ack_by if isinstance(ack_by, float) else None)
+        if errors:
+            await ack(response_action="errors", errors=errors)  # the form stays open, saying what is wrong
+            return
+        await ack()  # closes the form; what the submission did is told in the channel
+        self.transport.spawn(self._submit(body, budget, workspace))
 
     async def _on_shortcut(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()
@@ -376,8 +429,8 @@ class SlackAdapter:
     async def _on_home_opened(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         tab = body["event"].get("tab")
         if tab == "home":
-            self.transport.spawn(self._publish_home(body, *self._workspace(context)))
-        elif tab == "messages" and self._settings.agent:
+            self.transport.spawn(self._home_opened(body, *self._workspace(context)))
+        elif tab == "messages" and self._agent(context):
             self.transport.spawn(self._suggest(body, *self._workspace(context)))
 
     async def _on_session_stopped(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -460,9 +513,11 @@ class SlackAdapter:
                     workspace, body["trigger_id"], preset_view(form, channel), lambda t: say(t, False)
                 )
             return
-        await self._core.run_line(
+        outcome = await self._core.run_line(
             scope, actor, text, target, delivery=command_delivery(body), direct=channel.startswith("D")
         )
+        if outcome is Outcome.ANSWERED and parse_command(text).action in HOME_CHANGES:
+            await self._publish_home(workspace, team, user, actor)
 
     async def _question(
         self,
@@ -473,7 +528,9 @@ class SlackAdapter:
         workspace: _Workspace,
         *,
         mentioned: bool = True,
+        agent: bool = False,
     ) -> None:
+        """A question in a message; `agent`: answered as an agent (its thread an agent session)."""
         event = body["event"]
         team = body.get("team_id") or event.get("team")
         channel, user = event["channel"], event["user"]
@@ -488,7 +545,7 @@ class SlackAdapter:
             thread_ts=thread_ts,
             user=user,
             question_ts=event["ts"],
-            session_title=text if self._settings.agent else None,
+            session_title=text if agent else None,
             rules=self._rules,
         )
         question = Question(
@@ -551,12 +608,16 @@ class SlackAdapter:
         else:
             await self._tell(workspace, channel, actor.user_id, notice, thread)
 
-    async def _publish_home(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
+    async def _home_opened(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
         """The App Home tab, rebuilt each time someone opens it."""
         user = body["event"]["user"]
         team = body.get("team_id") or body["event"].get("team")
         channel = body["event"].get("channel") or user
         actor = await self._actor(workspace, user, team, channel, body.get("enterprise_id"), None)
+        await self._publish_home(workspace, team, user, actor)
+
+    async def _publish_home(self, workspace: _Workspace, team: str, user: str, actor: Actor) -> None:
+        """`user`'s App Home tab, as it is now."""
         home = await self._core.home(event_scope(team, user, None), actor, rights=self._rules.rights)
         try:
             await workspace.answers.views_publish(user_id=user, view=home_view(home, render))
@@ -622,24 +683,49 @@ class SlackAdapter:
             lambda t: self._tell(workspace, channel, user, t, thread),
         )
 
+    async def _form_errors(
+        self, body: dict[str, Any], workspace: _Workspace, ack_by: float | None
+    ) -> dict[str, str]:
+        """What is wrong with a submitted preset form, by its input blocks, if the core can say in time
+        for the acknowledgement (`ack_by`, from the transport); else nothing, and the save says it."""
+        submission = _preset_submission(body["view"])
+        if submission is None:
+            return {}
+        left = (
+            ack_by if ack_by is not None else time.monotonic() + SUBMISSION_LISTENER_SECONDS
+        ) - time.monotonic()
+        if left <= 0:
+            return {}
+        command, channel = submission
+
+        async def check() -> dict[str, str]:
+            actor = await self._actor_of(body, workspace, channel or body["user"]["id"])
+            scope = event_scope(body["team"]["id"], channel or actor.user_id, None)
+            return await self._core.preset_problems(scope, actor, command, rights=self._rules.rights)
+
+        try:
+            problems = await asyncio.wait_for(check(), left)
+        except TimeoutError:
+            log.info("slack: checking a preset form took too long; it closes and its save says what is wrong")
+            return {}
+        except Exception:
+            # The form closes and the save, which runs the same checks, says what went wrong.
+            log.exception("slack: could not check a preset form")
+            return {}
+        return form_errors(problems)
+
     async def _submit(self, body: dict[str, Any], budget: str, workspace: _Workspace) -> None:
         """A submitted form of acechat's, whichever process opened it."""
         view = body["view"]
         parsed = parse_control(str(view.get("callback_id", "")))
         if parsed is None:
             return
-        feature, argument = parsed
         values, metadata = submitted(view)
         team = body["team"]["id"]
         actor = await self._actor_of(body, workspace, metadata.get("channel") or body["user"]["id"])
-        if feature == PRESET and argument in ("create", "edit"):
-            channel = metadata.get("channel")
-            command = Command(
-                Action.PRESET_CREATE if argument == "create" else Action.PRESET_EDIT,
-                name=values.get(NAME_FIELD, ""),
-                text=values.get(PROMPT_FIELD, ""),
-                description=values.get(DESCRIPTION_FIELD) or None,
-            )
+        preset = _preset_submission(view)
+        if preset is not None:
+            command, channel = preset
             form_reply = FormReply(
                 workspace.answers,
                 self._limits.limits(budget, channel or actor.user_id, typing_interval=None),
@@ -647,10 +733,13 @@ class SlackAdapter:
                 user=actor.user_id,
                 rules=self._rules,
             )
-            await self._core.run_command(
+            reply = await self._core.run_command(
                 event_scope(team, channel or actor.user_id, None), actor, command, form_reply
             )
-        elif feature == ASK and metadata.get("channel") and metadata.get("ts"):
+            if reply is not None and reply.ok:
+                # The saver's Home tab shows the preset without being opened again.
+                await self._publish_home(workspace, team, actor.user_id, actor)
+        elif parsed[0] == ASK and metadata.get("channel") and metadata.get("ts"):
             channel, thread = metadata["channel"], metadata.get("thread_ts") or metadata["ts"]
             target = ThreadReply(
                 workspace.answers,
@@ -683,7 +772,7 @@ class SlackAdapter:
         except SlackApiError as error:
             code = error.response.get("error")
             log.warning("slack: could not open a form: %s", code, extra={"platform": "slack"})
-            await tell(f"The form could not open ({code}); try again.")
+            await tell(FORM_NOT_OPENED.get(str(code), f"The form could not open ({code}); try again."))
 
     async def _tell(
         self, workspace: _Workspace, channel: str, user: str, text: str, thread: str | None
@@ -697,6 +786,22 @@ class SlackAdapter:
             log.warning(
                 "slack: could not send a notice: %s", error.response.get("error"), extra={"platform": "slack"}
             )
+
+
+def _preset_submission(view: Mapping[str, Any]) -> tuple[Command, str | None] | None:
+    """A submitted preset form as the command it runs, and the channel it was opened from (None: the
+    Home tab); None for any other form."""
+    parsed = parse_control(str(view.get("callback_id", "")))
+    if parsed is None or parsed[0] != PRESET or parsed[1] not in ("create", "edit"):
+        return None
+    values, metadata = submitted(view)
+    command = Command(
+        Action.PRESET_CREATE if parsed[1] == "create" else Action.PRESET_EDIT,
+        name=values.get(NAME_FIELD, ""),
+        text=values.get(PROMPT_FIELD, ""),
+        description=values.get(DESCRIPTION_FIELD) or None,
+    )
+    return command, metadata.get("channel")
 
 
 def _base_url(settings: SlackSettings) -> str:

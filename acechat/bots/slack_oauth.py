@@ -73,6 +73,7 @@ BOT_SCOPES = (
     "channels:read",
     "groups:read",
     "usergroups:read",
+    "assistant:write",
 )
 STATE_SECONDS = 600
 CACHE_SECONDS = 5.0

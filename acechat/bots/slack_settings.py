@@ -18,8 +18,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLACK_COMMAND", "/aichat"),
     Setting("SLACK_API_URL"),
     Setting("ACECHAT_SLACK_ADMIN_GROUP"),
-    # The app is declared an agent (issue 18): threads are agent sessions with Slack's own Stop.
-    Setting("SLACK_AGENT", "false"),
+    # Whether the app acts as an agent (issue 18: threads are agent sessions with Slack's own Stop): auto
+    # (where its token carries the assistant:write Slack adds to agents), true or false.
+    Setting("SLACK_AGENT", "auto"),
     # OAuth mode (many workspaces): instead of SLACK_BOT_TOKEN.
     Setting("SLACK_CLIENT_ID"),
     Setting("SLACK_CLIENT_SECRET", secret=True),
@@ -29,6 +30,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLACK_AUTHORIZE_URL"),
 )
 AUTHORIZE_URL = "https://slack.com/oauth/v2/authorize"
+# The scope Slack adds to an app declared an agent (`features.agent_view`): with SLACK_AGENT=auto, a
+# workspace whose bot token carries it is served as an agent.
+AGENT_SCOPE = "assistant:write"
 
 BOT_PREFIX = "xoxb-"
 APP_PREFIX = "xapp-"
@@ -64,8 +68,10 @@ class SlackSettings:
     # Members of this user group (id or handle) hold channel-level rights in every channel (issue 17).
     admin_group: str | None = None
     oauth: SlackOAuthSettings | None = None
-    # The app is declared an agent (Slack's agent messaging experience): threads get agent sessions.
-    agent: bool = False
+    # The app acts as an agent (Slack's agent messaging experience: threads get agent sessions): always,
+    # never, or None where the workspace's bot token carries AGENT_SCOPE (Slack adds it to apps declared
+    # agents, docs.slack.dev "Agent sessions").
+    agent: bool | None = None
 
 
 def token_problems(bot_token: str, app_token: str | None, signing_secret: str | None) -> list[str]:
@@ -156,7 +162,7 @@ def parse(r: SettingsReader) -> SlackSettings | None:
         command=command,
         port=r.port("SLACK_PORT", 3000, minimum=1),
         oauth=oauth,
-        agent=r.boolean("SLACK_AGENT", False),
+        agent=None if (r.raw("SLACK_AGENT") or "auto").lower() == "auto" else r.boolean("SLACK_AGENT", False),
     )
 
 

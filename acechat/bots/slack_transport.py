@@ -4,19 +4,26 @@ HTTP mode answers 200 as soon as a request's signature checks out (a bad, stale 
 gets 401 and runs nothing), then hands the request to bolt. Socket Mode acknowledges each envelope on
 receipt, once. Bolt's listeners only queue work in tasks the transport tracks, so `idle()` can wait for
 it and `close()` lets it finish. Bolt is authorized from the `auth.test` made at start-up.
+
+One kind of request waits for bolt: a form's submission (`view_submission`), whose acknowledgement
+may keep the form open with errors on its fields (`response_action: errors`). Its listener must
+acknowledge by the time in the request's context under `ACK_BY`; should it not, the transport
+acknowledges plainly itself, still inside Slack's 3 seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app
+from slack_bolt.adapter.socket_mode.internals import build_headers
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
@@ -41,6 +48,12 @@ EVENTS_PATH = "/slack/events"
 LISTEN_BACKLOG = 1024
 # Requests handed to bolt per turn of the event loop during a burst: a few milliseconds of work.
 ADMIT_PER_TURN = 8
+# A form's submission: its listener acknowledges within this many seconds of its arrival (the time is
+# in the request's context under ACK_BY); past this many, the transport acknowledges plainly itself.
+# Slack closes the form with an error of its own after 3 seconds without an answer.
+SUBMISSION_LISTENER_SECONDS = 2.0
+SUBMISSION_ACK_SECONDS = 2.5
+ACK_BY = "acechat_ack_by"
 BAD_TOKEN = (
     "invalid_auth",
     "not_authed",
@@ -64,9 +77,34 @@ def _maybe_answered_by_bolt(body: str) -> bool:
     return "url_verification" in body or "ssl_check" in body
 
 
+def _maybe_submission(body: str) -> bool:
+    """Cheap test: False unless the body could be a form's submission (form-encoded, its type intact)."""
+    return "view_submission" in body
+
+
+def _is_submission(body: Mapping[str, Any]) -> bool:
+    return body.get("type") == "view_submission"
+
+
 def _answered_by_bolt(body: dict[str, Any]) -> bool:
     """Slack's endpoint checks, whose answer is the HTTP reply itself (the challenge) and runs no listener."""
     return body.get("type") == "url_verification" or body.get("ssl_check") == "1"
+
+
+def _deadline(arrived: float) -> dict[str, Any]:
+    """A submission's bolt context: when its listener must have acknowledged (time.monotonic())."""
+    return {ACK_BY: arrived + SUBMISSION_LISTENER_SECONDS}
+
+
+def _ack_payload(reply: BoltResponse) -> dict[str, Any] | None:
+    """What a listener's acknowledgement says, as a Socket Mode acknowledgement carries it."""
+    if reply.status != 200 or not reply.body:
+        return None
+    content_type = reply.headers.get("content-type", [""])[0]
+    if content_type.startswith("application/json"):
+        loaded = json.loads(reply.body)
+        return loaded if isinstance(loaded, dict) else None
+    return {"text": reply.body}
 
 
 class StartupAuthorize(AsyncAuthorize):
@@ -240,6 +278,7 @@ class SlackTransport:
     async def _on_request(self, request: web.Request) -> web.StreamResponse:
         """One HTTP request from Slack. Anything not signed with the app's secret gets 401 and runs nothing."""
         assert self._verifier is not None
+        arrived = time.monotonic()
         body = await request.text()
         if not _signed(self._verifier, body, request.headers):
             log.debug(
@@ -254,6 +293,13 @@ class SlackTransport:
             bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=headers)
             if _answered_by_bolt(bolt_request.body):
                 return self._http_reply(await self._bolt(bolt_request))
+        if _maybe_submission(body):
+            bolt_request = AsyncBoltRequest(
+                body=body, query=request.query_string, headers=headers, context=_deadline(arrived)
+            )
+            if _is_submission(bolt_request.body):
+                reply = await self._answer_in_time(bolt_request, arrived)
+                return web.Response() if reply is None else self._http_reply(reply)
         self._admit(self._dispatch_http(body, request.query_string, headers))
         return web.Response()
 
@@ -267,11 +313,58 @@ class SlackTransport:
         return web.Response(status=reply.status, text=reply.body, content_type=content_type)
 
     async def _on_envelope(self, client: AsyncBaseSocketModeClient, envelope: SocketModeRequest) -> None:
-        """One Socket Mode envelope: acknowledged on the socket, empty, exactly once."""
+        """One Socket Mode envelope: acknowledged on the socket exactly once; empty, but for a form's
+        submission, whose acknowledgement carries what its listener answered."""
         if self._closing:
             return  # unacknowledged, so Slack delivers it again, to the next connection
+        if envelope.type == "interactive" and _is_submission(envelope.payload):
+            arrived = time.monotonic()
+            request = AsyncBoltRequest(
+                mode="socket_mode",
+                body=envelope.payload,
+                headers=build_headers(envelope),
+                context=_deadline(arrived),
+            )
+            reply = await self._answer_in_time(request, arrived)
+            payload = _ack_payload(reply) if reply is not None else None
+            await client.send_socket_mode_response(
+                SocketModeResponse(envelope_id=envelope.envelope_id, payload=payload)
+            )
+            return
         await client.send_socket_mode_response(SocketModeResponse(envelope_id=envelope.envelope_id))
         self._admit(self._dispatch(envelope))
+
+    async def _answer_in_time(self, request: AsyncBoltRequest, arrived: float) -> BoltResponse | None:
+        """Bolt's answer to a form's submission, if its listener gives one in time; else None, to be
+        acknowledged plainly, while the listener goes on in a tracked task."""
+        answered: asyncio.Future[BoltResponse | None] = asyncio.get_running_loop().create_future()
+
+        async def dispatch() -> None:
+            reply: BoltResponse | None = None
+            try:
+                reply = await self._bolt(request)
+            finally:
+                # A failure (logged by `spawn`) is acknowledged plainly, as is a refusal from bolt.
+                if reply is not None and reply.status != 200:
+                    log.warning("slack: bolt answered %d to a form: %s", reply.status, reply.body[:200])
+                    reply = None
+                if not answered.done():
+                    answered.set_result(reply)
+                elif reply is not None and reply.body:
+                    log.warning("slack: a form's answer came after Slack's 3 s; the form closed without it")
+
+        self.spawn(dispatch())
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(answered), max(0.0, arrived + SUBMISSION_ACK_SECONDS - time.monotonic())
+            )
+        except TimeoutError:
+            if not answered.done():
+                answered.set_result(None)
+            log.warning(
+                "slack: a form's submission took over %.1f s; acknowledged plainly", SUBMISSION_ACK_SECONDS
+            )
+            return None
 
     def _admit(self, dispatch: Coroutine[Any, Any, None]) -> None:
         """Hand an acknowledged request to bolt soon: a few more on each turn of the event loop.
@@ -300,8 +393,9 @@ class SlackTransport:
     async def _bolt(self, request: AsyncBoltRequest | SocketModeRequest) -> BoltResponse:
         assert self._app is not None
         if isinstance(request, SocketModeRequest):
-            reply: BoltResponse = await run_async_bolt_app(self._app, request)
-            return reply
+            request = AsyncBoltRequest(
+                mode="socket_mode", body=request.payload, headers=build_headers(request)
+            )
         return await self._app.async_dispatch(request)
 
     async def _dispatch(self, request: AsyncBoltRequest | SocketModeRequest) -> None:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from acechat.core import interactions
 from acechat.core.interactions import (
     ASK,
     NONE,
@@ -23,6 +24,7 @@ from acechat.core.interactions import (
     PresetForm,
     control_id,
 )
+from acechat.core.presets import DESCRIPTION_MAX, NAME_MAX
 from acechat.core.splitting import split_message
 
 Block = dict[str, Any]
@@ -43,6 +45,14 @@ NAME_FIELD = "name"
 DESCRIPTION_FIELD = "description"
 PROMPT_FIELD = "prompt"
 QUESTION_FIELD = "question"
+# The preset form's input blocks by the core's names for its fields. What concerns the whole form (the
+# submitter's rights) shows on its first field.
+PRESET_BLOCKS = {
+    interactions.NAME_FIELD: NAME_FIELD,
+    interactions.DESCRIPTION_FIELD: DESCRIPTION_FIELD,
+    interactions.PROMPT_FIELD: PROMPT_FIELD,
+    interactions.WHOLE_FORM: NAME_FIELD,
+}
 
 
 def _plain(text: str) -> Block:
@@ -111,13 +121,15 @@ def preset_view(form: PresetForm, channel: str | None) -> Block:
         "close": _plain("Cancel"),
         "private_metadata": _metadata({"channel": channel}),
         "blocks": [
-            _input(NAME_FIELD, "Name", initial=form.name, multiline=False, max_length=32, optional=False),
+            _input(
+                NAME_FIELD, "Name", initial=form.name, multiline=False, max_length=NAME_MAX, optional=False
+            ),
             _input(
                 DESCRIPTION_FIELD,
                 "Description (one line)",
                 initial=form.description,
                 multiline=False,
-                max_length=200,
+                max_length=DESCRIPTION_MAX,
                 optional=True,
             ),
             _input(
@@ -130,6 +142,17 @@ def preset_view(form: PresetForm, channel: str | None) -> Block:
             ),
         ],
     }
+
+
+def form_errors(problems: Mapping[str, str]) -> dict[str, str]:
+    """The core's problems with a preset form (by field) as a `response_action: errors` acknowledgement
+    names them: by input block, in plain text (Slack shows no mrkdwn there)."""
+    errors: dict[str, str] = {}
+    for field, problem in problems.items():
+        block = PRESET_BLOCKS.get(field, NAME_FIELD)
+        text = problem.replace("**", "").replace("`", "'")
+        errors[block] = f"{errors[block]} {text}" if block in errors else text
+    return errors
 
 
 def ask_view(channel: str, message: Mapping[str, Any]) -> Block:

@@ -32,6 +32,7 @@ from acechat.core.events import Finished
 from acechat.core.facts import Actor, Attachment
 from acechat.core.interactions import (
     NONE,
+    WHOLE_FORM,
     Controls,
     Home,
     Interactive,
@@ -760,6 +761,31 @@ class ChatCore:
         if existing is None:
             return CommandReply(f"There is no custom preset `{name}` to edit; see `preset list`.", ok=False)
         return PresetForm(True, existing.name, existing.description, existing.prompt, limit)
+
+    async def preset_problems(
+        self,
+        scope: Scope,
+        actor: Actor,
+        command: Command,
+        *,
+        rights: Mapping[Privilege, str] = GENERIC_RIGHTS,
+    ) -> dict[str, str]:
+        """What keeps a preset form's submission (`preset create` or `preset edit`) from saving, by field
+        (interactions.NAME_FIELD, …; WHOLE_FORM: the submitter may not, or no longer, change presets),
+        so a form can say it on its fields before it closes. Empty: it would save (checked again then)."""
+        action = command.action
+        if action not in (Action.PRESET_CREATE, Action.PRESET_EDIT):
+            return {}
+        if self._level(scope, actor) < required(action):
+            return {WHOLE_FORM: refusal(action, rights)}
+        try:
+            return await self._commands.preset_problems(
+                scope, command, creating=action is Action.PRESET_CREATE
+            )
+        except Exception:
+            # The save runs the same checks and words the failure; the form just closes.
+            log.exception("could not check a preset form", extra=_context(scope, actor))
+            return {}
 
     async def home(
         self, scope: Scope, actor: Actor, *, rights: Mapping[Privilege, str] = GENERIC_RIGHTS

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from acechat.core.commands import HELP_TEXT, Action, Command, CommandReply
 from acechat.core.controls import ControlCommands
 from acechat.core.facts import Actor
+from acechat.core.interactions import DESCRIPTION_FIELD, NAME_FIELD, PROMPT_FIELD
 from acechat.core.permissions import privilege_of
 from acechat.core.presets import (
     BUILTIN_PRESETS,
@@ -240,27 +241,55 @@ class CommandRunner:
     async def _preset_edit(self, scope: Scope, actor: Actor, command: Command) -> CommandReply:
         return await self._save_preset(scope, actor, command, creating=False)
 
+    async def preset_problems(self, scope: Scope, command: Command, *, creating: bool) -> dict[str, str]:
+        """What keeps a preset create or edit from saving, by field (interactions.NAME_FIELD, …): the
+        name, the prompt and the description are each checked, so a form can show every problem at once."""
+        return (await self._checked_preset(scope, command, creating=creating))[0]
+
+    async def _checked_preset(
+        self, scope: Scope, command: Command, *, creating: bool
+    ) -> tuple[dict[str, str], CustomPreset | None]:
+        """`preset_problems`, and the preset saved under the name now (None: none, or a bad name)."""
+        problems: dict[str, str] = {}
+        name = ""
+        try:
+            name = validate_preset_name(command.name or "")
+        except PresetError as error:
+            problems[NAME_FIELD] = error.user_message
+        if name in BUILTIN_PRESETS:
+            problems[NAME_FIELD] = f"`{name}` is a built-in preset; choose another name."
+        try:
+            validate_prompt(command.text or "", self._settings.max_preset_chars)
+        except PresetError as error:
+            problems[PROMPT_FIELD] = error.user_message
+        try:
+            validate_description(command.description)
+        except PresetError as error:
+            problems[DESCRIPTION_FIELD] = error.user_message
+        if NAME_FIELD in problems:
+            return problems, None
+        store = self._store
+        existing = await store.get_preset(scope.workspace_key, name)
+        if creating and existing is not None:
+            problems[NAME_FIELD] = f"A preset `{name}` already exists; use `preset edit {name} PROMPT`."
+        elif not creating and existing is None:
+            problems[NAME_FIELD] = f"There is no custom preset `{name}`; use `preset create {name} PROMPT`."
+        elif creating and await store.count_presets(scope.workspace_key) >= MAX_CUSTOM_PRESETS:
+            problems[NAME_FIELD] = (
+                f"This workspace already has {MAX_CUSTOM_PRESETS} custom presets; delete one first."
+            )
+        return problems, existing
+
     async def _save_preset(
         self, scope: Scope, actor: Actor, command: Command, *, creating: bool
     ) -> CommandReply:
+        problems, existing = await self._checked_preset(scope, command, creating=creating)
+        for field in (NAME_FIELD, PROMPT_FIELD, DESCRIPTION_FIELD):
+            if field in problems:
+                return CommandReply(problems[field], ok=False)
         store = self._store
         name = validate_preset_name(command.name or "")
-        if name in BUILTIN_PRESETS:
-            return CommandReply(f"`{name}` is a built-in preset; choose another name.", ok=False)
         prompt = validate_prompt(command.text or "", self._settings.max_preset_chars)
-        existing = await store.get_preset(scope.workspace_key, name)
-        if creating and existing is not None:
-            return CommandReply(
-                f"A preset `{name}` already exists; use `preset edit {name} PROMPT`.", ok=False
-            )
-        if not creating and existing is None:
-            return CommandReply(
-                f"There is no custom preset `{name}`; use `preset create {name} PROMPT`.", ok=False
-            )
-        if creating and await store.count_presets(scope.workspace_key) >= MAX_CUSTOM_PRESETS:
-            return CommandReply(
-                f"This workspace already has {MAX_CUSTOM_PRESETS} custom presets; delete one first.", ok=False
-            )
         now = time.time()
         description = validate_description(command.description) if command.description else None
         preset = CustomPreset(

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from acechat.core.commands import Action
 from acechat.core.pacing.scheduler import Urgency
 from acechat.core.reply_target import TargetLimits
 
@@ -132,6 +133,14 @@ class PresetForm:
         return "edit" if self.editing else "create"
 
 
+# The fields of a preset form, as `ChatCore.preset_problems` names what is wrong with a submission; the
+# whole form (the submitter's rights) is `WHOLE_FORM`. Each platform maps them to its own field ids.
+NAME_FIELD = "name"
+DESCRIPTION_FIELD = "description"
+PROMPT_FIELD = "prompt"
+WHOLE_FORM = ""
+
+
 def preset_form_request(line: str) -> tuple[bool, str] | None:
     """`preset create [NAME]` or `preset edit NAME` with no prompt, as typed: (editing, name) of the form
     it opens. With a prompt the line is the one-line command, which keeps working."""
@@ -152,6 +161,19 @@ class Home:
     sections: tuple[str, ...]
     admin: bool
     editable: tuple[str, ...] = ()
+
+
+# Commands whose success changes what every Home page shows (presets, the workspace's defaults): the
+# person who ran one sees it there without opening the page again.
+HOME_CHANGES = frozenset(
+    {
+        Action.PRESET_CREATE,
+        Action.PRESET_EDIT,
+        Action.PRESET_DELETE,
+        Action.PRESET_DEFAULT,
+        Action.MODEL_DEFAULT,
+    }
+)
 
 
 class StopSignal:

@@ -264,6 +264,8 @@ class FakeSlack:
         # Calls (by method) whose connection breaks before they reach Slack: nothing happens, nothing
         # is recorded, the caller hears nothing.
         self.drop_before_delivery: Counter[str] = Counter()
+        # Seconds each call of a method takes before Slack answers it (a slow Slack), by method.
+        self.latency: dict[str, float] = {}
         # Channel-level rights (issue 17): who created each channel, and user groups by id.
         self.creators: dict[str, str] = {}
         self.usergroups: dict[str, tuple[str, list[str]]] = {}  # id -> (handle, members)
@@ -309,8 +311,14 @@ class FakeSlack:
         self._refresh: dict[str, str] = {}
         self._minted = itertools.count(1)
 
+        # The scopes the bot's tokens carry (auth.test's x-oauth-scopes header, oauth.v2.access's scope):
+        # add assistant:write for an app declared an agent.
+        self.bot_scopes = BOT_SCOPES
         self.views: list[dict[str, Any]] = []  # modals opened (views.open), with their "id"
         self._triggers: dict[str, float] = {}  # trigger ids handed to the app, by when
+        # Added to the clock when views.open weighs a trigger's age: a test makes the app late by this
+        # much (past TRIGGER_SECONDS: expired_trigger_id) without sleeping.
+        self.trigger_delay = 0.0
         self._used_triggers: set[str] = set()
         self.homes: dict[str, dict[str, Any]] = {}  # the Home tab each user sees (views.publish)
         # Agent sessions by (channel, thread): their status, and the title they were created with.
@@ -340,7 +348,7 @@ class FakeSlack:
         prefix = "xoxe.xoxb-" if self.rotation else "xoxb-"
         token = f"{prefix}{team}-{n}-{'x' * 8}"
         self.token_team[token] = team
-        fields: dict[str, Any] = {"access_token": token, "token_type": "bot", "scope": BOT_SCOPES}
+        fields: dict[str, Any] = {"access_token": token, "token_type": "bot", "scope": self.bot_scopes}
         if self.rotation:
             refresh = f"xoxe-1-{team}-{n}-{'r' * 8}"
             self._refresh[refresh] = team
@@ -474,6 +482,8 @@ class FakeSlack:
             else:
                 params.update(await request.post())
         authorization = request.headers.get("Authorization", "")
+        if self.latency.get(method):
+            await asyncio.sleep(self.latency[method])
         if self.drop_before_delivery[method] > 0:
             self.drop_before_delivery[method] -= 1
             self._drop(request)
@@ -579,7 +589,7 @@ class FakeSlack:
         owner = self.token_team.get(self._caller, self.team_id)
         enterprise = self.enterprises.get(owner)
         org = enterprise == owner
-        return self._ok(
+        status, reply, _ = self._ok(
             url="https://fake.slack.com/",
             team="Fake",
             user="aichat",
@@ -589,6 +599,8 @@ class FakeSlack:
             bot_id=BOT_ID,
             is_enterprise_install=org,
         )
+        # Slack tells a token's scopes in this header of its answers; the app reads it from auth.test.
+        return status, reply, {"x-oauth-scopes": self.bot_scopes}
 
     def _api_apps_connections_open(
         self, params: dict[str, Any]
@@ -775,7 +787,7 @@ class FakeSlack:
             return self._error("invalid_trigger_id")
         issued = self._triggers.pop(trigger_id)
         self._used_triggers.add(trigger_id)
-        if self._clock() - issued > TRIGGER_SECONDS:
+        if self._clock() + self.trigger_delay - issued > TRIGGER_SECONDS:
             return self._error("expired_trigger_id")
         opened = {
             **view,
