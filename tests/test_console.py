@@ -118,7 +118,8 @@ async def test_help_typos_slash_questions_and_blank_lines(
         "bot> Unknown command `/what`: type `/help` for the commands; lines without / are questions." in out
     )
     assert [b["question"] for b in fake_upstream.bodies] == ["dana: what is a monad?"]  # type: ignore[index]
-    assert "bot> Type a question after `/ask`" in out, "an empty question is refused with a notice, not sent"
+    # An empty question is refused with a notice, not sent; it says how one asks here.
+    assert "type it on a line of its own, or after `/ask`. `/help` lists my commands." in out
     assert out.count(PROMPT) == 8, "one prompt per line read, and one more that meets end of input"
 
 

@@ -4,13 +4,20 @@ payloads (component type 3, modal submit type 5) through discord.py's dispatch, 
 from __future__ import annotations
 
 import copy
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
+
+import pytest
 
 from acechat.bots.discord_bot import DiscordAdapter
 from acechat.core import notices
+from acechat.core.chat import ChatCore
+from acechat.core.settings import Settings
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.upstream import Behaviour, FakeUpstream
-from tests.test_discord import BOT, bot, fake, restore_endpoints, settings
+from tests.test_discord import BOT, bot, discord_settings, fake, restore_endpoints, settings
 from tests.test_v2 import ASKED
 
 __all__ = ["bot", "fake", "restore_endpoints", "settings"]  # fixtures
@@ -87,9 +94,55 @@ async def test_a_new_question_skips_the_old_buttons(
     stale = replace(buttons, payload=copy.deepcopy(buttons.payload))
     await fake.post_message(f"{BOT} something else", author=fake.member)
     # The buttons say so as soon as the new question is asked, without anyone pressing them.
-    await fake.wait_for(lambda: buttons.content == notices.BUTTONS_SKIPPED and not fake.custom_ids(buttons))
+    await fake.wait_for(lambda: buttons.content == notices.SKIPPED_BY_QUESTION and not fake.custom_ids(buttons))
     await fake.wait_for(lambda: any(m.content.startswith("Answer ") for m in fake.bot_messages()))
     late = await fake.press(stale, fake.custom_ids(stale)[0])
     await fake.wait_for(lambda: len(late.followups) == 1)
     assert notices.QUESTION_SKIPPED in late.followups[0].content
     assert all("tool_results" not in (b or {}) for b in fake_upstream.bodies)
+
+
+async def test_a_reset_skips_the_old_buttons_at_once(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    buttons = await asked(fake, fake_upstream)
+    await fake.slash("reset", user=fake.member)
+    await fake.wait_for(lambda: buttons.content == notices.SKIPPED_BY_RESET and not fake.custom_ids(buttons))
+    assert buttons.bodies[-1]["allowed_mentions"]["parse"] == []
+    assert len(fake_upstream.requests) == 1
+
+
+async def test_a_failed_edit_is_logged_and_never_blocks_the_new_question(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    buttons = await asked(fake, fake_upstream)
+    del fake.messages[buttons.id]  # someone deleted it: the edit gets 404 Unknown Message
+    caplog.set_level(logging.WARNING, logger="acechat.core.chat")
+    await fake.post_message(f"{BOT} something else", author=fake.member)
+    await fake.wait_for(lambda: any(m.content.endswith(": something else") for m in fake.bot_messages()))
+    await fake.wait_for(lambda: any("Unknown Message" in r.getMessage() for r in caplog.records))
+
+
+@asynccontextmanager
+async def process(fake: FakeDiscord, settings: Settings) -> AsyncIterator[DiscordAdapter]:
+    """The core and the adapter as `acechat discord` runs them, stopped at the end (a restart)."""
+    core = await ChatCore.open(settings)
+    adapter = DiscordAdapter(core, discord_settings(fake), guild_ready_timeout=0.05, connect_timeout=10)
+    await adapter.start()
+    try:
+        await fake.wait_for(lambda: adapter.connected)
+        yield adapter
+    finally:
+        await adapter.close()
+        await core.aclose()
+
+
+async def test_buttons_shown_before_a_restart_are_edited_by_the_next_process(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, settings: Settings
+) -> None:
+    async with process(fake, settings):
+        buttons = await asked(fake, fake_upstream)
+    async with process(fake, settings):
+        await fake.post_message(f"{BOT} something else", author=fake.member)
+        await fake.wait_for(lambda: buttons.content == notices.SKIPPED_BY_QUESTION)
+    assert not fake.custom_ids(buttons)

@@ -13,6 +13,7 @@ import pytest_asyncio
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from acechat.bots import discord_rules
 from acechat.bots.discord_bot import DiscordAdapter
 from acechat.bots.discord_settings import DiscordSettings
 from acechat.core import notices
@@ -256,5 +257,5 @@ async def test_an_empty_question_about_a_message_is_refused_privately(
     about = await fake.post_message("something", author=fake.admin)
     submitted = await fake.submit_form(f"acechat:ask:{about}", {"question": "   "})
     await fake.wait_for(lambda: len(submitted.followups) == 1)
-    assert ephemeral_followups(submitted) == [notices.EMPTY_QUESTION]
+    assert ephemeral_followups(submitted) == [notices.empty_question(discord_rules.RULES)]
     assert reply_to(fake, about) is None

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from acechat.core import notices
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.scope import Scope
 from tests.conftest import SLACK_ADMIN
@@ -34,6 +35,7 @@ from tests.fakes.slack import BOT_USER_ID, TEAM_ID, FakeSlack, Message
 from tests.fakes.upstream import Behaviour, FakeUpstream
 from tests.processes import BotProcess, bot_environment, free_port, get, samples, slack_url, until
 from tests.store_backends import pg_database, pg_url, scope_locks
+from tests.test_v2 import ASKED
 
 __all__ = ["pg_database", "pg_url"]  # fixtures
 
@@ -305,6 +307,37 @@ async def test_a_slack_event_delivered_to_both_processes_is_answered_once(
     assert len(slack.in_channel("C1", first["event"]["ts"])) == 1
     assert len(slack.in_channel("C2", second["event"]["ts"])) == 1
     assert a.answered("C1") + b.answered("C1") == 1 and a.answered("C2") + b.answered("C2") == 1
+
+
+async def test_buttons_one_process_showed_are_edited_by_the_other_when_it_skips_their_question(
+    tmp_path: Path, fake_upstream: FakeUpstream, slack: FakeSlack, pg_url: str
+) -> None:
+    def buttons(thread_ts: str | None = None) -> list[Message]:
+        shown = slack.in_channel("C1", thread_ts)
+        return [m for m in shown if any(a.startswith("acechat:answer:") for a in m.action_ids)]
+
+    async with replicas(tmp_path, fake_upstream, slack, pg_url) as (a, b):
+        # A shows two questions back: one in a mention's thread, one in the channel (/aichat).
+        for _ in range(2):
+            fake_upstream.queue(Behaviour(answer="", before=(ASKED,), terminal_reason="awaiting_user_input"))
+        mention = slack.mention(f"<@{BOT_USER_ID}> write the report", channel="C1")
+        thread = mention["event"]["ts"]
+        await a.deliver(slack, mention)
+        await until(lambda: bool(buttons(thread)), WITHIN, "the thread's buttons")
+        await a.deliver(slack, slack.command("write the summary", user="U1", channel="C1"))
+        await until(lambda: len(buttons()) == 1, WITHIN, "the channel's buttons")
+        in_thread, in_channel = buttons(thread)[0], buttons()[0]
+        # A is gone: only B can say the questions were skipped.
+        assert await a.bot.stop(signal.SIGTERM) == 0, a.bot.log
+
+        new = slack.mention(f"<@{BOT_USER_ID}> something else", channel="C1", thread_ts=thread)
+        await b.deliver(slack, new)
+        await until(lambda: in_thread.text == notices.SKIPPED_BY_QUESTION, WITHIN, "the thread's buttons")
+        await b.deliver(slack, slack.command("reset", user="U1", channel="C1"))
+        await until(lambda: in_channel.text == notices.SKIPPED_BY_RESET, WITHIN, "the channel's buttons")
+
+    assert not in_thread.action_ids and not in_channel.action_ids
+    assert all("tool_results" not in (body or {}) for body in fake_upstream.bodies)
 
 
 async def test_rate_limits_count_across_processes(

@@ -4,12 +4,16 @@ view_submission payloads, signed (HTTP mode) or in `interactive` envelopes (Sock
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import replace
+
+import pytest
 
 from acechat.core import notices
 from acechat.core.settings import Settings
 from tests.fakes.slack import APP_TOKEN, BOT_USER_ID, FakeSlack, Message
 from tests.fakes.upstream import Behaviour, FakeUpstream
+from tests.processes import until
 from tests.test_slack import Bot, running, with_slack
 from tests.test_v2 import ASKED
 
@@ -104,7 +108,7 @@ async def test_a_new_question_skips_the_old_buttons(
     await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> something else", thread_ts=thread))
     await bot.adapter.transport.idle()
     # The buttons say so as soon as the new question is asked, without anyone pressing them.
-    await slack.wait_until(lambda: buttons.text == notices.BUTTONS_SKIPPED, 5)
+    await slack.wait_until(lambda: buttons.text == notices.SKIPPED_BY_QUESTION, 5)
     assert ids(buttons) == []
     # A press that was on its way: the presser is told, nothing goes upstream.
     await slack.deliver_http(bot.url, slack.press(stale, ids(stale)[0]))
@@ -144,3 +148,44 @@ async def test_an_aichat_command_offers_buttons_in_the_channel(
     await bot.adapter.transport.idle()
     assert fake_upstream.bodies[-1]["tool_results"][0]["output"] == "Chinese"  # type: ignore[index]
     assert buttons.text.startswith("✅")
+
+
+async def test_a_reset_skips_the_old_buttons_at_once(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="", before=(ASKED,), terminal_reason="awaiting_user_input"))
+    await slack.deliver_http(bot.url, slack.command("write the report"))
+    await bot.adapter.transport.idle()
+    buttons = next(m for m in slack.in_channel("C1") if offers_choices(m))
+    await slack.deliver_http(bot.url, slack.command("reset"))
+    await bot.adapter.transport.idle()
+    await slack.wait_until(lambda: buttons.text == notices.SKIPPED_BY_RESET, 5)
+    assert ids(buttons) == [] and buttons.blocks[0]["text"]["type"] == "plain_text"  # type: ignore[index]
+    assert len(fake_upstream.requests) == 1
+
+
+async def test_buttons_shown_before_a_restart_are_edited_by_the_next_process(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    async with running(settings) as first:
+        thread, buttons = await asked(slack, first, fake_upstream)
+    async with running(settings) as second:
+        new = slack.mention(f"<@{BOT_USER_ID}> something else", thread_ts=thread)
+        await slack.deliver_http(second.url, new)
+        await second.adapter.transport.idle()
+        await slack.wait_until(lambda: buttons.text == notices.SKIPPED_BY_QUESTION, 5)
+    assert ids(buttons) == []
+
+
+async def test_a_failed_edit_is_logged_and_never_blocks_the_new_question(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    thread, buttons = await asked(slack, bot, fake_upstream)
+    slack.messages.remove(buttons)  # someone deleted it: chat.update answers message_not_found
+    caplog.set_level(logging.WARNING, logger="acechat.core.chat")
+    await slack.deliver_http(bot.url, slack.mention(f"<@{BOT_USER_ID}> something else", thread_ts=thread))
+    await bot.adapter.transport.idle()
+    assert any(m.text.endswith(": something else") for m in slack.in_channel("C1", thread))
+    await until(lambda: any("message_not_found" in r.getMessage() for r in caplog.records), 5, "the log line")
+    edits = [c for c in slack.calls_to("chat.update") if c.params.get("ts") == buttons.ts]
+    assert [c.reply.get("error") for c in edits] == ["message_not_found"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from acechat.bots import slack_rules
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
 from acechat.bots.slack_settings import SlackSettings
 from acechat.core import notices
@@ -427,7 +428,7 @@ async def test_ask_about_a_message_answers_in_its_thread_with_its_text(
         # An empty question is refused like any other.
         await deliver(slack, bot, slack.view_submission(view | {"id": "V2"}, {"question": " "}))
         await bot.adapter.transport.idle()
-        assert notices.EMPTY_QUESTION in ephemerals_to(slack, "U1")
+        assert notices.empty_question(slack_rules.RULES) in ephemerals_to(slack, "U1")
 
 
 async def test_the_home_tab_shows_presets_and_defaults_and_admins_get_forms_audit_and_ratings(

@@ -516,3 +516,44 @@ async def test_questions_asked_back_are_kept_and_answered_exactly_once(store: St
     assert presses.count(True) == 1
     assert (await store.get_question("q1")) == dataclasses.replace(first, answered=True)
     assert not await store.answer_question("missing")
+
+
+async def test_where_a_question_s_buttons_are_is_taken_once_and_only_while_it_waits(store: Store) -> None:
+    waiting = PendingQuestion("q1", KEY, "c1", 1, "toolu_1", "Which?", ("A", "B"), "U1", NOW)
+    answered = dataclasses.replace(waiting, id="q2", created_at=NOW + 1)
+    elsewhere = dataclasses.replace(waiting, id="q3", scope_key="slack:T1:C2:-")
+    unshown = dataclasses.replace(waiting, id="q4", created_at=NOW + 2)
+    for question in (waiting, answered, elsewhere, unshown):
+        await store.save_question(question)
+    for question, where in ((waiting, "C1:1.1"), (answered, "C1:1.2"), (elsewhere, "C2:1.3")):
+        await store.show_question(question.id, where)
+    assert await store.answer_question("q2")
+    # Two processes skipping at once (a new question in one, a reset in another): one of them edits.
+    taken = await asyncio.gather(*(store.skip_questions(KEY) for _ in range(5)))
+    assert sorted(taken) == [[], [], [], [], ["C1:1.1"]]
+    assert await store.skip_questions(KEY) == []
+    assert await store.skip_questions("slack:T1:C2:-") == ["C2:1.3"]
+    # The questions themselves are unchanged: a press still finds them.
+    assert await store.get_question("q1") == waiting
+    assert await store.skip_questions("nowhere") == []
+
+
+async def test_questions_kept_before_version_8_are_still_read_and_skipped(backend: Backend) -> None:
+    """Version 8 adds where a question's buttons are; a question kept before it has no such place."""
+    before = backend.migrations()[:-1]
+    assert await backend.migrate(before) == backend.version(backend.migrations()) - 1 == 7
+    await backend.query(
+        "INSERT INTO pending_questions (id, scope_key, conversation_id, turns, tool_id, question, options, "
+        f"asker_id, created_at, answered) VALUES ('q1', '{KEY}', 'c1', 1, 'toolu_1', 'Which?', '[\"A\"]', "
+        f"'U1', {NOW}, 0)"
+    )
+    store = await backend.open()
+    try:
+        kept = PendingQuestion("q1", KEY, "c1", 1, "toolu_1", "Which?", ("A",), "U1", NOW)
+        assert await store.get_question("q1") == kept
+        assert await store.skip_questions(KEY) == []
+        await store.show_question("q1", "C1:1.1")
+        assert await store.skip_questions(KEY) == ["C1:1.1"]
+    finally:
+        await store.close()
+    assert await backend.query("SELECT value FROM meta WHERE key = 'schema_version'") == [("8",)]

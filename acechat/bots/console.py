@@ -23,7 +23,6 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TextIO
 
-from acechat.core import notices
 from acechat.core.chat import ChatCore, Question
 from acechat.core.commands import COMMAND_WORDS, HELP_TEXT, is_command
 from acechat.core.facts import Actor
@@ -34,8 +33,11 @@ from acechat.core.sanitize import FOLDED, THINKING
 from acechat.core.scope import Scope
 
 PROMPT = "you> "
-# Nothing pings anyone in a terminal; the operator at it holds every right.
-RULES = PlatformRules("console", MentionRules(()))
+# Nothing pings anyone in a terminal; the operator at it holds every right. A line without `/` is a
+# question (command names in backticks get their `/` when shown: `_as_typed`).
+RULES = PlatformRules(
+    "console", MentionRules(()), asking="type it on a line of its own, or after `ask`"
+)
 # Everything the bot says starts with this, answers and notices alike.
 SPEAKER = "bot> "
 # Folded reasoning, while it runs and once done, as one marker the answer then follows on its line.
@@ -45,13 +47,7 @@ ASK_LINE = (
     "The lines you ask share one conversation until `reset`."
 )
 # The core's words for other platforms, as they read here.
-_IN_CONSOLE_TERMS = (
-    (HELP_TEXT.partition("\n")[0], ASK_LINE),
-    (
-        notices.EMPTY_QUESTION,
-        "Type a question after `ask`, e.g. “how do I rotate a log file?”. `help` lists commands.",
-    ),
-)
+_IN_CONSOLE_TERMS = ((HELP_TEXT.partition("\n")[0], ASK_LINE),)
 
 # Escape sequences whole (a CSI or OSC cut off at the end of a partial answer too, so that it never
 # shows half; an OSC that never ends loses only its introducer, not the lines after it), then any

@@ -73,11 +73,11 @@ class DiscordInteractions:
         core.register_closer("discord", self._replace)
 
     async def _replace(self, workspace: str, where: str, text: str) -> None:
-        """Buttons at `where` ("channel:message", from `offer_choices`) give way to `text`."""
+        """Buttons at `where` ("channel:message", from `offer_choices`) give way to `text`, through this
+        process's client whichever showed them; a failure is raised, for the core to log."""
         channel_id, _, message_id = where.partition(":")
         message = self._client.get_partial_messageable(int(channel_id)).get_partial_message(int(message_id))
-        with contextlib.suppress(discord.HTTPException):
-            await message.edit(content=text, view=None, allowed_mentions=NO_MENTIONS)
+        await message.edit(content=text, view=None, allowed_mentions=NO_MENTIONS)
 
     @staticmethod
     def owns(custom_id: str) -> bool:

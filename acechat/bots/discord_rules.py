@@ -25,6 +25,9 @@ RULES = PlatformRules(
         Privilege.CHANNEL_ADMIN: "Manage Channels on this channel, Manage Server or Administrator",
         Privilege.WORKSPACE_ADMIN: "Manage Server or Administrator",
     },
+    # A mention is a question; commands are slash commands, /ask among them.
+    asking="mention me with your question, or use `/ask`",
+    commands="Type `/` to see my commands.",
 )
 
 NOISY_LOGGERS = ("discord",)

@@ -51,7 +51,7 @@ from acechat.bots.slack_oauth import (
     oauth_flow,
     unknown_workspace_gate,
 )
-from acechat.bots.slack_rules import RULES
+from acechat.bots.slack_rules import rules_for
 from acechat.bots.slack_settings import AGENT_SCOPE, SlackSettings
 from acechat.bots.slack_targets import (
     ANSWER_CALL_TIMEOUT,
@@ -146,6 +146,8 @@ class SlackAdapter:
     ) -> None:
         self._core = core
         self._settings = settings
+        # What refusals tell people names this app's own slash command.
+        self._rules = rules_for(settings.command)
         self._host = host
         self._clock = clock
         self._limits = SlackLimits(clock)
@@ -342,7 +344,7 @@ class SlackAdapter:
         def limits(channel: str) -> TargetLimits:
             return self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL)
 
-        return Place(workspace.client, workspace.answers, actor, limits)
+        return Place(workspace.client, workspace.answers, actor, limits, self._rules)
 
     def _closing_client(self, team: str) -> AsyncWebClient | None:
         """A client to replace buttons with outside any request: the one workspace's, or a cached one's."""
@@ -495,12 +497,15 @@ class SlackAdapter:
             channel=channel,
             asker=actor.display_name,
             question=text,
+            rules=self._rules,
         )
         scope = event_scope(team, channel, None)
         form_request = preset_form_request(text)
         if form_request is not None:
             editing, name = form_request
-            form = await self._core.preset_form(scope, actor, editing=editing, name=name, rights=RULES.rights)
+            form = await self._core.preset_form(
+                scope, actor, editing=editing, name=name, rights=self._rules.rights
+            )
             if isinstance(form, CommandReply):
                 await say(render(form.text), False)
             else:
@@ -541,6 +546,7 @@ class SlackAdapter:
             user=user,
             question_ts=event["ts"],
             session_title=text if agent else None,
+            rules=self._rules,
         )
         question = Question(
             event_scope(team, channel, thread_ts),
@@ -580,7 +586,7 @@ class SlackAdapter:
         if feature == OPEN and argument in ("create", "edit"):
             name = str((action.get("selected_option") or {}).get("value") or "")
             form = await self._core.preset_form(
-                scope, actor, editing=argument == "edit", name=name, rights=RULES.rights
+                scope, actor, editing=argument == "edit", name=name, rights=self._rules.rights
             )
             if isinstance(form, CommandReply):
                 notice = form.text
@@ -612,7 +618,7 @@ class SlackAdapter:
 
     async def _publish_home(self, workspace: _Workspace, team: str, user: str, actor: Actor) -> None:
         """`user`'s App Home tab, as it is now."""
-        home = await self._core.home(event_scope(team, user, None), actor, rights=RULES.rights)
+        home = await self._core.home(event_scope(team, user, None), actor, rights=self._rules.rights)
         try:
             await workspace.answers.views_publish(user_id=user, view=home_view(home, render))
         except SlackApiError as error:
@@ -695,7 +701,7 @@ class SlackAdapter:
         async def check() -> dict[str, str]:
             actor = await self._actor_of(body, workspace, channel or body["user"]["id"])
             scope = event_scope(body["team"]["id"], channel or actor.user_id, None)
-            return await self._core.preset_problems(scope, actor, command, rights=RULES.rights)
+            return await self._core.preset_problems(scope, actor, command, rights=self._rules.rights)
 
         try:
             problems = await asyncio.wait_for(check(), left)
@@ -725,6 +731,7 @@ class SlackAdapter:
                 self._limits.limits(budget, channel or actor.user_id, typing_interval=None),
                 channel=channel,
                 user=actor.user_id,
+                rules=self._rules,
             )
             reply = await self._core.run_command(
                 event_scope(team, channel or actor.user_id, None), actor, command, form_reply
@@ -741,6 +748,7 @@ class SlackAdapter:
                 thread_ts=thread,
                 user=actor.user_id,
                 question_ts=metadata["ts"],
+                rules=self._rules,
             )
             question = Question(
                 event_scope(team, channel, thread),

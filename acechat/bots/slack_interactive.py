@@ -22,9 +22,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_facts import event_scope
 from acechat.bots.slack_targets import ThreadReply
-from acechat.core.chat import ChatCore, Outcome, PressResult
+from acechat.core.chat import ChatCore, PressResult
 from acechat.core.choices import Form, parse_control
 from acechat.core.facts import Actor
+from acechat.core.platform import PlatformRules
 from acechat.core.reply_target import TargetLimits
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,13 @@ Spawn = Callable[[Coroutine[Any, Any, None]], None]
 @dataclass(frozen=True, slots=True)
 class Place:
     """The workspace a press came from: its clients (ordinary calls, answers), who the presser is there
-    (user, team, channel, body) and the limits an answer in a channel of it draws on."""
+    (user, team, channel, body), the limits an answer in a channel of it draws on, and the app's rules."""
 
     client: AsyncWebClient
     answers: AsyncWebClient
     actor: Callable[[str, str, str, Mapping[str, Any]], Awaitable[Actor]]
     limits: Callable[[str], TargetLimits]
+    rules: PlatformRules
 
 
 PlaceOf = Callable[[AsyncBoltContext], Place]
@@ -87,8 +89,9 @@ class SlackInteractions:
         self._spawn = spawn
 
     def register(self) -> None:
-        """Let the core replace buttons this process showed. Presses and forms come through the
-        adapter's one `acechat:` dispatcher, which hands over those `owns` says are these."""
+        """Let the core replace a question's buttons, whichever process showed them. Presses and
+        forms come through the adapter's one `acechat:` dispatcher, which hands over those `owns` says
+        are these."""
         self._core.register_closer("slack", self._replace)
 
     @staticmethod
@@ -97,11 +100,18 @@ class SlackInteractions:
         return parse_control(control_id) is not None
 
     async def _replace(self, team: str, where: str, text: str) -> None:
-        """Buttons at `where` ("channel:ts", from `offer_choices`) in `team` give way to `text`."""
+        """Buttons at `where` ("channel:ts", from `offer_choices`) in `team` give way to `text`; a
+        failure is raised, for the core to log."""
         channel, _, ts = where.partition(":")
         client = self._client_of(team)
-        if client is not None and channel and ts:
-            await _close(client, channel, ts, PressResult(Outcome.ANSWERED, closed=text))
+        if client is None:
+            raise LookupError(f"no Slack client for workspace {team} in this process")
+        if not (channel and ts):
+            raise ValueError(f"not a Slack message: {where!r}")
+        try:
+            await _show_closed(client, channel, ts, text)
+        except SlackApiError as error:
+            raise RuntimeError(f"Slack refused the edit: {error.response.get('error')}") from None
 
     def pressed(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """A press on a question's button, already acknowledged: handled off the request."""
@@ -120,6 +130,7 @@ class SlackInteractions:
             thread_ts=thread_ts,
             user=user,
             question_ts=message_ts,
+            rules=place.rules,
         )
 
     async def _pressed(self, body: dict[str, Any], place: Place) -> None:
@@ -178,11 +189,16 @@ async def _close(client: AsyncWebClient, channel: str, message_ts: str, result: 
     if result.closed is None:
         return
     try:
-        await client.chat_update(
-            channel=channel,
-            ts=message_ts,
-            text=result.closed,
-            blocks=[{"type": "section", "text": {"type": "plain_text", "text": result.closed}}],
-        )
+        await _show_closed(client, channel, message_ts, result.closed)
     except SlackApiError as error:
         log.info("slack: could not close a question's buttons: %s", error.response.get("error"))
+
+
+async def _show_closed(client: AsyncWebClient, channel: str, message_ts: str, text: str) -> None:
+    """The buttons' message becomes `text` alone (plain text: no markup, no pings)."""
+    await client.chat_update(
+        channel=channel,
+        ts=message_ts,
+        text=text,
+        blocks=[{"type": "section", "text": {"type": "plain_text", "text": text}}],
+    )

@@ -9,6 +9,8 @@ from acechat.core.logs import Unwanted
 from acechat.core.permissions import Privilege
 from acechat.core.platform import ZWJ, ZWSP, MentionRule, MentionRules, PlatformRules
 
+DEFAULT_COMMAND = "/aichat"
+
 MENTIONS = MentionRules(
     (
         # <!channel>, <!here>, <!everyone> (with an optional label) read as "@channel" and ping no one.
@@ -34,16 +36,27 @@ MENTIONS = MentionRules(
     )
 )
 
-RULES = PlatformRules(
-    "slack",
-    MENTIONS,
-    rights={
-        Privilege.CHANNEL_ADMIN: (
-            "a workspace admin or owner, the channel's creator or a member of the bot's admin user group"
-        ),
-        Privilege.WORKSPACE_ADMIN: "a workspace admin or owner",
-    },
-)
+RIGHTS = {
+    Privilege.CHANNEL_ADMIN: (
+        "a workspace admin or owner, the channel's creator or a member of the bot's admin user group"
+    ),
+    Privilege.WORKSPACE_ADMIN: "a workspace admin or owner",
+}
+
+
+def rules_for(command: str) -> PlatformRules:
+    """Slack's rules with the app's slash command (SLACK_COMMAND) in what they tell people: a mention is
+    a question, and everything else, questions too, goes through the command."""
+    return PlatformRules(
+        "slack",
+        MENTIONS,
+        rights=RIGHTS,
+        asking=f"mention me with your question, or use `{command}` and your question",
+        commands=f"`{command} help` lists my commands.",
+    )
+
+
+RULES = rules_for(DEFAULT_COMMAND)
 
 NOISY_LOGGERS = ("slack_bolt", "slack_sdk")
 UNWANTED = (

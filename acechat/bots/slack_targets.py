@@ -27,6 +27,7 @@ from acechat.core.choices import Choices
 from acechat.core.interactions import ControlBoard, Controls, paced_edit
 from acechat.core.pacing.limits import KeyedBudgets, TokenBucket
 from acechat.core.pacing.scheduler import Scheduler
+from acechat.core.platform import PlatformRules
 from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited, PlatformUnsure
 from acechat.core.reply_target import Mark, TargetLimits
 
@@ -234,8 +235,6 @@ class ThreadReply:
     while the answer is on its way, which shows Slack's own Stop, then "active"; the title names a new
     session and never renames one (a title the user chose stays)."""
 
-    rules = RULES
-
     def __init__(
         self,
         client: AsyncWebClient,
@@ -246,7 +245,9 @@ class ThreadReply:
         user: str,
         question_ts: str,
         session_title: str | None = None,
+        rules: PlatformRules = RULES,
     ) -> None:
+        self.rules = rules
         self._client = client
         # In a thread outside an agent session the thread status shows the tool line (see `status`).
         shows_status = thread_ts is not None and session_title is None
@@ -358,8 +359,6 @@ class CommandAnswer:
     """Answers `/aichat`: notices and command replies through the command's `response_url`, the answer
     in the channel. Its first message opens with who asked what, since Slack shows nobody the command."""
 
-    rules = RULES
-
     def __init__(
         self,
         client: AsyncWebClient,
@@ -369,13 +368,15 @@ class CommandAnswer:
         channel: str,
         asker: str,
         question: str,
+        rules: PlatformRules = RULES,
     ) -> None:
+        self.rules = rules
         self._client = client
         self._respond = respond
         self._channel = channel
         shown = question if len(question) <= QUESTION_CHARS else question[:QUESTION_CHARS] + " …"
         self._header = (
-            f"*{escape(asker)}* asked: {escape(RULES.mentions.neutralize(' '.join(shown.split())))}\n\n"
+            f"*{escape(asker)}* asked: {escape(rules.mentions.neutralize(' '.join(shown.split())))}\n\n"
         )
         # One limit serves every message of the answer, so each leaves room for the header the first carries.
         self._limits = dataclasses.replace(limits, max_chars=limits.max_chars - len(self._header))
@@ -451,11 +452,16 @@ class FormReply:
     """Answers a form's submission, which has no message or `response_url` of its own: notices go to the
     submitter alone in the channel the form was opened from (or the app's DM), announcements to it."""
 
-    rules = RULES
-
     def __init__(
-        self, client: AsyncWebClient, limits: TargetLimits, *, channel: str | None, user: str
+        self,
+        client: AsyncWebClient,
+        limits: TargetLimits,
+        *,
+        channel: str | None,
+        user: str,
+        rules: PlatformRules = RULES,
     ) -> None:
+        self.rules = rules
         self._client = client
         self._limits = limits
         self._channel = channel

@@ -43,8 +43,8 @@ from acechat.core.interactions import (
 )
 from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.permissions import GENERIC_RIGHTS, Privilege, privilege_of, refusal, required
-from acechat.core.platform import MentionRules
-from acechat.core.platform_errors import PlatformError, PlatformForbidden
+from acechat.core.platform import MentionRules, PlatformRules
+from acechat.core.platform_errors import PlatformError, PlatformForbidden, PlatformRateLimited
 from acechat.core.presets import suggestions
 from acechat.core.reply_target import Mark, ReplyTarget
 from acechat.core.sanitize import format_answer
@@ -86,6 +86,10 @@ STOP_POLL = 2.0
 # The most of a message "ask about this message" gives the model, in characters.
 QUOTE_CHARS = 8000
 FEEDBACK_DAYS = 7
+# A question's buttons refused for the channel's post rate are tried again this often, this long apart
+# at most: the platform's retry-after, within the turn they belong to.
+OFFER_TRIES = 3
+OFFER_WAIT = 5.0
 
 
 class Outcome(enum.Enum):
@@ -150,7 +154,8 @@ class OffersChoices(Protocol):
     """A target that can show buttons under an answer (Slack, Discord); others show numbered lines."""
 
     async def offer_choices(self, choices: Choices) -> str | None:
-        """Show the buttons; returns where they are (for `ChatCore.register_closer`'s closer), if known."""
+        """Show the buttons; returns where they are (a handle for `ChatCore.register_closer`'s closer, kept
+        in the store), if known."""
         ...
 
 
@@ -179,11 +184,10 @@ class ChatCore:
         self._shared = store.backend == "postgresql"
         self._stop_watch: asyncio.Task[None] | None = None
         store.on_change(self._changed)
+        self.state.after_reset = self._reset_skips
         # Writes nobody waits for (token usage, answers' rows), kept so they are not collected mid-flight.
         self._background: set[asyncio.Task[None]] = set()
         self._deleter: asyncio.Task[None] | None = None
-        # Buttons of waiting questions this process showed: scope key -> (question id, where).
-        self._buttons: LRU[str, tuple[str, str]] = LRU(NOTICED_USERS)
         self._closers: dict[str, Callable[[str, str, str], Coroutine[Any, Any, None]]] = {}
         self._delete_soon = asyncio.Event()
 
@@ -368,7 +372,7 @@ class ChatCore:
         if current.answered:
             return "✅ This question was answered."
         if await self._unanswerable(current, await self.state.conversation(scope), claim=False) is not None:
-            return "⏭️ Skipped: a newer question was asked here, or the conversation was reset."
+            return notices.BUTTONS_SKIPPED
         return None
 
     async def open_question(self, scope: Scope) -> PendingQuestion | None:
@@ -399,29 +403,82 @@ class ChatCore:
         self, platform: str, closer: Callable[[str, str, str], Coroutine[Any, Any, None]]
     ) -> None:
         """How an adapter replaces a question's buttons by a text: called with the workspace, where
-        `offer_choices` said they are, and the text."""
+        `offer_choices` said they are, and the text. Any process may call it for buttons another showed
+        (or this one, before a restart): it needs only the handle and its own platform client."""
         self._closers[platform] = closer
 
-    async def _offer(self, scope: Scope, kept: PendingQuestion, target: OffersChoices) -> None:
-        try:
-            where = await target.offer_choices(choices_for(kept.id, kept.question, kept.options))
-        except Exception:
-            log.exception("could not show a question's buttons", extra={"platform": scope.platform})
+    async def _offer(
+        self, scope: Scope, kept: PendingQuestion, target: ReplyTarget, skipping: asyncio.Task[None] | None
+    ) -> None:
+        """Show the question's buttons, where the target can, as a post paced like the answer's own (it
+        goes to the same channel right after them), and keep where they are."""
+        if not isinstance(target, OffersChoices):
             return
-        if where is not None:
-            self._buttons.put(scope.key, (kept.id, where))
+        choices = choices_for(kept.id, kept.question, kept.options)
+        posts = target.limits.posts
+        scheduler = target.limits.scheduler or Scheduler()
+        where: str | None = None
+        for _ in range(OFFER_TRIES):
+            await scheduler.call(Urgency.POST, posts)
+            try:
+                where = await target.offer_choices(choices)
+                break
+            except PlatformRateLimited as limited:
+                # The channel's posts were taken meanwhile (another answer, another process): wait as told.
+                scheduler.penalize(posts, limited.retry_after)
+                wait = limited.retry_after
+            except Exception:
+                log.exception("could not show a question's buttons", extra={"platform": scope.platform})
+                return
+            finally:
+                scheduler.done(posts)
+            await asyncio.sleep(min(wait, OFFER_WAIT))
+        else:
+            log.warning("could not show a question's buttons: rate limited", extra={"platform": scope.platform})
+            return
+        if where is None or scope.platform not in self._closers:
+            return
+        if skipping is not None:
+            # The questions this turn skipped give up their handles first, so this one's is not among them.
+            await asyncio.wait([skipping])
+        try:
+            await self.store.show_question(kept.id, where)
+        except Exception:
+            # Its buttons still say so when pressed once it is skipped; only the edit at once is lost.
+            log.exception("could not keep where a question's buttons are", extra={"platform": scope.platform})
 
-    def _skip_buttons(self, scope: Scope) -> None:
-        """A new question skips the one waiting here: its buttons (shown from this process) say so now;
-        buttons shown by another process say so when pressed."""
-        shown = self._buttons.get(scope.key)
-        self._buttons.pop(scope.key)
+    def _skip_waiting(self, scope: Scope, text: str) -> asyncio.Task[None] | None:
+        """The scope's questions still waiting are skipped (the service skips a paused call once the
+        conversation moves on): their buttons are replaced by `text` now, by this process whichever
+        showed them. Off the caller's path: neither the new question nor the reset waits for it."""
         closer = self._closers.get(scope.platform)
-        if shown is not None and closer is not None:
-            self._in_background(
-                closer(scope.workspace, shown[1], notices.BUTTONS_SKIPPED),
-                "could not mark a question skipped",
+        if closer is None:
+            return None
+
+        async def skip() -> None:
+            for where in await self.store.skip_questions(scope.key):
+                self._in_background(
+                    self._say_skipped(scope, closer, where, text), "could not mark a question skipped"
+                )
+
+        return self._in_background(skip(), "could not find the questions a new turn skipped")
+
+    @staticmethod
+    async def _say_skipped(
+        scope: Scope, closer: Callable[[str, str, str], Coroutine[Any, Any, None]], where: str, text: str
+    ) -> None:
+        try:
+            await closer(scope.workspace, where, text)
+        except Exception as error:
+            # A deleted message, a removed app: the buttons say it when pressed instead.
+            log.warning(
+                "could not show that a question was skipped: %s",
+                error,
+                extra={"platform": scope.platform, "workspace": scope.workspace},
             )
+
+    async def _reset_skips(self, scope: Scope) -> None:
+        self._skip_waiting(scope, notices.SKIPPED_BY_RESET)
 
     async def _keep_question(
         self, question: Question, view: AnswerView, conversation_id: str, turns: int
@@ -525,7 +582,11 @@ class ChatCore:
         try:
             if delivery is not None and not await self._first_delivery(delivery, scope):
                 return None
-            reply = await self.execute(scope, actor, command, rights=target.rules.rights, direct=direct)
+            if command.action is Action.ASK:
+                # A question handed to a command's path: how to ask instead is the platform's to say.
+                reply = CommandReply(notices.no_asking_here(target.rules), ok=False)
+            else:
+                reply = await self.execute(scope, actor, command, rights=target.rules.rights, direct=direct)
         except Exception:
             log.exception("command %s failed", command.action.value, extra=_context(scope, actor))
             reply = CommandReply(notices.INTERNAL_ERROR, ok=False)
@@ -556,8 +617,6 @@ class ChatCore:
         """A command's reply, after checking the actor holds the level the command needs; a refusal
         names the rights as `rights` (the platform's rules) names them. `direct`: typed in a direct
         message, where a channel's own settings are refused."""
-        if command.action is Action.ASK:
-            return CommandReply(notices.NO_ASKING_HERE, ok=False)
         level = privilege_of(scope.platform, actor.user_id, actor.privilege, self.settings.admin_users)
         if level < required(command.action):
             log.info("refused %s: not enough rights", command.action.value, extra=_context(scope, actor))
@@ -580,7 +639,7 @@ class ChatCore:
         try:
             if question.delivery is not None and not await self._first_delivery(question.delivery, scope):
                 return Outcome.DUPLICATE
-            reason, held = await self._refusal(question)
+            reason, held = await self._refusal(question, target.rules)
             if reason is Outcome.IGNORED:
                 return Outcome.IGNORED
         except Exception:
@@ -820,7 +879,9 @@ class ChatCore:
         log.info("ignoring a re-delivered event %s", delivery, extra={"platform": scope.platform})
         return False
 
-    async def _refusal(self, question: Question) -> tuple[_Refused | Outcome | None, UsageHold | None]:
+    async def _refusal(
+        self, question: Question, rules: PlatformRules
+    ) -> tuple[_Refused | Outcome | None, UsageHold | None]:
         """Why the question must not go upstream (or IGNORED: it was not for the bot), else None; and
         the quota hold it takes while admitted (recorded or released by the caller)."""
         scope = question.scope
@@ -832,7 +893,7 @@ class ChatCore:
         if self._closing:
             return _Refused(notices.RESTARTING, window, True), None
         if not text and not question.attachments:
-            return _Refused(notices.EMPTY_QUESTION, window, True), None
+            return _Refused(notices.empty_question(rules), window, True), None
         limit = self.settings.max_question_chars
         if len(text) > limit:
             return _Refused(notices.too_long(len(text), limit), window, True), None
@@ -990,10 +1051,6 @@ class ChatCore:
         resolved = await self.state.resolve(scope)
         stored = await self.state.conversation(scope)
         resumes = question.resumes
-        if resumes is None and self._buttons:
-            self._skip_buttons(scope)
-        elif resumes is not None:
-            self._buttons.pop(scope.key)
         if resumes is not None:
             # Checked in the scope's turn: nothing can be asked between the check and the resumed turn.
             refusal = await self._unanswerable(resumes, stored)
@@ -1013,6 +1070,11 @@ class ChatCore:
             # Files alone, none of them readable by the service: say why, and ask nothing.
             await reply.finish("\n".join(f"_Skipped {reason}._" for reason in choice.skipped))
             return Outcome.REFUSED
+        # Sending a new question skips the one the model asked here, whatever becomes of the answer. Only
+        # a live conversation can be waiting for an answer (a reset took the handles of its questions).
+        skipping = None
+        if resumes is None and stored is not None and stored.upstream_id:
+            skipping = self._skip_waiting(scope, notices.SKIPPED_BY_QUESTION)
         author = question.actor.display_name or question.actor.user_id
         upstream_text = question.text.strip() or "(see the attached files)"
         if self.settings.author_prefix and resumes is None:
@@ -1146,8 +1208,8 @@ class ChatCore:
                 await reply.finish(final)
                 if controls is not None:
                     await controls.settle_controls()
-                if kept is not None and isinstance(target, OffersChoices):
-                    await self._offer(scope, kept, target)
+                if kept is not None:
+                    await self._offer(scope, kept, target, skipping)
             finally:
                 try:
                     await written
@@ -1248,7 +1310,7 @@ class ChatCore:
             view.replace_text(view.text + closing_fence(view.text))
         return conversation_id, trace_id, stopped
 
-    def _in_background(self, work: Coroutine[Any, Any, None], failure: str) -> None:
+    def _in_background(self, work: Coroutine[Any, Any, None], failure: str) -> asyncio.Task[None]:
         """Run a write the user need not wait for; `aclose` waits for it before closing the store."""
         task = asyncio.create_task(work)
         self._background.add(task)
@@ -1259,6 +1321,7 @@ class ChatCore:
                 log.error("%s: %s", failure, task.exception())
 
         task.add_done_callback(done)
+        return task
 
     async def _account(
         self,

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import math
 
+from acechat.core.platform import PlatformRules
+
 # Any failure nobody planned for: the log has the traceback, the user gets one calm line.
 INTERNAL_ERROR = "Something went wrong on my side; the operator's log has the details."
 RESTARTING = "I'm restarting; ask again in a minute."
-EMPTY_QUESTION = (
-    "Ask me something after the mention, e.g. “how do I rotate a log file?”. Say `help` for commands."
-)
 # Only for the platform saying the bot may not post here: other failures are not a permissions problem.
 CANNOT_POST = "I can't post in this channel; an admin should check my permissions here (or invite me)."
 NOT_DELIVERED = "I couldn't deliver my answer here: the platform kept refusing it. Try again in a moment."
 UNKNOWN_CHANNEL = "I can't tell which channel this came from, so I can't answer it; try again in a channel."
-NO_ASKING_HERE = "Questions need a place to answer in; mention me instead."
+
+
+def empty_question(rules: PlatformRules) -> str:
+    """A question with nothing in it; how one asks (a mention, a command) is the platform's to say."""
+    return f"Ask me something, e.g. “how do I rotate a log file?”: {rules.asking}. {rules.commands}"
+
+
+def no_asking_here(rules: PlatformRules) -> str:
+    """A question handed to a command's path, which has nowhere to answer it."""
+    return f"Questions need a place to answer in; to ask, {rules.asking}."
 
 
 def retry_in_text(seconds: float) -> str:
@@ -75,4 +83,7 @@ QUESTION_ANSWERED = "That question was already answered."
 QUESTION_SKIPPED = "That question was skipped: a newer question was asked here, or the conversation was reset."
 NOT_YOUR_QUESTION = "Only the person who asked, or a channel admin, can answer this question."
 ANSWER_USAGE = "Answer with the number of a choice, or with your own words."
-BUTTONS_SKIPPED = "⏭️ Skipped: a newer question was asked here."
+# What a skipped question's buttons give way to: at once, saying why; or, found only when pressed, either.
+SKIPPED_BY_QUESTION = "⏭️ Skipped: a new question was asked here."
+SKIPPED_BY_RESET = "⏭️ Skipped: the conversation was reset."
+BUTTONS_SKIPPED = "⏭️ Skipped: a newer question was asked here, or the conversation was reset."

@@ -1,4 +1,5 @@
-"""What the core must be told about a platform: what pings people there, and what its rights are called.
+"""What the core must be told about a platform: what pings people there, what its rights are called, and
+how people ask the bot there.
 
 Every reply target carries its platform's `PlatformRules`; the core asks them before it posts model
 text or cites rights in a refusal. A platform cannot leave its pings out by omission: `PlatformRules`
@@ -12,6 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from acechat.core.permissions import GENERIC_RIGHTS, Privilege
+
+# How people ask the bot and find its commands, where a platform does not say: the lines every adapter
+# can hand to `ChatCore.run_line`.
+GENERIC_ASKING = "send me `ask` and your question"
+GENERIC_COMMANDS = "`help` lists my commands."
 
 ZWSP = "\u200b"  # breaks a mention without a visible change
 ZWJ = "\u200d"
@@ -50,6 +56,10 @@ class PlatformRules:
     mentions: MentionRules
     # How the platform names the rights each level stands for, so a refusal says what to ask for.
     rights: Mapping[Privilege, str] = field(default_factory=lambda: dict(GENERIC_RIGHTS))
+    # How one asks the bot there, completing "To ask, …" (a mention, a command, or both), and a sentence
+    # saying where its commands are: what a refusal tells someone whose question could not be taken.
+    asking: str = GENERIC_ASKING
+    commands: str = GENERIC_COMMANDS
 
     def __post_init__(self) -> None:
         # Checked at run time too: an adapter written without type checking must not post pings.

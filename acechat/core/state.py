@@ -82,6 +82,8 @@ class ScopeState:
         self._generation = 0
         # Told of every conversation a reset leaves behind (ChatCore deletes it at the service).
         self.forgotten: Callable[[ConversationRecord], Awaitable[None]] | None = None
+        # Told of every reset (ChatCore skips the questions the model asked there and says so on them).
+        self.after_reset: Callable[[Scope], Awaitable[None]] | None = None
         store.on_change(self._changed)
 
     def _changed(self, change: Change) -> None:
@@ -181,6 +183,8 @@ class ScopeState:
         live = await self.store.reset_conversation(scope.key)
         if live and old is not None and old.upstream_id and self.forgotten is not None:
             await self.forgotten(old)
+        if self.after_reset is not None:
+            await self.after_reset(scope)
         return live
 
     async def change_setting(

@@ -142,6 +142,7 @@ _QUESTIONS = (
     "asker_id",
     "created_at",
     "answered",
+    "message",
 )
 TABLES = (
     _Table("conversations", _CONVERSATION, ("scope_key",), time="updated_at", never_back=("epoch",)),

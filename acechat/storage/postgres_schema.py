@@ -182,6 +182,11 @@ CREATE TABLE feedback (
 CREATE INDEX feedback_workspace ON feedback (workspace_key, at);
 """
 
+# Version 8 (issue 16): where a waiting question's buttons are, so whichever process skips it says so on them.
+_V8_QUESTION_MESSAGES = """
+ALTER TABLE pending_questions ADD COLUMN message text;
+"""
+
 # Schema versions are acechat's, not a backend's: one number means the same tables and columns on SQLite
 # and PostgreSQL (`acechat check` reports it for either). PostgreSQL arrived at version 3, which its first
 # migration creates whole; a later change gets the same next number on both.
@@ -196,6 +201,7 @@ MIGRATIONS: tuple[str, ...] = (
     _V5_AI_CHAT_V2,
     _V6_USAGE_COUNTERS,
     _V7_ANSWERS_AND_FEEDBACK,
+    _V8_QUESTION_MESSAGES,
 )
 
 

@@ -83,6 +83,23 @@ class AiChatV2Queries:
         )
         return done is not None
 
+    async def show_question(self, question_id: str, message: str) -> None:
+        await self._db().execute(
+            "UPDATE pending_questions SET message = $2 WHERE id = $1", question_id, message
+        )
+
+    async def skip_questions(self, scope_key: str) -> list[str]:
+        # One statement: of two processes skipping at once, the second waits on the row locks and then
+        # finds the messages gone, so each handle goes to one of them.
+        rows = await self._db().fetch(
+            "WITH taken AS (SELECT id, message FROM pending_questions WHERE scope_key = $1 AND answered = 0 "
+            "AND message IS NOT NULL FOR UPDATE) "
+            "UPDATE pending_questions AS q SET message = NULL FROM taken WHERE q.id = taken.id "
+            "RETURNING taken.message",
+            scope_key,
+        )
+        return [str(row["message"]) for row in rows]
+
 
 _QUESTION_COLUMNS = (
     "id, scope_key, conversation_id, turns, tool_id, question, options, asker_id, created_at, answered"

@@ -223,3 +223,10 @@ class Store(Protocol):
 
     async def answer_question(self, question_id: str) -> bool:
         """Mark the question answered; True only for the one call that did (a double press gets False)."""
+
+    async def show_question(self, question_id: str, message: str) -> None:
+        """Where the question's buttons are: a platform's handle for its message (channel and id)."""
+
+    async def skip_questions(self, scope_key: str) -> list[str]:
+        """The scope's questions still waiting give up their buttons' handles, which are returned: a
+        handle goes to one caller only, whichever process asks, so each message is edited once."""

@@ -861,6 +861,31 @@ class SQLiteStore(Store):
 
         return await self._worker.submit(answer)
 
+    async def show_question(self, question_id: str, message: str) -> None:
+        await self._worker.submit(
+            lambda db: db.execute(
+                "UPDATE pending_questions SET message = ? WHERE id = ?", (message, question_id)
+            )
+        )
+
+    async def skip_questions(self, scope_key: str) -> list[str]:
+        def skip(db: Database) -> list[str]:
+            # Every new question asks this and almost always nothing waits: a read first, so no write
+            # lock is taken for nothing.
+            if db.execute(_WAITING_BUTTONS, (scope_key,)).fetchone() is None:
+                return []
+            with write_transaction(db):
+                rows = db.execute(_WAITING_BUTTONS, (scope_key,)).fetchall()
+                for row in rows:
+                    db.execute("UPDATE pending_questions SET message = NULL WHERE id = ?", (row[0],))
+            return [str(row[1]) for row in rows]
+
+        return await self._worker.submit(skip)
+
+
+_WAITING_BUTTONS = (
+    "SELECT id, message FROM pending_questions WHERE scope_key = ? AND answered = 0 AND message IS NOT NULL"
+)
 
 QUESTION_COLUMNS = (
     "id, scope_key, conversation_id, turns, tool_id, question, options, asker_id, created_at, answered"

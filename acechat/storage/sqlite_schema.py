@@ -161,6 +161,11 @@ def _v7_answers_and_feedback(db: Database) -> None:
     db.execute("CREATE INDEX feedback_workspace ON feedback (workspace_key, at)")
 
 
+def _v8_question_messages(db: Database) -> None:
+    """Issue 16: where a waiting question's buttons are, so whichever process skips it says so on them."""
+    db.execute("ALTER TABLE pending_questions ADD COLUMN message TEXT")
+
+
 # Append only: position + 1 is the schema version a migration produces. Never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_settings_and_conversations,
@@ -170,6 +175,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _v5_ai_chat_v2,
     _v6_usage_counters_and_holds,
     _v7_answers_and_feedback,
+    _v8_question_messages,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
