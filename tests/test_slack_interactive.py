@@ -100,6 +100,20 @@ async def test_other_opens_a_one_field_form_whose_text_is_the_answer(
     assert "<!here>" not in buttons.text and buttons.text.startswith("✅")
 
 
+async def test_other_pressed_too_late_for_its_form_says_so_and_leaves_the_buttons(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    thread, buttons = await asked(slack, bot, fake_upstream)
+    slack.trigger_delay = 5.0  # the press reaches views.open after its trigger's 3 s
+    with caplog.at_level(logging.WARNING, logger="acechat"):
+        await slack.deliver_http(bot.url, slack.press(buttons, ids(buttons)[-1]))
+        await bot.adapter.transport.idle()
+    assert slack.views == []
+    assert slack.ephemerals[-1]["user"] == "U1" and "took too long" in slack.ephemerals[-1]["text"]
+    assert "expired_trigger_id" in caplog.text
+    assert len(ids(buttons)) == 4 and len(fake_upstream.requests) == 1, "the question still waits"
+
+
 async def test_a_new_question_skips_the_old_buttons(
     bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:

@@ -78,6 +78,7 @@ from acechat.bots.slack_ui import (
     QUESTION_FIELD,
     ask_view,
     form_errors,
+    form_not_opened,
     home_view,
     preset_view,
     submitted,
@@ -106,12 +107,6 @@ log = logging.getLogger(__name__)
 
 ACECHAT_ID = re.compile(r"^acechat:")
 
-# Why a form did not open, for the person who asked for it, by Slack's error (views.open). A trigger id
-# opens one form, within 3 s of the press or command that brought it.
-FORM_NOT_OPENED = {
-    "expired_trigger_id": "That form took too long to open; run the command again.",
-    "exchanged_trigger_id": "That form was opened already; run the command again for a new one.",
-}
 # Workspaces whose clients (and users.info cache) are kept at once in OAuth mode.
 WORKSPACE_CLIENTS = 1000
 
@@ -772,7 +767,7 @@ class SlackAdapter:
         except SlackApiError as error:
             code = error.response.get("error")
             log.warning("slack: could not open a form: %s", code, extra={"platform": "slack"})
-            await tell(FORM_NOT_OPENED.get(str(code), f"The form could not open ({code}); try again."))
+            await tell(form_not_opened(code))
 
     async def _tell(
         self, workspace: _Workspace, channel: str, user: str, text: str, thread: str | None

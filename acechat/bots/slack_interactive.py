@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_facts import event_scope
 from acechat.bots.slack_targets import ThreadReply
+from acechat.bots.slack_ui import form_not_opened
 from acechat.core.chat import ChatCore, PressResult
 from acechat.core.choices import Form, parse_control
 from acechat.core.facts import Actor
@@ -160,7 +161,9 @@ class SlackInteractions:
                 )
             except SlackApiError as error:
                 # expired_trigger_id: the press took longer than Slack's 3 seconds to reach this point.
-                log.warning("slack: could not open a form: %s", error.response.get("error"))
+                code = error.response.get("error")
+                log.warning("slack: could not open a form: %s", code)
+                await target.notify(form_not_opened(code))
         await _close(place.client, channel, message_ts, result)
 
     async def _submitted(self, body: dict[str, Any], place: Place) -> None:

@@ -47,6 +47,19 @@ PROMPT_FIELD = "prompt"
 QUESTION_FIELD = "question"
 # The preset form's input blocks by the core's names for its fields. What concerns the whole form (the
 # submitter's rights) shows on its first field.
+# Why a form did not open, for the person who asked for it, by Slack's error (views.open). A trigger id
+# opens one form, within 3 s of the press or command that brought it.
+FORM_NOT_OPENED = {
+    "expired_trigger_id": "That form took too long to open; run the command again.",
+    "exchanged_trigger_id": "That form was opened already; run the command again for a new one.",
+}
+
+
+def form_not_opened(code: object) -> str:
+    """What to tell someone whose form Slack would not open (`code`: views.open's error)."""
+    return FORM_NOT_OPENED.get(str(code), f"The form could not open ({code}); try again.")
+
+
 PRESET_BLOCKS = {
     interactions.NAME_FIELD: NAME_FIELD,
     interactions.DESCRIPTION_FIELD: DESCRIPTION_FIELD,
