@@ -103,7 +103,7 @@ async def test_other_opens_a_one_field_form_whose_text_is_the_answer(
 async def test_other_pressed_too_late_for_its_form_says_so_and_leaves_the_buttons(
     bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    thread, buttons = await asked(slack, bot, fake_upstream)
+    _, buttons = await asked(slack, bot, fake_upstream)
     slack.trigger_delay = 5.0  # the press reaches views.open after its trigger's 3 s
     with caplog.at_level(logging.WARNING, logger="acechat"):
         await slack.deliver_http(bot.url, slack.press(buttons, ids(buttons)[-1]))
