@@ -1,0 +1,367 @@
+"""Answers one person watches, streamed through Slack's own methods: `chat.startStream`, `chat.appendStream`
+and `chat.stopStream`.
+
+Used for agent sessions in direct messages (the app's Messages tab, `SLACK_AGENT`), where Slack shows its
+own Stop; channels keep ThreadReply's paced edits, which everyone there sees the same way. The core drives
+this target as any other and decides what each message says and when; this only translates:
+
+- a message the core posts starts a stream, in the session's thread; an edit whose text extends what was
+  streamed appends the new text; the answer's end stops each stream, the last with the feedback buttons
+  under it (`settle_controls`). A word still arriving, and the live tool line at the end, wait for the
+  next call: an append can never be taken back.
+- a rewrite (text that does not extend what was streamed) stops the stream and edits the message with
+  `chat.update` from then on, as ThreadReply does; so does a call whose outcome is unknown.
+- a workspace that refuses the methods (an app that is not an agent, a token or plan without them) is
+  answered with ThreadReply's messages, and not asked again while the process runs (`StreamSupport`).
+- a stream Slack closed (old or long: `message_not_in_streaming_state`) goes on in a new streamed message
+  with what it had not shown; one a person's Stop closed (`agent_session_stopped`) is edited to its end.
+
+The text is the core's Markdown, which is what `markdown_text` takes (not mrkdwn), defused once more
+for what could still ping there (bots.slack_text.stream_markdown).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from acechat.bots.slack_rules import RULES
+from acechat.bots.slack_targets import StreamLimits, ThreadReply, platform_errors
+from acechat.bots.slack_text import MAX_STREAM_CHARS, stream_markdown
+from acechat.bots.slack_ui import control_blocks
+from acechat.core.cache import LRU
+from acechat.core.interactions import NONE, Controls
+from acechat.core.pacing.scheduler import Urgency
+from acechat.core.platform import PlatformRules
+from acechat.core.platform_errors import PlatformUnsure
+
+log = logging.getLogger(__name__)
+
+# Slack's ways of saying this app, token, workspace or conversation has no streaming.
+REFUSED = frozenset(
+    {
+        "unknown_method",
+        "not_allowed_token_type",
+        "missing_scope",
+        "channel_type_not_supported",
+        "feature_not_enabled",
+        "not_allowed",
+        "no_permission",
+        "access_denied",
+    }
+)
+# A stream Slack no longer takes text for: stopped (by a person's Stop), or closed as too old or too long.
+CLOSED = frozenset({"message_not_in_streaming_state"})
+# Workspaces and stopped streams remembered at once.
+REMEMBERED = 10_000
+# The core's live tool line, while it shows at the end of a message: `_🔎 Searching …_` (core.answer).
+TOOL_LINE_END = "…_"
+
+
+class _Refused(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Closed(Exception):
+    pass
+
+
+class StreamSupport:
+    """What a process has learnt of Slack's streaming: which workspaces refuse it (told to the operator
+    once, tried again after a restart), and which streams a person's Stop closed."""
+
+    def __init__(self) -> None:
+        self._refused: LRU[str, str] = LRU(REMEMBERED)
+        self._stopped: LRU[tuple[str, str], bool] = LRU(REMEMBERED)
+
+    def available(self, workspace: str) -> bool:
+        return workspace not in self._refused
+
+    def refused(self, workspace: str, code: str) -> None:
+        if workspace in self._refused:
+            return
+        self._refused.put(workspace, code)
+        log.warning(
+            "slack: workspace %s refused streaming (%s); its answers are edited with chat.update instead "
+            "until acechat restarts",
+            workspace or "?",
+            code,
+            extra={"platform": "slack"},
+        )
+
+    def stopped(self, channel: str, streams: list[str]) -> None:
+        """Slack stopped these streams for a person's Stop (`agent_session_stopped`)."""
+        for ts in streams:
+            self._stopped.put((channel, ts), True)
+
+    def was_stopped(self, channel: str, ts: str) -> bool:
+        return (channel, ts) in self._stopped
+
+
+class _Mode(enum.Enum):
+    STREAMING = "streaming"  # its last Slack message takes appends
+    CLOSED = "closed"  # Slack closed the last one before the core was done with it
+    STOPPED = "stopped"  # stopped by this target, all the core wanted shown
+    EDITED = "edited"  # edited with chat.update from now on
+
+
+@dataclass(slots=True)
+class _Streamed:
+    """One of the core's messages, streamed: the Slack messages it took (more than one once Slack closed
+    a stream and it went on in another), what they show, and what the core wants them to show."""
+
+    parts: list[str]
+    wanted: str  # the whole message, as streamed Markdown
+    sent: str = ""  # what the last part shows
+    earlier: str = ""  # what the parts before it show, together
+    mode: _Mode = _Mode.STREAMING
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # under it once stopped
+
+
+def settled(text: str) -> int:
+    """How much of a message still being written may stream now: up to its last whitespace (a word, a
+    mention or a tag may still be arriving), without the live tool line that ends it while a tool runs."""
+    end = len(text)
+    if text.endswith(TOOL_LINE_END):
+        gap = text.rfind("\n\n")
+        if text.startswith("_", gap + 2 if gap >= 0 else 0):
+            # Up to the text before it: the core joins what comes next to that text, not to the gap.
+            end = max(gap, 0)
+    while end > 0 and not text[end - 1].isspace():
+        end -= 1
+    return end
+
+
+class StreamReply(ThreadReply):
+    """ThreadReply's answer in an agent session, streamed where Slack lets it (see the module's doc)."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        limits: StreamLimits,
+        support: StreamSupport,
+        *,
+        workspace: str,
+        team: str,
+        channel: str,
+        thread_ts: str,
+        user: str,
+        question_ts: str,
+        session_title: str,
+        rules: PlatformRules = RULES,
+    ) -> None:
+        super().__init__(
+            client,
+            limits.target,
+            channel=channel,
+            thread_ts=thread_ts,
+            user=user,
+            question_ts=question_ts,
+            session_title=session_title,
+            rules=rules,
+        )
+        self._stops = limits.stops
+        self._support = support
+        self._workspace = workspace
+        self._team = team
+        self._streams: dict[str, _Streamed] = {}
+        self._order: list[str] = []  # every message posted, streamed or not, oldest first
+        # Only an answer streams: a command's reply or a notice is posted as ThreadReply posts it.
+        self._answering = False
+
+    def set_controls(self, controls: Controls) -> None:
+        self._answering = True
+        super().set_controls(controls)
+
+    async def post(self, text: str) -> str:
+        if not self._answering or not self._support.available(self._workspace):
+            return await self._post_plainly(text)
+        await self._sync_session()
+        # The core has moved on to a new message: the earlier ones are done.
+        for handle in self._order:
+            streamed = self._streams.get(handle)
+            if streamed is not None:
+                await self._advance(streamed, final=True)
+        wanted = stream_markdown(text)
+        shown = wanted[: settled(wanted)]
+        try:
+            ts = await self._start(shown)
+        except _Refused as refused:
+            self._support.refused(self._workspace, refused.code)
+            return await self._post_plainly(text)
+        self._streams[ts] = _Streamed([ts], wanted, sent=shown)
+        self._order.append(ts)
+        return ts
+
+    async def _post_plainly(self, text: str) -> str:
+        handle = await super().post(text)
+        self._order.append(handle)
+        return handle
+
+    async def edit(self, handle: str, text: str) -> None:
+        streamed = self._streams.get(handle)
+        if streamed is None:
+            await super().edit(handle, text)
+            return
+        streamed.wanted = stream_markdown(text)
+        await self._advance(streamed, final=False)
+
+    async def settle_controls(self) -> None:
+        last = self._order[-1] if self._order else None
+        wanted = self._buttons.board.wanted
+        for handle in self._order:
+            streamed = self._streams.get(handle)
+            if streamed is None:
+                continue
+            if handle == last and wanted:
+                streamed.blocks = control_blocks(wanted)
+            await self._advance(streamed, final=True)
+        finished = self._streams.get(last) if last is not None else None
+        if finished is not None and finished.mode is not _Mode.EDITED:
+            # The buttons went under the last streamed message; none belong under an edited one.
+            self._buttons.board.wanted = NONE
+        await super().settle_controls()
+
+    # --- one message ---------------------------------------------------------------------------------
+
+    async def _advance(self, streamed: _Streamed, *, final: bool) -> None:
+        """Bring `streamed` to what the core wants it to show: all of it if `final`, else what has settled."""
+        shown = streamed.earlier + streamed.sent
+        if streamed.mode is _Mode.EDITED or not streamed.wanted.startswith(shown):
+            await self._edit_instead(streamed)
+            return
+        cut = len(streamed.wanted) if final else max(settled(streamed.wanted), len(shown))
+        more = streamed.wanted[len(shown) : cut]
+        if streamed.mode is _Mode.STOPPED:
+            if more:
+                await self._edit_instead(streamed)
+            return
+        if streamed.mode is _Mode.CLOSED:
+            await self._go_on(streamed, more, final=final)
+            return
+        try:
+            if final:
+                await self._stop(streamed.parts[-1], more, streamed.blocks)
+                streamed.mode = _Mode.STOPPED
+            elif more:
+                await self._append(streamed.parts[-1], more)
+            else:
+                return
+        except _Closed:
+            streamed.mode = _Mode.CLOSED
+            await self._go_on(streamed, more, final=final)
+            return
+        except PlatformUnsure as error:
+            # Slack may or may not have it: only a whole new text says for sure what the message shows.
+            log.info("slack: a streaming call's outcome is unknown (%s); editing the message instead", error)
+            await self._edit_instead(streamed)
+            return
+        streamed.sent += more
+
+    async def _go_on(self, streamed: _Streamed, more: str, *, final: bool) -> None:
+        """Slack closed the message's stream with `more` not shown: a new streamed message goes on from
+        there, if this is the answer's newest and it was not a person's Stop; otherwise it is edited."""
+        ts = streamed.parts[-1]
+        newest = self._order[-1] == streamed.parts[0]
+        if self._support.was_stopped(self._channel, ts) or not newest:
+            await self._edit_instead(streamed)
+            return
+        if not more:
+            if final and streamed.blocks:
+                await self._edit_instead(streamed)  # the buttons, under the text it shows
+            elif final:
+                streamed.mode = _Mode.STOPPED
+            return
+        try:
+            started = await self._start(more)
+        except _Refused:
+            await self._edit_instead(streamed)
+            return
+        log.info("slack: a stream was closed before its answer was; it goes on in a new message")
+        streamed.parts.append(started)
+        streamed.earlier += streamed.sent
+        streamed.sent = more
+        streamed.mode = _Mode.STREAMING
+        if final:
+            await self._advance(streamed, final=True)
+
+    async def _edit_instead(self, streamed: _Streamed) -> None:
+        """Stop the message's stream and edit its last part with chat.update from now on, showing what its
+        earlier parts do not (the whole message if they do not show the start of it)."""
+        ts = streamed.parts[-1]
+        if streamed.mode is _Mode.STREAMING:
+            try:
+                await self._stop(ts, "", [])
+            except _Closed:
+                pass
+            except PlatformUnsure:
+                log.info("slack: could not tell whether a stream stopped; editing its message all the same")
+        streamed.mode = _Mode.EDITED
+        wanted = streamed.wanted
+        rest = wanted[len(streamed.earlier) :] if wanted.startswith(streamed.earlier) else wanted
+        await super().edit(ts, rest)
+
+    # --- Slack's calls -------------------------------------------------------------------------------
+
+    async def _start(self, text: str) -> str:
+        reply = await self._call(
+            self._client.chat_startStream,
+            channel=self._channel,
+            thread_ts=self._thread_ts,
+            # Asked for outside direct messages, and by some workspaces even there.
+            recipient_user_id=self._user,
+            recipient_team_id=self._team,
+            markdown_text=text[:MAX_STREAM_CHARS] or None,
+        )
+        if len(text) > MAX_STREAM_CHARS:  # never, with stream_length's measure; never lose text either
+            await self._append(str(reply["ts"]), text[MAX_STREAM_CHARS:])
+        return str(reply["ts"])
+
+    async def _append(self, ts: str, text: str) -> None:
+        for at in range(0, len(text), MAX_STREAM_CHARS):
+            await self._call(
+                self._client.chat_appendStream,
+                channel=self._channel,
+                ts=ts,
+                markdown_text=text[at : at + MAX_STREAM_CHARS],
+            )
+
+    async def _stop(self, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        if len(text) > MAX_STREAM_CHARS:
+            await self._append(ts, text[:-MAX_STREAM_CHARS])
+            text = text[-MAX_STREAM_CHARS:]
+        scheduler = self._limits.scheduler
+        if scheduler is not None:
+            await scheduler.call(Urgency.FINAL, self._stops)
+        try:
+            await self._call(
+                self._client.chat_stopStream,
+                channel=self._channel,
+                ts=ts,
+                markdown_text=text or None,
+                blocks=blocks or None,
+            )
+        finally:
+            if scheduler is not None:
+                scheduler.done(self._stops)
+
+    @staticmethod
+    async def _call(method: Any, **arguments: Any) -> Any:
+        """One streaming call, its refusals in the core's terms, or as `_Refused` and `_Closed`."""
+        with platform_errors():
+            try:
+                return await method(**arguments)
+            except SlackApiError as error:
+                code = str(error.response.get("error") or "")
+                if code in REFUSED:
+                    raise _Refused(code) from error
+                if code in CLOSED:
+                    raise _Closed(code) from error
+                raise
