@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -303,6 +305,9 @@ class StreamReply(ThreadReply):
                 pass
             except PlatformUnsure:
                 log.info("slack: could not tell whether a stream stopped; editing its message all the same")
+        if streamed.mode is not _Mode.EDITED and self._order[-1] == streamed.parts[0]:
+            # The answer's newest message: its first edit carries the answer's buttons, as a post would.
+            self._buttons.board.shown(ts, "", NONE)
         streamed.mode = _Mode.EDITED
         wanted = streamed.wanted
         rest = wanted[len(streamed.earlier) :] if wanted.startswith(streamed.earlier) else wanted
@@ -311,27 +316,25 @@ class StreamReply(ThreadReply):
     # --- Slack's calls -------------------------------------------------------------------------------
 
     async def _start(self, text: str) -> str:
-        reply = await self._call(
-            self._client.chat_startStream,
-            channel=self._channel,
-            thread_ts=self._thread_ts,
-            # Asked for outside direct messages, and by some workspaces even there.
-            recipient_user_id=self._user,
-            recipient_team_id=self._team,
-            markdown_text=text[:MAX_STREAM_CHARS] or None,
-        )
+        with _streaming_errors():
+            reply = await self._client.chat_startStream(
+                channel=self._channel,
+                thread_ts=self._thread_ts or "",
+                # Asked for outside direct messages, and by some workspaces even there.
+                recipient_user_id=self._user,
+                recipient_team_id=self._team,
+                markdown_text=text[:MAX_STREAM_CHARS] or None,
+            )
         if len(text) > MAX_STREAM_CHARS:  # never, with stream_length's measure; never lose text either
             await self._append(str(reply["ts"]), text[MAX_STREAM_CHARS:])
         return str(reply["ts"])
 
     async def _append(self, ts: str, text: str) -> None:
         for at in range(0, len(text), MAX_STREAM_CHARS):
-            await self._call(
-                self._client.chat_appendStream,
-                channel=self._channel,
-                ts=ts,
-                markdown_text=text[at : at + MAX_STREAM_CHARS],
-            )
+            with _streaming_errors():
+                await self._client.chat_appendStream(
+                    channel=self._channel, ts=ts, markdown_text=text[at : at + MAX_STREAM_CHARS]
+                )
 
     async def _stop(self, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         if len(text) > MAX_STREAM_CHARS:
@@ -341,27 +344,25 @@ class StreamReply(ThreadReply):
         if scheduler is not None:
             await scheduler.call(Urgency.FINAL, self._stops)
         try:
-            await self._call(
-                self._client.chat_stopStream,
-                channel=self._channel,
-                ts=ts,
-                markdown_text=text or None,
-                blocks=blocks or None,
-            )
+            with _streaming_errors():
+                await self._client.chat_stopStream(
+                    channel=self._channel, ts=ts, markdown_text=text or None, blocks=blocks or None
+                )
         finally:
             if scheduler is not None:
                 scheduler.done(self._stops)
 
-    @staticmethod
-    async def _call(method: Any, **arguments: Any) -> Any:
-        """One streaming call, its refusals in the core's terms, or as `_Refused` and `_Closed`."""
-        with platform_errors():
-            try:
-                return await method(**arguments)
-            except SlackApiError as error:
-                code = str(error.response.get("error") or "")
-                if code in REFUSED:
-                    raise _Refused(code) from error
-                if code in CLOSED:
-                    raise _Closed(code) from error
-                raise
+
+@contextmanager
+def _streaming_errors() -> Iterator[None]:
+    """A streaming call's refusals in the core's terms, or as `_Refused` and `_Closed`."""
+    with platform_errors():
+        try:
+            yield
+        except SlackApiError as error:
+            code = str(error.response.get("error") or "")
+            if code in REFUSED:
+                raise _Refused(code) from error
+            if code in CLOSED:
+                raise _Closed(code) from error
+            raise
