@@ -25,6 +25,8 @@ ACK_SECONDS = 3.0
 STREAMING = ("chat.startStream", "chat.appendStream", "chat.stopStream")
 # Whatever still pings once shown: a special or user mention, @here and its kin, an entity for `<`.
 PING = re.compile(r"<[@!#]|@(?:here|channel|everyone)|&(?:lt|#60|#x3c);", re.IGNORECASE)
+# In mrkdwn `&lt;` is how a `<` is written safely.
+MRKDWN_PING = re.compile(r"<[@!#]|@(?:here|channel|everyone)", re.IGNORECASE)
 
 
 @dataclass
@@ -263,19 +265,42 @@ async def test_hostile_text_never_pings_and_never_passes_a_streaming_calls_limit
         "Hey @here and @channel, <!channel> <!here|everyone> <@U123> <!subteam^S1|@oncall> "
         "&lt;!here&gt; &#60;@U9&#62; [x](<!everyone>) @everyone\n\n"
     )
-    # Pings in pieces small enough to arrive split, then far more text than a message holds.
-    answer = hostile * 20 + ("lorem ipsum dolor " * 3000)
-    fake_upstream.queue(Behaviour(answer=answer, fragment_size=3, fragment_delay=0.0))
+    # Pings arriving in pieces, then more text than a message holds.
+    answer = hostile * 6 + "<!here|every one> then more words\n\n" + ("lorem ipsum dolor " * 700)
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=9, fragment_delay=0.001))
     async with running(settings) as bot:
         thread = await ask_in_dm(slack, bot, "say hostile things")
         messages = slack.in_channel("D1", thread)
-        assert len(messages) >= 2, "split into messages"
+        assert len(messages) >= 3, "split into messages"
         sent = calls_in(slack, STREAMING)
-        assert sent and all(c.ok for c in sent)
+        assert len(calls_in(slack, ("chat.appendStream",))) >= 2 and all(c.ok for c in sent)
         for call in sent:
             text = str(call.params.get("markdown_text") or "")
             assert len(text) <= MAX_STREAM_CHARS
             assert not PING.search(text), text[:200]
-        for message in messages:
-            assert not PING.search(message.text)
+        for call in calls_in(slack, ("chat.update",)):
+            assert not MRKDWN_PING.search(str(call.params["text"]))
         assert slack.too_long == 0
+        assert "lorem ipsum dolor" in messages[-1].text and vote_ids(messages[-1])
+
+
+async def test_a_rewrite_stops_the_stream_and_the_message_is_edited_with_chat_update(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    # A mention whose label has spaces is defused one way while it arrives and another once whole: the
+    # text streamed so far is not the start of the final text.
+    first = "Begin <!here|a b"
+    fake_upstream.queue(
+        Behaviour(answer=first + " c> and the rest.", fragment_size=len(first), fragment_delay=1.2)
+    )
+    async with running(settings) as bot:
+        thread = await ask_in_dm(slack, bot, "go")
+        (message,) = slack.in_channel("D1", thread)
+        (start,) = calls_in(slack, ("chat.startStream",))
+        assert start.params["markdown_text"] == "Begin <\u200b!here|a "
+        (stop,) = calls_in(slack, ("chat.stopStream",))
+        assert stop.ok and "markdown_text" not in stop.params, "stopped as it was, then edited"
+        assert not message.streaming and message.text == "Begin @\u200dhere and the rest."
+        assert vote_ids(message)
+        updates = calls_in(slack, ("chat.update",))
+        assert updates and all(c.ok and c.at > stop.at for c in updates)
