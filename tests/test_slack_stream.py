@@ -304,3 +304,37 @@ async def test_a_rewrite_stops_the_stream_and_the_message_is_edited_with_chat_up
         assert vote_ids(message)
         updates = calls_in(slack, ("chat.update",))
         assert updates and all(c.ok and c.at > stop.at for c in updates)
+
+
+async def test_the_live_tool_line_never_streams_so_tools_cost_no_rewrite(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    search = {"type": "tool_use", "tool_id": "t1", "tool_name": "web_search", "input": {"query": "q"}}
+    read = {
+        "type": "tool_use",
+        "tool_id": "t2",
+        "tool_name": "fetch",
+        "input": {"url": "https://example.com/a"},
+    }
+    answer = "The answer, found on the web. " * 12
+    fake_upstream.queue(
+        Behaviour(
+            answer=answer,
+            fragment_size=12,
+            fragment_delay=0.03,
+            before=(search, {"type": "tool_result", "tool_id": "t1", "output": "x", "is_error": False}),
+            after=(
+                read,
+                {"type": "tool_result", "tool_id": "t2", "output": "y", "is_error": False},
+                {"type": "citation", "url": "https://example.com/a", "title": "Example"},
+            ),
+        )
+    )
+    async with running(settings) as bot:
+        thread = await ask_in_dm(slack, bot, "look it up")
+        (message,) = slack.in_channel("D1", thread)
+        assert message.text.startswith(answer.strip()) and "**Sources**" in message.text
+        assert "https://example.com/a" in message.text and "Searching" not in message.text
+        streamed = [str(c.params.get("markdown_text") or "") for c in calls_in(slack, STREAMING)]
+        assert not any("Searching" in s or "Reading" in s for s in streamed)
+        assert calls_in(slack, ("chat.update",)) == [] and vote_ids(message)
