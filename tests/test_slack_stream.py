@@ -338,3 +338,17 @@ async def test_the_live_tool_line_never_streams_so_tools_cost_no_rewrite(
         streamed = [str(c.params.get("markdown_text") or "") for c in calls_in(slack, STREAMING)]
         assert not any("Searching" in s or "Reading" in s for s in streamed)
         assert calls_in(slack, ("chat.update",)) == [] and vote_ids(message)
+
+
+async def test_an_append_with_an_unknown_outcome_is_never_repeated_the_message_is_edited_whole(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    slack.drop_after_delivery["chat.appendStream"] = 1  # it lands, its answer never comes
+    answer = " ".join(f"w{n}" for n in range(300))
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=10, fragment_delay=0.005))
+    async with running(settings) as bot:
+        thread = await ask_in_dm(slack, bot, "go")
+        (message,) = slack.in_channel("D1", thread)
+        assert message.text == answer and not message.streaming and vote_ids(message)
+        assert calls_in(slack, ("chat.update",)), "edited whole once the append's outcome was unknown"
+        assert len(calls_in(slack, ("chat.appendStream",))) == 1, "never appended again"

@@ -40,7 +40,7 @@ from acechat.core.cache import LRU
 from acechat.core.interactions import NONE, Controls
 from acechat.core.pacing.scheduler import Urgency
 from acechat.core.platform import PlatformRules
-from acechat.core.platform_errors import PlatformUnsure
+from acechat.core.platform_errors import PlatformRateLimited, PlatformUnsure
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,9 @@ class _Streamed:
     earlier: str = ""  # what the parts before it show, together
     mode: _Mode = _Mode.STREAMING
     blocks: list[dict[str, Any]] = field(default_factory=list)  # under it once stopped
+    # A call that may have landed or not (no answer, cancelled, refused in a way not foreseen): the
+    # message is edited whole from then on rather than appended to twice.
+    unsure: bool = False
 
 
 def settled(text: str) -> int:
@@ -236,7 +239,7 @@ class StreamReply(ThreadReply):
     async def _advance(self, streamed: _Streamed, *, final: bool) -> None:
         """Bring `streamed` to what the core wants it to show: all of it if `final`, else what has settled."""
         shown = streamed.earlier + streamed.sent
-        if streamed.mode is _Mode.EDITED or not streamed.wanted.startswith(shown):
+        if streamed.unsure or streamed.mode is _Mode.EDITED or not streamed.wanted.startswith(shown):
             await self._edit_instead(streamed)
             return
         cut = len(streamed.wanted) if final else max(settled(streamed.wanted), len(shown))
@@ -248,23 +251,29 @@ class StreamReply(ThreadReply):
         if streamed.mode is _Mode.CLOSED:
             await self._go_on(streamed, more, final=final)
             return
+        if not final and not more:
+            return
+        streamed.unsure = True
         try:
             if final:
                 await self._stop(streamed.parts[-1], more, streamed.blocks)
                 streamed.mode = _Mode.STOPPED
-            elif more:
-                await self._append(streamed.parts[-1], more)
             else:
-                return
+                await self._append(streamed.parts[-1], more)
         except _Closed:
+            streamed.unsure = False
             streamed.mode = _Mode.CLOSED
             await self._go_on(streamed, more, final=final)
             return
+        except PlatformRateLimited:
+            streamed.unsure = False  # refused whole: the core waits and asks again
+            raise
         except PlatformUnsure as error:
             # Slack may or may not have it: only a whole new text says for sure what the message shows.
             log.info("slack: a streaming call's outcome is unknown (%s); editing the message instead", error)
             await self._edit_instead(streamed)
             return
+        streamed.unsure = False
         streamed.sent += more
 
     async def _go_on(self, streamed: _Streamed, more: str, *, final: bool) -> None:
