@@ -22,8 +22,11 @@ for what could still ping there (bots.slack_text.stream_markdown).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +62,9 @@ REFUSED = frozenset(
 )
 # A stream Slack no longer takes text for: stopped (by a person's Stop), or closed as too old or too long.
 CLOSED = frozenset({"message_not_in_streaming_state"})
+# Slack stops the streams of a session whose Stop a person pressed and then sends the event saying so: a
+# stream found closed waits this long for that event before it is taken as closed for its age or length.
+STOP_GRACE = 1.0
 # Workspaces and stopped streams remembered at once.
 REMEMBERED = 10_000
 # The core's live tool line, while it shows at the end of a message: `_🔎 Searching …_` (core.answer).
@@ -82,6 +88,7 @@ class StreamSupport:
     def __init__(self) -> None:
         self._refused: LRU[str, str] = LRU(REMEMBERED)
         self._stopped: LRU[tuple[str, str], bool] = LRU(REMEMBERED)
+        self._news: asyncio.Event | None = None  # set when streams are reported stopped
 
     def available(self, workspace: str) -> bool:
         return workspace not in self._refused
@@ -102,9 +109,22 @@ class StreamSupport:
         """Slack stopped these streams for a person's Stop (`agent_session_stopped`)."""
         for ts in streams:
             self._stopped.put((channel, ts), True)
+        if self._news is not None:
+            self._news.set()
+            self._news = None
 
-    def was_stopped(self, channel: str, ts: str) -> bool:
-        return (channel, ts) in self._stopped
+    async def was_stopped(self, channel: str, ts: str, within: float) -> bool:
+        """Whether a person's Stop closed the stream, told within `within` seconds."""
+        deadline = time.monotonic() + within
+        while (channel, ts) not in self._stopped:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._news is None:
+                self._news = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), left)
+        return True
 
 
 class _Mode(enum.Enum):
@@ -128,6 +148,7 @@ class _Streamed:
     # A call that may have landed or not (no answer, cancelled, refused in a way not foreseen): the
     # message is edited whole from then on rather than appended to twice.
     unsure: bool = False
+    expired: bool = False  # its last stream closed, and not by a person's Stop
 
 
 def settled(text: str) -> int:
@@ -281,9 +302,12 @@ class StreamReply(ThreadReply):
         there, if this is the answer's newest and it was not a person's Stop; otherwise it is edited."""
         ts = streamed.parts[-1]
         newest = self._order[-1] == streamed.parts[0]
-        if self._support.was_stopped(self._channel, ts) or not newest:
+        if not newest or (
+            not streamed.expired and await self._support.was_stopped(self._channel, ts, STOP_GRACE)
+        ):
             await self._edit_instead(streamed)
             return
+        streamed.expired = True
         if not more:
             if final and streamed.blocks:
                 await self._edit_instead(streamed)  # the buttons, under the text it shows
@@ -300,6 +324,7 @@ class StreamReply(ThreadReply):
         streamed.earlier += streamed.sent
         streamed.sent = more
         streamed.mode = _Mode.STREAMING
+        streamed.expired = False
         if final:
             await self._advance(streamed, final=True)
 
