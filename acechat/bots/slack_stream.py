@@ -286,6 +286,12 @@ class StreamReply(ThreadReply):
             streamed.mode = _Mode.CLOSED
             await self._go_on(streamed, more, final=final)
             return
+        except _Refused as refused:
+            # Streaming was taken away mid-answer (a scope or the agent feature removed).
+            self._support.refused(self._workspace, refused.code)
+            streamed.unsure = False
+            await self._edit_instead(streamed)
+            return
         except PlatformRateLimited:
             streamed.unsure = False  # refused whole: the core waits and asks again
             raise
@@ -335,7 +341,7 @@ class StreamReply(ThreadReply):
         if streamed.mode is _Mode.STREAMING:
             try:
                 await self._stop(ts, "", [])
-            except _Closed:
+            except (_Closed, _Refused):
                 pass
             except PlatformUnsure:
                 log.info("slack: could not tell whether a stream stopped; editing its message all the same")
