@@ -101,6 +101,14 @@ def calls_in(slack: FakeSlack, methods: tuple[str, ...], ts: set[str] | None = N
     return [c for c in slack.calls if c.method in methods and (ts is None or c.params.get("ts") in ts)]
 
 
+def stream_text(call: ApiCall) -> str:
+    """What a streaming call added to its message's text."""
+    chunks = call.params.get("chunks") or []
+    return str(call.params.get("markdown_text") or "") + "".join(
+        str(c.get("text", "")) for c in chunks if c.get("type") == "markdown_text"
+    )
+
+
 def shown(messages: list[Message]) -> str:
     return "".join(m.text for m in messages)
 
@@ -132,9 +140,7 @@ async def test_an_agent_session_answer_streams_and_ends_with_slacks_feedback_but
         # Nothing was posted or edited the old way.
         assert calls_in(slack, ("chat.postMessage", "chat.update")) == []
         # Each append extends the text by what the core added: no word was cut in two.
-        pieces = [str(start.params.get("markdown_text") or "")] + [
-            str(c.params["markdown_text"]) for c in appends
-        ]
+        pieces = [stream_text(c) for c in (start, *appends)]
         assert all(p == "" or p[-1].isspace() for p in pieces)
 
 
@@ -275,7 +281,7 @@ async def test_hostile_text_never_pings_and_never_passes_a_streaming_calls_limit
         sent = calls_in(slack, STREAMING)
         assert len(calls_in(slack, ("chat.appendStream",))) >= 2 and all(c.ok for c in sent)
         for call in sent:
-            text = str(call.params.get("markdown_text") or "")
+            text = stream_text(call)
             assert len(text) <= MAX_STREAM_CHARS
             assert not PING.search(text), text[:200]
         for call in calls_in(slack, ("chat.update",)):
@@ -306,7 +312,7 @@ async def test_a_rewrite_stops_the_stream_and_the_message_is_edited_with_chat_up
         assert updates and all(c.ok and c.at > stop.at for c in updates)
 
 
-async def test_the_live_tool_line_never_streams_so_tools_cost_no_rewrite(
+async def test_tool_steps_show_in_slacks_task_timeline_and_the_tool_line_never_streams(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
     search = {"type": "tool_use", "tool_id": "t1", "tool_name": "web_search", "input": {"query": "q"}}
@@ -335,9 +341,18 @@ async def test_the_live_tool_line_never_streams_so_tools_cost_no_rewrite(
         (message,) = slack.in_channel("D1", thread)
         assert message.text.startswith(answer.strip()) and "**Sources**" in message.text
         assert "https://example.com/a" in message.text and "Searching" not in message.text
-        streamed = [str(c.params.get("markdown_text") or "") for c in calls_in(slack, STREAMING)]
+        streamed = [stream_text(c) for c in calls_in(slack, STREAMING)]
         assert not any("Searching" in s or "Reading" in s for s in streamed)
         assert calls_in(slack, ("chat.update",)) == [] and vote_ids(message)
+        # Each tool step is a task of the message's timeline, complete once the answer is.
+        steps = list(message.tasks.values())
+        titles = [t["title"] for t in steps]
+        # The second tool runs for a moment only: it shows if an edit came while it ran.
+        assert titles in (
+            ["🔎 Searching the web for “q”…"],
+            ["🔎 Searching the web for “q”…", "📖 Reading example.com…"],
+        )
+        assert {t["status"] for t in steps} == {"complete"}
 
 
 async def test_an_append_with_an_unknown_outcome_is_never_repeated_the_message_is_edited_whole(
@@ -352,3 +367,25 @@ async def test_an_append_with_an_unknown_outcome_is_never_repeated_the_message_i
         assert message.text == answer and not message.streaming and vote_ids(message)
         assert calls_in(slack, ("chat.update",)), "edited whole once the append's outcome was unknown"
         assert len(calls_in(slack, ("chat.appendStream",))) == 1, "never appended again"
+
+
+async def test_a_stream_opened_by_a_tool_step_starts_with_the_task_in_progress(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    search = {"type": "tool_use", "tool_id": "t1", "tool_name": "web_search", "input": {"query": "news"}}
+    done = {"type": "tool_result", "tool_id": "t1", "output": "x", "is_error": False}
+    fake_upstream.queue(
+        Behaviour(answer="Found it.", fragment_size=100, fragment_delay=0.4, before=(search, done))
+    )
+    async with running(settings) as bot:
+        thread = await ask_in_dm(slack, bot, "any news?")
+        (message,) = slack.in_channel("D1", thread)
+        (start,) = calls_in(slack, ("chat.startStream",))
+        assert "markdown_text" not in start.params, "no text yet: the tool line is a task, not text"
+        (began,) = start.params["chunks"]
+        assert (began["type"], began["status"], began["title"]) == (
+            "task_update",
+            "in_progress",
+            "🔎 Searching the web for “news”…",
+        )
+        assert message.text == "Found it." and message.tasks[began["id"]]["status"] == "complete"

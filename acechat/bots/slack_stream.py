@@ -17,7 +17,9 @@ this target as any other and decides what each message says and when; this only 
   with what it had not shown; one a person's Stop closed (`agent_session_stopped`) is edited to its end.
 
 The text is the core's Markdown, which is what `markdown_text` takes (not mrkdwn), defused once more
-for what could still ping there (bots.slack_text.stream_markdown).
+for what could still ping there (bots.slack_text.stream_markdown). The live tool line the core shows
+while a tool runs becomes a step of Slack's own task timeline instead (a `task_update` chunk: in
+progress, then complete when the line goes), so it needs no text that would have to be taken back.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ STOP_GRACE = 1.0
 REMEMBERED = 10_000
 # The core's live tool line, while it shows at the end of a message: `_🔎 Searching …_` (core.answer).
 TOOL_LINE_END = "…_"
+# A task's title in Slack's timeline (a tool line is far shorter).
+TASK_TITLE_CHARS = 200
 
 
 class _Refused(Exception):
@@ -149,20 +153,29 @@ class _Streamed:
     # message is edited whole from then on rather than appended to twice.
     unsure: bool = False
     expired: bool = False  # its last stream closed, and not by a person's Stop
+    task: tuple[str, str] | None = None  # the tool step in progress in its timeline: (id, title)
 
 
-def settled(text: str) -> int:
+def settled(text: str) -> tuple[int, str | None]:
     """How much of a message still being written may stream now: up to its last whitespace (a word, a
-    mention or a tag may still be arriving), without the live tool line that ends it while a tool runs."""
+    mention or a tag may still be arriving), without the live tool line that ends it while a tool runs;
+    and that line, as plain text, if there is one."""
     end = len(text)
+    line = None
     if text.endswith(TOOL_LINE_END):
         gap = text.rfind("\n\n")
-        if text.startswith("_", gap + 2 if gap >= 0 else 0):
+        start = gap + 2 if gap >= 0 else 0
+        if text.startswith("_", start):
+            line = text[start + 1 : -1].strip()[:TASK_TITLE_CHARS] or None
             # Up to the text before it: the core joins what comes next to that text, not to the gap.
             end = max(gap, 0)
     while end > 0 and not text[end - 1].isspace():
         end -= 1
-    return end
+    return end, line
+
+
+def _task(task: tuple[str, str], status: str) -> dict[str, Any]:
+    return {"type": "task_update", "id": task[0], "title": task[1], "status": status}
 
 
 class StreamReply(ThreadReply):
@@ -199,6 +212,7 @@ class StreamReply(ThreadReply):
         self._team = team
         self._streams: dict[str, _Streamed] = {}
         self._order: list[str] = []  # every message posted, streamed or not, oldest first
+        self._steps = 0  # tool steps shown as tasks so far
         # Only an answer streams: a command's reply or a notice is posted as ThreadReply posts it.
         self._answering = False
 
@@ -216,15 +230,34 @@ class StreamReply(ThreadReply):
             if streamed is not None:
                 await self._advance(streamed, final=True)
         wanted = stream_markdown(text)
-        shown = wanted[: settled(wanted)]
+        end, line = settled(wanted)
+        shown = wanted[:end]
+        task = self._new_task(line)
         try:
-            ts = await self._start(shown)
+            ts = await self._start(shown, [_task(task, "in_progress")] if task else [])
         except _Refused as refused:
             self._support.refused(self._workspace, refused.code)
             return await self._post_plainly(text)
-        self._streams[ts] = _Streamed([ts], wanted, sent=shown)
+        self._streams[ts] = _Streamed([ts], wanted, sent=shown, task=task)
         self._order.append(ts)
         return ts
+
+    def _new_task(self, line: str | None) -> tuple[str, str] | None:
+        if line is None:
+            return None
+        self._steps += 1
+        return f"step-{self._steps}", line
+
+    def _task_changes(self, streamed: _Streamed, line: str | None) -> tuple[list[dict[str, Any]], bool]:
+        """The task updates that take the timeline from its step in progress to `line`'s, and whether
+        there are any."""
+        current = streamed.task
+        if (current[1] if current else None) == line:
+            return [], False
+        chunks = [_task(current, "complete")] if current else []
+        if line is not None:
+            chunks.append({"type": "task_update", "title": line, "status": "in_progress"})
+        return chunks, True
 
     async def _post_plainly(self, text: str) -> str:
         handle = await super().post(text)
@@ -263,8 +296,8 @@ class StreamReply(ThreadReply):
         if streamed.unsure or streamed.mode is _Mode.EDITED or not streamed.wanted.startswith(shown):
             await self._edit_instead(streamed)
             return
-        cut = len(streamed.wanted) if final else max(settled(streamed.wanted), len(shown))
-        more = streamed.wanted[len(shown) : cut]
+        end, line = (len(streamed.wanted), None) if final else settled(streamed.wanted)
+        more = streamed.wanted[len(shown) : max(end, len(shown))]
         if streamed.mode is _Mode.STOPPED:
             if more:
                 await self._edit_instead(streamed)
@@ -272,15 +305,21 @@ class StreamReply(ThreadReply):
         if streamed.mode is _Mode.CLOSED:
             await self._go_on(streamed, more, final=final)
             return
-        if not final and not more:
+        chunks, changed = self._task_changes(streamed, line)
+        task = streamed.task
+        if changed:
+            task = self._new_task(line)
+            if task is not None:
+                chunks[-1]["id"] = task[0]
+        if not final and not more and not changed:
             return
         streamed.unsure = True
         try:
             if final:
-                await self._stop(streamed.parts[-1], more, streamed.blocks)
+                await self._stop(streamed.parts[-1], more, streamed.blocks, chunks)
                 streamed.mode = _Mode.STOPPED
             else:
-                await self._append(streamed.parts[-1], more)
+                await self._append(streamed.parts[-1], more, chunks)
         except _Closed:
             streamed.unsure = False
             streamed.mode = _Mode.CLOSED
@@ -302,6 +341,7 @@ class StreamReply(ThreadReply):
             return
         streamed.unsure = False
         streamed.sent += more
+        streamed.task = task
 
     async def _go_on(self, streamed: _Streamed, more: str, *, final: bool) -> None:
         """Slack closed the message's stream with `more` not shown: a new streamed message goes on from
@@ -320,8 +360,10 @@ class StreamReply(ThreadReply):
             elif final:
                 streamed.mode = _Mode.STOPPED
             return
+        # The step in progress, if any, goes on in the new message's timeline.
+        tasks = [_task(streamed.task, "in_progress")] if streamed.task else []
         try:
-            started = await self._start(more)
+            started = await self._start(more, tasks)
         except _Refused:
             await self._edit_instead(streamed)
             return
@@ -340,7 +382,7 @@ class StreamReply(ThreadReply):
         ts = streamed.parts[-1]
         if streamed.mode is _Mode.STREAMING:
             try:
-                await self._stop(ts, "", [])
+                await self._stop(ts, "", [], [_task(streamed.task, "complete")] if streamed.task else [])
             except (_Closed, _Refused):
                 pass
             except PlatformUnsure:
@@ -355,7 +397,8 @@ class StreamReply(ThreadReply):
 
     # --- Slack's calls -------------------------------------------------------------------------------
 
-    async def _start(self, text: str) -> str:
+    async def _start(self, text: str, chunks: list[dict[str, Any]]) -> str:
+        first, rest = text[:MAX_STREAM_CHARS], text[MAX_STREAM_CHARS:]
         with _streaming_errors():
             reply = await self._client.chat_startStream(
                 channel=self._channel,
@@ -363,22 +406,26 @@ class StreamReply(ThreadReply):
                 # Asked for outside direct messages, and by some workspaces even there.
                 recipient_user_id=self._user,
                 recipient_team_id=self._team,
-                markdown_text=text[:MAX_STREAM_CHARS] or None,
+                **_content(first, chunks),
             )
-        if len(text) > MAX_STREAM_CHARS:  # never, with stream_length's measure; never lose text either
-            await self._append(str(reply["ts"]), text[MAX_STREAM_CHARS:])
-        return str(reply["ts"])
+        ts = str(reply["ts"])
+        if rest:  # never, with stream_length's measure; never lose text either
+            await self._append(ts, rest, [])
+        return ts
 
-    async def _append(self, ts: str, text: str) -> None:
-        for at in range(0, len(text), MAX_STREAM_CHARS):
+    async def _append(self, ts: str, text: str, chunks: list[dict[str, Any]]) -> None:
+        pieces = [text[at : at + MAX_STREAM_CHARS] for at in range(0, len(text), MAX_STREAM_CHARS)] or [""]
+        for n, piece in enumerate(pieces):
             with _streaming_errors():
                 await self._client.chat_appendStream(
-                    channel=self._channel, ts=ts, markdown_text=text[at : at + MAX_STREAM_CHARS]
+                    channel=self._channel, ts=ts, **_content(piece, chunks if n == len(pieces) - 1 else [])
                 )
 
-    async def _stop(self, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+    async def _stop(
+        self, ts: str, text: str, blocks: list[dict[str, Any]], chunks: list[dict[str, Any]]
+    ) -> None:
         if len(text) > MAX_STREAM_CHARS:
-            await self._append(ts, text[:-MAX_STREAM_CHARS])
+            await self._append(ts, text[:-MAX_STREAM_CHARS], [])
             text = text[-MAX_STREAM_CHARS:]
         scheduler = self._limits.scheduler
         if scheduler is not None:
@@ -386,11 +433,18 @@ class StreamReply(ThreadReply):
         try:
             with _streaming_errors():
                 await self._client.chat_stopStream(
-                    channel=self._channel, ts=ts, markdown_text=text or None, blocks=blocks or None
+                    channel=self._channel, ts=ts, blocks=blocks or None, **_content(text, chunks)
                 )
         finally:
             if scheduler is not None:
                 scheduler.done(self._stops)
+
+
+def _content(text: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A streaming call's text, and its task updates: as chunks, the text first, when there are any."""
+    if not chunks:
+        return {"markdown_text": text} if text else {}
+    return {"chunks": ([{"type": "markdown_text", "text": text}] if text else []) + chunks}
 
 
 @contextmanager

@@ -28,7 +28,10 @@ below), each with its own limits as on Slack; a call past a limit gets HTTP 429,
   puts its `blocks` under the streamed text; `chat.update` of a message still streaming answers
   `cant_update_message`. `streaming_refused = "code"` makes the workspace refuse all three with that
   error (an app that is not an agent, a token without them). `agent_session_stopped` stops the thread's
-  streams as Slack's Stop does, and lists them in `streaming_message_ts`.
+  streams as Slack's Stop does, and lists them in `streaming_message_ts`. `chunks` may hold
+  `markdown_text`, `task_update` (id, title, a status of pending, in_progress, complete or error: each
+  message keeps its timeline in `Message.tasks`), `plan_update` and `blocks` chunks; others answer
+  `invalid_chunks`.
 - A message text longer than 4,000 characters gets `{"ok": false, "error": "msg_too_long"}`: that is
   where Slack really starts refusing, well below the documented 40,000.
 - `chat.postMessage` keeps a message's `metadata`; `conversations.history` (a channel's top level) and
@@ -94,6 +97,7 @@ MAX_MODAL_TITLE_CHARS = 24
 TRIGGER_SECONDS = 3.0
 INTERACTIVE = frozenset({"block_actions", "message_action", "shortcut", "view_submission", "view_closed"})
 MAX_STREAM_CHUNK_CHARS = 12000
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
 STATUS_TIMEOUT = 120.0
 
 
@@ -155,6 +159,7 @@ class Message:
     at: list[float] = field(default_factory=list)  # when it started showing each of them
     streaming: bool = False  # a chat.startStream message not stopped yet
     streamed_at: float | None = None  # when chat.startStream began it
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # its task timeline, by task id
     deleted_at: float | None = None
     metadata: dict[str, Any] | None = None  # as chat.postMessage's `metadata` gave it
     blocks: list[dict[str, Any]] = field(default_factory=list)  # what Slack shows instead of `text`
@@ -725,15 +730,45 @@ class FakeSlack:
         return self._ok()
 
     @staticmethod
-    def _stream_text(params: dict[str, Any]) -> str:
+    def _chunks(params: dict[str, Any]) -> list[Any]:
+        chunks = params.get("chunks") or []
+        if isinstance(chunks, str):  # a form-encoded call sends the array as JSON text
+            chunks = json.loads(chunks)
+        return list(chunks)
+
+    @classmethod
+    def _stream_text(cls, params: dict[str, Any]) -> str:
         """A stream call's text: `markdown_text`, or the markdown chunks of `chunks`."""
         text = str(params.get("markdown_text") or "")
-        chunks = params.get("chunks") or []
-        if isinstance(chunks, str):
-            chunks = json.loads(chunks)
         return text + "".join(
-            str(c.get("text", "")) for c in chunks if isinstance(c, dict) and c.get("type") == "markdown_text"
+            str(c.get("text", ""))
+            for c in cls._chunks(params)
+            if isinstance(c, dict) and c.get("type") == "markdown_text"
         )
+
+    @classmethod
+    def _invalid_chunks(cls, params: dict[str, Any]) -> bool:
+        """The chunk kinds the streaming methods take, a task update with its id, title and status."""
+        for chunk in cls._chunks(params):
+            if not isinstance(chunk, dict):
+                return True
+            kind = chunk.get("type")
+            if kind == "task_update":
+                if not chunk.get("id") or not chunk.get("title") or len(str(chunk["title"])) > 256:
+                    return True
+                if chunk.get("status") not in TASK_STATUSES:
+                    return True
+            elif kind == "markdown_text":
+                if not isinstance(chunk.get("text"), str):
+                    return True
+            elif kind not in ("plan_update", "blocks"):
+                return True
+        return False
+
+    def _track_tasks(self, message: Message, params: dict[str, Any]) -> None:
+        for chunk in self._chunks(params):
+            if chunk.get("type") == "task_update":
+                message.tasks[str(chunk["id"])] = dict(chunk)
 
     def _api_chat_startStream(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.streaming_refused:
@@ -747,11 +782,14 @@ class FakeSlack:
                     return self._error(f"missing_{needed}")
         elif not params.get("thread_ts"):
             return self._error("invalid_arguments")  # top-level streaming is for channels only
+        if self._invalid_chunks(params):
+            return self._error("invalid_chunks")
         text = self._stream_text(params)
         if self._too_long(text, MAX_STREAM_CHUNK_CHARS):
             return self._error("msg_too_long")
         message = self._new_message(params, text, streaming=True)
         message.streamed_at = self._clock()
+        self._track_tasks(message, params)
         return self._ok(channel=message.channel, ts=message.ts)
 
     def _closed(self, message: Message, more: str) -> bool:
@@ -771,6 +809,8 @@ class FakeSlack:
         found = self._find(params)
         if found is None:
             return self._error("message_not_found")
+        if self._invalid_chunks(params):
+            return self._error("invalid_chunks")
         text = self._stream_text(params)
         if self._too_long(text, MAX_STREAM_CHUNK_CHARS):
             return self._error("msg_too_long")
@@ -781,6 +821,7 @@ class FakeSlack:
             return self._error("message_not_in_streaming_state")
         if text:
             found.show(found.text + text, self._clock())
+        self._track_tasks(found, params)
         if stop:
             found.streaming = False
             found.blocks = blocks or []
@@ -790,7 +831,7 @@ class FakeSlack:
         return self._ok(channel=found.channel, ts=found.ts)
 
     def _api_chat_appendStream(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        if not self._stream_text(params) and not self.streaming_refused:
+        if not params.get("markdown_text") and not self._chunks(params) and not self.streaming_refused:
             return self._error("no_text")
         return self._append(params, stop=False)
 
