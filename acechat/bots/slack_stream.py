@@ -248,16 +248,17 @@ class StreamReply(ThreadReply):
         self._steps += 1
         return f"step-{self._steps}", line
 
-    def _task_changes(self, streamed: _Streamed, line: str | None) -> tuple[list[dict[str, Any]], bool]:
-        """The task updates that take the timeline from its step in progress to `line`'s, and whether
-        there are any."""
+    def _task_changes(
+        self, streamed: _Streamed, line: str | None
+    ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+        """The task updates that take the message's timeline from its step in progress to `line`'s (none
+        if that is the same step), and the step then in progress."""
         current = streamed.task
         if (current[1] if current else None) == line:
-            return [], False
+            return [], current
+        task = self._new_task(line)
         chunks = [_task(current, "complete")] if current else []
-        if line is not None:
-            chunks.append({"type": "task_update", "title": line, "status": "in_progress"})
-        return chunks, True
+        return chunks + ([_task(task, "in_progress")] if task else []), task
 
     async def _post_plainly(self, text: str) -> str:
         handle = await super().post(text)
@@ -305,13 +306,8 @@ class StreamReply(ThreadReply):
         if streamed.mode is _Mode.CLOSED:
             await self._go_on(streamed, more, final=final)
             return
-        chunks, changed = self._task_changes(streamed, line)
-        task = streamed.task
-        if changed:
-            task = self._new_task(line)
-            if task is not None:
-                chunks[-1]["id"] = task[0]
-        if not final and not more and not changed:
+        chunks, task = self._task_changes(streamed, line)
+        if not final and not more and not chunks:
             return
         streamed.unsure = True
         try:
