@@ -182,6 +182,60 @@ async def test_a_stream_in_a_dm_needs_no_recipient(slack: tuple[FakeSlack, Async
     assert [m.text for m in fake.in_channel("D1", "5.0")] == ["done"]
 
 
+async def test_slack_closes_old_and_long_streams_and_a_workspace_may_refuse_them(
+    slack: tuple[FakeSlack, AsyncWebClient], clock: Clock
+) -> None:
+    fake, client = slack
+    top = await refused(lambda: client.chat_startStream(channel="D1", thread_ts=""))
+    assert top.response["error"] == "invalid_arguments", "top-level streams are for channels only"
+    fake.stream_max_chars, fake.stream_max_seconds = 10, 60.0
+    long = (await client.chat_startStream(channel="D1", thread_ts="5.0", markdown_text="12345"))["ts"]
+    await client.chat_appendStream(channel="D1", ts=long, markdown_text="678")
+    closed = await refused(lambda: client.chat_appendStream(channel="D1", ts=long, markdown_text="9ab"))
+    assert closed.response["error"] == "message_not_in_streaming_state"
+    assert [m.text for m in fake.in_channel("D1", "5.0")] == ["12345678"] and not fake.in_channel(
+        "D1", "5.0"
+    )[0].streaming
+    old = (await client.chat_startStream(channel="D1", thread_ts="6.0"))["ts"]
+    clock.advance(61)
+    expired = await refused(lambda: client.chat_stopStream(channel="D1", ts=old, markdown_text="x"))
+    assert expired.response["error"] == "message_not_in_streaming_state"
+    await client.chat_update(channel="D1", ts=old, text="edited once closed")
+    too_long = await refused(
+        lambda: client.chat_startStream(channel="D1", thread_ts="7.0", markdown_text="x" * 12_001)
+    )
+    assert too_long.response["error"] == "msg_too_long"
+
+    fake.stream_max_chars = fake.stream_max_seconds = None
+    open_ = (await client.chat_startStream(channel="D1", thread_ts="8.0"))["ts"]
+    busy = await refused(lambda: client.chat_update(channel="D1", ts=open_, text="no"))
+    assert busy.response["error"] == "cant_update_message"
+    bad = await refused(
+        lambda: client.chat_appendStream(channel="D1", ts=open_, chunks=[{"type": "task_update", "id": "1"}])
+    )
+    assert bad.response["error"] == "invalid_chunks"
+    step = {"type": "task_update", "id": "s1", "title": "Searching", "status": "in_progress"}
+    await client.chat_appendStream(channel="D1", ts=open_, chunks=[step])
+    feedback = {
+        "type": "context_actions",
+        "elements": [{"type": "feedback_buttons", "action_id": "acechat:vote:1"}],
+    }
+    await client.chat_stopStream(
+        channel="D1",
+        ts=open_,
+        chunks=[{**step, "status": "complete"}],
+        blocks=[feedback],
+        markdown_text="done",
+    )
+    (message,) = fake.in_channel("D1", "8.0")
+    assert message.text == "done" and message.action_ids == ["acechat:vote:1"]
+    assert message.tasks == {"s1": {**step, "status": "complete"}}
+
+    fake.streaming_refused = "not_allowed_token_type"
+    no = await refused(lambda: client.chat_startStream(channel="D1", thread_ts="9.0"))
+    assert no.response["error"] == "not_allowed_token_type"
+
+
 # --- Discord ---------------------------------------------------------------------------------------
 
 

@@ -41,6 +41,10 @@ METHOD_SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "views.open": ("bot", ()),
     "views.publish": ("bot", ()),
     "agents.sessions.setStatus": ("bot", ("chat:write",)),
+    # Answers streamed in agent sessions (issue 18, item 5).
+    "chat.startStream": ("bot", ("chat:write",)),
+    "chat.appendStream": ("bot", ("chat:write",)),
+    "chat.stopStream": ("bot", ("chat:write",)),
     "assistant.threads.setSuggestedPrompts": ("bot", ("assistant:write",)),
 }
 # What else a bot scope is for: the events the manifest subscribes to, and the slash command.
@@ -102,6 +106,7 @@ def bot_scopes() -> set[str]:
 def test_the_source_scan_sees_what_the_adapter_calls() -> None:
     calls = called_methods()
     assert "acechat/bots/slack_targets.py" in calls["reactions.add"]
+    assert "acechat/bots/slack_stream.py" in calls["chat.appendStream"]
     assert {"chat.postMessage", "chat.update", "users.info", "auth.test"} <= set(calls)
 
 

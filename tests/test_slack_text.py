@@ -12,7 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acechat.bots.slack_targets import SlackLimits
-from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, from_slack, render, shown_length
+from acechat.bots.slack_text import (
+    MAX_MESSAGE_CHARS,
+    MAX_STREAMED_MESSAGE_CHARS,
+    escape,
+    from_slack,
+    render,
+    shown_length,
+    stream_length,
+    stream_markdown,
+)
 from acechat.core.chat import ChatCore, Outcome, Question
 from acechat.core.facts import Actor
 from acechat.core.reply_target import TargetLimits
@@ -424,3 +433,37 @@ async def test_an_adversarial_answer_streams_without_stalling_the_event_loop(
     assert len(target.messages) >= 4 and target.kinds("edit")
     for call in target.calls:
         assert_safe(call.text)
+
+
+# --- streamed Markdown (Slack's streaming methods take Markdown, not mrkdwn) ---------------------------
+
+STREAM_HOSTILE = (
+    "Hi <!here> <@U1> <!subteam^S1|@ops> <#C1> @here @Channel @everyone &lt;!here&gt; &#60;@U2&#62; "
+    "&#x3c;!channel&#x3e; R&D a@b.com <https://example.com> [site](<https://example.com/a>)"
+)
+
+
+def test_stream_markdown_defuses_every_ping_and_leaves_the_rest() -> None:
+    streamed = stream_markdown(STREAM_HOSTILE)
+    assert not re.search(r"<[@!#]|@(?:here|channel|everyone)|&(?:lt|#60|#x3c);", streamed, re.IGNORECASE)
+    assert streamed.replace("\u200b", "") == STREAM_HOSTILE  # only zero-width spaces added
+    assert "R&D a@b.com <https://example.com> [site](<https://example.com/a>)" in streamed
+    assert stream_markdown(streamed) == streamed  # what the core defused already stays as it is
+
+
+def test_stream_markdown_of_text_sent_word_by_word_is_the_start_of_the_whole() -> None:
+    whole = stream_markdown(STREAM_HOSTILE)
+    for at, char in enumerate(STREAM_HOSTILE):
+        if char.isspace():
+            assert whole.startswith(stream_markdown(STREAM_HOSTILE[: at + 1]))
+
+
+def test_stream_length_keeps_a_message_within_a_streamed_message_and_within_mrkdwn() -> None:
+    # Reference definitions show as nothing in mrkdwn, yet are sent whole as Markdown.
+    definitions = "".join(f"[r{n}]: https://example.com/{n}\n" for n in range(400))
+    assert shown_length(definitions) < 100
+    assert (
+        stream_length(definitions) * MAX_STREAMED_MESSAGE_CHARS
+        >= len(stream_markdown(definitions)) * MAX_MESSAGE_CHARS
+    )
+    assert stream_length("<@U1> " * 10) >= shown_length("<@U1> " * 10)

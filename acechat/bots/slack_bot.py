@@ -53,6 +53,7 @@ from acechat.bots.slack_oauth import (
 )
 from acechat.bots.slack_rules import rules_for
 from acechat.bots.slack_settings import AGENT_SCOPE, SlackSettings
+from acechat.bots.slack_stream import StreamReply, StreamSupport
 from acechat.bots.slack_targets import (
     ANSWER_CALL_TIMEOUT,
     STATUS_INTERVAL,
@@ -146,6 +147,7 @@ class SlackAdapter:
         self._host = host
         self._clock = clock
         self._limits = SlackLimits(clock)
+        self._streaming = StreamSupport()
         self._session: aiohttp.ClientSession | None = None
         self._transport: SlackTransport | None = None
         self._base_url = ""
@@ -429,6 +431,9 @@ class SlackAdapter:
             self.transport.spawn(self._suggest(body, *self._workspace(context)))
 
     async def _on_session_stopped(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        event = body["event"]
+        # Before anything else: the answer's next call may already meet a stream Slack stopped.
+        self._streaming.stopped(event.get("channel", ""), list(event.get("streaming_message_ts") or ()))
         self.transport.spawn(self._session_stopped(body, *self._workspace(context)))
 
     async def _on_user_change(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -533,16 +538,33 @@ class SlackAdapter:
             return  # most thread replies are not for the bot: no lookups for them
         actor = await self._actor(workspace, user, team, channel, body.get("enterprise_id"), None)
         text = from_slack(event.get("text", ""), bot_user_id)
-        target = ThreadReply(
-            workspace.answers,
-            self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL),
-            channel=channel,
-            thread_ts=thread_ts,
-            user=user,
-            question_ts=event["ts"],
-            session_title=text if agent else None,
-            rules=self._rules,
-        )
+        target: ThreadReply
+        if agent and is_direct(event) and thread_ts and self._streaming.available(budget):
+            # One person watches an agent session in the Messages tab: the answer streams, with Slack's Stop.
+            target = StreamReply(
+                workspace.answers,
+                self._limits.stream_limits(budget, channel, typing_interval=STATUS_INTERVAL),
+                self._streaming,
+                workspace=budget,
+                team=event.get("user_team") or team,
+                channel=channel,
+                thread_ts=thread_ts,
+                user=user,
+                question_ts=event["ts"],
+                session_title=text,
+                rules=self._rules,
+            )
+        else:
+            target = ThreadReply(
+                workspace.answers,
+                self._limits.limits(budget, channel, typing_interval=STATUS_INTERVAL),
+                channel=channel,
+                thread_ts=thread_ts,
+                user=user,
+                question_ts=event["ts"],
+                session_title=text if agent else None,
+                rules=self._rules,
+            )
         question = Question(
             event_scope(team, channel, thread_ts),
             actor,

@@ -21,11 +21,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from acechat.bots.slack_blocks import choice_blocks
 from acechat.bots.slack_rules import RULES
-from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render, shown_length
+from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render, shown_length, stream_length
 from acechat.bots.slack_ui import message_blocks
 from acechat.core.choices import Choices
 from acechat.core.interactions import ControlBoard, Controls, paced_edit
-from acechat.core.pacing.limits import KeyedBudgets, TokenBucket
+from acechat.core.pacing.limits import KeyedBudgets, Limits, TokenBucket
 from acechat.core.pacing.scheduler import Scheduler
 from acechat.core.platform import PlatformRules
 from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited, PlatformUnsure
@@ -43,6 +43,12 @@ UPDATE_PER_SECOND = 45 / 60
 # chat.postMessage allows about one message a second per channel, with short bursts: a little under.
 POST_BURST = 3
 POST_PER_SECOND = 0.9
+# Slack's streaming methods (chat.startStream and chat.stopStream are Tier 2, about 20 a minute per
+# workspace; chat.appendStream Tier 4, about 100): a little under each, shared by every streamed answer.
+STREAM_ENDS_BURST = 6
+STREAM_ENDS_PER_SECOND = 18 / 60
+APPEND_BURST = 30
+APPEND_PER_SECOND = 90 / 60
 # An answer's post or edit that has not answered by then has an unknown outcome (see MarkedPosts).
 ANSWER_CALL_TIMEOUT = 10
 # Every post of an answer carries a marker in its metadata, to be found again when its outcome is unknown.
@@ -111,7 +117,8 @@ def platform_errors() -> Iterator[None]:
 
 
 class SlackLimits:
-    """Slack's allowances answers share: `chat.update` per workspace, posts per channel."""
+    """Slack's allowances answers share: `chat.update` per workspace, posts per channel, and for streamed
+    answers the streaming methods per workspace."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._scheduler = Scheduler()
@@ -120,6 +127,15 @@ class SlackLimits:
         )
         self._posts: KeyedBudgets[TokenBucket] = KeyedBudgets(
             lambda: TokenBucket(POST_BURST, POST_PER_SECOND, clock=clock)
+        )
+        self._starts: KeyedBudgets[TokenBucket] = KeyedBudgets(
+            lambda: TokenBucket(STREAM_ENDS_BURST, STREAM_ENDS_PER_SECOND, clock=clock)
+        )
+        self._stops: KeyedBudgets[TokenBucket] = KeyedBudgets(
+            lambda: TokenBucket(STREAM_ENDS_BURST, STREAM_ENDS_PER_SECOND, clock=clock)
+        )
+        self._appends: KeyedBudgets[TokenBucket] = KeyedBudgets(
+            lambda: TokenBucket(APPEND_BURST, APPEND_PER_SECOND, clock=clock)
         )
 
     def limits(self, team: str, channel: str, *, typing_interval: float | None) -> TargetLimits:
@@ -134,6 +150,26 @@ class SlackLimits:
             edits=(self._updates.get(team),),
             scheduler=self._scheduler,
         )
+
+    def stream_limits(self, team: str, channel: str, *, typing_interval: float | None) -> StreamLimits:
+        """A streamed answer's: a post starts a stream (`chat.startStream`, then the channel's posts: the
+        channel's line stays last), an edit appends to it (`chat.appendStream`), `stops` end it. Split on
+        what a message may hold streamed or, where streaming gives way, edited as mrkdwn."""
+        limits = dataclasses.replace(
+            self.limits(team, channel, typing_interval=typing_interval),
+            measure=stream_length,
+            posts=(self._starts.get(team), self._posts.get(f"{team}:{channel}")),
+            edits=(self._appends.get(team),),
+        )
+        return StreamLimits(limits, (self._stops.get(team),))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """A streamed answer's limits, and the allowance `chat.stopStream` draws on."""
+
+    target: TargetLimits
+    stops: Limits
 
 
 class Buttons:

@@ -23,10 +23,16 @@ from markdown_it.common.utils import unescapeAll
 from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 
+from acechat.core.platform import ZWSP
+
 log = logging.getLogger(__name__)
 
 # Slack refuses texts near 4,000 characters with msg_too_long, far below the documented 40,000.
 MAX_MESSAGE_CHARS = 3900
+# What one call of Slack's streaming methods may carry as `markdown_text`; a streamed message is kept a
+# little under it in all, so that however Slack joins its appends the whole fits a markdown block.
+MAX_STREAM_CHARS = 12_000
+MAX_STREAMED_MESSAGE_CHARS = 11_000
 # How far `shown_length` measures: far enough for the splitter to scale a room down in one or two tries.
 MEASURE_CAP = 8 * MAX_MESSAGE_CHARS
 # Messages measured and written recently: a streaming answer's earlier messages, measured on every update.
@@ -47,6 +53,13 @@ INLINE_NESTING = 3
 DESTINATION_PARENS = 4
 
 _MARKUP = re.compile(r"<([^<>\n]++)>")
+# What could still ping in Markdown sent to the streaming methods, whatever the core defused: a `<`
+# opening a mention or special token, `@here` and its kin, and an entity that Markdown would turn into
+# one of those characters. Each is decided within one word, so text sent word by word is defused the
+# same way the whole text is.
+_STREAM_PINGS = re.compile(
+    r"<(?=[@!#])|@(?=(?:here|channel|everyone))|&(?=#|[A-Za-z][A-Za-z0-9]{0,31};)", re.IGNORECASE
+)
 _DESTINATION_STOP = re.compile(r"[\x00-\x20\x7f()\\]")
 # The only targets written as Slack link tokens: web pages and mail addresses, something after the scheme.
 _LINK_TARGET = re.compile(r"https?://[^/?#]|mailto:.", re.IGNORECASE)
@@ -427,6 +440,20 @@ def render(markdown: str, limit: int = MAX_MESSAGE_CHARS) -> str:
             return "".join(p.text for p in writer.pieces)
     log.warning("Markdown of %d characters does not fit %d of mrkdwn; cutting it", len(markdown), limit)
     return _cut(writer.pieces, limit)
+
+
+def stream_markdown(markdown: str) -> str:
+    """The core's Markdown as the streaming methods' `markdown_text` (standard Markdown, not mrkdwn): as it
+    is, with a zero-width space after anything that could still ping."""
+    return _STREAM_PINGS.sub(lambda m: m.group() + ZWSP, markdown)
+
+
+def stream_length(markdown: str) -> int:
+    """The length a streamed answer's message counts at, as `MAX_MESSAGE_CHARS` counts: its mrkdwn where it
+    is edited with `chat.update`, or its streamed Markdown scaled to what a streamed message holds."""
+    streamed = stream_markdown(markdown)
+    scaled = -(-len(streamed) * MAX_MESSAGE_CHARS // MAX_STREAMED_MESSAGE_CHARS)
+    return max(shown_length(streamed), scaled)
 
 
 def shown_length(markdown: str) -> int:

@@ -80,6 +80,13 @@ def message_blocks(mrkdwn: str, controls: Controls) -> list[Block]:
         for piece in split_message(mrkdwn, SECTION_CHARS)
         if piece.strip()
     ]
+    return blocks + control_blocks(controls)
+
+
+def control_blocks(controls: Controls) -> list[Block]:
+    """The buttons under an answer: Stop, or Slack's own 👍/👎 feedback buttons (a streamed answer gets
+    them from `chat.stopStream`, under the text it streamed)."""
+    blocks: list[Block] = []
     if controls.stop is not None:
         button = {
             "type": "button",

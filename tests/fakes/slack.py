@@ -20,8 +20,18 @@ below), each with its own limits as on Slack; a call past a limit gets HTTP 429,
 - `chat.startStream` / `appendStream` / `stopStream` build one message like `chat.postMessage` and
   `chat.update` do, so a streamed message's text is visible to the same helpers (`in_channel`, ...).
   Outside a DM a stream needs `recipient_user_id` and `recipient_team_id` ("required when streaming to
-  channels"); appending to a stopped stream gets `message_not_in_streaming_state`; one call's
-  `markdown_text` may hold 12,000 characters.
+  channels"); in a DM it must be a thread reply (top-level streams are for channels only). Appending to
+  or stopping a stream no longer streaming gets `message_not_in_streaming_state`; one call's
+  `markdown_text` may hold 12,000 characters (`msg_too_long`). Slack closes a stream by itself when it
+  grows old or long: `stream_max_seconds` (its age) and `stream_max_chars` (its text with the call's)
+  do that here, answering the call that meets the cap `message_not_in_streaming_state`. `chat.stopStream`
+  puts its `blocks` under the streamed text; `chat.update` of a message still streaming answers
+  `cant_update_message`. `streaming_refused = "code"` makes the workspace refuse all three with that
+  error (an app that is not an agent, a token without them). `agent_session_stopped` stops the thread's
+  streams as Slack's Stop does, and lists them in `streaming_message_ts`. `chunks` may hold
+  `markdown_text`, `task_update` (id, title, a status of pending, in_progress, complete or error: each
+  message keeps its timeline in `Message.tasks`), `plan_update` and `blocks` chunks; others answer
+  `invalid_chunks`.
 - A message text longer than 4,000 characters gets `{"ok": false, "error": "msg_too_long"}`: that is
   where Slack really starts refusing, well below the documented 40,000.
 - `chat.postMessage` keeps a message's `metadata`; `conversations.history` (a channel's top level) and
@@ -87,6 +97,7 @@ MAX_MODAL_TITLE_CHARS = 24
 TRIGGER_SECONDS = 3.0
 INTERACTIVE = frozenset({"block_actions", "message_action", "shortcut", "view_submission", "view_closed"})
 MAX_STREAM_CHUNK_CHARS = 12000
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
 STATUS_TIMEOUT = 120.0
 
 
@@ -147,6 +158,8 @@ class Message:
     versions: list[str] = field(default_factory=list)  # every text it has shown, oldest first
     at: list[float] = field(default_factory=list)  # when it started showing each of them
     streaming: bool = False  # a chat.startStream message not stopped yet
+    streamed_at: float | None = None  # when chat.startStream began it
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # its task timeline, by task id
     deleted_at: float | None = None
     metadata: dict[str, Any] | None = None  # as chat.postMessage's `metadata` gave it
     blocks: list[dict[str, Any]] = field(default_factory=list)  # what Slack shows instead of `text`
@@ -258,6 +271,10 @@ class FakeSlack:
         self.admins = set(admins)
         self.owners = set(owners)
         self.users_info_fails = False
+        # Slack's streaming methods: refused outright (the error), and when Slack closes a stream itself.
+        self.streaming_refused: str | None = None
+        self.stream_max_seconds: float | None = None
+        self.stream_max_chars: int | None = None
         # Calls (by method) to carry out and then answer with a broken connection, as a network that
         # fails after delivery does: the next so many such calls take effect, their callers hear nothing.
         self.drop_after_delivery: Counter[str] = Counter()
@@ -664,6 +681,8 @@ class FakeSlack:
         found = self._find(params)
         if found is None:
             return self._error("message_not_found")
+        if found.streaming:
+            return self._error("cant_update_message")
         found.show(text, self._clock())
         if blocks is not None:  # chat.update keeps a message's blocks unless it is sent new ones
             found.blocks = blocks
@@ -711,17 +730,49 @@ class FakeSlack:
         return self._ok()
 
     @staticmethod
-    def _stream_text(params: dict[str, Any]) -> str:
+    def _chunks(params: dict[str, Any]) -> list[Any]:
+        chunks = params.get("chunks") or []
+        if isinstance(chunks, str):  # a form-encoded call sends the array as JSON text
+            chunks = json.loads(chunks)
+        return list(chunks)
+
+    @classmethod
+    def _stream_text(cls, params: dict[str, Any]) -> str:
         """A stream call's text: `markdown_text`, or the markdown chunks of `chunks`."""
         text = str(params.get("markdown_text") or "")
-        chunks = params.get("chunks") or []
-        if isinstance(chunks, str):
-            chunks = json.loads(chunks)
         return text + "".join(
-            str(c.get("text", "")) for c in chunks if isinstance(c, dict) and c.get("type") == "markdown_text"
+            str(c.get("text", ""))
+            for c in cls._chunks(params)
+            if isinstance(c, dict) and c.get("type") == "markdown_text"
         )
 
+    @classmethod
+    def _invalid_chunks(cls, params: dict[str, Any]) -> bool:
+        """The chunk kinds the streaming methods take, a task update with its id, title and status."""
+        for chunk in cls._chunks(params):
+            if not isinstance(chunk, dict):
+                return True
+            kind = chunk.get("type")
+            if kind == "task_update":
+                if not chunk.get("id") or not chunk.get("title") or len(str(chunk["title"])) > 256:
+                    return True
+                if chunk.get("status") not in TASK_STATUSES:
+                    return True
+            elif kind == "markdown_text":
+                if not isinstance(chunk.get("text"), str):
+                    return True
+            elif kind not in ("plan_update", "blocks"):
+                return True
+        return False
+
+    def _track_tasks(self, message: Message, params: dict[str, Any]) -> None:
+        for chunk in self._chunks(params):
+            if chunk.get("type") == "task_update":
+                message.tasks[str(chunk["id"])] = dict(chunk)
+
     def _api_chat_startStream(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if self.streaming_refused:
+            return self._error(self.streaming_refused)
         channel = str(params.get("channel", ""))
         if not channel:
             return self._error("channel_not_found")
@@ -729,32 +780,58 @@ class FakeSlack:
             for needed in ("recipient_user_id", "recipient_team_id"):
                 if not params.get(needed):
                     return self._error(f"missing_{needed}")
+        elif not params.get("thread_ts"):
+            return self._error("invalid_arguments")  # top-level streaming is for channels only
+        if self._invalid_chunks(params):
+            return self._error("invalid_chunks")
         text = self._stream_text(params)
         if self._too_long(text, MAX_STREAM_CHUNK_CHARS):
             return self._error("msg_too_long")
         message = self._new_message(params, text, streaming=True)
+        message.streamed_at = self._clock()
+        self._track_tasks(message, params)
         return self._ok(channel=message.channel, ts=message.ts)
 
+    def _closed(self, message: Message, more: str) -> bool:
+        """Whether Slack has closed `message`'s stream, or does now: too old, or too long with `more`."""
+        if not message.streaming:
+            return True
+        age = self._clock() - (message.streamed_at or 0.0)
+        too_old = self.stream_max_seconds is not None and age > self.stream_max_seconds
+        too_long = self.stream_max_chars is not None and len(message.text) + len(more) > self.stream_max_chars
+        if too_old or too_long:
+            message.streaming = False
+        return not message.streaming
+
     def _append(self, params: dict[str, Any], stop: bool) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if self.streaming_refused:
+            return self._error(self.streaming_refused)
         found = self._find(params)
         if found is None:
             return self._error("message_not_found")
-        if not found.streaming:
-            return self._error("message_not_in_streaming_state")
+        if self._invalid_chunks(params):
+            return self._error("invalid_chunks")
         text = self._stream_text(params)
         if self._too_long(text, MAX_STREAM_CHUNK_CHARS):
             return self._error("msg_too_long")
+        blocks = self._blocks(params) if stop else None
+        if blocks is not None and self._invalid_blocks(blocks):
+            return self._error("invalid_blocks")
+        if self._closed(found, text):
+            return self._error("message_not_in_streaming_state")
         if text:
             found.show(found.text + text, self._clock())
+        self._track_tasks(found, params)
         if stop:
             found.streaming = False
+            found.blocks = blocks or []
             return self._ok(
                 channel=found.channel, ts=found.ts, message={"text": found.text, "user": BOT_USER_ID}
             )
         return self._ok(channel=found.channel, ts=found.ts)
 
     def _api_chat_appendStream(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        if not self._stream_text(params):
+        if not params.get("markdown_text") and not self._chunks(params) and not self.streaming_refused:
             return self._error("no_text")
         return self._append(params, stop=False)
 
@@ -846,13 +923,19 @@ class FakeSlack:
         return self._ok()
 
     def agent_session_stopped(self, channel: str, thread_ts: str, *, user: str = "U1") -> dict[str, Any]:
-        """Someone pressed Slack's own Stop on an agent session (no stream was active)."""
+        """Someone pressed Slack's own Stop on an agent session: Slack stops the app's streams in that
+        thread at once, and the event lists them."""
+        stopped = [
+            m for m in self.messages if m.channel == channel and m.thread_ts == thread_ts and m.streaming
+        ]
+        for message in stopped:
+            message.streaming = False
         return self.event(
             {
                 "type": "agent_session_stopped",
                 "channel": channel,
                 "thread_ts": thread_ts,
-                "streaming_message_ts": [],
+                "streaming_message_ts": [m.ts for m in stopped],
                 "user": user,
                 "event_ts": self.next_ts(),
             }
