@@ -8,8 +8,9 @@ allowance is a `Limit`. Every call an answer makes names the limits it draws on 
 (`Urgency`); the `Scheduler` hands out calls in order of urgency:
 
 - an answer's final text (`FINAL`) before any first post (`POST`), before an intermediate edit (`EDIT`),
-  before a typing indicator (`TYPING`). The two last are dropped, not queued, when they would delay the
-  others;
+  before a typing indicator (`TYPING`), before a live tool line (`PROGRESS`). The three last are dropped,
+  not queued, when they would delay the others, and a tool line also leaves a call to every answer still
+  waiting to show its first sign of life (`silent`);
 - an answer that streams by edits *pledges* the call its final edit will need, so intermediate edits
   never spend it; a new answer streams only if its final can be pledged (`admits`), and otherwise is
   posted once, complete;
@@ -39,6 +40,7 @@ class Urgency(enum.IntEnum):
     POST = 1
     EDIT = 2
     TYPING = 3
+    PROGRESS = 4
 
 
 UrgencyOf = Urgency | Callable[[], Urgency]
@@ -91,6 +93,8 @@ class Scheduler:
         self._pledged: dict[int, int] = {}
         # Answers held back that would stream if a final could be pledged for them, per limit.
         self._wanted: dict[int, int] = {}
+        # Answers due to show a sign of life (typing) that have shown nothing yet, per limit.
+        self._silent: dict[int, int] = {}
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         # Lines: answers per (line, asker), and posts owed per limit (by identity).
@@ -167,6 +171,14 @@ class Scheduler:
     def release(self, limits: Limits) -> None:
         _count(self._pledged, _ids(limits), -1)
 
+    def silent(self, limits: Limits) -> None:
+        """An answer waits to show its first sign of life on `limits`: tool lines leave it room."""
+        _count(self._silent, _ids(limits), 1)
+
+    def heard(self, limits: Limits) -> None:
+        """The answer `silent` counted has shown something (or ended)."""
+        _count(self._silent, _ids(limits), -1)
+
     # --- calls -----------------------------------------------------------------------------------
 
     def try_call(self, urgency: Urgency, limits: Limits) -> bool:
@@ -190,10 +202,14 @@ class Scheduler:
     def _reserve(self, urgency: Urgency, limit: Limit) -> int:
         # A final owes nothing to anyone; droppable calls leave every pledged final its call, and a
         # call for each answer held back until its final can be pledged: a first text shown early is
-        # worth more than another intermediate edit.
+        # worth more than another intermediate edit. A tool line also leaves one to each answer that has
+        # not shown it is coming: every asker sees a sign of life before anyone sees a second one.
         if urgency <= Urgency.POST:
             return 0
-        return self.pledged(limit) + self._wanted.get(id(limit), 0)
+        reserve = self.pledged(limit) + self._wanted.get(id(limit), 0)
+        if urgency >= Urgency.PROGRESS:
+            reserve += self._silent.get(id(limit), 0)
+        return reserve
 
     async def call(self, urgency: UrgencyOf, limits: Limits, place: Place | None = None) -> None:
         """Wait for a call that must be made (a post, a final edit): in order of place in line, then
