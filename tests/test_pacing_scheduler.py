@@ -197,6 +197,15 @@ def test_admission_counts_the_finals_already_pledged() -> None:
     assert scheduler.admits((), within=0)
 
 
+def test_an_answer_whose_first_text_is_an_edit_is_admitted_only_with_room_for_both_calls() -> None:
+    limit = TokenBucket(2, 1.0, clock=Clock())
+    scheduler = Scheduler()
+    scheduler.pledge((limit,))
+    assert scheduler.admits((limit,), within=0), "a final alone fits"
+    assert not scheduler.admits((limit,), within=0, calls=2), "the first text's edit and the final do not"
+    assert scheduler.admits((limit,), within=1.0, calls=2)
+
+
 def test_each_release_gives_back_one_pledge() -> None:
     clock = Clock()
     a, b = TokenBucket(2, 1.0, clock=clock), TokenBucket(2, 1.0, clock=clock)
@@ -423,15 +432,16 @@ async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(int
 
 
 
-def test_a_tool_line_leaves_a_call_to_every_answer_yet_to_show_a_sign_of_life() -> None:
-    limit = TokenBucket(2, 0.001, clock=Clock())
+def test_no_tool_line_moves_while_an_answer_has_shown_nothing() -> None:
+    limit = TokenBucket(5, 0.001, clock=Clock())
     scheduler = Scheduler()
     scheduler.silent((limit,))
     scheduler.silent((limit,))
-    assert not scheduler.try_call(Urgency.PROGRESS, (limit,)), "both calls belong to answers showing nothing"
-    assert scheduler.try_call(Urgency.TYPING, (limit,)), "a sign of life owes them nothing"
+    assert not scheduler.try_call(Urgency.PROGRESS, (limit,)), "two answers show nothing yet"
+    assert scheduler.delay(Urgency.PROGRESS, (limit,)) == math.inf
+    assert scheduler.try_call(Urgency.TYPING, (limit,)), "a sign of life waits for no one"
     scheduler.heard((limit,))
-    assert not scheduler.try_call(Urgency.PROGRESS, (limit,)), "the last call is the other answer's"
+    assert not scheduler.try_call(Urgency.PROGRESS, (limit,)), "one still shows nothing"
     scheduler.heard((limit,))
     assert scheduler.try_call(Urgency.PROGRESS, (limit,))
 
@@ -443,8 +453,8 @@ def _rendered(raw: object) -> str:
 async def test_under_load_every_answer_with_a_tool_line_shows_a_sign_of_life() -> None:
     """Sixteen answers at once on a limit of 4 calls, then 8 a second, each with a tool line long before
     its text (issue 16 item 6). A tool line decides nothing: no answer pledges or waits for a final yet,
-    so every one shows something (its tool line or typing) within about two seconds, and the tool lines'
-    changes take no call an answer showing nothing could use."""
+    so every one shows something (its tool line or typing) within about two seconds, and no tool line
+    moves while an answer shows nothing."""
     shared = TokenBucket(4, 8.0)
     scheduler = Scheduler()
     limits = TargetLimits(

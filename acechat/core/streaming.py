@@ -57,8 +57,9 @@ TYPING_DELAY = 0.05
 TYPING_SOONEST = 0.02
 TYPING_RETRY = 1.0
 # A change that only moves the live tool line (no new answer text) waits at least this long after the
-# last call, and only while the window keeps room for the next text and the final edit: progress is
-# the first thing to give way, and never delays the answer itself.
+# answer's last call ended (so the platform sees them at least this far apart), and only while the
+# window keeps room for the next text and the final edit: progress is the first thing to give way, and
+# never delays the answer itself.
 PROGRESS_INTERVAL = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
@@ -141,6 +142,8 @@ class StreamingReply:
         # limits its sign of life is counted as due on until then (`Scheduler.silent`).
         self._signed = False
         self._silent: Limits = ()
+        # A first sign of life is on its way (typing, or the tool line posted): no second one meanwhile.
+        self._signing = False
 
     @property
     def started(self) -> bool:
@@ -342,10 +345,15 @@ class StreamingReply:
         if self._place is not None:
             self._scheduler.owe(self._place, max(0, len(self._chunks()) - len(self._handles)))
 
+    def _first_calls(self) -> int:
+        """Calls on the edits allowance an answer that streams needs before its intermediate edits: its
+        final, and its first text too where that text edits the message a tool line showed in."""
+        return 2 if self._handles else 1
+
     def _decide(self) -> None:
         """Stream by edits if the final edit can be promised; otherwise hold the answer back."""
         edits = self._limits.edits
-        if self._scheduler.admits(edits, ADMISSION_WINDOW):
+        if self._scheduler.admits(edits, ADMISSION_WINDOW, self._first_calls()):
             self._mode, self._pledge = Mode.STREAM, edits
         else:
             # Posted once, complete; or, over a tool line already shown, completed by one edit.
@@ -359,7 +367,7 @@ class StreamingReply:
     def _reconsider(self) -> None:
         """A held answer streams after all once its final edit can be promised."""
         edits = self._limits.edits
-        if self._done or not self._scheduler.admits(edits, ADMISSION_WINDOW):
+        if self._done or not self._scheduler.admits(edits, ADMISSION_WINDOW, self._first_calls()):
             return
         self._release()
         self._mode, self._pledge = Mode.STREAM, edits
@@ -394,8 +402,10 @@ class StreamingReply:
             # post, under the answer, and is cleared once it has (`_clear_status`).
             call = self._status_call
             unsettled = call is not None and not call.done()
-            self._last_call_at = time.monotonic()
-            handle = await self._target.post(chunk)
+            try:
+                handle = await self._target.post(chunk)
+            finally:
+                self._last_call_at = time.monotonic()
         except PlatformRateLimited as limited:
             wait = self._rate_limited(posts, limited.retry_after)
             if wait > 0:
@@ -458,19 +468,25 @@ class StreamingReply:
 
     async def _progress(self, index: int) -> None:
         """Show the tool line (a post before any text, else an edit): at most one call a second, and only
-        as a call that may be dropped, after every other kind and after every other answer's first sign of
-        life, so progress is the first thing to give way. Until the answer has shown anything, the tool
-        line is its sign of life, as urgent as typing."""
+        as a call that may be dropped, after every other kind and only once every answer on its limits has
+        shown a sign of life, so progress is the first thing to give way. Until the answer has shown
+        anything, the tool line is its sign of life, as urgent as typing."""
         posting = index >= len(self._handles)
         limits = self._limits.posts if posting else self._limits.edits
-        urgency = Urgency.PROGRESS if self._signed else Urgency.TYPING
+        urgency = Urgency.PROGRESS if self._signed or self._signing else Urgency.TYPING
         wait = self._last_call_at + PROGRESS_INTERVAL - time.monotonic()
         if not posting:
             wait = max(wait, self._pacer.delay(final=False, spare=1))
         if wait <= 0:
             if self._scheduler.try_call(urgency, limits):
                 if posting:
-                    await self._posting(progress=True)
+                    signing = urgency is Urgency.TYPING
+                    self._signing = self._signing or signing
+                    try:
+                        await self._posting(progress=True)
+                    finally:
+                        if signing:
+                            self._signing = False
                     return
                 try:
                     step = self._next()
@@ -521,10 +537,12 @@ class StreamingReply:
 
     async def _edit(self, index: int, chunk: str) -> None:
         progress, version = self._progress_only(), self._text_version()
-        self._last_call_at = time.monotonic()
         self._pacer.record()
         try:
-            await self._target.edit(self._handles[index], chunk)
+            try:
+                await self._target.edit(self._handles[index], chunk)
+            finally:
+                self._last_call_at = time.monotonic()
         except PlatformRateLimited as limited:
             log.info("platform rate limit on edit; retrying in %.2fs", limited.retry_after)
             self._pacer.penalize(limited.retry_after)
@@ -637,13 +655,14 @@ class StreamingReply:
         interval = self._limits.typing_interval
         limits = self._limits.typing_limits
         while True:
-            if not self._scheduler.try_call(Urgency.TYPING, limits):
+            if self._signing or not self._scheduler.try_call(Urgency.TYPING, limits):
                 # Busy with answers: a sign of life is the first thing to give way, and tries again as
                 # soon as it might go (a moment's jitter keeps many waiting answers from waking together).
-                wait = self._scheduler.delay(Urgency.TYPING, limits)
+                wait = TYPING_SOONEST if self._signing else self._scheduler.delay(Urgency.TYPING, limits)
                 await asyncio.sleep(min(TYPING_RETRY, max(wait, TYPING_SOONEST) * (1 + random.random())))
                 continue
             shown = self._status_line()
+            self._signing = True
             try:
                 if self._limits.status_chars is None:
                     await self._target.typing()
@@ -653,6 +672,7 @@ class StreamingReply:
             except Exception as exc:  # typing is decoration: never let it end an answer
                 log.debug("typing indicator failed: %s", exc)
             finally:
+                self._signing = False
                 self._scheduler.done(limits)
             if self._limits.status_chars is None:
                 if interval is None:

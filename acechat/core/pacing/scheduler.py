@@ -9,8 +9,8 @@ allowance is a `Limit`. Every call an answer makes names the limits it draws on 
 
 - an answer's final text (`FINAL`) before any first post (`POST`), before an intermediate edit (`EDIT`),
   before a typing indicator (`TYPING`), before a live tool line (`PROGRESS`). The three last are dropped,
-  not queued, when they would delay the others, and a tool line also leaves a call to every answer still
-  waiting to show its first sign of life (`silent`);
+  not queued, when they would delay the others, and a tool line also waits while any answer on its
+  limits has still shown nothing at all (`silent`);
 - an answer that streams by edits *pledges* the call its final edit will need, so intermediate edits
   never spend it; a new answer streams only if its final can be pledged (`admits`), and otherwise is
   posted once, complete;
@@ -146,10 +146,12 @@ class Scheduler:
     def pledged(self, limit: Limit) -> int:
         return self._pledged.get(id(limit), 0)
 
-    def admits(self, limits: Limits, within: float) -> bool:
-        """Whether one more final could be served on every limit within `within` seconds, on top of
-        the finals already pledged there."""
-        return all(self.pledged(limit) + 1 <= limit.available() + limit.rate * within for limit in limits)
+    def admits(self, limits: Limits, within: float, calls: int = 1) -> bool:
+        """Whether one more final (and `calls - 1` calls before it) could be served on every limit within
+        `within` seconds, on top of the finals already pledged there."""
+        return all(
+            self.pledged(limit) + calls <= limit.available() + limit.rate * within for limit in limits
+        )
 
     def admission_delay(self, limits: Limits) -> float:
         """Seconds until `admits(limits, 0)` could be true, if nothing else changes."""
@@ -172,7 +174,7 @@ class Scheduler:
         _count(self._pledged, _ids(limits), -1)
 
     def silent(self, limits: Limits) -> None:
-        """An answer waits to show its first sign of life on `limits`: tool lines leave it room."""
+        """An answer waits to show its first sign of life on `limits`: no tool line goes there meanwhile."""
         _count(self._silent, _ids(limits), 1)
 
     def heard(self, limits: Limits) -> None:
@@ -184,7 +186,7 @@ class Scheduler:
     def try_call(self, urgency: Urgency, limits: Limits) -> bool:
         """A call that may be dropped (an intermediate edit, typing): made now only if nothing is queued
         on its limits and each keeps what it owes to pledged finals."""
-        if any(self._queued.get(id(limit)) for limit in limits):
+        if self._held_up(urgency, limits):
             return False
         reserves = [self._reserve(urgency, limit) for limit in limits]
         if any(limit.delay(reserve) > 0 for limit, reserve in zip(limits, reserves, strict=True)):
@@ -195,21 +197,25 @@ class Scheduler:
 
     def delay(self, urgency: Urgency, limits: Limits) -> float:
         """Seconds until `try_call(urgency, limits)` might succeed (infinite while others hold the limits)."""
-        if any(self._queued.get(id(limit)) for limit in limits):
+        if self._held_up(urgency, limits):
             return math.inf
         return max((limit.delay(self._reserve(urgency, limit)) for limit in limits), default=0.0)
+
+    def _held_up(self, urgency: Urgency, limits: Limits) -> bool:
+        """Whether a droppable call must wait for others: calls queued on its limits, or, for a tool line,
+        answers there that have shown nothing yet (every asker sees a sign of life before anyone sees
+        a tool line move)."""
+        if any(self._queued.get(id(limit)) for limit in limits):
+            return True
+        return urgency >= Urgency.PROGRESS and any(self._silent.get(id(limit)) for limit in limits)
 
     def _reserve(self, urgency: Urgency, limit: Limit) -> int:
         # A final owes nothing to anyone; droppable calls leave every pledged final its call, and a
         # call for each answer held back until its final can be pledged: a first text shown early is
-        # worth more than another intermediate edit. A tool line also leaves one to each answer that has
-        # not shown it is coming: every asker sees a sign of life before anyone sees a second one.
+        # worth more than another intermediate edit.
         if urgency <= Urgency.POST:
             return 0
-        reserve = self.pledged(limit) + self._wanted.get(id(limit), 0)
-        if urgency >= Urgency.PROGRESS:
-            reserve += self._silent.get(id(limit), 0)
-        return reserve
+        return self.pledged(limit) + self._wanted.get(id(limit), 0)
 
     async def call(self, urgency: UrgencyOf, limits: Limits, place: Place | None = None) -> None:
         """Wait for a call that must be made (a post, a final edit): in order of place in line, then
