@@ -19,9 +19,10 @@ first; then it replays the fake's record of every text each answer's messages sh
 With tool steps (`with_tools`, the `*-flood-tools` benchmarks) every answer has AI Chat v2's tool steps
 and citations before its text, spread over the same wait, so its text goes out when the plain answer's
 does. An answer is then whole once its sources show under the whole text, and each call that showed
-only a tool line (a progress call) is counted: the most of an answer's in any 1 s (at most one a
-second), how many there were, and how many answers showed one at all (progress gives way first: under
-load there are fewer, while the answers' own rows keep their targets).
+only a tool line (a progress call: a post or edit, or on Slack a thread status showing the line) is
+counted: the most of an answer's in any 1 s (at most one a second), how many there were, how many
+answers showed one at all, and how many landed while another answer still showed nothing (progress
+gives way first: under load there are fewer, while the answers' own rows keep their targets).
 
 Warnings and errors the bot logs meanwhile are counted by message template, not printed.
 Each scenario runs on a core of its own, closed after it with a short shutdown grace, so answers a
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -89,11 +91,18 @@ def is_progress(text: str | None, script: Script) -> bool:
     return text is not None and script.text[:SIZE] not in text and any(m in text for m in PROGRESS_MARKS)
 
 
-def judge(changes: Iterable[Shown], script: Script, signs: Iterable[float] = ()) -> Seen:
-    """`bench.streaming.follow` for a flood's answer, sources and progress calls included."""
+def judge(
+    changes: Iterable[Shown], script: Script, signs: Iterable[float] = (), progress: Iterable[float] = ()
+) -> Seen:
+    """`bench.streaming.follow` for a flood's answer, sources and progress calls included. `signs`: the
+    times of calls that showed the answer is coming without a message (typing, a status); `progress`:
+    those of calls outside the messages that showed a tool line (a status), both also signs of life."""
     shown = list(changes)
-    seen = follow([(at, key, answer_part(text, script)) for at, key, text in shown], script.text, signs)
-    seen.progress = [at for at, _, text in shown if is_progress(text, script)]
+    extra = sorted(progress)
+    seen = follow(
+        [(at, key, answer_part(text, script)) for at, key, text in shown], script.text, [*signs, *extra]
+    )
+    seen.progress = sorted([at for at, _, text in shown if is_progress(text, script)] + extra)
     return seen
 
 
@@ -279,6 +288,10 @@ def progress_rows(bench: str, label: str, result: Flood) -> list[Row]:
     late = sum(
         at > a.timing["first"] for a in result.answers if "first" in a.timing for at in a.seen.progress
     )
+    # Progress that went while some answer still showed nothing, other than that answer's own first sign.
+    lives = [a.seen.life_at for a in result.answers]
+    all_seen = math.inf if None in lives else max(at for at in lives if at is not None)
+    early = sum(at < all_seen and at != a.seen.life_at for a in result.answers for at in a.seen.progress)
     return [
         Row(
             bench,
@@ -287,13 +300,16 @@ def progress_rows(bench: str, label: str, result: Flood) -> list[Row]:
             "≤ 1",
             most <= 1,
             note=f"{TOOL_STEPS} tool steps and {TOOL_CITES} citations before each answer's text, spread over "
-            "its wait; a progress call is a post or edit that shows only a tool line",
+            "its wait; a progress call is a post or edit that shows only a tool line, or a thread status "
+            "showing one",
         ),
         Row(
             bench,
             f"{label}: progress calls per answer",
             f"{median(counts):g} (max {max(counts)}); {showing} of {len(counts)} answers showed one",
-            note=f"{sum(counts)} in all; {late} landed after the answer's first text was written upstream "
-            "(progress gives way: fewer under load, while the answers' own rows keep their targets)",
+            note=f"{sum(counts)} in all; {late} landed after the answer's first text was written upstream; "
+            f"{early} landed while another answer still showed nothing, other than as an answer's own first "
+            "sign of life (progress gives way: fewer under load, while the answers' own rows keep their "
+            "targets)",
         ),
     ]

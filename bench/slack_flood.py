@@ -29,6 +29,7 @@ from pathlib import Path
 
 from acechat.bots.slack_bot import SlackAdapter
 from acechat.bots.slack_settings import SlackSettings
+from acechat.bots.slack_targets import STATUS
 from acechat.core.chat import ChatCore
 from acechat.core.settings import Settings
 from bench.flood import (
@@ -85,8 +86,12 @@ class Workspace:
     def seen(self, asked: Asked) -> Seen:
         channel, thread = asked.where
         changes = [(c.at, c.ts, c.text) for c in self.fake.changes_in(channel, thread)]
-        statuses = [s.at for s in self.fake.statuses_in(channel, thread)]
-        return judge(changes, asked.script, statuses)
+        # "is thinking…" is a sign of life; a status showing a tool line is a progress call too; clearing
+        # a status shows nothing.
+        statuses = [s for s in self.fake.statuses_in(channel, thread) if s.status]
+        thinking = [s.at for s in statuses if s.status == STATUS]
+        tool_lines = [s.at for s in statuses if s.status != STATUS]
+        return judge(changes, asked.script, thinking, tool_lines)
 
     def whole_now(self, asked: Sequence[Asked]) -> int:
         shown: defaultdict[tuple[str, str | None], list[str]] = defaultdict(list)

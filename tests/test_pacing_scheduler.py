@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 
+from acechat.core.answer import AnswerView
+from acechat.core.events import ToolStarted
 from acechat.core.pacing.limits import TokenBucket
 from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
 from acechat.core.reply_target import TargetLimits
+from acechat.core.sanitize import ThinkingMode
 from acechat.core.streaming import FAILED_TRIES, RESCUED, StreamingReply
-from tests.fakes.target import RecordingTarget
+from tests.fakes.target import TEST_RULES, RecordingTarget
 
 
 class Clock:
@@ -192,6 +195,15 @@ def test_admission_counts_the_finals_already_pledged() -> None:
     assert scheduler.admits((limit,), within=1.0), "a third fits once one more call has refilled"
     assert not scheduler.admits((limit,), within=0.99)
     assert scheduler.admits((), within=0)
+
+
+def test_an_answer_whose_first_text_is_an_edit_is_admitted_only_with_room_for_both_calls() -> None:
+    limit = TokenBucket(2, 1.0, clock=Clock())
+    scheduler = Scheduler()
+    scheduler.pledge((limit,))
+    assert scheduler.admits((limit,), within=0), "a final alone fits"
+    assert not scheduler.admits((limit,), within=0, calls=2), "the first text's edit and the final do not"
+    assert scheduler.admits((limit,), within=1.0, calls=2)
 
 
 def test_each_release_gives_back_one_pledge() -> None:
@@ -417,6 +429,67 @@ async def test_typing_that_finds_no_room_is_tried_again_until_the_first_text(int
     clock.now += 0.125
     await until(lambda: target.kinds("typing"))  # typing went out once there was room
     await reply.finish("done")
+
+
+
+def test_no_tool_line_moves_while_an_answer_has_shown_nothing() -> None:
+    limit = TokenBucket(5, 0.001, clock=Clock())
+    scheduler = Scheduler()
+    scheduler.silent((limit,))
+    scheduler.silent((limit,))
+    assert not scheduler.try_call(Urgency.PROGRESS, (limit,)), "two answers show nothing yet"
+    assert scheduler.delay(Urgency.PROGRESS, (limit,)) == math.inf
+    assert scheduler.try_call(Urgency.TYPING, (limit,)), "a sign of life waits for no one"
+    scheduler.heard((limit,))
+    assert not scheduler.try_call(Urgency.PROGRESS, (limit,)), "one still shows nothing"
+    scheduler.heard((limit,))
+    assert scheduler.try_call(Urgency.PROGRESS, (limit,))
+
+
+def _rendered(raw: object) -> str:
+    return raw.render(streaming=True) if isinstance(raw, AnswerView) else str(raw)
+
+
+async def test_under_load_every_answer_with_a_tool_line_shows_a_sign_of_life() -> None:
+    """Sixteen answers at once on a limit of 4 calls, then 8 a second, each with a tool line long before
+    its text (issue 16 item 6). A tool line decides nothing: no answer pledges or waits for a final yet,
+    so every one shows something (its tool line or typing) within about two seconds, and no tool line
+    moves while an answer shows nothing."""
+    shared = TokenBucket(4, 8.0)
+    scheduler = Scheduler()
+    limits = TargetLimits(
+        max_chars=2000,
+        edit_burst=5,
+        edit_window=0.2,
+        posts=(shared,),
+        edits=(shared,),
+        typing_limits=(shared,),
+        scheduler=scheduler,
+    )
+    targets = [RecordingTarget(limits) for _ in range(16)]
+    replies = [StreamingReply(t, render=_rendered) for t in targets]
+    views = [AnswerView(ThinkingMode.FOLD, TEST_RULES.mentions) for _ in targets]
+
+    def tool_step(k: int) -> None:
+        for reply, view in zip(replies, views, strict=True):
+            view.on_event(ToolStarted(f"t{k}", "web_search", f"query {k}"))
+            reply.update(view)
+
+    def showing() -> int:
+        return sum(any(c.kind in ("typing", "post") for c in t.calls) for t in targets)
+
+    for reply in replies:
+        reply.start_typing()
+    tool_step(0)
+    for k in range(1, 13):
+        await asyncio.sleep(0.25)
+        if showing() == len(targets):
+            break
+        tool_step(k)
+    assert showing() == len(targets), f"{showing()} of {len(targets)} answers showed a sign of life"
+    await asyncio.gather(*(reply.finish("The answer.") for reply in replies))
+    assert [t.text for t in targets] == ["The answer."] * len(targets)
+    assert scheduler.pledged(shared) == 0 and scheduler.delay(Urgency.PROGRESS, (shared,)) < math.inf
 
 
 # --- places in a channel's line ---------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import pytest_asyncio
 from acechat.bots.adapter import StartupError
 from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
 from acechat.bots.slack_settings import SlackSettings
+from acechat.bots.slack_targets import STATUS
 from acechat.core.chat import ChatCore
 from acechat.core.presets import BUILTIN_PRESETS
 from acechat.core.settings import RateLimit, Settings, UpstreamSettings
@@ -661,17 +661,6 @@ async def test_askers_in_one_channel_take_turns_for_its_posts(
         threads[f"{user}{n}"] = str(payload["event"]["ts"])
     async with asyncio.timeout(5):
         await fake_upstream.wait_for_requests(8)
-
-    # Every answer ready at once: none may still be waiting for its "is thinking…" status call (a first
-    # post waits for that call to land), which on a busy machine lets a later answer be ready first.
-    def statuses() -> int:
-        return len({c.params.get("thread_ts") for c in slack.calls if c.method == "assistant.threads.setStatus"})
-
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(3):
-            while statuses() < len(threads):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # the calls' replies reach the bot
     gate.set()
     await bot.adapter.transport.idle()
     shown = {name: slack.in_channel("C1", ts) for name, ts in threads.items()}
@@ -683,3 +672,44 @@ async def test_askers_in_one_channel_take_turns_for_its_posts(
     queued = order[3:]
     assert queued == sorted(queued, key=lambda name: (int(name[2:]), arrival.index(name)))
     assert slack.rate_limited == 0
+
+
+async def test_an_answer_keeps_its_turn_while_its_thinking_status_is_slow(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    """A first post never waits for an "is thinking…" status still on its way: the answer ready first in a
+    channel is posted first, and the status that lands after it is cleared, not left under the answer."""
+    first_ready, second_ready = asyncio.Event(), asyncio.Event()
+    fake_upstream.queue(
+        Behaviour(answer="Asked first, ready first.", gate=first_ready),
+        Behaviour(answer="Asked second, ready second.", gate=second_ready),
+    )
+    slow = slack.delay_next["assistant.threads.setStatus"] = [2.5]
+    first = slack.mention(f"<@{BOT_USER_ID}> one", user="UA", channel="C1")
+    assert (await slack.deliver_http(bot.url, first)).status == 200
+    async with asyncio.timeout(5):
+        while slow:  # noqa: ASYNC110 - the fake takes the delay when the call arrives
+            await asyncio.sleep(0.01)
+    second = slack.mention(f"<@{BOT_USER_ID}> two", user="UB", channel="C1")
+    assert (await slack.deliver_http(bot.url, second)).status == 200
+    one, two = str(first["event"]["ts"]), str(second["event"]["ts"])
+    await slack.wait_until(lambda: slack.statuses_in("C1", two))
+    assert not slack.statuses_in("C1", one), "the first answer's status is still on its way"
+
+    first_ready.set()
+    await asyncio.sleep(0.2)
+    second_ready.set()
+    await bot.adapter.transport.idle()
+
+    def posted(thread: str) -> float:
+        return min(c.at for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == thread)
+
+    assert posted(one) < posted(two), "the answer ready first is posted first"
+    assert [m.text for m in slack.in_channel("C1", one)] == ["Asked first, ready first."]
+    # Once the slow status has landed, the thread shows none: it landed after the answer and was cleared.
+    await slack.wait_until(
+        lambda: bool(slack.statuses_in("C1", one)) and slack.status_of("C1", one) == "", within=6
+    )
+    statuses = slack.statuses_in("C1", one)
+    if statuses[0].at > posted(one):
+        assert [s.status for s in statuses] == [STATUS, ""]

@@ -77,7 +77,8 @@ class ReplyTarget(Protocol):
 
     async def status(self, text: str) -> None:
         """Show `text` (plain, defused, at most `limits.status_chars` long) as the answer's live status
-        until its first message; called only where `limits.status_chars` is set."""
+        until its first message; "" clears it (a status that landed after that message). Called only
+        where `limits.status_chars` is set."""
         ...
 
     async def notify(self, text: str) -> None:

@@ -10,7 +10,9 @@ answer streams by edits only if the allowance its final edit draws on can still 
 within a second; otherwise it is held back and posted once, complete, which costs no edit at all, unless
 a final can be promised before then, when it starts streaming after all. A held answer keeps its sign
 of life (typing, Slack's thinking status) until then. Finals go before first posts, first posts before
-intermediate edits, and those before typing, which is dropped first.
+intermediate edits, those before typing, and typing before a live tool line (progress), which is dropped
+first. A tool line before any text decides nothing: the answer streams or is held back when its first
+text comes, whether that text is a post or an edit of the message the tool line showed in.
 
 Every answer takes a place in its channel's line (`join`) before anything is asked upstream, and is
 refused if the posts the line already owes would take longer than `MAX_BACKLOG`. Time spent waiting in
@@ -55,11 +57,10 @@ TYPING_DELAY = 0.05
 TYPING_SOONEST = 0.02
 TYPING_RETRY = 1.0
 # A change that only moves the live tool line (no new answer text) waits at least this long after the
-# last edit, and only while the window keeps room for the next text and the final edit: progress is
-# the first thing to give way, and never delays the answer itself.
+# answer's last call ended (so the platform sees them at least this far apart), and only while the
+# window keeps room for the next text and the final edit: progress is the first thing to give way, and
+# never delays the answer itself.
 PROGRESS_INTERVAL = 1.0
-# Longest the first post waits for a status call still on its way (see `_post`).
-STATUS_SETTLE = 1.0
 # How long a rescue (posting what could not be edited) may take before the asker is told.
 RESCUE_TIMEOUT = 20.0
 # Most seconds of posts a channel's line of answers may owe: an answer that would join a longer one is
@@ -136,6 +137,13 @@ class StreamingReply:
         # Where the target has a status, the tool line before any text shows there (see `_status_line`).
         self._status_changed = asyncio.Event()
         self._status_call: asyncio.Future[None] | None = None
+        self._clearing: asyncio.Task[None] | None = None
+        # Whether the asker has seen anything of the answer yet (typing, a status, a message), and the
+        # limits its sign of life is counted as due on until then (`Scheduler.silent`).
+        self._signed = False
+        self._silent: Limits = ()
+        # A first sign of life is on its way (typing, or the tool line posted): no second one meanwhile.
+        self._signing = False
 
     @property
     def started(self) -> bool:
@@ -171,6 +179,9 @@ class StreamingReply:
             self._typing = asyncio.get_running_loop().call_later(TYPING_DELAY, self._begin_typing)
 
     def _begin_typing(self) -> None:
+        if not self._signed and not self._silent:
+            self._silent = self._limits.typing_limits
+            self._scheduler.silent(self._silent)
         self._typing = asyncio.create_task(self._keep_typing())
 
     def update(self, raw: str | Draft) -> None:
@@ -293,8 +304,8 @@ class StreamingReply:
                     await self._wake.wait()
                     continue
                 index, _ = step
-                if index >= len(self._handles):
-                    if not self._handles and not self._done and self._status_line() is not None:
+                if not self._done and self._progress_only():
+                    if not self._handles and self._status_line() is not None:
                         # A tool line alone goes to the status with the sign of life, not into a post
                         # whose first text would then need an edit.
                         if self._typing is None:
@@ -302,19 +313,26 @@ class StreamingReply:
                         self._wake.clear()
                         await self._wake.wait()
                         continue
-                    if self._mode is Mode.UNDECIDED and not self._done:
+                    await self._progress(index)
+                    continue
+                first_text = not self._text_shown()
+                if first_text and not self._done:
+                    if self._mode is Mode.UNDECIDED:
                         self._decide()
-                    if self._mode is Mode.HOLD and not self._done:
+                    if self._mode is Mode.HOLD:
                         # Looked at again when a final could be pledged (a moment's jitter keeps many
                         # held answers from waking together), or at once if the answer completes.
                         wait = self._scheduler.admission_delay(self._limits.edits)
                         await self._sleep(min(RECHECK, max(wait, HOLD_RECHECK)) * (1 + random.random()))
                         self._reconsider()
                         continue
+                if index >= len(self._handles):
                     await self._post()
                 elif self._done or index < len(self._handles) - 1:
                     # Freezing an earlier message, or the last edit, may use the reserved slot.
                     await self._final_edit()
+                elif first_text:
+                    await self._first_edit()
                 else:
                     await self._intermediate_edit()
         finally:
@@ -327,13 +345,19 @@ class StreamingReply:
         if self._place is not None:
             self._scheduler.owe(self._place, max(0, len(self._chunks()) - len(self._handles)))
 
+    def _first_calls(self) -> int:
+        """Calls on the edits allowance an answer that streams needs before its intermediate edits: its
+        final, and its first text too where that text edits the message a tool line showed in."""
+        return 2 if self._handles else 1
+
     def _decide(self) -> None:
         """Stream by edits if the final edit can be promised; otherwise hold the answer back."""
         edits = self._limits.edits
-        if self._scheduler.admits(edits, ADMISSION_WINDOW):
+        if self._scheduler.admits(edits, ADMISSION_WINDOW, self._first_calls()):
             self._mode, self._pledge = Mode.STREAM, edits
         else:
-            self._mode, self._pledge = Mode.HOLD, self._limits.posts
+            # Posted once, complete; or, over a tool line already shown, completed by one edit.
+            self._mode, self._pledge = Mode.HOLD, edits if self._handles else self._limits.posts
             # Intermediate edits of other answers now leave room for this one's final.
             self._wanting = edits
             self._scheduler.want(edits)
@@ -343,7 +367,7 @@ class StreamingReply:
     def _reconsider(self) -> None:
         """A held answer streams after all once its final edit can be promised."""
         edits = self._limits.edits
-        if self._done or not self._scheduler.admits(edits, ADMISSION_WINDOW):
+        if self._done or not self._scheduler.admits(edits, ADMISSION_WINDOW, self._first_calls()):
             return
         self._release()
         self._mode, self._pledge = Mode.STREAM, edits
@@ -361,21 +385,27 @@ class StreamingReply:
         return Urgency.FINAL if self._done else Urgency.POST
 
     async def _post(self) -> None:
-        posts = self._limits.posts
         # A post still queued when the answer completes goes out as the final text, first in line.
-        await self._wait_turn(self._urgency, posts)
+        await self._wait_turn(self._urgency, self._limits.posts)
+        await self._posting()
+
+    async def _posting(self, *, progress: bool = False) -> None:
+        """Make the post a call on `posts` was granted for (a tool line alone if `progress`)."""
+        posts = self._limits.posts
         try:
             step = self._next()  # the text may have grown, or completed, while the post waited
-            if step is None or step[0] < len(self._handles):
+            if step is None or step[0] < len(self._handles) or progress != self._progress_only():
                 return
             _, chunk = step
-            progress, version = self._progress_only(), self._text_version()
+            version = self._text_version()
+            # Never waited for: the answer keeps its turn. A status still on its way may land after the
+            # post, under the answer, and is cleared once it has (`_clear_status`).
             call = self._status_call
-            if call is not None and not call.done():
-                # A status that lands after the first post would stay under the answer: it goes first.
-                await asyncio.wait({call}, timeout=STATUS_SETTLE)
-            self._last_call_at = time.monotonic()
-            handle = await self._target.post(chunk)
+            unsettled = call is not None and not call.done()
+            try:
+                handle = await self._target.post(chunk)
+            finally:
+                self._last_call_at = time.monotonic()
         except PlatformRateLimited as limited:
             wait = self._rate_limited(posts, limited.retry_after)
             if wait > 0:
@@ -389,12 +419,13 @@ class StreamingReply:
         finally:
             self._scheduler.done(posts)
         self._failed = 0
-        if self.first_text_at is None:
-            self.first_text_at = time.monotonic()
-            self._stop_typing()
+        self._stop_typing()
+        if call is not None and unsettled:
+            call.add_done_callback(self._clear_status)
         self._handles.append(handle)
         self._shown.append(chunk)
         self._shown_text_version, self._last_was_progress = version, progress
+        self._note_first_text()
         if self._done:
             self._owe_rest()
         elif self._place is not None:
@@ -414,28 +445,82 @@ class StreamingReply:
             self._scheduler.done(self._limits.edits)
 
     def _text_version(self) -> int | None:
+        """The draft's count of answer-text changes; None once complete (all of it is text then), or for
+        drafts without one."""
+        if self._done:
+            return None
         version = getattr(self._raw, "text_version", None)
         return version if isinstance(version, int) else None
 
     def _progress_only(self) -> bool:
+        """Whether what changed since the last call is the tool line alone (no answer text at all yet, or
+        none new)."""
         version = self._text_version()
-        return version is not None and version == self._shown_text_version
+        return version is not None and version in (0, self._shown_text_version)
+
+    def _text_shown(self) -> bool:
+        """Whether a message shows answer text (not a tool line alone)."""
+        return bool(self._handles) and self._shown_text_version != 0
+
+    def _note_first_text(self) -> None:
+        if self.first_text_at is None and self._text_shown():
+            self.first_text_at = time.monotonic()
+
+    async def _progress(self, index: int) -> None:
+        """Show the tool line (a post before any text, else an edit): at most one call a second, and only
+        as a call that may be dropped, after every other kind and only once every answer on its limits has
+        shown a sign of life, so progress is the first thing to give way. Until the answer has shown
+        anything, the tool line is its sign of life, as urgent as typing."""
+        posting = index >= len(self._handles)
+        limits = self._limits.posts if posting else self._limits.edits
+        urgency = Urgency.PROGRESS if self._signed or self._signing else Urgency.TYPING
+        wait = self._last_call_at + PROGRESS_INTERVAL - time.monotonic()
+        if not posting:
+            wait = max(wait, self._pacer.delay(final=False, spare=1))
+        if wait <= 0:
+            if self._scheduler.try_call(urgency, limits):
+                if posting:
+                    signing = urgency is Urgency.TYPING
+                    self._signing = self._signing or signing
+                    try:
+                        await self._posting(progress=True)
+                    finally:
+                        if signing:
+                            self._signing = False
+                    return
+                try:
+                    step = self._next()
+                    if step is not None and step[0] < len(self._handles) and self._progress_only():
+                        await self._edit(*step)
+                finally:
+                    self._scheduler.done(limits)
+                return
+            wait = self._scheduler.delay(urgency, limits)
+            wait = min(RECHECK, max(wait, TYPING_SOONEST) * (1 + random.random()))
+        # Woken by anything new: answer text must not wait out a tool line's interval.
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _first_edit(self) -> None:
+        """The first answer text, over the tool line the answer's message showed: as urgent as a first post,
+        and at once (the tool line's edit must not have spent the spacing)."""
+        wait = self._pacer.delay(final=False, spaced=False)
+        if wait > 0:
+            await self._sleep(wait)
+            return
+        edits = self._limits.edits
+        await self._wait_turn(self._urgency, edits)
+        try:
+            step = self._next()
+            if step is not None and step[0] < len(self._handles):
+                await self._edit(*step)
+        finally:
+            self._scheduler.done(edits)
 
     async def _intermediate_edit(self) -> None:
-        if self._progress_only():
-            wait = max(
-                self._pacer.delay(final=False, spare=1),
-                self._last_call_at + PROGRESS_INTERVAL - time.monotonic(),
-            )
-            if wait > 0:
-                # Woken by anything new: answer text must not wait out a tool line's interval.
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
-                return
-        else:
-            # New text after a tool line goes at once: the tool line must not have spent its spacing.
-            wait = self._pacer.delay(final=False, spaced=not self._last_was_progress)
+        # New text after a tool line goes at once: the tool line must not have spent its spacing.
+        wait = self._pacer.delay(final=False, spaced=not self._last_was_progress)
         if wait <= 0:
             edits = self._limits.edits
             if self._scheduler.try_call(Urgency.EDIT, edits):
@@ -452,10 +537,12 @@ class StreamingReply:
 
     async def _edit(self, index: int, chunk: str) -> None:
         progress, version = self._progress_only(), self._text_version()
-        self._last_call_at = time.monotonic()
         self._pacer.record()
         try:
-            await self._target.edit(self._handles[index], chunk)
+            try:
+                await self._target.edit(self._handles[index], chunk)
+            finally:
+                self._last_call_at = time.monotonic()
         except PlatformRateLimited as limited:
             log.info("platform rate limit on edit; retrying in %.2fs", limited.retry_after)
             self._pacer.penalize(limited.retry_after)
@@ -472,6 +559,7 @@ class StreamingReply:
         self._failed = 0
         self._shown[index] = chunk
         self._shown_text_version, self._last_was_progress = version, progress
+        self._note_first_text()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when the answer completes: the final edit may go sooner."""
@@ -527,9 +615,30 @@ class StreamingReply:
     # --- sign of life ----------------------------------------------------------------------------
 
     def _stop_typing(self) -> None:
+        """The answer shows (or ends): no sign of life is due any more."""
         if self._typing is not None:
             self._typing.cancel()
             self._typing = None
+        self._sign_shown()
+
+    def _sign_shown(self) -> None:
+        self._signed = True
+        if self._silent:
+            self._scheduler.heard(self._silent)
+            self._silent = ()
+
+    def _clear_status(self, call: asyncio.Future[None]) -> None:
+        """A status call that was still on its way when the first message went out has ended: if it
+        worked, it may show under the answer, so it is cleared (one more call, and only then)."""
+        if call.cancelled() or call.exception() is not None:
+            return
+        self._clearing = asyncio.create_task(self._quiet_status(""))
+
+    async def _quiet_status(self, text: str) -> None:
+        try:
+            await self._target.status(text)
+        except Exception as exc:  # a status is decoration
+            log.debug("could not clear a status: %s", exc)
 
     def _status_line(self) -> str | None:
         """The tool line to show as the target's status, cut to its length: only before the first post,
@@ -546,21 +655,24 @@ class StreamingReply:
         interval = self._limits.typing_interval
         limits = self._limits.typing_limits
         while True:
-            if not self._scheduler.try_call(Urgency.TYPING, limits):
+            if self._signing or not self._scheduler.try_call(Urgency.TYPING, limits):
                 # Busy with answers: a sign of life is the first thing to give way, and tries again as
                 # soon as it might go (a moment's jitter keeps many waiting answers from waking together).
-                wait = self._scheduler.delay(Urgency.TYPING, limits)
+                wait = TYPING_SOONEST if self._signing else self._scheduler.delay(Urgency.TYPING, limits)
                 await asyncio.sleep(min(TYPING_RETRY, max(wait, TYPING_SOONEST) * (1 + random.random())))
                 continue
             shown = self._status_line()
+            self._signing = True
             try:
                 if self._limits.status_chars is None:
                     await self._target.typing()
                 else:
                     await self._set_status(shown)
+                self._sign_shown()
             except Exception as exc:  # typing is decoration: never let it end an answer
                 log.debug("typing indicator failed: %s", exc)
             finally:
+                self._signing = False
                 self._scheduler.done(limits)
             if self._limits.status_chars is None:
                 if interval is None:
@@ -571,7 +683,7 @@ class StreamingReply:
 
     async def _set_status(self, shown: str | None) -> None:
         """Show `shown` (None: the plain sign of life) as the status. The call runs to its end even when
-        the first post stops the sign of life, and that post waits for it."""
+        the first post stops the sign of life (see `_clear_status`)."""
         call = asyncio.ensure_future(self._target.typing() if shown is None else self._target.status(shown))
         call.add_done_callback(_retrieved)
         self._status_call = call

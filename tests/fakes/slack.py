@@ -40,6 +40,8 @@ below), each with its own limits as on Slack; a call past a limit gets HTTP 429,
 - A network that fails after delivery: `drop_after_delivery[method] = n` makes the next n calls of a
   method take effect and then break their connection without an answer; `drop_before_delivery` breaks
   it before they take effect (and records nothing).
+- A slow network: `delay_next[method]` lists, in seconds, how long each of the next calls of a method
+  takes to reach Slack (it takes effect, is recorded and answered only then).
 - Not limited: `auth.test`, `apps.connections.open`, `conversations.info` and `users.info` (Tier 4; a
   burst of hundreds of distinct askers would meet it on real Slack).
 
@@ -283,6 +285,8 @@ class FakeSlack:
         self.drop_before_delivery: Counter[str] = Counter()
         # Seconds each call of a method takes before Slack answers it (a slow Slack), by method.
         self.latency: dict[str, float] = {}
+        # Seconds each of the next calls (by method) spends on its way before it takes effect.
+        self.delay_next: dict[str, list[float]] = {}
         # Channel-level rights (issue 17): who created each channel, and user groups by id.
         self.creators: dict[str, str] = {}
         self.usergroups: dict[str, tuple[str, list[str]]] = {}  # id -> (handle, members)
@@ -504,6 +508,8 @@ class FakeSlack:
         if self.drop_before_delivery[method] > 0:
             self.drop_before_delivery[method] -= 1
             self._drop(request)
+        if self.delay_next.get(method):
+            await asyncio.sleep(self.delay_next[method].pop(0))
         if method == "oauth.v2.access":
             token = ""
             status, reply, headers = self._oauth_v2_access(

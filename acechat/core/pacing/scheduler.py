@@ -8,8 +8,9 @@ allowance is a `Limit`. Every call an answer makes names the limits it draws on 
 (`Urgency`); the `Scheduler` hands out calls in order of urgency:
 
 - an answer's final text (`FINAL`) before any first post (`POST`), before an intermediate edit (`EDIT`),
-  before a typing indicator (`TYPING`). The two last are dropped, not queued, when they would delay the
-  others;
+  before a typing indicator (`TYPING`), before a live tool line (`PROGRESS`). The three last are dropped,
+  not queued, when they would delay the others, and a tool line also waits while any answer on its
+  limits has still shown nothing at all (`silent`);
 - an answer that streams by edits *pledges* the call its final edit will need, so intermediate edits
   never spend it; a new answer streams only if its final can be pledged (`admits`), and otherwise is
   posted once, complete;
@@ -39,6 +40,7 @@ class Urgency(enum.IntEnum):
     POST = 1
     EDIT = 2
     TYPING = 3
+    PROGRESS = 4
 
 
 UrgencyOf = Urgency | Callable[[], Urgency]
@@ -91,6 +93,8 @@ class Scheduler:
         self._pledged: dict[int, int] = {}
         # Answers held back that would stream if a final could be pledged for them, per limit.
         self._wanted: dict[int, int] = {}
+        # Answers due to show a sign of life (typing) that have shown nothing yet, per limit.
+        self._silent: dict[int, int] = {}
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         # Lines: answers per (line, asker), and posts owed per limit (by identity).
@@ -142,10 +146,12 @@ class Scheduler:
     def pledged(self, limit: Limit) -> int:
         return self._pledged.get(id(limit), 0)
 
-    def admits(self, limits: Limits, within: float) -> bool:
-        """Whether one more final could be served on every limit within `within` seconds, on top of
-        the finals already pledged there."""
-        return all(self.pledged(limit) + 1 <= limit.available() + limit.rate * within for limit in limits)
+    def admits(self, limits: Limits, within: float, calls: int = 1) -> bool:
+        """Whether one more final (and `calls - 1` calls before it) could be served on every limit within
+        `within` seconds, on top of the finals already pledged there."""
+        return all(
+            self.pledged(limit) + calls <= limit.available() + limit.rate * within for limit in limits
+        )
 
     def admission_delay(self, limits: Limits) -> float:
         """Seconds until `admits(limits, 0)` could be true, if nothing else changes."""
@@ -167,12 +173,20 @@ class Scheduler:
     def release(self, limits: Limits) -> None:
         _count(self._pledged, _ids(limits), -1)
 
+    def silent(self, limits: Limits) -> None:
+        """An answer waits to show its first sign of life on `limits`: no tool line goes there meanwhile."""
+        _count(self._silent, _ids(limits), 1)
+
+    def heard(self, limits: Limits) -> None:
+        """The answer `silent` counted has shown something (or ended)."""
+        _count(self._silent, _ids(limits), -1)
+
     # --- calls -----------------------------------------------------------------------------------
 
     def try_call(self, urgency: Urgency, limits: Limits) -> bool:
         """A call that may be dropped (an intermediate edit, typing): made now only if nothing is queued
         on its limits and each keeps what it owes to pledged finals."""
-        if any(self._queued.get(id(limit)) for limit in limits):
+        if self._held_up(urgency, limits):
             return False
         reserves = [self._reserve(urgency, limit) for limit in limits]
         if any(limit.delay(reserve) > 0 for limit, reserve in zip(limits, reserves, strict=True)):
@@ -183,9 +197,17 @@ class Scheduler:
 
     def delay(self, urgency: Urgency, limits: Limits) -> float:
         """Seconds until `try_call(urgency, limits)` might succeed (infinite while others hold the limits)."""
-        if any(self._queued.get(id(limit)) for limit in limits):
+        if self._held_up(urgency, limits):
             return math.inf
         return max((limit.delay(self._reserve(urgency, limit)) for limit in limits), default=0.0)
+
+    def _held_up(self, urgency: Urgency, limits: Limits) -> bool:
+        """Whether a droppable call must wait for others: calls queued on its limits, or, for a tool line,
+        answers there that have shown nothing yet (every asker sees a sign of life before anyone sees
+        a tool line move)."""
+        if any(self._queued.get(id(limit)) for limit in limits):
+            return True
+        return urgency >= Urgency.PROGRESS and any(self._silent.get(id(limit)) for limit in limits)
 
     def _reserve(self, urgency: Urgency, limit: Limit) -> int:
         # A final owes nothing to anyone; droppable calls leave every pledged final its call, and a
