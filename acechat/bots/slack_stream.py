@@ -222,6 +222,8 @@ class StreamReply(ThreadReply):
         self._opened: str | None = None
         # One Slack call at a time: the core tells steps while its text may be on its way.
         self._calls = asyncio.Lock()
+        # The answer ended (`close`): anything the core still sends opens no stream.
+        self._closed = False
         # Only an answer streams: a command's reply or a notice is posted as ThreadReply posts it.
         self._answering = False
 
@@ -241,7 +243,7 @@ class StreamReply(ThreadReply):
             claimed.wanted = stream_markdown(text)
             await self._advance(claimed, final=False)
             return opened
-        if not self._answering or not self._support.available(self._workspace):
+        if not self._answering or self._closed or not self._support.available(self._workspace):
             return await self._post_plainly(text)
         await self._sync_session()
         # The core has moved on to a new message: the earlier ones are done.
@@ -265,7 +267,7 @@ class StreamReply(ThreadReply):
         progress, the one before it complete. Before the answer has a message, a step starts its stream."""
         line = text.strip()[:TASK_TITLE_CHARS] or None
         async with self._calls:
-            if not self._answering or not self._support.available(self._workspace):
+            if not self._answering or self._closed or not self._support.available(self._workspace):
                 return
             if not self._order:
                 if line is not None:
@@ -279,6 +281,9 @@ class StreamReply(ThreadReply):
                 return
             try:
                 await self._append(streamed.parts[-1], "", chunks)
+            except PlatformUnsure:
+                streamed.task = task  # taken as shown: the answer's end completes it either way
+                raise
             except _Closed:
                 streamed.mode = _Mode.CLOSED  # the text goes on in a new stream; this step is not shown
                 return
@@ -354,6 +359,7 @@ class StreamReply(ThreadReply):
     async def close(self) -> None:
         """Stop every stream of the answer still open, however the answer ended (a platform error, a
         cancellation: `settle_controls` may never have come), as it stands; best effort, each once."""
+        self._closed = True
         try:
             async with self._calls, asyncio.timeout(CLOSE_TIMEOUT):
                 for streamed in self._streams.values():
