@@ -445,3 +445,17 @@ async def test_a_platform_error_mid_answer_leaves_no_stream_open(
         assert len(starts) == len(stops) == 1 and stops[0].ok, "stopped once, by the answer's end"
         assert slack.ephemerals, "the asker was told"
         assert any("left open" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_answer_cut_off_at_shutdown_leaves_no_stream_open(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="word " * 600, fragment_size=5, fragment_delay=0.02))
+    async with running(replace(settings, shutdown_grace=0.3)) as bot:
+        thread = await ask_in_dm(slack, bot, "a long story", wait=False)
+        await slack.wait_until(lambda: any(len(m.text) > 30 for m in slack.in_channel("D1", thread)))
+    # The adapter and the core closed with the answer still streaming: it was cut off, and its stream
+    # stopped as it stood.
+    await slack.wait_until(lambda: not open_streams(slack))
+    starts, stops = (calls_in(slack, (m,)) for m in ("chat.startStream", "chat.stopStream"))
+    assert len(starts) == len(stops) == 1
