@@ -837,3 +837,19 @@ async def test_a_command_reply_to_the_channel_takes_its_turn_on_the_channels_pos
     reply = await asyncio.wait_for(running, 5)
     assert reply is not None and reply.in_channel
     assert [c.text for c in target.kinds("announce")] == [reply.text]
+
+
+async def test_a_target_showing_steps_apart_is_told_the_tool_steps_and_its_text_never_holds_them(
+    core: ChatCore, fake_upstream: FakeUpstream
+) -> None:
+    search = {"type": "tool_use", "tool_id": "t1", "tool_name": "web_search", "input": {"query": "q"}}
+    done = {"type": "tool_result", "tool_id": "t1", "output": "x", "is_error": False}
+    fake_upstream.queue(
+        Behaviour(answer="Found it, in words.", fragment_size=5, fragment_delay=0.3, before=(search, done))
+    )
+    limits = TargetLimits(max_chars=2000, edit_burst=5, edit_window=0.2, steps_apart=True)
+    target = await ask(core, "look it up", limits=limits)
+    assert [c.text for c in target.kinds("status")][:1] == ["🔎 Searching the web for “q”…"]
+    written = [c.text for c in target.calls if c.kind in ("post", "edit")]
+    assert written and not any("Searching" in text for text in written)
+    assert target.text == "Found it, in words."

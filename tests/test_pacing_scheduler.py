@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,6 +17,7 @@ from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
 from acechat.core.reply_target import TargetLimits
 from acechat.core.sanitize import ThinkingMode
 from acechat.core.streaming import FAILED_TRIES, RESCUED, StreamingReply
+from acechat.core.upstream import AnswerText
 from tests.fakes.target import TEST_RULES, RecordingTarget
 
 
@@ -662,3 +664,44 @@ def test_the_line_is_the_channels_not_the_bots() -> None:
         RecordingTarget(TargetLimits(max_chars=1000, posts=(bot_wide, channel), scheduler=scheduler))
     )
     assert quiet.join("B", 9_500) is None, "the bot-wide allowance is far behind, this channel's is not"
+
+
+async def test_a_target_showing_steps_apart_never_sees_the_tool_line_in_its_text() -> None:
+    """A target that shows tool steps apart (`steps_apart`) is told each step through `status`, at most
+    one call a second, "" once a step ends with no other after it, and its text never holds a tool line."""
+    target = RecordingTarget(TargetLimits(max_chars=2000, edit_burst=5, edit_window=0.2, steps_apart=True))
+    view = AnswerView(ThinkingMode.FOLD, TEST_RULES.mentions)
+    reply = StreamingReply(target, render=_rendered_apart)
+    reply.start_typing()
+    view.on_event(ToolStarted("t1", "web_search", "first query"))
+    reply.update(view)
+    await until(lambda: target.kinds("status"))
+    view.on_event(ToolStarted("t2", "web_search", "second query"))
+    reply.update(view)
+    await until(lambda: len(target.kinds("status")) >= 2)
+    text = AnswerText()
+    text.append("The answer, ")
+    view.on_text(text)
+    reply.update(view)
+    await until(lambda: target.kinds("post") and len(target.kinds("status")) >= 3)
+    view.on_event(ToolStarted("t3", "fetch", "https://example.com/page"))
+    reply.update(view)
+    await until(lambda: len(target.kinds("status")) >= 4)
+    await reply.finish("The answer, found.")
+    steps = [c.text for c in target.kinds("status")]
+    assert steps == [
+        "🔎 Searching the web for “first query”…",
+        "🔎 Searching the web for “second query”…",
+        "",
+        "📖 Reading example.com/page…",
+    ]
+    calls = target.kinds("status")
+    assert all(b.at - a.at >= 0.9 for a, b in itertools.pairwise(calls)), "at most one a second"
+    written = [c.text for c in target.calls if c.kind in ("post", "edit")]
+    assert written and not any("Searching" in t or "Reading" in t or t.endswith("…_") for t in written)
+    assert target.text == "The answer, found."
+
+
+def _rendered_apart(raw: object) -> str:
+    """What ChatCore renders for a target showing steps apart."""
+    return raw.render(streaming=True, tool_line=False) if isinstance(raw, AnswerView) else str(raw)

@@ -389,3 +389,73 @@ async def test_a_stream_opened_by_a_tool_step_starts_with_the_task_in_progress(
             "🔎 Searching the web for “news”…",
         )
         assert message.text == "Found it." and message.tasks[began["id"]]["status"] == "complete"
+
+
+async def test_an_answer_really_ending_in_an_italic_ellipsis_streams_all_its_text_and_no_task(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    # Text that reads like the core's tool line once was (`_…_` at the end) is text, nothing else.
+    first = "Intro words here.\n\n_It went on and on…_"
+    answer = first + "\n\nThe end, at last."
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=len(first), fragment_delay=1.2))
+    async with running(settings) as bot:
+        thread = await ask_in_dm(slack, bot, "tell me")
+        (message,) = slack.in_channel("D1", thread)
+        assert message.text == answer and not message.streaming and vote_ids(message)
+        assert message.tasks == {}, "no text is ever taken for a tool step"
+        calls = calls_in(slack, STREAMING)
+        assert not any(c.get("type") == "task_update" for x in calls for c in x.params.get("chunks") or [])
+        before_stop = "".join(stream_text(c) for c in calls if c.method != "chat.stopStream")
+        assert "Intro words here.\n\n_It went on and " in before_stop
+        assert calls_in(slack, ("chat.update",)) == []
+
+
+def open_streams(slack: FakeSlack) -> list[Message]:
+    return [m for m in slack.messages if m.streaming]
+
+
+async def test_an_upstream_error_mid_answer_leaves_no_stream_open(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Behaviour(answer="word " * 100, fragment_size=10, fragment_delay=0.02, error_after=20)
+    )
+    async with running(settings) as bot:
+        thread = await ask_in_dm(slack, bot, "go")
+        (message,) = slack.in_channel("D1", thread)
+        assert message.text.startswith("word word") and "⚠️" in message.text
+        assert open_streams(slack) == []
+        starts, stops = (calls_in(slack, (m,)) for m in ("chat.startStream", "chat.stopStream"))
+        assert len(starts) == len(stops) == 1, "stopped once"
+
+
+async def test_a_platform_error_mid_answer_leaves_no_stream_open(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The channel is archived while the answer streams: the core gives the answer up and says so.
+    slack.fail_next["chat.appendStream"] = ["is_archived"]
+    fake_upstream.queue(Behaviour(answer="word " * 100, fragment_size=10, fragment_delay=0.02))
+    async with running(settings) as bot:
+        with caplog.at_level(logging.INFO, logger="acechat"):
+            thread = await ask_in_dm(slack, bot, "go")
+        (message,) = slack.in_channel("D1", thread)
+        assert message.text.startswith("word") and not message.streaming
+        assert open_streams(slack) == []
+        starts, stops = (calls_in(slack, (m,)) for m in ("chat.startStream", "chat.stopStream"))
+        assert len(starts) == len(stops) == 1 and stops[0].ok, "stopped once, by the answer's end"
+        assert slack.ephemerals, "the asker was told"
+        assert any("left open" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_answer_cut_off_at_shutdown_leaves_no_stream_open(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Behaviour(answer="word " * 600, fragment_size=5, fragment_delay=0.02))
+    async with running(replace(settings, shutdown_grace=0.3)) as bot:
+        thread = await ask_in_dm(slack, bot, "a long story", wait=False)
+        await slack.wait_until(lambda: any(len(m.text) > 30 for m in slack.in_channel("D1", thread)))
+    # The adapter and the core closed with the answer still streaming: it was cut off, and its stream
+    # stopped as it stood.
+    await slack.wait_until(lambda: not open_streams(slack))
+    starts, stops = (calls_in(slack, (m,)) for m in ("chat.startStream", "chat.stopStream"))
+    assert len(starts) == len(stops) == 1

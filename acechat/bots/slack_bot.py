@@ -575,7 +575,11 @@ class SlackAdapter:
             mentioned=mentioned,
             mentions_others=mentions_someone(event, bot_user_id),
         )
-        await self._core.ask(question, target)
+        try:
+            await self._core.ask(question, target)
+        finally:
+            if isinstance(target, StreamReply):
+                await target.close()
 
     # --- interactivity -----------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ this target as any other and decides what each message says and when; this only 
 
 - a message the core posts starts a stream, in the session's thread; an edit whose text extends what was
   streamed appends the new text; the answer's end stops each stream, the last with the feedback buttons
-  under it (`settle_controls`). A word still arriving, and the live tool line at the end, wait for the
-  next call: an append can never be taken back.
+  under it (`settle_controls`). A word still arriving waits for the next call: an append can never be
+  taken back.
 - a rewrite (text that does not extend what was streamed) stops the stream and edits the message with
   `chat.update` from then on, as ThreadReply does; so does a call whose outcome is unknown.
 - a workspace that refuses the methods (an app that is not an agent, a token or plan without them) is
@@ -17,15 +17,24 @@ this target as any other and decides what each message says and when; this only 
   with what it had not shown; one a person's Stop closed (`agent_session_stopped`) is edited to its end.
 
 The text is the core's Markdown, which is what `markdown_text` takes (not mrkdwn), defused once more
-for what could still ping there (bots.slack_text.stream_markdown). The live tool line the core shows
-while a tool runs becomes a step of Slack's own task timeline instead (a `task_update` chunk: in
-progress, then complete when the line goes), so it needs no text that would have to be taken back.
+for what could still ping there (bots.slack_text.stream_markdown). The target shows tool steps apart
+(`TargetLimits.steps_apart`): the core keeps the tool line out of the text and tells each step through
+`status`, which becomes a step of Slack's own task timeline (a `task_update` chunk: in progress, then
+complete when the next step or the step's end is told, or the stream stops). A step before any text
+starts the stream, which the answer's first text then goes on in. Once a message is edited with
+`chat.update` instead (a rewrite, streaming refused mid-answer) its steps are no longer shown: the
+thread status Slack clears at each post could not show them reliably, and text that must be taken back
+is what the timeline avoids. A workspace known to refuse streaming gets ThreadReply's tool line in the
+text, as channels do.
+
+Every stream this target started is stopped when the answer ends, however it ends (`close`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import time
@@ -45,7 +54,7 @@ from acechat.core.cache import LRU
 from acechat.core.interactions import NONE, Controls
 from acechat.core.pacing.scheduler import Urgency
 from acechat.core.platform import PlatformRules
-from acechat.core.platform_errors import PlatformRateLimited, PlatformUnsure
+from acechat.core.platform_errors import PlatformError, PlatformRateLimited, PlatformUnsure
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +78,8 @@ CLOSED = frozenset({"message_not_in_streaming_state"})
 STOP_GRACE = 1.0
 # Workspaces and stopped streams remembered at once.
 REMEMBERED = 10_000
-# The core's live tool line, while it shows at the end of a message: `_🔎 Searching …_` (core.answer).
-TOOL_LINE_END = "…_"
+# Longest an answer's end waits to stop the streams it left open (a platform refusing everything).
+CLOSE_TIMEOUT = 10.0
 # A task's title in Slack's timeline (a tool line is far shorter).
 TASK_TITLE_CHARS = 200
 
@@ -117,6 +126,9 @@ class StreamSupport:
             self._news.set()
             self._news = None
 
+    def is_stopped(self, channel: str, ts: str) -> bool:
+        return (channel, ts) in self._stopped
+
     async def was_stopped(self, channel: str, ts: str, within: float) -> bool:
         """Whether a person's Stop closed the stream, told within `within` seconds."""
         deadline = time.monotonic() + within
@@ -156,22 +168,13 @@ class _Streamed:
     task: tuple[str, str] | None = None  # the tool step in progress in its timeline: (id, title)
 
 
-def settled(text: str) -> tuple[int, str | None]:
+def settled(text: str) -> int:
     """How much of a message still being written may stream now: up to its last whitespace (a word, a
-    mention or a tag may still be arriving), without the live tool line that ends it while a tool runs;
-    and that line, as plain text, if there is one."""
+    mention or a tag may still be arriving)."""
     end = len(text)
-    line = None
-    if text.endswith(TOOL_LINE_END):
-        gap = text.rfind("\n\n")
-        start = gap + 2 if gap >= 0 else 0
-        if text.startswith("_", start):
-            line = text[start + 1 : -1].strip()[:TASK_TITLE_CHARS] or None
-            # Up to the text before it: the core joins what comes next to that text, not to the gap.
-            end = max(gap, 0)
     while end > 0 and not text[end - 1].isspace():
         end -= 1
-    return end, line
+    return end
 
 
 def _task(task: tuple[str, str], status: str) -> dict[str, Any]:
@@ -207,12 +210,20 @@ class StreamReply(ThreadReply):
             rules=rules,
         )
         self._stops = limits.stops
+        if support.available(workspace):
+            self._limits = dataclasses.replace(self._limits, steps_apart=True)
         self._support = support
         self._workspace = workspace
         self._team = team
         self._streams: dict[str, _Streamed] = {}
         self._order: list[str] = []  # every message posted, streamed or not, oldest first
         self._steps = 0  # tool steps shown as tasks so far
+        # A stream a tool step started before the answer had text: the core's first post goes on in it.
+        self._opened: str | None = None
+        # One Slack call at a time: the core tells steps while its text may be on its way.
+        self._calls = asyncio.Lock()
+        # The answer ended (`close`): anything the core still sends opens no stream.
+        self._closed = False
         # Only an answer streams: a command's reply or a notice is posted as ThreadReply posts it.
         self._answering = False
 
@@ -221,7 +232,18 @@ class StreamReply(ThreadReply):
         super().set_controls(controls)
 
     async def post(self, text: str) -> str:
-        if not self._answering or not self._support.available(self._workspace):
+        async with self._calls:
+            return await self._post(text)
+
+    async def _post(self, text: str) -> str:
+        opened, self._opened = self._opened, None
+        if opened is not None and self._streams[opened].mode is not _Mode.EDITED:
+            # The stream a tool step started is this message's.
+            claimed = self._streams[opened]
+            claimed.wanted = stream_markdown(text)
+            await self._advance(claimed, final=False)
+            return opened
+        if not self._answering or self._closed or not self._support.available(self._workspace):
             return await self._post_plainly(text)
         await self._sync_session()
         # The core has moved on to a new message: the earlier ones are done.
@@ -230,17 +252,60 @@ class StreamReply(ThreadReply):
             if streamed is not None:
                 await self._advance(streamed, final=True)
         wanted = stream_markdown(text)
-        end, line = settled(wanted)
-        shown = wanted[:end]
-        task = self._new_task(line)
+        shown = wanted[: settled(wanted)]
         try:
-            ts = await self._start(shown, [_task(task, "in_progress")] if task else [])
+            ts = await self._start(shown, [])
         except _Refused as refused:
             self._support.refused(self._workspace, refused.code)
             return await self._post_plainly(text)
-        self._streams[ts] = _Streamed([ts], wanted, sent=shown, task=task)
+        self._streams[ts] = _Streamed([ts], wanted, sent=shown)
         self._order.append(ts)
         return ts
+
+    async def status(self, text: str) -> None:
+        """The tool step now running ("" for none), as a task of the newest message's timeline: in
+        progress, the one before it complete. Before the answer has a message, a step starts its stream."""
+        line = text.strip()[:TASK_TITLE_CHARS] or None
+        async with self._calls:
+            if not self._answering or self._closed or not self._support.available(self._workspace):
+                return
+            if not self._order:
+                if line is not None:
+                    await self._open(line)
+                return
+            streamed = self._streams.get(self._order[-1])
+            if streamed is None or streamed.mode is not _Mode.STREAMING or streamed.unsure:
+                return  # edited, stopped or closed: its steps no longer show
+            chunks, task = self._task_changes(streamed, line)
+            if not chunks:
+                return
+            try:
+                await self._append(streamed.parts[-1], "", chunks)
+            except PlatformUnsure:
+                streamed.task = task  # taken as shown: the answer's end completes it either way
+                raise
+            except _Closed:
+                streamed.mode = _Mode.CLOSED  # the text goes on in a new stream; this step is not shown
+                return
+            except _Refused as refused:
+                self._support.refused(self._workspace, refused.code)  # the text finds out on its own
+                return
+            streamed.task = task
+
+    async def _open(self, line: str) -> None:
+        """Start the answer's stream with the step `line` in progress and no text yet."""
+        await self._sync_session()
+        task = self._new_task(line)
+        if task is None:
+            return
+        try:
+            ts = await self._start("", [_task(task, "in_progress")])
+        except _Refused as refused:
+            self._support.refused(self._workspace, refused.code)
+            return
+        self._streams[ts] = _Streamed([ts], "", task=task)
+        self._order.append(ts)
+        self._opened = ts
 
     def _new_task(self, line: str | None) -> tuple[str, str] | None:
         if line is None:
@@ -270,24 +335,47 @@ class StreamReply(ThreadReply):
         if streamed is None:
             await super().edit(handle, text)
             return
-        streamed.wanted = stream_markdown(text)
-        await self._advance(streamed, final=False)
+        async with self._calls:
+            streamed.wanted = stream_markdown(text)
+            await self._advance(streamed, final=False)
 
     async def settle_controls(self) -> None:
-        last = self._order[-1] if self._order else None
-        wanted = self._buttons.board.wanted
-        for handle in self._order:
-            streamed = self._streams.get(handle)
-            if streamed is None:
-                continue
-            if handle == last and wanted:
-                streamed.blocks = control_blocks(wanted)
-            await self._advance(streamed, final=True)
-        finished = self._streams.get(last) if last is not None else None
-        if finished is not None and finished.mode is not _Mode.EDITED:
-            # The buttons went under the last streamed message; none belong under an edited one.
-            self._buttons.board.wanted = NONE
+        async with self._calls:
+            last = self._order[-1] if self._order else None
+            wanted = self._buttons.board.wanted
+            for handle in self._order:
+                streamed = self._streams.get(handle)
+                if streamed is None:
+                    continue
+                if handle == last and wanted:
+                    streamed.blocks = control_blocks(wanted)
+                await self._advance(streamed, final=True)
+            finished = self._streams.get(last) if last is not None else None
+            if finished is not None and finished.mode is not _Mode.EDITED:
+                # The buttons went under the last streamed message; none belong under an edited one.
+                self._buttons.board.wanted = NONE
         await super().settle_controls()
+
+    async def close(self) -> None:
+        """Stop every stream of the answer still open, however the answer ended (a platform error, a
+        cancellation: `settle_controls` may never have come), as it stands; best effort, each once."""
+        self._closed = True
+        try:
+            async with self._calls, asyncio.timeout(CLOSE_TIMEOUT):
+                for streamed in self._streams.values():
+                    ts = streamed.parts[-1]
+                    if streamed.mode is not _Mode.STREAMING or self._support.is_stopped(self._channel, ts):
+                        continue
+                    streamed.mode = _Mode.STOPPED
+                    chunks = [_task(streamed.task, "complete")] if streamed.task else []
+                    try:
+                        await self._stop(ts, "", [], chunks)
+                    except (_Closed, _Refused, PlatformError, SlackApiError) as error:
+                        log.warning("slack: could not stop a stream an answer left open: %s", error)
+                    else:
+                        log.info("slack: stopped a stream its answer left open")
+        except TimeoutError:
+            log.warning("slack: gave up stopping the streams an answer left open after %.0fs", CLOSE_TIMEOUT)
 
     # --- one message ---------------------------------------------------------------------------------
 
@@ -297,7 +385,7 @@ class StreamReply(ThreadReply):
         if streamed.unsure or streamed.mode is _Mode.EDITED or not streamed.wanted.startswith(shown):
             await self._edit_instead(streamed)
             return
-        end, line = (len(streamed.wanted), None) if final else settled(streamed.wanted)
+        end = len(streamed.wanted) if final else settled(streamed.wanted)
         more = streamed.wanted[len(shown) : max(end, len(shown))]
         if streamed.mode is _Mode.STOPPED:
             if more:
@@ -306,8 +394,9 @@ class StreamReply(ThreadReply):
         if streamed.mode is _Mode.CLOSED:
             await self._go_on(streamed, more, final=final)
             return
-        chunks, task = self._task_changes(streamed, line)
-        if not final and not more and not chunks:
+        # The answer's end ends the step still in progress; between, steps are told (`status`).
+        chunks, task = self._task_changes(streamed, None) if final else ([], streamed.task)
+        if not final and not more:
             return
         streamed.unsure = True
         try:

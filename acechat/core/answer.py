@@ -181,7 +181,13 @@ class AnswerView:
     def progress(self) -> str | None:
         """The live tool line as plain, defused text while no answer text has come: what a target with a
         status (core.reply_target) shows there instead of in a message. None otherwise."""
-        if self._step is None or self.text_version:
+        return None if self.text_version else self.step
+
+    @property
+    def step(self) -> str | None:
+        """The live tool line as plain, defused text, text or not: what a target showing tool steps apart
+        from the text (core.reply_target) shows. None while no tool runs (text after a tool ends it)."""
+        if self._step is None:
             return None
         return self._mentions.neutralize(self._step.line.replace("`", ""))
 
@@ -232,9 +238,9 @@ class AnswerView:
 
     # --- rendering ---------------------------------------------------------------------------------
 
-    def render(self, *, streaming: bool) -> str:
-        """Markdown to post: while streaming, the text and the live tool line; finished, the text and
-        everything under it (the tool line is gone)."""
+    def render(self, *, streaming: bool, tool_line: bool = True) -> str:
+        """Markdown to post: while streaming, the text and the live tool line (unless not `tool_line`: a
+        target showing steps apart); finished, the text and everything under it (the tool line is gone)."""
         parts: list[str] = []
         if self._text is not None and len(self._text):
             answer = format_answer(
@@ -244,7 +250,7 @@ class AnswerView:
                 parts.append(answer.rstrip())
         extra: list[str] = []
         if streaming:
-            if self._step is not None:
+            if self._step is not None and tool_line:
                 extra.append(f"_{self._step.line}_")
         else:
             extra.extend(self._finished_parts())

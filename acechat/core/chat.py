@@ -653,7 +653,8 @@ class ChatCore:
             metrics.count_question(scope.platform, Outcome.REFUSED.value)
             return Outcome.REFUSED
         mentions = target.rules.mentions
-        reply = StreamingReply(target, render=lambda raw: self._render_partial(raw, mentions))
+        apart = target.limits.steps_apart
+        reply = StreamingReply(target, render=lambda raw: self._render_partial(raw, mentions, apart))
         # The channel's line of answers still to be posted must clear in time with this one in it.
         busy = reply.join(question.actor.user_id, self.settings.max_answer_chars)
         if busy is not None:
@@ -1393,9 +1394,9 @@ class ChatCore:
             await controls.settle_controls()
         return Outcome.FAILED
 
-    def _render_partial(self, raw: str | Draft, mentions: MentionRules) -> str:
+    def _render_partial(self, raw: str | Draft, mentions: MentionRules, steps_apart: bool) -> str:
         if isinstance(raw, AnswerView):
-            return raw.render(streaming=True)
+            return raw.render(streaming=True, tool_line=not steps_apart)
         return format_answer(
             str(raw), thinking_mode=self.settings.thinking, mentions=mentions, streaming=True
         )

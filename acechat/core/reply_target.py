@@ -37,6 +37,9 @@ class TargetLimits:
     `status_chars`, where set, says the target shows a live status line of at most that many
     characters (`status`, Slack's thread status): while an answer has no text yet, its tool line goes
     there, paced like typing, rather than into a message whose first text would then cost an edit.
+    `steps_apart` says the target shows tool steps apart from the answer's text for the whole answer
+    (Slack's task timeline in a streamed message): the tool line never goes into the text, and each
+    change of it goes to `status` instead, paced as a tool line's edits are.
     """
 
     max_chars: int
@@ -50,6 +53,7 @@ class TargetLimits:
     private_notices: bool = True
     measure: Measure | None = field(default=None, compare=False)
     status_chars: int | None = None
+    steps_apart: bool = False
 
 
 class ReplyTarget(Protocol):
@@ -78,7 +82,9 @@ class ReplyTarget(Protocol):
     async def status(self, text: str) -> None:
         """Show `text` (plain, defused, at most `limits.status_chars` long) as the answer's live status
         until its first message; "" clears it (a status that landed after that message). Called only
-        where `limits.status_chars` is set."""
+        where `limits.status_chars` is set, or where `limits.steps_apart` is: then for the whole answer,
+        `text` is the tool step now running (plain, defused, uncut) and "" says it ended with no other
+        step after it; the answer's end (its final text) ends any step still shown."""
         ...
 
     async def notify(self, text: str) -> None:

@@ -12,7 +12,9 @@ a final can be promised before then, when it starts streaming after all. A held 
 of life (typing, Slack's thinking status) until then. Finals go before first posts, first posts before
 intermediate edits, those before typing, and typing before a live tool line (progress), which is dropped
 first. A tool line before any text decides nothing: the answer streams or is held back when its first
-text comes, whether that text is a post or an edit of the message the tool line showed in.
+text comes, whether that text is a post or an edit of the message the tool line showed in. A target
+that shows tool steps apart from the text (`TargetLimits.steps_apart`) never has the tool line in its
+text: each change of it is a `status` call of its own, paced and ranked as the tool line's edits are.
 
 Every answer takes a place in its channel's line (`join`) before anything is asked upstream, and is
 refused if the posts the line already owes would take longer than `MAX_BACKLOG`. Time spent waiting in
@@ -134,6 +136,7 @@ class StreamingReply:
         self._shown_text_version: int | None = None
         self._last_was_progress = False
         self._last_call_at = -PROGRESS_INTERVAL
+        self._shown_step = ""  # the tool step the target was last told of, where it shows them apart
         # Where the target has a status, the tool line before any text shows there (see `_status_line`).
         self._status_changed = asyncio.Event()
         self._status_call: asyncio.Future[None] | None = None
@@ -300,11 +303,13 @@ class StreamingReply:
                 if step is None:
                     if self._done:
                         return
-                    self._wake.clear()
-                    await self._wake.wait()
+                    await self._wait_step()
                     continue
                 index, _ = step
                 if not self._done and self._progress_only():
+                    if self._limits.steps_apart:
+                        await self._wait_step()
+                        continue
                     if not self._handles and self._status_line() is not None:
                         # A tool line alone goes to the status with the sign of life, not into a post
                         # whose first text would then need an edit.
@@ -498,6 +503,65 @@ class StreamingReply:
             wait = self._scheduler.delay(urgency, limits)
             wait = min(RECHECK, max(wait, TYPING_SOONEST) * (1 + random.random()))
         # Woken by anything new: answer text must not wait out a tool line's interval.
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
+
+    # --- tool steps shown apart (`TargetLimits.steps_apart`) ----------------------------------------
+
+    def _step_line(self) -> str:
+        """The tool step running now, as the target is told it ("" for none)."""
+        line = getattr(self._raw, "step", None)
+        return line if isinstance(line, str) else ""
+
+    async def _wait_step(self) -> None:
+        """Nothing of the text to show: show a change of the tool step, if there is one, else wait for
+        news. A step's news waits for the text: the loop shows new text first."""
+        if self._limits.steps_apart and self._step_line() != self._shown_step:
+            await self._show_step()
+            return
+        self._wake.clear()
+        await self._wake.wait()
+
+    async def _show_step(self) -> None:
+        """Tell the target the tool step changed, paced as a tool line's edit is (`_progress`): at most
+        one call a second, only as a call that may be dropped, and until the answer has shown anything
+        as urgent as typing. On the posts allowance before the first message (the target may show the
+        step in a message of its own), on the edits allowance after."""
+        posting = not self._handles
+        limits = self._limits.posts if posting else self._limits.edits
+        urgency = Urgency.PROGRESS if self._signed or self._signing else Urgency.TYPING
+        wait = self._last_call_at + PROGRESS_INTERVAL - time.monotonic()
+        if not posting:
+            wait = max(wait, self._pacer.delay(final=False, spare=1))
+        if wait <= 0:
+            if self._scheduler.try_call(urgency, limits):
+                signing = urgency is Urgency.TYPING
+                self._signing = self._signing or signing
+                line = self._step_line()
+                if not posting:
+                    self._pacer.record()
+                try:
+                    await self._target.status(line)
+                except PlatformRateLimited as limited:
+                    self._scheduler.penalize(limits, limited.retry_after)
+                    return
+                except Exception as exc:  # a step is decoration: never retried, never ends an answer
+                    log.debug("could not show a tool step: %s", exc)
+                finally:
+                    self._last_call_at = time.monotonic()
+                    if signing:
+                        self._signing = False
+                    self._scheduler.done(limits)
+                self._shown_step = line
+                # New text after a step goes at once: the step must not have spent its spacing.
+                self._last_was_progress = not posting
+                if line and posting:
+                    self._stop_typing()  # the step shows: it is the answer's sign of life
+                return
+            wait = self._scheduler.delay(urgency, limits)
+            wait = min(RECHECK, max(wait, TYPING_SOONEST) * (1 + random.random()))
+        # Woken by anything new: answer text must not wait out a step's interval.
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait)

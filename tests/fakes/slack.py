@@ -283,6 +283,9 @@ class FakeSlack:
         # Calls (by method) whose connection breaks before they reach Slack: nothing happens, nothing
         # is recorded, the caller hears nothing.
         self.drop_before_delivery: Counter[str] = Counter()
+        # Errors (by method) the next calls of a method are answered with, nothing done: a channel
+        # archived or a permission lost mid-answer.
+        self.fail_next: dict[str, list[str]] = {}
         # Seconds each call of a method takes before Slack answers it (a slow Slack), by method.
         self.latency: dict[str, float] = {}
         # Seconds each of the next calls (by method) spends on its way before it takes effect.
@@ -547,6 +550,8 @@ class FakeSlack:
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
         self._caller = token
+        if self.fail_next.get(method):
+            return self._error(self.fail_next[method].pop(0))
         bucket = self._bucket(method, params)
         if bucket is not None:
             wait = bucket.take()
