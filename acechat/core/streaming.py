@@ -477,11 +477,7 @@ class StreamingReply:
         shown a sign of life, so progress is the first thing to give way. Until the answer has shown
         anything, the tool line is its sign of life, as urgent as typing."""
         posting = index >= len(self._handles)
-        limits = self._limits.posts if posting else self._limits.edits
-        urgency = Urgency.PROGRESS if self._signed or self._signing else Urgency.TYPING
-        wait = self._last_call_at + PROGRESS_INTERVAL - time.monotonic()
-        if not posting:
-            wait = max(wait, self._pacer.delay(final=False, spare=1))
+        limits, urgency, wait = self._progress_call(posting)
         if wait <= 0:
             if self._scheduler.try_call(urgency, limits):
                 if posting:
@@ -500,9 +496,28 @@ class StreamingReply:
                 finally:
                     self._scheduler.done(limits)
                 return
-            wait = self._scheduler.delay(urgency, limits)
-            wait = min(RECHECK, max(wait, TYPING_SOONEST) * (1 + random.random()))
-        # Woken by anything new: answer text must not wait out a tool line's interval.
+            wait = self._retry_after(urgency, limits)
+        await self._until_news(wait)
+
+    def _progress_call(self, posting: bool) -> tuple[Limits, Urgency, float]:
+        """A progress call's allowance, urgency, and how long it must wait yet: at most one a second after
+        the answer's last call, an edit leaving a spare for the final; as urgent as typing until the answer
+        has shown anything."""
+        limits = self._limits.posts if posting else self._limits.edits
+        urgency = Urgency.PROGRESS if self._signed or self._signing else Urgency.TYPING
+        wait = self._last_call_at + PROGRESS_INTERVAL - time.monotonic()
+        if not posting:
+            wait = max(wait, self._pacer.delay(final=False, spare=1))
+        return limits, urgency, wait
+
+    def _retry_after(self, urgency: Urgency, limits: Limits) -> float:
+        """When to look again for a progress call the scheduler had no room for (jittered, bounded)."""
+        wait = self._scheduler.delay(urgency, limits)
+        return min(RECHECK, max(wait, TYPING_SOONEST) * (1 + random.random()))
+
+    async def _until_news(self, wait: float) -> None:
+        """Wait `wait` seconds, or less if anything new comes: answer text must not wait out a progress
+        call's interval."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait)
@@ -529,11 +544,7 @@ class StreamingReply:
         as urgent as typing. On the posts allowance before the first message (the target may show the
         step in a message of its own), on the edits allowance after."""
         posting = not self._handles
-        limits = self._limits.posts if posting else self._limits.edits
-        urgency = Urgency.PROGRESS if self._signed or self._signing else Urgency.TYPING
-        wait = self._last_call_at + PROGRESS_INTERVAL - time.monotonic()
-        if not posting:
-            wait = max(wait, self._pacer.delay(final=False, spare=1))
+        limits, urgency, wait = self._progress_call(posting)
         if wait <= 0:
             if self._scheduler.try_call(urgency, limits):
                 signing = urgency is Urgency.TYPING
@@ -559,12 +570,8 @@ class StreamingReply:
                 if line and posting:
                     self._stop_typing()  # the step shows: it is the answer's sign of life
                 return
-            wait = self._scheduler.delay(urgency, limits)
-            wait = min(RECHECK, max(wait, TYPING_SOONEST) * (1 + random.random()))
-        # Woken by anything new: answer text must not wait out a step's interval.
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait)
+            wait = self._retry_after(urgency, limits)
+        await self._until_news(wait)
 
     async def _first_edit(self) -> None:
         """The first answer text, over the tool line the answer's message showed: as urgent as a first post,
