@@ -8,18 +8,19 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
+from acechat.bots.slack_bot import SlackAdapter
 from acechat.bots.slack_settings import SlackSettings
 from acechat.bots.slack_text import MAX_STREAM_CHARS
 from acechat.core.chat import ChatCore
 from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.fakes.slack import BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, ApiCall, FakeSlack, Message
 from tests.fakes.upstream import Behaviour, FakeUpstream
+from tests.test_slack import Bot
 
 ACK_SECONDS = 3.0
 STREAMING = ("chat.startStream", "chat.appendStream", "chat.stopStream")
@@ -27,16 +28,6 @@ STREAMING = ("chat.startStream", "chat.appendStream", "chat.stopStream")
 PING = re.compile(r"<[@!#]|@(?:here|channel|everyone)|&(?:lt|#60|#x3c);", re.IGNORECASE)
 # In mrkdwn `&lt;` is how a `<` is written safely.
 MRKDWN_PING = re.compile(r"<[@!#]|@(?:here|channel|everyone)", re.IGNORECASE)
-
-
-@dataclass
-class Bot:
-    core: ChatCore
-    adapter: SlackAdapter
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.adapter.port}{EVENTS_PATH}"
 
 
 @pytest.fixture
