@@ -122,7 +122,8 @@ class InFlightBucket(TokenBucket):
     last call taken among those that can arrive in it: every other ended within the stretch or later,
     or was still in flight, so each was spent or held when that one was taken, and that one was taken
     only with a token left.) With room for one call, the next goes when the one before has ended and a
-    refill's time has passed since.
+    refill's time has passed since. While calls in flight hold the whole capacity, `delay` is the least
+    the wait can be: their ends are not known yet (`Scheduler.done` looks again when one comes).
     """
 
     def __init__(self, capacity: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
