@@ -1,4 +1,4 @@
-"""Platform limits: the token bucket and the window that counts calls until they end."""
+"""Platform limits: the token bucket, and the bucket and the window that count calls until they end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acechat.core.notices import retry_in_text
-from acechat.core.pacing.limits import InFlightWindow, Limit, TokenBucket
+from acechat.core.pacing.limits import InFlightBucket, InFlightWindow, Limit, TokenBucket
 
 
 class FakeClock:
@@ -260,3 +260,123 @@ def test_in_flight_window_never_lets_a_platform_see_more_than_count_in_a_window(
     for start, _ in spans:
         inside = [s for s in spans if s[0] < start + 1.0 and s[1] >= start]
         assert len(inside) <= 3
+
+
+# --- InFlightBucket ------------------------------------------------------------------------------------
+
+
+def test_in_flight_bucket_refills_from_a_calls_end_not_its_start() -> None:
+    """The call before was slow on its way, the next is fast: taken a refill after the first was taken,
+    it could reach the platform right behind it. Counted from the end, it waits a refill after that."""
+    clock = FakeClock(0.0)
+    sent_at_start = TokenBucket(1, 1.0, clock=clock)
+    limit = InFlightBucket(1, 1.0, clock=clock)
+    assert limit.try_acquire() and sent_at_start.try_acquire()
+    clock.now = 1.0
+    assert sent_at_start.try_acquire(), "a bucket counting calls when taken sends the next now"
+    assert not limit.try_acquire() and limit.available() == 0
+    assert limit.delay() == pytest.approx(1.0), "no end known: at least a refill"
+    clock.now = 2.5  # the slow call is answered only now: it may have arrived just before
+    assert not limit.try_acquire()
+    limit.finished()
+    assert limit.delay() == pytest.approx(1.0) and not limit.try_acquire()
+    clock.now = 3.5
+    assert limit.delay() == 0.0 and limit.available() == 1
+    assert limit.try_acquire()
+
+
+def test_in_flight_bucket_burst_is_held_by_calls_in_flight() -> None:
+    clock = FakeClock(0.0)
+    limit = InFlightBucket(3, 1.0, clock=clock)
+    assert [limit.try_acquire() for _ in range(4)] == [True, True, True, False]
+    clock.now = 10.0  # a full bucket's worth of time: calls in flight still hold their tokens
+    assert limit.available() == 0 and not limit.try_acquire()
+    limit.finished()
+    limit.finished()
+    assert limit.available() == 0, "two spent at their ends, one still held"
+    clock.now = 11.0
+    assert limit.available() == 1 and limit.delay(reserve=1) == pytest.approx(1.0)
+    assert limit.delay(reserve=3) == math.inf
+    assert limit.try_acquire()
+    limit.finished()
+    limit.finished()
+    limit.finished()  # an end with nothing in flight changes nothing
+    clock.now = 14.0
+    assert limit.available() == 3
+
+
+def test_in_flight_bucket_penalty_leaves_one_call_whatever_ends_meanwhile() -> None:
+    clock = FakeClock(0.0)
+    limit = InFlightBucket(3, 1.0, clock=clock)
+    assert limit.try_acquire() and limit.try_acquire()
+    limit.penalize(2.0)  # one of the two got the 429; both end after it
+    assert limit.available() == 0 and limit.delay() == pytest.approx(2.0)
+    limit.finished()
+    limit.finished()
+    clock.now = 2.0
+    assert limit.try_acquire() and not limit.try_acquire(), "one call, then the usual refill"
+    assert limit.delay() == pytest.approx(1.0)
+
+
+def test_in_flight_bucket_waiting_exactly_the_delay_succeeds_once_calls_have_ended() -> None:
+    clock = FakeClock(0.1)
+    limit = InFlightBucket(2, 3.0, clock=clock)
+    for _ in range(200):
+        if not limit.try_acquire(reserve=1):
+            wait = limit.delay(reserve=1)
+            assert wait > 0
+            clock.now += wait
+            assert limit.try_acquire(reserve=1)
+        clock.now += 0.05
+        limit.finished()
+
+
+def arrivals_fit_a_bucket(spans: list[tuple[float, float]], capacity: int, rate: float) -> bool:
+    """Whether a bucket where calls arrive accepts them wherever in their spans they arrive: no stretch
+    [a, b] of its time may see more than `capacity + rate * (b - a)` (the worst case puts every call
+    that can arrive in a stretch there)."""
+    points = sorted({t for span in spans for t in span})
+    for i, a in enumerate(points):
+        for b in points[i:]:
+            inside = sum(1 for start, end in spans if start <= b and end >= a)
+            if inside > capacity + rate * (b - a) + 1e-6:
+                return False
+    return True
+
+
+def take(limit: Limit, clock: FakeClock, steps: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Calls taken at each step's gap that can be, each in flight for its latency: their spans."""
+    spans: list[tuple[float, float]] = []
+    ends: list[float] = []
+    for gap, latency in steps:
+        clock.now += gap
+        for end in sorted(e for e in ends if e <= clock.now):
+            ends.remove(end)
+            now, clock.now = clock.now, end
+            limit.finished()
+            clock.now = now
+        if limit.try_acquire():
+            spans.append((clock.now, clock.now + latency))
+            ends.append(clock.now + latency)
+    return spans
+
+
+@given(
+    steps=st.lists(st.tuples(st.floats(0.0, 0.6), st.floats(0.0, 1.5)), min_size=1, max_size=40),
+    capacity=st.integers(1, 3),
+)
+def test_in_flight_bucket_never_lets_calls_arrive_faster_than_a_bucket_there_allows(
+    steps: list[tuple[float, float]], capacity: int
+) -> None:
+    clock = FakeClock(0.0)
+    spans = take(InFlightBucket(capacity, 1.0, clock=clock), clock, steps)
+    assert arrivals_fit_a_bucket(spans, capacity, 1.0)
+
+
+def test_a_bucket_counting_calls_when_taken_lets_a_slow_call_and_a_fast_one_arrive_too_close() -> None:
+    """What the property above guards against: the same calls through a `TokenBucket`."""
+    steps = [(0.0, 2.0), (1.0, 0.0)]  # the first slow on its way, the next, a refill later, fast
+    clock = FakeClock(0.0)
+    assert not arrivals_fit_a_bucket(take(TokenBucket(1, 1.0, clock=clock), clock, steps), 1, 1.0)
+    clock = FakeClock(0.0)
+    assert arrivals_fit_a_bucket(take(InFlightBucket(1, 1.0, clock=clock), clock, steps), 1, 1.0)

@@ -12,7 +12,7 @@ import pytest
 
 from acechat.core.answer import AnswerView
 from acechat.core.events import ToolStarted
-from acechat.core.pacing.limits import TokenBucket
+from acechat.core.pacing.limits import InFlightBucket, TokenBucket
 from acechat.core.pacing.scheduler import Place, Scheduler, Urgency
 from acechat.core.reply_target import TargetLimits
 from acechat.core.sanitize import ThinkingMode
@@ -171,6 +171,38 @@ async def test_a_cancelled_wait_gives_up_its_place() -> None:
     await settle()
     assert kept.done(), "the place went to the next in line"
     assert scheduler.delay(Urgency.EDIT, (limit,)) == 1.0, "no stale ticket holds the limit"
+
+
+class CancelledOnGrant(InFlightBucket):
+    """A bucket whose next grant the waiting task is cancelled right after, before it could go on."""
+
+    def __init__(self, capacity: float, rate: float, clock: Clock) -> None:
+        super().__init__(capacity, rate, clock=clock)
+        self.victim: asyncio.Task[None] | None = None
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        taken = super().try_acquire(reserve)
+        if taken and self.victim is not None:
+            asyncio.get_running_loop().call_soon(self.victim.cancel)  # runs before the task resumes
+        return taken
+
+
+async def test_a_call_granted_but_cancelled_before_it_is_made_ends_at_once() -> None:
+    """Nobody makes that call or ends it: a limit counting calls until they end must not count it for good."""
+    clock = Clock()
+    limit = CancelledOnGrant(1, 1.0, clock)
+    scheduler = Scheduler()
+    await scheduler.call(Urgency.POST, (limit,))
+    limit.victim = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
+    await settle()
+    scheduler.done((limit,))
+    clock.now += 1.0
+    scheduler.done(())
+    await asyncio.gather(limit.victim, return_exceptions=True)
+    assert limit.victim.cancelled()
+    assert limit.available() == 0 and limit.delay() == pytest.approx(1.0), "ended when it was cancelled"
+    clock.now += 1.0
+    assert scheduler.try_call(Urgency.EDIT, (limit,))
 
 
 async def test_a_call_waits_for_every_limit_it_draws_on() -> None:

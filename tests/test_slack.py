@@ -674,6 +674,32 @@ async def test_askers_in_one_channel_take_turns_for_its_posts(
     assert slack.rate_limited == 0
 
 
+async def test_posts_slow_on_their_way_never_let_the_next_ones_arrive_too_close(
+    bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    """Slack counts a post when it arrives. The channel's burst of three is slow on its way and the posts
+    after it are fast: counted when sent, those went out a refill apart and arrived before the slow
+    three, which then met an empty bucket. Counted until answered, none is refused and each arrives."""
+    gate = asyncio.Event()
+    texts = [f"Answer number {n}." for n in range(5)]
+    fake_upstream.queue(*(Behaviour(answer=text, gate=gate) for text in texts))
+    threads = []
+    for n in range(5):
+        payload = slack.mention(f"<@{BOT_USER_ID}> question {n}", user=f"U{n}", channel="C1")
+        assert (await slack.deliver_http(bot.url, payload)).status == 200
+        threads.append(str(payload["event"]["ts"]))
+    async with asyncio.timeout(5):
+        await fake_upstream.wait_for_requests(5)
+    slack.delay_next["chat.postMessage"] = [2.5, 2.5, 2.5]
+    gate.set()
+    await bot.adapter.transport.idle()
+    assert slack.limited["chat.postMessage"] == 0
+    shown = [slack.in_channel("C1", ts) for ts in threads]
+    assert all(len(messages) == 1 for messages in shown), "every answer whole, none twice"
+    assert sorted(messages[0].text for messages in shown) == texts
+    assert not slack.delay_next["chat.postMessage"], "the burst was slow on its way"
+
+
 async def test_an_answer_keeps_its_turn_while_its_thinking_status_is_slow(
     bot: Bot, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:

@@ -25,7 +25,7 @@ from acechat.bots.slack_text import MAX_MESSAGE_CHARS, escape, render, shown_len
 from acechat.bots.slack_ui import message_blocks
 from acechat.core.choices import Choices
 from acechat.core.interactions import ControlBoard, Controls, paced_edit
-from acechat.core.pacing.limits import KeyedBudgets, Limits, TokenBucket
+from acechat.core.pacing.limits import InFlightBucket, KeyedBudgets, Limits
 from acechat.core.pacing.scheduler import Scheduler
 from acechat.core.platform import PlatformRules
 from acechat.core.platform_errors import MessageGone, PlatformForbidden, PlatformRateLimited, PlatformUnsure
@@ -118,24 +118,28 @@ def platform_errors() -> Iterator[None]:
 
 class SlackLimits:
     """Slack's allowances answers share: `chat.update` per workspace, posts per channel, and for streamed
-    answers the streaming methods per workspace."""
+    answers the streaming methods per workspace.
+
+    Slack counts a call when it arrives, which may be any time until its answer comes back: each
+    allowance holds a call's token until then and refills from there (`InFlightBucket`), so a call
+    slow on its way never lets the next one arrive too close behind it."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._scheduler = Scheduler()
-        self._updates: KeyedBudgets[TokenBucket] = KeyedBudgets(
-            lambda: TokenBucket(UPDATE_BURST, UPDATE_PER_SECOND, clock=clock)
+        self._updates: KeyedBudgets[InFlightBucket] = KeyedBudgets(
+            lambda: InFlightBucket(UPDATE_BURST, UPDATE_PER_SECOND, clock=clock)
         )
-        self._posts: KeyedBudgets[TokenBucket] = KeyedBudgets(
-            lambda: TokenBucket(POST_BURST, POST_PER_SECOND, clock=clock)
+        self._posts: KeyedBudgets[InFlightBucket] = KeyedBudgets(
+            lambda: InFlightBucket(POST_BURST, POST_PER_SECOND, clock=clock)
         )
-        self._starts: KeyedBudgets[TokenBucket] = KeyedBudgets(
-            lambda: TokenBucket(STREAM_ENDS_BURST, STREAM_ENDS_PER_SECOND, clock=clock)
+        self._starts: KeyedBudgets[InFlightBucket] = KeyedBudgets(
+            lambda: InFlightBucket(STREAM_ENDS_BURST, STREAM_ENDS_PER_SECOND, clock=clock)
         )
-        self._stops: KeyedBudgets[TokenBucket] = KeyedBudgets(
-            lambda: TokenBucket(STREAM_ENDS_BURST, STREAM_ENDS_PER_SECOND, clock=clock)
+        self._stops: KeyedBudgets[InFlightBucket] = KeyedBudgets(
+            lambda: InFlightBucket(STREAM_ENDS_BURST, STREAM_ENDS_PER_SECOND, clock=clock)
         )
-        self._appends: KeyedBudgets[TokenBucket] = KeyedBudgets(
-            lambda: TokenBucket(APPEND_BURST, APPEND_PER_SECOND, clock=clock)
+        self._appends: KeyedBudgets[InFlightBucket] = KeyedBudgets(
+            lambda: InFlightBucket(APPEND_BURST, APPEND_PER_SECOND, clock=clock)
         )
 
     def limits(self, team: str, channel: str, *, typing_interval: float | None) -> TargetLimits:

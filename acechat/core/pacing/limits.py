@@ -17,7 +17,7 @@ _EPSILON = 1e-9
 
 
 class Limit(Protocol):
-    """One platform allowance (`TokenBucket`, `InFlightWindow`)."""
+    """One platform allowance (`TokenBucket`, `InFlightBucket`, `InFlightWindow`)."""
 
     def try_acquire(self, reserve: int = 0) -> bool:
         """Take one call if more than `reserve` remain; never waits."""
@@ -68,20 +68,27 @@ class TokenBucket:
             self._stamp = now
         return now
 
+    def _spare(self) -> float:
+        """Tokens a new call may take (once `_refill`ed)."""
+        return self._tokens
+
+    def _take(self) -> None:
+        self._tokens -= 1
+
     @property
     def rate(self) -> float:
         return self._rate
 
     def available(self) -> float:
         now = self._refill()
-        return 0.0 if now < self._blocked_until else math.floor(self._tokens + _EPSILON)
+        return 0.0 if now < self._blocked_until else max(0.0, math.floor(self._spare() + _EPSILON))
 
     def try_acquire(self, reserve: int = 0) -> bool:
         """Take one call if more than `reserve` remain; never waits."""
         now = self._refill()
-        if now < self._blocked_until or self._tokens + _EPSILON < reserve + 1:
+        if now < self._blocked_until or self._spare() + _EPSILON < reserve + 1:
             return False
-        self._tokens -= 1
+        self._take()
         return True
 
     def delay(self, reserve: int = 0) -> float:
@@ -89,7 +96,7 @@ class TokenBucket:
         now = self._refill()
         if reserve + 1 > self._capacity:
             return math.inf
-        need = max(0.0, reserve + 1 - self._tokens) / self._rate
+        need = max(0.0, reserve + 1 - self._spare()) / self._rate
         return max(self._blocked_until - now, self._stamp - now + need, 0.0)
 
     def penalize(self, seconds: float) -> None:
@@ -101,6 +108,44 @@ class TokenBucket:
 
     def finished(self) -> None:
         """A call counts from when it was taken: nothing changes when it ends."""
+
+
+class InFlightBucket(TokenBucket):
+    """A `TokenBucket` as the platform keeps it where calls arrive: a call holds its token from the moment
+    it is taken and spends it only when it `finished`, so the bucket refills from the call's end.
+
+    A call reaches the platform somewhere between being taken and ending, and the network or the event
+    loop may hold one back and let the next through at once: two calls taken a refill apart can arrive
+    closer than that. Spent at its end, each call counts as late as it could have arrived; holding the
+    tokens of calls in flight, the bucket then never lets more calls arrive in any stretch of the
+    platform's time than a bucket of the same size and rate there allows. (Take any stretch and the
+    last call taken among those that can arrive in it: every other ended within the stretch or later,
+    or was still in flight, so each was spent or held when that one was taken, and that one was taken
+    only with a token left.) With room for one call, the next goes when the one before has ended and a
+    refill's time has passed since. While calls in flight hold the whole capacity, `delay` is the least
+    the wait can be: their ends are not known yet (`Scheduler.done` looks again when one comes).
+    """
+
+    def __init__(self, capacity: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(capacity, rate, clock)
+        self._in_flight = 0
+
+    def _spare(self) -> float:
+        return self._tokens - self._in_flight
+
+    def _take(self) -> None:
+        self._in_flight += 1
+
+    def finished(self) -> None:
+        if self._in_flight:
+            self._refill()
+            self._in_flight -= 1
+            self._tokens -= 1
+
+    def penalize(self, seconds: float) -> None:
+        """As `TokenBucket.penalize`; the calls still in flight keep their tokens, to spend as they end."""
+        super().penalize(seconds)
+        self._tokens = min(self._capacity, 1.0 + self._in_flight)
 
 
 class InFlightWindow:

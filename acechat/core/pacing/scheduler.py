@@ -238,6 +238,12 @@ class Scheduler:
         self._wake_soon(0.0)
         try:
             await ticket.future
+        except asyncio.CancelledError:
+            if ticket.future.done() and not ticket.future.cancelled():
+                # Granted, but cancelled before its caller could make the call: nobody else ends it, and
+                # a limit that counts calls until they end would keep counting this one for good.
+                self.done(limits)
+            raise
         finally:
             if not ticket.future.done() or ticket.future.cancelled():
                 self._drop(ticket)
