@@ -23,15 +23,14 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "storage", "bots", "tests")
+PACKAGES = ("acechat", "tests")
 
 
 def settings(module: str) -> str:
     return f"""
 [tool.mutmut]
-source_paths = ["core"]
+source_paths = ["acechat"]
 only_mutate = ["acechat/core/{module.replace(".", "/")}.py"]
-also_copy = ["storage", "bots"]
 pytest_add_cli_args = ["-p", "no:cacheprovider"]
 pytest_add_cli_args_test_selection = ["tests/test_{module.replace(".", "_")}.py"]
 use_git_change_detection = false
@@ -74,7 +73,8 @@ def main() -> int:
     args = parser.parse_args()
     module: str = args.module
     patterns: list[str] = args.patterns
-    for path in (ROOT / "acechat" / "core" / f"{module}.py", ROOT / "tests" / f"test_{module}.py"):
+    source = f"acechat/core/{module.replace('.', '/')}.py"
+    for path in (ROOT / source, ROOT / "tests" / f"test_{module.replace('.', '_')}.py"):
         if not path.is_file():
             parser.error(f"{path.relative_to(ROOT)} does not exist")
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
@@ -87,7 +87,7 @@ def main() -> int:
     counts = results(mutmut, workdir, patterns)
     total = sum(counts.values())
     killed = counts["killed"] + counts["timeout"]
-    scope = f"acechat/core/{module}.py" + (f" ({', '.join(patterns)})" if patterns else "")
+    scope = source + (f" ({', '.join(patterns)})" if patterns else "")
     print(f"{scope}: {killed} of {total} mutants killed ({killed / max(total, 1):.0%})")
     return 0
 

@@ -170,6 +170,16 @@ def test_a_penalty_counts_from_the_moment_it_is_given() -> None:
     assert bucket.try_acquire() and bucket.delay() == 1.0
 
 
+def test_a_penalty_ends_on_its_last_instant_with_one_call_available() -> None:
+    clock = FakeClock(0.0)
+    bucket = TokenBucket(3, 1.0, clock=clock)
+    bucket.penalize(2.0)
+    clock.now = 1.75
+    assert bucket.available() == 0
+    clock.now = 2.0
+    assert bucket.available() == 1 and bucket.delay() == 0.0
+
+
 def test_a_call_refills_a_hair_early() -> None:
     """So that float drift never makes a wait of exactly `delay()` fall short."""
     clock = FakeClock(0.0)
@@ -219,6 +229,20 @@ def test_in_flight_window_counts_a_call_until_a_window_after_it_ends() -> None:
     clock.now = 6.0
     assert limit.delay() == 0.0 and limit.available() == 1
     assert limit.try_acquire()
+
+
+def test_in_flight_window_delay_counts_down_to_the_end_that_must_leave() -> None:
+    clock = FakeClock(0.0)
+    limit = InFlightWindow(2, 8.0, clock=clock)
+    assert limit.try_acquire() and limit.try_acquire()
+    limit.finished()  # counted till 8.0
+    clock.now = 1.0
+    limit.finished()  # counted till 9.0
+    clock.now = 2.0
+    assert limit.delay() == 6.0, "one call's room: the older end leaves at 8.0"
+    assert limit.delay(reserve=1) == 7.0, "two calls' room: both ends leave, the later at 9.0"
+    clock.now = 8.0
+    assert limit.try_acquire() and not limit.try_acquire()
 
 
 def test_in_flight_window_reserve_and_penalty() -> None:
@@ -316,6 +340,18 @@ def test_in_flight_bucket_penalty_leaves_one_call_whatever_ends_meanwhile() -> N
     clock.now = 2.0
     assert limit.try_acquire() and not limit.try_acquire(), "one call, then the usual refill"
     assert limit.delay() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("in_flight", [0, 1])
+def test_in_flight_bucket_penalty_leaves_exactly_one_call_beside_those_in_flight(in_flight: int) -> None:
+    clock = FakeClock(0.0)
+    limit = InFlightBucket(4, 1.0, clock=clock)
+    assert all(limit.try_acquire() for _ in range(in_flight))
+    limit.penalize(2.0)
+    clock.now = 2.0
+    assert limit.available() == 1
+    assert limit.try_acquire() and not limit.try_acquire()
+    assert limit.delay() == 1.0
 
 
 def test_in_flight_bucket_waiting_exactly_the_delay_succeeds_once_calls_have_ended() -> None:
