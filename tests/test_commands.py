@@ -70,7 +70,9 @@ GRAMMAR = [
     ("channel off", Command(A.CHANNEL, name="off")),
     ("Channel ON", Command(A.CHANNEL, name="on")),
     ("access listed", Command(A.ACCESS, name="listed")),
+    ("access open", Command(A.ACCESS, name="open")),
     ("access dms off", Command(A.ACCESS_DMS, name="off")),
+    ("Access DMS On", Command(A.ACCESS_DMS, name="on")),
     ("users allow <@U12|ann>", Command(A.USERS_ALLOW, name="user:U12")),
     ("users deny <@&42>", Command(A.USERS_DENY, name="role:42")),
     ("users remove <@!42>", Command(A.USERS_REMOVE, name="user:42")),
@@ -153,7 +155,8 @@ def test_a_lone_mistyped_keyword_suggests_the_command(typo: str, meant: str) -> 
         ("quota user lots", "Usage: `quota user|channel|workspace N/day`"),
         ("quota user 0/day", "Usage: `quota user|channel|workspace N/day`"),
         ("users allow", "Usage: `users allow @someone`."),
-        ("users deny bob", "Name someone with a mention"),
+        ("users deny bob", "Name someone with a mention: `users deny @someone`."),
+        ("tools default", "Usage: `tools default on` or `tools default off`."),
     ],
 )
 def test_a_command_missing_its_argument_gives_its_usage(line: str, reason: str) -> None:
@@ -187,6 +190,33 @@ def test_a_command_missing_its_argument_gives_its_usage(line: str, reason: str) 
     ],
 )
 def test_lines_that_only_start_with_a_command_word_are_questions(line: str) -> None:
+    assert parse_command(line) == Command(A.ASK, text=line)
+    assert not is_command(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # A choice the command does not offer, or words after it: a question, not a command.
+        "tools frob",
+        "tools on please",
+        "tools default maybe",
+        "tools default on now",
+        "channel maybe",
+        "engage on",
+        "access frob",
+        "access open now",
+        "access the on",
+        "access dms maybe",
+        "usage forever",
+        "usage 7d please",
+        "users",
+        "users frob <@U1>",
+        "users allow <@U1> <@U2>",
+        "quota frob 20/day",
+    ],
+)
+def test_tools_and_controls_off_their_exact_shape_are_questions(line: str) -> None:
     assert parse_command(line) == Command(A.ASK, text=line)
     assert not is_command(line)
 

@@ -6,11 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from acechat.core import presets
 from acechat.core.presets import (
     BUILTIN_PRESETS,
     DESCRIPTION_MAX,
+    MAX_SUGGESTIONS,
+    SUGGESTIONS,
+    Preset,
     PresetError,
     resolve_preset_name,
+    suggestions,
     validate_description,
     validate_preset_name,
     validate_prompt,
@@ -30,6 +35,18 @@ def test_the_catalogue_is_broad_and_well_formed() -> None:
         assert "chat-sized" in preset.prompt
         assert 300 < len(preset.prompt) < 1500
     assert len({p.prompt for p in BUILTIN_PRESETS.values()}) == len(BUILTIN_PRESETS)
+
+
+def test_a_builtin_prompt_is_its_role_then_the_shared_chat_guidance() -> None:
+    # BUILTIN_PRESETS is built at import, before a mutant of _builtin can be switched on; call it here.
+    preset = presets._builtin("pirate", "Talks like a pirate", "You are a pirate.")
+    assert preset == Preset(
+        "pirate",
+        "Talks like a pirate",
+        f"You are a pirate. {presets._TEAM_CHAT} {presets._CHAT_SIZED}",
+        builtin=True,
+    )
+    assert BUILTIN_PRESETS["coder"].prompt.endswith(f" {presets._TEAM_CHAT} {presets._CHAT_SIZED}")
 
 
 def test_the_default_preset_setting_names_a_builtin() -> None:
@@ -125,3 +142,30 @@ def test_resolution_takes_the_most_specific_setting() -> None:
     assert resolve_preset_name([None, None, "sql"], "assistant") == "sql"
     assert resolve_preset_name([None, "", None], "assistant") == "assistant"
     assert resolve_preset_name([], "tutor") == "tutor"
+
+
+def test_a_builtin_preset_suggests_its_own_first_questions() -> None:
+    assert suggestions(BUILTIN_PRESETS["coder"]) == SUGGESTIONS["coder"]
+    assert [title for title, _ in suggestions(BUILTIN_PRESETS["writer"])] == [
+        "Tighten a text",
+        "Write an announcement",
+    ]
+    assert SUGGESTIONS.keys() <= BUILTIN_PRESETS.keys()
+    assert all(0 < len(suggestions(p)) <= MAX_SUGGESTIONS for p in BUILTIN_PRESETS.values())
+
+
+def test_a_preset_without_its_own_suggestions_gets_them_from_its_name_and_description() -> None:
+    # A builtin without an entry, and a custom preset that shares a builtin's name, use the generic pair.
+    for preset in (
+        BUILTIN_PRESETS["sql"],
+        Preset("coder", "Our house style for code", "Write Go.", builtin=False),
+    ):
+        assert suggestions(preset) == (
+            ("What can you do?", f"What can you help me with as {preset.name}?"),
+            ("Get started", f"{preset.description}: where do we start?"),
+        )
+
+
+def test_a_long_description_is_cut_to_200_characters_in_the_suggestion() -> None:
+    custom = Preset("pirate", "a" * 200 + "bcd", "Arr.", builtin=False)
+    assert suggestions(custom)[1] == ("Get started", "a" * 200 + ": where do we start?")
