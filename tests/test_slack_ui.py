@@ -573,3 +573,19 @@ async def test_slack_agent_auto_serves_an_app_as_an_agent_when_its_token_carries
         await deliver(slack, bot, dm)
         await bot.adapter.transport.idle()
         assert ("D1", dm["event"]["ts"]) not in slack.sessions
+
+
+async def test_hostile_preset_names_get_short_errors_on_the_form_and_save_nothing(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    async with running(settings) as bot:
+        view = await open_preset_form(slack, bot, "preset create")
+        shown = len(slack.messages)
+        for name in ("<!channel>", "<@U123>", "@here", "&lt;!here&gt;", "x" * 10_000, "<!here>" * 1_000):
+            errors = await submit(slack, bot, view, name=name, prompt="Talk like a pirate.")
+            assert list(errors) == ["name"], name[:40]
+            # Plain text under the field, for the submitter alone (a modal notifies no one): short, the
+            # name quoted in part at most.
+            assert len(errors["name"]) <= 200
+        await bot.adapter.transport.idle()
+        assert len(slack.messages) == shown and await bot.core.store.list_presets(f"slack:{slack.team_id}") == []
