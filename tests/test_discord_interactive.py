@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -146,3 +147,30 @@ async def test_buttons_shown_before_a_restart_are_edited_by_the_next_process(
         await fake.post_message(f"{BOT} something else", author=fake.member)
         await fake.wait_for(lambda: buttons.content == notices.SKIPPED_BY_QUESTION)
     assert not fake.custom_ids(buttons)
+
+
+async def test_hostile_options_fit_discords_buttons_and_ping_no_one(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    pings = "@everyone @here <@123> <@!123> <@&456> <!here> "
+    hostile = {
+        **ASKED,
+        "question": pings * 100,
+        "options": [pings + str(n) + "a" * 1000 for n in range(12)] + ["@everyone", {"label": "<@&456>"}],
+    }
+    fake_upstream.queue(Behaviour(answer="", before=(hostile,), terminal_reason="awaiting_user_input"))
+    await fake.post_message(f"{BOT} write the report", author=fake.member)
+    await fake.wait_for(lambda: any(offers_choices(fake, m) for m in fake.bot_messages()))
+    buttons = next(m for m in fake.bot_messages() if offers_choices(fake, m))
+    rows = buttons.payload["components"]
+    labels = [c["label"] for row in rows for c in row["components"]]
+    assert len(rows) <= 5 and all(len(row["components"]) <= 5 for row in rows)
+    assert labels[-1] == "Other…" and all(0 < len(label) <= 80 for label in labels)
+    for message in fake.bot_messages():
+        assert len(message.content) <= 2000
+        assert all(b.get("allowed_mentions", {}).get("parse") == [] for b in message.bodies if "content" in b)
+        assert not re.search(r"@(everyone|here)|<@[!&]?\d", message.content), message.content[:200]
+    # Pressing a hostile option: the buttons give way to a line that names it and pings no one.
+    pressed = await fake.press(buttons, fake.custom_ids(buttons)[0])
+    await fake.wait_for(lambda: buttons.content.startswith("✅"))
+    assert pressed.response_type == 6 and not re.search(r"@(everyone|here)|<@[!&]?\d", buttons.content)

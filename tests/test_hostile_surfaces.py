@@ -56,7 +56,7 @@ async def test_hostile_tool_steps_never_ping_or_pass_a_task_titles_limit(
 async def test_a_ping_arriving_one_character_per_delta_never_streams(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
-    answer = "Look " + HOSTILE * 3 + "<!CHANNEL> <!here|x> &amp;lt;!here&amp;gt; done. " * 3
+    answer = "Look " + ODD + " " + HOSTILE * 3 + "<!CHANNEL> <!here|x> &amp;lt;!here&amp;gt; done. " * 3
     fake_upstream.queue(Behaviour(answer=answer, fragment_size=1, fragment_delay=0.002))
     async with running(settings) as bot:
         thread = await ask_in_dm(slack, bot, "go")
@@ -102,7 +102,7 @@ async def test_question_options_with_pings_and_1000_characters_fit_slacks_button
         "type": "ask_user_question",
         "tool_id": "toolu_ask_1",
         "tool_name": "ask_user_question",
-        "question": HOSTILE * 100,
+        "question": HOSTILE * 100 + ODD,
         "options": [HOSTILE + "a" * 1000, "<!channel>", {"label": "@everyone " + "b" * 1000}, ODD],
     }
     fake_upstream.queue(Behaviour(answer="", before=(asked,), terminal_reason="awaiting_user_input"))
