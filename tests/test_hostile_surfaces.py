@@ -4,10 +4,13 @@ can be shown is."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from acechat.bots.slack_stream import settled
 from acechat.bots.slack_text import MAX_STREAM_CHARS, stream_markdown
+from acechat.core.answer import progress_line
+from acechat.core.events import ToolStarted
 from acechat.core.settings import Settings
 from tests.fakes.slack import FakeSlack
 from tests.fakes.upstream import Behaviour, FakeUpstream
@@ -22,6 +25,11 @@ from tests.test_slack_stream import settings
 HOSTILE = "<!here> <@U123> @channel <!subteam^S1|@oncall> &lt;!here&gt; &#60;@U9&#62; "
 # Control characters, a right-to-left override, a lone surrogate (a JSON `\ud83d` split off its pair).
 ODD = "\x00\x07\x1b\u202e\u2066\ud83d"
+
+
+# What no line written around untrusted text may hold: control characters, the bidirectional embeddings,
+# overrides and isolates that reorder what follows them (the line's own words too), lone surrogates.
+UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def tool(n: int, name: str, **given: str) -> tuple[dict[str, object], dict[str, object]]:
@@ -49,7 +57,7 @@ async def test_hostile_tool_steps_never_ping_or_pass_a_task_titles_limit(
         titles = [t["title"] for t in message.tasks.values()]
         assert titles and all(len(t) <= 200 for t in titles)
         for title in titles:
-            assert not PING.search(title), title
+            assert not PING.search(title) and not UNSHOWN.search(title), title
         assert message.text.startswith("Found it.") and not message.streaming
 
 
@@ -121,3 +129,9 @@ async def test_question_options_with_pings_and_1000_characters_fit_slacks_button
     await slack.deliver_http(bot.url, slack.press(buttons, ids(buttons)[1]))
     await bot.adapter.transport.idle()
     assert "<!channel>" not in buttons.text and ids(buttons) == []
+
+
+def test_a_tool_lines_untrusted_detail_cannot_reorder_or_hide_the_line() -> None:
+    for name, detail in (("web_search", "q"), ("read_file", "f"), ("fetch_page", "p")):
+        line = progress_line(ToolStarted("t1", name, ODD + "\u202e" + detail + "\u2067x\x85"))
+        assert not UNSHOWN.search(line) and detail in line, repr(line)
