@@ -135,3 +135,31 @@ def test_a_tool_lines_untrusted_detail_cannot_reorder_or_hide_the_line() -> None
     for name, detail in (("web_search", "q"), ("read_file", "f"), ("fetch_page", "p")):
         line = progress_line(ToolStarted("t1", name, ODD + "\u202e" + detail + "\u2067x\x85"))
         assert not UNSHOWN.search(line) and detail in line, repr(line)
+
+
+async def test_hostile_sources_stream_with_no_ping_and_no_hidden_characters(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    citations = tuple(
+        {"type": "citation", "url": url, "title": title}
+        for url, title in (
+            ("https://example.com/a", HOSTILE + ODD + "t" * 10_000),
+            ("https://example.com/<!here>", "bad url"),
+            ("javascript:alert(1)", "script"),
+            ("https://example.com/" + "p" * 10_000, "long url"),
+            ("https://example.com/b", "&lt;!channel&gt; [x](https://evil.example) **bold** `code`"),
+        )
+    )
+    fake_upstream.queue(Behaviour(answer="The answer. " * 4, fragment_size=6, after=citations))
+    async with running(settings) as bot:
+        thread = await ask_in_dm(slack, bot, "sources?")
+        (message,) = slack.in_channel("D1", thread)
+        sent = calls_in(slack, STREAMING)
+        assert sent and all(c.ok for c in sent)
+        for call in sent:
+            text = stream_text(call)
+            assert not PING.search(text) and not UNSHOWN.search(text.replace("\n", " ")), text[:300]
+        assert "**Sources**" in message.text and "https://example.com/a" in message.text
+        assert "javascript:" not in message.text and "bad url" not in message.text
+        # A URL too long to keep is dropped, never clipped into a link to a page nobody named.
+        assert "long url" not in message.text and "ppp…" not in message.text
