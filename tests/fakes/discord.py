@@ -297,6 +297,8 @@ MAX_ROWS = 5
 MAX_ROW_COMPONENTS = 5
 MAX_LABEL_CHARS = 80
 MAX_CUSTOM_ID_CHARS = 100
+# A modal's title, like its custom id, is 1 to 45 (100) characters.
+MAX_MODAL_TITLE_CHARS = 45
 INVALID_BODY = {"message": "Invalid Form Body", "code": 50035}
 
 
@@ -317,6 +319,13 @@ def invalid_message(body: Json) -> bool:
             if len(str(component.get("custom_id") or "")) > MAX_CUSTOM_ID_CHARS:
                 return True
     return False
+
+
+def invalid_modal(data: Json) -> bool:
+    """Whether a modal (callback type 9) passes Discord's limits on its title and custom id."""
+    title = str(data.get("title") or "")
+    custom_id = str(data.get("custom_id") or "")
+    return not 0 < len(title) <= MAX_MODAL_TITLE_CHARS or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS
 
 
 class _RouteBucket:
@@ -1295,6 +1304,8 @@ class FakeDiscord:
         if invalid:
             return _json({"message": "Interaction response type invalid", "code": 50035}, status=400)
         if kind in (4, 7) and invalid_message(body.get("data") or {}):
+            return _json(INVALID_BODY, status=400)
+        if kind == 9 and invalid_modal(body.get("data") or {}):
             return _json(INVALID_BODY, status=400)
         record.callbacks.append(body)
         record.acked_at = self._clock()
