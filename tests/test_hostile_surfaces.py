@@ -4,8 +4,11 @@ can be shown is."""
 
 from __future__ import annotations
 
+import html
 import re
 import time
+
+from markdown_it import MarkdownIt
 
 from acechat.bots.slack_stream import settled
 from acechat.bots.slack_text import MAX_STREAM_CHARS, stream_markdown
@@ -30,6 +33,18 @@ ODD = "\x00\x07\x1b\u202e\u2066\ud83d"
 # What no line written around untrusted text may hold: control characters, the bidirectional embeddings,
 # overrides and isolates that reorder what follows them (the line's own words too), lone surrogates.
 UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+# Streamed text is Markdown: what Slack shows is what CommonMark makes of it (entities and backslash
+# escapes decoded), and that must not read as a mention either.
+COMMONMARK = MarkdownIt("commonmark").enable("strikethrough")
+HTML_TAG = re.compile(r"<[^<>]*>")
+ESCAPED = r"<\!here> <\@U123> <\!channel> <\#C1> <\!subteam^S1> \<!here> <&#33;here> &lt;\!here&gt; "
+
+
+def shown_as(markdown: str) -> str:
+    """The text CommonMark renders `markdown` to, tags dropped and entities decoded."""
+    return html.unescape(HTML_TAG.sub("", COMMONMARK.render(markdown)))
 
 
 def tool(n: int, name: str, **given: str) -> tuple[dict[str, object], dict[str, object]]:
@@ -64,7 +79,7 @@ async def test_hostile_tool_steps_never_ping_or_pass_a_task_titles_limit(
 async def test_a_ping_arriving_one_character_per_delta_never_streams(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:
-    answer = "Look " + ODD + " " + HOSTILE * 3 + "<!CHANNEL> <!here|x> &amp;lt;!here&amp;gt; done. " * 3
+    answer = "Look " + ODD + " " + ESCAPED + HOSTILE * 3 + "<!CHANNEL> <!here|x> &amp;lt;!here&amp;gt; done. " * 3
     fake_upstream.queue(Behaviour(answer=answer, fragment_size=1, fragment_delay=0.002))
     async with running(settings) as bot:
         thread = await ask_in_dm(slack, bot, "go")
@@ -74,6 +89,7 @@ async def test_a_ping_arriving_one_character_per_delta_never_streams(
             assert not PING.search(stream_text(call)), stream_text(call)
         (message,) = slack.in_channel("D1", thread)
         assert not PING.search(message.text) and message.text.endswith("done.")
+        assert not PING.search(shown_as(message.text)), shown_as(message.text)
 
 
 async def test_a_huge_unbroken_word_is_shown_whole_within_every_calls_limit(
@@ -163,3 +179,9 @@ async def test_hostile_sources_stream_with_no_ping_and_no_hidden_characters(
         assert "javascript:" not in message.text and "bad url" not in message.text
         # A URL too long to keep is dropped, never clipped into a link to a page nobody named.
         assert "long url" not in message.text and "ppp…" not in message.text
+
+
+def test_streamed_markdown_never_renders_as_a_mention() -> None:
+    for text in (ESCAPED, HOSTILE, ESCAPED.replace(" ", "\n"), "[" + ESCAPED + "](https://example.com)"):
+        streamed = stream_markdown(text)
+        assert not PING.search(shown_as(streamed)), (text, streamed, shown_as(streamed))
