@@ -174,3 +174,20 @@ async def test_hostile_options_fit_discords_buttons_and_ping_no_one(
     pressed = await fake.press(buttons, fake.custom_ids(buttons)[0])
     await fake.wait_for(lambda: buttons.content.startswith("✅"))
     assert pressed.response_type == 6 and not re.search(r"@(everyone|here)|<@[!&]?\d", buttons.content)
+
+
+async def test_a_huge_unbroken_hostile_word_is_split_within_discords_limit_and_pings_no_one(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    word = "".join(chr(0x61 + n % 26) for n in range(100_000))
+    answer = "@everyone<@123>" + word + "<@&456>@here end"
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=997, fragment_delay=0.001))
+    await fake.post_message(f"{BOT} go", author=fake.member)
+    # Cut at the answer's cap, with a note, in messages Discord takes (the fake refuses longer ones).
+    await fake.wait_for(lambda: any("cut" in m.content for m in fake.bot_messages()), 20)
+    messages = fake.bot_messages()
+    assert len(messages) >= 6 and all(len(m.content) <= 2000 for m in messages)
+    for message in messages:
+        assert not re.search(r"@(everyone|here)|<@[!&]?\d", message.content), message.content[:100]
+    shown = "".join("".join(m.content.split()) for m in messages)
+    assert word[:10_000] in shown
