@@ -299,6 +299,7 @@ MAX_LABEL_CHARS = 80
 MAX_CUSTOM_ID_CHARS = 100
 # A modal's title, like its custom id, is 1 to 45 (100) characters.
 MAX_MODAL_TITLE_CHARS = 45
+MAX_INPUT_CHARS = 4000
 INVALID_BODY = {"message": "Invalid Form Body", "code": 50035}
 
 
@@ -322,10 +323,23 @@ def invalid_message(body: Json) -> bool:
 
 
 def invalid_modal(data: Json) -> bool:
-    """Whether a modal (callback type 9) passes Discord's limits on its title and custom id."""
+    """Whether a modal (callback type 9) passes Discord's limits: its title and custom id, and each text
+    input's prefilled value within the input's own `max_length` (4,000 unless it says less)."""
     title = str(data.get("title") or "")
     custom_id = str(data.get("custom_id") or "")
-    return not 0 < len(title) <= MAX_MODAL_TITLE_CHARS or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS
+    if not 0 < len(title) <= MAX_MODAL_TITLE_CHARS or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS:
+        return True
+    pending = list(data.get("components") or [])
+    while pending:
+        component = pending.pop()
+        pending.extend(component.get("components") or ())
+        if "component" in component:
+            pending.append(component["component"])
+        if component.get("type") == 4:
+            limit = int(component.get("max_length") or MAX_INPUT_CHARS)
+            if len(str(component.get("value") or "")) > min(limit, MAX_INPUT_CHARS):
+                return True
+    return False
 
 
 class _RouteBucket:
