@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -146,3 +147,47 @@ async def test_buttons_shown_before_a_restart_are_edited_by_the_next_process(
         await fake.post_message(f"{BOT} something else", author=fake.member)
         await fake.wait_for(lambda: buttons.content == notices.SKIPPED_BY_QUESTION)
     assert not fake.custom_ids(buttons)
+
+
+async def test_hostile_options_fit_discords_buttons_and_ping_no_one(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    pings = "@everyone @here <@123> <@!123> <@&456> <!here> "
+    hostile = {
+        **ASKED,
+        "question": pings * 100,
+        "options": [pings + str(n) + "a" * 1000 for n in range(12)] + ["@everyone", {"label": "<@&456>"}],
+    }
+    fake_upstream.queue(Behaviour(answer="", before=(hostile,), terminal_reason="awaiting_user_input"))
+    await fake.post_message(f"{BOT} write the report", author=fake.member)
+    await fake.wait_for(lambda: any(offers_choices(fake, m) for m in fake.bot_messages()))
+    buttons = next(m for m in fake.bot_messages() if offers_choices(fake, m))
+    rows = buttons.payload["components"]
+    labels = [c["label"] for row in rows for c in row["components"]]
+    assert len(rows) <= 5 and all(len(row["components"]) <= 5 for row in rows)
+    assert labels[-1] == "Other…" and all(0 < len(label) <= 80 for label in labels)
+    for message in fake.bot_messages():
+        assert len(message.content) <= 2000
+        assert all(b.get("allowed_mentions", {}).get("parse") == [] for b in message.bodies if "content" in b)
+        assert not re.search(r"@(everyone|here)|<@[!&]?\d", message.content), message.content[:200]
+    # Pressing a hostile option: the buttons give way to a line that names it and pings no one.
+    pressed = await fake.press(buttons, fake.custom_ids(buttons)[0])
+    await fake.wait_for(lambda: buttons.content.startswith("✅"))
+    assert pressed.response_type == 6 and not re.search(r"@(everyone|here)|<@[!&]?\d", buttons.content)
+
+
+async def test_a_huge_unbroken_hostile_word_is_split_within_discords_limit_and_pings_no_one(
+    fake: FakeDiscord, fake_upstream: FakeUpstream, bot: DiscordAdapter
+) -> None:
+    word = "".join(chr(0x61 + n % 26) for n in range(100_000))
+    answer = "@everyone<@123>" + word + "<@&456>@here end"
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=997, fragment_delay=0.001))
+    await fake.post_message(f"{BOT} go", author=fake.member)
+    # Cut at the answer's cap, with a note, in messages Discord takes (the fake refuses longer ones).
+    await fake.wait_for(lambda: any("cut" in m.content for m in fake.bot_messages()), 20)
+    messages = fake.bot_messages()
+    assert len(messages) >= 6 and all(len(m.content) <= 2000 for m in messages)
+    for message in messages:
+        assert not re.search(r"@(everyone|here)|<@[!&]?\d", message.content), message.content[:100]
+    shown = "".join("".join(m.content.split()) for m in messages)
+    assert word[:10_000] in shown

@@ -193,6 +193,17 @@ async def test_preset_edit_opens_its_form_filled_in(
     assert missing.modal is None
 
 
+async def test_a_hostile_name_given_to_preset_create_still_opens_its_form(
+    fake: FakeDiscord, core: ChatCore, bot: DiscordAdapter
+) -> None:
+    # Discord lets a slash command's text option hold 6,000 characters; the form's name field takes 32.
+    opened = await fake.slash("preset create", {"name": "@everyone " + "x" * 500}, user=fake.admin)
+    await acked(fake, opened, 9)
+    assert opened.modal is not None
+    name = opened.modal["components"][0]["components"][0]
+    assert len(name.get("value") or "") <= name["max_length"] == 32
+
+
 def question_of(body: Mapping[str, Any]) -> str:
     """The question's text: v1's `question`, or the text blocks of v2's `message` when files came too."""
     if "question" in body:

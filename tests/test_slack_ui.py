@@ -573,3 +573,35 @@ async def test_slack_agent_auto_serves_an_app_as_an_agent_when_its_token_carries
         await deliver(slack, bot, dm)
         await bot.adapter.transport.idle()
         assert ("D1", dm["event"]["ts"]) not in slack.sessions
+
+
+async def test_hostile_preset_names_get_short_errors_on_the_form_and_save_nothing(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    async with running(settings) as bot:
+        view = await open_preset_form(slack, bot, "preset create")
+        shown = len(slack.messages)
+        for name in ("<!channel>", "<@U123>", "@here", "&lt;!here&gt;", "x" * 10_000, "<!here>" * 1_000):
+            errors = await submit(slack, bot, view, name=name, prompt="Talk like a pirate.")
+            assert list(errors) == ["name"], name[:40]
+            # Plain text under the field, for the submitter alone (a modal notifies no one): short, the
+            # name quoted in part at most.
+            assert len(errors["name"]) <= 200
+        await bot.adapter.transport.idle()
+        assert len(slack.messages) == shown and await bot.core.store.list_presets(f"slack:{slack.team_id}") == []
+
+
+async def test_hostile_names_typed_with_the_preset_commands_open_a_valid_form_or_say_why(
+    settings: Settings, slack: FakeSlack
+) -> None:
+    async with running(settings) as bot:
+        for line in ("preset create <!channel>", "preset create " + "x" * 10_000, "preset edit " + "y" * 10_000):
+            views = len(slack.views)
+            await deliver(slack, bot, slack.command(line, user=ADMIN))
+            await bot.adapter.transport.idle()
+            if len(slack.views) > views:  # Slack took it: within its limits (the fake checks them)
+                name = slack.views[-1]["blocks"][0]["element"].get("initial_value", "")  # type: ignore[index]
+                assert len(name) <= 32 and "<!" not in name
+            else:
+                reply = slack.responses[-1].text
+                assert reply and len(reply) < 400 and "<!" not in reply, reply[:200]

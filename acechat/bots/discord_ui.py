@@ -24,6 +24,7 @@ from acechat.core import notices
 from acechat.core.chat import ChatCore, Question
 from acechat.core.commands import Action, Command, CommandReply
 from acechat.core.interactions import ASK, PRESET, PresetForm, control_id, parse_control
+from acechat.core.presets import NAME_MAX, NAME_MIN
 from acechat.core.reply_target import TargetLimits
 from acechat.core.scope import Scope
 
@@ -62,7 +63,12 @@ def preset_modal(form: PresetForm) -> discord.ui.Modal:
         control_id(PRESET, form.feature),
         (
             discord.ui.TextInput(
-                label="Name", custom_id=NAME_FIELD, default=form.name or None, min_length=2, max_length=32
+                label="Name",
+                custom_id=NAME_FIELD,
+                # Whatever was typed with the command: Discord refuses a form prefilled past the field.
+                default=form.name[:NAME_MAX] or None,
+                min_length=NAME_MIN,
+                max_length=NAME_MAX,
             ),
             discord.ui.TextInput(
                 label="Description (one line)",

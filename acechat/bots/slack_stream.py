@@ -265,7 +265,8 @@ class StreamReply(ThreadReply):
     async def status(self, text: str) -> None:
         """The tool step now running ("" for none), as a task of the newest message's timeline: in
         progress, the one before it complete. Before the answer has a message, a step starts its stream."""
-        line = text.strip()[:TASK_TITLE_CHARS] or None
+        # A step names what the web or the model chose (a query, a page): defused as the streamed text is.
+        line = stream_markdown(text.strip())[:TASK_TITLE_CHARS] or None
         async with self._calls:
             if not self._answering or self._closed or not self._support.available(self._workspace):
                 return

@@ -54,11 +54,11 @@ DESTINATION_PARENS = 4
 
 _MARKUP = re.compile(r"<([^<>\n]++)>")
 # What could still ping in Markdown sent to the streaming methods, whatever the core defused: a `<`
-# opening a mention or special token, `@here` and its kin, and an entity that Markdown would turn into
-# one of those characters. Each is decided within one word, so text sent word by word is defused the
-# same way the whole text is.
+# opening a mention or special token (`<\!here>` too: Markdown drops the backslash), `@here` and its
+# kin, and an entity that Markdown would turn into one of those characters. Each is decided within one
+# word, so text sent word by word is defused the same way the whole text is.
 _STREAM_PINGS = re.compile(
-    r"<(?=[@!#])|@(?=(?:here|channel|everyone))|&(?=#|[A-Za-z][A-Za-z0-9]{0,31};)", re.IGNORECASE
+    r"<(?=\\?[@!#])|@(?=(?:here|channel|everyone))|&(?=#|[A-Za-z][A-Za-z0-9]{0,31};)", re.IGNORECASE
 )
 _DESTINATION_STOP = re.compile(r"[\x00-\x20\x7f()\\]")
 # The only targets written as Slack link tokens: web pages and mail addresses, something after the scheme.

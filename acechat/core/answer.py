@@ -47,9 +47,19 @@ STOP_REASONS = {
     "timeout": "the service ran out of time",
     "user_cancelled": "it was cancelled",
 }
-# Characters that would open Markdown structure (emphasis, code, links, quotes, headings) inside a
-# line we write around untrusted text.
-_STRUCTURE = str.maketrans({c: " " for c in "`*_~[]()<>|#\\\r\n\t"})
+# What a line we write around untrusted text replaces in it: characters that would open Markdown
+# structure (emphasis, code, links, quotes, headings), and what would show as something else there:
+# control characters, the bidirectional embeddings, overrides and isolates (which reorder what follows
+# them, the line's own words too), and surrogates that lost their pair (a JSON `\ud83d` split from
+# the rest of its emoji).
+_CONTROLS = [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ONE_LINE = str.maketrans(
+    {
+        **dict.fromkeys("`*_~[]()<>|#\\", " "),
+        **dict.fromkeys(_CONTROLS, " "),
+        **dict.fromkeys(range(0xD800, 0xE000), "\ufffd"),
+    }
+)
 _TOOL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 _LANGUAGE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+#-")
 
@@ -60,7 +70,7 @@ FILE_WORDS = ("file", "read", "document", "pdf")
 
 def one_line(value: str, limit: int) -> str:
     """Untrusted text as one short line with no Markdown structure in it."""
-    flat = " ".join(value.translate(_STRUCTURE).split())
+    flat = " ".join(value.translate(_ONE_LINE).split())
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 

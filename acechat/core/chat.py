@@ -45,7 +45,7 @@ from acechat.core.pacing.scheduler import Scheduler, Urgency
 from acechat.core.permissions import GENERIC_RIGHTS, Privilege, privilege_of, refusal, required
 from acechat.core.platform import MentionRules, PlatformRules
 from acechat.core.platform_errors import PlatformError, PlatformForbidden, PlatformRateLimited
-from acechat.core.presets import suggestions
+from acechat.core.presets import PresetError, suggestions, validate_preset_name
 from acechat.core.reply_target import Mark, ReplyTarget
 from acechat.core.sanitize import format_answer
 from acechat.core.scope import DIRECT, Scope
@@ -755,12 +755,17 @@ class ChatCore:
         if not editing:
             return PresetForm(False, (name or "").strip(), "", "", limit)
         try:
-            existing = await self.store.get_preset(scope.workspace_key, (name or "").strip().lower())
+            # A name no preset can have is said so, quoted in part: it is whatever was typed.
+            slug = validate_preset_name(name or "")
+        except PresetError as error:
+            return CommandReply(error.user_message, ok=False)
+        try:
+            existing = await self.store.get_preset(scope.workspace_key, slug)
         except Exception:
             log.exception("could not read a preset for its form", extra=_context(scope, actor))
             return CommandReply(notices.INTERNAL_ERROR, ok=False)
         if existing is None:
-            return CommandReply(f"There is no custom preset `{name}` to edit; see `preset list`.", ok=False)
+            return CommandReply(f"There is no custom preset `{slug}` to edit; see `preset list`.", ok=False)
         return PresetForm(True, existing.name, existing.description, existing.prompt, limit)
 
     async def preset_problems(

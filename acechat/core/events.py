@@ -119,6 +119,13 @@ def text(value: object, limit: int = FIELD_CHARS) -> str | None:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
+def _link(obj: Mapping[str, Any], *names: str) -> str | None:
+    """The first non-empty of `names` as a URL, whole or not at all: clipped, it would be a link to a
+    page nobody named."""
+    found = _first(obj, *names, limit=FIELD_CHARS + 1)
+    return found if found is not None and len(found) <= FIELD_CHARS else None
+
+
 def _first(obj: Mapping[str, Any], *names: str, limit: int = FIELD_CHARS) -> str | None:
     for name in names:
         found = text(obj.get(name), limit)
@@ -154,14 +161,14 @@ def parse_event(kind: str, obj: Mapping[str, Any]) -> Event | None:
     if kind == "citation":
         # The guide does not fix the fields: the URL may sit at the top or inside a nested object.
         for source in (obj, _nested(obj, "citation"), _nested(obj, "source"), _nested(obj, "data")):
-            url = _first(source, "url", "uri", "link", "href")
+            url = _link(source, "url", "uri", "link", "href")
             if url is not None:
                 return Citation(url, _first(source, "title", "name", "site_name"))
         return None
     if kind == "card":
         for source in (obj, _nested(obj, "card"), _nested(obj, "data")):
-            image = _first(source, "image_url", "image", "thumbnail")
-            url = _first(source, "url", "link", "href")
+            image = _link(source, "image_url", "image", "thumbnail")
+            url = _link(source, "url", "link", "href")
             title = _first(source, "title", "name", "description", "text")
             if image or url or title:
                 return Card(title, url, image)

@@ -290,6 +290,58 @@ class FakeInteraction:
         return [m.content for m in messages]
 
 
+# A message's limits (Discord's "Create Message" and "Message Components"): 2,000 characters of content,
+# 5 action rows of at most 5 components, a button's label of at most 80 characters and its custom id 100.
+MAX_CONTENT_CHARS = 2000
+MAX_ROWS = 5
+MAX_ROW_COMPONENTS = 5
+MAX_LABEL_CHARS = 80
+MAX_CUSTOM_ID_CHARS = 100
+# A modal's title, like its custom id, is 1 to 45 (100) characters.
+MAX_MODAL_TITLE_CHARS = 45
+MAX_INPUT_CHARS = 4000
+INVALID_BODY = {"message": "Invalid Form Body", "code": 50035}
+
+
+def invalid_message(body: Json) -> bool:
+    """Whether a message body passes one of the limits above (Discord answers 400, code 50035)."""
+    if len(str(body.get("content") or "")) > MAX_CONTENT_CHARS:
+        return True
+    rows = body.get("components") or []
+    if len(rows) > MAX_ROWS:
+        return True
+    for row in rows:
+        components = row.get("components") or []
+        if len(components) > MAX_ROW_COMPONENTS:
+            return True
+        for component in components:
+            if len(str(component.get("label") or "")) > MAX_LABEL_CHARS:
+                return True
+            if len(str(component.get("custom_id") or "")) > MAX_CUSTOM_ID_CHARS:
+                return True
+    return False
+
+
+def invalid_modal(data: Json) -> bool:
+    """Whether a modal (callback type 9) passes Discord's limits: its title and custom id, and each text
+    input's prefilled value within the input's own `max_length` (4,000 unless it says less)."""
+    title = str(data.get("title") or "")
+    custom_id = str(data.get("custom_id") or "")
+    if not 0 < len(title) <= MAX_MODAL_TITLE_CHARS or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS:
+        return True
+    pending = list(data.get("components") or [])
+    while pending:
+        component = pending.pop()
+        pending.extend(component.get("components") or ())
+        if "component" in component:
+            pending.append(component["component"])
+        if component.get("type") == 4:
+            limit = int(component.get("max_length") or MAX_INPUT_CHARS)
+            if len(str(component.get("value") or "")) > min(limit, MAX_INPUT_CHARS):
+                return True
+    return False
+
+
 class _RouteBucket:
     """A fixed window: `limit` requests, then none until `window` seconds after the first one."""
 
@@ -1200,6 +1252,8 @@ class FakeDiscord:
         return payload
 
     def _create(self, channel_id: int, body: Json) -> web.Response:
+        if invalid_message(body):
+            return _json(INVALID_BODY, status=400)
         ref = body.get("message_reference")
         if ref and int(ref["message_id"]) not in self.messages and ref.get("fail_if_not_exists", True):
             return _json({"message": "Invalid Form Body", "code": 50035}, status=400)
@@ -1226,6 +1280,8 @@ class FakeDiscord:
         message = self.messages.get(message_id)
         if message is None:
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        if invalid_message(body):
+            return _json(INVALID_BODY, status=400)
         if "content" in body:
             message.payload["content"] = body["content"] or ""
         if "components" in body:  # absent: the buttons stay; [] removes them
@@ -1261,6 +1317,10 @@ class FakeDiscord:
         )
         if invalid:
             return _json({"message": "Interaction response type invalid", "code": 50035}, status=400)
+        if kind in (4, 7) and invalid_message(body.get("data") or {}):
+            return _json(INVALID_BODY, status=400)
+        if kind == 9 and invalid_modal(body.get("data") or {}):
+            return _json(INVALID_BODY, status=400)
         record.callbacks.append(body)
         record.acked_at = self._clock()
         channel_id = int(record.payload["channel_id"])
@@ -1291,6 +1351,8 @@ class FakeDiscord:
         record = self._interaction(token)
         if record is None or not record.callbacks:
             return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        if invalid_message(body):
+            return _json(INVALID_BODY, status=400)
         payload = self._bot_payload(int(record.payload["channel_id"]), body, webhook=True)
         record.followups.append(self._store(payload, body))
         return _json(payload)

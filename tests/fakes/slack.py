@@ -97,6 +97,10 @@ MAX_SECTION_CHARS = 3000
 MAX_BLOCKS = 50
 MAX_MODAL_TITLE_CHARS = 24
 TRIGGER_SECONDS = 3.0
+# Block Kit: an actions block's elements, a button's text, an action id.
+MAX_ACTIONS = 25
+MAX_BUTTON_CHARS = 75
+MAX_ACTION_ID_CHARS = 255
 INTERACTIVE = frozenset({"block_actions", "message_action", "shortcut", "view_submission", "view_closed"})
 MAX_STREAM_CHUNK_CHARS = 12000
 TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
@@ -648,7 +652,7 @@ class FakeSlack:
     @staticmethod
     def _invalid_blocks(blocks: list[dict[str, Any]]) -> bool:
         """Block Kit's rules the fake checks: sections of 1 to 3,000 characters, at most 50 blocks, buttons
-        and feedback buttons with action ids in their own kind of block."""
+        (text of 1 to 75 characters) and feedback buttons with action ids in their own kind of block."""
         if len(blocks) > MAX_BLOCKS:
             return True
         for block in blocks:
@@ -663,10 +667,17 @@ class FakeSlack:
                     "context_actions": {"feedback_buttons", "icon_button"},
                 }[kind]
                 elements = block.get("elements") or []
-                if not elements or any(
+                if not elements or len(elements) > MAX_ACTIONS or any(
                     e.get("type") not in allowed or not e.get("action_id") for e in elements
                 ):
                     return True
+                # A button's text is plain text of 1 to 75 characters, its action id at most 255.
+                for e in elements:
+                    label = str((e.get("text") or {}).get("text") or "")
+                    if e.get("type") == "button" and not 0 < len(label) <= MAX_BUTTON_CHARS:
+                        return True
+                    if len(str(e.get("action_id"))) > MAX_ACTION_ID_CHARS:
+                        return True
             elif kind not in ("context", "markdown", "rich_text", "divider", "header"):
                 return True
         return False
