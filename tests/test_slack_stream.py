@@ -135,6 +135,21 @@ async def test_an_agent_session_answer_streams_and_ends_with_slacks_feedback_but
         assert all(p == "" or p[-1].isspace() for p in pieces)
 
 
+async def test_text_without_spaces_streams_as_it_is_written_not_all_at_its_end(
+    settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
+) -> None:
+    # Chinese has no spaces between words: waiting for whitespace would show nothing until the end.
+    answer = "计划如下首先检查日志然后重启服务最后通知团队" * 30
+    fake_upstream.queue(Behaviour(answer=answer, fragment_size=20, fragment_delay=0.1))
+    async with running(settings) as bot:
+        thread = await ask_in_dm(slack, bot, "计划是什么？")
+        (message,) = slack.in_channel("D1", thread)
+        assert message.text == answer and not message.streaming
+        before_end = [stream_text(c) for c in calls_in(slack, ("chat.startStream", "chat.appendStream"))]
+        assert sum(len(p) for p in before_end) >= len(answer) // 2, "most of it streamed before the end"
+        assert len([p for p in before_end if p]) >= 3
+
+
 async def test_a_dm_starts_a_session_and_its_follow_up_streams_in_the_same_thread(
     settings: Settings, slack: FakeSlack, fake_upstream: FakeUpstream
 ) -> None:

@@ -73,6 +73,10 @@ REFUSED = frozenset(
 )
 # A stream Slack no longer takes text for: stopped (by a person's Stop), or closed as too old or too long.
 CLOSED = frozenset({"message_not_in_streaming_state"})
+# Past this many characters without whitespace, all but these stream. What `stream_markdown` writes for a
+# character depends on at most the 34 after it, and no character becomes more than two, so what comes
+# before the last 80 is final; a change the core makes there still falls back to chat.update.
+UNSETTLED_RUN = 80
 # Slack stops the streams of a session whose Stop a person pressed and then sends the event saying so: a
 # stream found closed waits this long for that event before it is taken as closed for its age or length.
 STOP_GRACE = 1.0
@@ -170,9 +174,11 @@ class _Streamed:
 
 def settled(text: str) -> int:
     """How much of a message still being written may stream now: up to its last whitespace (a word, a
-    mention or a tag may still be arriving)."""
+    mention or a tag may still be arriving), or, in text without whitespace (Chinese, Japanese, a long
+    URL), all but its last `UNSETTLED_RUN` characters."""
     end = len(text)
-    while end > 0 and not text[end - 1].isspace():
+    floor = max(0, end - UNSETTLED_RUN)
+    while end > floor and not text[end - 1].isspace():
         end -= 1
     return end
 
