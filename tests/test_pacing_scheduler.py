@@ -205,6 +205,78 @@ async def test_a_call_granted_but_cancelled_before_it_is_made_ends_at_once() -> 
     assert scheduler.try_call(Urgency.EDIT, (limit,))
 
 
+async def test_a_call_cancelled_while_it_waits_ends_no_call() -> None:
+    """It was never granted: the call still in flight keeps its hold on a limit counting calls until they end."""
+    clock = Clock()
+    limit = InFlightBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    await scheduler.call(Urgency.POST, (limit,))  # in flight until its `done`
+    waiting = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
+    await settle()
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    clock.now += 1.0
+    assert not scheduler.try_call(Urgency.EDIT, (limit,)), "the first call is still in flight"
+    scheduler.done((limit,))
+    clock.now += 1.0
+    assert scheduler.try_call(Urgency.EDIT, (limit,))
+
+
+class Watched(TokenBucket):
+    """A token bucket that runs `on_look` when asked how long to wait and `on_take` when a call is taken."""
+
+    def __init__(self, capacity: float, rate: float, clock: Clock) -> None:
+        super().__init__(capacity, rate, clock=clock)
+        self.on_look: Callable[[], object] = lambda: None
+        self.on_take: Callable[[], object] = lambda: None
+
+    def delay(self, reserve: int = 0) -> float:
+        self.on_look()
+        return super().delay(reserve)
+
+    def try_acquire(self, reserve: int = 0) -> bool:
+        taken = super().try_acquire(reserve)
+        if taken:
+            self.on_take()
+        return taken
+
+
+async def test_a_call_cancelled_while_the_queue_is_served_holds_up_no_one_behind_it() -> None:
+    """Its ticket stays in the queue until its task runs again: the calls behind it are served in the same
+    pass, not once that task has given up its place."""
+    clock = Clock()
+    stuck, shared = Watched(1, 0.001, clock), Watched(1, 1.0, clock)
+    scheduler = Scheduler()
+    assert stuck.try_acquire() and shared.try_acquire()
+    first = asyncio.create_task(scheduler.call(Urgency.FINAL, (stuck,)))
+    cancelled = asyncio.create_task(scheduler.call(Urgency.POST, (shared,)))
+    behind = asyncio.create_task(scheduler.call(Urgency.POST, (shared,)))
+    await settle()
+    stuck.on_look = cancelled.cancel  # as the scheduler looks at the first call, before the second
+    seen: list[bool] = []
+    shared.on_take = lambda: seen.append(cancelled.done())
+    await next_window(clock, scheduler)
+    assert behind.done() and cancelled.cancelled()
+    assert seen == [False], "served before the cancelled call's task ran again"
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+
+
+async def test_a_call_that_gives_up_waiting_has_the_queue_looked_at_again() -> None:
+    clock = Clock()
+    limit = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    assert limit.try_acquire()
+    abandoned = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
+    kept = asyncio.create_task(scheduler.call(Urgency.POST, (limit,)))
+    await settle()
+    clock.now += 1.0  # room for one call; the scheduler's own timer is still a second away
+    abandoned.cancel()
+    await settle()
+    assert kept.done()
+
+
 async def test_a_call_waits_for_every_limit_it_draws_on() -> None:
     shared = TokenBucket(2, 10.0)
     channel_a, channel_b = TokenBucket(1, 5.0), TokenBucket(1, 5.0)
@@ -231,6 +303,17 @@ def test_admission_counts_the_finals_already_pledged() -> None:
     assert scheduler.admits((), within=0)
 
 
+def test_the_admission_delay_is_the_time_until_one_more_final_could_be_pledged() -> None:
+    limit = TokenBucket(2, 0.5, clock=Clock())
+    scheduler = Scheduler()
+    assert scheduler.admission_delay((limit,)) == 0.0, "a final fits now"
+    scheduler.pledge((limit,))
+    scheduler.pledge((limit,))
+    assert scheduler.admission_delay((limit,)) == 2.0, "a third needs one more call, 2 s away"
+    assert scheduler.admits((limit,), within=2.0) and not scheduler.admits((limit,), within=1.99)
+    assert scheduler.admission_delay(()) == 0.0, "no limits, no wait"
+
+
 def test_an_answer_whose_first_text_is_an_edit_is_admitted_only_with_room_for_both_calls() -> None:
     limit = TokenBucket(2, 1.0, clock=Clock())
     scheduler = Scheduler()
@@ -254,6 +337,17 @@ def test_each_release_gives_back_one_pledge() -> None:
     scheduler.release((a, b))
     scheduler.release((a, b))
     assert (scheduler.pledged(a), scheduler.pledged(b)) == (0, 0)
+
+
+def test_each_unwant_gives_back_one_want() -> None:
+    limit = TokenBucket(3, 1.0, clock=Clock())
+    scheduler = Scheduler()
+    scheduler.want((limit,))
+    scheduler.want((limit,))
+    scheduler.unwant((limit,))
+    assert scheduler.try_call(Urgency.EDIT, (limit,))
+    assert scheduler.try_call(Urgency.EDIT, (limit,))
+    assert not scheduler.try_call(Urgency.EDIT, (limit,)), "the last call is left to the answer still waiting"
 
 
 def test_only_droppable_calls_leave_pledged_finals_their_call() -> None:
@@ -555,6 +649,68 @@ async def test_answers_that_started_go_first_and_askers_take_turns() -> None:
     assert order == ["the rest of A's first answer", "B's first answer", "A's second answer"]
 
 
+@pytest.mark.parametrize("start", ["on no limit", "at once", "after waiting"])
+async def test_an_answer_that_started_goes_before_answers_that_joined_earlier(start: str) -> None:
+    """However its first call went, an answer showing something goes first, even when it is not the first
+    answer to start and others joined the line before it."""
+    clock = Clock()
+    channel = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    await scheduler.call(Urgency.POST, (), scheduler.join((channel,), "C", 1))  # an answer started earlier
+    earlier, showing = scheduler.join((channel,), "B", 2), scheduler.join((channel,), "A", 2)
+    if start == "on no limit":
+        await scheduler.call(Urgency.POST, (), showing)
+        assert channel.try_acquire()
+    elif start == "at once":
+        assert made_at_once(scheduler.call(Urgency.POST, (channel,), showing))
+    else:
+        assert channel.try_acquire()
+        first = asyncio.create_task(scheduler.call(Urgency.POST, (channel,), showing))
+        await settle()
+        assert not first.done()
+        await next_window(clock, scheduler)
+        assert first.done()
+    order: list[str] = []
+
+    async def call(name: str, place: Place) -> None:
+        await scheduler.call(Urgency.POST, (channel,), place)
+        order.append(name)
+
+    tasks = [
+        asyncio.create_task(call("B's first text", earlier)),
+        asyncio.create_task(call("A's next message", showing)),
+    ]
+    await settle()
+    for _ in range(2):
+        await next_window(clock, scheduler)
+    assert order == ["A's next message", "B's first text"]
+    await asyncio.gather(*tasks)
+
+
+async def test_answers_not_started_go_in_the_order_they_joined_not_the_order_they_call() -> None:
+    clock = Clock()
+    channel = TokenBucket(1, 1.0, clock=clock)
+    scheduler = Scheduler()
+    assert channel.try_acquire()
+    first, second = scheduler.join((channel,), "A", 1), scheduler.join((channel,), "B", 1)
+    order: list[str] = []
+
+    async def call(name: str, place: Place | None) -> None:
+        await scheduler.call(Urgency.POST, (channel,), place)
+        order.append(name)
+
+    tasks = [
+        asyncio.create_task(call("second to join", second)),
+        asyncio.create_task(call("first to join", first)),
+        asyncio.create_task(call("a notice", None)),
+    ]
+    await settle()
+    for _ in range(3):
+        await next_window(clock, scheduler)
+    assert order == ["a notice", "first to join", "second to join"]
+    await asyncio.gather(*tasks)
+
+
 async def test_a_final_of_a_later_answer_waits_behind_an_answer_already_showing() -> None:
     clock = Clock()
     channel = TokenBucket(1, 1.0, clock=clock)
@@ -594,6 +750,16 @@ def test_the_backlog_is_what_the_line_owes_at_the_limits_rate() -> None:
     assert scheduler.backlog((channel,)) == 0.0
     again = scheduler.join((channel,), "A", 1)
     assert again.round == 0, "a user who left the line starts again in the first round"
+
+
+def test_an_askers_answer_joins_behind_their_answers_still_in_line() -> None:
+    channel = TokenBucket(1, 1.0, clock=Clock())
+    scheduler = Scheduler()
+    first, second = scheduler.join((channel,), "A", 1), scheduler.join((channel,), "A", 1)
+    assert (first.round, second.round) == (0, 1)
+    scheduler.leave(first)
+    assert scheduler.join((channel,), "A", 1).round == 1, "one of A's answers is still in line"
+    assert scheduler.backlog(()) == 0.0 and scheduler.backlog((), 5) == 0.0, "no limits, no wait"
 
 
 def test_an_answer_joins_a_line_only_if_it_clears_in_time() -> None:
