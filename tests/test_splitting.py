@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acechat.core.splitting import MIN_LIMIT, Chunk, Measure, split_chunks, split_message
+from acechat.core.splitting import MIN_LIMIT, Chunk, Measure, closing_fence, split_chunks, split_message
 
 SPACE = re.compile(r"\s*")
 
@@ -170,8 +170,52 @@ def test_measured_appending_changes_only_the_last_two_chunks(text: str, more: st
 
 
 def test_a_measure_that_never_fits_still_makes_progress() -> None:
-    chunks = split_message("<" * 500, 60, lambda text: 1000)
-    assert "".join(chunks) == "<" * 500
+    # Each room tried is smaller than the last, down to one character, which is then sent as it is.
+    assert split_message("<" * 500, 60, lambda text: 1000) == ["<"] * 500
+
+
+@pytest.mark.parametrize(
+    ("text", "measure", "tries", "chunks"),
+    [
+        # Shown a little too long whatever the text: the room shrinks to one character, no further.
+        ("<" * 4, lambda text: 61, [4, 3, 2, 1, 3, 2, 1, 2, 1, 1, 1], [1, 1, 1, 1]),
+        # Shown as long as it is: a chunk that fills the message exactly is taken on its first try.
+        ("x" * 120, len, [50, 50, 20], [50, 50, 20]),
+        # Fits the room but not the screen: one try scaled a little under the limit, then smaller ones.
+        ("<" * 30 + " tail", escaped_length, [35, 13, 12, 23, 14, 12, 11], [12, 12, 11]),
+        # Fits the room, and shows exactly the limit.
+        ("<" * 10 + "a" * 10, escaped_length, [20], [20]),
+        # After a chunk that showed longer than its text, the next first try is scaled by as much.
+        (
+            "a<" * 100,
+            escaped_length,
+            [50, 19, 20, 19, 18, 19, 20, 19, 18, 48, 19, 29, 19, 10],
+            [19, 20, 19, 18, 19, 20, 19, 18, 19, 19, 10],
+        ),
+        ("aaa<" * 40, escaped_length, [50, 28, 27, 29, 26, 27, 27, 25], [28, 27, 26, 27, 27, 25]),
+    ],
+    ids=[
+        "never fits",
+        "fits exactly",
+        "last chunk too long",
+        "last chunk shows the limit",
+        "dense",
+        "less dense",
+    ],
+)
+def test_which_texts_are_measured_at_a_limit_of_50(
+    text: str, measure: Measure, tries: list[int], chunks: list[int]
+) -> None:
+    measured: list[str] = []
+
+    def recording(written: str) -> int:
+        measured.append(written)
+        return measure(written)
+
+    got = split_message(text, 50, recording)
+    assert [len(t) for t in measured] == tries
+    assert [len(c) for c in got] == chunks
+    assert "".join(got).replace(" ", "") == text.replace(" ", "")
 
 
 # --- examples -------------------------------------------------------------------------------------
@@ -484,3 +528,28 @@ def test_a_cut_reads_nothing_past_the_room(room: str, rests: tuple[str, str]) ->
     limit = len(room) - 1
     first = {split_message(room + rest + " " + "z" * 60, limit)[0] for rest in rests}
     assert len(first) == 1
+
+
+# --- closing a block the answer left open (core.chat, when an answer is stopped or cut) ---------------
+
+
+@pytest.mark.parametrize(
+    ("text", "close"),
+    [
+        ("", ""),
+        ("plain words", ""),
+        ("a ```x``` b", ""),
+        # A fence on the very first line, with nothing after it.
+        ("```", "\n```"),
+        ("```py\ncode", "\n```"),
+        # The last line closes the block though no line break follows it.
+        ("```\ncode\n```", ""),
+        ("  ```\nx\n   ````", ""),
+        # Only the block still open at the end counts, with its own fence.
+        ("~~~~\ncode\n~~~~\nafter\n````js\nx", "\n````"),
+        ("```\ncode\n```\nafter\n~~~\nx", "\n~~~"),
+    ],
+)
+def test_closing_fence_closes_only_a_block_still_open(text: str, close: str) -> None:
+    assert closing_fence(text) == close
+    assert open_fence(text + close) is None
