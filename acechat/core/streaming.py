@@ -583,9 +583,7 @@ class StreamingReply:
         edits = self._limits.edits
         await self._wait_turn(self._urgency, edits)
         try:
-            step = self._next()
-            if step is not None and step[0] < len(self._handles):
-                await self._edit(*step)
+            await self._edit_next()
         finally:
             self._scheduler.done(edits)
 
@@ -596,15 +594,19 @@ class StreamingReply:
             edits = self._limits.edits
             if self._scheduler.try_call(Urgency.EDIT, edits):
                 try:
-                    step = self._next()
-                    if step is not None and step[0] < len(self._handles):
-                        await self._edit(*step)
+                    await self._edit_next()
                 finally:
                     self._scheduler.done(edits)
                 return
             # With more answers streaming than the limit holds, intermediate edits wait for others to finish.
             wait = min(max(self._scheduler.delay(Urgency.EDIT, edits), 0.01), RECHECK)
         await self._sleep(wait)
+
+    async def _edit_next(self) -> None:
+        """Edit the next message whose text changed, if it has been posted."""
+        step = self._next()
+        if step is not None and step[0] < len(self._handles):
+            await self._edit(*step)
 
     async def _edit(self, index: int, chunk: str) -> None:
         progress, version = self._progress_only(), self._text_version()
