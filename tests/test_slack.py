@@ -38,6 +38,11 @@ class Bot:
 
 @pytest.fixture
 def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
+    return slack_settings(tmp_path, upstream_settings, slack)
+
+
+def slack_settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
+    """HTTP mode against the fake, a database in `tmp_path`: what most Slack tests run on."""
     return Settings(
         upstream=replace(upstream_settings, read_timeout=10.0),
         platforms={

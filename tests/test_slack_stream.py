@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from acechat.bots.slack_bot import SlackAdapter
-from acechat.bots.slack_settings import SlackSettings
 from acechat.bots.slack_text import MAX_STREAM_CHARS
-from acechat.core.chat import ChatCore
 from acechat.core.settings import RateLimit, Settings, UpstreamSettings
-from tests.fakes.slack import BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, ApiCall, FakeSlack, Message
+from tests.fakes.slack import BOT_USER_ID, ApiCall, FakeSlack, Message
 from tests.fakes.upstream import Behaviour, FakeUpstream
-from tests.test_slack import Bot
+from tests.test_slack import Bot, running, slack_settings, with_slack
 
 ACK_SECONDS = 3.0
 STREAMING = ("chat.startStream", "chat.appendStream", "chat.stopStream")
@@ -32,43 +27,12 @@ MRKDWN_PING = re.compile(r"<[@!#]|@(?:here|channel|everyone)", re.IGNORECASE)
 
 @pytest.fixture
 def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
-    return Settings(
-        upstream=replace(upstream_settings, read_timeout=10.0),
-        platforms={
-            "slack": SlackSettings(
-                bot_token=BOT_TOKEN,
-                signing_secret=SIGNING_SECRET,
-                api_url=slack.api_url,
-                command="/aichat",
-                port=0,
-                agent=True,
-            )
-        },
-        db_path=tmp_path / "acechat.db",
-        user_rate=RateLimit(0, 60.0),
-        channel_rate=RateLimit(0, 60.0),
-        shutdown_grace=5.0,
-    )
+    served = with_slack(slack_settings(tmp_path, upstream_settings, slack), agent=True)
+    return replace(served, user_rate=RateLimit(0, 60.0), channel_rate=RateLimit(0, 60.0))
 
 
 def not_an_agent(settings: Settings) -> Settings:
-    slack = settings.platforms["slack"]
-    assert isinstance(slack, SlackSettings)
-    return replace(settings, platforms={"slack": replace(slack, agent=False)})
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Bot]:
-    core = await ChatCore.open(settings)
-    slack = settings.platforms["slack"]
-    assert isinstance(slack, SlackSettings)
-    adapter = SlackAdapter(core, slack, host="127.0.0.1")
-    await adapter.start()
-    try:
-        yield Bot(core, adapter)
-    finally:
-        await adapter.close()
-        await core.aclose()
+    return with_slack(settings, agent=False)
 
 
 async def deliver(slack: FakeSlack, bot: Bot, payload: dict[str, object]) -> None:

@@ -6,78 +6,28 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from acechat.bots import slack_rules
-from acechat.bots.slack_bot import EVENTS_PATH, SlackAdapter
-from acechat.bots.slack_settings import SlackSettings
 from acechat.core import notices
-from acechat.core.chat import ChatCore
 from acechat.core.presets import SUGGESTIONS
 from acechat.core.settings import RateLimit, Settings, UpstreamSettings
 from tests.conftest import SLACK_ADMIN as ADMIN
-from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER_ID, SIGNING_SECRET, FakeSlack, Message
+from tests.fakes.slack import APP_TOKEN, BOT_USER_ID, FakeSlack, Message
 from tests.fakes.upstream import Behaviour, FakeUpstream
+from tests.test_slack import Bot, running, slack_settings, with_slack
 
 SLOW = Behaviour(answer="word " * 600, fragment_size=5, fragment_delay=0.02)
 ACK_SECONDS = 3.0
 
 
-@dataclass
-class Bot:
-    core: ChatCore
-    adapter: SlackAdapter
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.adapter.port}{EVENTS_PATH}"
-
-
 @pytest.fixture
 def settings(tmp_path: Path, upstream_settings: UpstreamSettings, slack: FakeSlack) -> Settings:
-    return Settings(
-        upstream=replace(upstream_settings, read_timeout=10.0),
-        platforms={
-            "slack": SlackSettings(
-                bot_token=BOT_TOKEN,
-                signing_secret=SIGNING_SECRET,
-                api_url=slack.api_url,
-                command="/aichat",
-                port=0,
-            )
-        },
-        db_path=tmp_path / "acechat.db",
-        user_rate=RateLimit(0, 60.0),
-        channel_rate=RateLimit(0, 60.0),
-        shutdown_grace=5.0,
-    )
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Bot]:
-    core = await ChatCore.open(settings)
-    adapter = SlackAdapter(core, slack_of(settings), host="127.0.0.1")
-    await adapter.start()
-    try:
-        yield Bot(core, adapter)
-    finally:
-        await adapter.close()
-        await core.aclose()
-
-
-def slack_of(settings: Settings) -> SlackSettings:
-    found = settings.platforms["slack"]
-    assert isinstance(found, SlackSettings)
-    return found
-
-
-def with_slack(settings: Settings, **changes: object) -> Settings:
-    return replace(settings, platforms={"slack": replace(slack_of(settings), **changes)})  # type: ignore[arg-type]
+    served = slack_settings(tmp_path, upstream_settings, slack)
+    return replace(served, user_rate=RateLimit(0, 60.0), channel_rate=RateLimit(0, 60.0))
 
 
 def socket_mode(settings: Settings) -> Settings:
